@@ -1,0 +1,13 @@
+"""cadiff: find where a text-to-image diffusion model keeps a concept, and edit it there.
+
+Example:
+    >>> import cadiff
+    >>> pipe = cadiff.load_pipeline()                       # the embedded shapes model
+    >>> images = cadiff.generate(pipe, ["a red circle"], seeds=[0])
+"""
+
+__version__ = "0.1.0"
+
+from cadiff.models import generate, load_pipeline, model_fingerprint  # noqa: E402
+
+__all__ = ["__version__", "generate", "load_pipeline", "model_fingerprint"]

@@ -1,0 +1,39 @@
+"""The `cadiff` command: a thin layer over the Python API, one module per group of verbs.
+
+Example:
+    $ cadiff generate "a red striped circle" -n 8 --seed 0 --out runs/red-circle
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cadiff import __version__
+from cadiff.cli.common import UserError, report_error
+
+# Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
+COMMAND_MODULES = ["generate", "shapes", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cadiff", description="Find where a diffusion model keeps a concept, and edit it there.")
+    parser.add_argument("--version", action="version", version=f"cadiff {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"cadiff.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        return report_error(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

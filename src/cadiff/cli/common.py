@@ -1,0 +1,57 @@
+"""Options and error handling shared by every command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from cadiff.io import OutputExistsError
+from cadiff.models.loading import ModelLoadError
+
+# Errors caused by the user's input: reported as one line, exit code 2, no traceback.
+UserError = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, ModelLoadError,
+             OutputExistsError, KeyError)
+
+
+def report_error(exc: BaseException) -> int:
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    print(f"cadiff: error: {message}", file=sys.stderr)
+    return 2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="diffusers folder, .safetensors file, or cached hub id (default: the embedded shapes model)")
+    p.add_argument("--config", default=None, help="with a single .safetensors file: its diffusers config folder/id")
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="weights dtype (default: as saved)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+
+
+def add_output_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--out", required=required, help="run folder to create (must not exist)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+
+def load_from_args(args: argparse.Namespace):
+    from cadiff.models import load_pipeline
+
+    return load_pipeline(args.model, dtype=args.dtype, device=args.device, config=args.config)
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict:
+    return {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "batch_size": args.batch_size}

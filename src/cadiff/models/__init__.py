@@ -1,0 +1,15 @@
+"""Loading pipelines from local weights, fingerprints, and the one generation call everything uses."""
+
+from cadiff.models.generate import generate
+from cadiff.models.loading import (
+    ModelLoadError,
+    denoiser,
+    describe_model,
+    is_embedded,
+    load_pipeline,
+    model_fingerprint,
+    sampling_defaults,
+)
+
+__all__ = ["ModelLoadError", "denoiser", "describe_model", "generate", "is_embedded", "load_pipeline",
+           "model_fingerprint", "sampling_defaults"]

@@ -1,0 +1,163 @@
+"""Loading text-to-image pipelines from local weights only: the embedded model, a folder, a file, or the HF cache.
+
+Example:
+    >>> import cadiff
+    >>> pipe = cadiff.load_pipeline()          # the embedded shapes model
+    >>> image = pipe("a red striped circle", num_inference_steps=25, guidance_scale=4.0).images[0]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from cadiff.shapes.evaluator import shipped_path
+
+CADIFF_INFO = "cadiff.json"  # optional file beside model_index.json: recommended sampling settings
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelLoadError(ValueError):
+    """The model could not be loaded from local files; the message says what is missing and how to provide it."""
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype '{dtype}'; use one of {', '.join(table)}")
+    return table[dtype]
+
+
+def _from_folder(path: Path, dtype: torch.dtype | None):
+    from diffusers import DiffusionPipeline
+
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ModelLoadError(f"{path} is not a diffusers pipeline folder (no model_index.json); "
+                             "point --model at a folder written by save_pretrained, or at a .safetensors file")
+    extra = {}
+    if "safety_checker" in json.loads(index.read_text()):
+        extra = {"safety_checker": None, "requires_safety_checker": False}
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    try:
+        return DiffusionPipeline.from_pretrained(str(path), local_files_only=True, **extra, **kwargs)
+    except Exception as exc:  # diffusers raises many types for broken folders
+        raise ModelLoadError(f"could not load the pipeline in {path}: {exc}") from exc
+
+
+def _from_file(path: Path, dtype: torch.dtype | None, config: str | None):
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    if path.suffix in PICKLE_SUFFIXES:
+        raise ModelLoadError(f"{path} is a pickle checkpoint, which cadiff never loads (it can run code); "
+                             "convert it to .safetensors first")
+    if path.suffix != ".safetensors":
+        raise ModelLoadError(f"{path}: single-file checkpoints must be .safetensors")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a readable safetensors file ({exc}); the file may be truncated") from exc
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    if config is not None:
+        kwargs["config"] = config
+    try:
+        return StableDiffusionPipeline.from_single_file(str(path), local_files_only=True, safety_checker=None,
+                                                        requires_safety_checker=False, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"could not build a pipeline from {path}: {exc}. A single-file checkpoint needs its diffusers config "
+            "locally: pass config=<pipeline folder or cached hub id> (CLI: --config), or use a full pipeline folder"
+        ) from exc
+
+
+def _from_cache(model_id: str, dtype: torch.dtype | None):
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(model_id, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"'{model_id}' is neither a local path nor in the local Hugging Face cache; cadiff never downloads. "
+            f"Fetch it where there is network (`hf download {model_id}`) or pass a local folder or .safetensors file"
+        ) from exc
+    return _from_folder(Path(folder), dtype)
+
+
+def load_pipeline(model: str | Path | None = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
+                  config: str | None = None):
+    """Load a diffusers pipeline from local files: None (the embedded shapes model), a folder, a .safetensors file,
+    or a hub id already in the local cache. Never downloads."""
+    torch_dtype = _dtype(dtype)
+    if model is None:
+        pipe = _from_folder(shipped_path("pipeline"), torch_dtype)
+    else:
+        path = Path(model).expanduser()
+        if path.is_dir():
+            pipe = _from_folder(path, torch_dtype)
+        elif path.is_file():
+            pipe = _from_file(path, torch_dtype, config)
+        elif HUB_ID.match(str(model)) and not str(model).startswith((".", "/")):
+            pipe = _from_cache(str(model), torch_dtype)
+        else:
+            raise ModelLoadError(f"model '{model}' not found: give an existing folder, a .safetensors file, "
+                                 "or a hub id in the local cache (omit --model for the embedded shapes model)")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def sampling_defaults(pipe) -> dict:
+    """Recommended `num_inference_steps` and `guidance_scale`: from the model's cadiff.json, else SD's 50 / 7.5."""
+    defaults = {"num_inference_steps": 50, "guidance_scale": 7.5}
+    origin = getattr(pipe.config, "_name_or_path", None)
+    if origin and Path(origin, CADIFF_INFO).is_file():
+        info = json.loads(Path(origin, CADIFF_INFO).read_text())
+        defaults.update({k: info[k] for k in defaults if k in info})
+    return defaults
+
+
+def is_embedded(pipe) -> bool:
+    """Whether `pipe` is (an edit of) the embedded shapes model, whose images the shapes evaluator can score."""
+    origin = getattr(pipe.config, "_name_or_path", None)
+    if not origin or not Path(origin, CADIFF_INFO).is_file():
+        return False
+    return json.loads(Path(origin, CADIFF_INFO).read_text()).get("world") == "shapes"
+
+
+def denoiser(pipe) -> torch.nn.Module:
+    """The pipeline's denoiser (UNet or transformer)."""
+    for name in ("unet", "transformer"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            return module
+    raise ModelLoadError(f"{type(pipe).__name__} has no unet or transformer denoiser")
+
+
+def model_fingerprint(module_or_pipe) -> str:
+    """A short sha256 of the denoiser's parameter names, shapes and values: equal weights, equal fingerprint."""
+    module = module_or_pipe if isinstance(module_or_pipe, torch.nn.Module) else denoiser(module_or_pipe)
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def describe_model(pipe, model: str | Path | None) -> dict:
+    """What a result file records about the model it was made with."""
+    return {
+        "source": "embedded:shapes" if model is None else str(model),
+        "pipeline": type(pipe).__name__,
+        "fingerprint": model_fingerprint(pipe),
+        "dtype": str(denoiser(pipe).dtype).replace("torch.", ""),
+    }

@@ -1,0 +1,67 @@
+"""Tiny random pipelines built from configs, shaped like SD 1.x, SD 2.x and SDXL (no weights are downloaded)."""
+
+from __future__ import annotations
+
+import torch
+
+from cadiff.shapes.architecture import VOCAB, build_tokenizer
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=16,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4)
+
+
+def _text(width: int, with_projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(vocab_size=len(VOCAB), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=8, projection_dim=width, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2)
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg)
+
+
+def _ddim(prediction_type: str = "epsilon"):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                         prediction_type=prediction_type, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):
+    """A random pipeline: 'sd1' (SD 1.x layout), 'sd2' (v-prediction, linear projections, per-block heads), 'sdxl'."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    common = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+                  norm_num_groups=4)
+    if kind == "sd1":
+        unet = UNet2DConditionModel(**common, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                    attention_head_dim=4)
+        pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=_text(16), tokenizer=build_tokenizer(), unet=unet,
+                                       scheduler=_ddim(), safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    elif kind == "sd2":
+        unet = UNet2DConditionModel(**common, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                    attention_head_dim=(2, 4), use_linear_projection=True)
+        pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=_text(16), tokenizer=build_tokenizer(), unet=unet,
+                                       scheduler=_ddim("v_prediction"), safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    elif kind == "sdxl":
+        unet = UNet2DConditionModel(**common, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                    attention_head_dim=(2, 4), use_linear_projection=True,
+                                    transformer_layers_per_block=(1, 2), addition_embed_type="text_time",
+                                    addition_time_embed_dim=4, projection_class_embeddings_input_dim=6 * 4 + 16)
+        pipe = StableDiffusionXLPipeline(vae=_vae(), text_encoder=_text(16), text_encoder_2=_text(16, True),
+                                         tokenizer=build_tokenizer(), tokenizer_2=build_tokenizer(), unet=unet,
+                                         scheduler=_ddim(), force_zeros_for_empty_prompt=False)
+    else:
+        raise ValueError(kind)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
