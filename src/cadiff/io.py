@@ -29,6 +29,8 @@ def check_new(path: str | Path, overwrite: bool = False) -> Path:
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"cannot create {path}: {probe} is a file, not a folder; choose another output path")
     if not os.access(probe, os.W_OK):
         raise PermissionError(f"cannot write to {probe}; choose an output path in a writable folder")
     return path

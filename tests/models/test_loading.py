@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+
+import cadiff
+from cadiff.models import ModelLoadError, load_pipeline, model_fingerprint
+from tiny_pipelines import tiny_sd
+
+
+def test_shipped_pipeline_loads_with_stock_diffusers_alone(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from cadiff.shapes import shipped_path
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(shipped_path("pipeline")))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert pipe.scheduler.config.clip_sample is False
+    out = pipe("a red circle", num_inference_steps=4, guidance_scale=4.0, output_type="np",
+               generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 32, 32, 3)
+
+
+def test_generation_is_deterministic_per_seed(shapes_pipe):
+    a = cadiff.generate(shapes_pipe, ["a blue star", "a blue star"], seeds=[5, 6], num_inference_steps=6)
+    b = cadiff.generate(shapes_pipe, ["a blue star"], seeds=[6], num_inference_steps=6)
+    assert a.dtype == "uint8" and a.shape == (2, 32, 32, 3)
+    assert (a[1] == b[0]).all() and not (a[0] == a[1]).all()
+
+
+def test_local_folder_roundtrip_and_fingerprint(tmp_path):
+    pipe = tiny_sd("sd1")
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = load_pipeline(tmp_path / "p")
+    assert model_fingerprint(loaded) == model_fingerprint(pipe)
+    with torch.no_grad():
+        loaded.unet.conv_in.weight[0, 0, 0, 0] += 1
+    assert model_fingerprint(loaded) != model_fingerprint(pipe)
+
+
+def test_unknown_path_is_a_clear_error():
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_pipeline("/no/such/model")
+
+
+def test_folder_without_model_index(tmp_path):
+    with pytest.raises(ModelLoadError, match="no model_index.json"):
+        load_pipeline(tmp_path)
+
+
+def test_pickle_checkpoint_is_refused_without_reading(tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ModelLoadError, match="pickle"):
+        load_pipeline(ckpt)
+
+
+def test_corrupt_safetensors_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(ModelLoadError, match="not a readable safetensors"):
+        load_pipeline(bad)
+
+
+def test_hub_id_not_in_cache_says_how_to_provide_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="never downloads"):
+        load_pipeline("someone/not-cached-model")
+
+
+def test_broken_pipeline_folder(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                           "unet": ["diffusers", "UNet2DConditionModel"]}))
+    with pytest.raises(ModelLoadError, match="could not load"):
+        load_pipeline(tmp_path)
+
+
+def test_fp16_load(tmp_path):
+    tiny_sd("sd1").save_pretrained(tmp_path / "p")
+    pipe = load_pipeline(tmp_path / "p", dtype="fp16")
+    assert pipe.unet.dtype == torch.float16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_pipeline(tmp_path / "p", dtype="fp8")

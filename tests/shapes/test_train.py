@@ -1,0 +1,44 @@
+import json
+
+import pytest
+import torch
+
+from cadiff.cli import main
+from cadiff.shapes import load_evaluator
+from cadiff.shapes.train import TrainConfig, train_shapes_model
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "shapes"
+    train_shapes_model(out, TrainConfig.tiny())
+    return out
+
+
+def test_tiny_training_writes_a_stock_pipeline_evaluator_and_log(tiny_run):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_run / "pipeline"))
+    pipe.set_progress_bar_config(disable=True)
+    img = pipe("a red circle", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
+    assert img.images.shape == (1, 32, 32, 3)
+    log = json.loads((tiny_run / "train_log.json").read_text())
+    assert set(log["phases"]) >= {"data", "evaluator", "vae", "unet"}
+    assert log["config"]["seed"] == 0 and log["versions"]["torch"]
+    assert all(len(log["phases"][p]["loss_curve"]) > 0 for p in ("evaluator", "vae", "unet"))
+    assert pipe.vae.config.scaling_factor == pytest.approx(log["phases"]["vae"]["scaling_factor"])
+    assert set(load_evaluator(tiny_run / "evaluator").predict(img.images)) == {"shape", "colour", "texture"}
+
+
+def test_training_is_reproducible_from_the_seed(tiny_run, tmp_path):
+    from safetensors.torch import load_file
+
+    again = train_shapes_model(tmp_path / "again", TrainConfig.tiny())
+    a = load_file(str(tiny_run / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(again / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_refuses_existing_output(tiny_run, capsys):
+    assert main(["shapes", "train", "--tiny", "--out", str(tiny_run)]) == 2
+    assert "already exists" in capsys.readouterr().err
