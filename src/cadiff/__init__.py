@@ -9,5 +9,8 @@ Example:
 __version__ = "0.1.0"
 
 from cadiff.models import generate, load_pipeline, model_fingerprint  # noqa: E402
+from cadiff.attribution import Attribution, attribute  # noqa: E402
+from cadiff.editing import Mask, ablated, amplify, apply_mask, erase  # noqa: E402
 
 __all__ = ["__version__", "generate", "load_pipeline", "model_fingerprint"]
+__all__ += ["Attribution", "Mask", "ablated", "amplify", "apply_mask", "attribute", "erase"]

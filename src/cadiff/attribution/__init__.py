@@ -1,0 +1,8 @@
+"""CAD component attribution: which weights carry a concept (scores w * dJ/dw), computed in one pass."""
+
+from cadiff.attribution.attribute import attribute
+from cadiff.attribution.components import GROUPS, select_parameters
+from cadiff.attribution.concepts import check_known_words, concept_prompt
+from cadiff.attribution.result import Attribution
+
+__all__ = ["GROUPS", "Attribution", "attribute", "check_known_words", "concept_prompt", "select_parameters"]

@@ -1,0 +1,61 @@
+"""Which weights of a denoiser are components: the one place that names parameter groups.
+
+A component is one scalar weight. Groups select weight tensors by name:
+- "ff" (default, the paper's set): 2-D feed-forward weights of transformer blocks
+  (`ff.net.0.proj.weight`, `ff.net.2.weight`);
+- "attn": 2-D attention weights of transformer blocks (`attn1.*`, `attn2.*`);
+- "linear": every 2-D weight of transformer blocks;
+- "all": every parameter of the denoiser;
+- anything else is a regular expression matched (re.search) against parameter names.
+
+Example:
+    >>> from cadiff.attribution.components import select_parameters
+    >>> params = select_parameters(pipe.unet, "ff")          # doctest: +SKIP
+    >>> sorted(params)[0]                                     # doctest: +SKIP
+    'down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight'
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+GROUPS = ("ff", "attn", "linear", "all")
+FF_SUFFIXES = ("ff.net.0.proj.weight", "ff.net.2.weight")
+TRANSFORMER_BLOCK = ".transformer_blocks."
+
+
+def _in_group(name: str, param: torch.Tensor, group: str) -> bool:
+    block_2d = TRANSFORMER_BLOCK in f".{name}" and param.ndim == 2
+    if group == "ff":
+        return block_2d and name.endswith(FF_SUFFIXES)
+    if group == "attn":
+        return block_2d and (".attn1." in name or ".attn2." in name)
+    if group == "linear":
+        return block_2d
+    if group == "all":
+        return True
+    raise AssertionError(group)
+
+
+def select_parameters(module: torch.nn.Module, components: str = "ff") -> dict[str, torch.nn.Parameter]:
+    """The parameters named by a group ('ff', 'attn', 'linear', 'all') or a regex; ValueError if none match."""
+    if components in GROUPS:
+        chosen = {n: p for n, p in module.named_parameters() if _in_group(n, p, components)}
+    else:
+        try:
+            pattern = re.compile(components)
+        except re.error as exc:
+            raise ValueError(f"components '{components}' is neither a group ({', '.join(GROUPS)}) "
+                             f"nor a valid regular expression: {exc}") from exc
+        chosen = {n: p for n, p in module.named_parameters() if pattern.search(n)}
+    if not chosen:
+        raise ValueError(f"components '{components}' selects no parameter of this {type(module).__name__}; "
+                         f"use a group ({', '.join(GROUPS)}) or a regex matching its parameter names")
+    return chosen
+
+
+def count_components(params: dict[str, torch.Tensor]) -> int:
+    """Number of scalar weights in a selection."""
+    return sum(p.numel() for p in params.values())

@@ -1,0 +1,190 @@
+"""The (z_t, t, conditioning, target) samples each CAD objective is evaluated on, built through the stock pipeline.
+
+- `erase_trajectory`: each trajectory sampled ONCE by the stock pipeline call; every denoiser call is recorded
+  with its own timestep, and the unconditional half of the guided call is the stop-gradient target (base prompt
+  "": no extra forward).
+- `erase_restart`: the public reference estimator: for every step i, sample again up to step i and pair the
+  latent with the timestep of the step just taken (O(T^2) guided calls). Kept for fidelity/speed comparisons.
+- `amplify_samples`: concept latents x0 (generated, or given) noised at every sampling timestep; the target is
+  the noise (epsilon models) or the velocity (v-prediction models).
+
+Example:
+    >>> rows = [Row("a circle", seed, 0) for seed in range(4)]
+    >>> steps = erase_trajectory(pipe, pipe.unet, rows, steps=25, guidance=4.0)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from cadiff.attribution.recording import capture_conditioning, record_calls, repeat_rows
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sample of an objective: a prompt, the seed of its trajectory/noise, and its group (concept index)."""
+
+    prompt: str
+    seed: int
+    group: int
+
+
+@dataclass
+class Step:
+    """A batch of objective terms sharing one timestep: scale * ||denoiser(sample, t, **kwargs) - target||^2."""
+
+    sample: torch.Tensor
+    timestep: torch.Tensor
+    kwargs: dict[str, Any]
+    target: torch.Tensor
+    scale: torch.Tensor          # (N,) factors putting the output difference in epsilon units
+    groups: list[int]            # the group of every row
+
+
+def _abar(scheduler, timestep: torch.Tensor) -> float:
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod; CAD needs a DDPM-family scheduler")
+    return float(scheduler.alphas_cumprod[int(round(float(timestep)))])
+
+
+def eps_scale(scheduler, timestep: torch.Tensor) -> float:
+    """Factor s with eps_c - eps_u = s * (out_c - out_u) at a fixed z_t, for the scheduler's prediction type."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return 1.0
+    abar = _abar(scheduler, timestep)
+    if kind == "v_prediction":
+        return math.sqrt(abar)
+    if kind == "sample":
+        return math.sqrt(abar / (1.0 - abar))
+    raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
+
+
+def _chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
+    return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
+
+
+def _generators(pipe, rows: Sequence[Row]) -> list[torch.Generator]:
+    return [torch.Generator(pipe.device).manual_seed(int(r.seed)) for r in rows]
+
+
+def _base_kwargs(pipe, denoiser, base_prompt: str, n: int) -> dict[str, Any]:
+    return repeat_rows(capture_conditioning(pipe, denoiser, [base_prompt]), n)
+
+
+@torch.no_grad()
+def _forward(denoiser, sample, timestep, kwargs) -> torch.Tensor:
+    out = denoiser(sample, timestep, **kwargs, return_dict=False)
+    return out[0]
+
+
+@torch.no_grad()
+def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: float, base_prompt: str = "",
+                     batch_size: int = 16, tick: Callable[[int], None] | None = None) -> list[Step]:
+    """Erase-objective terms from one stock sampling run per chunk of rows, each z_t with its own timestep."""
+    out: list[Step] = []
+    for chunk in _chunks(rows, batch_size):
+        n = len(chunk)
+        with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
+            pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
+                 generator=_generators(pipe, chunk), output_type="latent")
+        reuse = base_prompt == "" and calls[0].uncond_output is not None
+        base = None if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
+        for call in calls:
+            target = call.uncond_output if reuse else _forward(denoiser, call.sample, call.timestep, base)
+            scale = torch.full((n,), eps_scale(pipe.scheduler, call.timestep))
+            out.append(Step(call.sample, call.timestep, call.kwargs, target, scale, [r.group for r in chunk]))
+    return out
+
+
+@torch.no_grad()
+def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: float, base_prompt: str = "",
+                  batch_size: int = 16, tick: Callable[[int], None] | None = None,
+                  pair_previous: bool = True) -> list[Step]:
+    """The reference estimator: for step i = 1..T sample again up to step i and evaluate the latent at the
+    timestep of the step just taken (`pair_previous`, as the public code does). With pair_previous=False, the
+    latents after i = 0..T-1 steps are paired with their own timesteps, i.e. exactly the trajectory's samples."""
+    out: list[Step] = []
+    for chunk in _chunks(rows, batch_size):
+        n = len(chunk)
+        for i in (range(1, steps + 1) if pair_previous else range(steps)):
+            state: dict[str, Any] = {}
+
+            def stop_after(p, index, t, kwargs, _stop=max(i - 1, 0)):
+                if index == _stop:
+                    state["latents"] = kwargs["latents"].detach().clone()
+                    p._interrupt = True  # diffusers' documented way to end a pipeline call early
+                return {}
+
+            with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
+                pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
+                     generator=_generators(pipe, chunk), output_type="latent", callback_on_step_end=stop_after)
+            first, timesteps = calls[0], pipe.scheduler.timesteps
+            if i == 0:  # the initial noise, as the first call saw it
+                sample, timestep = first.sample, first.timestep
+            else:
+                timestep = timesteps[i - 1] if pair_previous else timesteps[i]
+                sample = pipe.scheduler.scale_model_input(state["latents"], timestep)
+            reuse = base_prompt == "" and first.uncond_kwargs is not None
+            base = first.uncond_kwargs if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
+            target = _forward(denoiser, sample, timestep, base)
+            scale = torch.full((n,), eps_scale(pipe.scheduler, timestep))
+            out.append(Step(sample, timestep, first.kwargs, target, scale, [r.group for r in chunk]))
+    return out
+
+
+def image_latents(pipe, images: torch.Tensor) -> torch.Tensor:
+    """VAE latents of images (N, 3, H, W) in [0, 1]: pixels to [-1, 1], posterior mean, (z - shift) * scale."""
+    vae = pipe.vae
+    x = (images * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (z - shift) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def generated_latents(pipe, rows: Sequence[Row], steps: int, guidance: float, batch_size: int = 16,
+                      tick: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Final latents x0 of the model's own samples for every row (stock pipeline call, output_type='latent')."""
+    out = []
+    for chunk in _chunks(rows, batch_size):
+        result = pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
+                      generator=_generators(pipe, chunk), output_type="latent")
+        out.append(result.images)
+        if tick:
+            tick(len(chunk))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def amplify_samples(pipe, denoiser, rows: Sequence[Row], x0: torch.Tensor, steps: int, batch_size: int = 16,
+                    tick: Callable[[int], None] | None = None) -> list[Step]:
+    """Denoising-loss terms on x0 at every sampling timestep: z_t = sqrt(abar) x0 + sqrt(1-abar) noise."""
+    scheduler = pipe.scheduler
+    kind = scheduler.config.prediction_type
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+    out: list[Step] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        n = len(chunk)
+        cond = capture_conditioning(pipe, denoiser, [r.prompt for r in chunk])
+        z0 = x0[start : start + n].to(denoiser.dtype)
+        gens = [torch.Generator().manual_seed(int(r.seed) * 100_003 + 17) for r in chunk]
+        for t in timesteps:
+            noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(z0)
+            abar = _abar(scheduler, t)
+            a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
+            target = {"epsilon": noise, "v_prediction": a * noise - s * z0, "sample": z0}[kind]
+            sample = a * z0 + s * noise
+            out.append(Step(sample, t.to(z0.device), cond, target, torch.ones(n), [r.group for r in chunk]))
+            if tick:
+                tick(1)
+    return out

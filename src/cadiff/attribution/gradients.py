@@ -1,0 +1,84 @@
+"""One forward + backward per objective term batch; gradients of the selected weights summed in fp32 per group.
+
+Only the selected parameters get `requires_grad` (so no gradient exists for the others), and each gradient is
+folded into its fp32 accumulator the moment autograd produces it (post-accumulate hook), then dropped: the
+model's own dtype (fp16/bf16) never limits the precision of the sum.
+
+Example:
+    >>> grads, values = accumulate(pipe.unet, params, steps, weights={0: 0.25}, sign=1.0)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+
+from cadiff.attribution.estimators import Step
+from cadiff.attribution.recording import take_rows
+
+
+@contextlib.contextmanager
+def only_these_require_grad(module: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> Iterator[None]:
+    """Inside: exactly `params` require grad; the previous flags come back on exit."""
+    flags = {id(p): p.requires_grad for p in module.parameters()}
+    chosen = {id(p) for p in params.values()}
+    try:
+        for p in module.parameters():
+            p.requires_grad_(id(p) in chosen)
+        yield
+    finally:
+        for p in module.parameters():
+            p.requires_grad_(flags[id(p)])
+
+
+def _runs(groups: list[int]) -> list[tuple[int, slice]]:
+    """Contiguous runs of equal group ids: [(group, rows)]."""
+    runs, start = [], 0
+    for i in range(1, len(groups) + 1):
+        if i == len(groups) or groups[i] != groups[start]:
+            runs.append((groups[start], slice(start, i)))
+            start = i
+    return runs
+
+
+def accumulate(denoiser: torch.nn.Module, params: dict[str, torch.nn.Parameter], steps: list[Step],
+               weights: dict[int, float], sign: float = 1.0,
+               tick: Callable[[int], None] | None = None) -> tuple[dict[int, dict[str, torch.Tensor]], dict[int, float]]:
+    """Per group g: fp32 gradients of J_g = sign * sum_rows weights[g] * ||scale (out - target)||^2, and J_g."""
+    grads: dict[int, dict[str, torch.Tensor]] = {
+        g: {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()} for g in weights}
+    values = {g: 0.0 for g in weights}
+    current: dict[str, dict[str, torch.Tensor]] = {}
+
+    def fold(name):
+        def hook(p):
+            current["acc"][name].add_(p.grad)
+            p.grad = None
+        return hook
+
+    handles = []
+    with only_these_require_grad(denoiser, params):
+        try:
+            for name, p in params.items():
+                p.grad = None
+                handles.append(p.register_post_accumulate_grad_hook(fold(name)))
+            for step in steps:
+                n = step.sample.shape[0]
+                for group, rows in _runs(step.groups):
+                    current["acc"] = grads[group]
+                    with torch.enable_grad():
+                        out = denoiser(step.sample[rows], step.timestep, **take_rows(step.kwargs, rows, n),
+                                       return_dict=False)[0]
+                        diff = (out.float() - step.target[rows].float()) * step.scale[rows].to(out.device).view(
+                            -1, *([1] * (out.ndim - 1)))
+                        loss = sign * weights[group] * diff.pow(2).sum()
+                    loss.backward()
+                    values[group] += float(loss.detach())
+                if tick:
+                    tick(1)
+        finally:
+            for h in handles:
+                h.remove()
+    return grads, values
