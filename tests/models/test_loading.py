@@ -82,3 +82,12 @@ def test_fp16_load(tmp_path):
     assert pipe.unet.dtype == torch.float16
     with pytest.raises(ValueError, match="unknown dtype"):
         load_pipeline(tmp_path / "p", dtype="fp8")
+
+
+def test_single_file_without_config_says_what_is_missing(tmp_path):
+    from safetensors.torch import save_file
+
+    f = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}, str(f))
+    with pytest.raises(ModelLoadError, match="needs its diffusers config locally"):
+        load_pipeline(f)
