@@ -1,0 +1,218 @@
+"""`cadiff attribute | erase | amplify | apply`: CAD component attribution and edits, each into a run folder.
+
+Example:
+    $ cadiff erase circle --preserve square triangle star cross heart --ratio 0.03 --out runs/no-circle
+    $ cadiff apply runs/no-circle/mask.safetensors --out no-circle-model
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from cadiff.cli.common import add_model_options, add_output_options, load_from_args, positive_int
+from cadiff.io import check_new
+
+
+def slug(concept: str) -> str:
+    """A file-name-safe form of a concept ('a red circle' -> 'a_red_circle')."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", concept).strip("_") or "concept"
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> None:
+    p.add_argument("concepts", nargs="+", metavar="CONCEPT",
+                   help="concept words or prompts (on the embedded model 'circle' means 'a circle', 'red' 'a red shape')")
+    p.add_argument("--preserve", nargs="+", default=[], metavar="CONCEPT",
+                   help="concepts to keep: scores become target minus the mean of these (recommended)")
+    if objective is None:
+        p.add_argument("--objective", choices=["erase", "amplify"], default="erase")
+    if objective in (None, "amplify"):
+        p.add_argument("--images", default=None, help="amplify: a folder of real concept images (default: generate them)")
+    p.add_argument("--seeds", type=positive_int, default=4, help="trajectories (noise draws) per concept (default 4)")
+    p.add_argument("--components", default="ff", help="ff (default, the paper's), attn, linear, all, or a name regex")
+    p.add_argument("--schedule", choices=["trajectory", "restart"], default="trajectory",
+                   help="erase estimator: one pass per trajectory (default) or the reference re-sampling (slow)")
+    p.add_argument("--base-prompt", default="", help="erase objective's reference prompt (default: empty)")
+    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+
+
+def _edit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ratio", type=_ratio, default=0.03, help="fraction per row/matrix/all to zero (default 0.03)")
+    p.add_argument("--count", type=positive_int, default=None, help="a number of weights instead of --ratio")
+    p.add_argument("--scope", choices=["row", "matrix", "global"], default="row",
+                   help="row: the paper's per-output-row rule (default); matrix; global")
+    p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
+    p.add_argument("--eval-n", type=positive_int, default=8,
+                   help="embedded model: images per concept for the before/after accuracies (default 8)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("attribute", help="CAD scores of every component for concepts (safetensors + summary + plot)")
+    _attribution_options(p, None)
+    add_model_options(p)
+    add_output_options(p)
+    p.set_defaults(func=run_attribute)
+
+    p = sub.add_parser("erase", help="CAD-Erase: zero the components that carry concepts; export the edited model")
+    _attribution_options(p, "erase")
+    _edit_options(p)
+    p.add_argument("--method", choices=["cad", "esd", "prune"], default="cad",
+                   help="cad (default) or a baseline from cadiff.evaluation.baselines")
+    add_model_options(p)
+    add_output_options(p)
+    p.set_defaults(func=lambda a: run_edit(a, "erase"))
+
+    p = sub.add_parser("amplify", help="CAD-Amplify: zero the components that suppress concepts")
+    _attribution_options(p, "amplify")
+    _edit_options(p)
+    add_model_options(p)
+    add_output_options(p)
+    p.set_defaults(func=lambda a: run_edit(a, "amplify"))
+
+    p = sub.add_parser("apply", help="put a mask file on its model and write the edited pipeline folder")
+    p.add_argument("mask", help="a mask file written by cadiff erase/amplify (mask.safetensors)")
+    add_model_options(p)
+    add_output_options(p)
+    p.set_defaults(func=run_apply)
+
+
+def _attribute_kwargs(args: argparse.Namespace) -> dict:
+    return {"seeds": args.seeds, "steps": args.steps, "guidance": args.guidance, "components": args.components,
+            "schedule": args.schedule, "base_prompt": args.base_prompt, "batch_size": args.batch_size,
+            "images": getattr(args, "images", None), "progress": True}
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    skip = {"func", "overwrite", "out"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def run_attribute(args: argparse.Namespace) -> int:
+    from cadiff.attribution import attribute
+    from cadiff.io import write_json
+    from cadiff.models import describe_model
+    from cadiff.runs import run_folder
+
+    check_new(args.out, args.overwrite)
+    pipe = load_from_args(args)
+    with run_folder(args.out, "attribute", _settings(args), args.overwrite) as run:
+        run.record["model"] = describe_model(pipe, args.model)
+        attrs = attribute(pipe, args.concepts, preserve=args.preserve, objective=args.objective,
+                          **_attribute_kwargs(args))
+        for concept, attr in zip(args.concepts, attrs):
+            name = slug(concept)
+            attr.save(run.path / f"{name}.attr.safetensors")
+            attr.plot(run.path / f"{name}.attr.png")
+            summary = attr.summary()
+            write_json(run.path / f"{name}.summary.json", summary)
+            run.metrics[concept] = {k: summary[k] for k in ("n", "n_positive", "n_negative", "mass_positive",
+                                                            "mass_negative", "concentration")}
+            run.metrics[concept].update(J=attr.metadata["J"], seconds=attr.metadata["seconds"],
+                                        prompt=attr.metadata["prompts"][0])
+    for concept in args.concepts:
+        c = run.metrics[concept]
+        print(f"{concept} ('{c['prompt']}'): {c['n_positive']} positive / {c['n_negative']} negative components; "
+              f"top 1 % hold {c['concentration']['top_1%']:.0%} of the positive mass")
+    print(f"wrote {args.out}/<concept>.attr.safetensors, .attr.png, .summary.json and run.json")
+    return 0
+
+
+def _baseline(method: str, pipe, concepts: list[str], preserve: list[str], seed: int = 0):
+    try:
+        from cadiff.evaluation.baselines import erase_with
+    except ImportError as exc:
+        raise ValueError(f"--method {method} needs cadiff.evaluation.baselines.erase_with, which is not available "
+                         f"in this install ({exc}); use --method cad") from exc
+    if len(concepts) != 1:
+        raise ValueError(f"--method {method} erases one concept per run; give one CONCEPT")
+    return erase_with(method, pipe, concepts[0], preserve=preserve or None, seed=seed)
+
+
+def run_edit(args: argparse.Namespace, objective: str) -> int:
+    from tqdm.auto import tqdm
+
+    from cadiff.editing import edited_copy, export_pipeline, plan_edit
+    from cadiff.editing.shapes_report import CONCEPTS
+    from cadiff.models import describe_model, is_embedded
+
+    check_new(args.out, args.overwrite)
+    ratio = None if args.count is not None else args.ratio
+    method = getattr(args, "method", "cad")
+    pipe = load_from_args(args)
+    from cadiff.runs import run_folder
+
+    with run_folder(args.out, objective, {**_settings(args), "ratio": ratio}, args.overwrite) as run:
+        run.record["model"] = describe_model(pipe, args.model)
+        if method == "cad":
+            attrs, mask = plan_edit(pipe, args.concepts, objective, preserve=args.preserve, ratio=ratio,
+                                    count=args.count, scope=args.scope, **_attribute_kwargs(args))
+            for concept, attr in zip(args.concepts, attrs):
+                attr.save(run.path / f"{slug(concept)}.attr.safetensors")
+            mask.save(run.path / "mask.safetensors")
+            edited = edited_copy(pipe, mask, check=False)
+            info = {"mask": {k: v for k, v in mask.metadata.items()}, "zeroed": len(mask)}
+            run.record["edit"] = {"zeroed": len(mask), "per_parameter": mask.counts(),
+                                  "prompts": [a.metadata["prompts"][0] for a in attrs],
+                                  "attribution_seconds": [a.metadata["seconds"] for a in attrs]}
+        else:
+            edited, info = _baseline(method, pipe, args.concepts, args.preserve)
+            run.record["edit"] = {"method": method, **info}
+        if not args.no_export:
+            export_pipeline(edited, run.path / "pipeline", info={"command": objective, **info})
+        shapes = is_embedded(pipe) and all(c in CONCEPTS for c in args.concepts)
+        _pictures_and_metrics(run, pipe, edited, args, shapes, tqdm)
+    zeroed = run.record["edit"].get("zeroed")
+    print(f"{objective}d {', '.join(args.concepts)}" + (f": {zeroed} weights zeroed" if zeroed is not None else ""))
+    print(f"before/after grid: {args.out}/grid.png")
+    if "target_before" in run.metrics:
+        m = run.metrics
+        print(f"target accuracy {m['target_before']:.2f} -> {m['target_after']:.2f}; other concepts "
+              f"{m['others_before']:.2f} -> {m['others_after']:.2f} (worst kept {m['kept_min']:.0%}, "
+              f"{m['kept_min_concept']}): {args.out}/metrics.json")
+    if not args.no_export:
+        print(f"edited pipeline: {args.out}/pipeline (loads in stock diffusers)")
+    return 0
+
+
+def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm) -> None:
+    """Before/after grid on fixed seeds; on the embedded model with shapes-world concepts, evaluator accuracies."""
+    from cadiff.attribution import concept_prompt
+    from cadiff.editing.shapes_report import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
+
+    if shapes:
+        prompts = grid_prompts(args.concepts)
+    else:
+        prompts = [concept_prompt(pipe, c) for c in args.concepts + args.preserve for _ in range(4)]
+    before_after_grid(pipe, edited, prompts, title=f"after {run.record['command']}").save(run.path / "grid.png")
+    if shapes:
+        from cadiff.shapes import load_evaluator
+
+        evaluator = load_evaluator()
+        accs = []
+        for label, model in (("before", pipe), ("after", edited)):
+            with tqdm(total=15 * args.eval_n, desc=f"evaluate {label}", unit="img", leave=False) as bar:
+                accs.append(concept_accuracies(model, evaluator, n_per_concept=args.eval_n, progress=bar.update))
+        run.metrics = edit_metrics(accs[0], accs[1], args.concepts)
+        run.metrics["n_per_concept"] = args.eval_n
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from cadiff.editing import Mask, apply_mask, export_pipeline
+
+    check_new(args.out, args.overwrite)
+    mask = Mask.load(args.mask)
+    pipe = load_from_args(args)
+    apply_mask(pipe, mask)
+    export_pipeline(pipe, args.out, info={"command": "apply", "mask_file": str(args.mask), "mask": mask.metadata,
+                                          "zeroed": len(mask)}, overwrite=args.overwrite)
+    print(f"zeroed {len(mask)} weights; edited pipeline: {args.out}")
+    return 0
