@@ -241,3 +241,11 @@ def shape_centre(image: np.ndarray) -> tuple[float, float] | None:
     ys, xs = np.nonzero(fg)
     scale = SIZE / img.shape[0]
     return float((xs.mean() + 0.5) * scale), float((ys.mean() + 0.5) * scale)
+
+
+def shape_mask(image: np.ndarray) -> np.ndarray:
+    """Foreground mask (H, W) bool of a shapes image (H, W, 3 uint8): pixels that differ from the border colour,
+    by the rule `shape_centre` uses. Gives masks for generated images, whose true masks are unknown."""
+    img = np.asarray(image, dtype=np.float32)
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    return np.abs(img - np.median(border, axis=0)).max(-1) > 40

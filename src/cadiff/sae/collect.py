@@ -1,0 +1,136 @@
+"""`collect_activations`: sample images through `cadiff.generate` with an `ActivationCapture` attached and write the
+activations into shards; an interrupted capture resumes from its last complete shard.
+
+Example:
+    >>> import cadiff
+    >>> pipe = cadiff.load_pipeline()
+    >>> store = cadiff.collect_activations(pipe, ["a red circle"] * 64, seeds=range(64), out="runs/acts",
+    ...                                    hookpoints=["mid_block.attentions.0"], steps="first,mid,last")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from cadiff.io import check_new, write_json
+from cadiff.models.generate import generate
+from cadiff.models.loading import describe_model, is_embedded, sampling_defaults
+from cadiff.sae.capture import ActivationCapture
+from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps, step_time
+from cadiff.sae.store import FORMAT, META, ActivationStore, act_key, open_shard, shard_name, write_shard
+from cadiff.shapes.world import ATTRIBUTES, shape_mask
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def prompt_labels(prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Shapes-world label indices named by each prompt (-1 where the prompt leaves the attribute open)."""
+    out = {}
+    for attribute, values in ATTRIBUTES.items():
+        idx = []
+        for p in prompts:
+            words = p.lower().split()
+            idx.append(next((values.index(w) for w in words if w in values), -1))
+        out[attribute] = torch.tensor(idx, dtype=torch.int64)
+    return out
+
+
+def _plan_matches(old: dict, new: dict) -> bool:
+    keys = ("hookpoints_requested", "steps", "branches", "readout", "dtype", "num_inference_steps", "guidance_scale",
+            "prompts", "seeds", "shard_size")
+    return all(old.get(k) == new.get(k) for k in keys) and old["model"]["fingerprint"] == new["model"]["fingerprint"]
+
+
+def collect_activations(
+    pipe,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    out: str | Path,
+    hookpoints: Sequence[str],
+    steps: str | Sequence[int] = "first,mid,last",
+    readout: str = "update",
+    branches: Sequence[str] = ("cond", "uncond"),
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    shard_size: int = 64,
+    dtype: str = "float32",
+    shapes_world: bool | None = None,
+    overwrite: bool = False,
+    model_source: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ActivationStore:
+    """Generate one image per (prompt, seed) and store the activations of `hookpoints` at `steps` into `out`.
+
+    If `out` holds an interrupted capture with the same settings, only its missing shards are made."""
+    prompts, seeds = list(prompts), [int(s) for s in seeds]
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+    if not prompts:
+        raise ValueError("no prompts given; nothing to capture")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    for name in hookpoints:
+        resolve_hookpoint(pipe, name)
+    defaults = sampling_defaults(pipe)
+    n_steps = num_inference_steps or defaults["num_inference_steps"]
+    guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+    steps = resolve_steps(steps, n_steps)
+    if guidance <= 1 and "uncond" in branches:
+        branches = [b for b in branches if b != "uncond"]  # no guidance: the pipeline runs the conditional branch only
+    shapes_world = is_embedded(pipe) if shapes_world is None else shapes_world
+    plan = {"format": FORMAT, "hookpoints_requested": list(hookpoints), "steps": steps,
+            "times": [round(step_time(s, n_steps), 4) for s in steps], "branches": list(branches),
+            "readout": readout, "dtype": dtype, "num_inference_steps": n_steps, "guidance_scale": guidance,
+            "shard_size": shard_size, "shapes_world": shapes_world, "model": describe_model(pipe, model_source),
+            "prompts": prompts, "seeds": seeds}
+    out = Path(out)
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    if (out / META).is_file():
+        old = json.loads((out / META).read_text())
+        if not _plan_matches(old, plan):
+            raise FileExistsError(f"{out} holds a capture with other settings or another model; "
+                                  "choose another --out or pass --overwrite")
+        plan["hookpoints"] = old.get("hookpoints", {})
+    else:
+        check_new(out)
+        out.mkdir(parents=True)
+        plan["hookpoints"] = {}
+        write_json(out / META, plan)
+
+    capture = ActivationCapture(pipe, hookpoints, steps, readout, branches, DTYPES[dtype])
+    with capture:
+        for i, start in enumerate(range(0, len(prompts), shard_size)):
+            path = out / shard_name(i)
+            chunk_p, chunk_s = prompts[start:start + shard_size], seeds[start:start + shard_size]
+            if path.is_file():
+                try:
+                    open_shard(path)
+                    if progress:
+                        progress(len(chunk_p))
+                    continue
+                except ValueError:
+                    path.unlink()  # a damaged shard: capture it again
+            images = generate(pipe, chunk_p, chunk_s, num_inference_steps=n_steps, guidance_scale=guidance,
+                              batch_size=shard_size)
+            tensors = {act_key(h, b): t for (h, b), t in capture.take().items()}
+            tensors.update(seed=torch.tensor(chunk_s), index=torch.arange(start, start + len(chunk_p)),
+                           image=torch.from_numpy(images))
+            if shapes_world:
+                tensors["mask"] = torch.from_numpy(np.stack([shape_mask(im) for im in images]).astype(np.uint8))
+                tensors.update(prompt_labels(chunk_p))
+            if not plan["hookpoints"]:
+                plan["hookpoints"] = {h: {"grid": list(capture.grids[h]),
+                                          "channels": int(tensors[act_key(h, branches[0])].shape[-1])}
+                                      for h in hookpoints}
+                write_json(out / META, plan)
+            write_shard(path, tensors, chunk_p)
+            if progress:
+                progress(len(chunk_p))
+    return ActivationStore(out)
