@@ -14,3 +14,7 @@ from cadiff.editing import Mask, ablated, amplify, apply_mask, erase  # noqa: E4
 
 __all__ = ["__version__", "generate", "load_pipeline", "model_fingerprint"]
 __all__ += ["Attribution", "Mask", "ablated", "amplify", "apply_mask", "attribute", "erase"]
+from cadiff.evaluation import PromptSet, evaluate, load_prompts  # noqa: E402
+from cadiff.evaluation.baselines import erase_with  # noqa: E402
+
+__all__ += ["PromptSet", "evaluate", "erase_with", "load_prompts"]

@@ -1,0 +1,98 @@
+"""What every metric adapter provides, and the helpers they share: optional imports and local weights.
+
+Example:
+    >>> from cadiff.evaluation.metrics.base import require
+    >>> np = require("numpy", "metrics")
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cadiff.evaluation.prompts import PromptRow
+
+
+class MissingDependencyError(ImportError):
+    """A metric's library is not installed; the message names the pip extra that brings it."""
+
+
+def require(module: str, extra: str) -> Any:
+    """Import `module`, or fail with 'pip install cadiff[extra]'."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"this metric needs the python package '{module.split('.')[0]}', which is not "
+                                     f"installed: pip install 'cadiff[{extra}]'") from exc
+
+
+def version_of(distribution: str) -> str:
+    """The installed version of a distribution, or 'not installed'."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def hf_folder(name_or_path: str | Path, what: str, flag: str) -> str:
+    """A local folder for `name_or_path`: an existing folder, or a hub id already in the local HF cache (never
+    downloads); FileNotFoundError naming what is missing otherwise."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(str(name_or_path), local_files_only=True)
+    except Exception:
+        raise FileNotFoundError(
+            f"{what} weights '{name_or_path}' are neither a local folder nor in the local Hugging Face cache, and "
+            f"cadiff never downloads: run `hf download {name_or_path}` where there is network, or pass {flag} DIR"
+        ) from None
+
+
+class Metric:
+    """A metric adapter: per-image columns for rows.csv (`score`), a summary for metrics.json (`summarize`), and
+    `info()` naming its library, version and settings."""
+
+    name = "metric"
+    library = ""
+
+    def settings(self) -> dict[str, Any]:
+        """The settings a reader needs to reproduce the numbers."""
+        return {}
+
+    def info(self) -> dict[str, Any]:
+        """Library, version and settings, as recorded in metrics.json and run.json."""
+        return {"library": self.library, "version": version_of(self.library) if self.library else "",
+                "settings": self.settings()}
+
+    def score(self, images: np.ndarray, rows: Sequence[PromptRow]) -> dict[str, list]:
+        """Per-image values, one list per column (named '<metric>_<what>'), for images (N, H, W, 3) uint8."""
+        return {}
+
+    def summarize(self, table: list[dict[str, Any]], images: "ImageSource") -> dict[str, Any]:
+        """The set-level numbers from all rows (and, for set metrics like FID, all images)."""
+        return {}
+
+
+class ImageSource:
+    """Reads the images of a results folder by row index (images/00000.png, ...)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"{index:05d}.png"
+
+    def load(self, indices: Sequence[int]) -> np.ndarray:
+        from PIL import Image
+
+        missing = [i for i in indices if not self.path(i).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.folder} lacks {len(missing)} images (first: {self.path(missing[0]).name})")
+        return np.stack([np.asarray(Image.open(self.path(i)).convert("RGB")) for i in indices])

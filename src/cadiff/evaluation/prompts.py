@@ -1,0 +1,178 @@
+"""Prompt sets: one row per image to generate, each with its own seed and an optional class for reporting.
+
+Sources: a CSV in the shape of the public benchmark files (columns `prompt`, `evaluation_seed`, and one of
+`class` / `artist` / `categories`, optionally `nudity_percentage`), a headerless file with one prompt per line,
+or the built-in shapes world (`shapes`, `shapes:circle`, `shapes:circle,red`): every full prompt
+'a {colour} {texture} {shape}' with its exact expected labels.
+
+Example:
+    >>> from cadiff.evaluation import load_prompts
+    >>> ps = load_prompts("shapes:circle")
+    >>> len(ps), ps.rows[0].prompt, ps.rows[0].labels["shape"]
+    (18, 'a red solid circle', 'circle')
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SHAPES_SET = "shapes"
+CLASS_COLUMNS = ("class", "artist", "categories")  # first one present names each row's class
+SEED_COLUMN = "evaluation_seed"
+KEPT_COLUMNS = ("nudity_percentage", "evaluation_guidance", "case_number")
+# A first line naming any of these columns is a CSV header; otherwise the file is one prompt per line.
+HEADER_WORDS = {"prompt", SEED_COLUMN, *CLASS_COLUMNS, *KEPT_COLUMNS, "image_id"}
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One image to make: its prompt, its seed, its class ('' if none), exact labels (shapes world) and extras."""
+
+    index: int
+    prompt: str
+    seed: int
+    cls: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """An ordered list of prompt rows and where they came from.
+
+    Example:
+        >>> ps = PromptSet.from_prompts(["a red circle", "a blue star"], seeds=[0, 1])
+        >>> [r.seed for r in ps.rows]
+        [0, 1]
+    """
+
+    rows: tuple[PromptRow, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def from_prompts(cls, prompts: list[str], seeds: list[int] | None = None, classes: list[str] | None = None,
+                     source: str = "python") -> "PromptSet":
+        """A prompt set from Python lists; seeds default to 0, 1, 2, ..."""
+        seeds = list(range(len(prompts))) if seeds is None else seeds
+        classes = [""] * len(prompts) if classes is None else classes
+        if not (len(prompts) == len(seeds) == len(classes)):
+            raise ValueError("prompts, seeds and classes must have the same length")
+        if not prompts:
+            raise ValueError("a prompt set needs at least one prompt")
+        rows = tuple(PromptRow(i, p, int(s), c) for i, (p, s, c) in enumerate(zip(prompts, seeds, classes)))
+        return cls(rows, source)
+
+    def classes(self) -> list[str]:
+        """The distinct classes in order of first appearance."""
+        return list(dict.fromkeys(r.cls for r in self.rows))
+
+    def digest(self) -> str:
+        """A short sha256 of every row (prompt, seed, class, labels): two sets with equal digests make equal images."""
+        payload = [(r.index, r.prompt, r.seed, r.cls, sorted(r.labels.items())) for r in self.rows]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+def shapes_prompts(concepts: list[str] | None = None, per_prompt: int = 1, seed: int = 0) -> PromptSet:
+    """Every full shapes-world prompt (6 shapes x 6 colours x 3 textures), `per_prompt` seeds each; restricted to
+    prompts naming all of `concepts` if given. Row i gets seed `seed + i`; its class is its shape."""
+    from cadiff.shapes.world import COLOURS, SHAPES, TEXTURES, attribute_of, full_caption
+
+    wanted = {attribute_of(c): c for c in (concepts or [])}
+    if len(wanted) < len(set(concepts or [])):
+        raise ValueError(f"no shapes prompt names all of {', '.join(concepts or [])}; give at most one value per "
+                         "attribute (shape, colour, texture)")
+    rows = []
+    for shape in SHAPES:
+        for colour in COLOURS:
+            for texture in TEXTURES:
+                labels = {"shape": shape, "colour": colour, "texture": texture}
+                if any(labels[a] != v for a, v in wanted.items()):
+                    continue
+                for _ in range(per_prompt):
+                    i = len(rows)
+                    rows.append(PromptRow(i, full_caption(shape, colour, texture), seed + i, shape, labels))
+    name = SHAPES_SET + (":" + ",".join(concepts) if concepts else "")
+    return PromptSet(tuple(rows), name if per_prompt == 1 else f"{name} x{per_prompt}")
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} not found; give a CSV or text file, or 'shapes' for the "
+                                "built-in shapes-world set")
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    if not text.strip():
+        raise ValueError(f"prompt file {path} is empty; it needs a 'prompt' column or one prompt per line")
+    return text
+
+
+def _looks_like_header(first_line: str) -> bool:
+    try:
+        cells = next(csv.reader([first_line]))
+    except (csv.Error, StopIteration):
+        return False
+    return bool(HEADER_WORDS & {c.strip().lower() for c in cells})
+
+
+def _parse_seed(value: str, path: Path, line: int) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        try:
+            as_float = float(value)
+        except ValueError:
+            as_float = None
+        if as_float is not None and as_float.is_integer():
+            return int(as_float)
+        raise ValueError(f"{path}, line {line}: evaluation_seed '{value}' is not an integer; seeds must be whole "
+                         "numbers (or drop the column to number rows 0, 1, 2, ...)") from None
+
+
+def _from_csv(text: str, path: Path, seed: int) -> PromptSet:
+    reader = csv.DictReader(io.StringIO(text))
+    columns = {c.strip().lower(): c for c in (reader.fieldnames or []) if c is not None}
+    if "prompt" not in columns:
+        raise ValueError(f"{path} has no 'prompt' column (columns: {', '.join(columns) or 'none'}); name the prompt "
+                         "column 'prompt', or give a headerless file with one prompt per line")
+    class_col = next((columns[c] for c in CLASS_COLUMNS if c in columns), None)
+    seed_col = columns.get(SEED_COLUMN)
+    rows = []
+    for n, record in enumerate(reader):
+        prompt = (record.get(columns["prompt"]) or "").strip()
+        if not prompt:
+            continue
+        i = len(rows)
+        row_seed = _parse_seed(record[seed_col] or "", path, n + 2) if seed_col else seed + i
+        cls = (record.get(class_col) or "").strip() if class_col else ""
+        extra = {c: (record.get(columns[c]) or "").strip() for c in KEPT_COLUMNS if c in columns}
+        rows.append(PromptRow(i, prompt, row_seed, cls, {}, extra))
+    if not rows:
+        raise ValueError(f"{path} has a header but no prompts; add rows with a non-empty 'prompt'")
+    return PromptSet(tuple(rows), str(path))
+
+
+def _from_lines(text: str, path: Path, seed: int) -> PromptSet:
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    rows = tuple(PromptRow(i, p, seed + i) for i, p in enumerate(prompts))
+    return PromptSet(rows, str(path))
+
+
+def load_prompts(source: str | Path, per_prompt: int = 1, seed: int = 0) -> PromptSet:
+    """Load a prompt set: a CSV with a `prompt` column, a headerless one-prompt-per-line file, or `shapes[:c1,c2]`.
+
+    Rows without an `evaluation_seed` get `seed + row index`; `per_prompt` repeats only the shapes set."""
+    text_source = str(source)
+    if text_source == SHAPES_SET or text_source.startswith(SHAPES_SET + ":"):
+        concepts = [c.strip() for c in text_source.partition(":")[2].split(",") if c.strip()]
+        return shapes_prompts(concepts or None, per_prompt=per_prompt, seed=seed)
+    path = Path(source).expanduser()
+    text = _read_text(path)
+    first = text.lstrip().splitlines()[0]
+    return _from_csv(text, path, seed) if _looks_like_header(first) else _from_lines(text, path, seed)

@@ -1,0 +1,119 @@
+"""The resumable runner on a tiny random pipeline: results files, resume without regeneration, refusal to mix."""
+
+import json
+
+import numpy as np
+import pytest
+
+import importlib
+from cadiff.evaluation import ResultsMismatchError, evaluate, load_prompts, read_rows
+
+STEPS = 2
+generation = importlib.import_module("cadiff.models.generate")
+
+
+def run(pipe, out, evaluator, prompts="shapes:circle", **kw):
+    kw.setdefault("num_inference_steps", STEPS)
+    kw.setdefault("batch_size", 5)
+    return evaluate(pipe, load_prompts(prompts), out, metrics=["shapes"], metric_options={"evaluator": evaluator}, **kw)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts the prompts every generate() call receives."""
+    calls = []
+    real = generation.generate
+
+    def counting(pipe, prompts, seeds, **kw):
+        calls.append(list(prompts))
+        return real(pipe, prompts, seeds, **kw)
+
+    monkeypatch.setattr(generation, "generate", counting)
+    return calls
+
+
+def test_complete_run_writes_results(tiny_pipe, tiny_evaluator, tmp_path):
+    summary = run(tiny_pipe, tmp_path / "r", tiny_evaluator)
+    out = tmp_path / "r"
+    rows = read_rows(out / "rows.csv")
+    assert [r["index"] for r in rows] == list(range(18)) and len(list((out / "images").glob("*.png"))) == 18
+    assert [r["seed"] for r in rows] == [r.seed for r in load_prompts("shapes:circle").rows]
+    assert all(r["label_shape"] == "circle" for r in rows)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(summary))
+    shape_acc = np.mean([r["shapes_shape"] == "circle" for r in rows])
+    assert metrics["metrics"]["shapes"]["accuracy"]["shape"] == pytest.approx(shape_acc, abs=1e-4)
+    assert metrics["metrics"]["shapes"]["per_concept"]["circle"]["target"] == pytest.approx(shape_acc, abs=1e-4)
+    assert metrics["metrics"]["shapes"]["settings"]["evaluator_sha256"]
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "complete" and record["identity"]["sampling"]["steps"] == STEPS
+    assert record["identity"]["model"]["fingerprint"] and record["versions"]["torch"]
+    assert record["grids"] == ["grids/circle.png"] and (out / "grids" / "circle.png").is_file()
+
+
+def test_interrupted_run_resumes_without_regenerating(tiny_pipe, tiny_evaluator, tmp_path, counted):
+    reference = run(tiny_pipe, tmp_path / "full", tiny_evaluator)
+    counted.clear()
+
+    def stop_after_two_batches(n, seen=[]):
+        seen.append(n)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_pipe, tmp_path / "r", tiny_evaluator, progress=stop_after_two_batches)
+    assert len(read_rows(tmp_path / "r" / "rows.csv")) == 10 and not (tmp_path / "r" / "metrics.json").exists()
+    counted.clear()
+    resumed = run(tiny_pipe, tmp_path / "r", tiny_evaluator)
+    generated = [p for call in counted for p in call]
+    assert len(generated) == 8  # only the 8 unfinished rows
+    assert resumed["metrics"] == reference["metrics"]
+    assert read_rows(tmp_path / "r" / "rows.csv") == read_rows(tmp_path / "full" / "rows.csv")
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert [s["rows_reused"] for s in record["sessions"]] == [0, 10]
+    counted.clear()
+    run(tiny_pipe, tmp_path / "r", tiny_evaluator)  # already complete: nothing to generate
+    assert counted == []
+
+
+def test_cut_last_line_and_missing_image_are_regenerated(tiny_pipe, tiny_evaluator, tmp_path, counted):
+    out = tmp_path / "r"
+    run(tiny_pipe, out, tiny_evaluator)
+    text = (out / "rows.csv").read_text()
+    (out / "rows.csv").write_text(text[: len(text) - 10])  # an append cut by a crash
+    (out / "images" / "00003.png").unlink()
+    counted.clear()
+    run(tiny_pipe, out, tiny_evaluator)
+    assert sorted(p for call in counted for p in call) == sorted([load_prompts("shapes:circle").rows[i].prompt
+                                                                  for i in (3, 17)])
+    assert [r["index"] for r in sorted(read_rows(out / "rows.csv"), key=lambda r: r["index"])] == list(range(18))
+
+
+def test_folder_of_another_run_is_refused_and_kept(tiny_pipe, tiny_evaluator, tmp_path):
+    out = tmp_path / "r"
+    run(tiny_pipe, out, tiny_evaluator)
+    before = (out / "rows.csv").read_text()
+    with pytest.raises(ResultsMismatchError, match="steps: 2 there, 3 now"):
+        run(tiny_pipe, out, tiny_evaluator, num_inference_steps=3)
+    with pytest.raises(ResultsMismatchError, match="prompts"):
+        run(tiny_pipe, out, tiny_evaluator, prompts="shapes:star")
+    with pytest.raises(ResultsMismatchError, match="edit"):
+        run(tiny_pipe, out, tiny_evaluator, edit={"kind": "cad-mask", "sha256": "abc"})
+    assert (out / "rows.csv").read_text() == before
+    run(tiny_pipe, out, tiny_evaluator, num_inference_steps=3, overwrite=True)
+    assert json.loads((out / "run.json").read_text())["identity"]["sampling"]["steps"] == 3
+
+
+def test_other_model_is_refused(tiny_evaluator, tmp_path):
+    from tiny_pipelines import tiny_sd
+
+    run(tiny_sd("sd1", seed=0), tmp_path / "r", tiny_evaluator, prompts="shapes:circle,red")
+    with pytest.raises(ResultsMismatchError, match="fingerprint"):
+        run(tiny_sd("sd1", seed=1), tmp_path / "r", tiny_evaluator, prompts="shapes:circle,red")
+
+
+def test_non_results_folder_is_refused(tiny_pipe, tiny_evaluator, tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    with pytest.raises(ResultsMismatchError, match="not an evaluation results folder"):
+        run(tiny_pipe, tmp_path / "r", tiny_evaluator)
