@@ -33,3 +33,9 @@ def sd1():
     from tiny_pipelines import tiny_sd
 
     return tiny_sd("sd1")
+
+
+@pytest.fixture
+def store_from():
+    """make_store as a fixture: store_from(path, acts, ...) -> folder."""
+    return make_store
