@@ -1,0 +1,168 @@
+"""CAD scores on tiny random pipelines: equal to w * dJ/dw by hand, estimators agree, fp32 sums, preserve algebra."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cadiff.attribution import Attribution, attribute, select_parameters
+from cadiff.attribution.estimators import Row, erase_restart, erase_trajectory
+from cadiff.attribution.gradients import accumulate
+from tiny_pipelines import tiny_sd
+
+STEPS, GUIDANCE = 3, 4.0
+
+
+@pytest.fixture(scope="module")
+def sd2():
+    return tiny_sd("sd2")
+
+
+def _hand_scores(pipe, prompt, seed, names):
+    """w * dJ/dw with J = sum_t ||eps(z_t, c) - sg eps(z_t, '')||^2, the trajectory sampled by the stock call."""
+    unet, sched = pipe.unet, pipe.scheduler
+    shape = (1, 4, unet.config.sample_size, unet.config.sample_size)
+    z_start = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    latents = [z_start]
+
+    def keep(p, i, t, kw):
+        latents.append(kw["latents"].clone())
+        return {}
+
+    pipe(prompt, num_inference_steps=STEPS, guidance_scale=GUIDANCE, latents=z_start.clone(), output_type="latent",
+         callback_on_step_end=keep)
+    cond, uncond = pipe.encode_prompt(prompt, "cpu", 1, True, negative_prompt="")
+    params = dict(unet.named_parameters())
+    grads = {n: torch.zeros_like(params[n]) for n in names}
+    for z, t in zip(latents, sched.timesteps):
+        abar = sched.alphas_cumprod[int(t)]
+
+        def eps(v):  # v-prediction output to epsilon
+            return abar.sqrt() * v + (1 - abar).sqrt() * z
+
+        with torch.no_grad():
+            target = eps(unet(z, t, encoder_hidden_states=uncond).sample)
+        out = eps(unet(z, t, encoder_hidden_states=cond).sample)
+        loss = (out - target).pow(2).sum()
+        for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names])):
+            grads[n] += g
+    return {n: params[n].detach() * grads[n] for n in names}
+
+
+def test_scores_equal_weight_times_gradient_by_hand(sd2):
+    attr = attribute(sd2, "a red circle", seeds=[3], steps=STEPS, guidance=GUIDANCE, progress=False)
+    names = sorted(attr.scores)[:2]
+    hand = _hand_scores(sd2, "a red circle", 3, names)
+    for n in names:
+        assert attr.scores[n].dtype == torch.float32
+        torch.testing.assert_close(attr.scores[n], hand[n], rtol=1e-4, atol=1e-7)
+        assert attr.scores[n].abs().sum() > 0
+
+
+def test_only_selected_parameters_get_gradients_and_flags_come_back(sd2):
+    unet = sd2.unet
+    before = {n: p.requires_grad for n, p in unet.named_parameters()}
+    params = select_parameters(unet, "ff")
+    steps = erase_trajectory(sd2, unet, [Row("a circle", 0, 0)], STEPS, GUIDANCE)
+    seen = set()
+    for name, p in unet.named_parameters():
+        p.register_post_accumulate_grad_hook(lambda _p, name=name: seen.add(name))
+    accumulate(unet, params, steps, {0: 1.0})
+    assert seen == set(params)
+    assert {n: p.requires_grad for n, p in unet.named_parameters()} == before
+    assert all(p.grad is None for p in unet.parameters())
+
+
+def test_trajectory_and_restart_estimators_agree(sd2):
+    rows = [Row("a blue star", 5, 0), Row("a blue star", 6, 0)]
+    traj = erase_trajectory(sd2, sd2.unet, rows, STEPS, GUIDANCE)
+    own = erase_restart(sd2, sd2.unet, rows, STEPS, GUIDANCE, pair_previous=False)
+    ref = erase_restart(sd2, sd2.unet, rows, STEPS, GUIDANCE)
+    assert len(traj) == len(own) == len(ref) == STEPS
+    for a, b in zip(traj, own):  # same latents, same timesteps, same targets
+        torch.testing.assert_close(a.sample, b.sample)
+        assert int(a.timestep) == int(b.timestep)
+        torch.testing.assert_close(a.target, b.target, rtol=1e-4, atol=1e-5)
+    for i in range(1, STEPS):  # the reference pairs the latent after i steps with the timestep of step i
+        torch.testing.assert_close(ref[i - 1].sample, traj[i].sample)
+        assert int(ref[i - 1].timestep) == int(traj[i - 1].timestep)
+    params = select_parameters(sd2.unet, "ff")
+    g_traj, j_traj = accumulate(sd2.unet, params, traj, {0: 0.5})
+    g_own, j_own = accumulate(sd2.unet, params, own, {0: 0.5})
+    assert math.isclose(j_traj[0], j_own[0], rel_tol=1e-4)
+    for n in params:
+        torch.testing.assert_close(g_traj[0][n], g_own[0][n], rtol=1e-3, atol=1e-6)
+
+
+def test_preserve_score_is_target_minus_mean_of_preserve(sd2):
+    kw = dict(seeds=[0, 1], steps=STEPS, guidance=GUIDANCE, progress=False)
+    contrast = attribute(sd2, "a circle", preserve=["a square", "a star"], **kw)
+    target, sq, st = attribute(sd2, ["a circle", "a square", "a star"], **kw)
+    for n in contrast.scores:
+        torch.testing.assert_close(contrast.scores[n], target.scores[n] - (sq.scores[n] + st.scores[n]) / 2,
+                                   rtol=1e-4, atol=1e-6)
+    assert contrast.metadata["preserve"] == ["a square", "a star"]
+
+
+def test_fp16_model_sums_in_fp32():
+    pipe16, pipe32 = tiny_sd("sd1", dtype=torch.float16), tiny_sd("sd1")
+    kw = dict(seeds=[0], steps=2, guidance=GUIDANCE, progress=False)
+    a16, a32 = attribute(pipe16, "a circle", **kw), attribute(pipe32, "a circle", **kw)
+    assert a16.metadata["dtype"] == "float16"
+    x = torch.cat([a16.scores[n].reshape(-1) for n in a16.scores])
+    y = torch.cat([a32.scores[n].reshape(-1) for n in a32.scores])
+    assert x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert np.corrcoef(x.numpy(), y.numpy())[0, 1] > 0.9
+
+
+def test_amplify_on_generated_and_on_real_images(sd2, tmp_path):
+    from PIL import Image
+
+    gen = attribute(sd2, "a circle", objective="amplify", seeds=2, steps=STEPS, guidance=GUIDANCE, progress=False)
+    assert gen.metadata["J"] < 0 and gen.metadata["objective"] == "amplify"
+    for i in range(2):
+        Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    real = attribute(sd2, "a circle", objective="amplify", images=tmp_path, steps=STEPS, progress=False)
+    assert real.metadata["n_images"] == 2 and real.metadata["J"] < 0
+    assert any(s.abs().sum() > 0 for s in real.scores.values())
+
+
+def test_image_folder_errors(sd2, tmp_path):
+    with pytest.raises(ValueError, match="holds no images"):
+        attribute(sd2, "a circle", objective="amplify", images=tmp_path, progress=False)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read image"):
+        attribute(sd2, "a circle", objective="amplify", images=tmp_path, progress=False)
+    with pytest.raises(NotADirectoryError):
+        attribute(sd2, "a circle", objective="amplify", images=tmp_path / "missing", progress=False)
+
+
+def test_bad_inputs_are_clear_errors(sd2):
+    with pytest.raises(ValueError, match="unknown word 'teal'"):
+        attribute(sd2, "a teal circle", progress=False)
+    with pytest.raises(ValueError, match="selects no parameter"):
+        attribute(sd2, "a circle", components="no_such_weight", progress=False)
+    with pytest.raises(ValueError, match="objective"):
+        attribute(sd2, "a circle", objective="forget", progress=False)
+    with pytest.raises(ValueError, match="both a target and a preserve"):
+        attribute(sd2, "a circle", preserve=["a circle"], progress=False)
+
+
+def test_save_load_summary_plot(sd2, tmp_path):
+    attr = attribute(sd2, "a circle", seeds=1, steps=2, guidance=GUIDANCE, progress=False)
+    path = attr.save(tmp_path / "a.attr.safetensors")
+    back = Attribution.load(path, sd2)
+    assert back.metadata == attr.metadata
+    for n in attr.scores:
+        assert torch.equal(back.scores[n], attr.scores[n])
+    s = attr.summary()
+    assert s["n"] == sum(v.numel() for v in attr.scores.values())
+    assert s["n_positive"] + s["n_negative"] <= s["n"]
+    assert 0 < s["concentration"]["top_0.1%"] <= s["concentration"]["top_1%"] <= 1
+    assert sum(v["mass_positive"] for v in s["layers"].values()) == pytest.approx(s["mass_positive"], rel=1e-4)
+    assert attr.plot(tmp_path / "a.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="was made with model"):
+        Attribution.load(path, tiny_sd("sd2", seed=1))
+    with pytest.raises(FileExistsError):
+        attr.save(path)
