@@ -1,0 +1,118 @@
+"""`cadiff attribute | erase | amplify | apply` on a tiny saved pipeline: happy paths and one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cadiff.cli import main
+from tiny_pipelines import tiny_sd
+
+FAST = ["--steps", "2", "--seeds", "1", "--guidance", "4"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tiny_sd("sd2").save_pretrained(root / "a")
+    tiny_sd("sd2", seed=1).save_pretrained(root / "b")
+    return root
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_attribute_erase_apply_happy_path(models, tmp_path, capsys):
+    code, out, _ = run(["attribute", "a circle", "a red square", "--preserve", "a star", "--model", models / "a",
+                        "--out", tmp_path / "attr", *FAST], capsys)
+    assert code == 0, out
+    for name in ("a_circle", "a_red_square"):
+        assert (tmp_path / "attr" / f"{name}.attr.safetensors").is_file()
+        assert (tmp_path / "attr" / f"{name}.attr.png").is_file()
+    assert "a circle" in json.loads((tmp_path / "attr" / "metrics.json").read_text())
+
+    code, out, err = run(["erase", "a circle", "--preserve", "a star", "--ratio", "0.25", "--model", models / "a",
+                          "--out", tmp_path / "erase", *FAST], capsys)
+    assert code == 0, err
+    run_dir = tmp_path / "erase"
+    for f in ("run.json", "mask.safetensors", "grid.png", "pipeline/model_index.json", "a_circle.attr.safetensors"):
+        assert (run_dir / f).exists(), f
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["edit"]["zeroed"] > 0 and record["settings"]["ratio"] == 0.25
+
+    code, out, err = run(["apply", run_dir / "mask.safetensors", "--model", models / "a", "--out", tmp_path / "applied"],
+                         capsys)
+    assert code == 0, err
+    a = (run_dir / "pipeline/unet/diffusion_pytorch_model.safetensors").read_bytes()
+    b = (tmp_path / "applied/unet/diffusion_pytorch_model.safetensors").read_bytes()
+    assert a == b  # the same edit, put on the original model from the mask file alone
+
+
+def test_amplify_with_image_folder(models, tmp_path, capsys):
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((16, 16, 3), 100 + 50 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    code, _, err = run(["amplify", "a circle", "--images", tmp_path / "imgs", "--ratio", "0.25", "--no-export",
+                        "--model", models / "a", "--out", tmp_path / "amp", *FAST], capsys)
+    assert code == 0, err
+    assert (tmp_path / "amp/mask.safetensors").is_file() and not (tmp_path / "amp/pipeline").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["a teal circle"], "unknown word 'teal'"),
+    (["a circle", "--components", "no_such_weight"], "selects no parameter"),
+    (["a circle", "--ratio", "0.001"], "is empty"),
+    (["a circle", "--method", "nonsense"], None),
+])
+def test_erase_bad_inputs(models, tmp_path, capsys, extra, message):
+    if message is None:
+        with pytest.raises(SystemExit):
+            main(["erase", *extra, "--out", str(tmp_path / "x")])
+        return
+    code, _, err = run(["erase", *extra, "--model", models / "a", "--out", tmp_path / "x", *FAST], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x*"))  # nothing half-written
+
+
+def test_ratio_out_of_range_is_refused(models, tmp_path, capsys):
+    for bad in ("0", "1.5", "-0.2"):
+        with pytest.raises(SystemExit) as exc:
+            main(["erase", "a circle", "--ratio", bad, "--model", str(models / "a"), "--out", str(tmp_path / "x")])
+        assert exc.value.code == 2
+        assert "must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_other_model_empty_folder_existing_output(models, tmp_path, capsys):
+    code, _, err = run(["erase", "a circle", "--ratio", "0.25", "--no-export", "--model", models / "a",
+                        "--out", tmp_path / "e", *FAST], capsys)
+    assert code == 0, err
+    code, _, err = run(["apply", tmp_path / "e/mask.safetensors", "--model", models / "b", "--out", tmp_path / "o"],
+                       capsys)
+    assert code == 2 and "was made with model" in err and not (tmp_path / "o").exists()
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(["amplify", "a circle", "--images", tmp_path / "empty", "--model", models / "a",
+                        "--out", tmp_path / "o", *FAST], capsys)
+    assert code == 2 and "holds no images" in err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.png").write_bytes(b"junk")
+    code, _, err = run(["amplify", "a circle", "--images", tmp_path / "junk", "--model", models / "a",
+                        "--out", tmp_path / "o", *FAST], capsys)
+    assert code == 2 and "cannot read image" in err
+    code, _, err = run(["erase", "a circle", "--model", models / "a", "--out", tmp_path / "e", *FAST], capsys)
+    assert code == 2 and "already exists" in err
+    code, _, err = run(["apply", tmp_path / "missing.safetensors", "--model", models / "a", "--out", tmp_path / "o"],
+                       capsys)
+    assert code == 2 and "not found" in err
+
+
+def test_baseline_method_dispatch(models, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cadiff.evaluation.baselines", None)  # not importable
+    code, _, err = run(["erase", "a circle", "--method", "esd", "--model", models / "a", "--out", tmp_path / "b",
+                        *FAST], capsys)
+    assert code == 2 and "cadiff.evaluation.baselines" in err
