@@ -12,7 +12,7 @@ from cadiff.sae.store import FORMAT, META, act_key, shard_name, write_shard
 
 
 def make_store(path: Path, acts: torch.Tensor, hookpoint: str = "mid_block.attentions.0", shard_size: int = 8,
-               grid: tuple[int, int] | None = None) -> Path:
+               grid: tuple[int, int] | None = None, extra: dict[str, torch.Tensor] | None = None) -> Path:
     """A store folder holding `acts` (images, steps, positions, channels) as the 'cond' branch at steps 0..S-1."""
     n, s, p, c = acts.shape
     grid = grid or (1, p)
@@ -23,8 +23,10 @@ def make_store(path: Path, acts: torch.Tensor, hookpoint: str = "mid_block.atten
                              "guidance_scale": 4.0, "model": {"source": "synthetic", "fingerprint": "0"}})
     for i, start in enumerate(range(0, n, shard_size)):
         chunk = acts[start:start + shard_size]
-        write_shard(path / shard_name(i), {act_key(hookpoint, "cond"): chunk, "seed": torch.arange(len(chunk)),
-                                           "index": torch.arange(start, start + len(chunk))}, ["x"] * len(chunk))
+        tensors = {act_key(hookpoint, "cond"): chunk, "seed": torch.arange(len(chunk)),
+                   "index": torch.arange(start, start + len(chunk))}
+        tensors.update({k: v[start:start + shard_size] for k, v in (extra or {}).items()})
+        write_shard(path / shard_name(i), tensors, ["x"] * len(chunk))
     return path
 
 

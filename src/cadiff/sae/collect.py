@@ -41,6 +41,16 @@ def prompt_labels(prompts: Sequence[str]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _evaluator():
+    """The shipped shapes evaluator, or None where it is not shipped (then labels come from the prompts only)."""
+    from cadiff.shapes.evaluator import load_evaluator
+
+    try:
+        return load_evaluator()
+    except FileNotFoundError:
+        return None
+
+
 def _plan_matches(old: dict, new: dict) -> bool:
     keys = ("hookpoints_requested", "steps", "branches", "readout", "dtype", "num_inference_steps", "guidance_scale",
             "prompts", "seeds", "shard_size")
@@ -104,6 +114,7 @@ def collect_activations(
         plan["hookpoints"] = {}
         write_json(out / META, plan)
 
+    evaluator = _evaluator() if shapes_world else None
     capture = ActivationCapture(pipe, hookpoints, steps, readout, branches, DTYPES[dtype])
     with capture:
         for i, start in enumerate(range(0, len(prompts), shard_size)):
@@ -125,6 +136,9 @@ def collect_activations(
             if shapes_world:
                 tensors["mask"] = torch.from_numpy(np.stack([shape_mask(im) for im in images]).astype(np.uint8))
                 tensors.update(prompt_labels(chunk_p))
+                if evaluator is not None:
+                    probs = evaluator.probabilities(images)
+                    tensors.update({f"seen_{a}": torch.from_numpy(p.argmax(1)) for a, p in probs.items()})
             if not plan["hookpoints"]:
                 plan["hookpoints"] = {h: {"grid": list(capture.grids[h]),
                                           "channels": int(tensors[act_key(h, branches[0])].shape[-1])}

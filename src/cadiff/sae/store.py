@@ -4,7 +4,8 @@ read back shard by shard so training data can be larger than memory.
 Folder layout: `meta.json` (hookpoints with their grids, steps, branches, readout, model, prompts, seeds) and
 `shard_00000.safetensors`, ... Each shard holds `act/<hookpoint>/<branch>`, `seed`, `index`, `image` (the final
 generated image) and, for the shapes world, `mask` (foreground of the final image) and `shape`/`colour`/`texture`
-(indices named by the prompt, -1 where the prompt leaves the attribute open).
+(indices named by the prompt, -1 where the prompt leaves the attribute open) and `seen_shape`/... (what the
+shapes evaluator reads off the final image, where the evaluator is shipped).
 
 Example:
     >>> from cadiff.sae import ActivationStore
