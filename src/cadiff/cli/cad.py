@@ -51,8 +51,8 @@ def _edit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scope", choices=["row", "matrix", "global"], default="row",
                    help="row: the paper's per-output-row rule (default); matrix; global")
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
-    p.add_argument("--eval-n", type=positive_int, default=8,
-                   help="embedded model: images per concept for the before/after accuracies (default 8)")
+    p.add_argument("--eval-repeats", type=positive_int, default=1,
+                   help="embedded model: 36 evaluation images per repeat (each shape/colour 6x, texture 12x; default 1)")
 
 
 def register(sub) -> None:
@@ -199,10 +199,10 @@ def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm) -> None:
         evaluator = load_evaluator()
         accs = []
         for label, model in (("before", pipe), ("after", edited)):
-            with tqdm(total=15 * args.eval_n, desc=f"evaluate {label}", unit="img", leave=False) as bar:
-                accs.append(concept_accuracies(model, evaluator, n_per_concept=args.eval_n, progress=bar.update))
+            with tqdm(total=36 * args.eval_repeats, desc=f"evaluate {label}", unit="img", leave=False) as bar:
+                accs.append(concept_accuracies(model, evaluator, repeats=args.eval_repeats, progress=bar.update))
         run.metrics = edit_metrics(accs[0], accs[1], args.concepts)
-        run.metrics["n_per_concept"] = args.eval_n
+        run.metrics["n_images"] = 36 * args.eval_repeats
 
 
 def run_apply(args: argparse.Namespace) -> int:

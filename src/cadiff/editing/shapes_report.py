@@ -1,13 +1,12 @@
 """How an edit of the embedded shapes model shows: evaluator accuracy per concept, before/after image grids.
 
 Accuracy of a concept = the fraction of images whose evaluator label for the concept's attribute equals the
-concept, over prompts "a {colour} {texture} {shape}" that name it (the other two attributes drawn at random,
-fixed seeds). An erase should take the target to ~0 while every other concept keeps its accuracy.
+concept, over the prompts "a {colour} {texture} {shape}" of a balanced design that name it (fixed seeds). An erase should take the target to ~0 while every other concept keeps its accuracy.
 
 Example:
     >>> from cadiff.editing.shapes_report import concept_accuracies, edit_metrics
-    >>> before = concept_accuracies(pipe, evaluator, n_per_concept=8)           # doctest: +SKIP
-    >>> after = concept_accuracies(edited, evaluator, n_per_concept=8)          # doctest: +SKIP
+    >>> before = concept_accuracies(pipe, evaluator, repeats=2)                 # doctest: +SKIP
+    >>> after = concept_accuracies(edited, evaluator, repeats=2)                # doctest: +SKIP
     >>> edit_metrics(before, after, ["circle"])["target_after"]                 # doctest: +SKIP
 """
 
@@ -36,18 +35,26 @@ def concept_prompts(concept: str, n: int, seed: int = 0) -> list[str]:
     return prompts
 
 
-def concept_accuracies(pipe, evaluator, n_per_concept: int = 8, seed: int = 1000,
-                       concepts: Sequence[str] = CONCEPTS, batch_size: int = 64,
+def evaluation_prompts(repeats: int = 1) -> list[str]:
+    """Every (shape, colour) pair `repeats` times, textures cycled: per repeat each shape and colour is named 6
+    times and each texture 12 times, so one image scores a concept of every attribute at once."""
+    return [full_caption(shape, colour, TEXTURES[(i + j + r) % len(TEXTURES)])
+            for r in range(repeats) for i, shape in enumerate(SHAPES) for j, colour in enumerate(COLOURS)]
+
+
+def concept_accuracies(pipe, evaluator, repeats: int = 1, seed: int = 1000, batch_size: int = 64,
                        progress: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Evaluator accuracy of every concept on `n_per_concept` prompts naming it (seeds seed, seed+1, ...)."""
-    prompts = [p for c in concepts for p in concept_prompts(c, n_per_concept, seed)]
-    seeds = [seed + i for i in range(len(prompts))]
-    images = generate(pipe, prompts, seeds, batch_size=batch_size, progress=progress)
+    """Evaluator accuracy of all 15 concepts: for each, the fraction of images whose prompt names it and whose
+    label for its attribute equals it (`evaluation_prompts(repeats)`, seeds seed, seed+1, ...)."""
+    prompts = evaluation_prompts(repeats)
+    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], batch_size=batch_size,
+                      progress=progress)
     predicted = evaluator.predict(images)
     out = {}
-    for j, concept in enumerate(concepts):
-        labels = predicted[attribute_of(concept)][j * n_per_concept : (j + 1) * n_per_concept]
-        out[concept] = float(np.mean([label == concept for label in labels]))
+    for concept in CONCEPTS:
+        attribute = attribute_of(concept)
+        hits = [predicted[attribute][k] == concept for k, p in enumerate(prompts) if concept in p.split()]
+        out[concept] = float(np.mean(hits))
     return out
 
 

@@ -1,0 +1,54 @@
+"""On a model marked as a shapes-world model (cadiff.json), concept words become captions and erase reports the
+evaluator's accuracies per concept; the evaluation design names every concept evenly."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from cadiff.cli import main
+from cadiff.editing.shapes_report import CONCEPTS, edit_metrics, evaluation_prompts
+from tiny_pipelines import tiny_sd
+
+
+def test_evaluation_design_is_balanced():
+    prompts = evaluation_prompts(2)
+    words = Counter(w for p in prompts for w in p.split())
+    assert len(prompts) == 72
+    assert all(words[c] == (24 if c in ("solid", "striped", "outlined") else 12) for c in CONCEPTS)
+
+
+def test_edit_metrics():
+    before = {c: 1.0 for c in CONCEPTS}
+    after = {**before, "circle": 0.1, "red": 0.9}
+    m = edit_metrics(before, after, ["circle"])
+    assert m["target_before"] == 1.0 and m["target_after"] == 0.1
+    assert m["kept_min"] == 0.9 and m["kept_min_concept"] == "red"
+
+
+@pytest.fixture()
+def shapes_like(tmp_path, monkeypatch):
+    import cadiff.shapes
+    from cadiff.shapes.architecture import EvaluatorConfig, ShapesClassifier
+    from cadiff.shapes.evaluator import ShapesEvaluator
+
+    folder = tmp_path / "model"
+    tiny_sd("sd1").save_pretrained(folder)
+    (folder / "cadiff.json").write_text(json.dumps({"world": "shapes", "num_inference_steps": 2, "guidance_scale": 4.0}))
+    tiny_eval = ShapesEvaluator(ShapesClassifier(EvaluatorConfig(channels=(4, 4, 4))))
+    monkeypatch.setattr(cadiff.shapes, "load_evaluator", lambda path=None: tiny_eval)
+    return folder
+
+
+def test_erase_reports_accuracies_and_expands_concept_words(shapes_like, tmp_path, capsys):
+    code = main(["erase", "circle", "--preserve", "square", "star", "--ratio", "0.25", "--seeds", "1",
+                 "--model", str(shapes_like), "--out", str(tmp_path / "run")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    record = json.loads((tmp_path / "run/run.json").read_text())
+    assert record["edit"]["prompts"] == ["a circle"]
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert set(metrics["before"]) == set(CONCEPTS) and 0 <= metrics["target_after"] <= 1
+    assert "target accuracy" in out.out
+    exported = tmp_path / "run/pipeline"
+    assert json.loads((exported / "cadiff.json").read_text())["world"] == "shapes"  # sampling defaults travel along
