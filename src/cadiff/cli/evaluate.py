@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -45,13 +46,8 @@ def register(sub) -> None:
 
 
 def _apply_mask(pipe, path: str) -> tuple[object, dict]:
-    from pathlib import Path
-
-    from cadiff.evaluation import file_sha256
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"mask file {path} not found; make one with `cadiff attribute` / `cadiff erase`")
     from cadiff.editing import Mask, edited_copy
+    from cadiff.evaluation import file_sha256
 
     mask = Mask.load(path)
     edit = {"kind": "cad-mask", "file": str(path), "sha256": file_sha256(path), "weights_zeroed": len(mask)}
@@ -65,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
+        if args.mask and not Path(args.mask).is_file():
+            raise FileNotFoundError(f"mask file {args.mask} not found; make one with `cadiff attribute` / `cadiff erase`")
         pipe = load_from_args(args)
         edit = None
         if args.mask:

@@ -28,6 +28,9 @@ def require(module: str, extra: str) -> Any:
     except ImportError as exc:
         raise MissingDependencyError(f"this metric needs the python package '{module.split('.')[0]}', which is not "
                                      f"installed: pip install 'cadiff[{extra}]'") from exc
+    except Exception as exc:  # installed but broken, e.g. a torchvision built for another torch
+        raise MissingDependencyError(f"the python package '{module.split('.')[0]}' is installed but cannot be imported "
+                                     f"({exc}); reinstall it to match torch: pip install 'cadiff[{extra}]'") from exc
 
 
 def version_of(distribution: str) -> str:

@@ -71,7 +71,7 @@ class FID(Metric):
 
         if self.feature_extractor is not None:
             return FrechetInceptionDistance(feature=self.feature_extractor, input_img_size=image_shape)
-        require("torch_fidelity", "metrics")
+        require("torch_fidelity", "perceptual")
         return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(self.weights))
 
     def summarize(self, table: list[dict[str, Any]], images: ImageSource) -> dict[str, Any]:

@@ -58,7 +58,7 @@ class LPIPS(Metric):
 
     def __init__(self, reference: str | Path, net: str = "alex", weights: str | Path | None = None):
         require("torchmetrics", "metrics")
-        require("torchvision", "metrics")
+        require("torchvision", "perceptual")
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
         if net not in BACKBONE_FILES:

@@ -1,0 +1,205 @@
+"""Metric adapters on synthetic images and tiny random networks, through the code paths real weights use."""
+
+import numpy as np
+import pytest
+import torch
+
+from cadiff.evaluation import PromptSet, load_prompts
+from cadiff.evaluation.metrics import (FID, ClipScore, MissingDependencyError, NudeNetMetric, ObjectAccuracy,
+                                       ShapesAccuracy, build_metrics, erase_keep)
+from cadiff.evaluation.metrics.base import ImageSource, hf_folder, require
+
+
+def images(n, seed=0, size=32):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_shapes_accuracy_reads_rendered_images_and_reports_erase_keep(tiny_evaluator):
+    from cadiff.shapes import render
+
+    rows = load_prompts("shapes:red,solid").rows
+    batch = render([r.labels["shape"] for r in rows], ["red"] * len(rows), ["solid"] * len(rows))
+    metric = ShapesAccuracy(tiny_evaluator)
+    columns = metric.score(batch.images, rows)
+    predicted = metric.evaluator.predict(batch.images)
+    assert columns["shapes_shape"] == predicted["shape"] and columns["label_shape"] == [r.labels["shape"] for r in rows]
+    table = [{"index": r.index, **{k: v[i] for k, v in columns.items()}} for i, r in enumerate(rows)]
+    summary = metric.summarize(table, ImageSource("."))
+    hits = [p == r.labels["shape"] for p, r in zip(predicted["shape"], rows)]
+    assert summary["accuracy"]["shape"] == pytest.approx(np.mean(hits), abs=1e-4)
+    assert summary["accuracy"]["colour"] == pytest.approx(np.mean([c == "red" for c in predicted["colour"]]), abs=1e-4)
+    assert set(summary["per_concept"]) == {r.labels["shape"] for r in rows} | {"red", "solid"}
+
+
+def test_erase_keep_splits_target_and_other_rows():
+    table = [{"label_shape": s, "shapes_shape": p} for s, p in
+             [("circle", "square"), ("circle", "circle"), ("star", "star"), ("star", "star"), ("heart", "star")]]
+    assert erase_keep(table, "circle") == {"attribute": "shape", "target": 0.5, "others": round(2 / 3, 4),
+                                           "n_target": 2, "n_others": 3}
+
+
+nudenet_installed = pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("nudenet") is None,
+    reason="nudenet not installed: pip install 'cadiff[nudity]' (make test installs it)")
+torchmetrics_installed = pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("torchmetrics") is None,
+    reason="torchmetrics not installed: pip install 'cadiff[metrics]' (make test installs it)")
+
+
+@nudenet_installed
+def test_nudenet_detector_from_the_wheel_runs_offline():
+    metric = NudeNetMetric()
+    rows = PromptSet.from_prompts(["a", "b"]).rows
+    flat = np.full((2, 64, 64, 3), 200, np.uint8)
+    out = metric.score(flat, rows)
+    assert out == {"nudenet_nude": [False, False], "nudenet_classes": ["", ""]}
+    info = metric.info()
+    assert info["version"] == "3.4.2" and info["settings"]["threshold"] == 0.5 and len(info["settings"]["classes"]) == 9
+
+
+@nudenet_installed
+def test_nudenet_counts_only_exposed_classes_above_threshold(monkeypatch):
+    metric = NudeNetMetric()
+    fake = [[{"class": "FEMALE_BREAST_EXPOSED", "score": 0.7}, {"class": "FACE_FEMALE", "score": 0.99}],
+            [{"class": "BUTTOCKS_EXPOSED", "score": 0.5}],
+            [{"class": "FEET_COVERED", "score": 0.9}, {"class": "ANUS_EXPOSED", "score": 0.51}]]
+    monkeypatch.setattr(metric, "detect", lambda imgs: fake)
+    out = metric.score(images(3), PromptSet.from_prompts(["a", "b", "c"]).rows)
+    assert out["nudenet_nude"] == [True, False, True]
+    assert out["nudenet_classes"] == ["FEMALE_BREAST_EXPOSED", "", "ANUS_EXPOSED"]
+    table = [{"nudenet_nude": n, "nudenet_classes": c} for n, c in zip(out["nudenet_nude"], out["nudenet_classes"])]
+    summary = metric.summarize(table, ImageSource("."))
+    assert summary["nude_images"] == 2 and summary["per_class"]["ANUS_EXPOSED"] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from cadiff.shapes.architecture import VOCAB, build_tokenizer
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2),
+        projection_dim=8)
+    path = tmp_path_factory.mktemp("clip") / "clip"
+    CLIPModel(config).save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def test_clip_score_on_a_tiny_random_clip(tiny_clip):
+    metric = ClipScore(tiny_clip)
+    rows = PromptSet.from_prompts(["a red circle", "a blue star", "a red circle"]).rows
+    pics = images(3)
+    pics[2] = pics[0]
+    scores = metric.score(pics, rows)["clip_score"]
+    assert len(scores) == 3 and all(0 <= s <= 100 for s in scores)
+    assert scores[0] == pytest.approx(scores[2], abs=1e-3)  # same image, same prompt, same score
+    summary = metric.summarize([{"clip_score": s} for s in scores], ImageSource("."))
+    assert summary["mean"] == pytest.approx(np.mean(scores), abs=1e-3)
+    assert metric.info()["settings"]["weights"] == str(tiny_clip)
+
+
+@pytest.fixture(scope="module")
+def tiny_resnet(tmp_path_factory):
+    from transformers import ConvNextImageProcessor, ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    labels = {0: "tench, Tinca tinca", 1: "church, church building", 2: "parachute, chute"}
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                          id2label=labels, label2id={v: k for k, v in labels.items()})
+    path = tmp_path_factory.mktemp("resnet") / "resnet"
+    ResNetForImageClassification(config).save_pretrained(path)
+    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(path)
+    return path
+
+
+def test_object_accuracy_on_a_tiny_random_resnet(tiny_resnet):
+    metric = ObjectAccuracy(tiny_resnet)
+    rows = PromptSet.from_prompts(["x"] * 6, classes=["tench", "church", "parachute", "tench", "chute", "dog"]).rows
+    out = metric.score(images(6), rows)
+    assert all(p in metric.model.config.id2label.values() for p in out["object_pred"])
+    for r, pred, ok in zip(rows, out["object_pred"], out["object_correct"]):
+        assert ok == (r.cls in [n.strip().lower() for n in pred.split(",")])
+    table = [{"class": r.cls, "object_correct": ok} for r, ok in zip(rows, out["object_correct"])]
+    summary = metric.summarize(table, ImageSource("."))
+    assert summary["accuracy"]["tench"] == np.mean([out["object_correct"][0], out["object_correct"][3]])
+
+
+class TinyFeatures(torch.nn.Module):
+    """A random convolutional feature extractor standing in for Inception (uint8 in, features out)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 6, 3)
+
+    def forward(self, x):
+        return self.conv(x.float() / 255).mean((2, 3))
+
+
+@torchmetrics_installed
+def test_fid_on_a_tiny_feature_network(tmp_path):
+    from PIL import Image
+
+    ref = tmp_path / "real"
+    ref.mkdir()
+    for i, img in enumerate(images(40, seed=1)):
+        Image.fromarray(img).save(ref / f"{i}.png")
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    dark = (images(40, seed=2) // 3).astype(np.uint8)
+    for i, img in enumerate(np.concatenate([images(40, seed=3), dark])):
+        Image.fromarray(img).save(gen / f"{i:05d}.png")
+    metric = FID(ref, feature_extractor=TinyFeatures())
+    same = metric.summarize([{"index": i} for i in range(40)], ImageSource(gen))
+    shifted = metric.summarize([{"index": i} for i in range(40, 80)], ImageSource(gen))
+    assert 0 <= same["fid"] < shifted["fid"] and same["n_reference"] == 40
+
+
+@torchmetrics_installed
+def test_missing_weights_and_dependencies_say_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="hf download nobody/no-such-clip"):
+        hf_folder("nobody/no-such-clip", "CLIP", "--clip-weights")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05"):
+        FID(tmp_path)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'cadiff\[metrics\]'"):
+        require("no_such_module_for_cadiff", "metrics")
+    with pytest.raises(ValueError, match="--fid-reference"):
+        build_metrics(["fid"])
+    with pytest.raises(ValueError, match="unknown metric 'iou'"):
+        build_metrics(["iou"])
+
+
+def test_lpips_on_a_tiny_random_backbone(tmp_path):
+    """LPIPS needs torchvision; on machines where it cannot load (a CPU-only torch beside a CUDA torchvision) the
+    adapter says so and this test is skipped."""
+    try:
+        torchvision = require("torchvision", "perceptual")
+    except MissingDependencyError as exc:
+        pytest.skip(f"torchvision unavailable: {exc}")
+    from PIL import Image
+
+    from cadiff.evaluation.metrics import LPIPS
+
+    weights = tmp_path / "squeeze.pth"
+    torch.save(torchvision.models.squeezenet1_1().state_dict(), weights)
+    ref = tmp_path / "base"
+    (ref / "images").mkdir(parents=True)
+    base = images(3, size=64)
+    for i, img in enumerate(base):
+        Image.fromarray(img).save(ref / "images" / f"{i:05d}.png")
+    metric = LPIPS(ref, net="squeeze", weights=weights)
+    rows = PromptSet.from_prompts(["a", "b", "c"]).rows
+    other = base.copy()
+    other[1] = 255 - other[1]
+    values = metric.score(other, rows)["lpips"]
+    assert values[0] == pytest.approx(0, abs=1e-5) and values[1] > values[0]
