@@ -18,3 +18,6 @@ from cadiff.evaluation import PromptSet, evaluate, load_prompts  # noqa: E402
 from cadiff.evaluation.baselines import erase_with  # noqa: E402
 
 __all__ += ["PromptSet", "evaluate", "erase_with", "load_prompts"]
+from cadiff.sae import ActivationStore, SAETrainConfig, TopKSAE, collect_activations, steer, train_sae  # noqa: E402
+
+__all__ += ["ActivationStore", "SAETrainConfig", "TopKSAE", "collect_activations", "steer", "train_sae"]

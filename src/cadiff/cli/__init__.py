@@ -14,7 +14,7 @@ from cadiff import __version__
 from cadiff.cli.common import UserError, report_error
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
-COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate"]
+COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,3 +175,17 @@ def pick_latents(entries: list[dict], n: int = 16) -> list[int]:
     """The n most informative latents for a sheet: object latents first, by match rate, then the most frequent."""
     ranked = sorted(entries, key=lambda e: (e["kind"] != "object", -e["object_match"], -e["fires"]))
     return [e["latent"] for e in ranked if e["top_images"]][:n]
+
+
+def latents_for(entries: list[dict], value: str, n: int = 1) -> list[int]:
+    """The n latents that stand most for a concept word ('red', 'star', 'striped'): highest purity of that value
+    over their top images, IoU-matched object latents first; ValueError if no latent fires for it."""
+    from cadiff.shapes.world import attribute_of
+
+    attribute = attribute_of(value)
+    candidates = [e for e in entries if e["purity"].get(attribute, {}).get("value") == value]
+    if not candidates:
+        raise ValueError(f"no latent of this SAE stands for '{value}'; try another step or a wider SAE")
+    ranked = sorted(candidates, key=lambda e: (-e["purity"][attribute]["purity"],
+                                               e["labels"].get(attribute) != value, -e["fires"]))
+    return [e["latent"] for e in ranked[:n]]

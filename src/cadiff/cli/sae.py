@@ -1,0 +1,270 @@
+"""`cadiff sae hookpoints | collect | train | inspect | steer`: concepts over time with sparse autoencoders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, load_from_args,
+                               positive_int)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sae", help="sparse autoencoders on the denoiser: collect, train, inspect, steer")
+    s = p.add_subparsers(dest="sae_command", required=True, metavar="COMMAND")
+
+    h = s.add_parser("hookpoints", help="list the model's hookpoints (cross-attention transformer modules)")
+    add_model_options(h)
+    h.set_defaults(func=hookpoints_cmd)
+
+    c = s.add_parser("collect", help="generate images and store hookpoint activations per step (resumable)")
+    c.add_argument("prompts", nargs="*", help="prompts (default with the shapes model: --random-prompts)")
+    c.add_argument("-n", "--num-images", type=positive_int, default=1, help="images per prompt")
+    c.add_argument("--random-prompts", type=positive_int, default=None,
+                   help="N shapes-world captions with attributes left open at random (the training mix)")
+    c.add_argument("--seed", type=int, default=0, help="first seed; image i uses seed+i")
+    c.add_argument("--hookpoints", type=_csv, default=["mid_block.attentions.0"], help="comma-separated module paths")
+    c.add_argument("--capture-steps", default="first,mid,last",
+                   help="all | early | middle | final | first,mid,last | explicit steps 0,12,24")
+    c.add_argument("--readout", choices=["update", "output"], default="update",
+                   help="residual update (output - input, default) or the module output")
+    c.add_argument("--branches", type=_csv, default=["cond", "uncond"])
+    c.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
+    c.add_argument("--store-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    add_model_options(c)
+    add_sampling_options(c)
+    c.add_argument("--out", required=True, help="activation folder; an interrupted capture there is resumed")
+    c.add_argument("--overwrite", action="store_true", help="discard an existing folder and start afresh")
+    c.set_defaults(func=collect_cmd)
+
+    t = s.add_parser("train", help="train a TopK SAE on one (hookpoint, branch, steps) of an activation folder")
+    t.add_argument("activations", help="folder written by `cadiff sae collect`")
+    t.add_argument("--hookpoint", default=None, help="default: the folder's only hookpoint")
+    t.add_argument("--branch", default="cond", choices=["cond", "uncond"])
+    t.add_argument("--train-steps", default=None, help="sampling steps to train on (default: all stored)")
+    t.add_argument("--k", type=positive_int, default=10)
+    t.add_argument("--expansion", type=positive_int, default=4, help="dictionary size / activation width")
+    t.add_argument("--d-sae", type=positive_int, default=None, help="dictionary size (overrides --expansion)")
+    t.add_argument("--lr", type=float, default=4e-4)
+    t.add_argument("--batch-size", type=positive_int, default=4096)
+    t.add_argument("--epochs", type=positive_int, default=1)
+    t.add_argument("--max-tokens", type=positive_int, default=None)
+    t.add_argument("--dead-tokens", type=positive_int, default=1_000_000, help="tokens without firing = dead")
+    t.add_argument("--seed", type=int, default=0)
+    add_output_options(t)
+    t.set_defaults(func=train_cmd)
+
+    i = s.add_parser("inspect", help="concept dictionary, concept cards, cohesion/separability, early composition")
+    i.add_argument("activations", help="folder written by `cadiff sae collect` (shapes world, for labels)")
+    i.add_argument("--sae", required=True, help="SAE folder written by `cadiff sae train`")
+    i.add_argument("--step", type=int, default=None, help="sampling step to read (default: the SAE's first)")
+    i.add_argument("--cards", type=positive_int, default=16, help="latents on the concept-card sheet")
+    add_output_options(i)
+    i.set_defaults(func=inspect_cmd)
+
+    st = s.add_parser("steer", help="generate with concept vectors added at the SAE's hookpoint over a window")
+    st.add_argument("prompts", nargs="+")
+    st.add_argument("--sae", required=True, help="SAE folder written by `cadiff sae train`")
+    group = st.add_mutually_exclusive_group(required=True)
+    group.add_argument("--latents", type=_ints, help="latent indices, e.g. 12,40")
+    group.add_argument("--concept", help="a concept word (red, star, striped); needs --concepts")
+    st.add_argument("--concepts", default=None, help="concepts.json written by `cadiff sae inspect`")
+    st.add_argument("--mode", choices=["spatial", "global"], default="global")
+    st.add_argument("--beta", type=float, default=8.0, help="strength")
+    st.add_argument("--window", default="middle", help="early | middle | final | explicit steps 0,1,2")
+    st.add_argument("--quadrant", default="top-left", help="target quadrant for --mode spatial")
+    st.add_argument("-n", "--num-images", type=positive_int, default=8)
+    st.add_argument("--seed", type=int, default=0)
+    add_model_options(st)
+    add_sampling_options(st)
+    add_output_options(st)
+    st.set_defaults(func=steer_cmd)
+
+
+def hookpoints_cmd(args: argparse.Namespace) -> int:
+    from cadiff.sae import hookpoints
+
+    for name in hookpoints(load_from_args(args)):
+        print(name)
+    return 0
+
+
+def _random_prompts(n: int, seed: int) -> list[str]:
+    import numpy as np
+
+    from cadiff.shapes.world import random_labels, training_caption
+
+    rng = np.random.default_rng([seed, 7])
+    return [training_caption(int(s), int(c), int(t), rng) for s, c, t in zip(*random_labels(n, seed))]
+
+
+def collect_cmd(args: argparse.Namespace) -> int:
+    from cadiff.io import write_json
+    from cadiff.models import is_embedded
+    from cadiff.runs import versions
+    from cadiff.sae import collect_activations
+
+    pipe = load_from_args(args)
+    if args.random_prompts:
+        prompts = _random_prompts(args.random_prompts, args.seed)
+    elif args.prompts:
+        prompts = [p for p in args.prompts for _ in range(args.num_images)]
+    elif is_embedded(pipe):
+        prompts = _random_prompts(256, args.seed)
+    else:
+        raise ValueError("give prompts (or --random-prompts N with the shapes model)")
+    seeds = [args.seed + i for i in range(len(prompts))]
+    resuming = Path(args.out, "meta.json").is_file() and not args.overwrite
+    if resuming:
+        print(f"resuming the capture in {args.out}")
+    with tqdm(total=len(prompts), desc="collect", unit="img") as bar:
+        store = collect_activations(
+            pipe, prompts, seeds, args.out, args.hookpoints, steps=args.capture_steps, readout=args.readout,
+            branches=args.branches, num_inference_steps=args.steps, guidance_scale=args.guidance,
+            shard_size=args.shard_size, dtype=args.store_dtype, overwrite=args.overwrite, model_source=args.model,
+            progress=bar.update)
+    write_json(Path(args.out) / "run.json", {"command": "sae collect", "settings": {
+        k: v for k, v in vars(args).items() if k != "func"}, "versions": versions()})
+    print(f"wrote {store.num_images()} images x {len(store.steps)} steps of {', '.join(store.hookpoints)} "
+          f"into {args.out}")
+    return 0
+
+
+def train_cmd(args: argparse.Namespace) -> int:
+    from cadiff.io import check_new
+    from cadiff.runs import run_folder
+    from cadiff.sae import ActivationStore, SAETrainConfig, resolve_steps, train_sae
+    from cadiff.sae.model import CFG, WEIGHTS
+
+    check_new(args.out, args.overwrite)
+    store = ActivationStore(args.activations)
+    hookpoint = args.hookpoint or (store.hookpoints[0] if len(store.hookpoints) == 1 else None)
+    if hookpoint is None:
+        raise ValueError(f"{args.activations} holds several hookpoints; pick one with --hookpoint "
+                         f"({', '.join(store.hookpoints)})")
+    steps = store.steps if args.train_steps is None else resolve_steps(args.train_steps,
+                                                                         store.meta["num_inference_steps"])
+    cfg = SAETrainConfig(expansion=args.expansion, d_sae=args.d_sae, k=args.k, lr=args.lr,
+                         batch_size=args.batch_size, epochs=args.epochs, max_tokens=args.max_tokens,
+                         dead_tokens=args.dead_tokens, seed=args.seed)
+    checkpoint = Path(str(args.out).rstrip("/") + ".checkpoint")
+    if (checkpoint / "state.json").is_file():
+        print(f"resuming from {checkpoint}")
+    bar = tqdm(total=store.tokens(hookpoint, args.branch, steps) * cfg.epochs, desc="train", unit="tok")
+    sae, metrics = train_sae(store, hookpoint, args.branch, steps, cfg, checkpoint=checkpoint,
+                             progress=lambda info: (bar.update(info["tokens"] - bar.n),
+                                                    bar.set_postfix(mse=f"{info['mse']:.3g}", dead=info["dead"])))
+    bar.close()
+    settings = {"activations": args.activations, "hookpoint": hookpoint, "branch": args.branch, "steps": steps,
+                **vars(cfg)}
+    with run_folder(args.out, "sae train", settings, args.overwrite) as run:
+        tmp = sae.save(run.path / "_sae")
+        for name in (CFG, WEIGHTS):
+            (tmp / name).rename(run.path / name)
+        tmp.rmdir()
+        run.metrics = metrics
+    print(f"explained variance {metrics['explained_variance']:.3f}, L0 {metrics['l0']:.1f}, "
+          f"dead {metrics['dead_fraction']:.1%}; wrote {args.out}/cfg.json and sae_weights.safetensors")
+    return 0
+
+
+def inspect_cmd(args: argparse.Namespace) -> int:
+    from cadiff.io import check_new, write_json
+    from cadiff.runs import run_folder
+    from cadiff.sae import ActivationStore, TopKSAE
+    from cadiff.sae.composition import object_map_iou, probe_scores
+    from cadiff.sae.concepts import (cohesion_separability, concept_cards, concept_dictionary, latent_codes,
+                                     pick_latents)
+
+    check_new(args.out, args.overwrite)
+    store = ActivationStore(args.activations)
+    sae = TopKSAE.load(args.sae)
+    if sae.hookpoint is not None:
+        store.check(sae.hookpoint)
+        TopKSAE.load(args.sae, hookpoint=sae.hookpoint, d_in=store.channels(sae.hookpoint))
+    step = args.step if args.step is not None else (sae.metadata.get("steps") or store.steps)[0]
+    codes = latent_codes(store, sae, step)
+    if codes.masks is None:
+        raise ValueError(f"{args.activations} has no object masks: inspect needs activations of the shapes world")
+    entries = concept_dictionary(codes)
+    with run_folder(args.out, "sae inspect", {"activations": args.activations, "sae": args.sae, "step": step},
+                    args.overwrite) as run:
+        write_json(run.path / "concepts.json", entries)
+        concept_cards(codes, entries, pick_latents(entries, args.cards)).save(run.path / "cards.png")
+        kinds = [e["kind"] for e in entries]
+        run.metrics = {"step": step, "latents": len(entries), "object_latents": kinds.count("object"),
+                       "background_latents": kinds.count("background"),
+                       "cohesion_separability": cohesion_separability(codes, entries),
+                       "object_map": object_map_iou(codes),
+                       "probes": probe_scores(store, sae.hookpoint, step, sae.metadata.get("branch", "cond"))}
+    om = run.metrics["object_map"]
+    print(f"{kinds.count('object')} object / {kinds.count('background')} background latents of {len(entries)}; "
+          f"object-map IoU {om['iou']:.2f} (blob baseline {om['baseline_mean_mask']:.2f}); "
+          f"wrote {args.out}/concepts.json and cards.png")
+    return 0
+
+
+def steer_cmd(args: argparse.Namespace) -> int:
+    from cadiff.io import check_new
+    from cadiff.models import describe_model, generate, is_embedded, sampling_defaults
+    from cadiff.report import image_grid, stack_grids
+    from cadiff.runs import run_folder
+    from cadiff.sae import TopKSAE, steer
+    from cadiff.sae.concepts import latents_for
+    from cadiff.sae.steering_eval import change, spatial_success, style_success
+
+    check_new(args.out, args.overwrite)
+    pipe = load_from_args(args)
+    sae = TopKSAE.load(args.sae)
+    if args.concept is not None:
+        if args.concepts is None:
+            raise ValueError("--concept needs --concepts concepts.json (from `cadiff sae inspect`)")
+        latents = latents_for(json.loads(Path(args.concepts).read_text()), args.concept)
+    else:
+        latents = args.latents
+    evaluator = None
+    if is_embedded(pipe) and args.mode == "global" and args.concept is not None:
+        from cadiff.shapes import load_evaluator
+
+        evaluator = load_evaluator()
+    n_steps = args.steps or sampling_defaults(pipe)["num_inference_steps"]
+    window = args.window if not args.window.replace(",", "").isdigit() else [int(s) for s in _csv(args.window)]
+    seeds = [args.seed + i for i in range(args.num_images)]
+    prompts = [p for p in args.prompts for _ in seeds]
+    all_seeds = seeds * len(args.prompts)
+    kw = {"num_inference_steps": n_steps, "guidance_scale": args.guidance, "batch_size": args.batch_size}
+    before = generate(pipe, prompts, all_seeds, **kw)
+    with steer(pipe, sae, latents, args.mode, args.beta, window,
+               quadrant=args.quadrant if args.mode == "spatial" else None, num_inference_steps=n_steps):
+        after = generate(pipe, prompts, all_seeds, **kw)
+    settings = {"prompts": args.prompts, "seeds": seeds, "sae": args.sae, "latents": latents, "mode": args.mode,
+                "beta": args.beta, "window": window, "quadrant": args.quadrant, **kw}
+    with run_folder(args.out, "sae steer", settings, args.overwrite) as run:
+        run.record["model"] = describe_model(pipe, args.model)
+        grids = [image_grid(before, cols=args.num_images, row_labels=args.prompts),
+                 image_grid(after, cols=args.num_images, row_labels=args.prompts)]
+        stack_grids(grids, ["unsteered", f"steered: latents {latents}, {args.mode}, beta {args.beta}, "
+                                         f"window {window}"]).save(run.path / "grid.png")
+        run.metrics = {"change": change(before, after)}
+        if is_embedded(pipe) and args.mode == "spatial":
+            run.metrics["spatial_success"] = spatial_success(after, args.quadrant)
+            run.metrics["spatial_success_unsteered"] = spatial_success(before, args.quadrant)
+        if evaluator is not None:
+            run.metrics["style_success"] = style_success(after, args.concept, evaluator)
+            run.metrics["style_success_unsteered"] = style_success(before, args.concept, evaluator)
+    print(" ".join(f"{k} {v:.3f}" for k, v in run.metrics.items()) + f"; wrote {args.out}/grid.png")
+    return 0

@@ -1,0 +1,41 @@
+"""Scoring steered images on the shapes world: did the object land in the target quadrant, does the evaluator see
+the requested colour or texture, and how far did the image move from the unsteered one.
+
+Example:
+    >>> from cadiff.sae.steering_eval import quadrant_of, spatial_success, style_success, change
+    >>> spatial_success(images, "top-left")               # doctest: +SKIP
+    0.75
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cadiff.shapes.world import SIZE, attribute_of, shape_centre
+
+QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def quadrant_of(image: np.ndarray) -> str | None:
+    """The quadrant holding the centre of the image's shape, or None when no shape stands out."""
+    centre = shape_centre(image)
+    if centre is None:
+        return None
+    x, y = centre  # in the 32-pixel units of the shapes world, whatever the image size
+    return QUADRANTS[int(y >= SIZE / 2) * 2 + int(x >= SIZE / 2)]
+
+
+def spatial_success(images: np.ndarray, quadrant: str) -> float:
+    """Fraction of images whose shape centre lies in `quadrant` (chance 0.25)."""
+    return float(np.mean([quadrant_of(im) == quadrant for im in images]))
+
+
+def style_success(images: np.ndarray, value: str, evaluator) -> float:
+    """Fraction of images in which the evaluator sees `value` (a colour or texture, or a shape)."""
+    seen = evaluator.predict(images)[attribute_of(value)]
+    return float(np.mean([s == value for s in seen]))
+
+
+def change(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean absolute pixel difference in [0, 1] between unsteered and steered images (not LPIPS)."""
+    return float(np.abs(before.astype(np.float32) - after.astype(np.float32)).mean() / 255)
