@@ -64,6 +64,17 @@ def test_shapes_subset_and_repeats():
     assert len(red_circle) == 4 * len(TEXTURES) and len({r.seed for r in red_circle.rows}) == len(red_circle)
 
 
+def test_balanced_set_names_every_concept_evenly():
+    from collections import Counter
+
+    ps = load_prompts("shapes-balanced", per_prompt=2)
+    assert len(ps) == 72 and len({r.seed for r in ps.rows}) == 72
+    counts = Counter(v for r in ps.rows for v in r.labels.values())
+    assert {counts[s] for s in SHAPES} == {12} and {counts[c] for c in COLOURS} == {12}
+    assert {counts[t] for t in TEXTURES} == {24}
+    assert all(r.prompt == f"a {r.labels['colour']} {r.labels['texture']} {r.labels['shape']}" for r in ps.rows)
+
+
 def test_digest_changes_with_seeds():
     assert load_prompts("shapes:star").digest() != load_prompts("shapes:star", seed=1).digest()
 

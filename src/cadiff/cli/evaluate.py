@@ -22,16 +22,20 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a (possibly edited) model on a prompt set; resumable")
     p.add_argument("--prompts", required=True,
                    help="CSV with a 'prompt' column (evaluation_seed, class/artist/categories optional), a text file "
-                        "with one prompt per line, or 'shapes' / 'shapes:circle' (the built-in shapes-world set)")
-    p.add_argument("--per-prompt", type=positive_int, default=1, help="shapes set: seeds per prompt (default 1)")
+                        "with one prompt per line, or 'shapes' / 'shapes:circle' / 'shapes-balanced' (built-in "
+                        "shapes-world sets)")
+    p.add_argument("--per-prompt", type=positive_int, default=1,
+                   help="shapes sets: seeds per prompt (shapes) or repeats of the design (shapes-balanced)")
     p.add_argument("--seed", type=int, default=0, help="seed of row 0 when the prompt set has no seeds")
     p.add_argument("--metrics", default=None,
                    help="comma list of shapes, nudenet, clip, fid, lpips, object (default: shapes on the embedded "
                         "model; required otherwise)")
     p.add_argument("--mask", default=None, help="a CAD mask file to apply before evaluating (recorded with its hash)")
     p.add_argument("--evaluator", default=None, help="shapes evaluator folder (default: the shipped one)")
-    p.add_argument("--clip-weights", default=None, help="CLIP folder or cached hub id (default openai/clip-vit-base-patch32)")
-    p.add_argument("--resnet-weights", default=None, help="ResNet-50 folder or cached hub id (default microsoft/resnet-50)")
+    p.add_argument("--clip-weights", default=None,
+                   help="CLIP folder or cached hub id (default openai/clip-vit-base-patch32)")
+    p.add_argument("--resnet-weights", default=None,
+                   help="ResNet-50 folder or cached hub id (default microsoft/resnet-50)")
     p.add_argument("--fid-reference", default=None, help="folder of reference (real) images for FID")
     p.add_argument("--fid-weights", default=None, help="FID Inception weights file (default: torch hub cache)")
     p.add_argument("--lpips-reference", default=None, help="results folder of the unedited model (same prompts)")
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
         if args.mask and not Path(args.mask).is_file():
-            raise FileNotFoundError(f"mask file {args.mask} not found; make one with `cadiff attribute` / `cadiff erase`")
+            raise FileNotFoundError(f"mask file {args.mask} not found; make one with `cadiff attribute` or "
+                                    "`cadiff erase`")
         pipe = load_from_args(args)
         edit = None
         if args.mask:

@@ -3,7 +3,8 @@
 Sources: a CSV in the shape of the public benchmark files (columns `prompt`, `evaluation_seed`, and one of
 `class` / `artist` / `categories`, optionally `nudity_percentage`), a headerless file with one prompt per line,
 or the built-in shapes world (`shapes`, `shapes:circle`, `shapes:circle,red`): every full prompt
-'a {colour} {texture} {shape}' with its exact expected labels.
+'a {colour} {texture} {shape}' with its exact expected labels; `shapes-balanced` is a 36-prompt design where
+each image scores one concept of every attribute (the quick protocol of the benchmarks).
 
 Example:
     >>> from cadiff.evaluation import load_prompts
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SHAPES_SET = "shapes"
+BALANCED_SET = "shapes-balanced"
 CLASS_COLUMNS = ("class", "artist", "categories")  # first one present names each row's class
 SEED_COLUMN = "evaluation_seed"
 KEPT_COLUMNS = ("nudity_percentage", "evaluation_guidance", "case_number")
@@ -103,6 +105,22 @@ def shapes_prompts(concepts: list[str] | None = None, per_prompt: int = 1, seed:
     return PromptSet(tuple(rows), name if per_prompt == 1 else f"{name} x{per_prompt}")
 
 
+def shapes_balanced(repeats: int = 1, seed: int = 0) -> PromptSet:
+    """Every (shape, colour) pair per repeat with textures cycled (36 rows a repeat): each shape and colour is
+    named 6 times and each texture 12 times, so one image scores a concept of every attribute at once."""
+    from cadiff.shapes.world import COLOURS, SHAPES, TEXTURES, full_caption
+
+    rows = []
+    for r in range(repeats):
+        for i, shape in enumerate(SHAPES):
+            for j, colour in enumerate(COLOURS):
+                texture = TEXTURES[(i + j + r) % len(TEXTURES)]
+                labels = {"shape": shape, "colour": colour, "texture": texture}
+                k = len(rows)
+                rows.append(PromptRow(k, full_caption(shape, colour, texture), seed + k, shape, labels))
+    return PromptSet(tuple(rows), BALANCED_SET if repeats == 1 else f"{BALANCED_SET} x{repeats}")
+
+
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} not found; give a CSV or text file, or 'shapes' for the "
@@ -165,10 +183,12 @@ def _from_lines(text: str, path: Path, seed: int) -> PromptSet:
 
 
 def load_prompts(source: str | Path, per_prompt: int = 1, seed: int = 0) -> PromptSet:
-    """Load a prompt set: a CSV with a `prompt` column, a headerless one-prompt-per-line file, or `shapes[:c1,c2]`.
-
-    Rows without an `evaluation_seed` get `seed + row index`; `per_prompt` repeats only the shapes set."""
+    """Load a prompt set: a CSV with a `prompt` column, a headerless one-prompt-per-line file, `shapes[:c1,c2]` or
+    `shapes-balanced`. Rows without an `evaluation_seed` get `seed + row index`; `per_prompt` repeats the shapes
+    sets (seeds per prompt, or repeats of the balanced design)."""
     text_source = str(source)
+    if text_source == BALANCED_SET:
+        return shapes_balanced(per_prompt, seed=seed)
     if text_source == SHAPES_SET or text_source.startswith(SHAPES_SET + ":"):
         concepts = [c.strip() for c in text_source.partition(":")[2].split(",") if c.strip()]
         return shapes_prompts(concepts or None, per_prompt=per_prompt, seed=seed)

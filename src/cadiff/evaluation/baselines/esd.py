@@ -80,13 +80,14 @@ def _latent_at(pipe, embeds: torch.Tensor, negative: torch.Tensor, noise: torch.
 
 
 def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune a copy of `pipe`'s UNet with ESD to erase `concept`; return (new pipeline, info). `pipe` is unchanged."""
+    """Fine-tune a copy of `pipe`'s UNet with ESD to erase `concept`; return (new pipeline, info); `pipe` is kept."""
     from cadiff.attribution.concepts import check_known_words, concept_prompt
     from cadiff.models.loading import sampling_defaults
 
     config = config or ESDConfig()
     if getattr(pipe.unet.config, "addition_embed_type", None):
-        raise ValueError("the ESD baseline supports SD 1.x / 2.x pipelines (no added conditioning); this one is SDXL-like")
+        raise ValueError("the ESD baseline supports SD 1.x / 2.x pipelines (no added conditioning); this one is "
+                         "SDXL-like")
     prompt = concept_prompt(pipe, concept)
     check_known_words(pipe, [prompt])
     steps = config.steps or sampling_defaults(pipe)["num_inference_steps"]
