@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -79,8 +79,10 @@ def _latent_at(pipe, embeds: torch.Tensor, negative: torch.Tensor, noise: torch.
     return seen["latents"], pipe.scheduler.timesteps[k]
 
 
-def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune a copy of `pipe`'s UNet with ESD to erase `concept`; return (new pipeline, info); `pipe` is kept."""
+def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
+        on_iteration: Callable[[int, Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune a copy of `pipe`'s UNet with ESD to erase `concept`; return (new pipeline, info); `pipe` is kept.
+    `on_iteration(i, edited)` is called after each iteration i = 1, 2, ... (e.g. to evaluate checkpoints)."""
     from cadiff.attribution.concepts import check_known_words, concept_prompt
     from cadiff.models.loading import sampling_defaults
 
@@ -124,6 +126,9 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0) -> t
         loss.backward()
         optimizer.step()
         losses.append(loss.detach().item())
+        if on_iteration is not None:
+            student.eval()
+            on_iteration(len(losses), edited)
     student.eval().requires_grad_(False)
     info = {"method": f"esd-{config.variant}", "concept": concept, "prompt": prompt, "seed": seed, **asdict(config),
             "steps": steps, "trained_parameters": sorted(names),

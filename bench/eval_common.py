@@ -1,0 +1,78 @@
+"""Shared plumbing of the evaluation benchmarks: options, loading, timing, and writing a section of docs/evaluation.md.
+
+Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/python bench/eval_baselines.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "evaluation.md"
+IMG = ROOT / "docs" / "img"
+WORK = ROOT / "runs" / "bench-eval"
+
+
+def options(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", default=None, help="pipeline folder (default: the embedded shapes model)")
+    p.add_argument("--evaluator", default=None, help="evaluator folder (default: the shipped one)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for checking the script itself")
+    p.add_argument("--doc", default=str(DOC), help="markdown file whose section is (re)written")
+    p.add_argument("--img", default=str(IMG), help="folder for pictures")
+    p.add_argument("--work", default=str(WORK), help="folder for the results folders of the evaluations")
+    p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def load(args):
+    import torch
+
+    import cadiff
+
+    torch.set_num_threads(args.threads)
+    return cadiff.load_pipeline(args.model)
+
+
+def write_section(doc: str | Path, name: str, markdown: str) -> None:
+    """Replace (or append) the block between <!-- bench:NAME --> and <!-- /bench:NAME --> in `doc`."""
+    doc = Path(doc)
+    text = doc.read_text() if doc.exists() else "# Evaluation\n"
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    stamp = f"_Written by `bench/{name}.py` on {time.strftime('%Y-%m-%d %H:%M')}; command: `{' '.join(sys.argv)}`._"
+    block = f"{begin}\n{stamp}\n\n{markdown.strip()}\n{end}"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A markdown table."""
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else ("–" if v is None else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save_json(path: str | Path, data) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1, default=float) + "\n")
+
+
+class Timer:
+    """`with Timer() as t: ...` then t.seconds."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
