@@ -129,6 +129,7 @@ def main() -> None:
     p.add_argument("--sweep-iterations", nargs="*", type=int, default=[25, 50, 100, 200, 400])
     p.add_argument("--recall", nargs="*", default=["circle"], help="concepts of the recall experiment")
     p.add_argument("--grids", type=int, default=3, help="concept grids for the first N concepts")
+    p.add_argument("--section", default="eval_baselines", help="name of the docs section (and JSON file) written")
     args = p.parse_args()
     from cadiff.evaluation import evaluate, load_prompts
     from cadiff.evaluation.baselines.esd import ESDConfig, esd
@@ -166,7 +167,7 @@ def main() -> None:
     for concept in concepts[: args.grids]:
         names = {"unedited": work / "unedited", **{m: work / f"{m}-{concept}" for m in methods}}
         concept_grid(names, concept, img / f"eval_baselines_{concept}.png")
-    tradeoff_plot(results, img / "eval_baselines_tradeoff.png")
+    tradeoff_plot(results, img / f"{args.section}_tradeoff.png")
 
     sweep = []
     if args.sweep and "cad" in methods:
@@ -198,9 +199,9 @@ def main() -> None:
             recall[concept] = {"unedited": results[concept]["unedited"], "esd": results[concept]["esd"],
                                "esd+amplify": {**s, "seconds": t.seconds}}
 
-    save_json(img / "eval_baselines.json", {"results": results, "sweep": sweep, "recall": recall,
+    save_json(img / f"{args.section}.json", {"results": results, "sweep": sweep, "recall": recall,
                                             "settings": vars(args), "total_seconds": time.time() - started})
-    write_section(args.doc, "eval_baselines", report(results, methods, sweep, recall, args, len(prompts)))
+    write_section(args.doc, args.section, report(results, methods, sweep, recall, args, len(prompts)))
     print(open(args.doc).read()[-3000:])
 
 
@@ -228,7 +229,7 @@ def report(results, methods, sweep, recall, args, n_images) -> str:
             f"{args.prune_sparsity}, {args.prune_seeds} seeds, timestep fraction 0.5, reference = empty prompt. "
             "Wall time is the edit only (attribution + selection + ablation for CAD; fine-tuning for ESD; "
             "activation recording + pruning for prune); evaluation excluded.\n\n" + table(header, rows)
-            + "\n\n![erase vs keep](img/eval_baselines_tradeoff.png)\n")
+            + f"\n\n![erase vs keep](img/{args.section}_tradeoff.png)\n")
     for concept in list(results)[: args.grids]:
         text += f"\n![{concept}: unedited and each method](img/eval_baselines_{concept}.png)\n"
     if sweep:

@@ -27,3 +27,27 @@ def test_evaluate_errors_are_one_line(tiny_evaluator, tmp_path, capsys):
     assert main(["evaluate", "--prompts", "shapes", "--mask", str(tmp_path / "none.safetensors"),
                  "--out", str(tmp_path / "r")]) == 2
     assert "mask file" in capsys.readouterr().err
+
+
+def test_evaluate_with_a_cad_mask_records_its_hash(tiny_pipe, tiny_evaluator, tmp_path):
+    import torch
+
+    from cadiff.editing import Mask
+    from cadiff.evaluation import file_sha256
+    from cadiff.models import model_fingerprint
+
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    name = next(n for n, _ in tiny_pipe.unet.named_parameters() if n.endswith("ff.net.2.weight"))
+    shape = tuple(dict(tiny_pipe.unet.named_parameters())[name].shape)
+    mask_file = tmp_path / "m.safetensors"
+    Mask({name: torch.arange(0, 40, 3)}, {name: shape}, {"fingerprint": model_fingerprint(tiny_pipe)}).save(mask_file)
+    common = ["evaluate", "--model", str(model), "--prompts", "shapes:heart,green", "--evaluator",
+              str(tiny_evaluator), "--steps", "2", "--device", "cpu", "--metrics", "shapes"]
+    assert main(common + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(common + ["--mask", str(mask_file), "--out", str(tmp_path / "masked")]) == 0
+    plain = json.loads((tmp_path / "plain" / "run.json").read_text())["identity"]
+    masked = json.loads((tmp_path / "masked" / "run.json").read_text())["identity"]
+    assert masked["edit"] == {"kind": "cad-mask", "file": str(mask_file), "sha256": file_sha256(mask_file),
+                              "weights_zeroed": 14}
+    assert plain["edit"] is None and masked["model"]["fingerprint"] != plain["model"]["fingerprint"]
