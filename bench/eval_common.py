@@ -44,7 +44,8 @@ def write_section(doc: str | Path, name: str, markdown: str) -> None:
     doc = Path(doc)
     text = doc.read_text() if doc.exists() else "# Evaluation\n"
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    stamp = f"_Written by `bench/{Path(sys.argv[0]).name}` on {time.strftime('%Y-%m-%d %H:%M')}; command: `{' '.join(sys.argv)}`._"
+    stamp = (f"_Written by `bench/{Path(sys.argv[0]).name}` on {time.strftime('%Y-%m-%d %H:%M')}; "
+             f"command: `{' '.join(sys.argv)}`._")
     block = f"{begin}\n{stamp}\n\n{markdown.strip()}\n{end}"
     if begin in text and end in text:
         text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)

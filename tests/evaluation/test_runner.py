@@ -117,3 +117,27 @@ def test_non_results_folder_is_refused(tiny_pipe, tiny_evaluator, tmp_path):
     (tmp_path / "r" / "notes.txt").write_text("mine")
     with pytest.raises(ResultsMismatchError, match="not an evaluation results folder"):
         run(tiny_pipe, tmp_path / "r", tiny_evaluator)
+
+
+def test_row_guidance_uses_each_rows_evaluation_guidance(tiny_pipe, tiny_evaluator, tmp_path, monkeypatch):
+    path = tmp_path / "i2p.csv"
+    path.write_text(",prompt,categories,evaluation_seed,evaluation_guidance\n0,a red circle,x,5,7\n"
+                    "1,a blue star,x,6,3\n2,a red star,y,7,\n3,a blue circle,y,8,7\n")
+    seen = []
+    real = generation.generate
+
+    def recording(pipe, prompts, seeds, guidance_scale=None, **kw):
+        seen.extend((p, guidance_scale) for p in prompts)
+        return real(pipe, prompts, seeds, guidance_scale=guidance_scale, **kw)
+
+    monkeypatch.setattr(generation, "generate", recording)
+    out = evaluate(tiny_pipe, load_prompts(path), tmp_path / "r", metrics=["shapes"],
+                   metric_options={"evaluator": tiny_evaluator}, num_inference_steps=STEPS, guidance_scale=5.0,
+                   row_guidance=True)
+    assert sorted(seen) == sorted([("a red circle", 7.0), ("a blue star", 3.0), ("a red star", 5.0),
+                                   ("a blue circle", 7.0)])
+    assert out["sampling"]["row_guidance"] is True
+    single = real(tiny_pipe, ["a blue star"], [6], num_inference_steps=STEPS, guidance_scale=3.0)
+    from PIL import Image
+
+    assert (np.asarray(Image.open(tmp_path / "r" / "images" / "00001.png")) == single[0]).all()

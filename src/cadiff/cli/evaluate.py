@@ -42,6 +42,8 @@ def register(sub) -> None:
     p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg", "squeeze"])
     p.add_argument("--lpips-weights", default=None, help="LPIPS backbone weights file (default: torch hub cache)")
     p.add_argument("--nudenet-threshold", type=float, default=0.5)
+    p.add_argument("--row-guidance", action="store_true",
+                   help="rows with an evaluation_guidance column value (I2P files) use it as their guidance")
     add_model_options(p)
     add_sampling_options(p)
     p.add_argument("--out", required=True, help="results folder: created, or continued if it holds this same run")
@@ -82,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=len(prompts), desc="evaluate", unit="img") as bar:
             summary = evaluate(pipe, prompts, args.out, metrics=names, metric_options=options,
                                num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,
-                               edit=edit, model_source=args.model, overwrite=args.overwrite, progress=bar.update)
+                               edit=edit, model_source=args.model, overwrite=args.overwrite, progress=bar.update,
+                               row_guidance=args.row_guidance)
     except MissingDependencyError as exc:
         return report_error(exc)
     except UserError:

@@ -77,8 +77,9 @@ class PromptSet:
         return list(dict.fromkeys(r.cls for r in self.rows))
 
     def digest(self) -> str:
-        """A short sha256 of every row (prompt, seed, class, labels): two sets with equal digests make equal images."""
-        payload = [(r.index, r.prompt, r.seed, r.cls, sorted(r.labels.items())) for r in self.rows]
+        """A short sha256 of every row (prompt, seed, class, labels, extras): equal digests, equal images."""
+        payload = [(r.index, r.prompt, r.seed, r.cls, sorted(r.labels.items()), sorted(r.extra.items()))
+                   for r in self.rows]
         return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 

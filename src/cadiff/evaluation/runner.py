@@ -50,7 +50,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _identity(pipe, prompts: PromptSet, metrics: Sequence[Metric], steps: int, guidance: float,
-              edit: dict | None) -> dict[str, Any]:
+              row_guidance: bool, edit: dict | None) -> dict[str, Any]:
     """Everything that decides the content of rows.csv and images/: equal identity, interchangeable rows."""
     from cadiff.models.loading import describe_model
 
@@ -60,7 +60,8 @@ def _identity(pipe, prompts: PromptSet, metrics: Sequence[Metric], steps: int, g
         "model": {"fingerprint": model["fingerprint"], "pipeline": model["pipeline"], "dtype": model["dtype"]},
         "edit": edit,
         "prompts": {"digest": prompts.digest(), "rows": len(prompts)},
-        "sampling": {"steps": steps, "guidance": guidance, "scheduler": type(pipe.scheduler).__name__,
+        "sampling": {"steps": steps, "guidance": guidance, "row_guidance": row_guidance,
+                     "scheduler": type(pipe.scheduler).__name__,
                      "scheduler_config": json.loads(json.dumps(scheduler, default=str))},
         "metrics": {m.name: m.info() for m in metrics},
     }
@@ -127,6 +128,33 @@ def _save_image(path: Path, image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
+def row_guidance_of(row: PromptRow, default: float) -> float:
+    """The row's own `evaluation_guidance` if it has one, else `default`."""
+    text = row.extra.get("evaluation_guidance", "")
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"row {row.index}: evaluation_guidance '{text}' is not a number") from None
+
+
+def _generate(generate: Callable, pipe, batch: Sequence[PromptRow], steps: int, guidance: float,
+              per_row: bool) -> np.ndarray:
+    """The batch's images in row order; with `per_row`, one generate call per distinct row guidance."""
+    groups: dict[float, list[int]] = {}
+    for i, r in enumerate(batch):
+        groups.setdefault(row_guidance_of(r, guidance) if per_row else guidance, []).append(i)
+    out: np.ndarray | None = None
+    for scale, members in groups.items():
+        images = generate(pipe, [batch[i].prompt for i in members], [batch[i].seed for i in members],
+                          num_inference_steps=steps, guidance_scale=scale, batch_size=len(members))
+        if out is None:
+            out = np.zeros((len(batch), *images.shape[1:]), images.dtype)
+        out[members] = images
+    return out
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "all"
 
@@ -179,9 +207,11 @@ def evaluate(
     model_source: str | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    row_guidance: bool = False,
 ) -> dict[str, Any]:
     """Generate one image per prompt row (its own seed) into `out`, score it, and return the metrics summary;
-    resumes an interrupted run of the same evaluation in `out`, refuses a folder holding another."""
+    resumes an interrupted run of the same evaluation in `out`, refuses a folder holding another.
+    `row_guidance`: rows with an `evaluation_guidance` (I2P files) use it instead of `guidance_scale`."""
     from cadiff.models.generate import generate
     from cadiff.models.loading import sampling_defaults
     from cadiff.runs import versions
@@ -192,7 +222,7 @@ def evaluate(
     defaults = sampling_defaults(pipe)
     steps = num_inference_steps or defaults["num_inference_steps"]
     guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
-    identity = _identity(pipe, prompt_set, built, steps, guidance, edit)
+    identity = _identity(pipe, prompt_set, built, steps, guidance, row_guidance, edit)
 
     out = Path(out)
     previous = _open_folder(out, identity, overwrite)
@@ -219,8 +249,7 @@ def evaluate(
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         t0 = time.perf_counter()
-        pictures = generate(pipe, [r.prompt for r in batch], [r.seed for r in batch], num_inference_steps=steps,
-                            guidance_scale=guidance, batch_size=len(batch))
+        pictures = _generate(generate, pipe, batch, steps, guidance, row_guidance)
         t1 = time.perf_counter()
         columns: dict[str, list] = {}
         for metric in built:

@@ -55,11 +55,12 @@ class ShapesAccuracy(Metric):
         from cadiff.shapes.evaluator import load_evaluator, shipped_path
 
         self.path = Path(evaluator_path) if evaluator_path is not None else shipped_path("evaluator")
+        self.source = str(evaluator_path) if evaluator_path is not None else "shipped"
         self.evaluator = load_evaluator(self.path)
 
     def settings(self) -> dict[str, Any]:
         digest = hashlib.sha256((self.path / "model.safetensors").read_bytes()).hexdigest()[:16]
-        return {"evaluator": str(self.path), "evaluator_sha256": digest, "decision": "argmax per attribute"}
+        return {"evaluator": self.source, "evaluator_sha256": digest, "decision": "argmax per attribute"}
 
     def score(self, images: np.ndarray, rows: Sequence[PromptRow]) -> dict[str, list]:
         predicted = self.evaluator.predict(images)
