@@ -207,16 +207,18 @@ def main() -> None:
 
 def report(results, methods, sweep, recall, args, n_images) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-    header = ["concept", "unedited erase/keep"] + [f"{m} erase / keep same / keep all / s" for m in methods]
+    header = ["concept", "unedited erase / keep same / keep all"] + [f"{m} erase / keep same / keep all / s"
+                                                                     for m in methods]
     rows = []
     for concept, r in results.items():
-        row = [concept, f"{fmt(r['unedited']['erase'])} / {fmt(r['unedited']['keep_same'])}"]
+        u = r["unedited"]
+        row = [concept, f"{fmt(u['erase'])} / {fmt(u['keep_same'])} / {fmt(u['keep_all'])}"]
         for m in methods:
             v = r[m]
             row.append(f"{fmt(v['erase'])} / {fmt(v['keep_same'])} / {fmt(v['keep_all'])} / {v['seconds']:.1f}")
         rows.append(row)
-    mean = ["**mean**", f"{fmt(np.mean([r['unedited']['erase'] for r in results.values()]))} / "
-                        f"{fmt(np.mean([r['unedited']['keep_same'] for r in results.values()]))}"]
+    mean = ["**mean**", " / ".join(fmt(np.mean([r["unedited"][k] for r in results.values()]))
+                                   for k in ("erase", "keep_same", "keep_all"))]
     for m in methods:
         vs = [r[m] for r in results.values()]
         mean.append(" / ".join(fmt(np.mean([v[k] for v in vs])) for k in ("erase", "keep_same", "keep_all"))
