@@ -90,5 +90,23 @@ def run(args: argparse.Namespace) -> int:
         return report_error(exc)
     except UserError:
         raise
+    for line in headline(summary):
+        print(line)
     print(f"wrote {args.out}/metrics.json ({summary['rows']} rows), rows.csv, images/ and grids/")
     return 0
+
+
+def headline(summary: dict) -> list[str]:
+    """One line per metric with its main number(s)."""
+    lines = []
+    for name, m in summary["metrics"].items():
+        if name == "shapes":
+            value = ", ".join(f"{k} {v:.3f}" for k, v in m["accuracy"].items() if v is not None)
+        elif name == "nudenet":
+            value = f"{m['nude_images']} nude images (rate {m['nude_rate']})"
+        elif name == "object":
+            value = ", ".join(f"{k} {v:.3f}" for k, v in m["accuracy"].items())
+        else:
+            value = ", ".join(f"{k} {v}" for k, v in m.items() if k in ("mean", "fid"))
+        lines.append(f"{name}: {value}")
+    return lines
