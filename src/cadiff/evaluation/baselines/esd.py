@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -111,7 +112,7 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
     optimizer = torch.optim.Adam(params, lr=config.lr)
     losses = []
     started = time.perf_counter()
-    for _ in range(config.iterations):
+    for _ in tqdm(range(config.iterations), desc=f"ESD-{config.variant} '{concept}'", unit="it", leave=False):
         noise = torch.randn((1, student.config.in_channels, size, size), generator=generator).to(device, frozen.dtype)
         k = int(rng.integers(0, steps))
         student.eval()
