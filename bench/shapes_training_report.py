@@ -1,0 +1,51 @@
+"""Write docs/shapes-training.md from a training run's train_log.json (times, losses, held-out accuracies).
+
+Run: .venv/bin/python bench/shapes_training_report.py build/shapes-v1/train_log.json
+"""
+
+import json
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def main(log_path: str) -> None:
+    log = json.loads(Path(log_path).read_text())
+    ph, cfg = log["phases"], log["config"]
+    curve = ph["unet"]["loss_curve"]
+    every = max(1, cfg["unet_steps"] // len(curve))
+    marks = [0, 5, 10, 20, 40, 60, 80, len(curve) - 1]
+    lines = [
+        "# How the shipped model was trained",
+        "",
+        f"`cadiff shapes train --out build/shapes-v1 --seed {cfg['seed']}` on 2 CPU cores (shared with other work;"
+        " `OMP_WAIT_POLICY=PASSIVE`), library versions: "
+        + ", ".join(f"{k} {v}" for k, v in log["versions"].items()) + ".",
+        "",
+        "| phase | what | wall time | result |",
+        "|---|---|---|---|",
+        f"| data | render {cfg['n_images']:,} + {cfg['n_val']:,} held-out images | {ph['data']['seconds']:.0f} s | |",
+        f"| evaluator | {ph['evaluator']['steps']} steps, batch {cfg['evaluator_batch']} | {ph['evaluator']['seconds']:.0f} s"
+        f" | held-out accuracy " + " / ".join(f"{k} {v:.4f}" for k, v in ph["evaluator"]["held_out_accuracy"].items()) + " |",
+        f"| VAE | {cfg['vae_steps']} steps, batch {cfg['vae_batch']} | {ph['vae']['seconds']:.0f} s | reconstruction MSE "
+        f"{ph['vae']['reconstruction_mse']:.5f}; evaluator on reconstructions "
+        + " / ".join(f"{v:.4f}" for v in ph["vae"]["evaluator_accuracy_on_reconstructions"].values())
+        + f"; scaling factor {ph['vae']['scaling_factor']:.4f} |",
+        f"| UNet + text encoder | {cfg['unet_steps']} steps, batch {cfg['unet_batch']}, v-prediction, EMA {cfg['ema']} | "
+        f"{ph['unet']['seconds'] / 60:.1f} min | final v-MSE {ph['unet']['final_loss']:.4f} (mean of last 100 steps) |",
+        f"| total | | {ph['total']['seconds'] / 60:.1f} min | |",
+        "",
+        "UNet training loss (v-MSE, single steps, sampled every " + str(every) + " steps):",
+        "",
+        "| step | " + " | ".join(str(m * every) for m in marks) + " |",
+        "|---|" + "---|" * len(marks),
+        "| loss | " + " | ".join(f"{curve[m]:.3f}" for m in marks) + " |",
+        "",
+    ]
+    (DOCS / "shapes-training.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
