@@ -1,0 +1,179 @@
+"""Attribution speed and memory on the embedded model: trajectory estimator vs the reference (restart) vs the
+floor, side by side in one run; erase efficacy of both estimators; generation cost of an exported edit.
+
+The floor is the irreducible work of the objective, timed bare: per step one guided forward (sampling) and
+one forward + backward of the conditional branch with only the ff weights requiring grad.
+
+    flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_speed.py
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from cad_common import load, options, save_json, table, write_section
+
+SHAPES_KEEP = ["square", "triangle", "star", "cross", "heart"]
+
+
+def floor_time(pipe, seeds: int, steps: int, guidance: float) -> float:
+    """Seconds for `steps` x (guided forward on 2K + forward/backward on K) with ff weights only, bare."""
+    from cadiff.attribution import select_parameters
+    from cadiff.attribution.gradients import only_these_require_grad
+    from cadiff.attribution.recording import capture_conditioning, repeat_rows
+
+    unet = pipe.unet
+    cond = repeat_rows(capture_conditioning(pipe, unet, ["a circle"]), seeds)
+    uncond = repeat_rows(capture_conditioning(pipe, unet, [""]), seeds)
+    both = {k: torch.cat([uncond[k], cond[k]]) for k in cond if isinstance(cond[k], torch.Tensor)}
+    size = unet.config.sample_size
+    z = torch.randn(seeds, unet.config.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+    pipe.scheduler.set_timesteps(steps)
+    params = select_parameters(unet, "ff")
+    start = time.perf_counter()
+    with only_these_require_grad(unet, params):
+        for t in pipe.scheduler.timesteps:
+            with torch.no_grad():
+                out = unet(torch.cat([z, z]), t, **both, return_dict=False)[0]
+            u, c = out.chunk(2)
+            loss = (unet(z, t, **cond, return_dict=False)[0] - u).pow(2).sum()
+            loss.backward()
+            z = z - 0.01 * (c - u)  # stand-in for the scheduler step
+    seconds = time.perf_counter() - start
+    for p in params.values():
+        p.grad = None
+    return seconds
+
+
+def one(method: str, model: str | None, seeds: int, threads: int) -> dict:
+    """Run one method in this process and report seconds and peak RSS (for the subprocess mode)."""
+    import cadiff
+    from cadiff.models import sampling_defaults
+
+    torch.set_num_threads(threads)
+    pipe = cadiff.load_pipeline(model)
+    d = sampling_defaults(pipe)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if method == "floor":
+        seconds = floor_time(pipe, seeds, d["num_inference_steps"], d["guidance_scale"])
+    else:
+        t0 = time.perf_counter()
+        cadiff.attribute(pipe, "circle", seeds=seeds, schedule=method, progress=False)
+        seconds = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_rss_mb": rss1 / 1024, "rss_growth_mb": (rss1 - rss0) / 1024}
+
+
+def main() -> None:
+    p = options(__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--one", default=None, help=argparse_hidden())
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.model, args.seeds, args.threads)))
+        return
+    if args.quick:
+        args.reps = 1
+
+    import cadiff
+    from cadiff.editing import ablated, export_pipeline
+    from cadiff.editing.shapes_report import concept_accuracies, edit_metrics
+    from cadiff.models import sampling_defaults
+
+    pipe, evaluator = load(args)
+    d = sampling_defaults(pipe)
+    timings = {m: [] for m in ("floor", "trajectory", "restart")}
+    memory = {}
+    for rep in range(args.reps):  # interleaved, each in a fresh process so peak memory is its own
+        for method in timings:
+            cmd = [sys.executable, __file__, "--one", method, "--seeds", str(args.seeds), "--threads", str(args.threads)]
+            if args.model:
+                cmd += ["--model", args.model]
+            res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            timings[method].append(res["seconds"])
+            memory[method] = res
+            print(method, res, flush=True)
+    med = {m: statistics.median(v) for m, v in timings.items()}
+
+    # efficacy of the two estimators' masks: erase circle with the other shapes as preserve set
+    eff = {}
+    t_pres = {}
+    before = concept_accuracies(pipe, evaluator, repeats=2)
+    for schedule in ("trajectory", "restart"):
+        t0 = time.perf_counter()
+        attr = cadiff.attribute(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, schedule=schedule,
+                                progress=False)
+        t_pres[schedule] = time.perf_counter() - t0
+        with ablated(pipe, attr.select(ratio=0.03)):
+            eff[schedule] = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=2), ["circle"])
+        print(schedule, t_pres[schedule], eff[schedule]["target_after"], eff[schedule]["others_after"], flush=True)
+
+    # generation cost: exported edited model vs the original
+    prompts = ["a red striped circle", "a blue solid star", "a green outlined heart", "a yellow solid square"] * 8
+    seeds = list(range(len(prompts)))
+    gen = {"original": [], "edited": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        edited = cadiff.erase(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, progress=False)
+        export_pipeline(edited, Path(tmp) / "edited")
+        loaded = cadiff.load_pipeline(Path(tmp) / "edited")
+        cadiff.generate(loaded, prompts[:2], seeds[:2])  # warm-up
+        for _ in range(args.reps):
+            for name, model in (("original", pipe), ("edited", loaded)):
+                t0 = time.perf_counter()
+                cadiff.generate(model, prompts, seeds)
+                gen[name].append(time.perf_counter() - t0)
+    g = {k: statistics.median(v) for k, v in gen.items()}
+
+    n_ff = sum(p.numel() for n, p in pipe.unet.named_parameters() if n.endswith(("ff.net.0.proj.weight",
+                                                                                "ff.net.2.weight")))
+    n_all = sum(p.numel() for p in pipe.unet.parameters())
+    spread = {m: f"{min(v):.2f}-{max(v):.2f}" for m, v in timings.items()}
+    rows = [[m, med[m], spread[m], med[m] / med["floor"], memory[m]["peak_rss_mb"], memory[m]["rss_growth_mb"]]
+            for m in ("floor", "trajectory", "restart")]
+    save_json(Path(args.img) / "cad_speed.json", {"timings": timings, "memory": memory, "efficacy": eff,
+                                                   "preserve_seconds": t_pres, "generation": gen,
+                                                   "settings": vars(args)})
+    md = f"""### Speed and memory ('circle', {args.seeds} trajectories, {d['num_inference_steps']} steps, ff weights, {args.threads} CPU threads)
+
+Median of {args.reps} interleaved runs, each in a fresh process (the machine's 2 cores were shared with other
+jobs, so the spread column matters).
+
+{table(["method", "seconds", "spread", "x floor", "peak RSS MB", "RSS growth MB"], rows)}
+
+- trajectory vs reference (restart): **{med['restart'] / med['trajectory']:.1f}x faster** (goal >= 10x).
+- trajectory vs floor: **{med['trajectory'] / med['floor']:.2f}x** (goal <= 1.15x). The trajectory run includes
+  sampling through the stock pipeline (scheduler, callbacks, recording) and the fingerprint of the model.
+- Gradients exist only for the selected weights: fp32 accumulators hold {n_ff:,} numbers ({n_ff * 4 / 2**20:.1f} MB)
+  per concept group, against {n_all:,} ({n_all * 4 / 2**20:.1f} MB) for gradients of the whole UNet.
+
+Erase efficacy of both estimators (circle, preserve = other shapes, ratio 0.03 per row; 72 evaluation images):
+
+{table(["estimator", "attribution seconds (6 concepts)", "circle after", "others after", "worst kept"],
+       [[s, t_pres[s], eff[s]["target_after"], eff[s]["others_after"], eff[s]["kept_min"]] for s in eff])}
+
+Generation with the exported edited model (loaded back from disk) vs the original, 32 images, median of
+{args.reps}: {g['original']:.2f} s vs {g['edited']:.2f} s, ratio **{g['edited'] / g['original']:.2f}**
+(runs: original {', '.join(f'{x:.2f}' for x in gen['original'])}; edited {', '.join(f'{x:.2f}' for x in gen['edited'])}).
+"""
+    write_section(args.doc, "cad_speed", md)
+    print(md)
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+if __name__ == "__main__":
+    main()
