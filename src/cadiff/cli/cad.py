@@ -171,7 +171,10 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         shapes = is_embedded(pipe) and all(c in CONCEPTS for c in args.concepts)
         _pictures_and_metrics(run, pipe, edited, args, shapes, tqdm)
     zeroed = run.record["edit"].get("zeroed")
-    print(f"{objective}d {', '.join(args.concepts)}" + (f": {zeroed} weights zeroed" if zeroed is not None else ""))
+    verb = {"erase": "erased", "amplify": "amplified"}[objective]
+    prompts = run.record["edit"].get("prompts")
+    shown = ", ".join(f"{c} ('{p}')" if p != c else c for c, p in zip(args.concepts, prompts or args.concepts))
+    print(f"{verb} {shown}" + (f": {zeroed} weights zeroed" if zeroed is not None else ""))
     print(f"before/after grid: {args.out}/grid.png")
     if "target_before" in run.metrics:
         m = run.metrics
