@@ -125,5 +125,10 @@ class TopKSAE(nn.Module):
         got = {k: tuple(v.shape) for k, v in state.items() if k in expected}
         if got != expected:
             raise ValueError(f"{path / WEIGHTS} does not match its cfg.json: weights {got}, expected {expected}")
-        sae.load_state_dict({k: state[k].float() for k in expected})
+        state = {k: state[k].float() for k in expected}
+        if cfg.get("rescale_acts_by_decoder_norm"):  # SAELens option: fold the decoder norms into the encoder
+            norm = state["W_dec"].norm(dim=1)
+            state["W_enc"], state["b_enc"] = state["W_enc"] * norm, state["b_enc"] * norm
+            state["W_dec"] = state["W_dec"] / norm[:, None]
+        sae.load_state_dict(state)
         return sae

@@ -1,0 +1,101 @@
+"""Shared plumbing of the SAE benchmarks: options, the shared activation folder, and writing a section of
+docs/sae.md between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`.
+
+Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/python bench/sae_capture.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "sae.md"
+IMG = ROOT / "docs" / "img"
+CACHE = Path("/tmp/cadiff-sae-bench")
+# The shared data set: the mid block at every step (steering windows) and a finer block at first/mid/last.
+HOOKS = {"mid_block.attentions.0": "all", "up_blocks.1.attentions.0": "first,mid,last"}
+
+
+def options(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", default=None, help="pipeline folder (default: the embedded shapes model)")
+    p.add_argument("--evaluator", default=None, help="evaluator folder (default: the shipped one)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for checking the script itself")
+    p.add_argument("--doc", default=str(DOC))
+    p.add_argument("--img", default=str(IMG))
+    p.add_argument("--cache", default=str(CACHE), help="where the shared activation folders live")
+    p.add_argument("--images", type=int, default=1536, help="images in the shared activation set")
+    p.add_argument("--threads", type=int, default=2)
+    return p
+
+
+def load(args):
+    import torch
+
+    import cadiff
+
+    torch.set_num_threads(args.threads)
+    return cadiff.load_pipeline(args.model)
+
+
+def random_prompts(n: int, seed: int) -> list[str]:
+    """Shapes-world captions with attributes left open at random, as the model was trained."""
+    from cadiff.cli.sae import _random_prompts
+
+    return _random_prompts(n, seed)
+
+
+def shared_store(args, pipe, hookpoint: str):
+    """The shared activation folder of `hookpoint` (collected once, resumable), sized by --images / --quick."""
+    from tqdm.auto import tqdm
+
+    from cadiff.sae import collect_activations
+
+    n = 96 if args.quick else args.images
+    out = Path(args.cache) / f"{'quick' if args.quick else 'full'}_{hookpoint}"
+    prompts = random_prompts(n, seed=0)
+    with tqdm(total=n, desc=f"collect {hookpoint}", unit="img", file=sys.stderr) as bar:
+        return collect_activations(pipe, prompts, list(range(n)), out, [hookpoint], steps=HOOKS[hookpoint],
+                                   shard_size=64, dtype="float16", model_source=args.model, progress=bar.update)
+
+
+def write_section(doc: str | Path, name: str, body: str) -> None:
+    """Replace the section `name` of the markdown file `doc` (appended if missing)."""
+    doc = Path(doc)
+    text = doc.read_text() if doc.exists() else "# Concepts over time with sparse autoencoders\n"
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A markdown table; floats with 3 significant decimals."""
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cached_sae(args, store, hookpoint: str, steps: list[int], name: str, **cfg_kwargs):
+    """Train an SAE on (hookpoint, cond, steps) once and keep it in the cache folder; returns (sae, metrics)."""
+    import json
+
+    from cadiff.sae import SAETrainConfig, TopKSAE, train_sae
+
+    path = Path(args.cache) / f"{'quick' if args.quick else 'full'}_sae_{name}"
+    if (path / "cfg.json").is_file():
+        sae = TopKSAE.load(path, hookpoint=hookpoint)
+        return sae, json.loads((path / "metrics.json").read_text())
+    sae, metrics = train_sae(store, hookpoint, "cond", steps, SAETrainConfig(**cfg_kwargs))
+    sae.save(path, overwrite=True)
+    (path / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items()}, default=str))
+    return sae, metrics
