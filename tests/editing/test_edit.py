@@ -118,3 +118,13 @@ def test_attribute_then_erase_end_to_end(kind):
     assert images.shape[0] == 1 and images.dtype == np.uint8
     amp = cadiff.amplify(pipe, "a circle", ratio=0.25, **KW)
     assert any(not torch.equal(before[n], p.detach()) for n, p in amp.unet.named_parameters())
+
+
+def test_edited_copy_keeps_every_dtype_of_a_mixed_precision_pipeline():
+    pipe = tiny_sd("sdxl", dtype=torch.float16)
+    pipe.vae.to(torch.float32)  # SDXL-style: fp16 UNet and text encoders, fp32 VAE
+    attr = cadiff.attribute(pipe, "a circle", **KW)
+    edited = edited_copy(pipe, attr.select(ratio=0.25))
+    assert (edited.unet.dtype, edited.vae.dtype) == (torch.float16, torch.float32)
+    assert (pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype) == (torch.float16, torch.float32, torch.float16)
+    assert edited.unet is not pipe.unet and edited.vae is pipe.vae

@@ -26,12 +26,16 @@ DEFAULT_RATIO = 0.03  # per row: measured on the embedded model; the paper uses 
 
 
 def edited_copy(pipe, mask: Mask, check: bool = True):
-    """A new pipeline sharing every component with `pipe` except a copy of the denoiser with `mask` zeroed."""
+    """A new pipeline sharing every component with `pipe` except a copy of the denoiser with `mask` zeroed.
+
+    (A shallow copy of the pipeline object: `DiffusionPipeline.from_pipe` would cast every shared component to
+    one dtype in place, which would change `pipe` itself when its components differ in dtype.)"""
     net = denoiser(pipe)
     key = "unet" if getattr(pipe, "unet", None) is net else "transformer"
     if check:
         mask.check_model(pipe)
-    new = type(pipe).from_pipe(pipe, **{key: copy.deepcopy(net)})
+    new = copy.copy(pipe)
+    new.register_modules(**{key: copy.deepcopy(net)})
     new.set_progress_bar_config(disable=True)
     return apply_mask(new, mask, check=False)
 
