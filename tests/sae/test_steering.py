@@ -85,3 +85,11 @@ def test_steering_refuses_bad_input(sd1):
     with pytest.raises(ValueError, match="unknown hookpoint"):
         with steer(sd1, other, [0], num_inference_steps=3):
             pass
+
+
+def test_sae_of_another_width_is_refused(sd1):
+    channels, grid = grid_of(sd1)
+    wrong = TopKSAE(channels * 2, 8, k=2, metadata={"hook_name": HOOK})
+    with pytest.raises(ValueError, match=f"reads {channels * 2}-dim activations"):
+        with steer(sd1, wrong, [0], num_inference_steps=3):
+            pass

@@ -193,9 +193,6 @@ def inspect_cmd(args: argparse.Namespace) -> int:
     check_new(args.out, args.overwrite)
     store = ActivationStore(args.activations)
     sae = TopKSAE.load(args.sae)
-    if sae.hookpoint is not None:
-        store.check(sae.hookpoint)
-        TopKSAE.load(args.sae, hookpoint=sae.hookpoint, d_in=store.channels(sae.hookpoint))
     step = args.step if args.step is not None else (sae.metadata.get("steps") or store.steps)[0]
     codes = latent_codes(store, sae, step)
     if codes.masks is None:

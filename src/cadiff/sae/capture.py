@@ -86,6 +86,8 @@ class ActivationCapture:
                  branches: Sequence[str] = ("cond", "uncond"), dtype: torch.dtype = torch.float32):
         if readout not in READOUTS:
             raise ValueError(f"unknown readout '{readout}'; use 'update' (output - input) or 'output'")
+        if not branches or not set(branches) <= {"cond", "uncond"}:
+            raise ValueError(f"unknown branches {list(branches)}; use 'cond' and/or 'uncond'")
         self.pipe, self.steps, self.readout, self.branches, self.dtype = pipe, list(steps), readout, branches, dtype
         self.modules = {name: resolve_hookpoint(pipe, name) for name in hookpoints}
         self.tracker = StepTracker(pipe)

@@ -82,6 +82,10 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
     if hookpoint is None:
         raise ValueError("this SAE does not record its hookpoint (metadata.hook_name); cannot attach it")
     module = resolve_hookpoint(pipe, hookpoint)
+    width = getattr(getattr(module, "config", None), "in_channels", None)
+    if width is not None and width != sae.d_in:
+        raise ValueError(f"the SAE reads {sae.d_in}-dim activations but {hookpoint} of this model has {width} "
+                         "channels; use an SAE trained on this model")
     n_steps = num_inference_steps or sampling_defaults(pipe)["num_inference_steps"]
     chosen = set(resolve_steps(steps, n_steps))
     if mode not in MODES:
