@@ -51,11 +51,14 @@ class TopKSAE(nn.Module):
         """ReLU(W_enc (x - b_dec) + b_enc): the activations before the TopK selection."""
         return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
 
+    def topk(self, pre: torch.Tensor) -> torch.Tensor:
+        """Keep the k largest pre-activations of each vector, zero elsewhere."""
+        values, indices = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, indices, values)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Sparse codes (..., d_sae): the k largest of `pre_acts`, zero elsewhere."""
-        pre = self.pre_acts(x)
-        values, indices = pre.topk(self.k, dim=-1)
-        return torch.zeros_like(pre).scatter_(-1, indices, values)
+        return self.topk(self.pre_acts(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """W_dec z + b_dec."""

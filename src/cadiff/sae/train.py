@@ -57,12 +57,14 @@ def geometric_median(x: torch.Tensor, iters: int = 100, eps: float = 1e-6) -> to
     return median
 
 
-def auxk_loss(sae: TopKSAE, x: torch.Tensor, x_hat: torch.Tensor, dead: torch.Tensor, aux_k: int) -> torch.Tensor:
-    """How well the top `aux_k` dead latents reconstruct the residual x - x_hat (0 when no latent is dead)."""
+def auxk_loss(sae: TopKSAE, pre: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor, dead: torch.Tensor,
+              aux_k: int) -> torch.Tensor:
+    """How well the top `aux_k` dead latents (pre-activations `pre`) reconstruct the residual x - x_hat
+    (0 when no latent is dead)."""
     n_dead = int(dead.sum())
     if n_dead == 0:
         return x.new_zeros(())
-    pre = sae.pre_acts(x).masked_fill(~dead, 0.0)
+    pre = pre.masked_fill(~dead, 0.0)
     values, indices = pre.topk(min(aux_k, n_dead), dim=-1)
     residual = (x - x_hat).detach()
     residual_hat = torch.zeros_like(pre).scatter(-1, indices, values) @ sae.W_dec
@@ -93,11 +95,12 @@ def train_step(sae: TopKSAE, opt: torch.optim.Optimizer, x: torch.Tensor, since_
                cfg: SAETrainConfig) -> tuple[float, float, int]:
     """One Adam step on a batch x (B, d_in); updates `since_fired` (tokens since each latent last fired) in place.
     Returns (reconstruction loss, AuxK loss, number of dead latents)."""
-    z = sae.encode(x)
+    pre = sae.pre_acts(x)
+    z = sae.topk(pre)
     x_hat = sae.decode(z)
     mse = (x_hat - x).pow(2).sum(-1).mean()
     dead = since_fired >= cfg.dead_tokens
-    aux = auxk_loss(sae, x, x_hat, dead, cfg.aux_k)
+    aux = auxk_loss(sae, pre, x, x_hat, dead, cfg.aux_k)
     opt.zero_grad(set_to_none=True)
     (mse + cfg.aux_coef * aux).backward()
     sae.project_decoder_grad()
