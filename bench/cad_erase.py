@@ -78,10 +78,10 @@ def main() -> None:
                 labels.append(f"{concept}: erased")
         results[concept] = res
         a, b = res["plain"], res["preserve"]
-        goal = b["target_after"] <= 0.05 and b["kept_min"] >= 0.95
+        goal = None if b["target_before"] < 0.5 else b["target_after"] <= 0.05 and b["kept_min"] >= 0.95
         rows.append([concept, attribute_of(concept), a["target_before"], a["target_after"], a["others_after"],
                      f"{a['kept_min']:.2f} ({a['kept_min_concept']})", b["target_after"], b["others_after"],
-                     f"{b['kept_min']:.2f} ({b['kept_min_concept']})", b["zeroed"], "yes" if goal else "no"])
+                     f"{b['kept_min']:.2f} ({b['kept_min_concept']})", b["zeroed"], {None: "n/a (not drawn)", True: "yes", False: "no"}[goal]])
         print(concept, {k: (v["target_after"], v["others_after"], v["kept_min"]) for k, v in res.items()}, flush=True)
 
     originals = [cadiff.generate(pipe, concept_prompts(c, 6, seed=7), list(range(6))) for c in concepts]
