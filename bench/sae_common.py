@@ -27,7 +27,7 @@ def options(description: str) -> argparse.ArgumentParser:
     p.add_argument("--doc", default=str(DOC))
     p.add_argument("--img", default=str(IMG))
     p.add_argument("--cache", default=str(CACHE), help="where the shared activation folders live")
-    p.add_argument("--images", type=int, default=1536, help="images in the shared activation set")
+    p.add_argument("--images", type=int, default=1024, help="images in the shared activation set")
     p.add_argument("--threads", type=int, default=2)
     return p
 

@@ -24,7 +24,7 @@ SHORT = {"mid_block.attentions.0": "mid", "up_blocks.1.attentions.0": "up1"}
 def main() -> None:
     ap = options(__doc__)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--tokens", type=int, default=150_000, help="training tokens per SAE")
+    ap.add_argument("--tokens", type=int, default=100_000, help="training tokens per SAE")
     args = ap.parse_args()
     pipe = load(args)
     img = Path(args.img)

@@ -60,7 +60,7 @@ def main() -> None:
     rows, sp_grid, gl_grid = [], {}, {}
     for window in WINDOWS:
         steps = window_steps(window, n_steps)
-        sae, m = cached_sae(args, store, HOOK, steps, f"mid_{window}", k=10, expansion=4, lr=1e-3, batch_size=1024,
+        sae, m = cached_sae(args, store, HOOK, steps, f"mid_{window}", k=10, expansion=4, lr=1e-3, batch_size=512,
                             epochs=1 if not args.quick else 2, dead_tokens=200_000)
         codes = latent_codes(store, sae, steps[0])
         entries = concept_dictionary(codes)
