@@ -41,6 +41,16 @@ def prompt_labels(prompts: Sequence[str]) -> dict[str, torch.Tensor]:
     return out
 
 
+def shapes_metadata(images: np.ndarray, prompts: Sequence[str], evaluator=None) -> dict[str, torch.Tensor]:
+    """Per image of the shapes world: object mask of the final image, labels the prompt named, and (with an
+    evaluator) the labels it reads off the final image as `seen_<attribute>`."""
+    out = {"mask": torch.from_numpy(np.stack([shape_mask(im) for im in images]).astype(np.uint8))}
+    out.update(prompt_labels(prompts))
+    if evaluator is not None:
+        out.update({f"seen_{a}": torch.from_numpy(p.argmax(1)) for a, p in evaluator.probabilities(images).items()})
+    return out
+
+
 def _evaluator():
     """The shipped shapes evaluator, or None where it is not shipped (then labels come from the prompts only)."""
     from cadiff.shapes.evaluator import load_evaluator
@@ -134,11 +144,7 @@ def collect_activations(
             tensors.update(seed=torch.tensor(chunk_s), index=torch.arange(start, start + len(chunk_p)),
                            image=torch.from_numpy(images))
             if shapes_world:
-                tensors["mask"] = torch.from_numpy(np.stack([shape_mask(im) for im in images]).astype(np.uint8))
-                tensors.update(prompt_labels(chunk_p))
-                if evaluator is not None:
-                    probs = evaluator.probabilities(images)
-                    tensors.update({f"seen_{a}": torch.from_numpy(p.argmax(1)) for a, p in probs.items()})
+                tensors.update(shapes_metadata(images, chunk_p, evaluator))
             if not plan["hookpoints"]:
                 plan["hookpoints"] = {h: {"grid": list(capture.grids[h]),
                                           "channels": int(tensors[act_key(h, branches[0])].shape[-1])}
