@@ -93,3 +93,11 @@ def test_bad_method_and_options_are_clear_errors(pipe):
         erase_with("prune", pipe, "a teal circle")
     with pytest.raises(ValueError, match="SDXL"):
         erase_with("esd", tiny_sd("sdxl"), "a circle", iterations=1)
+
+
+def test_baselines_leave_the_input_pipelines_components_and_dtypes_alone():
+    pipe = tiny_sd("sd1")
+    pipe.vae.to(torch.float16)  # mixed precision: the edit must not cast shared components in place
+    edited, _ = erase_with("prune", pipe, "a red circle", sparsity=0.1, steps=2, seeds=1)
+    assert pipe.vae.dtype == torch.float16 and edited.vae is pipe.vae and edited.unet is not pipe.unet
+    assert edited.text_encoder is pipe.text_encoder and pipe.unet.dtype == torch.float32

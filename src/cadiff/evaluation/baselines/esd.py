@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cadiff.evaluation.baselines.pipeline_copy import with_unet
+
 
 @dataclass
 class ESDConfig:
@@ -99,8 +101,7 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
     names = set(esd_parameter_names(student, config.variant))
     trained = [p.requires_grad_(name in names) for name, p in student.named_parameters()]
     params = [p for p in trained if p.requires_grad]
-    edited = type(pipe).from_pipe(pipe, unet=student)  # shares every other component; keeps the model's origin
-    edited.set_progress_bar_config(disable=True)
+    edited = with_unet(pipe, student)
 
     device = pipe.device
     generator = torch.Generator("cpu").manual_seed(seed)
