@@ -169,7 +169,7 @@ def main() -> None:
 
     for concept in concepts[: args.grids]:
         names = {"unedited": work / "unedited", **{m: work / f"{m}-{concept}" for m in methods}}
-        concept_grid(names, concept, img / f"eval_baselines_{concept}.png")
+        concept_grid(names, concept, img / f"{args.section}_{concept}.png")
     tradeoff_plot(results, img / f"{args.section}_tradeoff.png")
 
     sweep = []
@@ -236,7 +236,7 @@ def report(results, methods, sweep, recall, args, n_images) -> str:
             "activation recording + pruning for prune); evaluation excluded.\n\n" + table(header, rows)
             + f"\n\n![erase vs keep](img/{args.section}_tradeoff.png)\n")
     for concept in list(results)[: args.grids]:
-        text += f"\n![{concept}: unedited and each method](img/eval_baselines_{concept}.png)\n"
+        text += f"\n![{concept}: unedited and each method](img/{args.section}_{concept}.png)\n"
     if sweep:
         cad = results.get(args.sweep, {}).get("cad")
         srows = [[s["iterations"], round(s["train_seconds"], 1), fmt(s["erase"]), fmt(s["keep_same"]),
