@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sae_common import HOOKS, load, options, random_prompts, table, write_section
+from sae_common import load, options, random_prompts, table, write_section
 
 import cadiff
 from cadiff.sae import ActivationCapture, collect_activations, resolve_steps
@@ -21,15 +21,13 @@ from cadiff.sae import ActivationCapture, collect_activations, resolve_steps
 
 def main() -> None:
     ap = options(__doc__)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--n", type=int, default=64, help="images per timed run")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--n", type=int, default=16, help="images per timed run")
     args = ap.parse_args()
     pipe = load(args)
     n = 16 if args.quick else args.n
     prompts, seeds = random_prompts(n, seed=1), list(range(n))
-    cases = {"mid block, all 25 steps, both branches": (["mid_block.attentions.0"], "all"),
-             "all 7 hookpoints, all 25 steps, both branches": (cadiff.sae.hookpoints(pipe), "all"),
-             "mid + up_blocks.1.attentions.0, first/mid/last": (list(HOOKS), "first,mid,last")}
+    cases = {"all 7 hookpoints, all 25 steps, both branches": (cadiff.sae.hookpoints(pipe), "all")}
     cadiff.generate(pipe, prompts[:4], seeds[:4])  # warm-up
     rows, repeats = [], 1 if args.quick else args.repeats
     for label, (hooks, steps) in cases.items():

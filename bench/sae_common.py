@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "sae.md"
 IMG = ROOT / "docs" / "img"
 CACHE = Path("/tmp/cadiff-sae-bench")
-# The shared data set: the mid block at every step (steering windows) and a finer block at first/mid/last.
-HOOKS = {"mid_block.attentions.0": "all", "up_blocks.1.attentions.0": "first,mid,last"}
+# The shared data set: the mid block (4x4x128) and a finer up block (8x8x64), every step, both branches.
+HOOKS = ["mid_block.attentions.0", "up_blocks.1.attentions.0"]
+SHORT = {"mid_block.attentions.0": "mid", "up_blocks.1.attentions.0": "up1"}
 
 
 def options(description: str) -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def options(description: str) -> argparse.ArgumentParser:
     p.add_argument("--doc", default=str(DOC))
     p.add_argument("--img", default=str(IMG))
     p.add_argument("--cache", default=str(CACHE), help="where the shared activation folders live")
-    p.add_argument("--images", type=int, default=1024, help="images in the shared activation set")
+    p.add_argument("--images", type=int, default=128, help="images in the shared activation set")
     p.add_argument("--threads", type=int, default=2)
     return p
 
@@ -48,18 +49,31 @@ def random_prompts(n: int, seed: int) -> list[str]:
     return _random_prompts(n, seed)
 
 
-def shared_store(args, pipe, hookpoint: str):
-    """The shared activation folder of `hookpoint` (collected once, resumable), sized by --images / --quick."""
+def shared_store(args, pipe):
+    """The shared activation folder (HOOKS, every step; collected once, resumable), sized by --images / --quick."""
     from tqdm.auto import tqdm
 
     from cadiff.sae import collect_activations
 
-    n = 96 if args.quick else args.images
-    out = Path(args.cache) / f"{'quick' if args.quick else 'full'}_{hookpoint}"
+    n = 64 if args.quick else args.images
+    out = Path(args.cache) / f"{'quick' if args.quick else 'full'}_store"
     prompts = random_prompts(n, seed=0)
-    with tqdm(total=n, desc=f"collect {hookpoint}", unit="img", file=sys.stderr) as bar:
-        return collect_activations(pipe, prompts, list(range(n)), out, [hookpoint], steps=HOOKS[hookpoint],
-                                   shard_size=64, dtype="float16", model_source=args.model, progress=bar.update)
+    with tqdm(total=n, desc="collect", unit="img", file=sys.stderr) as bar:
+        return collect_activations(pipe, prompts, list(range(n)), out, HOOKS, steps="all", shard_size=32,
+                                   dtype="float16", model_source=args.model, progress=bar.update)
+
+
+def window_sae(args, store, hookpoint: str, window: str):
+    """The SAE of (hookpoint, cond, window) shared by the concept and steering benches: k 10, d_sae 4 x width,
+    about 60k training tokens (several epochs where the window holds fewer)."""
+    import numpy as np
+
+    from cadiff.sae import window_steps
+
+    steps = window_steps(window, store.meta["num_inference_steps"])
+    epochs = max(1, int(np.ceil(60_000 / (store.tokens(hookpoint, "cond", steps) * 0.75))))
+    return cached_sae(args, store, hookpoint, steps, f"{SHORT[hookpoint]}_{window}", k=10, expansion=4, lr=1e-3,
+                      batch_size=256, epochs=epochs, dead_tokens=50_000)
 
 
 def write_section(doc: str | Path, name: str, body: str) -> None:

@@ -12,49 +12,41 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sae_common import cached_sae, load, options, shared_store, table, write_section
+from sae_common import HOOKS, SHORT, load, options, shared_store, table, window_sae, write_section
 
 from cadiff.sae.composition import object_map_iou, probe_scores
 from cadiff.sae.concepts import cohesion_separability, concept_cards, concept_dictionary, latent_codes, pick_latents
 
-HOOKS = ["mid_block.attentions.0", "up_blocks.1.attentions.0"]
-SHORT = {"mid_block.attentions.0": "mid", "up_blocks.1.attentions.0": "up1"}
+STEP_WINDOW = {0: "early", 12: "middle", 24: "final"}  # first, middle and last step of the 25-step schedule
 
 
 def main() -> None:
     ap = options(__doc__)
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--tokens", type=int, default=100_000, help="training tokens per SAE")
     args = ap.parse_args()
     pipe = load(args)
     img = Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
     concept_rows, comp_rows = [], []
+    store = shared_store(args, pipe)
     for hook in HOOKS:
-        store = shared_store(args, pipe, hook)
-        n_steps = store.meta["num_inference_steps"]
-        for step in (0, (n_steps - 1) // 2, n_steps - 1):
-            tokens = store.tokens(hook, "cond", [step])
-            epochs = max(1, int(np.ceil(args.tokens / tokens)))
-            sae, m = cached_sae(args, store, hook, [step], f"{SHORT[hook]}_step{step}", k=args.k,
-                                expansion=4, lr=1e-3, batch_size=512, epochs=epochs, dead_tokens=100_000)
+        for step, window in STEP_WINDOW.items():
+            sae, m = window_sae(args, store, hook, window)
             codes = latent_codes(store, sae, step)
             entries = concept_dictionary(codes)
             kinds = [e["kind"] for e in entries]
             cs = cohesion_separability(codes, entries)
-            concept_rows.append([SHORT[hook], step, m["explained_variance"], m["dead_fraction"],
+            concept_rows.append([SHORT[hook], f"{step} ({window} SAE)", m["explained_variance"], m["dead_fraction"],
                                  kinds.count("object"), kinds.count("background"),
                                  *[cs[a][key] for a in ("shape", "colour", "texture")
                                    for key in ("cohesion", "separability")]])
             om = object_map_iou(codes)
             comp_rows.append([SHORT[hook], step, om["iou"], om["baseline_mean_mask"], om["ceiling_grid"],
                               om["object_latents"], om["test_images"]])
-            if step in (0, n_steps - 1):
+            if step in (0, 24):
                 sheet = concept_cards(codes, entries, pick_latents(entries, 12))
                 sheet.save(img / f"sae_cards_{SHORT[hook]}_step{step}.png")
 
     # probes from the mid block at every stored step: how much of the final image is already readable
-    store = shared_store(args, pipe, HOOKS[0])
     probe_rows, curves = [], {}
     for step in store.steps:
         res = probe_scores(store, HOOKS[0], step)
@@ -72,9 +64,10 @@ def main() -> None:
     n_img = store.num_images()
     concepts = f"""### Concept dictionary per step
 
-`bench/sae_concepts.py`: one SAE per (hookpoint, step), conditional branch, k {args.k}, d_sae = 4 x width, about
-{args.tokens:,} training tokens each (several epochs over {n_img} images of random shapes-world prompts; the last
-shard held out for EV). A latent is an *object* latent when, on most of its top-16 images, its map (normalised,
+`bench/sae_concepts.py`: one SAE per (hookpoint, window), conditional branch, k 10, d_sae = 4 x width, about 60k
+training tokens each (several epochs over the window's steps of {n_img} images of random shapes-world prompts; the
+last of 4 shards held out for EV), read at the first (0), middle (12) and last (24) step. With {n_img} images the
+numbers are indicative: a proportion over the ~38 held-out images has a standard error up to 0.08. A latent is an *object* latent when, on most of its top-16 images, its map (normalised,
 upsampled, threshold 0.1) has IoU > 0.5 with the final image's object mask (masks of generated images: pixels that
 differ from the border colour); *background* when that holds for the background. Cohesion = mean purity of the
 attribute among the top images of object latents; separability = mean over the attribute's values of the best
@@ -84,8 +77,12 @@ shapes evaluator reads off the final image.
 {table(["block", "step", "EV", "dead", "object latents", "background latents", "shape cohesion", "shape separ.",
         "colour cohesion", "colour separ.", "texture cohesion", "texture separ."], concept_rows)}
 
-Concept cards (top images of each latent, lit by its activation map): ![mid, first step](img/sae_cards_mid_step0.png)
-![mid, last step](img/sae_cards_mid_step{n_steps - 1}.png)
+Concept cards (top images of each latent, lit by its activation map; dark = silent):
+
+![up1, first step](img/sae_cards_up1_step0.png)
+![up1, last step](img/sae_cards_up1_step24.png)
+![mid, first step](img/sae_cards_mid_step0.png)
+![mid, last step](img/sae_cards_mid_step24.png)
 """
     composition = f"""### Early composition
 

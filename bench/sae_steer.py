@@ -13,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sae_common import cached_sae, load, options, shared_store, table, write_section
+from sae_common import load, options, shared_store, table, window_sae, write_section
 
 import cadiff
 from cadiff.report import image_grid, stack_grids
 from cadiff.sae import steer, window_steps
 from cadiff.sae.concepts import concept_dictionary, latent_codes, latents_for
-from cadiff.sae.steering_eval import QUADRANTS, change, spatial_success, style_success
+from cadiff.sae.steering_eval import change, spatial_success, style_success
 from cadiff.shapes import COLOURS, SHAPES, load_evaluator
 
 HOOK = "mid_block.attentions.0"
@@ -34,17 +34,16 @@ def object_latents(entries: list[dict], n: int = 3) -> list[int]:
 
 def main() -> None:
     ap = options(__doc__)
-    ap.add_argument("--seeds", type=int, default=12, help="images per (prompt set, quadrant / colour)")
-    ap.add_argument("--spatial-betas", default="2,8")
-    ap.add_argument("--global-betas", default="20,80")
+    ap.add_argument("--seeds", type=int, default=8, help="images per (prompt set, quadrant / colour)")
+    ap.add_argument("--strength", type=float, default=3.0,
+                    help="edit size in units of the mean norm of the update at a position (sets beta)")
     args = ap.parse_args()
     pipe = load(args)
     ev = load_evaluator(args.evaluator)
-    store = shared_store(args, pipe, HOOK)
+    store = shared_store(args, pipe)
     n_steps = store.meta["num_inference_steps"]
     seeds = list(range(5000, 5000 + (3 if args.quick else args.seeds)))
-    sp_betas = [float(b) for b in args.spatial_betas.split(",")]
-    gl_betas = [float(b) for b in args.global_betas.split(",")]
+    quadrants = ("top-left", "bottom-right")
 
     # spatial: every quadrant, prompts of all shapes; global: colour c -> the next colour
     sp_prompts = [f"a {COLOURS[i % 6]} solid {SHAPES[i % 6]}" for i in range(len(seeds))]
@@ -54,62 +53,68 @@ def main() -> None:
     kw = dict(num_inference_steps=n_steps)
     sp_plain = cadiff.generate(pipe, sp_prompts, seeds, **kw)
     gl_plain = cadiff.generate(pipe, gl_prompts, seeds, **kw)
-    base_sp = np.mean([spatial_success(sp_plain, q) for q in QUADRANTS])
+    base_sp = np.mean([spatial_success(sp_plain, q) for q in quadrants])
     base_gl = float(np.mean([style_success(gl_plain[i:i + 1], t, ev) for i, t in enumerate(gl_target)]))
 
     rows, sp_grid, gl_grid = [], {}, {}
     for window in WINDOWS:
         steps = window_steps(window, n_steps)
-        sae, m = cached_sae(args, store, HOOK, steps, f"mid_{window}", k=10, expansion=4, lr=1e-3, batch_size=512,
-                            epochs=1 if not args.quick else 2, dead_tokens=200_000)
+        sae, m = window_sae(args, store, HOOK, window)
         codes = latent_codes(store, sae, steps[0])
         entries = concept_dictionary(codes)
         objects = object_latents(entries)
         colour_latents = {c: _safe_latents(entries, c) for c in COLOURS}
+        # beta from the data: the edit's norm at a position is about `strength` x the mean update norm there
+        delta = next(store.activations(HOOK, "cond", steps[:1]))[:, 0]
+        delta_norm = delta.norm(dim=-1).mean().item()
+        code_norm = codes.codes.norm(dim=-1).mean().item()
+        sp_betas = [round(args.strength * delta_norm / (code_norm * np.sqrt(len(objects))), 3)]
+        gl_betas = [round(args.strength * delta_norm * delta.shape[1], 3)]
         for beta in sp_betas:
             success, moved = [], []
-            for q in QUADRANTS:
+            for q in quadrants:
                 with steer(pipe, sae, objects, "spatial", beta, window, quadrant=q, num_inference_steps=n_steps):
                     out = cadiff.generate(pipe, sp_prompts, seeds, **kw)
                 success.append(spatial_success(out, q))
                 moved.append(change(sp_plain, out))
-                if q == "top-left" and beta == sp_betas[-1]:
+                if q == "top-left":
                     sp_grid[window] = out
             rows.append([window, "spatial", beta, f"{objects}", float(np.mean(success)), float(base_sp),
                          float(np.mean(moved)), m["explained_variance"]])
         for beta in gl_betas:
             out = np.empty_like(gl_plain)
-            for i, target in enumerate(gl_target):
+            for target in sorted(set(gl_target)):
+                idx = [i for i, t in enumerate(gl_target) if t == target]
                 with steer(pipe, sae, colour_latents[target], "global", beta, window, num_inference_steps=n_steps):
-                    out[i:i + 1] = cadiff.generate(pipe, gl_prompts[i:i + 1], seeds[i:i + 1], **kw)
+                    out[idx] = cadiff.generate(pipe, [gl_prompts[i] for i in idx], [seeds[i] for i in idx], **kw)
             hit = float(np.mean([style_success(out[i:i + 1], t, ev) for i, t in enumerate(gl_target)]))
             rows.append([window, "global (colour)", beta, "per target colour", hit, base_gl, change(gl_plain, out),
                          m["explained_variance"]])
-            if beta == gl_betas[-1]:
-                gl_grid[window] = out
+            gl_grid[window] = out
     img = Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
     n_show = min(8, len(seeds))
     stack_grids([image_grid(sp_plain[:n_show], cols=n_show)] + [image_grid(sp_grid[w][:n_show], cols=n_show)
                                                                 for w in WINDOWS],
-                ["unsteered"] + [f"spatial to top-left, beta {sp_betas[-1]}, {w} window" for w in WINDOWS]
+                ["unsteered"] + [f"spatial to top-left, {w} window" for w in WINDOWS]
                 ).save(img / "sae_steer_spatial.png")
     stack_grids([image_grid(gl_plain[:n_show], cols=n_show)] + [image_grid(gl_grid[w][:n_show], cols=n_show)
                                                                 for w in WINDOWS],
                 ["unsteered: " + ", ".join(gl_source[:n_show])]
-                + [f"global colour -> {', '.join(gl_target[:n_show])}, beta {gl_betas[-1]}, {w}" for w in WINDOWS]
+                + [f"global colour -> {', '.join(gl_target[:n_show])}, {w} window" for w in WINDOWS]
                 ).save(img / "sae_steer_global.png")
     body = f"""### Steering by window
 
-`bench/sae_steer.py`: one SAE per window on `{HOOK}` (conditional branch, k 10, d_sae 512, one epoch over the
-window's steps), steering applied at every step of the window on the conditional branch. Spatial: the 3 latents
-whose maps best match the object mask, set to beta x ||Z[i,j]|| inside the target quadrant and 0 outside; {len(seeds)}
-prompts "a <colour> solid <shape>" x 4 target quadrants. Global: the latent that stands most for the target colour
+`bench/sae_steer.py`: one SAE per window on `{HOOK}` (the concept bench's: conditional branch, k 10, d_sae 512),
+steering applied at every step of the window on the conditional branch. Spatial: the 3 latents whose maps best
+match the object mask, set to beta x ||Z[i,j]|| inside the target quadrant and 0 outside; {len(seeds)} prompts
+"a <colour> solid <shape>" x 2 target quadrants (top-left, bottom-right). Global: the latent that stands most for the target colour
 (highest purity among its top images), added with beta x ||Z[i,j]|| / sum ||Z||; {len(seeds)} prompts, each steered
 from its colour to the colour three steps on. Chance for spatial success 0.25; "unsteered" = the same score on
-the unsteered images. Change = mean |pixel difference| in [0, 1] (not LPIPS). Same betas in every window (the paper
-tunes them per window). With {len(seeds) * 4} spatial and {len(seeds)} global images per cell, a success rate has a
-standard error of about {np.sqrt(0.25 / (len(seeds) * 4)):.2f} (spatial) and {np.sqrt(0.25 / len(seeds)):.2f} (global).
+the unsteered images. Change = mean |pixel difference| in [0, 1] (not LPIPS). Beta is not tuned per window as in the paper but
+set from the data so that the edit's norm at a position is about {args.strength} x the window's mean update norm
+(betas in the table). With {len(seeds) * 2} spatial and {len(seeds)} global images per cell, a success rate has a
+standard error of about {np.sqrt(0.25 / (len(seeds) * 2)):.2f} (spatial) and {np.sqrt(0.25 / len(seeds)):.2f} (global).
 
 {table(["window", "mode", "beta", "latents", "success", "unsteered", "change", "SAE EV"], rows)}
 

@@ -22,7 +22,7 @@ from sae_common import ROOT, load, options, shared_store, table, write_section
 from cadiff.sae import SAETrainConfig, TopKSAE, evaluate_sae, train_sae, window_steps
 from cadiff.sae.train import _split, geometric_median, train_step
 
-HOOK = "mid_block.attentions.0"
+HOOK = "up_blocks.1.attentions.0"
 
 
 def main() -> None:
@@ -31,16 +31,16 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--expansion", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=1)
     args = ap.parse_args()
     pipe = load(args)
-    store = shared_store(args, pipe, HOOK)
+    store = shared_store(args, pipe)
     steps = window_steps("early", store.meta["num_inference_steps"])
     d_in = store.channels(HOOK)
     d_sae = args.expansion * d_in
-    dead_steps = 200
+    dead_steps = 100
     rows, notes = [], []
     for seed in range(args.seeds):
         cfg = SAETrainConfig(d_sae=d_sae, k=args.k, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
@@ -88,7 +88,7 @@ def main() -> None:
                          m3["l0"], m3["dead_fraction"], info["tokens"], f"{info['tokens_per_second']:,.0f}"])
     body = f"""### cadiff vs SAELens (same activations, k, width, token budget)
 
-`bench/sae_train.py`: the mid block's residual update (`{HOOK}`, conditional branch, early window = steps
+`bench/sae_train.py`: the residual update of (`{HOOK}`, conditional branch, early window = steps
 {steps[0]}..{steps[-1]}), {store.num_images()} images of random shapes-world prompts; d_in {d_in}, d_sae {d_sae},
 k {args.k}, Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs over the training shards; the last shard
 ({m['eval_tokens']} tokens) is held out and every SAE is scored on it by `cadiff.sae.evaluate_sae` (SAELens's
