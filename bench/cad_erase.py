@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2, help="evaluation repeats (36 images each)")
     p.add_argument("--ratio", type=float, default=0.03)
+    p.add_argument("--components", default="ff", help="component group (ff = the paper's, linear = ff + attention)")
     p.add_argument("--sweep", nargs="*", default=["circle", "red", "striped"])
     p.add_argument("--sweep-ratios", nargs="*", type=float, default=[0.01, 0.05, 0.1])
     p.add_argument("--sweep-repeats", type=int, default=1, help="evaluation repeats in the sweep")
@@ -55,7 +56,8 @@ def main() -> None:
     before = concept_accuracies(pipe, evaluator, repeats=args.repeats)
     t_eval = time.time() - t0
     t0 = time.time()
-    plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=args.seeds, progress=False)))
+    plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=args.seeds, components=args.components,
+                                                progress=False)))
     t_attr = time.time() - t0
     print(f"before {before}\nattribution of 15 concepts x {args.seeds} seeds: {t_attr:.1f} s; eval {t_eval:.1f} s")
 
@@ -124,7 +126,7 @@ def main() -> None:
     save_json(img / "cad_erase_results.json", {"before": before, "results": results, "sweep": sweep,
                                                 "scopes": scope_rows, "settings": vars(args)})
     passed = sum(r[-1] == "yes" for r in rows)
-    md = f"""### Erase, all 15 concepts (ratio {args.ratio} per row of the ff weights, {args.seeds} trajectories per concept)
+    md = f"""### Erase, all 15 concepts (ratio {args.ratio} per row of the '{args.components}' weights, {args.seeds} trajectories per concept)
 
 Accuracy = the shapes evaluator agrees with the concept named in the prompt, over {36 * n} images
 ({6 * n} per shape and colour, {12 * n} per texture; fixed seeds, 25 DDIM steps, guidance 4). "others" = mean
