@@ -245,7 +245,11 @@ def report(results, methods, sweep, recall, args, n_images) -> str:
                  f"keep all {fmt(cad and cad['keep_all'])}, {cad['seconds']:.1f} s):\n\n"
                  + table(["ESD iterations", "train s", "erase", "keep same", "keep all"], srows))
         reached = [s for s in sweep if cad and s["erase"] <= cad["erase"]]
-        if cad and reached:
+        unedited = results.get(args.sweep, {}).get("unedited", {}).get("erase")
+        if cad and unedited is not None and cad["erase"] >= unedited:
+            text += (f"\n\nCAD-Erase did not lower the erase accuracy at these settings ({fmt(cad['erase'])}, unedited "
+                     f"{fmt(unedited)}), so there is no equal-erase point and no speed ratio to report.\n")
+        elif cad and reached:
             first = reached[0]
             text += (f"\n\nESD first reaches CAD's erase accuracy at {first['iterations']} iterations: "
                      f"{first['train_seconds']:.1f} s against CAD's {cad['seconds']:.1f} s, a ratio of "
