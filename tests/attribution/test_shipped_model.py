@@ -1,11 +1,6 @@
-"""On the shipped shapes model (skipped until it exists): concept words become captions, unknown words fail."""
+"""On the shipped shapes model: concept words become captions, unknown words fail."""
 
 import pytest
-
-from cadiff.shapes.evaluator import shipped_path
-
-pytestmark = pytest.mark.skipif(not (shipped_path("pipeline") / "model_index.json").is_file(),
-                                reason="the shipped shapes model is not built yet")
 
 
 def test_concept_words_and_vocabulary(shapes_pipe):
