@@ -51,11 +51,15 @@ def edit(method: str, pipe, concept: str, args) -> tuple[object, dict]:
     from cadiff.evaluation.baselines import erase_with
 
     amount = {} if args.cad_ratio is None else {"ratio": args.cad_ratio}
+    if args.cad_components:
+        amount["components"] = args.cad_components
     if method == "cad":
-        return cadiff.erase(pipe, concept, **amount), {"ratio": args.cad_ratio or "default"}
+        return cadiff.erase(pipe, concept, **amount), {"ratio": args.cad_ratio or "default",
+                                                       "components": args.cad_components or "default"}
     if method == "cad-preserve":
         return (cadiff.erase(pipe, concept, preserve=others_of(concept), **amount),
-                {"ratio": args.cad_ratio or "default", "preserve": others_of(concept)})
+                {"ratio": args.cad_ratio or "default", "components": args.cad_components or "default",
+                 "preserve": others_of(concept)})
     if method == "esd":
         edited, _ = erase_with("esd", pipe, concept, iterations=args.esd_iterations, lr=args.esd_lr)
         return edited, {"iterations": args.esd_iterations, "lr": args.esd_lr}
@@ -124,6 +128,7 @@ def main() -> None:
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--repeats", type=int, default=1, help="repeats of the 36-prompt balanced design")
     p.add_argument("--cad-ratio", type=float, default=None, help="CAD per-row ratio (default: cadiff.erase's)")
+    p.add_argument("--cad-components", default=None, help="CAD component group (default: cadiff.erase's, 'ff')")
     p.add_argument("--esd-iterations", type=int, default=100)
     p.add_argument("--esd-lr", type=float, default=1e-4)
     p.add_argument("--prune-sparsity", type=float, default=0.01)
@@ -229,7 +234,8 @@ def report(results, methods, sweep, recall, args, n_images) -> str:
     rows.append(mean)
     text = (f"{n_images} images per evaluation (balanced shapes design x{args.repeats}, 6 images name each shape or "
             f"colour, 12 each texture), shipped evaluator, {args.threads} CPU threads. Settings: CAD = `cadiff.erase` "
-            f"(ratio {args.cad_ratio or 'default'}); CAD-preserve = preserve the other values of the attribute; ESD-u {args.esd_iterations} "
+            f"(ratio {args.cad_ratio or 'default'}, components {args.cad_components or 'default'}); "
+            f"CAD-preserve = preserve the other values of the attribute; ESD-u {args.esd_iterations} "
             f"iterations, lr {args.esd_lr}, negative guidance 1, start guidance 3; prune sparsity "
             f"{args.prune_sparsity}, {args.prune_seeds} seeds, timestep fraction 0.5, reference = empty prompt. "
             "Wall time is the edit only (attribution + selection + ablation for CAD; fine-tuning for ESD; "
