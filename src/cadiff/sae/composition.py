@@ -1,7 +1,7 @@
 """Early composition: how much of the final image is already decided at a given step.
 
 - object map: label latents on training images (concept_dictionary); on held-out images a position is predicted
-  "object" when its top latent is an object latent; IoU with the final image's object mask, next to a fixed-blob
+  "object" when its top latent is an object latent (and, second rule, when it is not a background latent); IoU with the final image's object mask, next to a fixed-blob
   baseline (the mean training mask) and the ceiling the feature grid allows (the true mask at grid resolution).
 - probes: ridge-regression linear probes from the activations at a step to the final image's shape, colour,
   texture and position (quadrant of the object's centre), accuracy on held-out images next to chance.
@@ -42,18 +42,22 @@ def object_map_iou(codes: LatentCodes, test_fraction: float = 0.3, seed: int = 0
     train, test = split(len(codes.images), test_fraction, seed)
     entries = concept_dictionary(codes.subset(train))
     objects = torch.tensor([e["kind"] == "object" for e in entries])
+    background = torch.tensor([e["kind"] == "background" for e in entries])
     z = codes.codes[test]
     top = z.argmax(-1)
     predicted = (objects[top] & (z.amax(-1) > 0)).numpy()  # (n, H, W) on the feature grid
+    not_background = (~background[top] & (z.amax(-1) > 0)).numpy()
     size = codes.images.shape[1:3]
     masks = codes.masks[test]
     grid = tuple(z.shape[1:3])
     coarse = F.adaptive_avg_pool2d(torch.from_numpy(masks.astype(np.float32))[:, None], grid)[:, 0].numpy()
     prior = codes.masks[train].mean(0) > 0.5
     return {"iou": float(iou(_upsample(predicted, size), masks).mean()),
+            "iou_not_background": float(iou(_upsample(not_background, size), masks).mean()),
             "baseline_mean_mask": float(iou(np.broadcast_to(prior, masks.shape), masks).mean()),
             "ceiling_grid": float(iou(_upsample(coarse, size), masks).mean()),
-            "object_latents": int(objects.sum()), "test_images": len(test)}
+            "object_latents": int(objects.sum()), "background_latents": int(background.sum()),
+            "test_images": len(test)}
 
 
 def ridge_probe(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> dict[str, float]:
