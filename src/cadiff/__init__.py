@@ -2,22 +2,29 @@
 
 Example:
     >>> import cadiff
-    >>> pipe = cadiff.load_pipeline()                       # the embedded shapes model
-    >>> images = cadiff.generate(pipe, ["a red circle"], seeds=[0])
+    >>> pipe = cadiff.load_pipeline()                                   # the embedded shapes model
+    >>> attr = cadiff.attribute(pipe, "circle", preserve=["square", "star"], components="linear")
+    >>> with cadiff.ablated(pipe, attr.select(ratio=0.05)):
+    ...     images = cadiff.generate(pipe, ["a red circle"], seeds=[0])
 """
 
 __version__ = "0.1.0"
 
-from cadiff.models import generate, load_pipeline, model_fingerprint  # noqa: E402
 from cadiff.attribution import Attribution, attribute  # noqa: E402
 from cadiff.editing import Mask, ablated, amplify, apply_mask, erase  # noqa: E402
-
-__all__ = ["__version__", "generate", "load_pipeline", "model_fingerprint"]
-__all__ += ["Attribution", "Mask", "ablated", "amplify", "apply_mask", "attribute", "erase"]
 from cadiff.evaluation import PromptSet, evaluate, load_prompts  # noqa: E402
 from cadiff.evaluation.baselines import erase_with  # noqa: E402
-
-__all__ += ["PromptSet", "evaluate", "erase_with", "load_prompts"]
+from cadiff.models import generate, load_pipeline, model_fingerprint  # noqa: E402
 from cadiff.sae import ActivationStore, SAETrainConfig, TopKSAE, collect_activations, steer, train_sae  # noqa: E402
 
-__all__ += ["ActivationStore", "SAETrainConfig", "TopKSAE", "collect_activations", "steer", "train_sae"]
+__all__ = [
+    "__version__",
+    # models
+    "generate", "load_pipeline", "model_fingerprint",
+    # CAD attribution and editing
+    "Attribution", "Mask", "ablated", "amplify", "apply_mask", "attribute", "erase",
+    # evaluation and baselines
+    "PromptSet", "erase_with", "evaluate", "load_prompts",
+    # sparse autoencoders
+    "ActivationStore", "SAETrainConfig", "TopKSAE", "collect_activations", "steer", "train_sae",
+]
