@@ -6,11 +6,10 @@ Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/pyth
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import sys
-import time
 from pathlib import Path
+
+import common
+from common import save_json  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "cad.md"
@@ -40,29 +39,11 @@ def load(args):
     return pipe, evaluator
 
 
-def write_section(doc: str | Path, name: str, markdown: str) -> None:
-    """Replace (or append) the block between <!-- bench:NAME --> and <!-- /bench:NAME --> in `doc`."""
-    doc = Path(doc)
-    text = doc.read_text() if doc.exists() else "# CAD results\n"
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    stamp = f"_Written by `bench/{name}.py` on {time.strftime('%Y-%m-%d %H:%M')}; command: `{' '.join(sys.argv)}`._"
-    block = f"{begin}\n{stamp}\n\n{markdown.strip()}\n{end}"
-    if begin in text and end in text:
-        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-
-
-def save_json(path: str | Path, data) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(data, indent=1, default=float) + "\n")
+def write_section(doc, name: str, markdown: str) -> None:
+    """Replace (or append) this benchmark's section of `doc`."""
+    common.write_section(doc, name, markdown, title="# CAD results")
 
 
 def table(header: list[str], rows: list[list]) -> str:
-    """A markdown table; floats with 2 decimals."""
-    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A markdown table in this benchmark family's number format."""
+    return common.table(header, rows, float_format="{:.2f}")

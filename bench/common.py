@@ -1,0 +1,54 @@
+"""Plumbing every benchmark shares: markdown tables, JSON dumps, timing, and (re)writing one section of a doc.
+
+Benchmarks run as scripts from this folder, so they import it as `from common import ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+
+def write_section(doc: str | Path, name: str, markdown: str, title: str = "# Results") -> None:
+    """Replace (or append) the block between <!-- bench:NAME --> and <!-- /bench:NAME --> in `doc`."""
+    doc = Path(doc)
+    text = doc.read_text() if doc.exists() else title + "\n"
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    stamp = (f"_Written by `bench/{Path(sys.argv[0]).name}` on {time.strftime('%Y-%m-%d %H:%M')}; "
+             f"command: `{' '.join(sys.argv)}`._")
+    block = f"{begin}\n{stamp}\n\n{markdown.strip()}\n{end}"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def save_json(path: str | Path, data) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1, default=float) + "\n")
+
+
+def table(header: list[str], rows: list[list], float_format: str = "{:.2f}") -> str:
+    """A markdown table; floats formatted with `float_format`, None shown as a dash."""
+    def fmt(v):
+        return float_format.format(v) if isinstance(v, float) else ("–" if v is None else str(v))
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Timer:
+    """`with Timer() as t: ...` then t.seconds."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
