@@ -5,11 +5,24 @@ Benchmarks run as scripts from this folder, so they import it as `from common im
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
 import time
 from pathlib import Path
+
+
+def options(description: str, doc: Path, img: Path) -> argparse.ArgumentParser:
+    """The options every benchmark takes: model, evaluator, quick mode, where the doc section and pictures go."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", default=None, help="pipeline folder (default: the embedded shapes model)")
+    p.add_argument("--evaluator", default=None, help="evaluator folder (default: the shipped one)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for checking the script itself")
+    p.add_argument("--doc", default=str(doc), help="markdown file whose section is (re)written")
+    p.add_argument("--img", default=str(img), help="folder for pictures")
+    p.add_argument("--threads", type=int, default=2)
+    return p
 
 
 def write_section(doc: str | Path, name: str, markdown: str, title: str = "# Results") -> None:

@@ -18,14 +18,8 @@ WORK = ROOT / "runs" / "bench-eval"
 
 
 def options(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--model", default=None, help="pipeline folder (default: the embedded shapes model)")
-    p.add_argument("--evaluator", default=None, help="evaluator folder (default: the shipped one)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for checking the script itself")
-    p.add_argument("--doc", default=str(DOC), help="markdown file whose section is (re)written")
-    p.add_argument("--img", default=str(IMG), help="folder for pictures")
+    p = common.options(description, DOC, IMG)
     p.add_argument("--work", default=str(WORK), help="folder for the results folders of the evaluations")
-    p.add_argument("--threads", type=int, default=2)
     return p
 
 
