@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from cadiff.editing.ablate import apply_mask
 from cadiff.editing.mask import Mask
 from cadiff.io import atomic_dir
-from cadiff.models.loading import CADIFF_INFO, denoiser
+from cadiff.models.loading import CADIFF_INFO, cadiff_info_path, denoiser
 
 EDIT_INFO = "cadiff_edit.json"
 DEFAULT_RATIO = 0.03  # per row: measured on the embedded model; the paper uses 0.001 on SD 1.4's wide rows
@@ -77,11 +77,11 @@ def amplify(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | No
 def export_pipeline(pipe, out: str | Path, info: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Save an (edited) pipeline folder atomically; keeps the model's cadiff.json (sampling defaults) and writes
     `info` (e.g. the mask's metadata) as cadiff_edit.json. Stock diffusers loads the folder as usual."""
-    origin = getattr(pipe.config, "_name_or_path", None)
+    info_path = cadiff_info_path(pipe)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         pipe.save_pretrained(str(tmp))
-        if origin and Path(origin, CADIFF_INFO).is_file():
-            shutil.copyfile(Path(origin, CADIFF_INFO), tmp / CADIFF_INFO)
+        if info_path is not None:
+            shutil.copyfile(info_path, tmp / CADIFF_INFO)
         if info is not None:
             (tmp / EDIT_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return Path(out)

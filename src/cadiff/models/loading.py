@@ -115,22 +115,29 @@ def load_pipeline(model: str | Path | None = None, dtype: str | torch.dtype | No
     return pipe.to(device)
 
 
+def cadiff_info_path(pipe) -> Path | None:
+    """The model's cadiff.json (recommended sampling settings, world), if its source folder has one."""
+    origin = getattr(pipe.config, "_name_or_path", None)
+    path = Path(origin, CADIFF_INFO) if origin else None
+    return path if path is not None and path.is_file() else None
+
+
+def _cadiff_info(pipe) -> dict:
+    path = cadiff_info_path(pipe)
+    return json.loads(path.read_text()) if path is not None else {}
+
+
 def sampling_defaults(pipe) -> dict:
     """Recommended `num_inference_steps` and `guidance_scale`: from the model's cadiff.json, else SD's 50 / 7.5."""
     defaults = {"num_inference_steps": 50, "guidance_scale": 7.5}
-    origin = getattr(pipe.config, "_name_or_path", None)
-    if origin and Path(origin, CADIFF_INFO).is_file():
-        info = json.loads(Path(origin, CADIFF_INFO).read_text())
-        defaults.update({k: info[k] for k in defaults if k in info})
+    info = _cadiff_info(pipe)
+    defaults.update({k: info[k] for k in defaults if k in info})
     return defaults
 
 
 def is_embedded(pipe) -> bool:
     """Whether `pipe` is (an edit of) the embedded shapes model, whose images the shapes evaluator can score."""
-    origin = getattr(pipe.config, "_name_or_path", None)
-    if not origin or not Path(origin, CADIFF_INFO).is_file():
-        return False
-    return json.loads(Path(origin, CADIFF_INFO).read_text()).get("world") == "shapes"
+    return _cadiff_info(pipe).get("world") == "shapes"
 
 
 def denoiser(pipe) -> torch.nn.Module:
