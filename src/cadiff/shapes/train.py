@@ -36,7 +36,7 @@ from cadiff.shapes.architecture import (
     build_vae,
     scheduler_kwargs,
 )
-from cadiff.shapes.evaluator import save_evaluator
+from cadiff.shapes.evaluator import ShapesEvaluator, save_evaluator
 from cadiff.shapes.world import render_random, training_caption
 
 
@@ -132,15 +132,10 @@ def _train_evaluator(cfg: TrainConfig, data, val, log: _Log) -> ShapesClassifier
     return model
 
 
-@torch.no_grad()
 def classifier_accuracy(model: ShapesClassifier, images: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per-attribute accuracy of `model` on uint8 images."""
-    preds: dict[str, list[np.ndarray]] = {k: [] for k in labels}
-    for i in range(0, len(images), 512):
-        out = model(_to_float(images[i : i + 512]))
-        for k in preds:
-            preds[k].append(out[k].argmax(1).numpy())
-    return {k: float((np.concatenate(preds[k]) == labels[k]).mean()) for k in labels}
+    """Per-attribute accuracy of `model` on uint8 images (scored the way the shipped evaluator scores)."""
+    probs = ShapesEvaluator(model).probabilities(images)
+    return {k: float((probs[k].argmax(1) == labels[k]).mean()) for k in labels}
 
 
 def _train_vae(cfg: TrainConfig, data, log: _Log):
