@@ -33,9 +33,10 @@ def main() -> None:
     ap.add_argument("--evaluator", default=None)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--docs", default=str(DOCS))
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    pipe, ev = cadiff.load_pipeline(args.model), load_evaluator(args.evaluator)
+    pipe, ev = cadiff.load_pipeline(args.model, device=args.device), load_evaluator(args.evaluator)
     settings = sampling_defaults(pipe)
     seeds = list(range(1000, 1000 + args.seeds))
 
@@ -77,7 +78,7 @@ def main() -> None:
 
     result = {"model": describe_model(pipe, args.model), "settings": settings, "seeds": seeds, "n_full": len(prompts),
               "full": full, "all_three": all3, "per_value": per_value, "partial": partial_summary,
-              "n_partial": len(p_prompts), "throughput_img_per_s": len(prompts) / seconds, "threads": 2,
+              "n_partial": len(p_prompts), "throughput_img_per_s": len(prompts) / seconds, "threads": 2, "device": args.device,
               "versions": versions()}
     out = Path(args.docs) / "shapes-quality.md"
     lines = [
@@ -111,7 +112,7 @@ def main() -> None:
         "## Throughput",
         "",
         f"{result['throughput_img_per_s']:.1f} images/s (batch 72, {settings['num_inference_steps']} steps, "
-        "guidance on, 2 CPU threads, full pipeline incl. VAE decode).",
+        f"guidance on, {'2 CPU threads' if args.device == 'cpu' else args.device}, full pipeline incl. VAE decode).",
         "",
         "![one image per full prompt](img/shapes_full_prompts.png)",
         "",

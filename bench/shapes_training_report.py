@@ -1,6 +1,6 @@
 """Write docs/shapes-training.md from a training run's train_log.json (times, losses, held-out accuracies).
 
-Run: .venv/bin/python bench/shapes_training_report.py build/shapes-v1/train_log.json
+Run: .venv/bin/python bench/shapes_training_report.py build/shapes-v2/train_log.json [--note "text"]
 """
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def main(log_path: str) -> None:
+def main(log_path: str, note: str = "") -> None:
     log = json.loads(Path(log_path).read_text())
     ph, cfg = log["phases"], log["config"]
     curve = ph["unet"]["loss_curve"]
@@ -19,10 +19,12 @@ def main(log_path: str) -> None:
     lines = [
         "# How the shipped model was trained",
         "",
-        f"`cadiff shapes train --out build/shapes-v1 --seed {cfg['seed']}` on 2 CPU cores (shared with other work;"
-        " `OMP_WAIT_POLICY=PASSIVE`), library versions: "
+        f"`cadiff shapes train --out {Path(log_path).parent} --seed {cfg['seed']}"
+        + ("" if log.get("device", "cpu").startswith("cpu") else " --device cuda")
+        + f"` on {log.get('device', '2 CPU cores')}; library versions: "
         + ", ".join(f"{k} {v}" for k, v in log["versions"].items()) + ".",
         "",
+        *([note, ""] if note else []),
         "| phase | what | wall time | result |",
         "|---|---|---|---|",
         f"| data | render {cfg['n_images']:,} + {cfg['n_val']:,} held-out images | {ph['data']['seconds']:.0f} s | |",
@@ -48,4 +50,10 @@ def main(log_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("log")
+    ap.add_argument("--note", default="", help="a paragraph put under the command line")
+    a = ap.parse_args()
+    main(a.log, a.note)

@@ -12,6 +12,9 @@ def register(sub) -> None:
     t.add_argument("--out", required=True, help="folder to create: pipeline/, evaluator/, train_log.json")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--unet-steps", type=int, default=None, help="override the UNet training steps")
+    t.add_argument("--unet-batch", type=int, default=None, help="override the UNet batch size")
+    t.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda); the data and noise "
+                   "are drawn on the CPU either way")
     t.add_argument("--tiny", action="store_true", help="seconds-long settings (smoke test, not a usable model)")
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=train)
@@ -28,6 +31,8 @@ def train(args: argparse.Namespace) -> int:
     cfg = replace(cfg, seed=args.seed)
     if args.unet_steps is not None:
         cfg = replace(cfg, unet_steps=args.unet_steps)
-    train_shapes_model(args.out, cfg, overwrite=args.overwrite)
+    if args.unet_batch is not None:
+        cfg = replace(cfg, unet_batch=args.unet_batch)
+    train_shapes_model(args.out, cfg, overwrite=args.overwrite, device=args.device)
     print(f"wrote {args.out}/pipeline, {args.out}/evaluator and {args.out}/train_log.json")
     return 0

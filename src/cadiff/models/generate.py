@@ -35,7 +35,7 @@ def generate(
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk_p, chunk_s = list(prompts[i : i + batch_size]), seeds[i : i + batch_size]
-        generators = [torch.Generator(pipe.device).manual_seed(int(s)) for s in chunk_s]
+        generators = [torch.Generator().manual_seed(int(s)) for s in chunk_s]  # CPU: same noise on any device
         result = pipe(chunk_p, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
                       output_type="np", **pipe_kwargs)
         out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))

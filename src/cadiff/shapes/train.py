@@ -57,7 +57,7 @@ class TrainConfig:
     vae_batch: int = 32
     vae_lr: float = 2e-3
     unet_steps: int = 4_000
-    unet_batch: int = 64
+    unet_batch: int = 256
     unet_lr: float = 1e-3
     unet_min_lr: float = 1e-4
     warmup: int = 100
@@ -102,19 +102,20 @@ class _Log:
         self.phases.setdefault(name, {}).update(info)
 
 
-def _train_evaluator(cfg: TrainConfig, data, val, log: _Log) -> ShapesClassifier:
+def _train_evaluator(cfg: TrainConfig, data, val, log: _Log, device: torch.device) -> ShapesClassifier:
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    model = ShapesClassifier(cfg.evaluator)
-    x_all, labels = _to_float(data.images), {k: torch.from_numpy(v) for k, v in data.labels().items()}
+    model = ShapesClassifier(cfg.evaluator).to(device)
+    x_all = _to_float(data.images).to(device)
+    labels = {k: torch.from_numpy(v).to(device) for k, v in data.labels().items()}
     steps = cfg.evaluator_epochs * math.ceil(len(data) / cfg.evaluator_batch)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.evaluator_lr, weight_decay=1e-4)
     losses, t0 = [], time.time()
     bar = tqdm(range(steps), desc="evaluator", unit="step")
     for step in bar:
-        idx = torch.randint(0, len(data), (cfg.evaluator_batch,), generator=gen)
+        idx = torch.randint(0, len(data), (cfg.evaluator_batch,), generator=gen).to(device)
         x = x_all[idx]
-        x = x + 0.05 * torch.randn(x.shape, generator=gen)  # robustness to generated images
-        blur = torch.rand(len(x), generator=gen) < 0.3
+        x = x + 0.05 * torch.randn(x.shape, generator=gen).to(device)  # robustness to generated images
+        blur = (torch.rand(len(x), generator=gen) < 0.3).to(device)
         x[blur] = F.avg_pool2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), 3, stride=1)
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, cfg.evaluator_lr, cfg.evaluator_lr * 0.01, 20)
@@ -125,7 +126,7 @@ def _train_evaluator(cfg: TrainConfig, data, val, log: _Log) -> ShapesClassifier
         opt.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    model.eval()
+    model.cpu().eval()
     acc = classifier_accuracy(model, val.images, val.labels())
     log.phase("evaluator", steps=steps, seconds=round(time.time() - t0, 1), final_loss=float(np.mean(losses[-50:])),
               held_out_accuracy=acc, loss_curve=losses[:: max(1, steps // 100)])
@@ -138,19 +139,19 @@ def classifier_accuracy(model: ShapesClassifier, images: np.ndarray, labels: dic
     return {k: float((probs[k].argmax(1) == labels[k]).mean()) for k in labels}
 
 
-def _train_vae(cfg: TrainConfig, data, log: _Log):
+def _train_vae(cfg: TrainConfig, data, log: _Log, device: torch.device):
     gen = torch.Generator().manual_seed(cfg.seed + 2)
-    vae = build_vae(cfg.model)
-    x_all = _to_float(data.images) * 2 - 1
+    vae = build_vae(cfg.model).to(device)
+    x_all = (_to_float(data.images) * 2 - 1).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
     losses, t0 = [], time.time()
     bar = tqdm(range(cfg.vae_steps), desc="vae", unit="step")
     for step in bar:
-        x = x_all[torch.randint(0, len(x_all), (cfg.vae_batch,), generator=gen)]
+        x = x_all[torch.randint(0, len(x_all), (cfg.vae_batch,), generator=gen).to(device)]
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr, cfg.vae_lr * 0.05, min(50, cfg.warmup))
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
         rec = vae.decode(z).sample
         kl = post.kl().mean() / z[0].numel()
         loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-5 * kl
@@ -161,7 +162,7 @@ def _train_vae(cfg: TrainConfig, data, log: _Log):
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     vae.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # latent statistics of the whole data set, for the denoiser phase
         mean, std = [], []
         for i in range(0, len(x_all), 256):
             post = vae.encode(x_all[i : i + 256]).latent_dist
@@ -169,20 +170,22 @@ def _train_vae(cfg: TrainConfig, data, log: _Log):
             std.append(post.std)
         mean_t, std_t = torch.cat(mean), torch.cat(std)
     scaling = float(1.0 / mean_t.std())
+    vae.cpu()
     vae.register_to_config(scaling_factor=scaling)
     log.phase("vae", steps=cfg.vae_steps, seconds=round(time.time() - t0, 1), final_loss=float(np.mean(losses[-50:])),
               scaling_factor=scaling, loss_curve=losses[:: max(1, cfg.vae_steps // 100)])
     return vae, mean_t, std_t
 
 
-def _train_denoiser(cfg: TrainConfig, data, mean: torch.Tensor, std: torch.Tensor, scaling: float, log: _Log):
+def _train_denoiser(cfg: TrainConfig, data, mean: torch.Tensor, std: torch.Tensor, scaling: float, log: _Log,
+                    device: torch.device):
     from diffusers import DDPMScheduler
 
     torch.manual_seed(cfg.seed + 3)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     rng = np.random.default_rng(cfg.seed + 3)
     tokenizer = build_tokenizer()
-    unet, text_encoder = build_unet(cfg.model), build_text_encoder(cfg.model)
+    unet, text_encoder = build_unet(cfg.model).to(device), build_text_encoder(cfg.model).to(device)
     noise_sched = DDPMScheduler(**scheduler_kwargs(cfg.model))
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
@@ -192,11 +195,13 @@ def _train_denoiser(cfg: TrainConfig, data, mean: torch.Tensor, std: torch.Tenso
     bar = tqdm(range(cfg.unet_steps), desc="unet+text", unit="step")
     for step in bar:
         idx = torch.randint(0, len(mean), (cfg.unet_batch,), generator=gen)
-        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)) * scaling
         captions = [training_caption(data.shapes[i], data.colours[i], data.textures[i], rng) for i in idx.tolist()]
-        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(z0),), generator=gen)
+        idx = idx.to(device)
+        z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen).to(device)) * scaling
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                        return_tensors="pt").input_ids.to(device)
+        noise = torch.randn(z0.shape, generator=gen).to(device)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(z0),), generator=gen).to(device)
         zt = noise_sched.add_noise(z0, noise, t)
         target = noise_sched.get_velocity(z0, noise, t) if cfg.model.prediction_type == "v_prediction" else noise
         for g in opt.param_groups:
@@ -213,14 +218,24 @@ def _train_denoiser(cfg: TrainConfig, data, mean: torch.Tensor, std: torch.Tenso
         bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
     log.phase("unet", steps=cfg.unet_steps, seconds=round(time.time() - t0, 1), final_loss=float(np.mean(losses[-100:])),
               loss_curve=losses[:: max(1, cfg.unet_steps // 100)])
-    return ema_unet.eval(), ema_text.eval(), tokenizer
+    return ema_unet.cpu().eval(), ema_text.cpu().eval(), tokenizer
 
 
-def train_shapes_model(out_dir: str | Path, cfg: TrainConfig | None = None, overwrite: bool = False) -> Path:
-    """Train the embedded model and evaluator from scratch into `out_dir` (which must not exist yet)."""
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{dev.type}, {torch.get_num_threads()} threads"
+
+
+def train_shapes_model(out_dir: str | Path, cfg: TrainConfig | None = None, overwrite: bool = False,
+                       device: str = "cpu") -> Path:
+    """Train the embedded model and evaluator from scratch into `out_dir` (which must not exist yet).
+
+    All random draws come from CPU generators, so a GPU run sees the same data, noise and timesteps as a
+    CPU run; only floating-point rounding differs (the weights are bit-identical between runs on one device).
+    """
     from diffusers import StableDiffusionPipeline
 
     cfg = cfg or TrainConfig()
+    dev = torch.device(device)
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     log = _Log()
@@ -229,15 +244,15 @@ def train_shapes_model(out_dir: str | Path, cfg: TrainConfig | None = None, over
         data = render_random(cfg.n_images, seed=cfg.seed)
         val = render_random(cfg.n_val, seed=cfg.seed + 10_000)
         log.phase("data", n_images=cfg.n_images, seconds=round(time.time() - t0, 1))
-        evaluator = _train_evaluator(cfg, data, val, log)
+        evaluator = _train_evaluator(cfg, data, val, log, dev)
         save_evaluator(evaluator, cfg.evaluator, tmp / "evaluator")
-        vae, mean, std = _train_vae(cfg, data, log)
+        vae, mean, std = _train_vae(cfg, data, log, dev)
         with torch.no_grad():
             rec = (vae.decode(vae.encode(_to_float(val.images) * 2 - 1).latent_dist.mean).sample + 1) / 2
             rec_u8 = (rec.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
         log.phase("vae", evaluator_accuracy_on_reconstructions=classifier_accuracy(evaluator, rec_u8, val.labels()),
                   reconstruction_mse=float((((rec_u8.astype(np.float32) - val.images) / 255) ** 2).mean()))
-        unet, text_encoder, tokenizer = _train_denoiser(cfg, data, mean, std, vae.config.scaling_factor, log)
+        unet, text_encoder, tokenizer = _train_denoiser(cfg, data, mean, std, vae.config.scaling_factor, log, dev)
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
             scheduler=build_sampling_scheduler(cfg.model), safety_checker=None, feature_extractor=None,
@@ -246,5 +261,6 @@ def train_shapes_model(out_dir: str | Path, cfg: TrainConfig | None = None, over
         pipe.save_pretrained(tmp / "pipeline")
         write_json(tmp / "pipeline" / CADIFF_INFO, SHAPES_MODEL_INFO)
         log.phase("total", seconds=round(time.time() - t0, 1))
-        write_json(tmp / "train_log.json", {"config": asdict(cfg), "phases": log.phases, "versions": versions()})
+        write_json(tmp / "train_log.json", {"config": asdict(cfg), "device": _device_name(dev), "phases": log.phases,
+                                            "versions": versions()})
     return out_dir
