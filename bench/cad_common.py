@@ -28,7 +28,7 @@ def load(args):
     from cadiff.shapes import load_evaluator
 
     torch.set_num_threads(args.threads)
-    pipe = cadiff.load_pipeline(args.model)
+    pipe = cadiff.load_pipeline(args.model, device=args.device)
     evaluator = load_evaluator(args.evaluator)
     return pipe, evaluator
 

@@ -22,7 +22,17 @@ def options(description: str, doc: Path, img: Path) -> argparse.ArgumentParser:
     p.add_argument("--doc", default=str(doc), help="markdown file whose section is (re)written")
     p.add_argument("--img", default=str(img), help="folder for pictures")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device of the model (timings in docs are on 2 CPU threads)")
     return p
+
+
+def hardware(args) -> str:
+    """Where a benchmark ran, for its text: '2 CPU threads' or the GPU's name."""
+    if args.device == "cpu":
+        return f"{args.threads} CPU threads"
+    import torch
+
+    return torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
 
 
 def write_section(doc: str | Path, name: str, markdown: str, title: str = "# Results") -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from eval_common import Timer, load, options, save_json, table, write_section
+from common import hardware
 
 METHODS = ("cad", "cad-preserve", "esd", "prune")
 
@@ -138,7 +139,10 @@ def main() -> None:
     p.add_argument("--recall", nargs="*", default=["circle"], help="concepts of the recall experiment")
     p.add_argument("--grids", type=int, default=3, help="concept grids for the first N concepts")
     p.add_argument("--section", default="eval_baselines", help="name of the docs section (and JSON file) written")
+    p.add_argument("--render", metavar="JSON", help="only rewrite the docs section from a saved results JSON")
     args = p.parse_args()
+    if args.render:
+        return render(args.render, args.doc)
     from cadiff.evaluation import evaluate, load_prompts
     from cadiff.evaluation.baselines.esd import ESDConfig, esd
     from cadiff.editing.shapes_report import CONCEPTS
@@ -171,6 +175,7 @@ def main() -> None:
             if method == "esd" and concept in args.recall:
                 esd_models[concept] = edited
             print(concept, method, results[concept][method], flush=True)
+        save_json(img / f"{args.section}.json", {"results": results, "settings": vars(args), "partial": True})
 
     for concept in concepts[: args.grids]:
         names = {"unedited": work / "unedited", **{m: work / f"{m}-{concept}" for m in methods}}
@@ -208,12 +213,27 @@ def main() -> None:
                                "esd+amplify": {**s, "seconds": t.seconds}}
 
     save_json(img / f"{args.section}.json", {"results": results, "sweep": sweep, "recall": recall,
-                                            "settings": vars(args), "total_seconds": time.time() - started})
-    write_section(args.doc, args.section, report(results, methods, sweep, recall, args, len(prompts)))
+                                            "settings": vars(args), "hardware": hardware(args),
+                                            "n_images": len(prompts), "total_seconds": time.time() - started})
+    write_section(args.doc, args.section, report(results, methods, sweep, recall, args, len(prompts), hardware(args)))
     print(open(args.doc).read()[-3000:])
 
 
-def report(results, methods, sweep, recall, args, n_images) -> str:
+def render(path: str, doc: str) -> None:
+    """Rewrite the docs section of a finished run from its saved JSON (no model needed)."""
+    import argparse
+    import json
+
+    saved = json.loads(Path(path).read_text())
+    if saved.get("partial"):
+        raise SystemExit(f"{path} holds a partial run; finish the run before rendering it")
+    args = argparse.Namespace(**saved["settings"])
+    methods = [m for m in args.methods if all(m in r for r in saved["results"].values())]
+    write_section(doc, args.section, report(saved["results"], methods, saved["sweep"], saved["recall"], args,
+                                            saved.get("n_images", 36 * args.repeats), saved["hardware"]))
+
+
+def report(results, methods, sweep, recall, args, n_images, where: str) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     header = ["concept", "unedited erase / keep same / keep all"] + [f"{m} erase / keep same / keep all / s"
                                                                      for m in methods]
@@ -232,12 +252,16 @@ def report(results, methods, sweep, recall, args, n_images) -> str:
         mean.append(" / ".join(fmt(np.mean([v[k] for v in vs])) for k in ("erase", "keep_same", "keep_all"))
                     + f" / {np.mean([v['seconds'] for v in vs]):.1f}")
     rows.append(mean)
+    settings = {
+        "cad": f"CAD = `cadiff.erase` (ratio {args.cad_ratio or 'default'}, components {args.cad_components or 'default'})",
+        "cad-preserve": "CAD-preserve = the same, preserving the other values of the attribute",
+        "esd": f"ESD-u {args.esd_iterations} iterations, lr {args.esd_lr}, negative guidance 1, start guidance 3",
+        "prune": f"prune sparsity {args.prune_sparsity}, {args.prune_seeds} seeds, timestep fraction 0.5, "
+                 "reference = empty prompt",
+    }
     text = (f"{n_images} images per evaluation (balanced shapes design x{args.repeats}, 6 images name each shape or "
-            f"colour, 12 each texture), shipped evaluator, {args.threads} CPU threads. Settings: CAD = `cadiff.erase` "
-            f"(ratio {args.cad_ratio or 'default'}, components {args.cad_components or 'default'}); "
-            f"CAD-preserve = preserve the other values of the attribute; ESD-u {args.esd_iterations} "
-            f"iterations, lr {args.esd_lr}, negative guidance 1, start guidance 3; prune sparsity "
-            f"{args.prune_sparsity}, {args.prune_seeds} seeds, timestep fraction 0.5, reference = empty prompt. "
+            f"colour, 12 each texture), shipped evaluator, {where}. Settings: "
+            + "; ".join(settings[m] for m in methods) + ". "
             "Wall time is the edit only (attribution + selection + ablation for CAD; fine-tuning for ESD; "
             "activation recording + pruning for prune); evaluation excluded.\n\n" + table(header, rows)
             + f"\n\n![erase vs keep](img/{args.section}_tradeoff.png)\n")

@@ -29,7 +29,7 @@ def load(args):
     import cadiff
 
     torch.set_num_threads(args.threads)
-    return cadiff.load_pipeline(args.model)
+    return cadiff.load_pipeline(args.model, device=args.device)
 
 
 def write_section(doc, name: str, markdown: str) -> None:

@@ -142,8 +142,8 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     results = []
     for g, (concept, prompt) in enumerate(zip(targets, prompts)):
         with torch.no_grad():
-            scores = {n: p.detach().float() * (grads[g][n] - grads[keep][n] if keep in grads else grads[g][n])
-                      for n, p in params.items()}
+            scores = {n: (p.detach().float() * (grads[g][n] - grads[keep][n] if keep in grads else grads[g][n])).cpu()
+                      for n, p in params.items()}  # scores live on the CPU whatever the model's device
         meta = {"objective": objective, "concepts": [concept], "prompts": [prompt], "preserve": preserve,
                 "preserve_prompts": preserve_prompts, "base_prompt": base_prompt, "seeds": seed_list,
                 "steps": steps, "guidance": guidance, "components": components,

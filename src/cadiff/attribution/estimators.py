@@ -68,8 +68,9 @@ def _chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
     return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
-def _generators(pipe, rows: Sequence[Row]) -> list[torch.Generator]:
-    return [torch.Generator(pipe.device).manual_seed(int(r.seed)) for r in rows]
+def _generators(rows: Sequence[Row]) -> list[torch.Generator]:
+    """CPU generators, so a seed walks the same trajectory on any device (as `cadiff.generate` does)."""
+    return [torch.Generator().manual_seed(int(r.seed)) for r in rows]
 
 
 def _base_kwargs(pipe, denoiser, base_prompt: str, n: int) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: 
         n = len(chunk)
         with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
             pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                 generator=_generators(pipe, chunk), output_type="latent")
+                 generator=_generators(chunk), output_type="latent")
         reuse = base_prompt == "" and calls[0].uncond_output is not None
         base = None if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
         for call in calls:
@@ -122,7 +123,7 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
 
             with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
                 pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                     generator=_generators(pipe, chunk), output_type="latent", callback_on_step_end=stop_after)
+                     generator=_generators(chunk), output_type="latent", callback_on_step_end=stop_after)
             first, timesteps = calls[0], pipe.scheduler.timesteps
             if i == 0:  # the initial noise, as the first call saw it
                 sample, timestep = first.sample, first.timestep
@@ -154,7 +155,7 @@ def generated_latents(pipe, rows: Sequence[Row], steps: int, guidance: float, ba
     out = []
     for chunk in _chunks(rows, batch_size):
         result = pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                      generator=_generators(pipe, chunk), output_type="latent")
+                      generator=_generators(chunk), output_type="latent")
         out.append(result.images)
         if tick:
             tick(len(chunk))

@@ -82,7 +82,7 @@ def select_indices(scores: dict[str, torch.Tensor], ratio: float | None = None, 
             if k <= 0:
                 continue
             values, cidx = rows.topk(k, dim=1)
-            flat = torch.arange(rows.shape[0]).unsqueeze(1) * cols + cidx
+            flat = torch.arange(rows.shape[0], device=cidx.device).unsqueeze(1) * cols + cidx
             idx = flat[values > 0]
         if idx.numel():
             out[name] = idx.sort().values

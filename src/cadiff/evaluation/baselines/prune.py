@@ -65,7 +65,7 @@ def input_norms(pipe, prompts: list[str], layers: dict[str, torch.nn.Linear], se
     handles += [m.register_forward_pre_hook(record(n)) for n, m in layers.items()]
     try:
         batch = [p for p in prompts for _ in range(seeds)]
-        generators = [torch.Generator(pipe.device).manual_seed(seed + i) for i in range(seeds)] * len(prompts)
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(seeds)] * len(prompts)
         pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=generators, output_type="latent")
     finally:
         for h in handles:
@@ -75,7 +75,7 @@ def input_norms(pipe, prompts: list[str], layers: dict[str, torch.nn.Linear], se
 
 def top_mask(weight: torch.Tensor, norms: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Bool (out, in): the top `sparsity` fraction of each output row by Wanda score |W| * norm (at least one)."""
-    score = weight.abs().double() * norms[None, :]
+    score = weight.detach().abs().double().cpu() * norms[None, :]
     k = max(1, int(round(sparsity * weight.shape[1])))
     mask = torch.zeros_like(score, dtype=torch.bool)
     mask.scatter_(1, score.topk(k, dim=1).indices, True)
