@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--components", default="ff", help="component group of both edits (ff = the paper's)")
     args = p.parse_args()
     if args.quick:
         args.ratios, args.seeds, args.images, args.repeats, args.weaken_ratios = [0.1], 1, 4, 1, [0.05]
@@ -44,7 +45,8 @@ def main() -> None:
     pipe, evaluator = load(args)
     keep = [k for k in KEEP if k != args.concept]
     original = concept_accuracies(pipe, evaluator, repeats=args.repeats)
-    weak_attr = cadiff.attribute(pipe, args.concept, preserve=keep, seeds=args.seeds, progress=False)
+    weak_attr = cadiff.attribute(pipe, args.concept, preserve=keep, seeds=args.seeds, components=args.components,
+                                 progress=False)
     for weaken_ratio in args.weaken_ratios:
         weak = edited_copy(pipe, weak_attr.select(ratio=weaken_ratio))
         weakened = concept_accuracies(weak, evaluator, repeats=args.repeats)
@@ -69,7 +71,7 @@ def main() -> None:
         best = None
         for source, folder in sources.items():
             attr = cadiff.attribute(weak, args.concept, objective="amplify", preserve=keep, images=folder,
-                                    seeds=args.seeds, progress=False)
+                                    seeds=args.seeds, components=args.components, progress=False)
             for ratio in args.ratios:
                 mask = attr.select(ratio=ratio, sign="negative")
                 with ablated(weak, mask, check=False):
@@ -88,8 +90,8 @@ def main() -> None:
     n_img = 36 * args.repeats
     md = f"""### Amplify a weakened concept ('{args.concept}')
 
-'{args.concept}' was weakened by zeroing the top {args.weaken_ratio:g} per row of its erase scores (preserve set:
-the other shapes), then
+'{args.concept}' was weakened by zeroing the top {args.weaken_ratio:g} per row of its erase scores on the
+'{args.components}' weights (preserve set: the other shapes), then
 CAD-Amplify (objective: minus the denoising loss over all 25 DDIM timesteps, target per the scheduler's
 v-prediction; preserve = the other shapes) zeroed the most negative scores per row. Accuracies over {n_img} images
 ({6 * args.repeats} naming '{args.concept}'), so one image moves the target by {1 / (6 * args.repeats):.2f}.
