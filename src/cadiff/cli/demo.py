@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 DEMO_CONCEPT = "circle"
-DEMO_RATIO = "0.05"
+DEMO_RATIO = "0.03"
 DEMO_COMPONENTS = "linear"  # on the shipped model the ff weights alone do not erase circle (docs/cad.md)
 
 
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     keep = [s for s in SHAPES if s != DEMO_CONCEPT]
     argv = ["erase", DEMO_CONCEPT, "--preserve", *keep, "--components", DEMO_COMPONENTS, "--ratio", DEMO_RATIO,
-            "--seeds", "2", "--eval-repeats", "1",
+            "--seeds", "4", "--eval-repeats", "1",
             "--out", args.out] + (["--overwrite"] if args.overwrite else [])
     print("cadiff " + " ".join(argv))
     erase_args = build_parser().parse_args(argv)
