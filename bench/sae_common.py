@@ -7,9 +7,10 @@ Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/pyth
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
+
+import common
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "sae.md"
@@ -78,25 +79,12 @@ def window_sae(args, store, hookpoint: str, window: str):
 
 def write_section(doc: str | Path, name: str, body: str) -> None:
     """Replace the section `name` of the markdown file `doc` (appended if missing)."""
-    doc = Path(doc)
-    text = doc.read_text() if doc.exists() else "# Concepts over time with sparse autoencoders\n"
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{start}\n{body.strip()}\n{end}"
-    if start in text:
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(text)
+    common.write_section(doc, name, body, title="# Concepts over time with sparse autoencoders")
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    """A markdown table; floats with 3 significant decimals."""
-    def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+def table(header: list[str], rows: list[list], float_format: str = "{:.3f}") -> str:
+    """A markdown table; floats with 3 decimals unless told."""
+    return common.table(header, rows, float_format)
 
 
 def cached_sae(args, store, hookpoint: str, steps: list[int], name: str, **cfg_kwargs):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sae_common import load, options, shared_store, table, window_sae, write_section
+from sae_common import HOOKS, SHORT, load, options, shared_store, table, window_sae, write_section
 
 import cadiff
 from cadiff.report import image_grid, stack_grids
@@ -22,7 +22,6 @@ from cadiff.sae.concepts import concept_dictionary, latent_codes, latents_for
 from cadiff.sae.steering_eval import change, spatial_success, style_success
 from cadiff.shapes import COLOURS, SHAPES, load_evaluator
 
-HOOK = "mid_block.attentions.0"
 WINDOWS = ("early", "middle", "final")
 
 
@@ -37,7 +36,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8, help="images per (prompt set, quadrant / colour)")
     ap.add_argument("--strength", type=float, default=3.0,
                     help="edit size in units of the mean norm of the update at a position (sets beta)")
+    ap.add_argument("--hook", default="mid_block.attentions.0", choices=HOOKS, help="hookpoint of the SAEs")
     args = ap.parse_args()
+    HOOK = args.hook
+    name = "steer" if HOOK == "mid_block.attentions.0" else f"steer_{SHORT[HOOK]}"
     pipe = load(args)
     ev = load_evaluator(args.evaluator)
     store = shared_store(args, pipe)
@@ -97,15 +99,15 @@ def main() -> None:
     stack_grids([image_grid(sp_plain[:n_show], cols=n_show)] + [image_grid(sp_grid[w][:n_show], cols=n_show)
                                                                 for w in WINDOWS],
                 ["unsteered"] + [f"spatial to top-left, {w} window" for w in WINDOWS]
-                ).save(img / "sae_steer_spatial.png")
+                ).save(img / f"sae_{name}_spatial.png")
     stack_grids([image_grid(gl_plain[:n_show], cols=n_show)] + [image_grid(gl_grid[w][:n_show], cols=n_show)
                                                                 for w in WINDOWS],
                 ["unsteered: " + ", ".join(gl_source[:n_show])]
                 + [f"global colour -> {', '.join(gl_target[:n_show])}, {w} window" for w in WINDOWS]
-                ).save(img / "sae_steer_global.png")
-    body = f"""### Steering by window
+                ).save(img / f"sae_{name}_global.png")
+    body = f"""### Steering by window ({SHORT[HOOK]}, strength {args.strength})
 
-`bench/sae_steer.py`: one SAE per window on `{HOOK}` (the concept bench's: conditional branch, k 10, d_sae 512),
+`bench/sae_steer.py`: one SAE per window on `{HOOK}` (the concept bench's: conditional branch, k 10, d_sae = 4 x width),
 steering applied at every step of the window on the conditional branch. Spatial: the 3 latents whose maps best
 match the object mask, set to beta x ||Z[i,j]|| inside the target quadrant and 0 outside; {len(seeds)} prompts
 "a <colour> solid <shape>" x 2 target quadrants (top-left, bottom-right). Global: the latent that stands most for the target colour
@@ -118,10 +120,10 @@ standard error of about {np.sqrt(0.25 / (len(seeds) * 2)):.2f} (spatial) and {np
 
 {table(["window", "mode", "beta", "latents", "success", "unsteered", "change", "SAE EV"], rows)}
 
-![spatial steering](img/sae_steer_spatial.png)
-![global steering](img/sae_steer_global.png)
+![spatial steering](img/sae_{name}_spatial.png)
+![global steering](img/sae_{name}_global.png)
 """
-    write_section(args.doc, "steer", body)
+    write_section(args.doc, name, body)
     print(body)
 
 

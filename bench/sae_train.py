@@ -30,7 +30,8 @@ def main() -> None:
     ap.add_argument("--saelens-python", default=os.environ.get("SAELENS_PYTHON", "/tmp/saelens-venv/bin/python"))
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--expansion", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lrs", nargs="*", type=float, default=[5e-4, 1e-3, 2e-3, 4e-3],
+                    help="Adam learning rates, each trainer run at every one (their dynamics differ: see the doc)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=1)
@@ -41,63 +42,78 @@ def main() -> None:
     d_in = store.channels(HOOK)
     d_sae = args.expansion * d_in
     dead_steps = 100
-    rows, notes = [], []
-    for seed in range(args.seeds):
-        cfg = SAETrainConfig(d_sae=d_sae, k=args.k, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                             dead_tokens=dead_steps * args.batch_size, seed=seed)
-        _, eval_shards = _split(store, cfg)
-        held_out = lambda: store.batches(HOOK, "cond", steps, 8192, shuffle=False, shards=eval_shards)  # noqa: E731
-        sae, m = train_sae(store, HOOK, "cond", steps, cfg)
-        # pure compute: the same batches preloaded in memory, as the SAELens run gets them
-        train_shards, _ = _split(store, cfg)
-        batches = [x for e in range(args.epochs) for x in store.batches(HOOK, "cond", steps, args.batch_size,
-                                                                        seed + e, shards=train_shards)
-                   if len(x) == args.batch_size]
-        torch.manual_seed(seed)
-        sae2 = TopKSAE(d_in, d_sae, args.k)
-        with torch.no_grad():
-            sae2.b_dec.copy_(geometric_median(torch.cat(batches[:4])[: cfg.median_samples]))
-        opt = torch.optim.Adam(sae2.parameters(), lr=args.lr)
-        since = torch.zeros(d_sae, dtype=torch.long)
-        t0 = time.perf_counter()
-        for x in batches:
-            train_step(sae2, opt, x, since, cfg)
-        compute_tps = len(batches) * args.batch_size / (time.perf_counter() - t0)
-        m2 = evaluate_sae(sae2, held_out())
-        rows.append(["cadiff (streamed from disk)", seed, m["explained_variance"], m["l0"], m["dead_fraction"],
-                     m["train_tokens"], f"{m['tokens_per_second']:,.0f}"])
-        rows.append(["cadiff (preloaded batches)", seed, m2["explained_variance"], m2["l0"], m2["dead_fraction"],
-                     len(batches) * args.batch_size, f"{compute_tps:,.0f}"])
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [args.saelens_python, str(ROOT / "bench" / "sae_train_saelens.py"), str(store.path), HOOK,
-                   ",".join(map(str, steps)), f"{tmp}/sae", "--k", str(args.k), "--d-sae", str(d_sae),
-                   "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--tokens", "0",
-                   "--epochs", str(args.epochs), "--dead-steps", str(dead_steps), "--seed", str(seed),
-                   "--threads", str(args.threads)]
+    rows, notes, best = [], [], {}
+
+    def record(trainer: str, lr: float, seed: int, m: dict, tokens: int, tps: float) -> None:
+        rows.append([trainer, f"{lr:g}", seed, m["explained_variance"], m["l0"], m["dead_fraction"], tokens, f"{tps:,.0f}"])
+        if trainer not in best or m["explained_variance"] > best[trainer][1]:
+            best[trainer] = (lr, m["explained_variance"], tps)
+
+    for lr in args.lrs:
+        for seed in range(args.seeds):
+            cfg = SAETrainConfig(d_sae=d_sae, k=args.k, lr=lr, batch_size=args.batch_size, epochs=args.epochs,
+                                 dead_tokens=dead_steps * args.batch_size, seed=seed)
+            train_shards, eval_shards = _split(store, cfg)
+            held_out = lambda: store.batches(HOOK, "cond", steps, 8192, shuffle=False, shards=eval_shards)  # noqa: E731
+            sae, m = train_sae(store, HOOK, "cond", steps, cfg)
+            record("cadiff (streamed from disk)", lr, seed, m, m["train_tokens"], m["tokens_per_second"])
+            # pure compute: the same batches preloaded in memory, as the SAELens run gets them
+            batches = [x for e in range(args.epochs) for x in store.batches(HOOK, "cond", steps, args.batch_size,
+                                                                            seed + e, shards=train_shards)
+                       if len(x) == args.batch_size]
+            torch.manual_seed(seed)
+            sae2 = TopKSAE(d_in, d_sae, args.k)
+            with torch.no_grad():
+                sae2.b_dec.copy_(geometric_median(torch.cat(batches[:4])[: cfg.median_samples]))
+            opt = torch.optim.Adam(sae2.parameters(), lr=lr)
+            since = torch.zeros(d_sae, dtype=torch.long)
+            t0 = time.perf_counter()
+            for x in batches:
+                train_step(sae2, opt, x, since, cfg)
+            compute_tps = len(batches) * args.batch_size / (time.perf_counter() - t0)
+            record("cadiff (preloaded batches)", lr, seed, evaluate_sae(sae2, held_out()),
+                   len(batches) * args.batch_size, compute_tps)
             if not Path(args.saelens_python).is_file():
                 notes.append(f"SAELens was not run: no interpreter at {args.saelens_python}")
                 continue
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                notes.append(f"SAELens run failed: {proc.stderr.strip().splitlines()[-1]}")
-                continue
-            info = json.loads(proc.stdout.strip().splitlines()[-1])
-            theirs = TopKSAE.load(f"{tmp}/sae")  # read through cadiff's loader: the SAELens layout check
-            m3 = evaluate_sae(theirs, held_out())
-            rows.append([f"SAELens {info['sae_lens']} (preloaded batches)", seed, m3["explained_variance"],
-                         m3["l0"], m3["dead_fraction"], info["tokens"], f"{info['tokens_per_second']:,.0f}"])
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [args.saelens_python, str(ROOT / "bench" / "sae_train_saelens.py"), str(store.path), HOOK,
+                       ",".join(map(str, steps)), f"{tmp}/sae", "--k", str(args.k), "--d-sae", str(d_sae),
+                       "--lr", str(lr), "--batch-size", str(args.batch_size), "--tokens", "0",
+                       "--epochs", str(args.epochs), "--dead-steps", str(dead_steps), "--seed", str(seed),
+                       "--threads", str(args.threads)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    notes.append(f"SAELens run failed: {proc.stderr.strip().splitlines()[-1]}")
+                    continue
+                info = json.loads(proc.stdout.strip().splitlines()[-1])
+                theirs = TopKSAE.load(f"{tmp}/sae")  # read through cadiff's loader: the SAELens layout check
+                record(f"SAELens {info['sae_lens']} (preloaded batches)", lr, seed, evaluate_sae(theirs, held_out()),
+                       info["tokens"], info["tokens_per_second"])
+            print(rows[-3:], flush=True)
+    summary = [[trainer, f"{lr:g}", ev, f"{tps:,.0f}"] for trainer, (lr, ev, tps) in best.items()]
     body = f"""### cadiff vs SAELens (same activations, k, width, token budget)
 
 `bench/sae_train.py`: the residual update of (`{HOOK}`, conditional branch, early window = steps
 {steps[0]}..{steps[-1]}), {store.num_images()} images of random shapes-world prompts; d_in {d_in}, d_sae {d_sae},
-k {args.k}, Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs over the training shards; the last shard
+k {args.k}, Adam at each lr of {args.lrs}, batch {args.batch_size}, {args.epochs} epochs over the training shards; the last shard
 ({m['eval_tokens']} tokens) is held out and every SAE is scored on it by `cadiff.sae.evaluate_sae` (SAELens's
 saved SAE is read through `TopKSAE.load`, which checks the layout). Dead = never fired on the held-out tokens.
-Tokens/s on 2 CPU threads of a shared machine (noisy: compare within a seed). SAELens keeps its own choices where
+Tokens/s on {args.threads} CPU threads, one benchmark at a time. SAELens keeps its own choices where
 cadiff has others: its decoder init norm 0.1, rescale by decoder norm, AuxK with k_aux = d_in / 2 and coefficient
 1.0, b_dec at zero; cadiff: geometric-median b_dec, unit-norm decoder rows, AuxK top-256 with weight 1/32.
 
-{table(["trainer", "seed", "explained variance", "L0", "dead fraction", "train tokens", "tokens/s"], rows)}
+The same nominal learning rate is not the same step for both: cadiff keeps decoder rows at unit norm (elements
+~1/sqrt(d_in)), SAELens starts them at norm 0.1, so an Adam step of the same size moves SAELens's weights about ten
+times further relative to their size. Each trainer is therefore run at every learning rate, and compared at its best.
+
+Best of each trainer (highest held-out EV over the learning rates; tokens/s of that run):
+
+{table(["trainer", "best lr", "explained variance", "tokens/s"], summary)}
+
+All runs:
+
+{table(["trainer", "lr", "seed", "explained variance", "L0", "dead fraction", "train tokens", "tokens/s"], rows)}
 {chr(10).join("- " + n for n in notes)}
 """
     write_section(args.doc, "train", body)
