@@ -91,3 +91,28 @@ def test_single_file_without_config_says_what_is_missing(tmp_path):
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}, str(f))
     with pytest.raises(ModelLoadError, match="needs its diffusers config locally"):
         load_pipeline(f)
+
+
+def test_single_file_ldm_checkpoint_with_local_config_loads_the_same_model(tmp_path):
+    from safetensors.torch import save_file
+
+    from ldm_checkpoint import to_ldm_state_dict
+
+    pipe = tiny_sd("sd1")
+    pipe.save_pretrained(tmp_path / "folder")
+    checkpoint = to_ldm_state_dict(pipe)
+    assert "model.diffusion_model.input_blocks.0.0.weight" in checkpoint  # the original layout, not diffusers'
+    assert not any(k.startswith(("unet.", "vae.", "text_encoder.", "down_blocks.")) for k in checkpoint)
+    save_file(checkpoint, str(tmp_path / "model.safetensors"))
+
+    loaded = load_pipeline(tmp_path / "model.safetensors", config=str(tmp_path / "folder"))
+
+    assert type(loaded).__name__ == "StableDiffusionPipeline"
+    for name in ("unet", "vae", "text_encoder"):
+        want, got = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert got.keys() == want.keys(), name
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+    a = cadiff.generate(pipe, ["a red circle"], [0], num_inference_steps=2, guidance_scale=4.0)
+    b = cadiff.generate(loaded, ["a red circle"], [0], num_inference_steps=2, guidance_scale=4.0)
+    assert a.shape == (1, 16, 16, 3) and len(set(a.ravel().tolist())) > 10  # a real image, not a constant
+    assert (a == b).all()

@@ -1,0 +1,90 @@
+"""Test-only: write a diffusers Stable Diffusion 1.x pipeline back into the original single-file (LDM / CompVis) layout,
+the inverse of diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint` and `convert_ldm_clip_checkpoint`.
+
+Every key is renamed by its longest matching module prefix, built from the models' own block structure; a key no
+prefix covers raises, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import torch
+
+UNET_RESNET = {"norm1.": "in_layers.0.", "conv1.": "in_layers.2.", "norm2.": "out_layers.0.", "conv2.": "out_layers.3.",
+               "time_emb_proj.": "emb_layers.1.", "conv_shortcut.": "skip_connection."}
+VAE_RESNET = {"conv_shortcut.": "nin_shortcut."}
+VAE_ATTENTION = {"group_norm.": "norm.", "to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "proj_out."}
+
+
+def _unet_prefixes(unet) -> dict[str, tuple[str, dict]]:
+    """diffusers module prefix -> (LDM prefix, renames inside that module)."""
+    p = {"conv_in.": ("input_blocks.0.0.", {}), "time_embedding.linear_1.": ("time_embed.0.", {}),
+         "time_embedding.linear_2.": ("time_embed.2.", {}), "conv_norm_out.": ("out.0.", {}),
+         "conv_out.": ("out.2.", {}), "mid_block.resnets.0.": ("middle_block.0.", UNET_RESNET),
+         "mid_block.attentions.0.": ("middle_block.1.", {}), "mid_block.resnets.1.": ("middle_block.2.", UNET_RESNET)}
+    i = 1  # input_blocks.0 is conv_in; each resnet (+ its attention) and each downsampler is one input block
+    for b, block in enumerate(unet.down_blocks):
+        for j in range(len(block.resnets)):
+            p[f"down_blocks.{b}.resnets.{j}."] = (f"input_blocks.{i}.0.", UNET_RESNET)
+            p[f"down_blocks.{b}.attentions.{j}."] = (f"input_blocks.{i}.1.", {})
+            i += 1
+        if block.downsamplers is not None:
+            p[f"down_blocks.{b}.downsamplers.0.conv."] = (f"input_blocks.{i}.0.op.", {})
+            i += 1
+    i = 0  # the upsampler shares the output block of the up block's last resnet, after its attention if any
+    for b, block in enumerate(unet.up_blocks):
+        for j in range(len(block.resnets)):
+            p[f"up_blocks.{b}.resnets.{j}."] = (f"output_blocks.{i}.0.", UNET_RESNET)
+            p[f"up_blocks.{b}.attentions.{j}."] = (f"output_blocks.{i}.1.", {})
+            i += 1
+        if block.upsamplers is not None:
+            p[f"up_blocks.{b}.upsamplers.0."] = (f"output_blocks.{i - 1}.{2 if hasattr(block, 'attentions') else 1}.", {})
+    return p
+
+
+def _vae_prefixes(vae) -> dict[str, tuple[str, dict]]:
+    p = {"quant_conv.": ("quant_conv.", {}), "post_quant_conv.": ("post_quant_conv.", {})}
+    for part in ("encoder", "decoder"):
+        p.update({f"{part}.conv_in.": (f"{part}.conv_in.", {}), f"{part}.conv_out.": (f"{part}.conv_out.", {}),
+                  f"{part}.conv_norm_out.": (f"{part}.norm_out.", {}),
+                  f"{part}.mid_block.resnets.0.": (f"{part}.mid.block_1.", VAE_RESNET),
+                  f"{part}.mid_block.resnets.1.": (f"{part}.mid.block_2.", VAE_RESNET),
+                  f"{part}.mid_block.attentions.0.": (f"{part}.mid.attn_1.", VAE_ATTENTION)})
+    for b, block in enumerate(vae.encoder.down_blocks):
+        for j in range(len(block.resnets)):
+            p[f"encoder.down_blocks.{b}.resnets.{j}."] = (f"encoder.down.{b}.block.{j}.", VAE_RESNET)
+        p[f"encoder.down_blocks.{b}.downsamplers.0."] = (f"encoder.down.{b}.downsample.", {})
+    n = len(vae.decoder.up_blocks)  # LDM numbers decoder levels from the lowest resolution up: reversed
+    for b, block in enumerate(vae.decoder.up_blocks):
+        for j in range(len(block.resnets)):
+            p[f"decoder.up_blocks.{b}.resnets.{j}."] = (f"decoder.up.{n - 1 - b}.block.{j}.", VAE_RESNET)
+        p[f"decoder.up_blocks.{b}.upsamplers.0."] = (f"decoder.up.{n - 1 - b}.upsample.", {})
+    return p
+
+
+def _rename(state: dict[str, torch.Tensor], prefixes: dict, out_prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        old = max((p for p in prefixes if key.startswith(p)), key=len, default=None)
+        if old is None:
+            raise KeyError(f"no LDM name for '{key}'")
+        new, inner = prefixes[old]
+        rest = key[len(old):]
+        for a, b in inner.items():
+            if rest.startswith(a):
+                rest = b + rest[len(a):]
+        out[out_prefix + new + rest] = value
+    return out
+
+
+def to_ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
+    """The UNet, VAE and CLIP text encoder of an SD 1.x pipeline, keyed as an original single-file checkpoint."""
+    state = _rename(pipe.unet.state_dict(), _unet_prefixes(pipe.unet), "model.diffusion_model.")
+    vae = _rename(pipe.vae.state_dict(), _vae_prefixes(pipe.vae), "first_stage_model.")
+    for key, value in vae.items():  # LDM's VAE mid attention is 1x1 convs: q, k, v, proj_out weights are 4-D
+        if ".mid.attn_1." in key and key.endswith("weight") and value.ndim == 2:
+            vae[key] = value[:, :, None, None]
+    state.update(vae)
+    te = pipe.text_encoder  # transformers >= 5.6 flattened CLIPTextModel (no `text_model.` level); LDM keeps it
+    prefix = "cond_stage_model.transformer." + ("" if hasattr(te, "text_model") else "text_model.")
+    state.update({prefix + k: v for k, v in te.state_dict().items()})
+    return {k: v.detach().contiguous().clone() for k, v in state.items()}
