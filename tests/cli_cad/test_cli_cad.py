@@ -52,6 +52,20 @@ def test_attribute_erase_apply_happy_path(models, tmp_path, capsys):
     assert a == b  # the same edit, put on the original model from the mask file alone
 
 
+def test_erase_in_rounds_keeps_an_applicable_mask(models, tmp_path, capsys):
+    code, _, err = run(["erase", "a circle", "--ratio", "0.1", "--rounds", "2", "--no-export", "--model", models / "a",
+                        "--out", tmp_path / "r2", *FAST], capsys)
+    assert code == 0, err
+    assert (tmp_path / "r2" / "a_circle.round2.attr.safetensors").is_file()
+    assert json.loads((tmp_path / "r2" / "run.json").read_text())["settings"]["rounds"] == 2
+    code, _, err = run(["apply", tmp_path / "r2" / "mask.safetensors", "--model", models / "a",
+                        "--out", tmp_path / "applied"], capsys)
+    assert code == 0, err  # the union of both rounds addresses the original model
+    code, _, err = run(["erase", "a circle", "--method", "prune", "--rounds", "2", "--model", models / "a",
+                        "--out", tmp_path / "bad", *FAST], capsys)
+    assert code == 2 and "--rounds" in err and not (tmp_path / "bad").exists()
+
+
 def test_amplify_with_image_folder(models, tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
     for i in range(2):

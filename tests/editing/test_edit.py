@@ -128,3 +128,20 @@ def test_edited_copy_keeps_every_dtype_of_a_mixed_precision_pipeline():
     assert (edited.unet.dtype, edited.vae.dtype) == (torch.float16, torch.float32)
     assert (pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype) == (torch.float16, torch.float32, torch.float16)
     assert edited.unet is not pipe.unet and edited.vae is pipe.vae
+
+
+def test_rounds_rescore_the_edited_model_and_grow_the_mask(sd1):
+    from cadiff.editing import plan_edit
+
+    before = _state(sd1)
+    _, one = plan_edit(sd1, "a circle", "erase", ratio=0.1, **KW)
+    last, two = plan_edit(sd1, "a circle", "erase", ratio=0.1, rounds=2, **KW)
+    assert all(torch.equal(before[k], v) for k, v in sd1.unet.state_dict().items())  # original untouched
+    assert two.fingerprint == one.fingerprint == cadiff.model_fingerprint(sd1)  # indices address the original
+    first = {n: set(i.tolist()) for n, i in one.indices.items()}
+    second = {n: set(i.tolist()) for n, i in two.indices.items()}
+    assert all(first[n] <= second.get(n, set()) for n in first)  # round 1 is the same selection
+    assert len(two) > len(one)  # round 2 adds weights that were not zeroed yet
+    assert last[0].metadata["fingerprint"] != cadiff.model_fingerprint(sd1)  # round 2 scored the edited model
+    with pytest.raises(ValueError, match="rounds"):
+        plan_edit(sd1, "a circle", "erase", ratio=0.1, rounds=0, **KW)

@@ -50,6 +50,8 @@ def _edit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=positive_int, default=None, help="a number of weights instead of --ratio")
     p.add_argument("--scope", choices=["row", "matrix", "global"], default="row",
                    help="row: the paper's per-output-row rule (default); matrix; global")
+    p.add_argument("--rounds", type=positive_int, default=1,
+                   help="re-score on the edited model and zero another --ratio, this many times in all (default 1)")
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
     p.add_argument("--eval-repeats", type=positive_int, default=1,
                    help="embedded model: 36 evaluation images per repeat (each shape/colour 6x, texture 12x; default 1)")
@@ -126,7 +128,7 @@ def run_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _baseline(method: str, pipe, concepts: list[str], preserve: list[str], seed: int = 0):
+def _baseline(method: str, pipe, concepts: list[str], preserve: list[str], rounds: int = 1, seed: int = 0):
     try:
         from cadiff.evaluation.baselines import erase_with
     except ImportError as exc:
@@ -134,6 +136,8 @@ def _baseline(method: str, pipe, concepts: list[str], preserve: list[str], seed:
                          f"in this install ({exc}); use --method cad") from exc
     if len(concepts) != 1:
         raise ValueError(f"--method {method} erases one concept per run; give one CONCEPT")
+    if rounds != 1:
+        raise ValueError(f"--rounds is a CAD option; --method {method} does not take it")
     return erase_with(method, pipe, concepts[0], preserve=preserve or None, seed=seed)
 
 
@@ -154,9 +158,10 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         run.record["model"] = describe_model(pipe, args.model)
         if method == "cad":
             attrs, mask = plan_edit(pipe, args.concepts, objective, preserve=args.preserve, ratio=ratio,
-                                    count=args.count, scope=args.scope, **_attribute_kwargs(args))
+                                    count=args.count, scope=args.scope, rounds=args.rounds, **_attribute_kwargs(args))
+            last = "" if args.rounds == 1 else f".round{args.rounds}"  # later rounds score the edited model
             for concept, attr in zip(args.concepts, attrs):
-                attr.save(run.path / f"{slug(concept)}.attr.safetensors")
+                attr.save(run.path / f"{slug(concept)}{last}.attr.safetensors")
             mask.save(run.path / "mask.safetensors")
             edited = edited_copy(pipe, mask, check=False)
             info = {"mask": {k: v for k, v in mask.metadata.items()}, "zeroed": len(mask)}
@@ -164,7 +169,7 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
                                   "prompts": [a.metadata["prompts"][0] for a in attrs],
                                   "attribution_seconds": [a.metadata["seconds"] for a in attrs]}
         else:
-            edited, info = _baseline(method, pipe, args.concepts, args.preserve)
+            edited, info = _baseline(method, pipe, args.concepts, args.preserve, args.rounds)
             run.record["edit"] = {"method": method, **info}
         if not args.no_export:
             export_pipeline(edited, run.path / "pipeline", info={"command": objective, **info})

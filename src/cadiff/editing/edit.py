@@ -41,36 +41,52 @@ def edited_copy(pipe, mask: Mask, check: bool = True):
 
 
 def plan_edit(pipe, concepts: str | Sequence[str], objective: str, *, preserve: Sequence[str] | None = None,
-              ratio: float | None = DEFAULT_RATIO, count: int | None = None, scope: str = "row",
+              ratio: float | None = DEFAULT_RATIO, count: int | None = None, scope: str = "row", rounds: int = 1,
               **attribute_kwargs) -> tuple[list, Mask]:
-    """Attribute every concept (together) and unite their selections: (attributions, mask)."""
+    """Attribute every concept (together) and unite their selections: (attributions of the last round, mask).
+
+    With `rounds` > 1 the scores are recomputed on the model with the mask so far zeroed, and each round adds its
+    own top `ratio` (or `count`): the first-order estimate is taken again around the edited model."""
     from cadiff.attribution import attribute
+    from cadiff.editing.ablate import ablated
     from cadiff.editing.select import check_amount
 
     check_amount(ratio, count)
+    if int(rounds) != rounds or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds}")
     concepts = [concepts] if isinstance(concepts, str) else list(concepts)
-    attrs = attribute(pipe, concepts, preserve=preserve, objective=objective, **attribute_kwargs)
     sign = "positive" if objective == "erase" else "negative"
-    masks = [a.select(ratio=ratio, count=count, sign=sign, scope=scope) for a in attrs]
-    mask = masks[0]
-    for m in masks[1:]:
-        mask = mask | m
+    mask: Mask | None = None
+    for round_ in range(int(rounds)):
+        if mask is None:
+            attrs = attribute(pipe, concepts, preserve=preserve, objective=objective, **attribute_kwargs)
+        else:
+            with ablated(pipe, mask):
+                attrs = attribute(pipe, concepts, preserve=preserve, objective=objective, **attribute_kwargs)
+        for a in attrs:
+            new = a.select(ratio=ratio, count=count, sign=sign, scope=scope)
+            if mask is not None:  # scored on the edited model; its indices address the original one
+                new.metadata.update(fingerprint=mask.fingerprint, round=round_ + 1)
+            mask = new if mask is None else mask | new
     return attrs, mask
 
 
 def erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
-          ratio: float | None = DEFAULT_RATIO, count: int | None = None, scope: str = "row", **attribute_kwargs):
-    """CAD-Erase: a copy of `pipe` with the top positive components of each concept's erase score zeroed."""
+          ratio: float | None = DEFAULT_RATIO, count: int | None = None, scope: str = "row", rounds: int = 1,
+          **attribute_kwargs):
+    """CAD-Erase: a copy of `pipe` with the top positive components of each concept's erase score zeroed
+    (`rounds` > 1: re-scored on the edited model that many times, see `plan_edit`)."""
     _, mask = plan_edit(pipe, concepts, "erase", preserve=preserve, ratio=ratio, count=count, scope=scope,
-                        **attribute_kwargs)
+                        rounds=rounds, **attribute_kwargs)
     return edited_copy(pipe, mask, check=False)
 
 
 def amplify(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
-            ratio: float | None = DEFAULT_RATIO, count: int | None = None, scope: str = "row", **attribute_kwargs):
+            ratio: float | None = DEFAULT_RATIO, count: int | None = None, scope: str = "row", rounds: int = 1,
+            **attribute_kwargs):
     """CAD-Amplify: a copy of `pipe` with the most negative components of the amplify objective zeroed."""
     _, mask = plan_edit(pipe, concepts, "amplify", preserve=preserve, ratio=ratio, count=count, scope=scope,
-                        **attribute_kwargs)
+                        rounds=rounds, **attribute_kwargs)
     return edited_copy(pipe, mask, check=False)
 
 
