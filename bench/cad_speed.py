@@ -146,8 +146,8 @@ def main() -> None:
                                                    "settings": vars(args)})
     md = f"""### Speed and memory ('circle', {args.seeds} trajectories, {d['num_inference_steps']} steps, ff weights, {args.threads} CPU threads)
 
-Median of {args.reps} interleaved runs, each in a fresh process (the machine's 2 cores were shared with other
-jobs, so the spread column matters).
+Median of {args.reps} interleaved runs, each in a fresh process, one benchmark at a time on 2 CPU cores (the spread
+column shows the run-to-run noise).
 
 {table(["method", "seconds", "spread", "x floor", "peak RSS MB", "RSS growth MB"], rows)}
 
