@@ -19,7 +19,7 @@ import cadiff
 from cadiff.report import image_grid, stack_grids
 from cadiff.sae import steer, window_steps
 from cadiff.sae.concepts import concept_dictionary, latent_codes, latents_for
-from cadiff.sae.steering_eval import change, spatial_success, style_success
+from cadiff.sae.steering_eval import change, intact, quadrant_of, spatial_success, style_success
 from cadiff.shapes import COLOURS, SHAPES, load_evaluator
 
 WINDOWS = ("early", "middle", "final")
@@ -49,6 +49,7 @@ def main() -> None:
 
     # spatial: every quadrant, prompts of all shapes; global: colour c -> the next colour
     sp_prompts = [f"a {COLOURS[i % 6]} solid {SHAPES[i % 6]}" for i in range(len(seeds))]
+    sp_shapes, sp_colours = [SHAPES[i % 6] for i in range(len(seeds))], [COLOURS[i % 6] for i in range(len(seeds))]
     gl_source = [COLOURS[i % 6] for i in range(len(seeds))]
     gl_target = [COLOURS[(i + 3) % 6] for i in range(len(seeds))]
     gl_prompts = [f"a {c} solid {SHAPES[(i + 1) % 6]}" for i, c in enumerate(gl_source)]
@@ -73,16 +74,19 @@ def main() -> None:
         sp_betas = [round(args.strength * delta_norm / (code_norm * np.sqrt(len(objects))), 3)]
         gl_betas = [round(args.strength * delta_norm * delta.shape[1], 3)]
         for beta in sp_betas:
-            success, moved = [], []
+            success, moved, whole, clean = [], [], [], []
             for q in quadrants:
                 with steer(pipe, sae, objects, "spatial", beta, window, quadrant=q, num_inference_steps=n_steps):
                     out = cadiff.generate(pipe, sp_prompts, seeds, **kw)
                 success.append(spatial_success(out, q))
+                kept = intact(out, sp_shapes, sp_colours, ev)
+                whole.append(kept.mean())
+                clean.append(np.mean([quadrant_of(im) == q and k for im, k in zip(out, kept)]))
                 moved.append(change(sp_plain, out))
                 if q == "top-left":
                     sp_grid[window] = out
             rows.append([window, "spatial", beta, f"{objects}", float(np.mean(success)), float(base_sp),
-                         float(np.mean(moved)), m["explained_variance"]])
+                         float(np.mean(whole)), float(np.mean(clean)), float(np.mean(moved)), m["explained_variance"]])
         for beta in gl_betas:
             out = np.empty_like(gl_plain)
             for target in sorted(set(gl_target)):
@@ -90,8 +94,10 @@ def main() -> None:
                 with steer(pipe, sae, colour_latents[target], "global", beta, window, num_inference_steps=n_steps):
                     out[idx] = cadiff.generate(pipe, [gl_prompts[i] for i in idx], [seeds[i] for i in idx], **kw)
             hit = float(np.mean([style_success(out[i:i + 1], t, ev) for i, t in enumerate(gl_target)]))
-            rows.append([window, "global (colour)", beta, "per target colour", hit, base_gl, change(gl_plain, out),
-                         m["explained_variance"]])
+            gl_shapes = [SHAPES[(i + 1) % 6] for i in range(len(seeds))]
+            shape_kept = float(np.mean([style_success(out[i:i + 1], sh, ev) for i, sh in enumerate(gl_shapes)]))
+            rows.append([window, "global (colour)", beta, "per target colour", hit, base_gl, shape_kept, None,
+                         change(gl_plain, out), m["explained_variance"]])
             gl_grid[window] = out
     img = Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
@@ -118,7 +124,11 @@ set from the data so that the edit's norm at a position is about {args.strength}
 (betas in the table). With {len(seeds) * 2} spatial and {len(seeds)} global images per cell, a success rate has a
 standard error of about {np.sqrt(0.25 / (len(seeds) * 2)):.2f} (spatial) and {np.sqrt(0.25 / len(seeds)):.2f} (global).
 
-{table(["window", "mode", "beta", "latents", "success", "unsteered", "change", "SAE EV"], rows)}
+"Intact" = the evaluator still reads the prompted shape and colour (global rows: the prompted shape), so an edit
+that lands a smear in the quadrant is not a success; "success and intact" counts only images that are both.
+
+{table(["window", "mode", "beta", "latents", "success", "unsteered", "intact", "success and intact", "change",
+        "SAE EV"], rows)}
 
 ![spatial steering](img/sae_{name}_spatial.png)
 ![global steering](img/sae_{name}_global.png)

@@ -93,3 +93,13 @@ def test_sae_of_another_width_is_refused(sd1):
     with pytest.raises(ValueError, match=f"reads {channels * 2}-dim activations"):
         with steer(sd1, wrong, [0], num_inference_steps=3):
             pass
+
+
+def test_intact_reads_the_prompted_shape_and_colour_off_real_renders():
+    from cadiff.sae.steering_eval import intact
+    from cadiff.shapes import load_evaluator, render
+
+    images = render(["circle", "star"], ["red", "blue"], ["solid", "solid"], seed=3).images
+    ev = load_evaluator()
+    assert intact(images, ["circle", "star"], ["red", "blue"], ev).tolist() == [True, True]
+    assert intact(images, ["square", "star"], ["red", "green"], ev).tolist() == [False, False]

@@ -2,7 +2,7 @@
 the requested colour or texture, and how far did the image move from the unsteered one.
 
 Example:
-    >>> from cadiff.sae.steering_eval import quadrant_of, spatial_success, style_success, change
+    >>> from cadiff.sae.steering_eval import change, intact, quadrant_of, spatial_success, style_success
     >>> spatial_success(images, "top-left")               # doctest: +SKIP
     0.75
 """
@@ -28,6 +28,12 @@ def quadrant_of(image: np.ndarray) -> str | None:
 def spatial_success(images: np.ndarray, quadrant: str) -> float:
     """Fraction of images whose shape centre lies in `quadrant` (chance 0.25)."""
     return float(np.mean([quadrant_of(im) == quadrant for im in images]))
+
+
+def intact(images: np.ndarray, shapes: list[str], colours: list[str], evaluator) -> np.ndarray:
+    """Per image, whether the evaluator still reads the prompted shape and colour (the object survived the edit)."""
+    seen = evaluator.predict(images)
+    return np.array([s == ps and c == pc for s, c, ps, pc in zip(seen["shape"], seen["colour"], shapes, colours)])
 
 
 def style_success(images: np.ndarray, value: str, evaluator) -> float:
