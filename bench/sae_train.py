@@ -45,7 +45,7 @@ def main() -> None:
     rows, notes, best = [], [], {}
 
     def record(trainer: str, lr: float, seed: int, m: dict, tokens: int, tps: float) -> None:
-        rows.append([trainer, f"{lr:g}", seed, m["explained_variance"], m["l0"], m["dead_fraction"], tokens, f"{tps:,.0f}"])
+        rows.append([trainer, f"{lr:g}", seed, f"{m['explained_variance']:.4f}", m["l0"], m["dead_fraction"], tokens, f"{tps:,.0f}"])
         if trainer not in best or m["explained_variance"] > best[trainer][1]:
             best[trainer] = (lr, m["explained_variance"], tps)
 
@@ -91,7 +91,7 @@ def main() -> None:
                 record(f"SAELens {info['sae_lens']} (preloaded batches)", lr, seed, evaluate_sae(theirs, held_out()),
                        info["tokens"], info["tokens_per_second"])
             print(rows[-3:], flush=True)
-    summary = [[trainer, f"{lr:g}", ev, f"{tps:,.0f}"] for trainer, (lr, ev, tps) in best.items()]
+    summary = [[trainer, f"{lr:g}", f"{ev:.4f}", f"{tps:,.0f}"] for trainer, (lr, ev, tps) in best.items()]
     body = f"""### cadiff vs SAELens (same activations, k, width, token budget)
 
 `bench/sae_train.py`: the residual update of (`{HOOK}`, conditional branch, early window = steps
