@@ -42,3 +42,18 @@ def test_training_is_reproducible_from_the_seed(tiny_run, tmp_path):
 def test_cli_refuses_existing_output(tiny_run, capsys):
     assert main(["shapes", "train", "--tiny", "--out", str(tiny_run)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, says", [(["--device", "tpu9"], "unknown device"), (["--unet-batch", "0"], "positive"),
+                                       (["--unet-steps", "-3"], "positive")])
+def test_cli_refuses_bad_settings_before_writing_anything(bad, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["shapes", "train", "--tiny", "--out", str(tmp_path / "x"), *bad])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cli_says_when_there_is_no_cuda(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["shapes", "train", "--tiny", "--device", "cuda", "--out", str(tmp_path / "x")])
+    assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "x").exists()

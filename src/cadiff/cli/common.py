@@ -28,12 +28,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device(text: str) -> str:
+    """A torch device name that this machine has ('cpu', 'cuda', 'cuda:1', ...)."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device '{text}': use cpu or cuda[:N]") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"no CUDA device '{text}' on this machine: use --device cpu")
+    return text
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="diffusers folder, .safetensors file, or cached hub id (default: the embedded shapes model)")
     p.add_argument("--config", default=None, help="with a single .safetensors file: its diffusers config folder/id")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="weights dtype (default: as saved)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default: cuda when there is one)")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:

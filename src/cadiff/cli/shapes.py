@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cadiff.cli.common import device, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("shapes", help="the shapes world: rebuild the embedded model")
@@ -11,9 +13,9 @@ def register(sub) -> None:
     t = shapes_sub.add_parser("train", help="train the embedded model and its evaluator from scratch")
     t.add_argument("--out", required=True, help="folder to create: pipeline/, evaluator/, train_log.json")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--unet-steps", type=int, default=None, help="override the UNet training steps")
-    t.add_argument("--unet-batch", type=int, default=None, help="override the UNet batch size")
-    t.add_argument("--device", default="cpu", help="torch device to train on (cpu, cuda); the data and noise "
+    t.add_argument("--unet-steps", type=positive_int, default=None, help="override the UNet training steps")
+    t.add_argument("--unet-batch", type=positive_int, default=None, help="override the UNet batch size")
+    t.add_argument("--device", type=device, default="cpu", help="torch device to train on (cpu, cuda); the data and noise "
                    "are drawn on the CPU either way")
     t.add_argument("--tiny", action="store_true", help="seconds-long settings (smoke test, not a usable model)")
     t.add_argument("--overwrite", action="store_true")
