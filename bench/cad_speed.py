@@ -54,7 +54,7 @@ def floor_time(pipe, seeds: int, steps: int, guidance: float) -> float:
     return seconds
 
 
-def one(method: str, model: str | None, seeds: int, threads: int) -> dict:
+def one(method: str, model: str | None, seeds: int, threads: int, steps: int | None = None) -> dict:
     """Run one method in this process and report seconds and peak RSS (for the subprocess mode)."""
     import cadiff
     from cadiff.models import sampling_defaults
@@ -62,13 +62,15 @@ def one(method: str, model: str | None, seeds: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     pipe = cadiff.load_pipeline(model)
     d = sampling_defaults(pipe)
+    steps = steps or d["num_inference_steps"]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if method == "floor":
-        seconds = floor_time(pipe, seeds, d["num_inference_steps"], d["guidance_scale"])
+        seconds = floor_time(pipe, seeds, steps, d["guidance_scale"])
     else:
         schedule, _, components = method.partition("+")
         t0 = time.perf_counter()
-        cadiff.attribute(pipe, "circle", seeds=seeds, schedule=schedule, components=components or "ff", progress=False)
+        cadiff.attribute(pipe, "circle", seeds=seeds, schedule=schedule, components=components or "ff", steps=steps,
+                         progress=False)
         seconds = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"seconds": seconds, "peak_rss_mb": rss1 / 1024, "rss_growth_mb": (rss1 - rss0) / 1024}
@@ -78,10 +80,11 @@ def main() -> None:
     p = options(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; the paper: 50)")
     p.add_argument("--one", default=None, help=argparse_hidden())
     args = p.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.model, args.seeds, args.threads)))
+        print(json.dumps(one(args.one, args.model, args.seeds, args.threads, args.steps)))
         return
     if args.quick:
         args.reps = 1
@@ -93,11 +96,15 @@ def main() -> None:
 
     pipe, evaluator = load(args)
     d = sampling_defaults(pipe)
+    steps = args.steps or d["num_inference_steps"]
+    section = "cad_speed" if steps == d["num_inference_steps"] else f"cad_speed_{steps}"
     timings = {m: [] for m in ("floor", "trajectory", "restart", "restart+all")}
     memory = {}
     for rep in range(args.reps):  # interleaved, each in a fresh process so peak memory is its own
         for method in timings:
             cmd = [sys.executable, __file__, "--one", method, "--seeds", str(args.seeds), "--threads", str(args.threads)]
+            if args.steps:
+                cmd += ["--steps", str(args.steps)]
             if args.model:
                 cmd += ["--model", args.model]
             res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
@@ -113,7 +120,7 @@ def main() -> None:
     for schedule in ("trajectory", "restart"):
         t0 = time.perf_counter()
         attr = cadiff.attribute(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, schedule=schedule,
-                                progress=False)
+                                steps=steps, progress=False)
         t_pres[schedule] = time.perf_counter() - t0
         with ablated(pipe, attr.select(ratio=0.03)):
             eff[schedule] = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=2), ["circle"])
@@ -141,10 +148,10 @@ def main() -> None:
     spread = {m: f"{min(v):.2f}-{max(v):.2f}" for m, v in timings.items()}
     rows = [[m, med[m], spread[m], med[m] / med["floor"], memory[m]["peak_rss_mb"], memory[m]["rss_growth_mb"]]
             for m in timings]
-    save_json(Path(args.img) / "cad_speed.json", {"timings": timings, "memory": memory, "efficacy": eff,
+    save_json(Path(args.img) / f"{section}.json", {"timings": timings, "memory": memory, "efficacy": eff,
                                                    "preserve_seconds": t_pres, "generation": gen,
                                                    "settings": vars(args)})
-    md = f"""### Speed and memory ('circle', {args.seeds} trajectories, {d['num_inference_steps']} steps, ff weights, {args.threads} CPU threads)
+    md = f"""### Speed and memory ('circle', {args.seeds} trajectories, {steps} steps, ff weights, {args.threads} CPU threads)
 
 Median of {args.reps} interleaved runs, each in a fresh process, one benchmark at a time on 2 CPU cores (the spread
 column shows the run-to-run noise).
@@ -171,7 +178,7 @@ Generation with the exported edited model (loaded back from disk) vs the origina
 {args.reps}: {g['original']:.2f} s vs {g['edited']:.2f} s, ratio **{g['edited'] / g['original']:.2f}**
 (runs: original {', '.join(f'{x:.2f}' for x in gen['original'])}; edited {', '.join(f'{x:.2f}' for x in gen['edited'])}).
 """
-    write_section(args.doc, "cad_speed", md)
+    write_section(args.doc, section, md)
     print(md)
 
 
