@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from cadiff.editing.ablate import apply_mask
 from cadiff.editing.mask import Mask
 from cadiff.io import atomic_dir
@@ -25,19 +27,23 @@ EDIT_INFO = "cadiff_edit.json"
 DEFAULT_RATIO = 0.03  # per row: measured on the embedded model; the paper uses 0.001 on SD 1.4's wide rows
 
 
-def edited_copy(pipe, mask: Mask, check: bool = True):
-    """A new pipeline sharing every component with `pipe` except a copy of the denoiser with `mask` zeroed.
+def with_denoiser(pipe, net: torch.nn.Module):
+    """A new pipeline sharing every component with `pipe` except its denoiser, which is `net`.
 
     (A shallow copy of the pipeline object: `DiffusionPipeline.from_pipe` would cast every shared component to
     one dtype in place, which would change `pipe` itself when its components differ in dtype.)"""
-    net = denoiser(pipe)
-    key = "unet" if getattr(pipe, "unet", None) is net else "transformer"
+    key = "unet" if getattr(pipe, "unet", None) is denoiser(pipe) else "transformer"
+    new = copy.copy(pipe)
+    new.register_modules(**{key: net})
+    new.set_progress_bar_config(disable=True)
+    return new
+
+
+def edited_copy(pipe, mask: Mask, check: bool = True):
+    """A new pipeline sharing every component with `pipe` except a copy of the denoiser with `mask` zeroed."""
     if check:
         mask.check_model(pipe)
-    new = copy.copy(pipe)
-    new.register_modules(**{key: copy.deepcopy(net)})
-    new.set_progress_bar_config(disable=True)
-    return apply_mask(new, mask, check=False)
+    return apply_mask(with_denoiser(pipe, copy.deepcopy(denoiser(pipe))), mask, check=False)
 
 
 def plan_edit(pipe, concepts: str | Sequence[str], objective: str, *, preserve: Sequence[str] | None = None,

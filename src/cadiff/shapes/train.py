@@ -230,7 +230,7 @@ def train_shapes_model(out_dir: str | Path, cfg: TrainConfig | None = None, over
     """Train the embedded model and evaluator from scratch into `out_dir` (which must not exist yet).
 
     All random draws come from CPU generators, so a GPU run sees the same data, noise and timesteps as a
-    CPU run; only floating-point rounding differs (the weights are bit-identical between runs on one device).
+    CPU run; only floating-point rounding differs (two CPU runs give bit-identical weights; GPU kernels need not).
     """
     from diffusers import StableDiffusionPipeline
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cadiff.evaluation.baselines.pipeline_copy import with_unet
+from cadiff.editing.edit import with_denoiser
 
 
 @dataclass
@@ -101,7 +101,7 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
     names = set(esd_parameter_names(student, config.variant))
     trained = [p.requires_grad_(name in names) for name, p in student.named_parameters()]
     params = [p for p in trained if p.requires_grad]
-    edited = with_unet(pipe, student)
+    edited = with_denoiser(pipe, student)
 
     device = pipe.device
     generator = torch.Generator("cpu").manual_seed(seed)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cadiff.evaluation.baselines.pipeline_copy import with_unet
+from cadiff.editing.edit import with_denoiser
 
 
 @dataclass
@@ -114,7 +114,7 @@ def prune(pipe, concept: str, preserve: list[str] | None = None, config: PruneCo
         mask = skilled >= config.timestep_fraction * steps
         edited_layers[name].weight.data[mask.to(layer.weight.device)] = 0
         pruned[f"{name}.weight"] = int(mask.sum())
-    edited = with_unet(pipe, unet)
+    edited = with_denoiser(pipe, unet)
     total = sum(layer.weight.numel() for layer in layers.values())
     info = {"method": "prune", "concept": concept, "prompt": target, "reference_prompts": reference, "seed": seed,
             **asdict(config), "steps": steps, "guidance": guidance, "pruned": pruned,
