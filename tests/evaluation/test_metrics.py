@@ -171,6 +171,8 @@ def test_missing_weights_and_dependencies_say_what_is_missing(tmp_path, monkeypa
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05"):
         FID(tmp_path)
+    with pytest.raises(FileNotFoundError, match="alexnet-owt-7be5be79.pth there or pass --lpips-weights"):
+        build_metrics(["lpips"], {"lpips_reference": tmp_path})
     with pytest.raises(MissingDependencyError, match=r"pip install 'cadiff\[metrics\]'"):
         require("no_such_module_for_cadiff", "metrics")
     with pytest.raises(ValueError, match="--fid-reference"):
@@ -179,27 +181,68 @@ def test_missing_weights_and_dependencies_say_what_is_missing(tmp_path, monkeypa
         build_metrics(["iou"])
 
 
-def test_lpips_on_a_tiny_random_backbone(tmp_path):
-    """LPIPS needs torchvision; on machines where it cannot load (a CPU-only torch beside a CUDA torchvision) the
-    adapter says so and this test is skipped."""
-    try:
-        torchvision = require("torchvision", "perceptual")
-    except MissingDependencyError as exc:
-        pytest.skip(f"torchvision unavailable: {exc}")
+def _lpips_files(tmp_path, net):
+    """A random LPIPS network saved as a torchvision-layout backbone file and an LPIPS v0.1 heads file."""
+    from cadiff.evaluation.metrics.lpips import LPIPSNetwork
+
+    torch.manual_seed(0)
+    model = LPIPSNetwork(net)
+    for head in model.heads:
+        head.weight.uniform_(0, 1)  # LPIPS heads are non-negative
+    backbone, heads = tmp_path / f"{net}-backbone.pth", tmp_path / f"{net}-heads.pth"
+    state = {f"features.{k}": v for k, v in model.features.state_dict().items()}
+    torch.save({**state, "classifier.1.weight": torch.zeros(4, 4)}, backbone)
+    torch.save({f"lin{k}.model.1.weight": h.weight for k, h in enumerate(model.heads)}, heads)
+    return model, backbone, heads
+
+
+def test_lpips_reads_weight_files_and_agrees_with_torchmetrics(tmp_path, monkeypatch):
+    """cadiff's LPIPS (no torchvision) loads backbone and heads from files and gives torchmetrics' LPIPS values for
+    the same weights; torchmetrics' torchvision lookup is replaced by the same backbone layers."""
+    import copy
+
     from PIL import Image
+    from torchmetrics.functional.image import lpips as reference_lpips
 
     from cadiff.evaluation.metrics import LPIPS
 
-    weights = tmp_path / "squeeze.pth"
-    torch.save(torchvision.models.squeezenet1_1().state_dict(), weights)
+    model, backbone, heads = _lpips_files(tmp_path, "alex")
     ref = tmp_path / "base"
     (ref / "images").mkdir(parents=True)
-    base = images(3, size=64)
+    base = images(3, size=32)
     for i, img in enumerate(base):
         Image.fromarray(img).save(ref / "images" / f"{i:05d}.png")
-    metric = LPIPS(ref, net="squeeze", weights=weights)
-    rows = PromptSet.from_prompts(["a", "b", "c"]).rows
+    metric = LPIPS(ref, net="alex", weights=backbone, heads=heads)
     other = base.copy()
     other[1] = 255 - other[1]
-    values = metric.score(other, rows)["lpips"]
-    assert values[0] == pytest.approx(0, abs=1e-5) and values[1] > values[0]
+    other[2] = np.clip(other[2].astype(int) + 8, 0, 255).astype(np.uint8)
+    values = metric.score(other, PromptSet.from_prompts(["a", "b", "c"]).rows)["lpips"]
+    assert values[0] == pytest.approx(0, abs=1e-6)
+    assert values[1] > values[2] > 0
+
+    monkeypatch.setattr(reference_lpips, "_get_tv_model_features",
+                        lambda name, pretrained=False: copy.deepcopy(model.features))
+    expected_net = reference_lpips._LPIPS(pretrained=True, net="alex", model_path=str(heads))
+    a, b = (torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, size=(64, 64))
+            for x in (other, base))
+    expected = expected_net(a, b, normalize=True).reshape(-1)
+    assert values == pytest.approx(expected.tolist(), abs=2e-5)
+    assert metric.info()["settings"]["backbone"] == str(backbone)
+
+
+def test_lpips_vgg_and_bad_weight_files(tmp_path):
+    from cadiff.evaluation.metrics.lpips import LPIPSNetwork, backbone_weights
+
+    model, backbone, heads = _lpips_files(tmp_path, "vgg")
+    loaded = LPIPSNetwork.from_files("vgg", backbone, heads)
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    assert torch.allclose(loaded(x, y), model(x, y)) and (loaded(x, y) > 0).all()
+    with pytest.raises(ValueError, match="not a torchvision alex weights file"):
+        LPIPSNetwork.from_files("alex", backbone, heads)
+    _, alex_backbone, _ = _lpips_files(tmp_path, "alex")
+    with pytest.raises(ValueError, match="not an LPIPS v0.1 heads file for 'alex'"):
+        LPIPSNetwork.from_files("alex", alex_backbone, heads)
+    with pytest.raises(ValueError, match="unknown LPIPS network 'squeeze'"):
+        backbone_weights("squeeze", None)
+    with pytest.raises(FileNotFoundError, match="nothing.pth not found"):
+        backbone_weights("alex", tmp_path / "nothing.pth")

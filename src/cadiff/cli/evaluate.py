@@ -39,8 +39,11 @@ def register(sub) -> None:
     p.add_argument("--fid-reference", default=None, help="folder of reference (real) images for FID")
     p.add_argument("--fid-weights", default=None, help="FID Inception weights file (default: torch hub cache)")
     p.add_argument("--lpips-reference", default=None, help="results folder of the unedited model (same prompts)")
-    p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg", "squeeze"])
-    p.add_argument("--lpips-weights", default=None, help="LPIPS backbone weights file (default: torch hub cache)")
+    p.add_argument("--lpips-net", default="alex", choices=["alex", "vgg"])
+    p.add_argument("--lpips-weights", default=None,
+                   help="LPIPS backbone weights file in torchvision's layout (default: torch hub cache)")
+    p.add_argument("--lpips-heads", default=None,
+                   help="LPIPS v0.1 heads file (default: the one torchmetrics ships for --lpips-net)")
     p.add_argument("--nudenet-threshold", type=float, default=0.5)
     p.add_argument("--row-guidance", action="store_true",
                    help="rows with an evaluation_guidance column value (I2P files) use it as their guidance")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         names = [m.strip() for m in (args.metrics or "shapes").split(",") if m.strip()]
         options = {k: getattr(args, k) for k in ("evaluator", "clip_weights", "resnet_weights", "fid_reference",
                                                  "fid_weights", "lpips_reference", "lpips_net", "lpips_weights",
-                                                 "nudenet_threshold")}
+                                                 "lpips_heads", "nudenet_threshold")}
         with tqdm(total=len(prompts), desc="evaluate", unit="img") as bar:
             summary = evaluate(pipe, prompts, args.out, metrics=names, metric_options=options,
                                num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,

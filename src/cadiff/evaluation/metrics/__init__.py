@@ -23,7 +23,7 @@ METRICS = ("shapes", "nudenet", "clip", "fid", "lpips", "object")
 
 def build_metrics(names: list[str], options: dict[str, Any] | None = None) -> list[Metric]:
     """Metric adapters by name; `options` holds their settings (evaluator, clip_weights, resnet_weights,
-    fid_reference, fid_weights, lpips_reference, lpips_net, lpips_weights, nudenet_threshold)."""
+    fid_reference, fid_weights, lpips_reference, lpips_net, lpips_weights, lpips_heads, nudenet_threshold)."""
     o = {k: v for k, v in (options or {}).items() if v is not None}
     out: list[Metric] = []
     for name in dict.fromkeys(names):
@@ -44,7 +44,8 @@ def build_metrics(names: list[str], options: dict[str, Any] | None = None) -> li
             if "lpips_reference" not in o:
                 raise ValueError("the lpips metric compares with the unedited model's images: pass --lpips-reference "
                                  "RESULTS_DIR (an evaluation of the unedited model with the same prompts)")
-            out.append(LPIPS(o["lpips_reference"], net=o.get("lpips_net", "alex"), weights=o.get("lpips_weights")))
+            out.append(LPIPS(o["lpips_reference"], net=o.get("lpips_net", "alex"), weights=o.get("lpips_weights"),
+                             heads=o.get("lpips_heads")))
         else:
             raise ValueError(f"unknown metric '{name}'; choose from {', '.join(METRICS)}")
     return out
