@@ -25,8 +25,8 @@ from cad_common import load, options, save_json, table, write_section
 SHAPES_KEEP = ["square", "triangle", "star", "cross", "heart"]
 
 
-def floor_time(pipe, seeds: int, steps: int, guidance: float) -> float:
-    """Seconds for `steps` x (guided forward on 2K + forward/backward on K) with ff weights only, bare."""
+def floor_time(pipe, seeds: int, steps: int, guidance: float, components: str = "ff") -> float:
+    """Seconds for `steps` x (guided forward on 2K + forward/backward on K) with only `components` weights, bare."""
     from cadiff.attribution import select_parameters
     from cadiff.attribution.gradients import only_these_require_grad
     from cadiff.attribution.recording import capture_conditioning, repeat_rows
@@ -38,7 +38,7 @@ def floor_time(pipe, seeds: int, steps: int, guidance: float) -> float:
     size = unet.config.sample_size
     z = torch.randn(seeds, unet.config.in_channels, size, size, generator=torch.Generator().manual_seed(0))
     pipe.scheduler.set_timesteps(steps)
-    params = select_parameters(unet, "ff")
+    params = select_parameters(unet, components)
     start = time.perf_counter()
     with only_these_require_grad(unet, params):
         for t in pipe.scheduler.timesteps:
@@ -54,7 +54,8 @@ def floor_time(pipe, seeds: int, steps: int, guidance: float) -> float:
     return seconds
 
 
-def one(method: str, model: str | None, seeds: int, threads: int, steps: int | None = None) -> dict:
+def one(method: str, model: str | None, seeds: int, threads: int, steps: int | None = None,
+        components: str = "ff") -> dict:
     """Run one method in this process and report seconds and peak RSS (for the subprocess mode)."""
     import cadiff
     from cadiff.models import sampling_defaults
@@ -65,11 +66,11 @@ def one(method: str, model: str | None, seeds: int, threads: int, steps: int | N
     steps = steps or d["num_inference_steps"]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if method == "floor":
-        seconds = floor_time(pipe, seeds, steps, d["guidance_scale"])
+        seconds = floor_time(pipe, seeds, steps, d["guidance_scale"], components)
     else:
-        schedule, _, components = method.partition("+")
+        schedule, _, which = method.partition("+")
         t0 = time.perf_counter()
-        cadiff.attribute(pipe, "circle", seeds=seeds, schedule=schedule, components=components or "ff", steps=steps,
+        cadiff.attribute(pipe, "circle", seeds=seeds, schedule=schedule, components=which or components, steps=steps,
                          progress=False)
         seconds = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -81,10 +82,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; the paper: 50)")
+    p.add_argument("--components", default="ff", help="attributed weights (the paper's: ff; erasing works with linear)")
     p.add_argument("--one", default=None, help=argparse_hidden())
     args = p.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.model, args.seeds, args.threads, args.steps)))
+        print(json.dumps(one(args.one, args.model, args.seeds, args.threads, args.steps, args.components)))
         return
     if args.quick:
         args.reps = 1
@@ -98,11 +100,14 @@ def main() -> None:
     d = sampling_defaults(pipe)
     steps = args.steps or d["num_inference_steps"]
     section = "cad_speed" if steps == d["num_inference_steps"] else f"cad_speed_{steps}"
+    if args.components != "ff":
+        section += f"_{args.components}"
     timings = {m: [] for m in ("floor", "trajectory", "restart", "restart+all")}
     memory = {}
     for rep in range(args.reps):  # interleaved, each in a fresh process so peak memory is its own
         for method in timings:
-            cmd = [sys.executable, __file__, "--one", method, "--seeds", str(args.seeds), "--threads", str(args.threads)]
+            cmd = [sys.executable, __file__, "--one", method, "--seeds", str(args.seeds), "--threads", str(args.threads),
+                   "--components", args.components]
             if args.steps:
                 cmd += ["--steps", str(args.steps)]
             if args.model:
@@ -120,7 +125,7 @@ def main() -> None:
     for schedule in ("trajectory", "restart"):
         t0 = time.perf_counter()
         attr = cadiff.attribute(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, schedule=schedule,
-                                steps=steps, progress=False)
+                                steps=steps, components=args.components, progress=False)
         t_pres[schedule] = time.perf_counter() - t0
         with ablated(pipe, attr.select(ratio=0.03)):
             eff[schedule] = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=2), ["circle"])
@@ -131,7 +136,8 @@ def main() -> None:
     seeds = list(range(len(prompts)))
     gen = {"original": [], "edited": []}
     with tempfile.TemporaryDirectory() as tmp:
-        edited = cadiff.erase(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, progress=False)
+        edited = cadiff.erase(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, components=args.components,
+                              progress=False)
         export_pipeline(edited, Path(tmp) / "edited")
         loaded = cadiff.load_pipeline(Path(tmp) / "edited")
         cadiff.generate(loaded, prompts[:2], seeds[:2])  # warm-up
@@ -142,8 +148,9 @@ def main() -> None:
                 gen[name].append(time.perf_counter() - t0)
     g = {k: statistics.median(v) for k, v in gen.items()}
 
-    n_ff = sum(p.numel() for n, p in pipe.unet.named_parameters() if n.endswith(("ff.net.0.proj.weight",
-                                                                                "ff.net.2.weight")))
+    from cadiff.attribution import select_parameters
+
+    n_ff = sum(p.numel() for p in select_parameters(pipe.unet, args.components).values())
     n_all = sum(p.numel() for p in pipe.unet.parameters())
     spread = {m: f"{min(v):.2f}-{max(v):.2f}" for m, v in timings.items()}
     rows = [[m, med[m], spread[m], med[m] / med["floor"], memory[m]["peak_rss_mb"], memory[m]["rss_growth_mb"]]
@@ -151,20 +158,21 @@ def main() -> None:
     save_json(Path(args.img) / f"{section}.json", {"timings": timings, "memory": memory, "efficacy": eff,
                                                    "preserve_seconds": t_pres, "generation": gen,
                                                    "settings": vars(args)})
-    md = f"""### Speed and memory ('circle', {args.seeds} trajectories, {steps} steps, ff weights, {args.threads} CPU threads)
+    md = f"""### Speed and memory ('circle', {args.seeds} trajectories, {steps} steps, {args.components} weights, {args.threads} CPU threads)
 
 Median of {args.reps} interleaved runs, each in a fresh process, one benchmark at a time on 2 CPU cores (the spread
 column shows the run-to-run noise).
 
 {table(["method", "seconds", "spread", "x floor", "peak RSS MB", "RSS growth MB"], rows)}
 
-- trajectory vs reference (restart, same ff weights): **{med['restart'] / med['trajectory']:.1f}x faster**; vs the
+- trajectory vs reference (restart, same {args.components} weights): **{med['restart'] / med['trajectory']:.1f}x faster**; vs the
   reference as published (restart with gradients of every UNet weight, "restart+all"):
   **{med['restart+all'] / med['trajectory']:.1f}x** (goal >= 10x). With T steps the restart estimator makes
   T(T+1)/2 guided sampling calls instead of T, so with g = one guided call and b = one forward+backward the
   ratio is bounded by (T(T+1)/2 g + T g + T b) / (T g + T b): about {(325 + 25 + 25 * 2.5) / (25 + 25 * 2.5):.1f}x for
   T = 25 if b = 2.5 g, and about {(1275 + 50 + 50 * 2.5) / (50 + 50 * 2.5):.1f}x for the paper's T = 50.
-- trajectory vs floor: **{med['trajectory'] / med['floor']:.2f}x** (goal <= 1.15x). The trajectory run includes
+- trajectory vs floor: **{med['trajectory'] / med['floor']:.2f}x** (goal <= 1.15x; the floor differentiates the same
+  {args.components} weights). The trajectory run includes
   sampling through the stock pipeline (scheduler, callbacks, recording) and the fingerprint of the model.
 - Gradients exist only for the selected weights: fp32 accumulators hold {n_ff:,} numbers ({n_ff * 4 / 2**20:.1f} MB)
   per concept group, against {n_all:,} ({n_all * 4 / 2**20:.1f} MB) for gradients of the whole UNet.
