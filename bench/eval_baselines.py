@@ -271,7 +271,8 @@ def report(results, methods, sweep, recall, args, n_images, where: str) -> str:
         cad = results.get(args.sweep, {}).get("cad")
         srows = [[s["iterations"], round(s["train_seconds"], 1), fmt(s["erase"]), fmt(s["keep_same"]),
                   fmt(s["keep_all"])] for s in sweep]
-        text += (f"\n**ESD to CAD's erase accuracy** ('{args.sweep}'; CAD-Erase: erase {fmt(cad and cad['erase'])}, "
+        text += (f"\n**ESD to CAD's erase accuracy** ('{args.sweep}'; ESD-u at lr {args.esd_lr}; CAD-Erase: erase "
+                 f"{fmt(cad and cad['erase'])}, "
                  f"keep all {fmt(cad and cad['keep_all'])}, {cad['seconds']:.1f} s):\n\n"
                  + table(["ESD iterations", "train s", "erase", "keep same", "keep all"], srows))
         reached = [s for s in sweep if cad and s["erase"] <= cad["erase"]]
