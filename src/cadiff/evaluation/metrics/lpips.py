@@ -108,8 +108,6 @@ class LPIPSNetwork(nn.Module):
             if i in self.taps:
                 fa, fb = (x / torch.sqrt(1e-8 + (x ** 2).sum(1, keepdim=True)) for x in (a, b))
                 total = total + next(head)((fa - fb) ** 2).mean((1, 2, 3))
-                if i == self.taps[-1]:
-                    break
         return total
 
 
