@@ -150,7 +150,7 @@ def main() -> None:
 
     from cadiff.attribution import select_parameters
 
-    n_ff = sum(p.numel() for p in select_parameters(pipe.unet, args.components).values())
+    n_selected = sum(p.numel() for p in select_parameters(pipe.unet, args.components).values())
     n_all = sum(p.numel() for p in pipe.unet.parameters())
     spread = {m: f"{min(v):.2f}-{max(v):.2f}" for m, v in timings.items()}
     rows = [[m, med[m], spread[m], med[m] / med["floor"], memory[m]["peak_rss_mb"], memory[m]["rss_growth_mb"]]
@@ -174,7 +174,7 @@ column shows the run-to-run noise).
 - trajectory vs floor: **{med['trajectory'] / med['floor']:.2f}x** (goal <= 1.15x; the floor differentiates the same
   {args.components} weights). The trajectory run includes
   sampling through the stock pipeline (scheduler, callbacks, recording) and the fingerprint of the model.
-- Gradients exist only for the selected weights: fp32 accumulators hold {n_ff:,} numbers ({n_ff * 4 / 2**20:.1f} MB)
+- Gradients exist only for the selected weights: fp32 accumulators hold {n_selected:,} numbers ({n_selected * 4 / 2**20:.1f} MB)
   per concept group, against {n_all:,} ({n_all * 4 / 2**20:.1f} MB) for gradients of the whole UNet.
 
 Erase efficacy of both estimators (circle, preserve = other shapes, ratio 0.03 per row; 72 evaluation images):
