@@ -19,6 +19,14 @@ import torch
 from cad_common import load, options, save_json, table, write_section
 
 VARIANTS = ("plain", "attribute", "all", "all-max")
+DESCRIPTIONS = {
+    "plain": "**plain** (no preserve set)",
+    "attribute": "**attribute** (minus the mean score of the other values of the target's attribute: circle minus "
+                 "the other five shapes)",
+    "all": "**all** (minus the mean of all 14 other concepts: `preserve=[...]` with every other concept)",
+    "all-max": "**all-max** (minus the largest of the 14 other scores of each weight: a weight is cut only if it "
+               "matters more to the target than to any concept to keep)",
+}
 
 
 def variant_scores(plain: dict, concept: str, variant: str):
@@ -46,6 +54,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="evaluation repeats (36 images each)")
     p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--section", default="cad_preserve", help="name of the docs section (and JSON file) written")
     args = p.parse_args()
 
     import cadiff
@@ -74,9 +83,10 @@ def main() -> None:
                 rows.append([concept, variant, ratio, m["target_after"], m["others_after"],
                              f"{m['kept_min']:.2f} ({m['kept_min_concept']})", "yes" if goal else "no"])
                 print(rows[-1], flush=True)
-    save_json(Path(args.img) / "cad_preserve.json", {"before": before, "results": results,
+    save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results,
                                                      "attribution_seconds": t_attr, "settings": vars(args)})
     n = 36 * args.repeats
+    met = [key for key, m in results.items() if m["goal"]]
     best = {}
     for key, m in results.items():
         concept, variant, _ = key.split("/")
@@ -88,20 +98,19 @@ def main() -> None:
                for c in concepts]
     md = f"""### Which preserve set ('{args.components}' weights, {args.seeds} trajectories, ratios {', '.join(map(str, args.ratios))} per row)
 
-Variants, all from the same 15 plain attributions ({t_attr:.0f} s): **plain** (no preserve set), **attribute** (minus
-the mean score of the other values of the target's attribute: circle minus the other five shapes), **all** (minus
-the mean of all 14 other concepts: `preserve=[...]` with every other concept), **all-max** (minus the largest of
-the 14 other scores of each weight: a weight is cut only if it matters more to the target than to any concept to
-keep). Accuracy over {n} images of the balanced design ({n // 6} per shape and colour: one image is
+Variants, all from the same 15 plain attributions ({t_attr:.0f} s): {"; ".join(DESCRIPTIONS[v] for v in args.variants)}.
+Accuracy over {n} images of the balanced design ({n // 6} per shape and colour: one image is
 {6 / n:.2f}). Goal (issue 3): target <= 0.05 and every other concept >= 95 % of its accuracy.
 
 {table(["concept", "variant", "ratio", "target after", "others (mean)", "worst kept", "goal met"], rows)}
+
+Goal met by {len(met)} of {len(results)} settings{": " + ", ".join(met) if met else ""}.
 
 Best setting per variant (goal first, then kept >= 95 %, then lowest target): target after / worst kept.
 
 {table(["concept", *[f"{v}: target" for v in args.variants], *[f"{v}: worst kept" for v in args.variants]], summary)}
 """
-    write_section(args.doc, "cad_preserve", md)
+    write_section(args.doc, args.section, md)
     print(md)
 
 
