@@ -246,3 +246,7 @@ def test_lpips_vgg_and_bad_weight_files(tmp_path):
         backbone_weights("squeeze", None)
     with pytest.raises(FileNotFoundError, match="nothing.pth not found"):
         backbone_weights("alex", tmp_path / "nothing.pth")
+    from cadiff.evaluation.metrics import LPIPS
+
+    with pytest.raises(FileNotFoundError, match="LPIPS heads file .*no-heads.pth not found"):
+        LPIPS(tmp_path, net="alex", weights=alex_backbone, heads=tmp_path / "no-heads.pth")
