@@ -41,3 +41,23 @@ def write_section(doc, name: str, markdown: str) -> None:
 def table(header: list[str], rows: list[list]) -> str:
     """A markdown table in this benchmark family's number format."""
     return common.table(header, rows, float_format="{:.2f}")
+
+
+def meets_goal(m: dict) -> bool:
+    """Issue 3's erase goal for edit_metrics output: target <= 0.05, every other concept keeps >= 95 %."""
+    return m["target_after"] <= 0.05 and m["kept_min"] >= 0.95
+
+
+def contrast(plain: dict, concept: str, others: list[str], reduce: str = "mean"):
+    """The Attribution of `concept` minus the mean (or, reduce="max", the per-weight largest) of the plain scores of
+    `others`: a preserve-set score built from plain per-concept attributions (scores are linear in the gradients)."""
+    import torch
+
+    from cadiff.attribution import Attribution
+
+    base = plain[concept]
+    if reduce == "max":
+        scores = {n: s - torch.stack([plain[o].scores[n] for o in others]).amax(0) for n, s in base.scores.items()}
+    else:
+        scores = {n: s - sum(plain[o].scores[n] for o in others) / len(others) for n, s in base.scores.items()}
+    return Attribution(scores, {**base.metadata, "preserve": others})

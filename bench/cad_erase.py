@@ -16,17 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cad_common import load, options, save_json, table, write_section
+from cad_common import contrast, load, meets_goal, options, save_json, table, write_section
 
 
-def contrast(plain: dict, concept: str):
-    from cadiff.attribution import Attribution
+def preserve_scores(plain: dict, concept: str):
+    """`concept` scored against the other values of its attribute (circle minus the other five shapes)."""
     from cadiff.shapes import ATTRIBUTES, attribute_of
 
-    others = [o for o in ATTRIBUTES[attribute_of(concept)] if o != concept]
-    base = plain[concept]
-    scores = {n: s - sum(plain[o].scores[n] for o in others) / len(others) for n, s in base.scores.items()}
-    return Attribution(scores, {**base.metadata, "preserve": others})
+    return contrast(plain, concept, [o for o in ATTRIBUTES[attribute_of(concept)] if o != concept])
 
 
 def main() -> None:
@@ -70,7 +67,7 @@ def main() -> None:
     concepts = ("circle", "red", "striped") if args.quick else CONCEPTS
     for concept in concepts:
         res = {}
-        for variant, attr in (("plain", plain[concept]), ("preserve", contrast(plain, concept))):
+        for variant, attr in (("plain", plain[concept]), ("preserve", preserve_scores(plain, concept))):
             mask = attr.select(ratio=args.ratio, scope="row")
             res[variant] = {**evaluate(mask, [concept]), "zeroed": len(mask)}
             if variant == "preserve":
@@ -80,7 +77,7 @@ def main() -> None:
                 labels.append(f"{concept}: erased")
         results[concept] = res
         a, b = res["plain"], res["preserve"]
-        goal = None if b["target_before"] < 0.5 else b["target_after"] <= 0.05 and b["kept_min"] >= 0.95
+        goal = None if b["target_before"] < 0.5 else meets_goal(b)
         rows.append([concept, attribute_of(concept), a["target_before"], a["target_after"], a["others_after"],
                      f"{a['kept_min']:.2f} ({a['kept_min_concept']})", b["target_after"], b["others_after"],
                      f"{b['kept_min']:.2f} ({b['kept_min_concept']})", b["zeroed"], {None: "n/a (not drawn)", True: "yes", False: "no"}[goal]])
@@ -90,14 +87,14 @@ def main() -> None:
     tiles = np.concatenate([np.concatenate([o, e]) for o, e in zip(originals, grid_rows)])
     row_labels = [x for c in concepts for x in (f"{c}: before", f"{c}: erased")]
     image_grid(tiles, cols=6, row_labels=row_labels).save(img / "cad_erase_all.png")
-    circle = contrast(plain, "circle").select(ratio=args.ratio)
+    circle = preserve_scores(plain, "circle").select(ratio=args.ratio)
     from cadiff.editing import edited_copy
 
     before_after_grid(pipe, edited_copy(pipe, circle), grid_prompts(["circle"]), title="after CAD-Erase 'circle' "
                       "(preserve: other shapes)").save(img / "cad_erase_circle.png")
 
     # per-row vs global at the same count, circle with preserve
-    attr = contrast(plain, "circle")
+    attr = preserve_scores(plain, "circle")
     row_mask = attr.select(ratio=args.ratio, scope="row")
     scope_rows = []
     for scope, mask in (("row", row_mask), ("matrix", attr.select(count=None, ratio=args.ratio, scope="matrix")),
@@ -109,7 +106,7 @@ def main() -> None:
     sweep = {}
     for concept in args.sweep:
         for variant in (("plain", "preserve") if concept == args.sweep[0] else ("preserve",)):
-            attr = plain[concept] if variant == "plain" else contrast(plain, concept)
+            attr = plain[concept] if variant == "plain" else preserve_scores(plain, concept)
             pts = []
             for ratio in sorted(set(args.sweep_ratios + [args.ratio])):
                 if ratio == args.ratio:

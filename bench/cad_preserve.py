@@ -14,9 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
-from cad_common import load, options, save_json, table, write_section
+from cad_common import contrast, load, meets_goal, options, save_json, table, write_section
 
 VARIANTS = ("plain", "attribute", "all", "all-max")
 DESCRIPTIONS = {
@@ -31,19 +29,13 @@ DESCRIPTIONS = {
 
 def variant_scores(plain: dict, concept: str, variant: str):
     """The Attribution of `concept` under one preserve variant, built from the plain per-concept attributions."""
-    from cadiff.attribution import Attribution
     from cadiff.shapes import ATTRIBUTES, attribute_of
 
-    base = plain[concept]
     if variant == "plain":
-        return base
+        return plain[concept]
     others = ([o for o in ATTRIBUTES[attribute_of(concept)] if o != concept] if variant == "attribute"
               else [o for o in plain if o != concept])
-    if variant == "all-max":
-        scores = {n: s - torch.stack([plain[o].scores[n] for o in others]).amax(0) for n, s in base.scores.items()}
-    else:
-        scores = {n: s - sum(plain[o].scores[n] for o in others) / len(others) for n, s in base.scores.items()}
-    return Attribution(scores, {**base.metadata, "preserve": others})
+    return contrast(plain, concept, others, reduce="max" if variant == "all-max" else "mean")
 
 
 def main() -> None:
@@ -78,7 +70,7 @@ def main() -> None:
                 mask = attr.select(ratio=ratio, scope="row")
                 with ablated(pipe, mask):
                     m = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=args.repeats), [concept])
-                goal = m["target_after"] <= 0.05 and m["kept_min"] >= 0.95
+                goal = meets_goal(m)
                 results[f"{concept}/{variant}/{ratio}"] = {**m, "zeroed": len(mask), "goal": goal}
                 rows.append([concept, variant, ratio, m["target_after"], m["others_after"],
                              f"{m['kept_min']:.2f} ({m['kept_min_concept']})", "yes" if goal else "no"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cad_common import load, options, save_json, table, write_section
+from cad_common import load, meets_goal, options, save_json, table, write_section
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         with ablated(pipe, mask):
             m = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=args.repeats), [concept])
-        goal = m["target_after"] <= 0.05 and m["kept_min"] >= 0.95
+        goal = meets_goal(m)
         results[concept] = {**m, "zeroed": len(mask), "seconds": seconds, "goal": goal}
         rows.append([concept, m["target_before"], m["target_after"], m["others_after"],
                      f"{m['kept_min']:.2f} ({m['kept_min_concept']})", len(mask), f"{seconds:.0f}",
