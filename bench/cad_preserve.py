@@ -56,7 +56,7 @@ def main() -> None:
     pipe, evaluator = load(args)
     concepts = args.concepts or list(CONCEPTS)
     if args.quick:
-        concepts, args.ratios, args.repeats, args.seeds = concepts[:1], args.ratios[:1], 1, 1
+        concepts, args.ratios, args.repeats, args.seeds = concepts[:1], args.ratios[:2], 1, 1
     before = concept_accuracies(pipe, evaluator, repeats=args.repeats)
     t0 = time.perf_counter()
     plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=args.seeds, components=args.components,
@@ -102,8 +102,52 @@ Best setting per variant (goal first, then kept >= 95 %, then lowest target): ta
 
 {table(["concept", *[f"{v}: target" for v in args.variants], *[f"{v}: worst kept" for v in args.variants]], summary)}
 """
+    if len(args.ratios) > 1:
+        plot = f"{args.section}_tradeoff.png"
+        _plot_tradeoff(results, concepts, args.variants, Path(args.img) / plot)
+        md += f"""
+Trade-off per concept (each point one ratio; the shaded corner is the goal):
+
+![trade-off per concept](img/{plot})
+"""
     write_section(args.doc, args.section, md)
     print(md)
+
+
+def _plot_tradeoff(results: dict, concepts: list[str], variants: list[str], path: Path) -> None:
+    """One panel per concept: target accuracy after the edit against the worst kept ratio, a line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(5, len(concepts))
+    rows = -(-len(concepts) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.7 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax, concept in zip(axes.flat, concepts):
+        ax.add_patch(plt.Rectangle((0.95, -0.05), 0.1, 0.1, color="tab:green", alpha=0.2, lw=0))
+        for variant in variants:
+            pts = sorted((float(k.split("/")[2]), m) for k, m in results.items()
+                         if k.startswith(f"{concept}/{variant}/"))
+            line, = ax.plot([m["kept_min"] for _, m in pts], [m["target_after"] for _, m in pts], "-o", ms=3,
+                            label=variant)
+            for ratio, m in pts:
+                ax.annotate(f"{ratio:g}", (m["kept_min"], m["target_after"]), fontsize=5, color=line.get_color())
+        ax.set_title(concept, fontsize=9)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(concepts):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("worst kept (other concepts)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("target after", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("CAD-Erase: target vs worst kept (labels: ratio per row)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
