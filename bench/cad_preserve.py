@@ -11,6 +11,7 @@ Writes the section `cad_preserve` of docs/cad.md:
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -47,8 +48,21 @@ def main() -> None:
     p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--section", default="cad_preserve", help="name of the docs section (and JSON file) written")
+    p.add_argument("--from-json", help="write the section again from this script's JSON, without measuring")
     args = p.parse_args()
 
+    if args.from_json:
+        data = json.loads(Path(args.from_json).read_text())
+        for key in ("components", "seeds", "ratios", "repeats", "variants"):
+            setattr(args, key, data["settings"][key])
+        results, t_attr = data["results"], data["attribution_seconds"]
+    else:
+        results, t_attr = measure(args)
+    report(args, results, t_attr)
+
+
+def measure(args) -> tuple[dict, float]:
+    """Evaluate every concept x variant x ratio; save the JSON. Returns (results, attribution seconds)."""
     import cadiff
     from cadiff.editing import ablated
     from cadiff.editing.shapes_report import CONCEPTS, concept_accuracies, edit_metrics
@@ -62,7 +76,7 @@ def main() -> None:
     plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=args.seeds, components=args.components,
                                                 progress=False)))
     t_attr = time.perf_counter() - t0
-    results, rows = {}, []
+    results = {}
     for concept in concepts:
         for variant in args.variants:
             attr = variant_scores(plain, concept, variant)
@@ -70,13 +84,21 @@ def main() -> None:
                 mask = attr.select(ratio=ratio, scope="row")
                 with ablated(pipe, mask):
                     m = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=args.repeats), [concept])
-                goal = meets_goal(m)
-                results[f"{concept}/{variant}/{ratio}"] = {**m, "zeroed": len(mask), "goal": goal}
-                rows.append([concept, variant, ratio, m["target_after"], m["others_after"],
-                             f"{m['kept_min']:.2f} ({m['kept_min_concept']})", "yes" if goal else "no"])
-                print(rows[-1], flush=True)
+                results[f"{concept}/{variant}/{ratio}"] = {**m, "zeroed": len(mask), "goal": meets_goal(m)}
+                print(concept, variant, ratio, f"{m['target_after']:.2f} {m['kept_min']:.2f}", flush=True)
     save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results,
                                                      "attribution_seconds": t_attr, "settings": vars(args)})
+    return results, t_attr
+
+
+def report(args, results: dict, t_attr: float) -> None:
+    """The markdown section (every setting, the best per variant, the trade-off plot) written into the doc."""
+    concepts = list(dict.fromkeys(key.split("/")[0] for key in results))
+    rows = []
+    for key, m in results.items():
+        concept, variant, ratio = key.split("/")
+        rows.append([concept, variant, f"{float(ratio):g}", m["target_after"], m["others_after"],
+                     f"{m['kept_min']:.2f} ({m['kept_min_concept']})", "yes" if m["goal"] else "no"])
     n = 36 * args.repeats
     met = [key for key, m in results.items() if m["goal"]]
     best = {}
@@ -88,7 +110,8 @@ def main() -> None:
     summary = [[c, *[results[best[c][v][1]]["target_after"] if v in best[c] else "" for v in args.variants],
                 *[f"{results[best[c][v][1]]['kept_min']:.2f}" if v in best[c] else "" for v in args.variants]]
                for c in concepts]
-    md = f"""### Which preserve set ('{args.components}' weights, {args.seeds} trajectories, ratios {', '.join(map(str, args.ratios))} per row)
+    ratios = ", ".join(f"{r:g}" for r in args.ratios)
+    md = f"""### Which preserve set ('{args.components}' weights, {args.seeds} trajectories, ratios {ratios} per row)
 
 Variants, all from the same 15 plain attributions ({t_attr:.0f} s): {"; ".join(DESCRIPTIONS[v] for v in args.variants)}.
 Accuracy over {n} images of the balanced design ({n // 6} per shape and colour: one image is
