@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from cad_common import load, meets_goal, options, save_json, table, write_section
@@ -53,7 +54,7 @@ def main() -> None:
     pipe, evaluator = load(args)
     if args.quick:
         chosen, args.repeats = chosen[:1], 1
-    evaluate = lambda: concept_accuracies(pipe, evaluator, repeats=args.repeats, seed=args.seed)  # noqa: E731
+    evaluate = partial(concept_accuracies, pipe, evaluator, repeats=args.repeats, seed=args.seed)
     before = evaluate()
     t0 = time.perf_counter()
     plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=1 if args.quick else settings["seeds"],
