@@ -71,7 +71,7 @@ def main() -> None:
             print(f"warning: {key} zeroes {len(mask)} weights here, {screened['zeroed']} in the sweep", flush=True)
         results[key] = {**m, "zeroed": len(mask), "goal": meets_goal(m), "screen": {
             k: screened[k] for k in ("target_after", "kept_min", "kept_min_concept", "goal")}}
-        rows.append([concept, variant, ratio, f"{screened['target_after']:.2f} / {screened['kept_min']:.2f}",
+        rows.append([concept, variant, f"{ratio:g}", f"{screened['target_after']:.2f} / {screened['kept_min']:.2f}",
                      m["target_after"], m["others_after"], f"{m['kept_min']:.2f} ({m['kept_min_concept']})",
                      "yes" if meets_goal(m) else "no"])
         print(rows[-1], flush=True)
@@ -82,8 +82,8 @@ def main() -> None:
     md = f"""### Confirmation on fresh seeds ({settings['components']} weights, {settings['seeds']} trajectories)
 
 The settings of `{Path(args.sweep).name}` with target <= {args.max_target:.2f} and worst kept >= {args.min_kept:.2f}
-on the sweep's {36 * settings['repeats']} images (seeds 1000 on), evaluated again on {n} images the sweep never saw (seeds {args.seed} on; {n // 6} per
-shape and colour, {n // 3} per texture: one image is {6 / n:.3f} of a shape or colour). Before any edit, the mean
+on the sweep's {36 * settings['repeats']} images (seeds 1000 on), evaluated again on {n} images the sweep never saw
+(seeds {args.seed} on; {n // 6} per shape and colour, {n // 3} per texture: one image is {6 / n:.3f} of a shape or colour). Before any edit, the mean
 accuracy on these images is {sum(before.values()) / len(before):.3f}. Goal (issue 3): target <= 0.05 and every other
 concept >= 95 % of its accuracy.
 
