@@ -111,8 +111,13 @@ def report(args, results: dict, t_attr: float) -> None:
                 *[f"{results[best[c][v][1]]['kept_min']:.2f}" if v in best[c] else "" for v in args.variants]]
                for c in concepts]
     ratios = ", ".join(f"{r:g}" for r in args.ratios)
-    md = f"""### Which preserve set ('{args.components}' weights, {args.seeds} trajectories, ratios {ratios} per row)
+    from cadiff.attribution.components import GROUPS
 
+    named = args.components in GROUPS
+    what = f"'{args.components}' weights" if named else "custom components"
+    pattern = "" if named else f"\nComponents: the parameters whose names match `{args.components}`.\n"
+    md = f"""### Which preserve set ({what}, {args.seeds} trajectories, ratios {ratios} per row)
+{pattern}
 Variants, all from the same 15 plain attributions ({t_attr:.0f} s): {"; ".join(DESCRIPTIONS[v] for v in args.variants)}.
 Accuracy over {n} images of the balanced design ({n // 6} per shape and colour: one image is
 {6 / n:.2f}). Goal (issue 3): target <= 0.05 and every other concept >= 95 % of its accuracy.
