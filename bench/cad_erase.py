@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common import others_of
 from cad_common import contrast, load, meets_goal, options, save_json, table, write_section
 
 
 def preserve_scores(plain: dict, concept: str):
     """`concept` scored against the other values of its attribute (circle minus the other five shapes)."""
-    from cadiff.shapes import ATTRIBUTES, attribute_of
-
-    return contrast(plain, concept, [o for o in ATTRIBUTES[attribute_of(concept)] if o != concept])
+    return contrast(plain, concept, others_of(concept))
 
 
 def main() -> None:

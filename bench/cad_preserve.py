@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from common import others_of
 from cad_common import contrast, load, meets_goal, options, save_json, table, write_section
 
 VARIANTS = ("plain", "attribute", "all", "all-max")
@@ -30,12 +31,9 @@ DESCRIPTIONS = {
 
 def variant_scores(plain: dict, concept: str, variant: str):
     """The Attribution of `concept` under one preserve variant, built from the plain per-concept attributions."""
-    from cadiff.shapes import ATTRIBUTES, attribute_of
-
     if variant == "plain":
         return plain[concept]
-    others = ([o for o in ATTRIBUTES[attribute_of(concept)] if o != concept] if variant == "attribute"
-              else [o for o in plain if o != concept])
+    others = others_of(concept) if variant == "attribute" else [o for o in plain if o != concept]
     return contrast(plain, concept, others, reduce="max" if variant == "all-max" else "mean")
 
 

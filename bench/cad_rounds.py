@@ -8,8 +8,10 @@ Writes the section `cad_rounds` of docs/cad.md. Run:
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
+from common import others_of
 from cad_common import load, meets_goal, options, save_json, table, write_section
 
 
@@ -28,22 +30,22 @@ def main() -> None:
 
     from cadiff.editing import ablated, plan_edit
     from cadiff.editing.shapes_report import CONCEPTS, concept_accuracies, edit_metrics
-    from cadiff.shapes import ATTRIBUTES, attribute_of
 
     pipe, evaluator = load(args)
     concepts = args.concepts or (["circle", "red"] if args.quick else list(CONCEPTS))
     if args.quick:
         args.seeds = 1
-    before = concept_accuracies(pipe, evaluator, repeats=args.repeats, seed=args.eval_seed)
+    evaluate = partial(concept_accuracies, pipe, evaluator, repeats=args.repeats, seed=args.eval_seed)
+    before = evaluate()
     rows, results = [], {}
     for concept in concepts:
-        keep = [o for o in ATTRIBUTES[attribute_of(concept)] if o != concept] if args.preserve else None
+        keep = others_of(concept) if args.preserve else None
         t0 = time.perf_counter()
         _, mask = plan_edit(pipe, concept, "erase", preserve=keep, ratio=args.ratio, rounds=args.rounds,
                             seeds=args.seeds, components=args.components, progress=False)
         seconds = time.perf_counter() - t0
         with ablated(pipe, mask):
-            m = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=args.repeats, seed=args.eval_seed), [concept])
+            m = edit_metrics(before, evaluate(), [concept])
         goal = meets_goal(m)
         results[concept] = {**m, "zeroed": len(mask), "seconds": seconds, "goal": goal}
         rows.append([concept, m["target_before"], m["target_after"], m["others_after"],

@@ -51,6 +51,13 @@ def write_section(doc: str | Path, name: str, markdown: str, title: str = "# Res
     doc.write_text(text)
 
 
+def others_of(concept: str) -> list[str]:
+    """The other values of the concept's attribute on the shapes model (circle -> the other five shapes)."""
+    from cadiff.shapes import ATTRIBUTES, attribute_of
+
+    return [o for o in ATTRIBUTES[attribute_of(concept)] if o != concept]
+
+
 def save_json(path: str | Path, data) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=1, default=float) + "\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from eval_common import Timer, load, options, save_json, table, write_section
-from common import hardware
+from common import hardware, others_of
 
 METHODS = ("cad", "cad-preserve", "esd", "prune")
 
@@ -38,12 +38,6 @@ def cad_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def others_of(concept: str) -> list[str]:
-    from cadiff.shapes import ATTRIBUTES, attribute_of
-
-    return [o for o in ATTRIBUTES[attribute_of(concept)] if o != concept]
 
 
 def edit(method: str, pipe, concept: str, args) -> tuple[object, dict]:
