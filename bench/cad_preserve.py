@@ -41,6 +41,7 @@ def main() -> None:
     p = options(__doc__.splitlines()[0])
     p.add_argument("--components", default="linear")
     p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--base-prompt", default="", help="base prompt of the erase objective (default: the empty prompt)")
     p.add_argument("--ratios", nargs="*", type=float, default=[0.02, 0.03, 0.04])
     p.add_argument("--repeats", type=int, default=2, help="evaluation repeats (36 images each)")
     p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
@@ -53,6 +54,7 @@ def main() -> None:
         data = json.loads(Path(args.from_json).read_text())
         for key in ("components", "seeds", "ratios", "repeats", "variants"):
             setattr(args, key, data["settings"][key])
+        args.base_prompt = data["settings"].get("base_prompt", "")
         results, t_attr = data["results"], data["attribution_seconds"]
     else:
         results, t_attr = measure(args)
@@ -72,7 +74,7 @@ def measure(args) -> tuple[dict, float]:
     before = concept_accuracies(pipe, evaluator, repeats=args.repeats)
     t0 = time.perf_counter()
     plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=args.seeds, components=args.components,
-                                                progress=False)))
+                                                base_prompt=args.base_prompt, progress=False)))
     t_attr = time.perf_counter() - t0
     results = {}
     for concept in concepts:
@@ -114,6 +116,8 @@ def report(args, results: dict, t_attr: float) -> None:
     named = args.components in GROUPS
     what = f"'{args.components}' weights" if named else "custom components"
     pattern = "" if named else f"\nComponents: the parameters whose names match `{args.components}`.\n"
+    if args.base_prompt:
+        pattern += f"\nBase prompt of the erase objective: \"{args.base_prompt}\" (instead of the empty prompt).\n"
     md = f"""### Which preserve set ({what}, {args.seeds} trajectories, ratios {ratios} per row)
 {pattern}
 Variants, all from the same 15 plain attributions ({t_attr:.0f} s): {"; ".join(DESCRIPTIONS[v] for v in args.variants)}.

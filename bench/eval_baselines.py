@@ -48,13 +48,14 @@ def edit(method: str, pipe, concept: str, args) -> tuple[object, dict]:
     amount = {} if args.cad_ratio is None else {"ratio": args.cad_ratio}
     if args.cad_components:
         amount["components"] = args.cad_components
+    amount["seeds"] = args.cad_seeds
+    cad_settings = {"ratio": args.cad_ratio or "default", "components": args.cad_components or "default",
+                    "seeds": args.cad_seeds}
     if method == "cad":
-        return cadiff.erase(pipe, concept, **amount), {"ratio": args.cad_ratio or "default",
-                                                       "components": args.cad_components or "default"}
+        return cadiff.erase(pipe, concept, **amount), cad_settings
     if method == "cad-preserve":
         return (cadiff.erase(pipe, concept, preserve=others_of(concept), **amount),
-                {"ratio": args.cad_ratio or "default", "components": args.cad_components or "default",
-                 "preserve": others_of(concept)})
+                {**cad_settings, "preserve": others_of(concept)})
     if method == "esd":
         edited, _ = erase_with("esd", pipe, concept, iterations=args.esd_iterations, lr=args.esd_lr)
         return edited, {"iterations": args.esd_iterations, "lr": args.esd_lr}
@@ -124,6 +125,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="repeats of the 36-prompt balanced design")
     p.add_argument("--cad-ratio", type=float, default=None, help="CAD per-row ratio (default: cadiff.erase's)")
     p.add_argument("--cad-components", default=None, help="CAD component group (default: cadiff.erase's, 'ff')")
+    p.add_argument("--cad-seeds", type=int, default=4, help="CAD trajectories per concept (cadiff.attribute's default: 4)")
     p.add_argument("--esd-iterations", type=int, default=100)
     p.add_argument("--esd-lr", type=float, default=1e-4)
     p.add_argument("--prune-sparsity", type=float, default=0.01)
@@ -221,7 +223,7 @@ def render(path: str, doc: str) -> None:
     saved = json.loads(Path(path).read_text())
     if saved.get("partial"):
         raise SystemExit(f"{path} holds a partial run; finish the run before rendering it")
-    args = argparse.Namespace(**saved["settings"])
+    args = argparse.Namespace(**{"cad_seeds": 4, **saved["settings"]})  # files older than --cad-seeds used 4
     methods = [m for m in args.methods if all(m in r for r in saved["results"].values())]
     write_section(doc, args.section, report(saved["results"], methods, saved["sweep"], saved["recall"], args,
                                             saved.get("n_images", 36 * args.repeats), saved["hardware"]))
@@ -247,7 +249,8 @@ def report(results, methods, sweep, recall, args, n_images, where: str) -> str:
                     + f" / {np.mean([v['seconds'] for v in vs]):.1f}")
     rows.append(mean)
     settings = {
-        "cad": f"CAD = `cadiff.erase` (ratio {args.cad_ratio or 'default'}, components {args.cad_components or 'default'})",
+        "cad": f"CAD = `cadiff.erase` (ratio {args.cad_ratio or 'default'}, components {args.cad_components or 'default'}, "
+               f"{args.cad_seeds} trajectories)",
         "cad-preserve": "CAD-preserve = the same, preserving the other values of the attribute",
         "esd": f"ESD-u {args.esd_iterations} iterations, lr {args.esd_lr}, negative guidance 1, start guidance 3",
         "prune": f"prune sparsity {args.prune_sparsity}, {args.prune_seeds} seeds, timestep fraction 0.5, "
