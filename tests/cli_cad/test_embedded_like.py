@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from cadiff.cli import main
+from cadiff.cli.cad import next_step
 from cadiff.editing.shapes_report import CONCEPTS, edit_metrics, evaluation_prompts
 from tiny_pipelines import tiny_sd
 
@@ -24,6 +25,15 @@ def test_edit_metrics():
     m = edit_metrics(before, after, ["circle"])
     assert m["target_before"] == 1.0 and m["target_after"] == 0.1
     assert m["kept_min"] == 0.9 and m["kept_min_concept"] == "red"
+
+
+def test_next_step_names_what_to_change():
+    missed = {"target_before": 1.0, "target_after": 0.9, "kept_min": 1.0}
+    assert "--components linear" in next_step(missed, "erase", "ff")
+    assert "--components linear," not in next_step(missed, "erase", "linear")
+    assert "smaller --ratio" in next_step({**missed, "target_after": 0.0, "kept_min": 0.8}, "erase", "ff")
+    assert next_step({**missed, "target_after": 0.1}, "erase", "ff") is None  # erased, others kept: nothing to say
+    assert next_step({**missed, "target_after": 1.0}, "amplify", "ff") is None
 
 
 @pytest.fixture()

@@ -30,7 +30,7 @@ def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> N
     p.add_argument("concepts", nargs="+", metavar="CONCEPT",
                    help="concept words or prompts (on the embedded model 'circle' means 'a circle', 'red' 'a red shape')")
     p.add_argument("--preserve", nargs="+", default=[], metavar="CONCEPT",
-                   help="concepts to keep: scores become target minus the mean of these (recommended)")
+                   help="concepts to keep: scores become target minus the mean of these")
     if objective is None:
         p.add_argument("--objective", choices=["erase", "amplify"], default="erase")
     if objective in (None, "amplify"):
@@ -186,9 +186,28 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         print(f"target accuracy {m['target_before']:.2f} -> {m['target_after']:.2f}; other concepts "
               f"{m['others_before']:.2f} -> {m['others_after']:.2f} (worst kept {m['kept_min']:.0%}, "
               f"{m['kept_min_concept']}): {args.out}/metrics.json")
+        hint = next_step(m, objective, args.components)
+        if hint:
+            print(f"hint: {hint}")
     if not args.no_export:
         print(f"edited pipeline: {args.out}/pipeline (loads in stock diffusers)")
     return 0
+
+
+def next_step(metrics: dict, objective: str, components: str) -> str | None:
+    """What to try when a measured edit missed: other concepts paid (>= 5 % lost), or an erase barely moved.
+
+    Example:
+        >>> next_step({"target_before": 1.0, "target_after": 0.9, "kept_min": 1.0}, "erase", "ff")[:25]
+        'the target barely moved: '
+    """
+    if metrics["kept_min"] < 0.95:
+        return "another concept lost accuracy: try a smaller --ratio, or --rounds 2 with a smaller --ratio (docs/cad.md)"
+    if objective == "erase" and metrics["target_after"] > 0.5 * metrics["target_before"]:
+        more = "--components linear, " if components == "ff" else ""
+        return (f"the target barely moved: try {more}--seeds 16 or --rounds 2 (on the embedded model "
+                "`--components linear --seeds 16` is the measured setting; docs/cad.md)")
+    return None
 
 
 def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm) -> None:
