@@ -31,7 +31,10 @@ def test_next_step_names_what_to_change():
     missed = {"target_before": 1.0, "target_after": 0.9, "kept_min": 1.0}
     assert "--components linear" in next_step(missed, "erase", "ff")
     assert "--components linear," not in next_step(missed, "erase", "linear")
-    assert "smaller --ratio" in next_step({**missed, "target_after": 0.0, "kept_min": 0.8}, "erase", "ff")
+    paid = {**missed, "target_after": 0.0, "kept_min": 11 / 12, "kept_min_concept": "striped"}
+    assert "smaller --ratio" in next_step(paid, "erase", "ff")
+    assert "one image of 12" in next_step(paid, "erase", "ff", images=12)  # one image: measure more first
+    assert "smaller --ratio" in next_step({**paid, "kept_min": 10 / 12}, "erase", "ff", images=12)
     assert next_step({**missed, "target_after": 0.1}, "erase", "ff") is None  # erased, others kept: nothing to say
     assert next_step({**missed, "target_after": 1.0}, "amplify", "ff") is None
 

@@ -186,7 +186,10 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         print(f"target accuracy {m['target_before']:.2f} -> {m['target_after']:.2f}; other concepts "
               f"{m['others_before']:.2f} -> {m['others_after']:.2f} (worst kept {m['kept_min']:.0%}, "
               f"{m['kept_min_concept']}): {args.out}/metrics.json")
-        hint = next_step(m, objective, args.components)
+        from cadiff.editing.shapes_report import evaluation_prompts
+
+        shown = sum(m["kept_min_concept"] in p.split() for p in evaluation_prompts(args.eval_repeats))
+        hint = next_step(m, objective, args.components, images=shown)
         if hint:
             print(f"hint: {hint}")
     if not args.no_export:
@@ -194,14 +197,19 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     return 0
 
 
-def next_step(metrics: dict, objective: str, components: str) -> str | None:
+def next_step(metrics: dict, objective: str, components: str, images: int = 0) -> str | None:
     """What to try when a measured edit missed: other concepts paid (>= 5 % lost), or an erase barely moved.
+
+    `images`: how many evaluation images name the worst-kept concept (a loss of one image says little).
 
     Example:
         >>> next_step({"target_before": 1.0, "target_after": 0.9, "kept_min": 1.0}, "erase", "ff")[:25]
         'the target barely moved: '
     """
     if metrics["kept_min"] < 0.95:
+        if images and 1.0 - metrics["kept_min"] <= 1.0 / images + 1e-9:
+            return (f"{metrics['kept_min_concept']} changed in one image of {images}: measure on more images "
+                    "(--eval-repeats 4) before changing the edit")
         return "another concept lost accuracy: try a smaller --ratio, or --rounds 2 with a smaller --ratio (docs/cad.md)"
     if objective == "erase" and metrics["target_after"] > 0.5 * metrics["target_before"]:
         more = "--components linear, " if components == "ff" else ""
