@@ -188,8 +188,8 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
               f"{m['kept_min_concept']}): {args.out}/metrics.json")
         from cadiff.editing.shapes_report import evaluation_prompts
 
-        shown = sum(m["kept_min_concept"] in p.split() for p in evaluation_prompts(args.eval_repeats))
-        hint = next_step(m, objective, args.components, images=shown)
+        n_images = sum(m["kept_min_concept"] in p.split() for p in evaluation_prompts(args.eval_repeats))
+        hint = next_step(m, objective, args.components, images=n_images)
         if hint:
             print(f"hint: {hint}")
     if not args.no_export:
