@@ -58,7 +58,8 @@ def main() -> None:
     before = evaluate()
     t0 = time.perf_counter()
     plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=1 if args.quick else settings["seeds"],
-                                                components=settings["components"], progress=False)))
+                                                components=settings["components"],
+                                                base_prompt=settings.get("base_prompt", ""), progress=False)))
     t_attr = time.perf_counter() - t0
     results, rows = {}, []
     for concept, variant, ratio in chosen:
@@ -73,7 +74,7 @@ def main() -> None:
             k: screened[k] for k in ("target_after", "kept_min", "kept_min_concept", "goal")}}
         rows.append([concept, variant, f"{ratio:g}", f"{screened['target_after']:.2f} / {screened['kept_min']:.2f}",
                      m["target_after"], m["others_after"], f"{m['kept_min']:.2f} ({m['kept_min_concept']})",
-                     "yes" if meets_goal(m) else "no"])
+                     "yes" if results[key]["goal"] else "no"])
         print(rows[-1], flush=True)
     save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results, "sweep": args.sweep,
                                                      "attribution_seconds": t_attr, "settings": vars(args)})
