@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--components", default="linear")
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--base-prompt", default="", help="base prompt of the erase objective (default: the empty prompt)")
+    p.add_argument("--at-steps", default="all", help="steps the objective sums over (all, early, middle, final)")
     p.add_argument("--ratios", nargs="*", type=float, default=[0.02, 0.03, 0.04])
     p.add_argument("--repeats", type=int, default=2, help="evaluation repeats (36 images each)")
     p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
@@ -55,6 +56,7 @@ def main() -> None:
         for key in ("components", "seeds", "ratios", "repeats", "variants"):
             setattr(args, key, data["settings"][key])
         args.base_prompt = data["settings"].get("base_prompt", "")
+        args.at_steps = data["settings"].get("at_steps", "all")
         results, t_attr = data["results"], data["attribution_seconds"]
     else:
         results, t_attr = measure(args)
@@ -74,7 +76,8 @@ def measure(args) -> tuple[dict, float]:
     before = concept_accuracies(pipe, evaluator, repeats=args.repeats)
     t0 = time.perf_counter()
     plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=args.seeds, components=args.components,
-                                                base_prompt=args.base_prompt, progress=False)))
+                                                base_prompt=args.base_prompt, at_steps=args.at_steps,
+                                                progress=False)))
     t_attr = time.perf_counter() - t0
     results = {}
     for concept in concepts:
@@ -118,6 +121,11 @@ def report(args, results: dict, t_attr: float) -> None:
     pattern = "" if named else f"\nComponents: the parameters whose names match `{args.components}`.\n"
     if args.base_prompt:
         pattern += f"\nBase prompt of the erase objective: \"{args.base_prompt}\" (instead of the empty prompt).\n"
+    if args.at_steps != "all":
+        from cadiff.models.steps import WINDOWS
+
+        window = f" (t in [{WINDOWS[args.at_steps][0]}, {WINDOWS[args.at_steps][1]}])" if args.at_steps in WINDOWS else ""
+        pattern += f"\nSteps the erase objective sums over: {args.at_steps}{window} of the 25 (instead of all).\n"
     md = f"""### Which preserve set ({what}, {args.seeds} trajectories, ratios {ratios} per row)
 {pattern}
 Variants, all from the same 15 plain attributions ({t_attr:.0f} s): {"; ".join(DESCRIPTIONS[v] for v in args.variants)}.

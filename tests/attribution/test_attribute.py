@@ -95,6 +95,28 @@ def test_trajectory_and_restart_estimators_agree(sd2):
         torch.testing.assert_close(g_traj[0][n], g_own[0][n], rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("objective,schedule", [("erase", "trajectory"), ("erase", "restart"), ("amplify", "trajectory")])
+def test_step_windows_add_up_to_all_steps(sd2, objective, schedule):
+    kw = dict(objective=objective, schedule=schedule, seeds=[2], steps=STEPS, guidance=GUIDANCE, progress=False)
+    full = attribute(sd2, "a red circle", **kw)
+    first, rest = attribute(sd2, "a red circle", at_steps=[0], **kw), attribute(sd2, "a red circle", at_steps="1,2", **kw)
+    assert full.metadata["at_steps"] == "all" and first.metadata["at_steps"] == [0] and rest.metadata["at_steps"] == [1, 2]
+    assert math.isclose(first.metadata["J"] + rest.metadata["J"], full.metadata["J"], rel_tol=1e-4)
+    for n in full.scores:
+        torch.testing.assert_close(first.scores[n] + rest.scores[n], full.scores[n], rtol=1e-3, atol=1e-7)
+        assert not torch.equal(first.scores[n], full.scores[n])
+
+
+def test_an_early_window_ends_the_trajectory_early(sd2):
+    calls = []
+    handle = sd2.unet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        erase_trajectory(sd2, sd2.unet, [Row("a circle", 0, 0)], STEPS, GUIDANCE, only={0})
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # one guided call (step 0), then the pipeline call is interrupted
+
+
 def test_preserve_score_is_target_minus_mean_of_preserve(sd2):
     kw = dict(seeds=[0, 1], steps=STEPS, guidance=GUIDANCE, progress=False)
     contrast = attribute(sd2, "a circle", preserve=["a square", "a star"], **kw)
@@ -147,6 +169,10 @@ def test_bad_inputs_are_clear_errors(sd2):
         attribute(sd2, "a circle", objective="forget", progress=False)
     with pytest.raises(ValueError, match="both a target and a preserve"):
         attribute(sd2, "a circle", preserve=["a circle"], progress=False)
+    with pytest.raises(ValueError, match="cannot read step 'soon'"):
+        attribute(sd2, "a circle", at_steps="soon", steps=STEPS, progress=False)
+    with pytest.raises(ValueError, match="outside the schedule of 3 steps"):
+        attribute(sd2, "a circle", at_steps=[3], steps=STEPS, progress=False)
 
 
 def test_save_load_summary_plot(sd2, tmp_path):

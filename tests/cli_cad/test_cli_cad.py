@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cadiff.attribution import Attribution
 from cadiff.cli import main
 from tiny_pipelines import tiny_sd
 
@@ -54,9 +55,10 @@ def test_attribute_erase_apply_happy_path(models, tmp_path, capsys):
 
 def test_erase_in_rounds_keeps_an_applicable_mask(models, tmp_path, capsys):
     code, _, err = run(["erase", "a circle", "--ratio", "0.1", "--rounds", "2", "--no-export", "--model", models / "a",
-                        "--out", tmp_path / "r2", *FAST], capsys)
+                        "--at-steps", "0", "--out", tmp_path / "r2", *FAST], capsys)
     assert code == 0, err
     assert (tmp_path / "r2" / "a_circle.round2.attr.safetensors").is_file()
+    assert Attribution.load(tmp_path / "r2" / "a_circle.round2.attr.safetensors").metadata["at_steps"] == [0]
     assert json.loads((tmp_path / "r2" / "run.json").read_text())["settings"]["rounds"] == 2
     code, _, err = run(["apply", tmp_path / "r2" / "mask.safetensors", "--model", models / "a",
                         "--out", tmp_path / "applied"], capsys)
@@ -80,6 +82,7 @@ def test_amplify_with_image_folder(models, tmp_path, capsys):
     (["a teal circle"], "unknown word 'teal'"),
     (["a circle", "--components", "no_such_weight"], "selects no parameter"),
     (["a circle", "--ratio", "0.001"], "is empty"),
+    (["a circle", "--at-steps", "soon"], "cannot read step 'soon'"),
     (["a circle", "--method", "nonsense"], None),
 ])
 def test_erase_bad_inputs(models, tmp_path, capsys, extra, message):

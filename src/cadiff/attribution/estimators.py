@@ -7,6 +7,7 @@
   latent with the timestep of the step just taken (O(T^2) guided calls). Kept for fidelity/speed comparisons.
 - `amplify_samples`: concept latents x0 (generated, or given) noised at every sampling timestep; the target is
   the noise (epsilon models) or the velocity (v-prediction models).
+Each builder takes `only`, the sampling-step indices whose terms are kept (None: every step; 0 = first step).
 
 Example:
     >>> rows = [Row("a circle", seed, 0) for seed in range(4)]
@@ -83,16 +84,30 @@ def _forward(denoiser, sample, timestep, kwargs) -> torch.Tensor:
     return out[0]
 
 
+def _stop_after(last: int) -> Callable:
+    """A `callback_on_step_end` that ends the pipeline call after step `last` (diffusers' `_interrupt` flag)."""
+    def callback(p, index, t, kwargs):
+        if index >= last:
+            p._interrupt = True
+        return {}
+    return callback
+
+
 @torch.no_grad()
 def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: float, base_prompt: str = "",
-                     batch_size: int = 16, tick: Callable[[int], None] | None = None) -> list[Step]:
-    """Erase-objective terms from one stock sampling run per chunk of rows, each z_t with its own timestep."""
+                     batch_size: int = 16, tick: Callable[[int], None] | None = None,
+                     only: set[int] | None = None) -> list[Step]:
+    """Erase-objective terms from one stock sampling run per chunk of rows, each z_t with its own timestep.
+
+    With `only`, the run ends after the last step named (later latents are never needed)."""
     out: list[Step] = []
     for chunk in _chunks(rows, batch_size):
         n = len(chunk)
+        stop = {} if only is None else {"callback_on_step_end": _stop_after(max(only))}
         with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
             pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                 generator=_generators(chunk), output_type="latent")
+                 generator=_generators(chunk), output_type="latent", **stop)
+        calls = [c for i, c in enumerate(calls) if only is None or i in only]
         reuse = base_prompt == "" and calls[0].uncond_output is not None
         base = None if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
         for call in calls:
@@ -105,7 +120,7 @@ def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: 
 @torch.no_grad()
 def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: float, base_prompt: str = "",
                   batch_size: int = 16, tick: Callable[[int], None] | None = None,
-                  pair_previous: bool = True) -> list[Step]:
+                  pair_previous: bool = True, only: set[int] | None = None) -> list[Step]:
     """The reference estimator: for step i = 1..T sample again up to step i and evaluate the latent at the
     timestep of the step just taken (`pair_previous`, as the public code does). With pair_previous=False, the
     latents after i = 0..T-1 steps are paired with their own timesteps, i.e. exactly the trajectory's samples."""
@@ -113,6 +128,8 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
     for chunk in _chunks(rows, batch_size):
         n = len(chunk)
         for i in (range(1, steps + 1) if pair_previous else range(steps)):
+            if only is not None and (i - 1 if pair_previous else i) not in only:
+                continue  # the term's timestep is that of step i - 1 (pair_previous) or i
             state: dict[str, Any] = {}
 
             def stop_after(p, index, t, kwargs, _stop=max(i - 1, 0)):
@@ -164,7 +181,7 @@ def generated_latents(pipe, rows: Sequence[Row], steps: int, guidance: float, ba
 
 @torch.no_grad()
 def amplify_samples(pipe, denoiser, rows: Sequence[Row], x0: torch.Tensor, steps: int, batch_size: int = 16,
-                    tick: Callable[[int], None] | None = None) -> list[Step]:
+                    tick: Callable[[int], None] | None = None, only: set[int] | None = None) -> list[Step]:
     """Denoising-loss terms on x0 at every sampling timestep: z_t = sqrt(abar) x0 + sqrt(1-abar) noise."""
     scheduler = pipe.scheduler
     kind = scheduler.config.prediction_type
@@ -179,8 +196,10 @@ def amplify_samples(pipe, denoiser, rows: Sequence[Row], x0: torch.Tensor, steps
         cond = capture_conditioning(pipe, denoiser, [r.prompt for r in chunk])
         z0 = x0[start : start + n].to(denoiser.dtype)
         gens = [torch.Generator().manual_seed(int(r.seed) * 100_003 + 17) for r in chunk]
-        for t in timesteps:
+        for i, t in enumerate(timesteps):
             noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(z0)
+            if only is not None and i not in only:
+                continue  # the noise is still drawn, so a step's term does not depend on which others are kept
             abar = _abar(scheduler, t)
             a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
             target = {"epsilon": noise, "v_prediction": a * noise - s * z0, "sample": z0}[kind]

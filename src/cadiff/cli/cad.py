@@ -41,6 +41,8 @@ def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> N
                    help="erase estimator: one pass per trajectory (default) or the reference re-sampling (slow)")
     p.add_argument("--base-prompt", default="", help="erase objective's reference prompt (default: empty)")
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--at-steps", default="all",
+                   help="steps the objective sums over: all (default), early, middle, final, or indices like 0,1,2")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=16)
 
@@ -89,7 +91,8 @@ def register(sub) -> None:
 
 def _attribute_kwargs(args: argparse.Namespace) -> dict:
     return {"seeds": args.seeds, "steps": args.steps, "guidance": args.guidance, "components": args.components,
-            "schedule": args.schedule, "base_prompt": args.base_prompt, "batch_size": args.batch_size,
+            "schedule": args.schedule, "base_prompt": args.base_prompt, "at_steps": args.at_steps,
+            "batch_size": args.batch_size,
             "images": getattr(args, "images", None), "progress": True}
 
 
