@@ -59,7 +59,8 @@ def main() -> None:
     t0 = time.perf_counter()
     plain = dict(zip(CONCEPTS, cadiff.attribute(pipe, list(CONCEPTS), seeds=1 if args.quick else settings["seeds"],
                                                 components=settings["components"],
-                                                base_prompt=settings.get("base_prompt", ""), progress=False)))
+                                                base_prompt=settings.get("base_prompt", ""),
+                                                at_steps=settings.get("at_steps", "all"), progress=False)))
     t_attr = time.perf_counter() - t0
     results, rows = {}, []
     for concept, variant, ratio in chosen:
@@ -73,14 +74,15 @@ def main() -> None:
         results[key] = {**m, "zeroed": len(mask), "goal": meets_goal(m), "screen": {
             k: screened[k] for k in ("target_after", "kept_min", "kept_min_concept", "goal")}}
         rows.append([concept, variant, f"{ratio:g}", f"{screened['target_after']:.2f} / {screened['kept_min']:.2f}",
-                     m["target_after"], m["others_after"], f"{m['kept_min']:.2f} ({m['kept_min_concept']})",
+                     m["target_after"], m["others_after"], f"{m['kept_min']:.3f} ({m['kept_min_concept']})",
                      "yes" if results[key]["goal"] else "no"])
         print(rows[-1], flush=True)
     save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results, "sweep": args.sweep,
                                                      "attribution_seconds": t_attr, "settings": vars(args)})
     n = 36 * args.repeats
     met = sorted({key.split("/")[0] for key, m in results.items() if m["goal"]})
-    md = f"""### Confirmation on fresh seeds ({settings['components']} weights, {settings['seeds']} trajectories)
+    window = "" if settings.get("at_steps", "all") == "all" else f", objective on the {settings['at_steps']} steps"
+    md = f"""### Confirmation on fresh seeds ({settings['components']} weights, {settings['seeds']} trajectories{window})
 
 The settings of `{Path(args.sweep).name}` with target <= {args.max_target:.2f} and worst kept >= {args.min_kept:.2f}
 on the sweep's {36 * settings['repeats']} images (seeds 1000 on), evaluated again on {n} images the sweep never saw

@@ -1,5 +1,6 @@
 """Which preserve set protects the other concepts best: none, the other values of the target's attribute, or all 14
-other concepts (their mean score, or their largest score per weight), at several ratios, on the embedded model.
+other concepts (their mean score, or their largest score per weight), at several ratios, on the embedded model;
+with the variant `random` (the same number of weights per row, chosen at random) as the untargeted control.
 
 Scores are linear in the gradients, so every variant comes from the same 15 plain attributions:
     attribute: a_c - mean(a_o, o in c's attribute)    all: a_c - mean(a_o, o != c)    all-max: a_c - max(a_o, o != c)
@@ -18,7 +19,7 @@ from pathlib import Path
 from common import others_of
 from cad_common import contrast, load, meets_goal, options, save_json, table, write_section
 
-VARIANTS = ("plain", "attribute", "all", "all-max")
+VARIANTS = ("plain", "attribute", "all", "all-max", "random")
 DESCRIPTIONS = {
     "plain": "**plain** (no preserve set)",
     "attribute": "**attribute** (minus the mean score of the other values of the target's attribute: circle minus "
@@ -26,6 +27,8 @@ DESCRIPTIONS = {
     "all": "**all** (minus the mean of all 14 other concepts: `preserve=[...]` with every other concept)",
     "all-max": "**all-max** (minus the largest of the 14 other scores of each weight: a weight is cut only if it "
                "matters more to the target than to any concept to keep)",
+    "random": "**random** (control, no attribution: the same number of weights per row chosen at random, one draw "
+              "per concept; what zeroing that many weights costs when nothing is targeted)",
 }
 
 
@@ -33,6 +36,14 @@ def variant_scores(plain: dict, concept: str, variant: str):
     """The Attribution of `concept` under one preserve variant, built from the plain per-concept attributions."""
     if variant == "plain":
         return plain[concept]
+    if variant == "random":
+        import torch
+
+        from cadiff.attribution import Attribution
+
+        gen = torch.Generator().manual_seed(sorted(plain).index(concept))
+        scores = {n: torch.rand(s.shape, generator=gen) for n, s in sorted(plain[concept].scores.items())}
+        return Attribution(scores, {**plain[concept].metadata, "preserve": []})
     others = others_of(concept) if variant == "attribute" else [o for o in plain if o != concept]
     return contrast(plain, concept, others, reduce="max" if variant == "all-max" else "mean")
 

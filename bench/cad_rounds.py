@@ -21,6 +21,7 @@ def main() -> None:
     p.add_argument("--ratio", type=float, default=0.02, help="per-row ratio added in each round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--at-steps", default="all", help="steps the objective sums over (all, early, middle, final)")
     p.add_argument("--preserve", action="store_true", help="score against the other values of the attribute")
     p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
     p.add_argument("--repeats", type=int, default=1, help="evaluation repeats (36 images each)")
@@ -42,7 +43,7 @@ def main() -> None:
         keep = others_of(concept) if args.preserve else None
         t0 = time.perf_counter()
         _, mask = plan_edit(pipe, concept, "erase", preserve=keep, ratio=args.ratio, rounds=args.rounds,
-                            seeds=args.seeds, components=args.components, progress=False)
+                            seeds=args.seeds, components=args.components, at_steps=args.at_steps, progress=False)
         seconds = time.perf_counter() - t0
         with ablated(pipe, mask):
             m = edit_metrics(before, evaluate(), [concept])
@@ -55,7 +56,10 @@ def main() -> None:
     save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results, "settings": vars(args)})
     met = sum(r["goal"] for r in results.values())
     preserve = ", preserve=<the other values of the concept's attribute>" if args.preserve else ""
-    md = f"""### Erase in rounds ({args.rounds} rounds of {args.ratio} per row of the '{args.components}' weights, {args.seeds} trajectories, {"preserve set" if args.preserve else "plain scores"})
+    if args.at_steps != "all":
+        preserve += f", at_steps=\"{args.at_steps}\""
+    window = "" if args.at_steps == "all" else f", objective on the {args.at_steps} steps"
+    md = f"""### Erase in rounds ({args.rounds} rounds of {args.ratio} per row of the '{args.components}' weights, {args.seeds} trajectories, {"preserve set" if args.preserve else "plain scores"}{window})
 
 Each round re-scores the model with the earlier rounds' weights zeroed and zeroes the top {args.ratio} per row of the
 new scores (`cadiff.erase(pipe, concept, rounds={args.rounds}, ratio={args.ratio}, components="{args.components}"{preserve})`).

@@ -35,6 +35,9 @@ def test_next_step_names_what_to_change():
     assert "smaller --ratio" in next_step(paid, "erase", "ff")
     assert "one image of 12" in next_step(paid, "erase", "ff", images=12)  # one image: measure more first
     assert "smaller --ratio" in next_step({**paid, "kept_min": 10 / 12}, "erase", "ff", images=12)
+    assert "--at-steps early" in next_step({**paid, "kept_min": 10 / 12}, "erase", "ff", images=12)
+    assert "--at-steps" not in next_step({**paid, "kept_min": 10 / 12}, "erase", "ff", images=12, at_steps="early")
+    assert "--at-steps" not in next_step({**paid, "kept_min": 10 / 12}, "amplify", "ff", images=12)
     assert next_step({**missed, "target_after": 0.1}, "erase", "ff") is None  # erased, others kept: nothing to say
     assert next_step({**missed, "target_after": 1.0}, "amplify", "ff") is None
 

@@ -192,7 +192,7 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         from cadiff.editing.shapes_report import evaluation_prompts
 
         n_images = sum(m["kept_min_concept"] in p.split() for p in evaluation_prompts(args.eval_repeats))
-        hint = next_step(m, objective, args.components, images=n_images)
+        hint = next_step(m, objective, args.components, images=n_images, at_steps=args.at_steps)
         if hint:
             print(f"hint: {hint}")
     if not args.no_export:
@@ -200,10 +200,11 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     return 0
 
 
-def next_step(metrics: dict, objective: str, components: str, images: int = 0) -> str | None:
+def next_step(metrics: dict, objective: str, components: str, images: int = 0, at_steps: str = "all") -> str | None:
     """What to try when a measured edit missed: other concepts paid (>= 5 % lost), or an erase barely moved.
 
-    `images`: how many evaluation images name the worst-kept concept (a loss of one image says little).
+    `images`: how many evaluation images name the worst-kept concept (a loss of one image says little);
+    `at_steps`: the steps the objective summed over (an erase over all of them is told of the early window).
 
     Example:
         >>> next_step({"target_before": 1.0, "target_after": 0.9, "kept_min": 1.0}, "erase", "ff")[:25]
@@ -213,7 +214,9 @@ def next_step(metrics: dict, objective: str, components: str, images: int = 0) -
         if images and 1.0 - metrics["kept_min"] <= 1.0 / images + 1e-9:
             return (f"{metrics['kept_min_concept']} changed in one image of {images}: measure on more images "
                     "(--eval-repeats 4) before changing the edit")
-        return "another concept lost accuracy: try a smaller --ratio, or --rounds 2 with a smaller --ratio (docs/cad.md)"
+        early = (", or --at-steps early --rounds 2 --ratio 0.02 (on the embedded model the setting that keeps the "
+                 "other concepts best; docs/cad.md)") if objective == "erase" and at_steps == "all" else " (docs/cad.md)"
+        return f"another concept lost accuracy: try a smaller --ratio{early}"
     if objective == "erase" and metrics["target_after"] > 0.5 * metrics["target_before"]:
         more = "--components linear, " if components == "ff" else ""
         return (f"the target barely moved: try {more}--seeds 16 or --rounds 2 (on the embedded model "
