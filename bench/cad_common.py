@@ -48,6 +48,11 @@ def meets_goal(m: dict) -> bool:
     return m["target_after"] <= 0.05 and m["kept_min"] >= 0.95
 
 
+def window_label(at_steps: str) -> str:
+    """The heading suffix naming the steps an erase objective summed over ("" for all steps)."""
+    return "" if at_steps == "all" else f", objective on the {at_steps} steps"
+
+
 def contrast(plain: dict, concept: str, others: list[str], reduce: str = "mean"):
     """The Attribution of `concept` minus the mean (or, reduce="max", the per-weight largest) of the plain scores of
     `others`: a preserve-set score built from plain per-concept attributions (scores are linear in the gradients)."""

@@ -17,7 +17,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from cad_common import load, meets_goal, options, save_json, table, write_section
+from cad_common import load, meets_goal, options, save_json, table, window_label, write_section
 from cad_preserve import variant_scores
 
 
@@ -81,7 +81,7 @@ def main() -> None:
                                                      "attribution_seconds": t_attr, "settings": vars(args)})
     n = 36 * args.repeats
     met = sorted({key.split("/")[0] for key, m in results.items() if m["goal"]})
-    window = "" if settings.get("at_steps", "all") == "all" else f", objective on the {settings['at_steps']} steps"
+    window = window_label(settings.get("at_steps", "all"))
     md = f"""### Confirmation on fresh seeds ({settings['components']} weights, {settings['seeds']} trajectories{window})
 
 The settings of `{Path(args.sweep).name}` with target <= {args.max_target:.2f} and worst kept >= {args.min_kept:.2f}

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from common import others_of
-from cad_common import load, meets_goal, options, save_json, table, write_section
+from cad_common import load, meets_goal, options, save_json, table, window_label, write_section
 
 
 def main() -> None:
@@ -58,8 +58,7 @@ def main() -> None:
     preserve = ", preserve=<the other values of the concept's attribute>" if args.preserve else ""
     if args.at_steps != "all":
         preserve += f", at_steps=\"{args.at_steps}\""
-    window = "" if args.at_steps == "all" else f", objective on the {args.at_steps} steps"
-    md = f"""### Erase in rounds ({args.rounds} rounds of {args.ratio} per row of the '{args.components}' weights, {args.seeds} trajectories, {"preserve set" if args.preserve else "plain scores"}{window})
+    md = f"""### Erase in rounds ({args.rounds} rounds of {args.ratio} per row of the '{args.components}' weights, {args.seeds} trajectories, {"preserve set" if args.preserve else "plain scores"}{window_label(args.at_steps)})
 
 Each round re-scores the model with the earlier rounds' weights zeroed and zeroes the top {args.ratio} per row of the
 new scores (`cadiff.erase(pipe, concept, rounds={args.rounds}, ratio={args.ratio}, components="{args.components}"{preserve})`).

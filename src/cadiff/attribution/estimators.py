@@ -84,10 +84,13 @@ def _forward(denoiser, sample, timestep, kwargs) -> torch.Tensor:
     return out[0]
 
 
-def _stop_after(last: int) -> Callable:
-    """A `callback_on_step_end` that ends the pipeline call after step `last` (diffusers' `_interrupt` flag)."""
+def _stop_after(last: int, state: dict[str, Any] | None = None) -> Callable:
+    """A `callback_on_step_end` that ends the pipeline call after step `last` (diffusers' documented `_interrupt`
+    flag), keeping the latents reached then in `state["latents"]` when a `state` dict is given."""
     def callback(p, index, t, kwargs):
         if index >= last:
+            if state is not None:
+                state["latents"] = kwargs["latents"].detach().clone()
             p._interrupt = True
         return {}
     return callback
@@ -131,16 +134,10 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
             if only is not None and (i - 1 if pair_previous else i) not in only:
                 continue  # the term's timestep is that of step i - 1 (pair_previous) or i
             state: dict[str, Any] = {}
-
-            def stop_after(p, index, t, kwargs, _stop=max(i - 1, 0)):
-                if index == _stop:
-                    state["latents"] = kwargs["latents"].detach().clone()
-                    p._interrupt = True  # diffusers' documented way to end a pipeline call early
-                return {}
-
             with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
                 pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                     generator=_generators(chunk), output_type="latent", callback_on_step_end=stop_after)
+                     generator=_generators(chunk), output_type="latent",
+                     callback_on_step_end=_stop_after(max(i - 1, 0), state))
             first, timesteps = calls[0], pipe.scheduler.timesteps
             if i == 0:  # the initial noise, as the first call saw it
                 sample, timestep = first.sample, first.timestep
