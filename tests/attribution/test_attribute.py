@@ -127,6 +127,27 @@ def test_preserve_score_is_target_minus_mean_of_preserve(sd2):
     assert contrast.metadata["preserve"] == ["a square", "a star"]
 
 
+def test_guard_rule_subtracts_the_largest_positive_preserve_score(sd2):
+    kw = dict(seeds=[0, 1], steps=STEPS, guidance=GUIDANCE, progress=False)
+    guarded = attribute(sd2, "a circle", preserve=["a square", "a star"], preserve_rule="guard", **kw)
+    target, sq, st = attribute(sd2, ["a circle", "a square", "a star"], **kw)
+    for n in guarded.scores:
+        keep = torch.maximum(sq.scores[n].clamp(min=0), st.scores[n].clamp(min=0))
+        torch.testing.assert_close(guarded.scores[n], target.scores[n] - keep, rtol=1e-4, atol=1e-6)
+    assert guarded.metadata["preserve_rule"] == "guard"
+    assert guarded.metadata["J_preserve"] == pytest.approx([sq.metadata["J"], st.metadata["J"]], rel=1e-4)
+    assert target.metadata["preserve_rule"] is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(preserve=["a star"], preserve_rule="max"), "preserve_rule must be one of mean, guard"),
+    (dict(preserve_rule="guard"), "needs concepts to keep"),
+])
+def test_bad_preserve_rule_is_refused(sd2, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        attribute(sd2, "a circle", progress=False, **kwargs)
+
+
 def test_fp16_model_sums_in_fp32():
     pipe16, pipe32 = tiny_sd("sd1", dtype=torch.float16), tiny_sd("sd1")
     kw = dict(seeds=[0], steps=2, guidance=GUIDANCE, progress=False)

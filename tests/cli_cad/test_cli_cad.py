@@ -36,14 +36,15 @@ def test_attribute_erase_apply_happy_path(models, tmp_path, capsys):
         assert (tmp_path / "attr" / f"{name}.attr.png").is_file()
     assert "a circle" in json.loads((tmp_path / "attr" / "metrics.json").read_text())
 
-    code, out, err = run(["erase", "a circle", "--preserve", "a star", "--ratio", "0.25", "--model", models / "a",
-                          "--out", tmp_path / "erase", *FAST], capsys)
+    code, out, err = run(["erase", "a circle", "--preserve", "a star", "--preserve-rule", "guard", "--ratio", "0.25",
+                          "--model", models / "a", "--out", tmp_path / "erase", *FAST], capsys)
     assert code == 0, err
     run_dir = tmp_path / "erase"
     for f in ("run.json", "mask.safetensors", "grid.png", "pipeline/model_index.json", "a_circle.attr.safetensors"):
         assert (run_dir / f).exists(), f
     record = json.loads((run_dir / "run.json").read_text())
     assert record["edit"]["zeroed"] > 0 and record["settings"]["ratio"] == 0.25
+    assert Attribution.load(run_dir / "a_circle.attr.safetensors").metadata["preserve_rule"] == "guard"
 
     code, out, err = run(["apply", run_dir / "mask.safetensors", "--model", models / "a", "--out", tmp_path / "applied"],
                          capsys)
@@ -83,6 +84,7 @@ def test_amplify_with_image_folder(models, tmp_path, capsys):
     (["a circle", "--components", "no_such_weight"], "selects no parameter"),
     (["a circle", "--ratio", "0.001"], "is empty"),
     (["a circle", "--at-steps", "soon"], "cannot read step 'soon'"),
+    (["a circle", "--preserve-rule", "guard"], "needs concepts to keep"),
     (["a circle", "--method", "nonsense"], None),
 ])
 def test_erase_bad_inputs(models, tmp_path, capsys, extra, message):

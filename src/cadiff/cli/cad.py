@@ -31,6 +31,9 @@ def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> N
                    help="concept words or prompts (on the embedded model 'circle' means 'a circle', 'red' 'a red shape')")
     p.add_argument("--preserve", nargs="+", default=[], metavar="CONCEPT",
                    help="concepts to keep: scores become target minus the mean of these")
+    p.add_argument("--preserve-rule", choices=["mean", "guard"], default="mean",
+                   help="how --preserve counts: mean (default) or guard (per weight, the largest positive score "
+                        "of any concept to keep)")
     if objective is None:
         p.add_argument("--objective", choices=["erase", "amplify"], default="erase")
     if objective in (None, "amplify"):
@@ -92,7 +95,7 @@ def register(sub) -> None:
 def _attribute_kwargs(args: argparse.Namespace) -> dict:
     return {"seeds": args.seeds, "steps": args.steps, "guidance": args.guidance, "components": args.components,
             "schedule": args.schedule, "base_prompt": args.base_prompt, "at_steps": args.at_steps,
-            "batch_size": args.batch_size,
+            "preserve_rule": args.preserve_rule, "batch_size": args.batch_size,
             "images": getattr(args, "images", None), "progress": True}
 
 
