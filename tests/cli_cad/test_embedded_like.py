@@ -38,6 +38,8 @@ def test_next_step_names_what_to_change():
     assert "--at-steps early" in next_step({**paid, "kept_min": 10 / 12}, "erase", "ff", images=12)
     assert "--at-steps" not in next_step({**paid, "kept_min": 10 / 12}, "erase", "ff", images=12, at_steps="early")
     assert "--at-steps" not in next_step({**paid, "kept_min": 10 / 12}, "amplify", "ff", images=12)
+    assert "--preserve-rule guard" in next_step({**paid, "kept_min": 10 / 12}, "erase", "ff", images=12)
+    assert "--preserve" not in next_step({**paid, "kept_min": 10 / 12}, "amplify", "ff", images=12)
     assert next_step({**missed, "target_after": 0.1}, "erase", "ff") is None  # erased, others kept: nothing to say
     assert next_step({**missed, "target_after": 1.0}, "amplify", "ff") is None
 

@@ -217,9 +217,10 @@ def next_step(metrics: dict, objective: str, components: str, images: int = 0, a
         if images and 1.0 - metrics["kept_min"] <= 1.0 / images + 1e-9:
             return (f"{metrics['kept_min_concept']} changed in one image of {images}: measure on more images "
                     "(--eval-repeats 4) before changing the edit")
-        early = (", or --at-steps early --rounds 2 --ratio 0.02 (on the embedded model the setting that keeps the "
-                 "other concepts best; docs/cad.md)") if objective == "erase" and at_steps == "all" else " (docs/cad.md)"
-        return f"another concept lost accuracy: try a smaller --ratio{early}"
+        early = ", or --at-steps early --rounds 2 --ratio 0.02" if objective == "erase" and at_steps == "all" else ""
+        guard = (", or --preserve <the concepts to keep> --preserve-rule guard (on the embedded model, with every "
+                 "other concept kept and the early steps, the most specific erase measured; docs/cad.md)")
+        return f"another concept lost accuracy: try a smaller --ratio{early}{guard if objective == 'erase' else ''}"
     if objective == "erase" and metrics["target_after"] > 0.5 * metrics["target_before"]:
         more = "--components linear, " if components == "ff" else ""
         return (f"the target barely moved: try {more}--seeds 16 or --rounds 2 (on the embedded model "
