@@ -53,16 +53,33 @@ def window_label(at_steps: str) -> str:
     return "" if at_steps == "all" else f", objective on the {at_steps} steps"
 
 
-def contrast(plain: dict, concept: str, others: list[str], reduce: str = "mean"):
+def goal_axes(ax) -> None:
+    """Axes of a target-after vs worst-kept plot: both in [0, 1], a grid, and issue 3's goal corner shaded."""
+    import matplotlib.pyplot as plt
+
+    ax.add_patch(plt.Rectangle((0.95, -0.05), 0.1, 0.1, color="tab:green", alpha=0.2, lw=0))
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+
+
+def contrast(plain: dict, concept: str, others: list[str], reduce: str = "mean", keep: str = "signed"):
     """The Attribution of `concept` minus the mean (or, reduce="max", the per-weight largest) of the plain scores of
-    `others`: a preserve-set score built from plain per-concept attributions (scores are linear in the gradients)."""
+    `others`: a preserve-set score built from plain per-concept attributions (scores are linear in the gradients).
+
+    `keep` says what of the others' scores counts: "signed" (as they are), "positive" (negative ones taken as 0, so a
+    weight is never favoured for cutting because it works against a concept to keep) or "magnitude" (their absolute
+    value: cutting a weight that moves a concept to keep in either direction costs)."""
     import torch
 
     from cadiff.attribution import Attribution
 
+    transform = {"signed": lambda t: t, "positive": lambda t: t.clamp(min=0), "magnitude": torch.abs}[keep]
     base = plain[concept]
     if reduce == "max":
-        scores = {n: s - torch.stack([plain[o].scores[n] for o in others]).amax(0) for n, s in base.scores.items()}
+        scores = {n: s - torch.stack([transform(plain[o].scores[n]) for o in others]).amax(0)
+                  for n, s in base.scores.items()}
     else:
-        scores = {n: s - sum(plain[o].scores[n] for o in others) / len(others) for n, s in base.scores.items()}
+        scores = {n: s - sum(transform(plain[o].scores[n]) for o in others) / len(others)
+                  for n, s in base.scores.items()}
     return Attribution(scores, {**base.metadata, "preserve": others})

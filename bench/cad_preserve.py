@@ -1,9 +1,13 @@
 """Which preserve set protects the other concepts best: none, the other values of the target's attribute, or all 14
-other concepts (their mean score, or their largest score per weight), at several ratios, on the embedded model;
+other concepts (their mean score, or their largest score per weight; `-guard`: with their negative scores taken as 0;
+`-abs`: their absolute scores),
+at several ratios, on the embedded model;
 with the variant `random` (the same number of weights per row, chosen at random) as the untargeted control.
 
 Scores are linear in the gradients, so every variant comes from the same 15 plain attributions:
     attribute: a_c - mean(a_o, o in c's attribute)    all: a_c - mean(a_o, o != c)    all-max: a_c - max(a_o, o != c)
+    attribute-guard: a_c - mean(relu(a_o), o in c's attribute)    all-guard: a_c - max(relu(a_o), o != c)
+    attribute-abs: a_c - mean(|a_o|, o in c's attribute)          all-abs: a_c - max(|a_o|, o != c)
 (`cadiff.attribute(pipe, c, preserve=P)` computes the mean form; tests/attribution checks that it equals the difference).
 Writes the section `cad_preserve` of docs/cad.md:
 
@@ -17,9 +21,9 @@ import time
 from pathlib import Path
 
 from common import others_of
-from cad_common import contrast, load, meets_goal, options, save_json, table, write_section
+from cad_common import contrast, goal_axes, load, meets_goal, options, save_json, table, write_section
 
-VARIANTS = ("plain", "attribute", "all", "all-max", "random")
+VARIANTS = ("plain", "attribute", "all", "all-max", "attribute-guard", "all-guard", "attribute-abs", "all-abs", "random")
 DESCRIPTIONS = {
     "plain": "**plain** (no preserve set)",
     "attribute": "**attribute** (minus the mean score of the other values of the target's attribute: circle minus "
@@ -27,6 +31,14 @@ DESCRIPTIONS = {
     "all": "**all** (minus the mean of all 14 other concepts: `preserve=[...]` with every other concept)",
     "all-max": "**all-max** (minus the largest of the 14 other scores of each weight: a weight is cut only if it "
                "matters more to the target than to any concept to keep)",
+    "attribute-guard": "**attribute-guard** (as attribute, with the other values' negative scores taken as 0: a "
+                       "weight that works against a concept to keep is not favoured for cutting)",
+    "all-guard": "**all-guard** (as all-max, with negative scores taken as 0: a weight is cut only if it matters more "
+                 "to the target than to any of the 14 other concepts, and never because it works against one)",
+    "attribute-abs": "**attribute-abs** (as attribute, with the other values' absolute scores: a weight that moves a "
+                     "concept to keep in either direction is spared)",
+    "all-abs": "**all-abs** (as all-max, with absolute scores: a weight is cut only if it matters more to the target "
+               "than to any of the 14 other concepts, in either direction)",
     "random": "**random** (control, no attribution: the same number of weights per row chosen at random, one draw "
               "per concept; what zeroing that many weights costs when nothing is targeted)",
 }
@@ -44,8 +56,9 @@ def variant_scores(plain: dict, concept: str, variant: str):
         gen = torch.Generator().manual_seed(sorted(plain).index(concept))
         scores = {n: torch.rand(s.shape, generator=gen) for n, s in sorted(plain[concept].scores.items())}
         return Attribution(scores, {**plain[concept].metadata, "preserve": []})
-    others = others_of(concept) if variant == "attribute" else [o for o in plain if o != concept]
-    return contrast(plain, concept, others, reduce="max" if variant == "all-max" else "mean")
+    others = others_of(concept) if variant.startswith("attribute") else [o for o in plain if o != concept]
+    keep = "positive" if variant.endswith("-guard") else "magnitude" if variant.endswith("-abs") else "signed"
+    return contrast(plain, concept, others, reduce="max" if variant.startswith("all-") else "mean", keep=keep)
 
 
 def main() -> None:
@@ -174,7 +187,7 @@ def _plot_tradeoff(results: dict, concepts: list[str], variants: list[str], path
     rows = -(-len(concepts) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.7 * rows), squeeze=False, sharex=True, sharey=True)
     for ax, concept in zip(axes.flat, concepts):
-        ax.add_patch(plt.Rectangle((0.95, -0.05), 0.1, 0.1, color="tab:green", alpha=0.2, lw=0))
+        goal_axes(ax)
         for variant in variants:
             pts = sorted((float(k.split("/")[2]), m) for k, m in results.items()
                          if k.startswith(f"{concept}/{variant}/"))
@@ -183,9 +196,6 @@ def _plot_tradeoff(results: dict, concepts: list[str], variants: list[str], path
             for ratio, m in pts:
                 ax.annotate(f"{ratio:g}", (m["kept_min"], m["target_after"]), fontsize=5, color=line.get_color())
         ax.set_title(concept, fontsize=9)
-        ax.set_xlim(-0.05, 1.05)
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
     for ax in axes.flat[len(concepts):]:
         ax.axis("off")
     for ax in axes[-1]:
