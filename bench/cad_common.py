@@ -63,6 +63,15 @@ def goal_axes(ax) -> None:
     ax.grid(alpha=0.3)
 
 
+def save_figure(fig, path) -> None:
+    """Lay out, write (110 dpi) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def contrast(plain: dict, concept: str, others: list[str], reduce: str = "mean", keep: str = "signed"):
     """The Attribution of `concept` minus the mean (or, reduce="max", the per-weight largest) of the plain scores of
     `others`: a preserve-set score built from plain per-concept attributions (scores are linear in the gradients).

@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from cad_common import goal_axes, options, table, write_section
+from cad_common import goal_axes, options, save_figure, table, write_section
 
 
 def frontier(sweeps: list[dict]) -> dict[str, list[tuple[float, float, float, int]]]:
@@ -78,9 +78,7 @@ def _plot(lines: dict, path: Path) -> None:
     ax.set_ylabel("mean target after")
     ax.legend(fontsize=8)
     ax.set_title("CAD-Erase over 15 concepts (labels: ratio per row)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

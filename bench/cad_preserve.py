@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 from common import others_of
-from cad_common import contrast, goal_axes, load, meets_goal, options, save_json, table, write_section
+from cad_common import contrast, goal_axes, load, meets_goal, options, save_figure, save_json, table, write_section
 
-VARIANTS = ("plain", "attribute", "all", "all-max", "attribute-guard", "all-guard", "attribute-abs", "all-abs", "random")
+VARIANTS = ("plain", "attribute", "all", "all-max", "attribute-guard", "all-guard", "attribute-abs", "all-abs",
+            "random")
 DESCRIPTIONS = {
     "plain": "**plain** (no preserve set)",
     "attribute": "**attribute** (minus the mean score of the other values of the target's attribute: circle minus "
@@ -204,9 +205,7 @@ def _plot_tradeoff(results: dict, concepts: list[str], variants: list[str], path
         ax.set_ylabel("target after", fontsize=8)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("CAD-Erase: target vs worst kept (labels: ratio per row)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
