@@ -155,9 +155,10 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     seconds = time.time() - started
 
     results = []
+    preserve_groups = sorted(set(keep_groups))
     for g, (concept, prompt) in enumerate(zip(targets, prompts)):
         with torch.no_grad():  # scores live on the CPU whatever the model's device
-            scores = {n: _score(p.detach().float(), grads, g, n, sorted(set(keep_groups)), preserve_rule).cpu()
+            scores = {n: _score(p.detach().float(), grads, g, n, preserve_groups, preserve_rule).cpu()
                       for n, p in params.items()}
         meta = {"objective": objective, "concepts": [concept], "prompts": [prompt], "preserve": preserve,
                 "preserve_prompts": preserve_prompts, "preserve_rule": preserve_rule if preserve else None,
