@@ -29,9 +29,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--at-steps", default="all", help="steps the objective sums over (all, early, middle, final)")
-    p.add_argument("--preserve", action="store_true", help="score against the other values of the attribute")
-    p.add_argument("--preserve-all", action="store_true", help="score against all 14 other concepts")
-    p.add_argument("--preserve-hurt", metavar="JSON",
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--preserve", action="store_true", help="score against the other values of the attribute")
+    keep.add_argument("--preserve-all", action="store_true", help="score against all 14 other concepts")
+    keep.add_argument("--preserve-hurt", metavar="JSON",
                    help="score against the concepts this earlier run of the script hurt (kept < 95 %%) for each "
                         "target; targets it hurt nothing for are skipped")
     p.add_argument("--preserve-rule", choices=["mean", "guard"], default="mean", help="how the preserve set counts")
@@ -73,18 +74,20 @@ def main() -> None:
         print(rows[-1], flush=True)
     save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results, "settings": vars(args)})
     met = sum(r["goal"] for r in results.values())
-    preserve = ", preserve=<the other values of the concept's attribute>" if args.preserve else ""
-    if args.preserve_hurt:
+    scores, preserve = ("plain scores", "")  # the heading's word for the scores, and the call's preserve argument
+    if args.preserve:
+        scores, preserve = "preserve set", ", preserve=<the other values of the concept's attribute>"
+    elif args.preserve_all:
+        scores, preserve = "preserve set", ", preserve=<the 14 other concepts>"
+    elif args.preserve_hurt:
+        scores = "preserve the hurt concepts"
         preserve = f", preserve=<the concepts `{Path(args.preserve_hurt).stem}` hurt>"
-    if args.preserve_all:
-        preserve = ", preserve=<the 14 other concepts>"
-    guard = " (guard rule)" if (args.preserve or args.preserve_hurt or args.preserve_all) \
-        and args.preserve_rule != "mean" else ""
+    guard = " (guard rule)" if preserve and args.preserve_rule != "mean" else ""
     if guard:
         preserve += f", preserve_rule=\"{args.preserve_rule}\""
     if args.at_steps != "all":
         preserve += f", at_steps=\"{args.at_steps}\""
-    md = f"""### Erase in rounds ({args.rounds} rounds of {args.ratio} per row of the '{args.components}' weights, {args.seeds} trajectories, {"preserve set" if args.preserve or args.preserve_all else "preserve the hurt concepts" if args.preserve_hurt else "plain scores"}{guard}{window_label(args.at_steps)})
+    md = f"""### Erase in rounds ({args.rounds} rounds of {args.ratio} per row of the '{args.components}' weights, {args.seeds} trajectories, {scores}{guard}{window_label(args.at_steps)})
 
 Each round re-scores the model with the earlier rounds' weights zeroed and zeroes the top {args.ratio} per row of the
 new scores (`cadiff.erase(pipe, concept, rounds={args.rounds}, ratio={args.ratio}, components="{args.components}"{preserve})`).

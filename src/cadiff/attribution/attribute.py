@@ -167,7 +167,7 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
                 "components": components,
                 "n_components": count_components(params), "schedule": schedule if objective == "erase" else None,
                 "images": None if images is None else str(images), "n_images": image_files,
-                "J": values[g], "J_preserve": _preserve_values(values, keep_groups, preserve_rule),
+                "J": values[g], "J_preserve": _preserve_values(values, preserve_groups, preserve_rule),
                 "fingerprint": fingerprint,
                 "denoiser": type(unet).__name__, "dtype": str(unet.dtype).replace("torch.", ""),
                 "cadiff_version": _version(), "seconds": round(seconds, 3), "sampling_chunks": n_chunks}
@@ -185,11 +185,11 @@ def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: list[int], rul
     return own - torch.stack([(w * grads[k][name]).clamp(min=0) for k in keep]).amax(0)
 
 
-def _preserve_values(values: dict, keep_groups: list[int], rule: str) -> float | list[float] | None:
+def _preserve_values(values: dict, keep: list[int], rule: str) -> float | list[float] | None:
     """J of the preserve set: one number for the mean rule, one per preserve concept for "guard"."""
-    if not keep_groups:
+    if not keep:
         return None
-    return values[keep_groups[0]] if rule == "mean" else [values[k] for k in keep_groups]
+    return values[keep[0]] if rule == "mean" else [values[k] for k in keep]
 
 
 def _version() -> str:
