@@ -1,6 +1,7 @@
 """CAD scores on tiny random pipelines: equal to w * dJ/dw by hand, estimators agree, fp32 sums, preserve algebra."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -137,6 +138,32 @@ def test_guard_rule_subtracts_the_largest_positive_preserve_score(sd2):
     assert guarded.metadata["preserve_rule"] == "guard"
     assert guarded.metadata["J_preserve"] == pytest.approx([sq.metadata["J"], st.metadata["J"]], rel=1e-4)
     assert target.metadata["preserve_rule"] is None
+
+
+def test_groups_taken_one_call_at_a_time_equal_the_joint_call(sd2):
+    rows = [Row("a circle", 0, 0), Row("a square", 0, 1), Row("a star", 1, 2)]
+    steps = erase_trajectory(sd2, sd2.unet, rows, STEPS, GUIDANCE)
+    params = select_parameters(sd2.unet, "ff")
+    joint, j_joint = accumulate(sd2.unet, params, steps, {0: 1.0, 1: 1.0, 2: 1.0})
+    for g in range(3):
+        alone, j_alone = accumulate(sd2.unet, params, steps, {g: 1.0})
+        assert set(alone) == {g} and math.isclose(j_alone[g], j_joint[g], rel_tol=1e-5)
+        for n in params:
+            torch.testing.assert_close(alone[g][n], joint[g][n], rtol=1e-4, atol=1e-7)
+
+
+def test_guard_holds_one_preserve_gradient_at_a_time(sd2, monkeypatch):
+    module = sys.modules["cadiff.attribution.attribute"]  # the module, not the function of the same name
+    calls = []
+
+    def spy(unet, params, samples, weights, **kw):
+        calls.append(sorted(weights))
+        return accumulate(unet, params, samples, weights, **kw)
+
+    monkeypatch.setattr(module, "accumulate", spy)
+    attribute(sd2, "a circle", preserve=["a square", "a star", "a heart"], preserve_rule="guard", seeds=[0],
+              steps=STEPS, guidance=GUIDANCE, progress=False)
+    assert calls == [[0], [1], [2], [3]]  # the target, then each concept to keep alone
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -8,9 +8,10 @@ Objectives (METHOD.md section 1):
 With `preserve`, the score is the target's minus the mean of the preserve concepts' (same objective):
 components that carry the target but not the concepts to keep. `preserve_rule="guard"` subtracts instead, per
 weight, the largest positive score of any preserve concept: a weight is cut only if it matters more to the target
-than to every concept to keep, and never because it works against one (costs one fp32 gradient copy per preserve
-concept instead of one in all). `at_steps` restricts the sum over steps to a window
-of the trajectory ("early", "middle", "final", or step indices; 0 = first step), e.g. where composition is decided.
+than to every concept to keep, and never because it works against one (the preserve concepts are taken one at a
+time into a running maximum: two fp32 copies of the selected weights beside the targets', however many there
+are). `at_steps` restricts the sum over steps to a window of the trajectory ("early", "middle", "final", or step
+indices; 0 = first step), e.g. where composition is decided.
 
 Example:
     >>> import cadiff
@@ -149,13 +150,20 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
             if images is None:
                 x0 = generated_latents(pipe, rows, steps, guidance, batch_size, tick=bar.update)
             samples = amplify_samples(pipe, unet, rows, x0, steps, batch_size, tick=bar.update, only=only)
-    with tqdm(total=len(samples), desc=f"{objective}: backward", unit="step", disable=not progress, leave=False) as bar:
-        grads, values = accumulate(unet, params, samples, weights, sign=1.0 if objective == "erase" else -1.0,
-                                   tick=bar.update)
+    sign = 1.0 if objective == "erase" else -1.0
+    preserve_groups = sorted(set(keep_groups))
+    one_at_a_time = preserve_groups if preserve_rule == "guard" else []
+    together = {g: w for g, w in weights.items() if g not in one_at_a_time}
+    passes = len(samples) * (1 + len(one_at_a_time))
+    with tqdm(total=passes, desc=f"{objective}: backward", unit="step", disable=not progress, leave=False) as bar:
+        grads, values = accumulate(unet, params, samples, together, sign=sign, tick=bar.update)
+        if one_at_a_time:
+            grads["guard"], guard_values = _largest_positive_scores(unet, params, samples, weights, one_at_a_time,
+                                                                    sign, bar.update)
+            values.update(guard_values)
     seconds = time.time() - started
 
     results = []
-    preserve_groups = sorted(set(keep_groups))
     for g, (concept, prompt) in enumerate(zip(targets, prompts)):
         with torch.no_grad():  # scores live on the CPU whatever the model's device
             scores = {n: _score(p.detach().float(), grads, g, n, preserve_groups, preserve_rule).cpu()
@@ -175,6 +183,21 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     return results[0] if single else results
 
 
+def _largest_positive_scores(unet, params: dict, samples: list, weights: dict, groups: list[int], sign: float,
+                             tick) -> tuple[dict[str, torch.Tensor], dict[int, float]]:
+    """Per weight, max over `groups` of max(w * dJ_k/dw, 0), one group at a time (one gradient copy alive)."""
+    largest = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
+    values = {}
+    for k in groups:
+        grads, one = accumulate(unet, params, samples, {k: weights[k]}, sign=sign, tick=tick)
+        with torch.no_grad():
+            for n, p in params.items():
+                torch.maximum(largest[n], p.detach().float() * grads[k][n], out=largest[n])
+        values.update(one)
+        del grads
+    return largest, values
+
+
 def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: list[int], rule: str) -> torch.Tensor:
     """The score of one parameter for target group `g`: w * grad, less the preserve groups' part under `rule`."""
     own = w * grads[g][name]
@@ -182,7 +205,7 @@ def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: list[int], rul
         return own
     if rule == "mean":
         return own - w * grads[keep[0]][name]
-    return own - torch.stack([(w * grads[k][name]).clamp(min=0) for k in keep]).amax(0)
+    return own - grads["guard"][name]  # the running maximum of the positive preserve scores
 
 
 def _preserve_values(values: dict, keep: list[int], rule: str) -> float | list[float] | None:

@@ -46,7 +46,9 @@ def _runs(groups: list[int]) -> list[tuple[int, slice]]:
 def accumulate(denoiser: torch.nn.Module, params: dict[str, torch.nn.Parameter], steps: list[Step],
                weights: dict[int, float], sign: float = 1.0,
                tick: Callable[[int], None] | None = None) -> tuple[dict[int, dict[str, torch.Tensor]], dict[int, float]]:
-    """Per group g: fp32 gradients of J_g = sign * sum_rows weights[g] * ||scale (out - target)||^2, and J_g."""
+    """Per group g: fp32 gradients of J_g = sign * sum_rows weights[g] * ||scale (out - target)||^2, and J_g.
+
+    Rows of groups missing from `weights` are skipped (no forward), so groups can be taken one call at a time."""
     grads: dict[int, dict[str, torch.Tensor]] = {
         g: {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()} for g in weights}
     values = {g: 0.0 for g in weights}
@@ -67,6 +69,8 @@ def accumulate(denoiser: torch.nn.Module, params: dict[str, torch.nn.Parameter],
             for step in steps:
                 n = step.sample.shape[0]
                 for group, rows in _runs(step.groups):
+                    if group not in weights:
+                        continue
                     current["acc"] = grads[group]
                     with torch.enable_grad():
                         out = denoiser(step.sample[rows], step.timestep, **take_rows(step.kwargs, rows, n),
