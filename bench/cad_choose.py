@@ -6,7 +6,7 @@ their settings on the same 72 images (seeds 1000 on). Across them a concept has 
 window, components, base prompt, preserve set). Picking the best of tens on 72 images flatters it, so the pick is
 confirmed on `36 * --repeats` new images (seeds from --seed on). The rule, fixed before the confirmation ran: the
 smallest shortfall from the goal, max(0, target - 0.05) + max(0, 0.95 - worst kept); ties go to the larger worst
-kept, then the smaller target, then the fewer weights zeroed. Writes the section `cad_choose` of docs/cad.md:
+kept, then the smaller target, then the fewer weights zeroed. Writes the section `cad_choose` of docs/cad-results.md:
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_choose.py --screens docs/img/cad_sweep_16*.json \
         docs/img/cad_erase_16.json docs/img/cad_probe_*.json docs/img/cad_rounds_16*.json --seed 130000

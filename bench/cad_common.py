@@ -1,4 +1,4 @@
-"""Shared plumbing of the CAD benchmarks: options, loading, and writing a result section into docs/cad.md.
+"""Shared plumbing of the CAD benchmarks: options, loading, and writing a result section into docs/cad-results.md.
 
 Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_erase.py`.
 """
@@ -12,7 +12,7 @@ import common
 from common import save_json  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "cad.md"
+DOC = ROOT / "docs" / "cad-results.md"
 IMG = ROOT / "docs" / "img"
 
 

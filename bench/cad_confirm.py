@@ -5,7 +5,7 @@ A sweep screens many settings on 72 images (12 per shape and colour), where one 
 goal (target <= --max-target, worst kept >= --min-kept), rebuilds their masks from the same attributions, and
 evaluates them again on images the sweep never saw (seeds from --seed on; 36 * --repeats images). Choosing on one set
 of images and reporting on another keeps the selection from flattering the result. Writes the section `cad_confirm`
-of docs/cad.md:
+of docs/cad-results.md:
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_confirm.py --sweep docs/img/cad_sweep_16.json
 """

@@ -9,7 +9,7 @@ Scores are linear in the gradients, so every variant comes from the same 15 plai
     attribute-guard: a_c - mean(relu(a_o), o in c's attribute)    all-guard: a_c - max(relu(a_o), o != c)
     attribute-abs: a_c - mean(|a_o|, o in c's attribute)          all-abs: a_c - max(|a_o|, o != c)
 (`cadiff.attribute(pipe, c, preserve=P)` computes the mean form; tests/attribution checks that it equals the difference).
-Writes the section `cad_preserve` of docs/cad.md:
+Writes the section `cad_preserve` of docs/cad-results.md:
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_preserve.py --concepts circle square star red striped
 """

@@ -1,7 +1,7 @@
 """CAD-Erase in rounds on the embedded model, all 15 concepts: each round re-scores the model with the mask so far
 zeroed and adds the top `--ratio` per row of the new scores (`cadiff.erase(..., rounds=N)`).
 
-Writes the section `cad_rounds` of docs/cad.md. Run:
+Writes the section `cad_rounds` of docs/cad-results.md. Run:
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_rounds.py --components linear --ratio 0.02 --rounds 2
 """
 
