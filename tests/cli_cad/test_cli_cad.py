@@ -85,6 +85,7 @@ def test_amplify_with_image_folder(models, tmp_path, capsys):
     (["a circle", "--ratio", "0.001"], "is empty"),
     (["a circle", "--at-steps", "soon"], "cannot read step 'soon'"),
     (["a circle", "--preserve-rule", "guard"], "needs concepts to keep"),
+    (["a circle", "--preserve-others"], "needs the embedded shapes model"),
     (["a circle", "--method", "nonsense"], None),
 ])
 def test_erase_bad_inputs(models, tmp_path, capsys, extra, message):

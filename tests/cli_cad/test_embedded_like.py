@@ -70,3 +70,17 @@ def test_erase_reports_accuracies_and_expands_concept_words(shapes_like, tmp_pat
     assert "target accuracy" in out.out
     exported = tmp_path / "run/pipeline"
     assert json.loads((exported / "cadiff.json").read_text())["world"] == "shapes"  # sampling defaults travel along
+
+
+def test_preserve_others_keeps_every_concept_the_targets_do_not_name(shapes_like, tmp_path, capsys):
+    code = main(["attribute", "a red circle", "--preserve-others", "--preserve-rule", "guard", "--seeds", "1",
+                 "--model", str(shapes_like), "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    kept = [c for c in CONCEPTS if c not in ("red", "circle")]
+    assert json.loads((tmp_path / "run/run.json").read_text())["settings"]["preserve"] == kept
+    from cadiff.attribution import Attribution
+
+    meta = Attribution.load(tmp_path / "run/a_red_circle.attr.safetensors").metadata
+    assert meta["preserve"] == kept and len(meta["J_preserve"]) == 13
+    with pytest.raises(SystemExit):  # one way to name the concepts to keep
+        main(["attribute", "circle", "--preserve", "square", "--preserve-others", "--out", str(tmp_path / "x")])

@@ -29,8 +29,11 @@ def _ratio(text: str) -> float:
 def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> None:
     p.add_argument("concepts", nargs="+", metavar="CONCEPT",
                    help="concept words or prompts (on the embedded model 'circle' means 'a circle', 'red' 'a red shape')")
-    p.add_argument("--preserve", nargs="+", default=[], metavar="CONCEPT",
-                   help="concepts to keep: scores become target minus the mean of these")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--preserve", nargs="+", default=[], metavar="CONCEPT",
+                      help="concepts to keep: scores become target minus the mean of these")
+    keep.add_argument("--preserve-others", action="store_true",
+                      help="embedded model: keep every concept of the shapes world except the targets (14 for one)")
     p.add_argument("--preserve-rule", choices=["mean", "guard"], default="mean",
                    help="how --preserve counts: mean (default) or guard (per weight, the largest positive score "
                         "of any concept to keep)")
@@ -99,6 +102,20 @@ def _attribute_kwargs(args: argparse.Namespace) -> dict:
             "images": getattr(args, "images", None), "progress": True}
 
 
+def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
+    """--preserve-others: on the embedded model, every shapes-world concept but the targets becomes --preserve."""
+    from cadiff.models import is_embedded
+    from cadiff.shapes import ATTRIBUTES
+
+    if not args.preserve_others:
+        return
+    if not is_embedded(pipe):
+        raise ValueError("--preserve-others needs the embedded shapes model, whose concepts are a closed list; "
+                         "name the concepts to keep with --preserve CONCEPT ...")
+    named = {word for concept in args.concepts for word in concept.split()}  # 'a red circle' names red and circle
+    args.preserve = [c for values in ATTRIBUTES.values() for c in values if c not in named]
+
+
 def _settings(args: argparse.Namespace) -> dict:
     skip = {"func", "overwrite", "out"}
     return {k: v for k, v in vars(args).items() if k not in skip}
@@ -112,6 +129,7 @@ def run_attribute(args: argparse.Namespace) -> int:
 
     check_new(args.out, args.overwrite)
     pipe = load_from_args(args)
+    _resolve_preserve(args, pipe)
     with run_folder(args.out, "attribute", _settings(args), args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
         attrs = attribute(pipe, args.concepts, preserve=args.preserve, objective=args.objective,
@@ -158,6 +176,7 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     ratio = None if args.count is not None else args.ratio
     method = getattr(args, "method", "cad")
     pipe = load_from_args(args)
+    _resolve_preserve(args, pipe)
     from cadiff.runs import run_folder
 
     with run_folder(args.out, objective, {**_settings(args), "ratio": ratio}, args.overwrite) as run:
@@ -218,8 +237,8 @@ def next_step(metrics: dict, objective: str, components: str, images: int = 0, a
             return (f"{metrics['kept_min_concept']} changed in one image of {images}: measure on more images "
                     "(--eval-repeats 4) before changing the edit")
         early = ", or --at-steps early --rounds 2 --ratio 0.02" if objective == "erase" and at_steps == "all" else ""
-        guard = (", or --preserve <the concepts to keep> --preserve-rule guard (on the embedded model, with every "
-                 "other concept kept and the early steps, the most specific erase measured; docs/cad.md)")
+        guard = (", or --preserve <the concepts to keep> --preserve-rule guard (on the embedded model "
+                 "--preserve-others --preserve-rule guard, the most specific erase measured; docs/cad.md)")
         return f"another concept lost accuracy: try a smaller --ratio{early}{guard if objective == 'erase' else ''}"
     if objective == "erase" and metrics["target_after"] > 0.5 * metrics["target_before"]:
         more = "--components linear, " if components == "ff" else ""
