@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from cadiff.cli import main
-from cadiff.cli.cad import next_step
+from cadiff.cli.cad import best_round, next_step
 from cadiff.editing.shapes_report import CONCEPTS, edit_metrics, evaluation_prompts
 from tiny_pipelines import tiny_sd
 
@@ -84,3 +84,31 @@ def test_preserve_others_keeps_every_concept_the_targets_do_not_name(shapes_like
     assert meta["preserve"] == kept and len(meta["J_preserve"]) == 13
     with pytest.raises(SystemExit):  # one way to name the concepts to keep
         main(["attribute", "circle", "--preserve", "square", "--preserve-others", "--out", str(tmp_path / "x")])
+
+
+def test_erase_in_rounds_measures_and_keeps_every_round(shapes_like, tmp_path, capsys):
+    from cadiff.editing import Mask
+
+    code = main(["erase", "circle", "--rounds", "2", "--ratio", "0.1", "--seeds", "1", "--no-export",
+                 "--model", str(shapes_like), "--out", str(tmp_path / "run")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    first, last = metrics["rounds"]
+    assert (first["round"], last["round"]) == (1, 2) and last["mask"] == "mask.safetensors"
+    assert last["after"] == metrics["after"] and set(first["after"]) == set(CONCEPTS)
+    one, both = Mask.load(tmp_path / "run" / first["mask"]), Mask.load(tmp_path / "run/mask.safetensors")
+    assert 0 < len(one) == first["zeroed"] < len(both) == last["zeroed"]
+    assert "after round 1: target" in out.out and "after round 2: target" in out.out
+    code = main(["apply", str(tmp_path / "run" / first["mask"]), "--model", str(shapes_like),
+                 "--out", str(tmp_path / "round1")])
+    assert code == 0 and (tmp_path / "round1/model_index.json").is_file()
+
+
+def test_best_round_keeps_the_others_first():
+    rows = [{"round": 1, "target_after": 0.3, "kept_min": 1.0, "zeroed": 10},
+            {"round": 2, "target_after": 0.0, "kept_min": 0.96, "zeroed": 20},
+            {"round": 3, "target_after": 0.0, "kept_min": 0.9, "zeroed": 30}]
+    assert best_round(rows)["round"] == 2
+    assert best_round(rows[2:]) is None
+    assert best_round([{**rows[1], "round": 4, "zeroed": 25}, rows[1]])["round"] == 2  # fewer weights on a tie

@@ -59,7 +59,8 @@ def _edit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scope", choices=["row", "matrix", "global"], default="row",
                    help="row: the paper's per-output-row rule (default); matrix; global")
     p.add_argument("--rounds", type=positive_int, default=1,
-                   help="re-score on the edited model and zero another --ratio, this many times in all (default 1)")
+                   help="re-score on the edited model and zero another --ratio, this many times in all (default 1); "
+                        "every round's mask is kept (mask.roundK.safetensors) and, on the embedded model, measured")
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
     p.add_argument("--eval-repeats", type=positive_int, default=1,
                    help="embedded model: 36 evaluation images per repeat (each shape/colour 6x, texture 12x; default 1)")
@@ -181,13 +182,17 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
 
     with run_folder(args.out, objective, {**_settings(args), "ratio": ratio}, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
+        rounds = {}  # round -> the mask after it
         if method == "cad":
             attrs, mask = plan_edit(pipe, args.concepts, objective, preserve=args.preserve, ratio=ratio,
-                                    count=args.count, scope=args.scope, rounds=args.rounds, **_attribute_kwargs(args))
+                                    count=args.count, scope=args.scope, rounds=args.rounds,
+                                    on_round=lambda k, m: rounds.__setitem__(k, m), **_attribute_kwargs(args))
             last = "" if args.rounds == 1 else f".round{args.rounds}"  # later rounds score the edited model
             for concept, attr in zip(args.concepts, attrs):
                 attr.save(run.path / f"{slug(concept)}{last}.attr.safetensors")
             mask.save(run.path / "mask.safetensors")
+            for k in range(1, args.rounds):  # the earlier rounds' masks, to apply when one of them measured better
+                rounds[k].save(run.path / f"mask.round{k}.safetensors")
             edited = edited_copy(pipe, mask, check=False)
             info = {"mask": {k: v for k, v in mask.metadata.items()}, "zeroed": len(mask)}
             run.record["edit"] = {"zeroed": len(mask), "per_parameter": mask.counts(),
@@ -200,6 +205,8 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
             export_pipeline(edited, run.path / "pipeline", info={"command": objective, **info})
         shapes = is_embedded(pipe) and all(c in CONCEPTS for c in args.concepts)
         _pictures_and_metrics(run, pipe, edited, args, shapes, tqdm)
+        if shapes and len(rounds) > 1:
+            run.metrics["rounds"] = _round_metrics(pipe, rounds, run.metrics, args, tqdm)
     zeroed = run.record["edit"].get("zeroed")
     verb = {"erase": "erased", "amplify": "amplified"}[objective]
     prompts = run.record["edit"].get("prompts")
@@ -214,7 +221,14 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         from cadiff.editing.shapes_report import evaluation_prompts
 
         n_images = sum(m["kept_min_concept"] in p.split() for p in evaluation_prompts(args.eval_repeats))
+        for r in m.get("rounds", []):
+            print(f"  after round {r['round']}: target {r['target_after']:.2f}, worst kept {r['kept_min']:.0%} "
+                  f"({r['kept_min_concept']}), {r['zeroed']} weights zeroed")
         hint = next_step(m, objective, args.components, images=n_images, at_steps=args.at_steps)
+        better = best_round(m.get("rounds", [])) if objective == "erase" else None
+        if better is not None and better["round"] != args.rounds:
+            hint = (f"round {better['round']} kept every other concept >= 95 % with the target at "
+                    f"{better['target_after']:.2f}: cadiff apply {args.out}/{better['mask']} --out <folder>")
         if hint:
             print(f"hint: {hint}")
     if not args.no_export:
@@ -247,6 +261,19 @@ def next_step(metrics: dict, objective: str, components: str, images: int = 0, a
     return None
 
 
+def best_round(rounds: list[dict], keep: float = 0.95) -> dict | None:
+    """Of an erase's per-round metrics, the round that keeps every other concept >= `keep` with the lowest target
+    (fewest weights zeroed on ties); None if no round keeps them.
+
+    Example:
+        >>> best_round([{"round": 1, "target_after": 0.2, "kept_min": 1.0, "zeroed": 5},
+        ...             {"round": 2, "target_after": 0.0, "kept_min": 0.8, "zeroed": 9}])["round"]
+        1
+    """
+    kept = [r for r in rounds if r["kept_min"] >= keep - 1e-9]
+    return min(kept, key=lambda r: (r["target_after"], r["zeroed"])) if kept else None
+
+
 def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm) -> None:
     """Before/after grid on fixed seeds; on the embedded model with shapes-world concepts, evaluator accuracies."""
     from cadiff.attribution import concept_prompt
@@ -267,6 +294,27 @@ def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm) -> None:
                 accs.append(concept_accuracies(model, evaluator, repeats=args.eval_repeats, progress=bar.update))
         run.metrics = edit_metrics(accs[0], accs[1], args.concepts)
         run.metrics["n_images"] = 36 * args.eval_repeats
+
+
+def _round_metrics(pipe, rounds: dict, metrics: dict, args, tqdm) -> list[dict]:
+    """Evaluator accuracies after every round of a multi-round edit (the last round's are the run's `metrics`)."""
+    from cadiff.editing import ablated
+    from cadiff.editing.shapes_report import concept_accuracies, edit_metrics
+    from cadiff.shapes import load_evaluator
+
+    evaluator, rows = load_evaluator(), []
+    for k, mask in sorted(rounds.items()):
+        if k == len(rounds):
+            after = metrics["after"]
+        else:
+            with ablated(pipe, mask), tqdm(total=36 * args.eval_repeats, desc=f"evaluate round {k}", unit="img",
+                                           leave=False) as bar:
+                after = concept_accuracies(pipe, evaluator, repeats=args.eval_repeats, progress=bar.update)
+        m = edit_metrics(metrics["before"], after, args.concepts)
+        rows.append({"round": k, "zeroed": len(mask), "mask": "mask.safetensors" if k == len(rounds)
+                     else f"mask.round{k}.safetensors", **{key: m[key] for key in
+                     ("target_after", "others_after", "kept_min", "kept_min_concept", "after")}})
+    return rows
 
 
 def run_apply(args: argparse.Namespace) -> int:

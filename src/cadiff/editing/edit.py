@@ -14,7 +14,7 @@ import copy
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -48,11 +48,12 @@ def edited_copy(pipe, mask: Mask, check: bool = True):
 
 def plan_edit(pipe, concepts: str | Sequence[str], objective: str, *, preserve: Sequence[str] | None = None,
               ratio: float | None = DEFAULT_RATIO, count: int | None = None, scope: str = "row", rounds: int = 1,
-              **attribute_kwargs) -> tuple[list, Mask]:
+              on_round: Callable[[int, Mask], None] | None = None, **attribute_kwargs) -> tuple[list, Mask]:
     """Attribute every concept (together) and unite their selections: (attributions of the last round, mask).
 
     With `rounds` > 1 the scores are recomputed on the model with the mask so far zeroed, and each round adds its
-    own top `ratio` (or `count`): the first-order estimate is taken again around the edited model."""
+    own top `ratio` (or `count`): the first-order estimate is taken again around the edited model. `on_round(k,
+    mask)` sees the mask after every round k (1-based), e.g. to keep or measure the earlier ones."""
     from cadiff.attribution import attribute
     from cadiff.editing.ablate import ablated
     from cadiff.editing.select import check_amount
@@ -74,6 +75,8 @@ def plan_edit(pipe, concepts: str | Sequence[str], objective: str, *, preserve: 
             if mask is not None:  # scored on the edited model; its indices address the original one
                 new.metadata.update(fingerprint=mask.fingerprint, round=round_ + 1)
             mask = new if mask is None else mask | new
+        if on_round is not None:
+            on_round(round_ + 1, mask)
     return attrs, mask
 
 
