@@ -225,12 +225,12 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
             print(f"  after round {r['round']}: target {r['target_after']:.2f}, worst kept {r['kept_min']:.0%} "
                   f"({r['kept_min_concept']}), {r['zeroed']} weights zeroed")
         hint = next_step(m, objective, args.components, images=n_images, at_steps=args.at_steps)
-        better = best_round(m.get("rounds", [])) if objective == "erase" else None
-        if better is not None and better["round"] != args.rounds:
-            hint = (f"round {better['round']} kept every other concept >= 95 % with the target at "
-                    f"{better['target_after']:.2f}: cadiff apply {args.out}/{better['mask']} --out <folder>")
         if hint:
             print(f"hint: {hint}")
+        better = best_round(m.get("rounds", [])) if objective == "erase" else None
+        if better is not None and better["round"] != args.rounds:
+            print(f"hint: round {better['round']} kept every other concept >= 95 % with the target at "
+                  f"{better['target_after']:.2f}: cadiff apply {args.out}/{better['mask']} --out <folder>")
     if not args.no_export:
         print(f"edited pipeline: {args.out}/pipeline (loads in stock diffusers)")
     return 0
