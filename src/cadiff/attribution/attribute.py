@@ -157,16 +157,17 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     passes = len(samples) * (1 + len(one_at_a_time))
     with tqdm(total=passes, desc=f"{objective}: backward", unit="step", disable=not progress, leave=False) as bar:
         grads, values = accumulate(unet, params, samples, together, sign=sign, tick=bar.update)
+        largest = None
         if one_at_a_time:
-            grads["guard"], guard_values = _largest_positive_scores(unet, params, samples, weights, one_at_a_time,
-                                                                    sign, bar.update)
+            largest, guard_values = _largest_positive_scores(unet, params, samples, weights, one_at_a_time, sign,
+                                                             bar.update)
             values.update(guard_values)
     seconds = time.time() - started
 
     results = []
     for g, (concept, prompt) in enumerate(zip(targets, prompts)):
         with torch.no_grad():  # scores live on the CPU whatever the model's device
-            scores = {n: _score(p.detach().float(), grads, g, n, preserve_groups, preserve_rule).cpu()
+            scores = {n: _score(p.detach().float(), grads, g, n, preserve_groups, largest).cpu()
                       for n, p in params.items()}
         meta = {"objective": objective, "concepts": [concept], "prompts": [prompt], "preserve": preserve,
                 "preserve_prompts": preserve_prompts, "preserve_rule": preserve_rule if preserve else None,
@@ -198,14 +199,13 @@ def _largest_positive_scores(unet, params: dict, samples: list, weights: dict, g
     return largest, values
 
 
-def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: list[int], rule: str) -> torch.Tensor:
-    """The score of one parameter for target group `g`: w * grad, less the preserve groups' part under `rule`."""
+def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: list[int], largest: dict | None) -> torch.Tensor:
+    """The score of one parameter for target group `g`: w * grad, less the preserve set's part (the guard rule's
+    `largest` positive preserve scores, or else the mean rule's one preserve group)."""
     own = w * grads[g][name]
-    if not keep:
-        return own
-    if rule == "mean":
-        return own - w * grads[keep[0]][name]
-    return own - grads["guard"][name]  # the running maximum of the positive preserve scores
+    if largest is not None:
+        return own - largest[name]
+    return own - w * grads[keep[0]][name] if keep else own
 
 
 def _preserve_values(values: dict, keep: list[int], rule: str) -> float | list[float] | None:
