@@ -58,24 +58,29 @@ def shapes_like(tmp_path, monkeypatch):
     return folder
 
 
+def _run(model, out, capsys, *argv: str) -> str:
+    """Run one cadiff command on `model` into `out`; its stdout (the command must succeed)."""
+    code = main([*argv, "--seeds", "1", "--model", str(model), "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    return printed.out
+
+
 def test_erase_reports_accuracies_and_expands_concept_words(shapes_like, tmp_path, capsys):
-    code = main(["erase", "circle", "--preserve", "square", "star", "--ratio", "0.25", "--seeds", "1",
-                 "--model", str(shapes_like), "--out", str(tmp_path / "run")])
-    out = capsys.readouterr()
-    assert code == 0, out.err
+    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "--preserve", "square", "star",
+               "--ratio", "0.25")
     record = json.loads((tmp_path / "run/run.json").read_text())
     assert record["edit"]["prompts"] == ["a circle"]
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert set(metrics["before"]) == set(CONCEPTS) and 0 <= metrics["target_after"] <= 1
-    assert "target accuracy" in out.out
+    assert "target accuracy" in out
     exported = tmp_path / "run/pipeline"
     assert json.loads((exported / "cadiff.json").read_text())["world"] == "shapes"  # sampling defaults travel along
 
 
 def test_preserve_others_keeps_every_concept_the_targets_do_not_name(shapes_like, tmp_path, capsys):
-    code = main(["attribute", "a red circle", "--preserve-others", "--preserve-rule", "guard", "--seeds", "1",
-                 "--model", str(shapes_like), "--out", str(tmp_path / "run")])
-    assert code == 0, capsys.readouterr().err
+    _run(shapes_like, tmp_path / "run", capsys, "attribute", "a red circle", "--preserve-others", "--preserve-rule",
+         "guard")
     kept = [c for c in CONCEPTS if c not in ("red", "circle")]
     assert json.loads((tmp_path / "run/run.json").read_text())["settings"]["preserve"] == kept
     from cadiff.attribution import Attribution
@@ -89,17 +94,15 @@ def test_preserve_others_keeps_every_concept_the_targets_do_not_name(shapes_like
 def test_erase_in_rounds_measures_and_keeps_every_round(shapes_like, tmp_path, capsys):
     from cadiff.editing import Mask
 
-    code = main(["erase", "circle", "--rounds", "2", "--ratio", "0.1", "--seeds", "1", "--no-export",
-                 "--model", str(shapes_like), "--out", str(tmp_path / "run")])
-    out = capsys.readouterr()
-    assert code == 0, out.err
+    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "--rounds", "2", "--ratio", "0.1",
+               "--no-export")
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     first, last = metrics["rounds"]
     assert (first["round"], last["round"]) == (1, 2) and last["mask"] == "mask.safetensors"
     assert last["after"] == metrics["after"] and set(first["after"]) == set(CONCEPTS)
     one, both = Mask.load(tmp_path / "run" / first["mask"]), Mask.load(tmp_path / "run/mask.safetensors")
     assert 0 < len(one) == first["zeroed"] < len(both) == last["zeroed"]
-    assert "after round 1: target" in out.out and "after round 2: target" in out.out
+    assert "after round 1: target" in out and "after round 2: target" in out
     code = main(["apply", str(tmp_path / "run" / first["mask"]), "--model", str(shapes_like),
                  "--out", str(tmp_path / "round1")])
     assert code == 0 and (tmp_path / "round1/model_index.json").is_file()
