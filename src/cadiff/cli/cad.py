@@ -204,9 +204,7 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         if not args.no_export:
             export_pipeline(edited, run.path / "pipeline", info={"command": objective, **info})
         shapes = is_embedded(pipe) and all(c in CONCEPTS for c in args.concepts)
-        _pictures_and_metrics(run, pipe, edited, args, shapes, tqdm)
-        if shapes and len(rounds) > 1:
-            run.metrics["rounds"] = _round_metrics(pipe, rounds, run.metrics, args, tqdm)
+        _pictures_and_metrics(run, pipe, edited, args, shapes, tqdm, rounds)
     zeroed = run.record["edit"].get("zeroed")
     verb = {"erase": "erased", "amplify": "amplified"}[objective]
     prompts = run.record["edit"].get("prompts")
@@ -274,9 +272,11 @@ def best_round(rounds: list[dict], keep: float = 0.95) -> dict | None:
     return min(kept, key=lambda r: (r["target_after"], r["zeroed"])) if kept else None
 
 
-def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm) -> None:
-    """Before/after grid on fixed seeds; on the embedded model with shapes-world concepts, evaluator accuracies."""
+def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm, rounds: dict) -> None:
+    """Before/after grid on fixed seeds; on the embedded model with shapes-world concepts, evaluator accuracies
+    (`rounds`: round -> mask; with more than one, every round is measured too)."""
     from cadiff.attribution import concept_prompt
+    from cadiff.editing import ablated
     from cadiff.editing.shapes_report import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
 
     if shapes:
@@ -284,37 +284,32 @@ def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm) -> None:
     else:
         prompts = [concept_prompt(pipe, c) for c in args.concepts + args.preserve for _ in range(4)]
     before_after_grid(pipe, edited, prompts, title=f"after {run.record['command']}").save(run.path / "grid.png")
-    if shapes:
-        from cadiff.shapes import load_evaluator
-
-        evaluator = load_evaluator()
-        accs = []
-        for label, model in (("before", pipe), ("after", edited)):
-            with tqdm(total=36 * args.eval_repeats, desc=f"evaluate {label}", unit="img", leave=False) as bar:
-                accs.append(concept_accuracies(model, evaluator, repeats=args.eval_repeats, progress=bar.update))
-        run.metrics = edit_metrics(accs[0], accs[1], args.concepts)
-        run.metrics["n_images"] = 36 * args.eval_repeats
-
-
-def _round_metrics(pipe, rounds: dict, metrics: dict, args, tqdm) -> list[dict]:
-    """Evaluator accuracies after every round of a multi-round edit (the last round's are the run's `metrics`)."""
-    from cadiff.editing import ablated
-    from cadiff.editing.shapes_report import concept_accuracies, edit_metrics
+    if not shapes:
+        return
     from cadiff.shapes import load_evaluator
 
-    evaluator, rows = load_evaluator(), []
-    for k, mask in sorted(rounds.items()):
-        if k == len(rounds):
-            after = metrics["after"]
-        else:
-            with ablated(pipe, mask), tqdm(total=36 * args.eval_repeats, desc=f"evaluate round {k}", unit="img",
-                                           leave=False) as bar:
-                after = concept_accuracies(pipe, evaluator, repeats=args.eval_repeats, progress=bar.update)
-        m = edit_metrics(metrics["before"], after, args.concepts)
-        rows.append({"round": k, "zeroed": len(mask), "mask": "mask.safetensors" if k == len(rounds)
-                     else f"mask.round{k}.safetensors", **{key: m[key] for key in
-                     ("target_after", "others_after", "kept_min", "kept_min_concept", "after")}})
-    return rows
+    evaluator = load_evaluator()
+
+    def measure(model, label: str) -> dict[str, float]:
+        with tqdm(total=36 * args.eval_repeats, desc=f"evaluate {label}", unit="img", leave=False) as bar:
+            return concept_accuracies(model, evaluator, repeats=args.eval_repeats, progress=bar.update)
+
+    before = measure(pipe, "before")
+    run.metrics = edit_metrics(before, measure(edited, "after"), args.concepts)
+    run.metrics["n_images"] = 36 * args.eval_repeats
+    if len(rounds) > 1:
+        run.metrics["rounds"] = []
+        for k, mask in sorted(rounds.items()):
+            last = k == len(rounds)  # the last round is the edited model just measured
+            if last:
+                after = run.metrics["after"]
+            else:
+                with ablated(pipe, mask):
+                    after = measure(pipe, f"round {k}")
+            m = edit_metrics(before, after, args.concepts)
+            run.metrics["rounds"].append(
+                {"round": k, "zeroed": len(mask), "mask": "mask.safetensors" if last else f"mask.round{k}.safetensors",
+                 **{key: m[key] for key in ("target_after", "others_after", "kept_min", "kept_min_concept", "after")}})
 
 
 def run_apply(args: argparse.Namespace) -> int:
