@@ -35,7 +35,7 @@ def main() -> None:
     keep.add_argument("--preserve-hurt", metavar="JSON",
                    help="score against the concepts this earlier run of the script hurt (kept < 95 %%) for each "
                         "target; targets it hurt nothing for are skipped")
-    p.add_argument("--preserve-rule", choices=["mean", "guard"], default="mean", help="how the preserve set counts")
+    p.add_argument("--preserve-rule", choices=["mean", "guard", "relative"], default="mean", help="how the preserve set counts")
     p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
     p.add_argument("--repeats", type=int, default=1, help="evaluation repeats (36 images each)")
     p.add_argument("--eval-seed", type=int, default=1000, help="first evaluation seed (fresh images: e.g. 50000)")
@@ -70,15 +70,18 @@ def main() -> None:
                 measuring[0] += time.perf_counter() - t
 
         t0 = time.perf_counter()
-        _, mask = plan_edit(pipe, concept, "erase", preserve=keep, ratio=args.ratio, rounds=args.rounds,
-                            seeds=args.seeds, components=args.components, at_steps=args.at_steps,
-                            preserve_rule=args.preserve_rule if keep else "mean", progress=False, on_round=measure)
+        attrs, mask = plan_edit(pipe, concept, "erase", preserve=keep, ratio=args.ratio, rounds=args.rounds,
+                                seeds=args.seeds, components=args.components, at_steps=args.at_steps,
+                                preserve_rule=args.preserve_rule if keep else "mean", progress=False,
+                                on_round=measure)
         seconds = time.perf_counter() - t0 - measuring[0]
         with ablated(pipe, mask):
             m = edit_metrics(before, evaluate(), [concept])
         goal = meets_goal(m)
         by_round = earlier + [{**m, "zeroed": len(mask)}]
+        last = attrs[0].metadata  # J of the target and of each concept kept, on the model of the last round
         results[concept] = {**m, "zeroed": len(mask), "seconds": seconds, "goal": goal, "preserve": keep,
+                            "J_last_round": last["J"], "J_preserve_last_round": last["J_preserve"],
                             **({"rounds": by_round} if args.every_round else {})}
         rows.append([concept, *([", ".join(keep)] if args.preserve_hurt else []), m["target_before"],
                      *([", ".join(f"{r['target_after']:.2f} / {r['kept_min']:.2f}" for r in by_round)]
@@ -97,7 +100,7 @@ def main() -> None:
     elif args.preserve_hurt:
         scores = "preserve the hurt concepts"
         preserve = f", preserve=<the concepts `{Path(args.preserve_hurt).stem}` hurt>"
-    guard = " (guard rule)" if preserve and args.preserve_rule != "mean" else ""
+    guard = f" ({args.preserve_rule} rule)" if preserve and args.preserve_rule != "mean" else ""
     if guard:
         preserve += f", preserve_rule=\"{args.preserve_rule}\""
     if args.at_steps != "all":

@@ -140,6 +140,20 @@ def test_guard_rule_subtracts_the_largest_positive_preserve_score(sd2):
     assert target.metadata["preserve_rule"] is None
 
 
+def test_relative_rule_is_the_guard_on_scores_in_shares_of_each_concepts_J(sd2):
+    kw = dict(seeds=[0, 1], steps=STEPS, guidance=GUIDANCE, progress=False)
+    relative = attribute(sd2, "a circle", preserve=["a square", "a star"], preserve_rule="relative", **kw)
+    target, sq, st = attribute(sd2, ["a circle", "a square", "a star"], **kw)
+    own, sq_share, st_share = ({n: s / a.metadata["J"] for n, s in a.scores.items()} for a in (target, sq, st))
+    for n in relative.scores:
+        keep = torch.maximum(sq_share[n].clamp(min=0), st_share[n].clamp(min=0))
+        torch.testing.assert_close(relative.scores[n], own[n] - keep, rtol=1e-4, atol=1e-9)
+    assert relative.metadata["preserve_rule"] == "relative"
+    assert relative.metadata["J_preserve"] == pytest.approx([sq.metadata["J"], st.metadata["J"]], rel=1e-4)
+    # not the plain guard: the concepts' Js differ, so the two rules rank weights differently
+    assert not math.isclose(sq.metadata["J"], st.metadata["J"], rel_tol=1e-3)
+
+
 def test_groups_taken_one_call_at_a_time_equal_the_joint_call(sd2):
     rows = [Row("a circle", 0, 0), Row("a square", 0, 1), Row("a star", 1, 2)]
     steps = erase_trajectory(sd2, sd2.unet, rows, STEPS, GUIDANCE)
@@ -167,7 +181,7 @@ def test_guard_holds_one_preserve_gradient_at_a_time(sd2, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(preserve=["a star"], preserve_rule="max"), "preserve_rule must be one of mean, guard"),
+    (dict(preserve=["a star"], preserve_rule="max"), "preserve_rule must be one of mean, guard, relative"),
     (dict(preserve_rule="guard"), "needs concepts to keep"),
 ])
 def test_bad_preserve_rule_is_refused(sd2, kwargs, message):

@@ -10,7 +10,9 @@ components that carry the target but not the concepts to keep. `preserve_rule="g
 weight, the largest positive score of any preserve concept: a weight is cut only if it matters more to the target
 than to every concept to keep, and never because it works against one (the preserve concepts are taken one at a
 time into a running maximum: two fp32 copies of the selected weights beside the targets', however many there
-are). `at_steps` restricts the sum over steps to a window of the trajectory ("early", "middle", "final", or step
+are). `preserve_rule="relative"` is the guard in each concept's own units: every score is divided by its
+concept's J first, so a weight is compared by the share of each concept's J it predicts removing (a concept with
+a small J is not outvoted by one with a large J). `at_steps` restricts the sum over steps to a window of the trajectory ("early", "middle", "final", or step
 indices; 0 = first step), e.g. where composition is decided.
 
 Example:
@@ -41,7 +43,7 @@ from cadiff.models.steps import resolve_steps
 
 OBJECTIVES = ("erase", "amplify")
 SCHEDULES = ("trajectory", "restart")
-PRESERVE_RULES = ("mean", "guard")
+PRESERVE_RULES = ("mean", "guard", "relative")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -90,7 +92,8 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     """CAD attribution of `concepts` (one -> an Attribution; a list -> one Attribution each, computed together).
 
     `seeds` trajectories (or noise draws) per concept; `preserve` concepts are subtracted (`preserve_rule`: their
-    mean score, or "guard": per weight their largest positive score)."""
+    mean score; "guard": per weight their largest positive score; "relative": the guard on scores divided by
+    each concept's J)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'")
     if schedule not in SCHEDULES:
@@ -124,8 +127,9 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     fingerprint = model_fingerprint(pipe)
     started = time.time()
 
-    keep = len(targets)  # group id of the preserve set ("guard": of its first concept, one group each)
-    keep_groups = [keep + i for i in range(len(preserve))] if preserve_rule == "guard" else [keep] * len(preserve)
+    keep = len(targets)  # group id of the preserve set (guard rules: of its first concept, one group each)
+    guarded = preserve_rule != "mean"
+    keep_groups = [keep + i for i in range(len(preserve))] if guarded else [keep] * len(preserve)
     rows = [Row(p, s, g) for g, p in enumerate(prompts) for s in seed_list]
     rows += [Row(p, s, g) for p, g in zip(preserve_prompts, keep_groups) for s in seed_list]
     image_files = None
@@ -152,7 +156,8 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
             samples = amplify_samples(pipe, unet, rows, x0, steps, batch_size, tick=bar.update, only=only)
     sign = 1.0 if objective == "erase" else -1.0
     preserve_groups = sorted(set(keep_groups))
-    one_at_a_time = preserve_groups if preserve_rule == "guard" else []
+    one_at_a_time = preserve_groups if guarded else []
+    relative = preserve_rule == "relative"
     together = {g: w for g, w in weights.items() if g not in one_at_a_time}
     passes = len(samples) * (1 + len(one_at_a_time))
     with tqdm(total=passes, desc=f"{objective}: backward", unit="step", disable=not progress, leave=False) as bar:
@@ -160,14 +165,15 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
         largest = None
         if one_at_a_time:
             largest, guard_values = _largest_positive_scores(unet, params, samples, weights, one_at_a_time, sign,
-                                                             bar.update)
+                                                             bar.update, relative)
             values.update(guard_values)
     seconds = time.time() - started
 
     results = []
     for g, (concept, prompt) in enumerate(zip(targets, prompts)):
         with torch.no_grad():  # scores live on the CPU whatever the model's device
-            scores = {n: _score(p.detach().float(), grads, g, n, preserve_groups, largest).cpu()
+            unit = _unit(values[g]) if relative else 1.0
+            scores = {n: _score(p.detach().float(), grads, g, n, preserve_groups, largest, unit).cpu()
                       for n, p in params.items()}
         meta = {"objective": objective, "concepts": [concept], "prompts": [prompt], "preserve": preserve,
                 "preserve_prompts": preserve_prompts, "preserve_rule": preserve_rule if preserve else None,
@@ -185,31 +191,39 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
 
 
 def _largest_positive_scores(unet, params: dict, samples: list, weights: dict, groups: list[int], sign: float,
-                             tick) -> tuple[dict[str, torch.Tensor], dict[int, float]]:
-    """Per weight, max over `groups` of max(w * dJ_k/dw, 0), one group at a time (one gradient copy alive)."""
+                             tick, relative: bool = False) -> tuple[dict[str, torch.Tensor], dict[int, float]]:
+    """Per weight, max over `groups` of max(w * dJ_k/dw, 0) (divided by J_k if `relative`), one group at a time
+    (one gradient copy alive)."""
     largest = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
     values = {}
     for k in groups:
         grads, one = accumulate(unet, params, samples, {k: weights[k]}, sign=sign, tick=tick)
+        unit = _unit(one[k]) if relative else 1.0
         with torch.no_grad():
             for n, p in params.items():
-                torch.maximum(largest[n], p.detach().float() * grads[k][n], out=largest[n])
+                torch.maximum(largest[n], p.detach().float() * grads[k][n] * unit, out=largest[n])
         values.update(one)
         del grads
     return largest, values
 
 
-def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: list[int], largest: dict | None) -> torch.Tensor:
-    """The score of one parameter for target group `g`: w * grad, less the preserve set's part (the guard rule's
-    `largest` positive preserve scores, or else the mean rule's one preserve group)."""
-    own = w * grads[g][name]
+def _unit(j: float) -> float:
+    """1 / J, the factor that puts a concept's scores in shares of its own J (J = 0: nothing to share)."""
+    return 1.0 / j if j > 0 else 0.0
+
+
+def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: list[int], largest: dict | None,
+           unit: float = 1.0) -> torch.Tensor:
+    """The score of one parameter for target group `g`: w * grad (times `unit`), less the preserve set's part (the
+    guard rules' `largest` positive preserve scores, or else the mean rule's one preserve group)."""
+    own = w * grads[g][name] * unit
     if largest is not None:
         return own - largest[name]
     return own - w * grads[keep[0]][name] if keep else own
 
 
 def _preserve_values(values: dict, keep: list[int], rule: str) -> float | list[float] | None:
-    """J of the preserve set: one number for the mean rule, one per preserve concept for "guard"."""
+    """J of the preserve set: one number for the mean rule, one per preserve concept for the guard rules."""
     if not keep:
         return None
     return values[keep[0]] if rule == "mean" else [values[k] for k in keep]

@@ -34,9 +34,9 @@ def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> N
                       help="concepts to keep: scores become target minus the mean of these")
     keep.add_argument("--preserve-others", action="store_true",
                       help="embedded model: keep every concept of the shapes world except the targets (14 for one)")
-    p.add_argument("--preserve-rule", choices=["mean", "guard"], default="mean",
-                   help="how --preserve counts: mean (default) or guard (per weight, the largest positive score "
-                        "of any concept to keep)")
+    p.add_argument("--preserve-rule", choices=["mean", "guard", "relative"], default="mean",
+                   help="how --preserve counts: mean (default), guard (per weight, the largest positive score "
+                        "of any concept to keep) or relative (the guard on scores in shares of each concept's J)")
     if objective is None:
         p.add_argument("--objective", choices=["erase", "amplify"], default="erase")
     if objective in (None, "amplify"):
