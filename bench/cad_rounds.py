@@ -12,6 +12,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+from cadiff.attribution.attribute import PRESERVE_RULES
 from common import others_of
 from cad_common import load, meets_goal, options, save_json, table, window_label, write_section
 
@@ -35,7 +36,7 @@ def main() -> None:
     keep.add_argument("--preserve-hurt", metavar="JSON",
                    help="score against the concepts this earlier run of the script hurt (kept < 95 %%) for each "
                         "target; targets it hurt nothing for are skipped")
-    p.add_argument("--preserve-rule", choices=["mean", "guard", "relative"], default="mean", help="how the preserve set counts")
+    p.add_argument("--preserve-rule", choices=PRESERVE_RULES, default="mean", help="how the preserve set counts")
     p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
     p.add_argument("--repeats", type=int, default=1, help="evaluation repeats (36 images each)")
     p.add_argument("--eval-seed", type=int, default=1000, help="first evaluation seed (fresh images: e.g. 50000)")

@@ -12,8 +12,8 @@ than to every concept to keep, and never because it works against one (the prese
 time into a running maximum: two fp32 copies of the selected weights beside the targets', however many there
 are). `preserve_rule="relative"` is the guard in each concept's own units: every score is divided by its
 concept's J first, so a weight is compared by the share of each concept's J it predicts removing (a concept with
-a small J is not outvoted by one with a large J). `at_steps` restricts the sum over steps to a window of the trajectory ("early", "middle", "final", or step
-indices; 0 = first step), e.g. where composition is decided.
+a small J is not outvoted by one with a large J). `at_steps` restricts the sum over steps to a window of the
+trajectory ("early", "middle", "final", or step indices; 0 = first step), e.g. where composition is decided.
 
 Example:
     >>> import cadiff

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import re
 
+from cadiff.attribution.attribute import OBJECTIVES, PRESERVE_RULES, SCHEDULES
 from cadiff.cli.common import add_model_options, add_output_options, load_from_args, positive_int
+from cadiff.editing.select import SCOPES
 from cadiff.io import check_new
 
 
@@ -34,16 +36,16 @@ def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> N
                       help="concepts to keep: scores become target minus the mean of these")
     keep.add_argument("--preserve-others", action="store_true",
                       help="embedded model: keep every concept of the shapes world except the targets (14 for one)")
-    p.add_argument("--preserve-rule", choices=["mean", "guard", "relative"], default="mean",
+    p.add_argument("--preserve-rule", choices=PRESERVE_RULES, default="mean",
                    help="how --preserve counts: mean (default), guard (per weight, the largest positive score "
                         "of any concept to keep) or relative (the guard on scores in shares of each concept's J)")
     if objective is None:
-        p.add_argument("--objective", choices=["erase", "amplify"], default="erase")
+        p.add_argument("--objective", choices=OBJECTIVES, default="erase")
     if objective in (None, "amplify"):
         p.add_argument("--images", default=None, help="amplify: a folder of real concept images (default: generate them)")
     p.add_argument("--seeds", type=positive_int, default=4, help="trajectories (noise draws) per concept (default 4)")
     p.add_argument("--components", default="ff", help="ff (default, the paper's), attn, linear, all, or a name regex")
-    p.add_argument("--schedule", choices=["trajectory", "restart"], default="trajectory",
+    p.add_argument("--schedule", choices=SCHEDULES, default="trajectory",
                    help="erase estimator: one pass per trajectory (default) or the reference re-sampling (slow)")
     p.add_argument("--base-prompt", default="", help="erase objective's reference prompt (default: empty)")
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
@@ -56,7 +58,7 @@ def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> N
 def _edit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratio", type=_ratio, default=0.03, help="fraction per row/matrix/all to zero (default 0.03)")
     p.add_argument("--count", type=positive_int, default=None, help="a number of weights instead of --ratio")
-    p.add_argument("--scope", choices=["row", "matrix", "global"], default="row",
+    p.add_argument("--scope", choices=SCOPES, default="row",
                    help="row: the paper's per-output-row rule (default); matrix; global")
     p.add_argument("--rounds", type=positive_int, default=1,
                    help="re-score on the edited model and zero another --ratio, this many times in all (default 1); "
