@@ -1,5 +1,6 @@
-"""Test-only: write a diffusers Stable Diffusion 1.x pipeline back into the original single-file (LDM / CompVis) layout,
-the inverse of diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint` and `convert_ldm_clip_checkpoint`.
+"""Test-only: write a diffusers Stable Diffusion 1.x or SDXL pipeline back into the original single-file (LDM / CompVis)
+layout, the inverse of diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`,
+`convert_ldm_clip_checkpoint` and (SDXL's second text encoder) `convert_open_clip_checkpoint`.
 
 Every key is renamed by its longest matching module prefix, built from the models' own block structure; a key no
 prefix covers raises, so nothing is dropped silently.
@@ -13,6 +14,8 @@ UNET_RESNET = {"norm1.": "in_layers.0.", "conv1.": "in_layers.2.", "norm2.": "ou
                "time_emb_proj.": "emb_layers.1.", "conv_shortcut.": "skip_connection."}
 VAE_RESNET = {"conv_shortcut.": "nin_shortcut."}
 VAE_ATTENTION = {"group_norm.": "norm.", "to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "proj_out."}
+OPEN_CLIP_LAYER = {"layer_norm1.": "ln_1.", "layer_norm2.": "ln_2.", "mlp.fc1.": "mlp.c_fc.", "mlp.fc2.": "mlp.c_proj.",
+                   "self_attn.out_proj.": "attn.out_proj.", "self_attn.in_proj_": "attn.in_proj_"}
 
 
 def _unet_prefixes(unet) -> dict[str, tuple[str, dict]]:
@@ -20,7 +23,8 @@ def _unet_prefixes(unet) -> dict[str, tuple[str, dict]]:
     p = {"conv_in.": ("input_blocks.0.0.", {}), "time_embedding.linear_1.": ("time_embed.0.", {}),
          "time_embedding.linear_2.": ("time_embed.2.", {}), "conv_norm_out.": ("out.0.", {}),
          "conv_out.": ("out.2.", {}), "mid_block.resnets.0.": ("middle_block.0.", UNET_RESNET),
-         "mid_block.attentions.0.": ("middle_block.1.", {}), "mid_block.resnets.1.": ("middle_block.2.", UNET_RESNET)}
+         "mid_block.attentions.0.": ("middle_block.1.", {}), "mid_block.resnets.1.": ("middle_block.2.", UNET_RESNET),
+         "add_embedding.linear_1.": ("label_emb.0.0.", {}), "add_embedding.linear_2.": ("label_emb.0.2.", {})}  # SDXL
     i = 1  # input_blocks.0 is conv_in; each resnet (+ its attention) and each downsampler is one input block
     for b, block in enumerate(unet.down_blocks):
         for j in range(len(block.resnets)):
@@ -61,6 +65,26 @@ def _vae_prefixes(vae) -> dict[str, tuple[str, dict]]:
     return p
 
 
+def _open_clip_prefixes(te) -> dict[str, tuple[str, dict]]:
+    """CLIPTextModelWithProjection -> OpenCLIP, as SDXL's second text encoder is stored."""
+    p = {"text_model.embeddings.token_embedding.": ("token_embedding.", {}),
+         "text_model.embeddings.position_embedding.weight": ("positional_embedding", {}),
+         "text_model.final_layer_norm.": ("ln_final.", {}), "text_projection.weight": ("text_projection", {})}
+    for n in range(te.config.num_hidden_layers):
+        p[f"text_model.encoder.layers.{n}."] = (f"transformer.resblocks.{n}.", OPEN_CLIP_LAYER)
+    return p
+
+
+def _open_clip_state(te) -> dict[str, torch.Tensor]:
+    """OpenCLIP keeps q, k, v concatenated as one `in_proj`, and the projection as a (width, dim) matrix: x @ it."""
+    state = dict(te.state_dict())
+    for key in [k for k in state if ".self_attn.q_proj." in k]:
+        qkv = [state.pop(key.replace("q_proj", f"{x}_proj")) for x in "qkv"]
+        state[key.replace("q_proj.", "in_proj_")] = torch.cat(qkv)
+    state["text_projection.weight"] = state["text_projection.weight"].T
+    return state
+
+
 def _rename(state: dict[str, torch.Tensor], prefixes: dict, out_prefix: str) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
@@ -77,7 +101,7 @@ def _rename(state: dict[str, torch.Tensor], prefixes: dict, out_prefix: str) -> 
 
 
 def to_ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
-    """The UNet, VAE and CLIP text encoder of an SD 1.x pipeline, keyed as an original single-file checkpoint."""
+    """The UNet, VAE and text encoder(s) of an SD 1.x or SDXL pipeline, keyed as an original single-file checkpoint."""
     state = _rename(pipe.unet.state_dict(), _unet_prefixes(pipe.unet), "model.diffusion_model.")
     vae = _rename(pipe.vae.state_dict(), _vae_prefixes(pipe.vae), "first_stage_model.")
     for key, value in vae.items():  # LDM's VAE mid attention is 1x1 convs: q, k, v, proj_out weights are 4-D
@@ -85,6 +109,11 @@ def to_ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
             vae[key] = value[:, :, None, None]
     state.update(vae)
     te = pipe.text_encoder  # transformers >= 5.6 flattened CLIPTextModel (no `text_model.` level); LDM keeps it
-    prefix = "cond_stage_model.transformer." + ("" if hasattr(te, "text_model") else "text_model.")
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    prefix = ("conditioner.embedders.0." if sdxl else "cond_stage_model.") + "transformer."
+    prefix += "" if hasattr(te, "text_model") else "text_model."
     state.update({prefix + k: v for k, v in te.state_dict().items()})
+    if sdxl:
+        te2 = pipe.text_encoder_2
+        state.update(_rename(_open_clip_state(te2), _open_clip_prefixes(te2), "conditioner.embedders.1.model."))
     return {k: v.detach().contiguous().clone() for k, v in state.items()}

@@ -15,10 +15,10 @@ def _vae():
                          block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4)
 
 
-def _text(width: int, with_projection: bool = False):
+def _text(width: int, with_projection: bool = False, layers: int = 1):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    cfg = CLIPTextConfig(vocab_size=len(VOCAB), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
+    cfg = CLIPTextConfig(vocab_size=len(VOCAB), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                          num_attention_heads=2, max_position_embeddings=8, projection_dim=width, pad_token_id=0,
                          bos_token_id=1, eos_token_id=2)
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg)
@@ -52,13 +52,13 @@ def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32
         pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=_text(16), tokenizer=build_tokenizer(), unet=unet,
                                        scheduler=_ddim("v_prediction"), safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
-    elif kind == "sdxl":
+    elif kind == "sdxl":  # the second text encoder wider and 10 layers deep, as SDXL's (diffusers tells them apart so)
         unet = UNet2DConditionModel(**common, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16 + 24,
                                     attention_head_dim=(2, 4), use_linear_projection=True,
                                     transformer_layers_per_block=(1, 2), addition_embed_type="text_time",
-                                    addition_time_embed_dim=4, projection_class_embeddings_input_dim=6 * 4 + 16)
-        pipe = StableDiffusionXLPipeline(vae=_vae(), text_encoder=_text(16), text_encoder_2=_text(16, True),
+                                    addition_time_embed_dim=4, projection_class_embeddings_input_dim=6 * 4 + 24)
+        pipe = StableDiffusionXLPipeline(vae=_vae(), text_encoder=_text(16), text_encoder_2=_text(24, True, layers=10),
                                          tokenizer=build_tokenizer(), tokenizer_2=build_tokenizer(), unet=unet,
                                          scheduler=_ddim(), force_zeros_for_empty_prompt=False)
     else:

@@ -116,3 +116,98 @@ def test_single_file_ldm_checkpoint_with_local_config_loads_the_same_model(tmp_p
     b = cadiff.generate(loaded, ["a red circle"], [0], num_inference_steps=2, guidance_scale=4.0)
     assert a.shape == (1, 16, 16, 3) and len(set(a.ravel().tolist())) > 10  # a real image, not a constant
     assert (a == b).all()
+
+
+def _same_weights(a, b, names):
+    for name in names:
+        want, got = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert got.keys() == want.keys(), name
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+
+
+def test_sdxl_single_file_loads_as_an_sdxl_pipeline(tmp_path):
+    from safetensors.torch import save_file
+
+    from ldm_checkpoint import to_ldm_state_dict
+
+    pipe = tiny_sd("sdxl")
+    pipe.save_pretrained(tmp_path / "folder")
+    save_file(to_ldm_state_dict(pipe), str(tmp_path / "sdxl.safetensors"))
+
+    loaded = load_pipeline(tmp_path / "sdxl.safetensors", config=str(tmp_path / "folder"))
+
+    assert type(loaded).__name__ == "StableDiffusionXLPipeline"
+    _same_weights(pipe, loaded, ("unet", "vae", "text_encoder", "text_encoder_2"))
+
+
+def _fake_hub_cache(cache, repo: str, folder) -> None:
+    """A Hugging Face cache entry for `repo` holding `folder`'s files, laid out as huggingface_hub keeps them."""
+    import shutil
+
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, entry / "snapshots" / commit)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty local Hugging Face cache, and a record of every host name lookup (each one refused)."""
+    import socket
+
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    lookups = []
+
+    def refuse(host, *args, **kwargs):
+        lookups.append(host)
+        raise OSError(f"test: no network (lookup of {host})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return cache, lookups
+
+
+def _sd1_single_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from ldm_checkpoint import to_ldm_state_dict
+
+    pipe = tiny_sd("sd1")
+    pipe.save_pretrained(tmp_path / "folder")
+    save_file(to_ldm_state_dict(pipe), str(tmp_path / "model.safetensors"))
+    return pipe, tmp_path / "model.safetensors"
+
+
+def test_single_file_without_config_never_looks_up_a_host(tmp_path, hub_cache):
+    cache, lookups = hub_cache
+    _, path = _sd1_single_file(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"--config.*stable-diffusion-v1-5/stable-diffusion-v1-5") as err:
+        load_pipeline(path)
+    assert "internet" not in str(err.value) and "never downloads" in str(err.value)
+    with pytest.raises(ModelLoadError, match="neither a local folder nor a hub id in the local"):
+        load_pipeline(path, config="someone/not-cached")
+    assert lookups == []
+
+
+def test_single_file_without_config_uses_the_cached_config_of_its_kind(tmp_path, hub_cache):
+    cache, lookups = hub_cache
+    pipe, path = _sd1_single_file(tmp_path)
+    _fake_hub_cache(cache, "stable-diffusion-v1-5/stable-diffusion-v1-5", tmp_path / "folder")
+
+    loaded = load_pipeline(path)
+
+    assert type(loaded).__name__ == "StableDiffusionPipeline"
+    _same_weights(pipe, loaded, ("unet", "vae", "text_encoder"))
+    assert lookups == []
+
+
+def test_pickle_suffix_in_capitals_is_called_a_pickle(tmp_path):
+    ckpt = tmp_path / "MODEL.CKPT"
+    ckpt.write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ModelLoadError, match="pickle checkpoint"):
+        load_pipeline(ckpt)

@@ -8,17 +8,33 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from cadiff import __version__
-from cadiff.cli.common import UserError, report_error
+from cadiff.cli.common import UserError, report_error, report_os_error
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
 COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae"]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the problem and where to read more, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that unfinished outputs are removed on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cadiff", description="Find where a diffusion model keeps a concept, and edit it there.")
+    parser = Parser(prog="cadiff", description="Find where a diffusion model keeps a concept, and edit it there.")
     parser.add_argument("--version", action="version", version=f"cadiff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -41,10 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
         return report_error(exc)
+    except OSError as exc:  # an unwritable or vanished place, a full disk: the system's reason, in one line
+        return report_os_error(exc)
+    except (KeyboardInterrupt, Terminated) as exc:
+        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        print(f"cadiff: interrupted ({signal.Signals(signum).name}); unfinished outputs were removed, finished ones "
+              "kept (evaluate and sae collect continue where they stopped when run again)", file=sys.stderr)
+        return 128 + signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,17 +7,27 @@ import sys
 
 import torch
 
-from cadiff.io import OutputExistsError
+from cadiff.io import OutputExistsError, OutputPathError
 from cadiff.models.loading import ModelLoadError
 
 # Errors caused by the user's input: reported as one line, exit code 2, no traceback.
 UserError = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, ModelLoadError,
-             OutputExistsError, KeyError)
+             OutputExistsError, OutputPathError, KeyError)
 
 
 def report_error(exc: BaseException) -> int:
+    if isinstance(exc, OSError) and exc.errno is not None:  # raised by the system, not by cadiff's own checks
+        return report_os_error(exc)
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     print(f"cadiff: error: {message}", file=sys.stderr)
+    return 2
+
+
+def report_os_error(exc: OSError) -> int:
+    """An operating-system failure (unwritable place, full disk, ...) as one line naming the path and the reason."""
+    where = f" {exc.filename}" if exc.filename else ""
+    reason = (exc.strerror or str(exc)).lower()
+    print(f"cadiff: error:{where}: {reason}; check the path, its permissions and the free space", file=sys.stderr)
     return 2
 
 

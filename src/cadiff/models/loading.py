@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -53,31 +54,101 @@ def _from_folder(path: Path, dtype: torch.dtype | None):
         raise ModelLoadError(f"could not load the pipeline in {path}: {exc}") from exc
 
 
+class _LazyCheckpoint(Mapping):
+    """The tensors of a safetensors file by name, read only when asked for (diffusers reads a few to tell the kind
+    of checkpoint)."""
+
+    def __init__(self, handle):
+        self._handle, self._keys = handle, list(handle.keys())
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._handle.get_tensor(key)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _cached_folder(model_id: str) -> Path | None:
+    """The local snapshot of a hub repository in the Hugging Face cache, or None; never asks the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:
+        return None
+
+
+def _single_file_config(path: Path, handle, config: str | None) -> Path:
+    """The local diffusers config folder for the single-file checkpoint `path`: `config` (a folder or a cached hub
+    id) or, without one, the cached copy of the config diffusers would fetch for this kind of checkpoint."""
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
+
+    if config is not None:
+        folder = Path(config).expanduser()
+        folder = folder if folder.is_dir() else (_cached_folder(config) if HUB_ID.match(config) else None)
+        if folder is None:
+            raise ModelLoadError(f"config '{config}' is neither a local folder nor a hub id in the local Hugging Face "
+                                 "cache; cadiff never downloads: pass --config <pipeline folder>")
+        return folder
+    checkpoint = _LazyCheckpoint(handle)
+    try:
+        kind = infer_diffusers_model_type(checkpoint)
+        repo = fetch_diffusers_config(checkpoint)["pretrained_model_name_or_path"]
+    except Exception:
+        raise ModelLoadError(f"{path} is a checkpoint of a kind diffusers does not recognise, and a single-file "
+                             "checkpoint needs its diffusers config locally: pass config=<pipeline folder or cached "
+                             "hub id> (CLI: --config)") from None
+    folder = _cached_folder(repo)
+    if folder is None:
+        raise ModelLoadError(f"{path} is a single-file '{kind}' checkpoint, which needs its diffusers config locally: "
+                             "pass config=<pipeline folder or cached hub id> (CLI: --config), or put the configs of "
+                             f"'{repo}' in the local Hugging Face cache (cadiff never downloads; where there is "
+                             f"network: hf download {repo} --exclude '*.safetensors' '*.bin' '*.ckpt')")
+    return folder
+
+
+def _pipeline_class(config: Path):
+    """The diffusers pipeline class a config folder names (StableDiffusionXLPipeline for SDXL, ...)."""
+    import diffusers
+
+    index = config / "model_index.json"
+    name = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
+    cls = getattr(diffusers, str(name), None)
+    if cls is None or not hasattr(cls, "from_single_file"):
+        raise ModelLoadError(f"config folder {config} names no diffusers pipeline that loads single files "
+                             f"(model_index.json: _class_name {name!r}); pass --config <pipeline folder>")
+    return cls
+
+
 def _from_file(path: Path, dtype: torch.dtype | None, config: str | None):
-    from diffusers import StableDiffusionPipeline
     from safetensors import safe_open
 
-    if path.suffix in PICKLE_SUFFIXES:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ModelLoadError(f"{path} is a pickle checkpoint, which cadiff never loads (it can run code); "
                              "convert it to .safetensors first")
-    if path.suffix != ".safetensors":
+    if path.suffix.lower() != ".safetensors":
         raise ModelLoadError(f"{path}: single-file checkpoints must be .safetensors")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            f.keys()
+        with safe_open(str(path), framework="pt") as handle:
+            folder = _single_file_config(path, handle, config)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a readable safetensors file ({exc}); the file may be truncated") from exc
+    cls = _pipeline_class(folder)
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-    if config is not None:
-        kwargs["config"] = config
+    if "safety_checker" in json.loads((folder / "model_index.json").read_text()):
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
-        return StableDiffusionPipeline.from_single_file(str(path), local_files_only=True, safety_checker=None,
-                                                        requires_safety_checker=False, **kwargs)
+        return cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
     except Exception as exc:
-        raise ModelLoadError(
-            f"could not build a pipeline from {path}: {exc}. A single-file checkpoint needs its diffusers config "
-            "locally: pass config=<pipeline folder or cached hub id> (CLI: --config), or use a full pipeline folder"
-        ) from exc
+        raise ModelLoadError(f"could not build a {cls.__name__} from {path} with the config in {folder}: {exc}; "
+                             "check that --config belongs to this checkpoint") from exc
 
 
 def _from_cache(model_id: str, dtype: torch.dtype | None):
