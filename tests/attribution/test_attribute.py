@@ -229,8 +229,14 @@ def test_bad_inputs_are_clear_errors(sd2):
         attribute(sd2, "a circle", components="no_such_weight", progress=False)
     with pytest.raises(ValueError, match="objective"):
         attribute(sd2, "a circle", objective="forget", progress=False)
-    with pytest.raises(ValueError, match="both a target and a preserve"):
+    with pytest.raises(ValueError, match="both a target and a concept to keep; remove"):
         attribute(sd2, "a circle", preserve=["a circle"], progress=False)
+    with pytest.raises(ValueError, match="is empty"):
+        attribute(sd2, ["a circle", " "], progress=False)
+    with pytest.raises(ValueError, match="which is the base prompt"):
+        attribute(sd2, "a circle", base_prompt=" a circle", progress=False)
+    with pytest.raises(ValueError, match="'a circle' is given twice"):
+        attribute(sd2, ["a circle", "a  circle"], progress=False)
     with pytest.raises(ValueError, match="cannot read step 'soon'"):
         attribute(sd2, "a circle", at_steps="soon", steps=STEPS, progress=False)
     with pytest.raises(ValueError, match="outside the schedule of 3 steps"):

@@ -136,3 +136,60 @@ def test_baseline_method_dispatch(models, tmp_path, capsys, monkeypatch):
     code, _, err = run(["erase", "a circle", "--method", "esd", "--model", models / "a", "--out", tmp_path / "b",
                         *FAST], capsys)
     assert code == 2 and "cadiff.evaluation.baselines" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["erase", ""], "is empty"),
+    (["erase", "   "], "is empty"),
+    (["erase", "a circle", "--preserve", "a star", "a  star"], "given twice"),
+    (["erase", "a circle", "a circle"], "given twice"),
+    (["erase", "a circle", "--preserve", "a  circle"], "both a target and a concept to keep"),
+    (["erase", "a circle", "--base-prompt", "a circle"], "is the base prompt"),
+    (["attribute", "a star", "--preserve", "a circle", "--base-prompt", "a  circle"], "is the base prompt"),
+    (["amplify", "a circle", "--preserve", "a circle"], "both a target and a concept to keep"),
+])
+def test_meaningless_concepts_are_refused_before_any_model_work(models, tmp_path, capsys, monkeypatch, argv, words):
+    import importlib
+
+    module = importlib.import_module("cadiff.attribution.attribute")  # the package's `attribute` is the function
+
+    def no_work(*a, **k):
+        raise AssertionError("attribution ran")
+
+    for name in ("accumulate", "erase_trajectory", "generated_latents"):
+        monkeypatch.setattr(module, name, no_work)
+    code, _, err = run([*argv, "--model", models / "a", "--out", tmp_path / "run", *FAST], capsys)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_concept_in_other_words_is_refused_on_the_embedded_model(capsys, tmp_path):
+    code, _, err = run(["erase", "circle", "--preserve", "a circle", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "'circle' is both a target and a concept to keep ('a circle'" in err
+    code, _, err = run(["erase", "circle", "a circle", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "are the same (both become the prompt 'a circle')" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_before_after_grid_uses_the_given_sampling_settings(models, tmp_path, capsys, monkeypatch):
+    import cadiff.editing.shapes_report
+
+    calls = []
+    real = cadiff.editing.shapes_report.generate
+
+    def spy(pipe, prompts, seeds, **kwargs):
+        calls.append((kwargs.get("num_inference_steps"), kwargs.get("guidance_scale")))
+        return real(pipe, prompts, seeds, **kwargs)
+
+    monkeypatch.setattr(cadiff.editing.shapes_report, "generate", spy)
+    code, _, err = run(["erase", "a circle", "--ratio", "0.1", "--no-export", "--model", models / "a",
+                        "--out", tmp_path / "run", "--steps", "3", "--seeds", "1", "--guidance", "2.5"], capsys)
+    assert code == 0, err
+    assert calls == [(3, 2.5), (3, 2.5)]  # before and after rows, at --steps / --guidance, not SD's 50 / 7.5
+
+
+def test_concepts_with_one_file_name_get_distinct_files():
+    from cadiff.cli.cad import slugs
+
+    assert slugs(["a red circle", "a red, circle", "a red circle!"]) == ["a_red_circle", "a_red_circle_2",
+                                                                        "a_red_circle_3"]

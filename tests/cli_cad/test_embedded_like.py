@@ -115,3 +115,9 @@ def test_best_round_keeps_the_others_first():
     assert best_round(rows)["round"] == 2
     assert best_round(rows[2:]) is None
     assert best_round([{**rows[1], "round": 4, "zeroed": 25}, rows[1]])["round"] == 2  # fewer weights on a tie
+
+
+def test_a_two_target_erase_prints_each_target(shapes_like, tmp_path, capsys):
+    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "red", "--ratio", "0.25", "--no-export")
+    line = next(ln for ln in out.splitlines() if ln.startswith("target accuracy"))
+    assert "circle " in line and "red " in line and line.count("->") == 3  # each target, then the others

@@ -2,7 +2,8 @@
 
 from cadiff.attribution.attribute import attribute
 from cadiff.attribution.components import GROUPS, select_parameters
-from cadiff.attribution.concepts import check_known_words, concept_prompt
+from cadiff.attribution.concepts import check_concept_names, check_known_words, concept_prompt, concept_prompts
 from cadiff.attribution.result import Attribution
 
-__all__ = ["GROUPS", "Attribution", "attribute", "check_known_words", "concept_prompt", "select_parameters"]
+__all__ = ["GROUPS", "Attribution", "attribute", "check_concept_names", "check_known_words", "concept_prompt",
+           "concept_prompts", "select_parameters"]

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cadiff.attribution.components import count_components, select_parameters
-from cadiff.attribution.concepts import check_known_words, concept_prompt
+from cadiff.attribution.concepts import check_known_words, concept_prompts
 from cadiff.attribution.estimators import (Row, amplify_samples, erase_restart, erase_trajectory, generated_latents,
                                            image_latents)
 from cadiff.attribution.gradients import accumulate
@@ -104,12 +104,10 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
         raise ValueError(f"preserve_rule='{preserve_rule}' needs concepts to keep; give preserve=[...] (--preserve)")
     single = isinstance(concepts, str)
     targets = [concepts] if single else list(concepts)
-    if not targets:
-        raise ValueError("give at least one concept")
     preserve = list(preserve or [])
-    overlap = set(targets) & set(preserve)
-    if overlap:
-        raise ValueError(f"{sorted(overlap)} is both a target and a preserve concept; remove it from one")
+    prompts, preserve_prompts = concept_prompts(pipe, targets, preserve,
+                                                base_prompt=base_prompt if objective == "erase" else None)
+    check_known_words(pipe, prompts + preserve_prompts + [base_prompt])
     if images is not None and (objective != "amplify" or len(targets) != 1):
         raise ValueError("an image folder goes with objective='amplify' and exactly one concept")
     seed_list = _seed_list(seeds)
@@ -119,9 +117,6 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     chosen = resolve_steps(at_steps, steps)
     only = None if len(chosen) == steps else set(chosen)
 
-    prompts = [concept_prompt(pipe, c) for c in targets]
-    preserve_prompts = [concept_prompt(pipe, c) for c in preserve]
-    check_known_words(pipe, prompts + preserve_prompts + [base_prompt])
     unet = denoiser(pipe)
     params = select_parameters(unet, components)
     fingerprint = model_fingerprint(pipe)

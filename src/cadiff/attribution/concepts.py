@@ -1,9 +1,13 @@
-"""Concept words to prompts, and the check that every word of a prompt is known to the model's tokenizer.
+"""Concept words to prompts, the checks that a set of concepts means something (no blank or repeated concept, no
+target that is also a concept to keep or the base prompt), and that every word of a prompt is known to the model's
+tokenizer.
 
 Example:
-    >>> from cadiff.attribution.concepts import check_known_words, concept_prompt
+    >>> from cadiff.attribution.concepts import check_known_words, concept_prompt, concept_prompts
     >>> concept_prompt(pipe, "red")            # on the embedded shapes model   # doctest: +SKIP
     'a red shape'
+    >>> concept_prompts(pipe, ["circle"], preserve=["a circle"])                 # doctest: +SKIP
+    ValueError: 'circle' is both a target and a concept to keep (both become the prompt 'a circle'); ...
     >>> check_known_words(pipe, ["a teal circle"])                               # doctest: +SKIP
     ValueError: unknown word 'teal' in prompt 'a teal circle': ...
 """
@@ -37,7 +41,7 @@ def check_known_words(pipe, prompts: Sequence[str]) -> None:
                 known = ""
                 vocab = tokenizer.get_vocab() if len(tokenizer) < 200 else None
                 if vocab:
-                    words = [w for w in vocab if not w.startswith("<|")]
+                    words = [w for w in sorted(vocab, key=vocab.get) if not w.startswith("<|")]
                     known = f"; the model knows: {', '.join(words)}"
                 raise ValueError(f"unknown word '{bad[0]}' in prompt '{prompt}': the model's tokenizer has no token "
                                  f"for it, so it would read as <unk>{known}")
@@ -45,11 +49,57 @@ def check_known_words(pipe, prompts: Sequence[str]) -> None:
 
 def concept_prompt(pipe, concept: str) -> str:
     """The prompt used for `concept`: on the embedded shapes model a bare concept word becomes a training-style
-    caption ('circle' -> 'a circle', 'red' -> 'a red shape'); anything else is used verbatim."""
-    if " " in concept.strip() or not is_embedded(pipe):
+    caption ('circle' -> 'a circle', 'red' -> 'a red shape'); anything else is used as written, with its runs of
+    white space made single spaces."""
+    concept = " ".join(concept.split())
+    if " " in concept or not is_embedded(pipe):
         return concept
     try:
         attribute_of(concept)
     except ValueError:
         return concept
     return f"a {concept}" if concept in SHAPES else f"a {concept} shape"
+
+
+def check_concept_names(targets: Sequence[str], preserve: Sequence[str] = ()) -> None:
+    """What can be checked without the model: ValueError for no target, a blank concept, or one written twice."""
+    if not targets:
+        raise ValueError("give at least one concept")
+    for role, names in (("concept", targets), ("concept to keep", preserve)):
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"a {role} is empty ({name!r}): name it, e.g. 'circle' or 'a red circle'")
+        seen = [" ".join(n.split()) for n in names]
+        twice = sorted({n for n in seen if seen.count(n) > 1})
+        if twice:
+            raise ValueError(f"{role} '{twice[0]}' is given twice; name each {role} once")
+
+
+def concept_prompts(pipe, targets: Sequence[str], preserve: Sequence[str] = (), base_prompt: str | None = None
+                    ) -> tuple[list[str], list[str]]:
+    """The prompts `targets` and `preserve` become on `pipe`, checked to mean something before any model work:
+    no blank concept, none named twice (in other words too: 'circle' and 'a circle'), no target that is also a
+    concept to keep, and (`base_prompt`: the erase objective's reference) no concept equal to the base prompt,
+    against which its objective would be zero. ValueError naming the problem otherwise."""
+    check_concept_names(targets, preserve)
+    prompts = [concept_prompt(pipe, c) for c in targets]
+    keep = [concept_prompt(pipe, c) for c in preserve]
+    for role, names, made in (("concept", targets, prompts), ("concept to keep", preserve, keep)):
+        for i, prompt in enumerate(made):
+            if prompt in made[:i]:
+                first = names[made.index(prompt)]
+                raise ValueError(f"{role}s '{first}' and '{names[i]}' are the same (both become the prompt "
+                                 f"'{prompt}'); name it once")
+    for name, prompt in zip(targets, prompts):
+        if prompt in keep:
+            other = preserve[keep.index(prompt)]
+            same = "" if other == name else f" ('{other}'; both become the prompt '{prompt}')"
+            raise ValueError(f"'{name}' is both a target and a concept to keep{same}; remove it from the concepts "
+                             "to keep")
+    if base_prompt is not None:
+        base = " ".join(base_prompt.split())
+        for name, prompt in zip([*targets, *preserve], [*prompts, *keep]):
+            if prompt == base:
+                raise ValueError(f"'{name}' becomes the prompt '{prompt}', which is the base prompt: the erase "
+                                 "objective compares the two and would be zero; choose another concept or base prompt")
+    return prompts, keep

@@ -21,6 +21,31 @@ def slug(concept: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", concept).strip("_") or "concept"
 
 
+def slugs(concepts: list[str]) -> list[str]:
+    """One distinct file name per concept ('a red circle', 'a red, circle' -> 'a_red_circle', 'a_red_circle_2')."""
+    out: list[str] = []
+    for concept in concepts:
+        name, k = slug(concept), 2
+        while name in out:
+            name, k = f"{slug(concept)}_{k}", k + 1
+        out.append(name)
+    return out
+
+
+def _check_concepts(args: argparse.Namespace, pipe=None, objective: str = "erase") -> None:
+    """Refuse concepts that would make the result meaningless, before any model work: without `pipe` what the
+    names alone show (blank, repeated), with it the prompts they become (the same concept twice in other words, a
+    target that is also kept or is the base prompt, words the model does not know)."""
+    from cadiff.attribution import check_concept_names, check_known_words, concept_prompts
+
+    if pipe is None:
+        check_concept_names(args.concepts, args.preserve)
+        return
+    base = args.base_prompt if objective == "erase" else None
+    prompts, keep = concept_prompts(pipe, args.concepts, args.preserve, base_prompt=base)
+    check_known_words(pipe, prompts + keep + [args.base_prompt])
+
+
 def _ratio(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -131,14 +156,15 @@ def run_attribute(args: argparse.Namespace) -> int:
     from cadiff.runs import run_folder
 
     check_new(args.out, args.overwrite)
+    _check_concepts(args)
     pipe = load_from_args(args)
     _resolve_preserve(args, pipe)
+    _check_concepts(args, pipe, args.objective)
     with run_folder(args.out, "attribute", _settings(args), args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
         attrs = attribute(pipe, args.concepts, preserve=args.preserve, objective=args.objective,
                           **_attribute_kwargs(args))
-        for concept, attr in zip(args.concepts, attrs):
-            name = slug(concept)
+        for concept, name, attr in zip(args.concepts, slugs(args.concepts), attrs):
             attr.save(run.path / f"{name}.attr.safetensors")
             attr.plot(run.path / f"{name}.attr.png")
             summary = attr.summary()
@@ -178,8 +204,10 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     check_new(args.out, args.overwrite)
     ratio = None if args.count is not None else args.ratio
     method = getattr(args, "method", "cad")
+    _check_concepts(args)
     pipe = load_from_args(args)
     _resolve_preserve(args, pipe)
+    _check_concepts(args, pipe, objective)
     from cadiff.runs import run_folder
 
     with run_folder(args.out, objective, {**_settings(args), "ratio": ratio}, args.overwrite) as run:
@@ -190,8 +218,8 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
                                     count=args.count, scope=args.scope, rounds=args.rounds,
                                     on_round=lambda k, m: rounds.__setitem__(k, m), **_attribute_kwargs(args))
             last = "" if args.rounds == 1 else f".round{args.rounds}"  # later rounds score the edited model
-            for concept, attr in zip(args.concepts, attrs):
-                attr.save(run.path / f"{slug(concept)}{last}.attr.safetensors")
+            for name, attr in zip(slugs(args.concepts), attrs):
+                attr.save(run.path / f"{name}{last}.attr.safetensors")
             mask.save(run.path / "mask.safetensors")
             for k in range(1, args.rounds):  # the earlier rounds' masks, to apply when one of them measured better
                 rounds[k].save(run.path / f"mask.round{k}.safetensors")
@@ -215,7 +243,8 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     print(f"before/after grid: {args.out}/grid.png")
     if "target_before" in run.metrics:
         m = run.metrics
-        print(f"target accuracy {m['target_before']:.2f} -> {m['target_after']:.2f}; other concepts "
+        targets = "; ".join(f"{t} {m['before'][t]:.2f} -> {m['after'][t]:.2f}" for t in args.concepts)
+        print(f"target accuracy {targets}; other concepts "
               f"{m['others_before']:.2f} -> {m['others_after']:.2f} (worst kept {m['kept_min']:.0%}, "
               f"{m['kept_min_concept']}): {args.out}/metrics.json")
         from cadiff.editing.shapes_report import evaluation_prompts
@@ -285,7 +314,8 @@ def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm, rounds: d
         prompts = grid_prompts(args.concepts)
     else:
         prompts = [concept_prompt(pipe, c) for c in args.concepts + args.preserve for _ in range(4)]
-    before_after_grid(pipe, edited, prompts, title=f"after {run.record['command']}").save(run.path / "grid.png")
+    before_after_grid(pipe, edited, prompts, title=f"after {run.record['command']}", num_inference_steps=args.steps,
+                      guidance_scale=args.guidance).save(run.path / "grid.png")
     if not shapes:
         return
     from cadiff.shapes import load_evaluator

@@ -82,8 +82,11 @@ def grid_prompts(targets: Sequence[str], n: int = 8) -> list[str]:
     return named + other
 
 
-def before_after_grid(before_pipe, after_pipe, prompts: Sequence[str], seed: int = 0, title: str = "after"):
-    """Two rows of images on the same seeds: the original model, then the edited one."""
+def before_after_grid(before_pipe, after_pipe, prompts: Sequence[str], seed: int = 0, title: str = "after",
+                      **sampling):
+    """Two rows of images on the same seeds: the original model, then the edited one (`sampling`: generate's
+    num_inference_steps / guidance_scale; unset ones are the model's)."""
     seeds = [seed + i for i in range(len(prompts))]
-    rows = [image_grid(generate(p, list(prompts), seeds), cols=len(prompts)) for p in (before_pipe, after_pipe)]
+    rows = [image_grid(generate(p, list(prompts), seeds, **sampling), cols=len(prompts))
+            for p in (before_pipe, after_pipe)]
     return stack_grids(rows, titles=["before", title])

@@ -86,14 +86,14 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
         on_iteration: Callable[[int, Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of `pipe`'s UNet with ESD to erase `concept`; return (new pipeline, info); `pipe` is kept.
     `on_iteration(i, edited)` is called after each iteration i = 1, 2, ... (e.g. to evaluate checkpoints)."""
-    from cadiff.attribution.concepts import check_known_words, concept_prompt
+    from cadiff.attribution.concepts import check_known_words, concept_prompts
     from cadiff.models.loading import sampling_defaults
 
     config = config or ESDConfig()
     if getattr(pipe.unet.config, "addition_embed_type", None):
         raise ValueError("the ESD baseline supports SD 1.x / 2.x pipelines (no added conditioning); this one is "
                          "SDXL-like")
-    prompt = concept_prompt(pipe, concept)
+    [prompt], _ = concept_prompts(pipe, [concept], base_prompt="")  # ESD guides away from the empty prompt
     check_known_words(pipe, [prompt])
     steps = config.steps or sampling_defaults(pipe)["num_inference_steps"]
     frozen = pipe.unet.eval().requires_grad_(False)

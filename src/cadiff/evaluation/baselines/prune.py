@@ -86,7 +86,7 @@ def prune(pipe, concept: str, preserve: list[str] | None = None, config: PruneCo
           seed: int = 0) -> tuple[Any, dict[str, Any]]:
     """Prune a copy of `pipe`'s UNet for `concept` (reference prompts: `preserve`, default the empty prompt);
     return (new pipeline, info). `pipe` is unchanged."""
-    from cadiff.attribution.concepts import check_known_words, concept_prompt
+    from cadiff.attribution.concepts import check_known_words, concept_prompts
     from cadiff.models.loading import sampling_defaults
 
     config = config or PruneConfig()
@@ -95,8 +95,8 @@ def prune(pipe, concept: str, preserve: list[str] | None = None, config: PruneCo
     defaults = sampling_defaults(pipe)
     steps = config.steps or defaults["num_inference_steps"]
     guidance = defaults["guidance_scale"] if config.guidance is None else config.guidance
-    target = concept_prompt(pipe, concept)
-    reference = [concept_prompt(pipe, p) for p in preserve] if preserve else [""]
+    [target], reference = concept_prompts(pipe, [concept], preserve or [], base_prompt=None if preserve else "")
+    reference = reference or [""]
     check_known_words(pipe, [target, *reference])
 
     started = time.perf_counter()
