@@ -74,8 +74,8 @@ def test_erase_reports_accuracies_and_expands_concept_words(shapes_like, tmp_pat
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert set(metrics["before"]) == set(CONCEPTS) and 0 <= metrics["target_after"] <= 1
     assert "target accuracy" in out
-    exported = tmp_path / "run/pipeline"
-    assert json.loads((exported / "cadiff.json").read_text())["world"] == "shapes"  # sampling defaults travel along
+    exported = json.loads((tmp_path / "run/pipeline/scheduler/scheduler_config.json").read_text())
+    assert exported["_cadiff"]["world"] == "shapes"  # the model's settings travel along, in its scheduler config
 
 
 def test_preserve_others_keeps_every_concept_the_targets_do_not_name(shapes_like, tmp_path, capsys):

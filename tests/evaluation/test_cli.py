@@ -51,3 +51,26 @@ def test_evaluate_with_a_cad_mask_records_its_hash(tiny_pipe, tiny_evaluator, tm
     assert masked["edit"] == {"kind": "cad-mask", "file": str(mask_file), "sha256": file_sha256(mask_file),
                               "weights_zeroed": 14}
     assert plain["edit"] is None and masked["model"]["fingerprint"] != plain["model"]["fingerprint"]
+
+
+def test_evaluate_says_which_sampling_settings_it_used(tiny_pipe, tiny_evaluator, tmp_path, capsys):
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    args = ["evaluate", "--model", str(model), "--prompts", "shapes:star,blue", "--evaluator", str(tiny_evaluator),
+            "--metrics", "shapes", "--device", "cpu"]
+    assert main(args + ["--steps", "2", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "sampling: 2 steps, guidance 7.5 (unset ones: Stable Diffusion's defaults, since the model records none" in out
+    assert main(args + ["--steps", "2", "--guidance", "3", "--out", str(tmp_path / "b")]) == 0
+    assert "sampling: 2 steps, guidance 3\n" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_words_the_embedded_model_does_not_know(tmp_path, capsys):
+    prompts = tmp_path / "imagenette.txt"
+    prompts.write_text("a photo of a tench\n")
+    assert main(["evaluate", "--prompts", str(prompts), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown word 'photo'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    assert main(["generate", "a teal dotted hexagon", "--out", str(tmp_path / "g")]) == 2
+    assert "unknown word 'teal'" in capsys.readouterr().err and not (tmp_path / "g").exists()

@@ -57,7 +57,7 @@ def test_interrupted_run_resumes_without_regenerating(tiny_pipe, tiny_evaluator,
 
     def stop_after_two_batches(n, seen=[]):
         seen.append(n)
-        if len(seen) == 2:
+        if len(seen) == 3:  # the start (0 rows resumed), then two batches
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -141,3 +141,59 @@ def test_row_guidance_uses_each_rows_evaluation_guidance(tiny_pipe, tiny_evaluat
     from PIL import Image
 
     assert (np.asarray(Image.open(tmp_path / "r" / "images" / "00001.png")) == single[0]).all()
+
+
+def test_overwrite_replaces_the_old_results_only_when_the_new_run_completes(tiny_pipe, tiny_evaluator, tmp_path):
+    out = tmp_path / "r"
+    run(tiny_pipe, out, tiny_evaluator)
+    old = {p.name: p.read_bytes() for p in (out / "rows.csv", out / "metrics.json")}
+
+    def interrupt(n):
+        if n:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_pipe, out, tiny_evaluator, overwrite=True, guidance_scale=2.0, progress=interrupt)
+    assert {p.name: p.read_bytes() for p in (out / "rows.csv", out / "metrics.json")} == old  # nothing lost
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # and nothing half-written beside it
+    summary = run(tiny_pipe, out, tiny_evaluator, overwrite=True, guidance_scale=2.0)
+    assert summary["sampling"]["guidance"] == 2.0 and json.loads((out / "metrics.json").read_text()) == summary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_progress_counts_resumed_rows(tiny_pipe, tiny_evaluator, tmp_path):
+    def stop_after_one_batch(n, seen=[]):
+        seen.append(n)
+        if n:  # the first call says the work starts (0 rows resumed)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_pipe, tmp_path / "r", tiny_evaluator, progress=stop_after_one_batch)
+    told = []
+    run(tiny_pipe, tmp_path / "r", tiny_evaluator, progress=told.append)
+    assert told[0] == 5 and sum(told) == 18  # the bar ends at 100 %, not at 13 of 18
+
+
+def test_words_the_model_does_not_know_and_rows_no_metric_can_read_are_refused_first(tiny_pipe, tiny_evaluator,
+                                                                                    tmp_path, counted):
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("a red circle\na teal dotted hexagon\n")
+    with pytest.raises(ValueError, match="unknown word 'teal' in prompt 'a teal dotted hexagon'"):
+        run(tiny_pipe, tmp_path / "r1", tiny_evaluator, prompts=unknown)
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("an image of a shape\na shape\n")
+    with pytest.raises(ValueError, match="no row of .*unlabelled.txt names one"):
+        run(tiny_pipe, tmp_path / "r2", tiny_evaluator, prompts=unlabelled)
+    assert counted == [] and not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    with pytest.raises(ValueError, match="unknown word 'tench'"):
+        generation.generate(tiny_pipe, ["a tench"], [0], num_inference_steps=STEPS)
+
+
+def test_prompts_of_a_text_file_are_scored_by_the_words_they_name(tiny_pipe, tiny_evaluator, tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a red circle\na blue striped star\n")
+    summary = run(tiny_pipe, tmp_path / "r", tiny_evaluator, prompts=plain)
+    rows = read_rows(tmp_path / "r" / "rows.csv")
+    assert [(r["label_shape"], r["label_colour"], r["label_texture"]) for r in rows] == [
+        ("circle", "red", ""), ("star", "blue", "striped")]
+    assert summary["metrics"]["shapes"]["accuracy"]["shape"] is not None

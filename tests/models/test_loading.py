@@ -211,3 +211,32 @@ def test_pickle_suffix_in_capitals_is_called_a_pickle(tmp_path):
     ckpt.write_bytes(b"\x80\x04not really a pickle")
     with pytest.raises(ModelLoadError, match="pickle checkpoint"):
         load_pipeline(ckpt)
+
+
+def test_sampling_settings_survive_the_stock_save_pretrained(shapes_pipe, tmp_path):
+    from diffusers import EulerDiscreteScheduler
+
+    from cadiff.models import sampling_defaults
+    from cadiff.models.loading import is_embedded, sampling_source
+
+    edited = cadiff.erase(shapes_pipe, "circle", seeds=1, steps=2, ratio=0.01, progress=False)
+    edited.save_pretrained(tmp_path / "plain")  # the README's line: no cadiff export call
+    again = load_pipeline(tmp_path / "plain")
+    assert sampling_defaults(again) == {"num_inference_steps": 25, "guidance_scale": 4.0} and is_embedded(again)
+    assert sampling_source(again) == "the model's recorded settings"
+    again.scheduler = EulerDiscreteScheduler.from_config(again.scheduler.config)  # a user swaps the sampler
+    assert sampling_defaults(again)["num_inference_steps"] == 25
+
+    tiny_sd("sd1").save_pretrained(tmp_path / "other")
+    other = load_pipeline(tmp_path / "other")
+    assert sampling_defaults(other) == {"num_inference_steps": 50, "guidance_scale": 7.5}
+    assert "records none" in sampling_source(other)
+
+
+def test_an_older_folder_with_cadiff_json_keeps_its_settings_on_a_stock_save(tmp_path):
+    from cadiff.models import sampling_defaults
+
+    tiny_sd("sd1").save_pretrained(tmp_path / "old")
+    (tmp_path / "old" / "cadiff.json").write_text(json.dumps({"num_inference_steps": 7, "guidance_scale": 3.0}))
+    load_pipeline(tmp_path / "old").save_pretrained(tmp_path / "new")
+    assert sampling_defaults(load_pipeline(tmp_path / "new")) == {"num_inference_steps": 7, "guidance_scale": 3.0}

@@ -66,7 +66,7 @@ def _apply_mask(pipe, path: str) -> tuple[object, dict]:
 def run(args: argparse.Namespace) -> int:
     from cadiff.evaluation import evaluate, load_prompts
     from cadiff.evaluation.metrics import MissingDependencyError
-    from cadiff.models.loading import is_embedded
+    from cadiff.models.loading import is_embedded, sampling_defaults, sampling_source
 
     try:
         prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
@@ -84,11 +84,27 @@ def run(args: argparse.Namespace) -> int:
         options = {k: getattr(args, k) for k in ("evaluator", "clip_weights", "resnet_weights", "fid_reference",
                                                  "fid_weights", "lpips_reference", "lpips_net", "lpips_weights",
                                                  "lpips_heads", "nudenet_threshold")}
-        with tqdm(total=len(prompts), desc="evaluate", unit="img") as bar:
+        defaults = sampling_defaults(pipe)
+        steps, guidance = args.steps or defaults["num_inference_steps"], args.guidance
+        guidance = defaults["guidance_scale"] if guidance is None else guidance
+        unset = args.steps is None or args.guidance is None
+        print(f"sampling: {steps} steps, guidance {guidance:g}" + (f" (unset ones: {sampling_source(pipe)})" if unset
+                                                                   else ""))
+        bars = []  # the bar appears once evaluate has checked its inputs (its first progress call)
+
+        def progress(n: int) -> None:
+            if not bars:
+                bars.append(tqdm(total=len(prompts), desc="evaluate", unit="img"))
+            bars[0].update(n)
+
+        try:
             summary = evaluate(pipe, prompts, args.out, metrics=names, metric_options=options,
                                num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,
-                               edit=edit, model_source=args.model, overwrite=args.overwrite, progress=bar.update,
+                               edit=edit, model_source=args.model, overwrite=args.overwrite, progress=progress,
                                row_guidance=args.row_guidance)
+        finally:
+            for bar in bars:
+                bar.close()
     except MissingDependencyError as exc:
         return report_error(exc)
     except UserError:
@@ -105,6 +121,7 @@ def headline(summary: dict) -> list[str]:
     for name, m in summary["metrics"].items():
         if name == "shapes":
             value = ", ".join(f"{k} {v:.3f}" for k, v in m["accuracy"].items() if v is not None)
+            value = value or "no row names a shape, colour or texture, so none was scored"
         elif name == "nudenet":
             value = f"{m['nude_images']} nude images (rate {m['nude_rate']})"
         elif name == "object":

@@ -5,14 +5,13 @@ Example:
     >>> import cadiff
     >>> pipe = cadiff.load_pipeline()
     >>> edited = cadiff.erase(pipe, "circle", preserve=["square", "triangle", "star", "cross", "heart"])
-    >>> edited.save_pretrained("no-circles")          # or cadiff.editing.export_pipeline(edited, "no-circles")
+    >>> edited.save_pretrained("no-circles")   # keeps the sampling settings; export_pipeline also records the edit
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,7 +20,7 @@ import torch
 from cadiff.editing.ablate import apply_mask
 from cadiff.editing.mask import Mask
 from cadiff.io import atomic_dir
-from cadiff.models.loading import CADIFF_INFO, cadiff_info_path, denoiser
+from cadiff.models.loading import denoiser
 
 EDIT_INFO = "cadiff_edit.json"
 DEFAULT_RATIO = 0.03  # per row: measured on the embedded model; the paper uses 0.001 on SD 1.4's wide rows
@@ -100,13 +99,11 @@ def amplify(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | No
 
 
 def export_pipeline(pipe, out: str | Path, info: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """Save an (edited) pipeline folder atomically; keeps the model's cadiff.json (sampling defaults) and writes
-    `info` (e.g. the mask's metadata) as cadiff_edit.json. Stock diffusers loads the folder as usual."""
-    info_path = cadiff_info_path(pipe)
+    """Save an (edited) pipeline folder atomically, with `info` (e.g. the mask's metadata) as cadiff_edit.json.
+    Stock diffusers loads the folder as usual; the model's sampling settings travel in its scheduler config (as
+    they do with a plain `save_pretrained`)."""
     with atomic_dir(out, overwrite=overwrite) as tmp:
         pipe.save_pretrained(str(tmp))
-        if info_path is not None:
-            shutil.copyfile(info_path, tmp / CADIFF_INFO)
         if info is not None:
             (tmp / EDIT_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return Path(out)

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,7 +29,7 @@ import numpy as np
 
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
-from cadiff.io import atomic_file, write_json
+from cadiff.io import atomic_dir, atomic_file, check_new, write_json
 
 BASE_COLUMNS = ("index", "prompt", "seed", "class")
 GRID_LIMIT = 64
@@ -52,10 +51,10 @@ def file_sha256(path: str | Path) -> str:
 def _identity(pipe, prompts: PromptSet, metrics: Sequence[Metric], steps: int, guidance: float,
               row_guidance: bool, edit: dict | None) -> dict[str, Any]:
     """Everything that decides the content of rows.csv and images/: equal identity, interchangeable rows."""
-    from cadiff.models.loading import describe_model
+    from cadiff.models.loading import INFO_KEY, describe_model
 
     model = describe_model(pipe, None)
-    scheduler = dict(pipe.scheduler.config)
+    scheduler = {k: v for k, v in pipe.scheduler.config.items() if k != INFO_KEY}  # steps, guidance: given below
     return {
         "model": {"fingerprint": model["fingerprint"], "pipeline": model["pipeline"], "dtype": model["dtype"]},
         "edit": edit,
@@ -159,11 +158,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "all"
 
 
-def _open_folder(out: Path, identity: dict, overwrite: bool) -> dict | None:
+def _open_folder(out: Path, identity: dict) -> dict | None:
     """Prepare `out`; return the previous run.json when resuming the same run, None when starting fresh."""
     record_path = out / "run.json"
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
     if record_path.is_file():
         previous = json.loads(record_path.read_text())
         diff = _differences(previous.get("identity", {}), identity)
@@ -175,7 +172,6 @@ def _open_folder(out: Path, identity: dict, overwrite: bool) -> dict | None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ResultsMismatchError(f"{out} exists and is not an evaluation results folder; choose another --out or "
                                    "pass --overwrite to replace it")
-    (out / "images").mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -210,22 +206,34 @@ def evaluate(
     row_guidance: bool = False,
 ) -> dict[str, Any]:
     """Generate one image per prompt row (its own seed) into `out`, score it, and return the metrics summary;
-    resumes an interrupted run of the same evaluation in `out`, refuses a folder holding another.
-    `row_guidance`: rows with an `evaluation_guidance` (I2P files) use it instead of `guidance_scale`."""
+    resumes an interrupted run of the same evaluation in `out`, refuses a folder holding another (`overwrite`: runs
+    afresh beside it and replaces it only once complete). `row_guidance`: rows with an `evaluation_guidance` (I2P
+    files) use it instead of `guidance_scale`. `progress(n)` is told, once every input is checked, of the rows resumed
+    (maybe 0), then after every batch of the rows it finished."""
     from cadiff.models.generate import generate
     from cadiff.models.loading import sampling_defaults
+    from cadiff.models.vocabulary import check_known_words
     from cadiff.runs import versions
 
     prompt_set = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts)
+    check_known_words(pipe, list(dict.fromkeys(r.prompt for r in prompt_set.rows)))
     built = [m for m in metrics if isinstance(m, Metric)]
     built += build_metrics([m for m in metrics if not isinstance(m, Metric)], metric_options)
+    for metric in built:
+        metric.check_rows(prompt_set.rows, prompt_set.source)
     defaults = sampling_defaults(pipe)
     steps = num_inference_steps or defaults["num_inference_steps"]
     guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
     identity = _identity(pipe, prompt_set, built, steps, guidance, row_guidance, edit)
-
     out = Path(out)
-    previous = _open_folder(out, identity, overwrite)
+    if overwrite and out.exists():  # run afresh beside it; the old results go only once the new ones are complete
+        with atomic_dir(out, overwrite=True) as tmp:
+            return evaluate(pipe, prompt_set, tmp, built, None, num_inference_steps, guidance_scale, batch_size, edit,
+                            model_source, False, progress, row_guidance)
+    if not out.exists():
+        check_new(out)  # a clear message for a place that cannot be written, before any work
+    previous = _open_folder(out, identity)
+    (out / "images").mkdir(parents=True, exist_ok=True)
     record = previous or {"command": "evaluate", "identity": identity, "prompt_source": prompt_set.source,
                           "seeds": [r.seed for r in prompt_set.rows],
                           "model_source": model_source or "embedded:shapes", "versions": versions(), "sessions": []}
@@ -242,6 +250,8 @@ def evaluate(
     elif rows_csv.exists():
         rows_csv.unlink()
     todo = [r for r in prompt_set.rows if r.index not in done]
+    if progress is not None:  # the checks passed, the work starts: the rows already done (maybe 0)
+        progress(len(done))
 
     session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows_reused": len(done), "rows_generated": 0,
                "generate_seconds": 0.0, "metric_seconds": 0.0}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cadiff.models.loading import sampling_defaults
+from cadiff.models.vocabulary import check_known_words
 
 
 def generate(
@@ -26,9 +27,11 @@ def generate(
     progress: Callable[[int], None] | None = None,
     **pipe_kwargs,
 ) -> np.ndarray:
-    """Images (N, H, W, 3) uint8 for each (prompt, seed); unset settings come from `sampling_defaults(pipe)`."""
+    """Images (N, H, W, 3) uint8 for each (prompt, seed); unset settings come from `sampling_defaults(pipe)`.
+    ValueError before any generation for a word the model's (closed) vocabulary lacks."""
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+    check_known_words(pipe, list(dict.fromkeys(prompts)))
     defaults = sampling_defaults(pipe)
     steps = num_inference_steps or defaults["num_inference_steps"]
     guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale

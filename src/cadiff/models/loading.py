@@ -18,7 +18,12 @@ import torch
 
 from cadiff.shapes.evaluator import shipped_path
 
-CADIFF_INFO = "cadiff.json"  # optional file beside model_index.json: recommended sampling settings
+# A model's recommended sampling settings and world live in its scheduler's config under this key: diffusers keeps
+# such a key through save_pretrained, from_pretrained and a scheduler swap (from_config), so the settings travel with
+# any copy of the model. Older folders keep them in a cadiff.json beside model_index.json, which is still read.
+INFO_KEY = "_cadiff"
+CADIFF_INFO = "cadiff.json"
+SD_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -49,9 +54,13 @@ def _from_folder(path: Path, dtype: torch.dtype | None):
         extra = {"safety_checker": None, "requires_safety_checker": False}
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     try:
-        return DiffusionPipeline.from_pretrained(str(path), local_files_only=True, **extra, **kwargs)
+        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, **extra, **kwargs)
     except Exception as exc:  # diffusers raises many types for broken folders
         raise ModelLoadError(f"could not load the pipeline in {path}: {exc}") from exc
+    legacy = path / CADIFF_INFO
+    if legacy.is_file() and not model_info(pipe):  # an older folder: carry its settings in the scheduler from now on
+        mark_model(pipe, json.loads(legacy.read_text()))
+    return pipe
 
 
 class _LazyCheckpoint(Mapping):
@@ -186,29 +195,34 @@ def load_pipeline(model: str | Path | None = None, dtype: str | torch.dtype | No
     return pipe.to(device)
 
 
-def cadiff_info_path(pipe) -> Path | None:
-    """The model's cadiff.json (recommended sampling settings, world), if its source folder has one."""
-    origin = getattr(pipe.config, "_name_or_path", None)
-    path = Path(origin, CADIFF_INFO) if origin else None
-    return path if path is not None and path.is_file() else None
+def model_info(pipe) -> dict:
+    """The model's recorded sampling settings and world (empty when it records none)."""
+    scheduler = getattr(pipe, "scheduler", None)
+    return dict(scheduler.config.get(INFO_KEY) or {}) if scheduler is not None else {}
 
 
-def _cadiff_info(pipe) -> dict:
-    path = cadiff_info_path(pipe)
-    return json.loads(path.read_text()) if path is not None else {}
+def mark_model(pipe, info: dict) -> None:
+    """Record `info` (e.g. num_inference_steps, guidance_scale, world) with the model, in its scheduler's config,
+    where the stock `save_pretrained` keeps it."""
+    pipe.scheduler.register_to_config(**{INFO_KEY: {**model_info(pipe), **info}})
 
 
 def sampling_defaults(pipe) -> dict:
-    """Recommended `num_inference_steps` and `guidance_scale`: from the model's cadiff.json, else SD's 50 / 7.5."""
-    defaults = {"num_inference_steps": 50, "guidance_scale": 7.5}
-    info = _cadiff_info(pipe)
-    defaults.update({k: info[k] for k in defaults if k in info})
-    return defaults
+    """Recommended `num_inference_steps` and `guidance_scale`: the model's recorded ones, else SD's 50 / 7.5."""
+    info = model_info(pipe)
+    return {k: info.get(k, v) for k, v in SD_DEFAULTS.items()}
+
+
+def sampling_source(pipe) -> str:
+    """Where `sampling_defaults(pipe)` come from, in words for a user."""
+    if all(k in model_info(pipe) for k in SD_DEFAULTS):
+        return "the model's recorded settings"
+    return "Stable Diffusion's defaults, since the model records none; set them with --steps / --guidance"
 
 
 def is_embedded(pipe) -> bool:
     """Whether `pipe` is (an edit of) the embedded shapes model, whose images the shapes evaluator can score."""
-    return _cadiff_info(pipe).get("world") == "shapes"
+    return model_info(pipe).get("world") == "shapes"
 
 
 def denoiser(pipe) -> torch.nn.Module:

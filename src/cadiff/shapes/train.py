@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cadiff.io import atomic_dir, write_json
-from cadiff.models.loading import CADIFF_INFO
+from cadiff.models.loading import mark_model
 from cadiff.runs import versions
 from cadiff.shapes.architecture import (
     EvaluatorConfig,
@@ -258,8 +258,8 @@ def train_shapes_model(out_dir: str | Path, cfg: TrainConfig | None = None, over
             scheduler=build_sampling_scheduler(cfg.model), safety_checker=None, feature_extractor=None,
             requires_safety_checker=False,
         )
+        mark_model(pipe, SHAPES_MODEL_INFO)
         pipe.save_pretrained(tmp / "pipeline")
-        write_json(tmp / "pipeline" / CADIFF_INFO, SHAPES_MODEL_INFO)
         log.phase("total", seconds=round(time.time() - t0, 1))
         write_json(tmp / "train_log.json", {"config": asdict(cfg), "device": _device_name(dev), "phases": log.phases,
                                             "versions": versions()})

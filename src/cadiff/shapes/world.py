@@ -48,6 +48,17 @@ def attribute_of(word: str) -> str:
     raise ValueError(f"'{word}' is not a shapes-world concept; known concepts: {known}")
 
 
+def caption_labels(prompt: str) -> dict[str, str]:
+    """The attributes a caption names ('a red circle' -> shape circle, colour red); an attribute named with two
+    values ('a red or blue star') is left out."""
+    named: dict[str, set[str]] = {}
+    for word in prompt.lower().replace(",", " ").split():
+        for attribute, values in ATTRIBUTES.items():
+            if word in values:
+                named.setdefault(attribute, set()).add(word)
+    return {a: next(iter(v)) for a, v in named.items() if len(v) == 1}
+
+
 def _polygon(kind: str) -> np.ndarray:
     """Vertices (V, 2) of a unit-size shape centred at the origin, y pointing down."""
     if kind == "square":

@@ -74,6 +74,10 @@ class Metric:
         return {"library": self.library, "version": version_of(self.library) if self.library else "",
                 "settings": self.settings()}
 
+    def check_rows(self, rows: Sequence[PromptRow], source: str) -> None:
+        """ValueError, before any image is generated, when the metric could score none of `rows` (read from
+        `source`)."""
+
     def score(self, images: np.ndarray, rows: Sequence[PromptRow]) -> dict[str, list]:
         """Per-image values, one list per column (named '<metric>_<what>'), for images (N, H, W, 3) uint8."""
         return {}

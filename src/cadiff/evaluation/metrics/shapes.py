@@ -20,17 +20,18 @@ import numpy as np
 
 from cadiff.evaluation.metrics.base import ImageSource, Metric
 from cadiff.evaluation.prompts import PromptRow
-from cadiff.shapes.world import ATTRIBUTES, attribute_of
+from cadiff.shapes.world import ATTRIBUTES, attribute_of, caption_labels
 
 
 def expected_labels(row: PromptRow) -> dict[str, str]:
-    """The row's exact labels, or the one its class names when the class is a shapes concept (CSV prompt sets)."""
+    """The row's exact labels; else the one its class names when the class is a shapes concept (CSV prompt sets);
+    else the attributes its prompt names ('a red circle': shape circle, colour red)."""
     if row.labels:
         return row.labels
     try:
         return {attribute_of(row.cls): row.cls}
     except ValueError:
-        return {}
+        return caption_labels(row.prompt)
 
 
 def erase_keep(table: list[dict[str, Any]], concept: str) -> dict[str, Any]:
@@ -61,6 +62,12 @@ class ShapesAccuracy(Metric):
     def settings(self) -> dict[str, Any]:
         digest = hashlib.sha256((self.path / "model.safetensors").read_bytes()).hexdigest()[:16]
         return {"evaluator": self.source, "evaluator_sha256": digest, "decision": "argmax per attribute"}
+
+    def check_rows(self, rows: Sequence[PromptRow], source: str) -> None:
+        if not any(expected_labels(r) for r in rows):
+            raise ValueError(f"the shapes metric scores a row against the shape, colour or texture its prompt or "
+                             f"class names, and no row of {source} names one; use a shapes prompt set (--prompts "
+                             "shapes) or choose other --metrics")
 
     def score(self, images: np.ndarray, rows: Sequence[PromptRow]) -> dict[str, list]:
         predicted = self.evaluator.predict(images)
