@@ -41,3 +41,35 @@ def test_bad_input_is_one_line(model_dir, tmp_path, capsys):
     assert code == 2 and "outside the schedule of 3 steps" in capsys.readouterr().err
     assert main(["sae", "train", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
     assert "not an activation folder" in capsys.readouterr().err
+
+
+def test_train_on_one_shard_holds_out_images_and_ends_its_bar_full(model_dir, tmp_path, capsys, monkeypatch):
+    import cadiff.cli.sae
+
+    bars = []
+    real = cadiff.cli.sae.tqdm
+
+    def recording(*args, **kwargs):
+        bars.append(real(*args, **kwargs))
+        return bars[-1]
+
+    acts = str(tmp_path / "acts")
+    assert main(["sae", "collect", "--model", model_dir, "--random-prompts", "16", "--hookpoints",
+                 "mid_block.attentions.0", "--capture-steps", "first", "--out", acts]) == 0  # one shard of 16
+    monkeypatch.setattr(cadiff.cli.sae, "tqdm", recording)
+    assert main(["sae", "train", acts, "--k", "2", "--batch-size", "16", "--out", str(tmp_path / "sae")]) == 0
+    metrics = json.loads((tmp_path / "sae" / "metrics.json").read_text())
+    assert metrics["eval_shards"] == [[0, 14, 16]] and metrics["train_tokens"] > 0  # the last 2 of 16 images
+    assert metrics["eval_tokens"] == 2 * metrics["train_tokens"] // 14
+    assert bars[-1].n == bars[-1].total == metrics["train_tokens"]
+
+
+def test_train_on_a_single_image_is_refused_before_training(model_dir, tmp_path, capsys):
+    acts = str(tmp_path / "acts")
+    assert main(["sae", "collect", "a red circle", "--model", model_dir, "--hookpoints", "mid_block.attentions.0",
+                 "--capture-steps", "first", "--out", acts]) == 0
+    capsys.readouterr()
+    assert main(["sae", "train", acts, "--out", str(tmp_path / "sae")]) == 2
+    err = capsys.readouterr().err
+    assert "holds 1 image; training needs at least 2" in err and "train:" not in err
+    assert not (tmp_path / "sae").exists()

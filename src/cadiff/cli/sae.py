@@ -149,6 +149,7 @@ def train_cmd(args: argparse.Namespace) -> int:
     from cadiff.runs import run_folder
     from cadiff.sae import ActivationStore, SAETrainConfig, resolve_steps, train_sae
     from cadiff.sae.model import CFG, WEIGHTS
+    from cadiff.sae.train import training_tokens
 
     check_new(args.out, args.overwrite)
     store = ActivationStore(args.activations)
@@ -164,11 +165,13 @@ def train_cmd(args: argparse.Namespace) -> int:
     checkpoint = Path(str(args.out).rstrip("/") + ".checkpoint")
     if (checkpoint / "state.json").is_file():
         print(f"resuming from {checkpoint}")
-    bar = tqdm(total=store.tokens(hookpoint, args.branch, steps) * cfg.epochs, desc="train", unit="tok")
-    sae, metrics = train_sae(store, hookpoint, args.branch, steps, cfg, checkpoint=checkpoint,
-                             progress=lambda info: (bar.update(info["tokens"] - bar.n),
-                                                    bar.set_postfix(mse=f"{info['mse']:.3g}", dead=info["dead"])))
-    bar.close()
+    total = training_tokens(store, hookpoint, args.branch, steps, cfg)  # checks the split before any training
+    with tqdm(total=total, desc="train", unit="tok") as bar:
+        sae, metrics = train_sae(store, hookpoint, args.branch, steps, cfg, checkpoint=checkpoint,
+                                 progress=lambda info: (bar.update(info["tokens"] - bar.n),
+                                                        bar.set_postfix(mse=f"{info['mse']:.3g}", dead=info["dead"])))
+        bar.total = bar.n  # the last batch may pass max_tokens: the bar ends full, at what was trained
+        bar.refresh()
     settings = {"activations": args.activations, "hookpoint": hookpoint, "branch": args.branch, "steps": steps,
                 **vars(cfg)}
     with run_folder(args.out, "sae train", settings, args.overwrite) as run:

@@ -29,6 +29,7 @@ from cadiff.io import atomic_file
 
 FORMAT = "cadiff-activations/1"
 META = "meta.json"
+ShardPart = int | tuple[int, int, int]  # a shard's index, or (index, start, stop): a range of its images
 
 
 def shard_name(i: int) -> str:
@@ -124,20 +125,28 @@ class ActivationStore:
         for shard in self.shards:
             yield self.read(shard, [act_key(hookpoint, branch)])[act_key(hookpoint, branch)][:, idx].float()
 
-    def tokens(self, hookpoint: str, branch: str, steps: Sequence[int] | None = None) -> int:
-        """How many activation vectors (images x steps x positions) the selection holds."""
+    def tokens(self, hookpoint: str, branch: str, steps: Sequence[int] | None = None,
+               shards: Sequence[ShardPart] | None = None) -> int:
+        """How many activation vectors (images x steps x positions) the selection holds (of `shards` only)."""
         steps = list(steps) if steps is not None else self.steps
         self.check(hookpoint, branch, steps)
         h, w = self.grid(hookpoint)
-        return self.num_images() * len(steps) * h * w
+        return self.num_images(shards) * len(steps) * h * w
 
-    def num_images(self) -> int:
-        return sum(open_shard(s).get_slice("seed").get_shape()[0] for s in self.shards)
+    def shard_images(self, i: int) -> int:
+        """How many images shard i holds."""
+        return open_shard(self.shards[i]).get_slice("seed").get_shape()[0]
+
+    def num_images(self, shards: Sequence[ShardPart] | None = None) -> int:
+        """Images in the store, or in `shards` (shard indices or (index, start, stop) image ranges)."""
+        parts = range(len(self.shards)) if shards is None else shards
+        return sum(p[2] - p[1] if isinstance(p, tuple) else self.shard_images(p) for p in parts)
 
     def batches(self, hookpoint: str, branch: str, steps: Sequence[int] | None = None, batch_size: int = 4096,
                 seed: int = 0, shuffle: bool = True, buffer_shards: int = 4,
-                shards: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
-        """Token batches (batch, channels), streamed: a shuffle buffer of a few shards, never the whole store."""
+                shards: Sequence[ShardPart] | None = None) -> Iterator[torch.Tensor]:
+        """Token batches (batch, channels), streamed: a shuffle buffer of a few shards, never the whole store.
+        `shards`: which to read, as shard indices or (index, start, stop) ranges of a shard's images."""
         gen = torch.Generator().manual_seed(seed)
         chosen = list(range(len(self.shards))) if shards is None else list(shards)
         order = [chosen[i] for i in torch.randperm(len(chosen), generator=gen)] if shuffle else chosen
@@ -148,8 +157,8 @@ class ActivationStore:
         key = act_key(hookpoint, branch)
         carry = torch.zeros(0, channels)
         for start in range(0, len(order), buffer_shards):
-            group = [self.read(self.shards[i], [key])[key][:, idx].reshape(-1, channels).float()
-                     for i in order[start:start + buffer_shards]]
+            group = [self._part(part, key)[:, idx].reshape(-1, channels).float()
+                     for part in order[start:start + buffer_shards]]
             pool = torch.cat([carry, *group])
             if shuffle:
                 pool = pool[torch.randperm(len(pool), generator=gen)]
@@ -159,6 +168,13 @@ class ActivationStore:
             carry = pool[full:]
         if len(carry):
             yield carry
+
+    def _part(self, part: ShardPart, key: str) -> torch.Tensor:
+        """Tensor `key` of a shard, or of a range of its images."""
+        if isinstance(part, tuple):
+            i, begin, end = part
+            return self.read(self.shards[i], [key])[key][begin:end]
+        return self.read(self.shards[part], [key])[key]
 
     def metadata(self) -> dict[str, np.ndarray | list]:
         """Per-image metadata of the whole store: prompts, seed, index, image, and mask/labels where present."""

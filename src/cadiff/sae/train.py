@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from cadiff.io import write_json
 from cadiff.sae.model import TopKSAE
-from cadiff.sae.store import ActivationStore
+from cadiff.sae.store import ActivationStore, ShardPart
 
 
 @dataclass
@@ -40,7 +40,8 @@ class SAETrainConfig:
     aux_coef: float = 1 / 32
     dead_tokens: int = 1_000_000    # a latent not fired for this many tokens is dead
     median_samples: int = 16384     # tokens for the geometric-median initialisation of b_dec
-    holdout_shards: int = 1         # last shards kept out of training, for the evaluation
+    holdout_shards: int = 1         # last shards kept out of training, for the evaluation (one shard: its last
+                                    # 1/8 of images, at least one)
     checkpoint_every: int = 200     # optimizer steps between checkpoints
     seed: int = 0
 
@@ -112,10 +113,27 @@ def train_step(sae: TopKSAE, opt: torch.optim.Optimizer, x: torch.Tensor, since_
     return mse.item(), aux.item(), int(dead.sum())
 
 
-def _split(store: ActivationStore, cfg: SAETrainConfig) -> tuple[list[int], list[int]]:
+def _split(store: ActivationStore, cfg: SAETrainConfig) -> tuple[list[ShardPart], list[ShardPart]]:
+    """(training parts, held-out parts): the last `holdout_shards` shards are held out; a store of one shard holds
+    out its last eighth of images (at least one). ValueError, before any training, when nothing can be held out."""
     n = len(store.shards)
-    hold = min(cfg.holdout_shards, n - 1)
-    return list(range(n - hold)), list(range(n - hold, n))
+    if n > 1:
+        hold = min(cfg.holdout_shards, n - 1)
+        return list(range(n - hold)), list(range(n - hold, n))
+    images = store.shard_images(0)
+    if images < 2:
+        raise ValueError(f"{store.path} holds {images} image; training needs at least 2 (the last ones are held out "
+                         "to measure the SAE): collect more with `cadiff sae collect`")
+    hold = max(1, images // 8)
+    return [(0, 0, images - hold)], [(0, images - hold, images)]
+
+
+def training_tokens(store: ActivationStore, hookpoint: str, branch: str, steps: Sequence[int],
+                    cfg: SAETrainConfig) -> int:
+    """How many tokens `train_sae` will train on (the held-out part excluded; at most about `cfg.max_tokens`)."""
+    train_parts, _ = _split(store, cfg)
+    total = store.tokens(hookpoint, branch, steps, shards=train_parts) * cfg.epochs
+    return total if cfg.max_tokens is None else min(total, cfg.max_tokens)
 
 
 def _save_checkpoint(path: Path, sae: TopKSAE, opt: torch.optim.Optimizer, state: dict) -> None:
@@ -160,6 +178,7 @@ def train_sae(
     cfg = cfg or SAETrainConfig()
     steps = list(steps) if steps is not None else store.steps
     store.check(hookpoint, branch, steps)
+    train_shards, eval_shards = _split(store, cfg)
     d_in = store.channels(hookpoint)
     d_sae = cfg.d_sae or cfg.expansion * d_in
     meta = {"hook_name": hookpoint, "model_name": store.meta["model"].get("source"),
@@ -171,7 +190,6 @@ def train_sae(
     torch.manual_seed(cfg.seed)
     sae = TopKSAE(d_in, d_sae, cfg.k, meta)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    train_shards, eval_shards = _split(store, cfg)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     state = {"step": 0, "tokens": 0, "seconds": 0.0, "since_fired": torch.zeros(d_sae, dtype=torch.long)}
     if checkpoint is not None and (checkpoint / "state.json").is_file():
