@@ -240,3 +240,16 @@ def test_an_older_folder_with_cadiff_json_keeps_its_settings_on_a_stock_save(tmp
     (tmp_path / "old" / "cadiff.json").write_text(json.dumps({"num_inference_steps": 7, "guidance_scale": 3.0}))
     load_pipeline(tmp_path / "old").save_pretrained(tmp_path / "new")
     assert sampling_defaults(load_pipeline(tmp_path / "new")) == {"num_inference_steps": 7, "guidance_scale": 3.0}
+
+
+def test_the_known_words_are_listed_in_one_order(shapes_pipe):
+    from cadiff.models.vocabulary import check_known_words
+
+    messages = set()
+    for _ in range(3):
+        with pytest.raises(ValueError) as err:
+            check_known_words(shapes_pipe, ["a teal circle"])
+        messages.add(str(err.value))
+    (message,) = messages
+    assert message.endswith("a, an, shape, image, of, red, green, blue, yellow, purple, orange, solid, striped, "
+                            "outlined, circle, square, triangle, star, cross, heart")

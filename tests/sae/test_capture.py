@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -123,3 +125,23 @@ def test_truncated_and_empty_shards_give_clear_errors(sd1, tmp_path):
         ActivationStore(tmp_path / "acts")
     with pytest.raises(FileNotFoundError, match="not an activation folder"):
         ActivationStore(tmp_path)
+
+
+def test_overwrite_replaces_a_capture_only_once_the_new_one_is_complete(sd1, tmp_path):
+    kwargs = dict(hookpoints=["mid_block.attentions.0"], steps=[0], num_inference_steps=2, guidance_scale=4.0,
+                  shard_size=1)
+    out = tmp_path / "acts"
+    collect_activations(sd1, ["a red circle", "a blue star"], [0, 1], out, **kwargs)
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupt(n, seen=[]):
+        seen.append(n)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        collect_activations(sd1, ["a green heart"] * 3, [5, 6, 7], out, overwrite=True, progress=interrupt, **kwargs)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old and sorted(os.listdir(tmp_path)) == ["acts"]
+    store = collect_activations(sd1, ["a green heart"] * 3, [5, 6, 7], out, overwrite=True, **kwargs)
+    assert store.path == out and store.metadata()["prompts"] == ["a green heart"] * 3
+    assert sorted(os.listdir(tmp_path)) == ["acts"]

@@ -116,8 +116,11 @@ def collect_cmd(args: argparse.Namespace) -> int:
     from cadiff.io import write_json
     from cadiff.models import is_embedded
     from cadiff.runs import versions
+    from cadiff.io import check_new
     from cadiff.sae import collect_activations
 
+    if not Path(args.out).exists():
+        check_new(args.out)  # before loading the model or opening the bar
     pipe = load_from_args(args)
     if args.random_prompts:
         prompts = _random_prompts(args.random_prompts, args.seed)

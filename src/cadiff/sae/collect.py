@@ -11,14 +11,13 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from cadiff.io import check_new, write_json
+from cadiff.io import atomic_dir, check_new, write_json
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, is_embedded, sampling_defaults
 from cadiff.sae.capture import ActivationCapture
@@ -87,7 +86,8 @@ def collect_activations(
 ) -> ActivationStore:
     """Generate one image per (prompt, seed) and store the activations of `hookpoints` at `steps` into `out`.
 
-    If `out` holds an interrupted capture with the same settings, only its missing shards are made."""
+    If `out` holds an interrupted capture with the same settings, only its missing shards are made; `overwrite`
+    captures afresh beside an existing `out` and replaces it only once the capture is complete."""
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
@@ -111,7 +111,12 @@ def collect_activations(
             "prompts": prompts, "seeds": seeds}
     out = Path(out)
     if out.exists() and overwrite:
-        shutil.rmtree(out)
+        with atomic_dir(out, overwrite=True) as tmp:
+            collect_activations(pipe, prompts, seeds, tmp, hookpoints, steps=steps, readout=readout,
+                                branches=branches, num_inference_steps=num_inference_steps,
+                                guidance_scale=guidance_scale, shard_size=shard_size, dtype=dtype,
+                                shapes_world=shapes_world, model_source=model_source, progress=progress)
+        return ActivationStore(out)
     if (out / META).is_file():
         old = json.loads((out / META).read_text())
         if not _plan_matches(old, plan):
@@ -119,8 +124,11 @@ def collect_activations(
                                   "choose another --out or pass --overwrite")
         plan["hookpoints"] = old.get("hookpoints", {})
     else:
-        check_new(out)
-        out.mkdir(parents=True)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(f"{out} already exists and holds no capture; choose another --out or pass "
+                                  "--overwrite")
+        check_new(out, overwrite=True)  # an empty folder may be used; a place that cannot be written may not
+        out.mkdir(parents=True, exist_ok=True)
         plan["hookpoints"] = {}
         write_json(out / META, plan)
 
