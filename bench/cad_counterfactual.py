@@ -44,7 +44,7 @@ def main() -> None:
     from cadiff.attribution.gradients import accumulate
     from cadiff.attribution.result import short_name
     from cadiff.editing import ablated
-    from cadiff.editing.mask import Mask
+    from cadiff.files.mask import Mask
     from cadiff.editing.shapes_report import concept_accuracies, edit_metrics
     from cadiff.models import model_fingerprint, sampling_defaults
 

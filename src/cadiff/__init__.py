@@ -8,7 +8,7 @@ Example:
     ...     images = cadiff.generate(pipe, ["a red circle"], seeds=[0])
 """
 
-__version__ = "0.1.0"
+from cadiff._version import __version__  # noqa: E402
 
 from cadiff.attribution import Attribution, attribute  # noqa: E402
 from cadiff.editing import Mask, ablated, amplify, apply_mask, erase  # noqa: E402

@@ -225,6 +225,6 @@ def _preserve_values(values: dict, keep: list[int], rule: str) -> float | list[f
 
 
 def _version() -> str:
-    from cadiff import __version__
+    from cadiff._version import __version__
 
     return __version__

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from cadiff.editing.mask import Mask, check_fingerprint, read_header, write_with_header
-from cadiff.editing.select import select_indices
+from cadiff.files.mask import Mask, check_fingerprint, read_header, write_with_header
+from cadiff.models.loading import model_fingerprint
+from cadiff.files.select import select_indices
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Attribution:
 
     def check_model(self, pipe) -> None:
         """ValueError if `pipe` is not the model these scores were computed on."""
-        check_fingerprint(self.fingerprint, pipe, f"the attribution of {self.metadata.get('concepts')}")
+        check_fingerprint(self.fingerprint, model_fingerprint(pipe), f"the attribution of {self.metadata.get('concepts')}")
 
     def select(self, ratio: float | None = None, count: int | None = None, sign: str = "positive",
                scope: str = "row") -> Mask:

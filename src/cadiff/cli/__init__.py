@@ -11,7 +11,7 @@ import importlib
 import signal
 import sys
 
-from cadiff import __version__
+from cadiff._version import __version__
 from cadiff.cli.common import UserError, report_error, report_os_error
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.

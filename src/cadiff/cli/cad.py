@@ -12,8 +12,8 @@ import re
 
 from cadiff.attribution.attribute import OBJECTIVES, PRESERVE_RULES, SCHEDULES
 from cadiff.cli.common import add_model_options, add_output_options, load_from_args, positive_int
-from cadiff.editing.select import SCOPES
-from cadiff.io import check_new
+from cadiff.files.select import SCOPES
+from cadiff.files.io import check_new
 
 
 def slug(concept: str) -> str:
@@ -151,9 +151,9 @@ def _settings(args: argparse.Namespace) -> dict:
 
 def run_attribute(args: argparse.Namespace) -> int:
     from cadiff.attribution import attribute
-    from cadiff.io import write_json
+    from cadiff.files.io import write_json
     from cadiff.models import describe_model
-    from cadiff.runs import run_folder
+    from cadiff.files.runs import run_folder
 
     check_new(args.out, args.overwrite)
     _check_concepts(args)
@@ -208,7 +208,7 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     pipe = load_from_args(args)
     _resolve_preserve(args, pipe)
     _check_concepts(args, pipe, objective)
-    from cadiff.runs import run_folder
+    from cadiff.files.runs import run_folder
 
     with run_folder(args.out, objective, {**_settings(args), "ratio": ratio}, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)

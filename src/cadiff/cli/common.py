@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from cadiff.io import OutputExistsError, OutputPathError
+from cadiff.files.io import OutputExistsError, OutputPathError
 from cadiff.models.loading import ModelLoadError
 
 # Errors caused by the user's input: reported as one line, exit code 2, no traceback.

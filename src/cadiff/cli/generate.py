@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, load_from_args,
                                positive_int, sampling_kwargs)
-from cadiff.io import check_new
+from cadiff.files.io import check_new
 
 
 def register(sub) -> None:
@@ -25,7 +25,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from cadiff.models import describe_model, generate, sampling_defaults
     from cadiff.report import image_grid
-    from cadiff.runs import run_folder
+    from cadiff.files.runs import run_folder
 
     check_new(args.out, args.overwrite)
     pipe = load_from_args(args)

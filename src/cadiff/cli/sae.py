@@ -113,10 +113,10 @@ def _random_prompts(n: int, seed: int) -> list[str]:
 
 
 def collect_cmd(args: argparse.Namespace) -> int:
-    from cadiff.io import write_json
+    from cadiff.files.io import write_json
     from cadiff.models import is_embedded
-    from cadiff.runs import versions
-    from cadiff.io import check_new
+    from cadiff.files.runs import versions
+    from cadiff.files.io import check_new
     from cadiff.sae import collect_activations
 
     if not Path(args.out).exists():
@@ -148,8 +148,8 @@ def collect_cmd(args: argparse.Namespace) -> int:
 
 
 def train_cmd(args: argparse.Namespace) -> int:
-    from cadiff.io import check_new
-    from cadiff.runs import run_folder
+    from cadiff.files.io import check_new
+    from cadiff.files.runs import run_folder
     from cadiff.sae import ActivationStore, SAETrainConfig, resolve_steps, train_sae
     from cadiff.sae.model import CFG, WEIGHTS
     from cadiff.sae.train import training_tokens
@@ -189,8 +189,8 @@ def train_cmd(args: argparse.Namespace) -> int:
 
 
 def inspect_cmd(args: argparse.Namespace) -> int:
-    from cadiff.io import check_new, write_json
-    from cadiff.runs import run_folder
+    from cadiff.files.io import check_new, write_json
+    from cadiff.files.runs import run_folder
     from cadiff.sae import ActivationStore, TopKSAE
     from cadiff.sae.composition import object_map_iou, probe_scores
     from cadiff.sae.concepts import (cohesion_separability, concept_cards, concept_dictionary, latent_codes,
@@ -222,10 +222,10 @@ def inspect_cmd(args: argparse.Namespace) -> int:
 
 
 def steer_cmd(args: argparse.Namespace) -> int:
-    from cadiff.io import check_new
+    from cadiff.files.io import check_new
     from cadiff.models import describe_model, generate, is_embedded, sampling_defaults
     from cadiff.report import image_grid, stack_grids
-    from cadiff.runs import run_folder
+    from cadiff.files.runs import run_folder
     from cadiff.sae import TopKSAE, steer
     from cadiff.sae.concepts import latents_for
     from cadiff.sae.steering_eval import change, spatial_success, style_success

@@ -25,7 +25,7 @@ def register(sub) -> None:
 def train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from cadiff.io import check_new
+    from cadiff.files.io import check_new
     from cadiff.shapes.train import TrainConfig, train_shapes_model
 
     check_new(args.out, args.overwrite)

@@ -2,8 +2,8 @@
 
 from cadiff.editing.ablate import ablated, apply_mask
 from cadiff.editing.edit import amplify, edited_copy, erase, export_pipeline, plan_edit
-from cadiff.editing.mask import Mask
-from cadiff.editing.select import select_indices
+from cadiff.files.mask import Mask
+from cadiff.files.select import select_indices
 
 __all__ = ["Mask", "ablated", "amplify", "apply_mask", "edited_copy", "erase", "export_pipeline", "plan_edit",
            "select_indices"]

@@ -13,8 +13,8 @@ from typing import Iterator
 
 import torch
 
-from cadiff.editing.mask import Mask
-from cadiff.models.loading import denoiser
+from cadiff.files.mask import Mask
+from cadiff.models.loading import denoiser, model_fingerprint
 
 
 def _targets(pipe, mask: Mask) -> dict[str, torch.nn.Parameter]:
@@ -34,7 +34,7 @@ def ablated(pipe, mask: Mask, check: bool = True) -> Iterator:
     """Inside the block the masked weights of `pipe`'s denoiser are zero; on exit (also on error) they are restored
     bit-exactly. `check` verifies the model fingerprint first."""
     if check:
-        mask.check_model(pipe)
+        mask.check_fingerprint(model_fingerprint(pipe))
     params = _targets(pipe, mask)
     saved: dict[str, torch.Tensor] = {}
     try:
@@ -54,7 +54,7 @@ def ablated(pipe, mask: Mask, check: bool = True) -> Iterator:
 def apply_mask(pipe, mask: Mask, check: bool = True):
     """Zero the masked weights of `pipe`'s denoiser in place, for good; returns `pipe`."""
     if check:
-        mask.check_model(pipe)
+        mask.check_fingerprint(model_fingerprint(pipe))
     with torch.no_grad():
         for name, p in _targets(pipe, mask).items():
             p.data.view(-1)[mask.indices[name].to(p.device)] = 0

@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 import torch
 
 from cadiff.editing.ablate import apply_mask
-from cadiff.editing.mask import Mask
-from cadiff.io import atomic_dir
-from cadiff.models.loading import denoiser
+from cadiff.files.mask import Mask
+from cadiff.files.io import atomic_dir
+from cadiff.models.loading import denoiser, model_fingerprint
 
 EDIT_INFO = "cadiff_edit.json"
 DEFAULT_RATIO = 0.03  # per row: measured on the embedded model; the paper uses 0.001 on SD 1.4's wide rows
@@ -41,7 +41,7 @@ def with_denoiser(pipe, net: torch.nn.Module):
 def edited_copy(pipe, mask: Mask, check: bool = True):
     """A new pipeline sharing every component with `pipe` except a copy of the denoiser with `mask` zeroed."""
     if check:
-        mask.check_model(pipe)
+        mask.check_fingerprint(model_fingerprint(pipe))
     return apply_mask(with_denoiser(pipe, copy.deepcopy(denoiser(pipe))), mask, check=False)
 
 
@@ -55,7 +55,7 @@ def plan_edit(pipe, concepts: str | Sequence[str], objective: str, *, preserve: 
     mask)` sees the mask after every round k (1-based), e.g. to keep or measure the earlier ones."""
     from cadiff.attribution import attribute
     from cadiff.editing.ablate import ablated
-    from cadiff.editing.select import check_amount
+    from cadiff.files.select import check_amount
 
     check_amount(ratio, count)
     if int(rounds) != rounds or rounds < 1:

@@ -29,7 +29,7 @@ import numpy as np
 
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
-from cadiff.io import atomic_dir, atomic_file, check_new, write_json
+from cadiff.files.io import atomic_dir, atomic_file, check_new, write_json
 
 BASE_COLUMNS = ("index", "prompt", "seed", "class")
 GRID_LIMIT = 64
@@ -213,7 +213,7 @@ def evaluate(
     from cadiff.models.generate import generate
     from cadiff.models.loading import sampling_defaults
     from cadiff.models.vocabulary import check_known_words
-    from cadiff.runs import versions
+    from cadiff.files.runs import versions
 
     prompt_set = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts)
     check_known_words(pipe, list(dict.fromkeys(r.prompt for r in prompt_set.rows)))

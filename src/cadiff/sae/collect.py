@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from cadiff.io import atomic_dir, check_new, write_json
+from cadiff.files.io import atomic_dir, check_new, write_json
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, is_embedded, sampling_defaults
 from cadiff.sae.capture import ActivationCapture

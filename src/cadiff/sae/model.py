@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from cadiff.io import atomic_dir
+from cadiff.files.io import atomic_dir
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"

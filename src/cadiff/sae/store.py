@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from cadiff.io import atomic_file
+from cadiff.files.io import atomic_file
 
 FORMAT = "cadiff-activations/1"
 META = "meta.json"

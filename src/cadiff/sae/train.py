@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from cadiff.io import write_json
+from cadiff.files.io import write_json
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore, ShardPart
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from cadiff.io import atomic_dir
+from cadiff.files.io import atomic_dir
 from cadiff.shapes.architecture import EvaluatorConfig, ShapesClassifier
 from cadiff.shapes.world import ATTRIBUTES, SIZE
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cadiff.io import atomic_dir, write_json
+from cadiff.files.io import atomic_dir, write_json
 from cadiff.models.loading import mark_model
-from cadiff.runs import versions
+from cadiff.files.runs import versions
 from cadiff.shapes.architecture import (
     EvaluatorConfig,
     ShapesClassifier,

@@ -1,0 +1,108 @@
+"""Mask: which weights of which parameters to zero, with the fingerprint of the model it belongs to.
+
+A mask file is a safetensors file of flat int64 indices per parameter; its header holds the metadata
+(model fingerprint, how the mask was chosen). Masks of several concepts union with `|`.
+
+Example:
+    >>> mask = attr.select(ratio=0.03) | other.select(ratio=0.03)   # doctest: +SKIP
+    >>> mask.save("erase.mask.safetensors"); Mask.load("erase.mask.safetensors")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from cadiff.files.io import atomic_file, check_new
+
+HEADER_KEY = "cadiff"
+
+
+def read_header(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and cadiff metadata of a safetensors file written by cadiff; clear errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} file {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable safetensors file ({exc})") from exc
+    if HEADER_KEY not in meta:
+        raise ValueError(f"{path} has no cadiff metadata: not a {kind} file written by cadiff")
+    info = json.loads(meta[HEADER_KEY])
+    if info.get("kind") != kind:
+        raise ValueError(f"{path} is a cadiff {info.get('kind')} file, not a {kind} file")
+    return tensors, info
+
+
+def write_with_header(path: str | Path, tensors: dict[str, torch.Tensor], info: dict[str, Any],
+                      overwrite: bool = False) -> Path:
+    """Atomically write tensors + cadiff metadata (JSON in the safetensors header)."""
+    check_new(path, overwrite)
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata={HEADER_KEY: json.dumps(info, default=str)})
+    return Path(path)
+
+
+def check_fingerprint(expected: str | None, actual: str, what: str) -> None:
+    """ValueError when the model of fingerprint `actual` is not the one `what` was made with (`expected`)."""
+    if expected is not None and actual != expected:
+        raise ValueError(f"{what} was made with model {expected}, but this model is {actual}; "
+                         "use it with the same (unedited) model it was computed on")
+
+
+@dataclass
+class Mask:
+    """Flat indices of the weights to zero, per parameter name, plus metadata (fingerprint, settings)."""
+
+    indices: dict[str, torch.Tensor]
+    shapes: dict[str, tuple[int, ...]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(int(i.numel()) for i in self.indices.values())
+
+    def counts(self) -> dict[str, int]:
+        """Number of zeroed weights per parameter."""
+        return {k: int(v.numel()) for k, v in self.indices.items()}
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.metadata.get("fingerprint")
+
+    def __or__(self, other: "Mask") -> "Mask":
+        if self.fingerprint != other.fingerprint:
+            raise ValueError(f"cannot unite masks of different models ({self.fingerprint} and {other.fingerprint})")
+        names = sorted(set(self.indices) | set(other.indices))
+        empty = torch.zeros(0, dtype=torch.int64)
+        indices = {n: torch.unique(torch.cat([self.indices.get(n, empty), other.indices.get(n, empty)])) for n in names}
+        parts = self.metadata.get("parts", [self.metadata]) + other.metadata.get("parts", [other.metadata])
+        return Mask(indices, {**self.shapes, **other.shapes}, {"fingerprint": self.fingerprint, "parts": parts})
+
+    def check_fingerprint(self, fingerprint: str) -> None:
+        """ValueError if the model of `fingerprint` is not the one this mask was selected on."""
+        check_fingerprint(self.fingerprint, fingerprint, "this mask")
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the mask file (safetensors of indices, metadata in the header)."""
+        info = {"kind": "mask", **self.metadata, "shapes": {k: list(v) for k, v in self.shapes.items()},
+                "count": len(self)}
+        return write_with_header(path, self.indices, info, overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Mask":
+        """Read a mask file written by `save`."""
+        tensors, info = read_header(path, "mask")
+        shapes = {k: tuple(v) for k, v in info.pop("shapes").items()}
+        for key in ("kind", "count"):
+            info.pop(key, None)
+        return cls({k: v.to(torch.int64) for k, v in tensors.items()}, shapes, info)

@@ -1,0 +1,89 @@
+"""Selection rules: which components to zero, from per-parameter scores.
+
+- scope="row" (the paper's rule): in each output row, the top int(ratio * in_features) entries (or `count` per
+  row), keeping only entries on the chosen side of zero (score > 0 for sign="positive", < 0 for "negative").
+- scope="matrix": the top int(ratio * numel) entries (or `count`) inside each parameter tensor.
+- scope="global": the top int(ratio * total) entries (or `count`) across all parameters.
+Parameters with more than two dimensions are ranked as (shape[0], rest); 1-D ones as a single row.
+
+Example:
+    >>> idx = select_indices({"w": torch.tensor([[3., -1., 2., 0.5]])}, ratio=0.5)
+    >>> idx["w"].tolist()
+    [0, 2]
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCOPES = ("row", "matrix", "global")
+SIGNS = ("positive", "negative")
+
+
+def check_amount(ratio: float | None, count: int | None) -> None:
+    """Exactly one of ratio in (0, 1] or a positive integer count; ValueError otherwise."""
+    if (ratio is None) == (count is None):
+        raise ValueError("give exactly one of ratio (a fraction in (0, 1]) or count (a number of weights)")
+    if ratio is not None and not (0.0 < float(ratio) <= 1.0):
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}; e.g. 0.03 zeroes 3 % of each row")
+    if count is not None and (int(count) != count or count < 1):
+        raise ValueError(f"count must be a positive integer, got {count}")
+
+
+def _oriented(score: torch.Tensor, sign: str) -> torch.Tensor:
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {', '.join(SIGNS)}, got '{sign}'")
+    s = score.detach().float()
+    return s if sign == "positive" else -s
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1) if t.ndim >= 2 else t.reshape(1, -1)
+
+
+def _top(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Flat indices of the k largest entries of a 1-D tensor that are > 0."""
+    k = min(k, flat.numel())
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.int64)
+    values, idx = flat.topk(k)
+    return idx[values > 0]
+
+
+def select_indices(scores: dict[str, torch.Tensor], ratio: float | None = None, count: int | None = None,
+                   sign: str = "positive", scope: str = "row") -> dict[str, torch.Tensor]:
+    """Sorted flat indices to zero per parameter under the rule (see module doc); parameters with none are left out."""
+    check_amount(ratio, count)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
+    out: dict[str, torch.Tensor] = {}
+    if scope == "global":
+        names = list(scores)
+        flats = [_oriented(scores[n], sign).reshape(-1) for n in names]
+        total = sum(f.numel() for f in flats)
+        k = int(count) if count is not None else int(float(ratio) * total)
+        chosen = _top(torch.cat(flats), k)
+        start = 0
+        for name, flat in zip(names, flats):
+            inside = chosen[(chosen >= start) & (chosen < start + flat.numel())] - start
+            if inside.numel():
+                out[name] = inside.sort().values
+            start += flat.numel()
+        return out
+    for name, score in scores.items():
+        s = _oriented(score, sign)
+        if scope == "matrix":
+            k = int(count) if count is not None else int(float(ratio) * s.numel())
+            idx = _top(s.reshape(-1), k)
+        else:
+            rows = _rows(s)
+            cols = rows.shape[1]
+            k = min(int(count) if count is not None else int(float(ratio) * cols), cols)
+            if k <= 0:
+                continue
+            values, cidx = rows.topk(k, dim=1)
+            flat = torch.arange(rows.shape[0], device=cidx.device).unsqueeze(1) * cols + cidx
+            idx = flat[values > 0]
+        if idx.numel():
+            out[name] = idx.sort().values
+    return out

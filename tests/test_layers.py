@@ -1,0 +1,38 @@
+"""No package imports one above it: files at the bottom, then models, attribution, editing, evaluation / sae, cli
+(the shapes world still sits beside models until it is behind the world seam)."""
+
+import ast
+from pathlib import Path
+
+import cadiff
+
+ROOT = Path(cadiff.__file__).parent
+BELOW = {"_version": set(), "files": {"_version"}, "report": set()}
+BELOW["shapes"] = BELOW["models"] = {"_version", "files", "models", "shapes"}
+BELOW["attribution"] = BELOW["models"] | {"attribution"}
+BELOW["editing"] = BELOW["attribution"] | {"editing", "report"}
+BELOW["evaluation"] = BELOW["editing"] | {"evaluation"}
+BELOW["sae"] = BELOW["models"] | {"sae", "report"}
+BELOW["cli"] = BELOW["evaluation"] | BELOW["sae"] | {"cli"}
+
+
+def _imports(path: Path) -> set[str]:
+    """The cadiff packages a module imports (at the top or inside functions)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        out |= {n.split(".")[1] for n in names if n.startswith("cadiff.")}
+    return out
+
+
+def test_no_package_imports_one_above_it():
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).parts
+        package = parts[0].removesuffix(".py")
+        if package in ("__init__", "__main__"):
+            continue
+        for target in sorted(_imports(path) - BELOW.get(package, set()) - {package}):  # moved-module notices: none
+            wrong.append(f"{path.relative_to(ROOT)} imports cadiff.{target}")
+    assert wrong == []
