@@ -70,7 +70,7 @@ def one(method: str, model: str | None, seeds: int, threads: int, steps: int | N
     else:
         schedule, _, which = method.partition("+")
         t0 = time.perf_counter()
-        cadiff.attribute(pipe, "circle", seeds=seeds, schedule=schedule, components=which or components, steps=steps,
+        cadiff.attribute(pipe, "circle", seeds=seeds, estimator=schedule, components=which or components, steps=steps,
                          progress=False)
         seconds = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -124,7 +124,7 @@ def main() -> None:
     before = concept_accuracies(pipe, evaluator, repeats=2)
     for schedule in ("trajectory", "restart"):
         t0 = time.perf_counter()
-        attr = cadiff.attribute(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, schedule=schedule,
+        attr = cadiff.attribute(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, estimator=schedule,
                                 steps=steps, components=args.components, progress=False)
         t_pres[schedule] = time.perf_counter() - t0
         with ablated(pipe, attr.select(ratio=0.03)):

@@ -96,9 +96,9 @@ def test_trajectory_and_restart_estimators_agree(sd2):
         torch.testing.assert_close(g_traj[0][n], g_own[0][n], rtol=1e-3, atol=1e-6)
 
 
-@pytest.mark.parametrize("objective,schedule", [("erase", "trajectory"), ("erase", "restart"), ("amplify", "trajectory")])
-def test_step_windows_add_up_to_all_steps(sd2, objective, schedule):
-    kw = dict(objective=objective, schedule=schedule, seeds=[2], steps=STEPS, guidance=GUIDANCE, progress=False)
+@pytest.mark.parametrize("objective,estimator", [("erase", "trajectory"), ("erase", "restart"), ("amplify", "trajectory")])
+def test_step_windows_add_up_to_all_steps(sd2, objective, estimator):
+    kw = dict(objective=objective, estimator=estimator, seeds=[2], steps=STEPS, guidance=GUIDANCE, progress=False)
     full = attribute(sd2, "a red circle", **kw)
     first, rest = attribute(sd2, "a red circle", at_steps=[0], **kw), attribute(sd2, "a red circle", at_steps="1,2", **kw)
     assert full.metadata["at_steps"] == "all" and first.metadata["at_steps"] == [0] and rest.metadata["at_steps"] == [1, 2]
@@ -260,3 +260,31 @@ def test_save_load_summary_plot(sd2, tmp_path):
         Attribution.load(path, tiny_sd("sd2", seed=1))
     with pytest.raises(FileExistsError):
         attr.save(path)
+
+
+def test_a_new_objective_is_one_registered_class(sd2, monkeypatch):
+    from cadiff.attribution.objectives import OBJECTIVES, register_objective
+    from cadiff.attribution.objectives.erase import Erase
+
+    monkeypatch.setattr("cadiff.attribution.objectives.OBJECTIVES", dict(OBJECTIVES))
+
+    @register_objective
+    class Keep(Erase):  # the erase distance with the opposite sign: what keeps the concept scores positive
+        name = "keep-test"
+        sign = -1.0
+        select_sign = "negative"
+
+    kw = dict(seeds=1, steps=STEPS, guidance=GUIDANCE, progress=False)
+    erase, keep = attribute(sd2, "a circle", **kw), attribute(sd2, "a circle", objective="keep-test", **kw)
+    assert keep.metadata["objective"] == "keep-test" and keep.metadata["J"] == pytest.approx(-erase.metadata["J"])
+    for name in erase.scores:
+        torch.testing.assert_close(keep.scores[name], -erase.scores[name])
+    with pytest.raises(ValueError, match="objective must be one of erase, amplify, keep-test"):
+        attribute(sd2, "a circle", objective="forget", **kw)
+
+
+def test_the_old_schedule_name_says_its_new_one(sd2):
+    with pytest.raises(ValueError, match="schedule= is now estimator="):
+        attribute(sd2, "a circle", schedule="restart", progress=False)
+    with pytest.raises(ValueError, match="has the estimator"):
+        attribute(sd2, "a circle", objective="amplify", estimator="restart", progress=False)

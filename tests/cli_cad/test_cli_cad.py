@@ -149,15 +149,13 @@ def test_baseline_method_dispatch(models, tmp_path, capsys, monkeypatch):
     (["amplify", "a circle", "--preserve", "a circle"], "both a target and a concept to keep"),
 ])
 def test_meaningless_concepts_are_refused_before_any_model_work(models, tmp_path, capsys, monkeypatch, argv, words):
-    import importlib
-
-    module = importlib.import_module("cadiff.attribution.attribute")  # the package's `attribute` is the function
+    from cadiff.attribution.objectives import OBJECTIVES
 
     def no_work(*a, **k):
         raise AssertionError("attribution ran")
 
-    for name in ("accumulate", "erase_trajectory", "generated_latents"):
-        monkeypatch.setattr(module, name, no_work)
+    for objective in OBJECTIVES.values():
+        monkeypatch.setattr(objective, "samples", no_work)
     code, _, err = run([*argv, "--model", models / "a", "--out", tmp_path / "run", *FAST], capsys)
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []

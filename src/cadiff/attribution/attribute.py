@@ -28,43 +28,19 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from cadiff.attribution.components import count_components, select_parameters
 from cadiff.attribution.concepts import check_known_words, concept_prompts
-from cadiff.attribution.estimators import (Row, amplify_samples, erase_restart, erase_trajectory, generated_latents,
-                                           image_latents)
+from cadiff.attribution.estimators import Row
+from cadiff.attribution.objectives import ESTIMATORS, get_objective
 from cadiff.attribution.gradients import accumulate
 from cadiff.attribution.result import Attribution
 from cadiff.models.loading import denoiser, model_fingerprint, sampling_defaults
 from cadiff.models.steps import resolve_steps
 
-OBJECTIVES = ("erase", "amplify")
-SCHEDULES = ("trajectory", "restart")
 PRESERVE_RULES = ("mean", "guard", "relative")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def read_image_folder(folder: str | Path, size: int) -> torch.Tensor:
-    """Images of a folder as (N, 3, size, size) floats in [0, 1]; clear errors for a missing/empty/unreadable folder."""
-    from PIL import Image
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NotADirectoryError(f"image folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put concept images there")
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                arrays.append(np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC)))
-        except Exception as exc:
-            raise ValueError(f"cannot read image {f}: {exc}; remove or replace it") from exc
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -78,26 +54,22 @@ def _seed_list(seeds: int | Sequence[int]) -> list[int]:
     return seeds
 
 
-def _image_size(pipe) -> int:
-    unet = denoiser(pipe)
-    return int(unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
-
-
 def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
               objective: str = "erase", images: str | Path | None = None, seeds: int | Sequence[int] = 4,
               steps: int | None = None, guidance: float | None = None, components: str = "ff",
-              schedule: str = "trajectory", base_prompt: str = "", at_steps: str | Sequence[int] = "all",
+              estimator: str = "trajectory", base_prompt: str = "", at_steps: str | Sequence[int] = "all",
               preserve_rule: str = "mean", batch_size: int = 16,
-              progress: bool = True) -> Attribution | list[Attribution]:
+              progress: bool = True, schedule: str | None = None) -> Attribution | list[Attribution]:
     """CAD attribution of `concepts` (one -> an Attribution; a list -> one Attribution each, computed together).
 
     `seeds` trajectories (or noise draws) per concept; `preserve` concepts are subtracted (`preserve_rule`: their
     mean score; "guard": per weight their largest positive score; "relative": the guard on scores divided by
     each concept's J)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{objective}'")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{schedule}'")
+    if schedule is not None:
+        raise ValueError(f"schedule= is now estimator= (estimator='{schedule}'); --schedule is now --estimator")
+    goal = get_objective(objective)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got '{estimator}'")
     if preserve_rule not in PRESERVE_RULES:
         raise ValueError(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{preserve_rule}'")
     if preserve_rule != "mean" and not preserve:
@@ -106,10 +78,9 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     targets = [concepts] if single else list(concepts)
     preserve = list(preserve or [])
     prompts, preserve_prompts = concept_prompts(pipe, targets, preserve,
-                                                base_prompt=base_prompt if objective == "erase" else None)
+                                                base_prompt=base_prompt if goal.uses_base_prompt else None)
     check_known_words(pipe, prompts + preserve_prompts + [base_prompt])
-    if images is not None and (objective != "amplify" or len(targets) != 1):
-        raise ValueError("an image folder goes with objective='amplify' and exactly one concept")
+    goal.check(estimator=estimator, images=images, targets=len(targets))
     seed_list = _seed_list(seeds)
     defaults = sampling_defaults(pipe)
     steps = int(steps or defaults["num_inference_steps"])
@@ -127,29 +98,14 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     keep_groups = [keep + i for i in range(len(preserve))] if guarded else [keep] * len(preserve)
     rows = [Row(p, s, g) for g, p in enumerate(prompts) for s in seed_list]
     rows += [Row(p, s, g) for p, g in zip(preserve_prompts, keep_groups) for s in seed_list]
-    image_files = None
-    if objective == "amplify" and images is not None:
-        pixels = read_image_folder(images, _image_size(pipe))
-        image_files = len(pixels)
-        image_rows = [Row(prompts[0], i, 0) for i in range(len(pixels))]
-        x0_images = torch.cat([image_latents(pipe, pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
-        gen_rows = [r for r in rows if r.group >= keep]
-        x0_gen = generated_latents(pipe, gen_rows, steps, guidance, batch_size) if gen_rows else x0_images[:0]
-        rows = image_rows + gen_rows
-        x0 = torch.cat([x0_images.to(x0_gen.dtype), x0_gen])
-
+    with tqdm(desc=f"{objective}: sample", unit="call", disable=not progress, leave=False) as bar:
+        made = goal.samples(pipe, unet, rows, steps=steps, guidance=guidance, estimator=estimator,
+                            base_prompt=base_prompt, batch_size=batch_size, images=images, only=only, tick=bar.update)
+    rows, samples = made.rows, made.steps
     groups = sorted({r.group for r in rows})
     weights = {g: 1.0 / sum(r.group == g for r in rows) for g in groups}
     n_chunks = -(-len(rows) // batch_size)
-    with tqdm(desc=f"{objective}: sample", unit="call", disable=not progress, leave=False) as bar:
-        if objective == "erase":
-            build = erase_trajectory if schedule == "trajectory" else erase_restart
-            samples = build(pipe, unet, rows, steps, guidance, base_prompt, batch_size, tick=bar.update, only=only)
-        else:
-            if images is None:
-                x0 = generated_latents(pipe, rows, steps, guidance, batch_size, tick=bar.update)
-            samples = amplify_samples(pipe, unet, rows, x0, steps, batch_size, tick=bar.update, only=only)
-    sign = 1.0 if objective == "erase" else -1.0
+    sign = goal.sign
     preserve_groups = sorted(set(keep_groups))
     one_at_a_time = preserve_groups if guarded else []
     relative = preserve_rule == "relative"
@@ -175,8 +131,9 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
                 "base_prompt": base_prompt, "seeds": seed_list,
                 "steps": steps, "at_steps": "all" if only is None else chosen, "guidance": guidance,
                 "components": components,
-                "n_components": count_components(params), "schedule": schedule if objective == "erase" else None,
-                "images": None if images is None else str(images), "n_images": image_files,
+                "n_components": count_components(params),
+                "estimator": estimator if goal.uses_base_prompt else None,
+                "images": None if images is None else str(images), "n_images": made.info.get("n_images"),
                 "J": values[g], "J_preserve": _preserve_values(values, preserve_groups, preserve_rule),
                 "fingerprint": fingerprint,
                 "denoiser": type(unet).__name__, "dtype": str(unet.dtype).replace("torch.", ""),

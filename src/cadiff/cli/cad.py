@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import re
 
-from cadiff.attribution.attribute import OBJECTIVES, PRESERVE_RULES, SCHEDULES
-from cadiff.cli.common import add_model_options, add_output_options, load_from_args, positive_int
+from cadiff.attribution.attribute import PRESERVE_RULES
+from cadiff.attribution.objectives import ESTIMATORS, OBJECTIVES
+from cadiff.cli.common import add_model_options, add_output_options, load_from_args, positive_int, renamed
 from cadiff.files.select import SCOPES
 from cadiff.files.io import check_new
 
@@ -65,13 +66,15 @@ def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> N
                    help="how --preserve counts: mean (default), guard (per weight, the largest positive score "
                         "of any concept to keep) or relative (the guard on scores in shares of each concept's J)")
     if objective is None:
-        p.add_argument("--objective", choices=OBJECTIVES, default="erase")
+        p.add_argument("--objective", choices=list(OBJECTIVES), default="erase")
     if objective in (None, "amplify"):
         p.add_argument("--images", default=None, help="amplify: a folder of real concept images (default: generate them)")
     p.add_argument("--seeds", type=positive_int, default=4, help="trajectories (noise draws) per concept (default 4)")
     p.add_argument("--components", default="ff", help="ff (default, the paper's), attn, linear, all, or a name regex")
-    p.add_argument("--schedule", choices=SCHEDULES, default="trajectory",
-                   help="erase estimator: one pass per trajectory (default) or the reference re-sampling (slow)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="trajectory",
+                   help="erase objective's estimator: one pass per trajectory (default) or the reference re-sampling "
+                        "(slow)")
+    renamed(p, "--schedule", "--estimator")
     p.add_argument("--base-prompt", default="", help="erase objective's reference prompt (default: empty)")
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--at-steps", default="all",
@@ -125,7 +128,7 @@ def register(sub) -> None:
 
 def _attribute_kwargs(args: argparse.Namespace) -> dict:
     return {"seeds": args.seeds, "steps": args.steps, "guidance": args.guidance, "components": args.components,
-            "schedule": args.schedule, "base_prompt": args.base_prompt, "at_steps": args.at_steps,
+            "estimator": args.estimator, "base_prompt": args.base_prompt, "at_steps": args.at_steps,
             "preserve_rule": args.preserve_rule, "batch_size": args.batch_size,
             "images": getattr(args, "images", None), "progress": True}
 

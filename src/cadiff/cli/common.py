@@ -31,6 +31,15 @@ def report_os_error(exc: OSError) -> int:
     return 2
 
 
+def renamed(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Keep `old` for one release as a flag that fails naming `new`."""
+    class Renamed(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{old} is now {new}")
+
+    p.add_argument(old, action=Renamed, nargs="?", help=argparse.SUPPRESS)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:

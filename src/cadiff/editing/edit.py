@@ -54,6 +54,7 @@ def plan_edit(pipe, concepts: str | Sequence[str], objective: str, *, preserve: 
     own top `ratio` (or `count`): the first-order estimate is taken again around the edited model. `on_round(k,
     mask)` sees the mask after every round k (1-based), e.g. to keep or measure the earlier ones."""
     from cadiff.attribution import attribute
+    from cadiff.attribution.objectives import get_objective
     from cadiff.editing.ablate import ablated
     from cadiff.files.select import check_amount
 
@@ -61,7 +62,7 @@ def plan_edit(pipe, concepts: str | Sequence[str], objective: str, *, preserve: 
     if int(rounds) != rounds or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds}")
     concepts = [concepts] if isinstance(concepts, str) else list(concepts)
-    sign = "positive" if objective == "erase" else "negative"
+    sign = get_objective(objective).select_sign
     mask: Mask | None = None
     for round_ in range(int(rounds)):
         if mask is None:
