@@ -11,9 +11,8 @@ Example:
 from cadiff._version import __version__  # noqa: E402
 
 from cadiff.attribution import Attribution, attribute  # noqa: E402
-from cadiff.editing import Mask, ablated, amplify, apply_mask, erase  # noqa: E402
+from cadiff.editing import EditResult, Mask, ablated, amplify, apply_mask, erase  # noqa: E402
 from cadiff.evaluation import PromptSet, evaluate, load_prompts  # noqa: E402
-from cadiff.evaluation.baselines import erase_with  # noqa: E402
 from cadiff.models import generate, load_pipeline, model_fingerprint  # noqa: E402
 from cadiff.sae import ActivationStore, SAETrainConfig, TopKSAE, collect_activations, steer, train_sae  # noqa: E402
 
@@ -22,9 +21,16 @@ __all__ = [
     # models
     "generate", "load_pipeline", "model_fingerprint",
     # CAD attribution and editing
-    "Attribution", "Mask", "ablated", "amplify", "apply_mask", "attribute", "erase",
-    # evaluation and baselines
-    "PromptSet", "erase_with", "evaluate", "load_prompts",
+    "Attribution", "EditResult", "Mask", "ablated", "amplify", "apply_mask", "attribute", "erase",
+    # evaluation
+    "PromptSet", "evaluate", "load_prompts",
     # sparse autoencoders
     "ActivationStore", "SAETrainConfig", "TopKSAE", "collect_activations", "steer", "train_sae",
 ]
+
+
+def __getattr__(name: str):
+    if name == "erase_with":  # removed: say what replaced it
+        raise AttributeError("cadiff.erase_with(method, pipe, concept) is now cadiff.erase(pipe, concept, "
+                             "method=...), which returns an EditResult (result.pipeline, result.info)")
+    raise AttributeError(f"module 'cadiff' has no attribute '{name}'")

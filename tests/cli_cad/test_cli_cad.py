@@ -129,13 +129,22 @@ def test_other_model_empty_folder_existing_output(models, tmp_path, capsys):
     assert code == 2 and "not found" in err
 
 
-def test_baseline_method_dispatch(models, tmp_path, capsys, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "cadiff.evaluation.baselines", None)  # not importable
+def test_baseline_method_dispatch(models, tmp_path, capsys):
     code, _, err = run(["erase", "a circle", "--method", "esd", "--model", models / "a", "--out", tmp_path / "b",
                         *FAST], capsys)
-    assert code == 2 and "cadiff.evaluation.baselines" in err
+    assert code == 2 and "--seeds, --guidance: not an option of --method esd" in err and "--iterations" in err
+    for flags, words in ((["--rounds", "2"], "--rounds: not an option"), (["--preserve", "a star"], "no concepts to keep"),
+                         (["--ratio", "0.1"], "--ratio: not an option")):
+        code, _, err = run(["erase", "a circle", "--method", "esd", *flags, "--model", models / "a",
+                            "--out", tmp_path / "b"], capsys)
+        assert code == 2 and words in err, err
+    assert not (tmp_path / "b").exists()
+    code, _, err = run(["erase", "a circle", "--method", "esd", "--iterations", "1", "--steps", "2", "--no-export",
+                        "--model", models / "a", "--out", tmp_path / "b"], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert record["edit"]["method"] == "esd" and record["edit"]["iterations"] == 1
+    assert record["settings"]["iterations"] == 1 and "ratio" not in record["settings"]
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -110,13 +110,14 @@ def test_export_loads_in_stock_diffusers_without_cadiff(sd1, attr, tmp_path):
 def test_attribute_then_erase_end_to_end(kind):
     pipe = tiny_sd(kind)
     before = _state(pipe)
-    edited = cadiff.erase(pipe, ["a circle", "a red square"], preserve=["a star"], ratio=0.25, **KW)
+    result = cadiff.erase(pipe, ["a circle", "a red square"], preserve=["a star"], ratio=0.25, **KW)
+    edited = result.pipeline
     assert all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
     zeroed = sum(int(((p.detach() == 0) & (before[n] != 0)).sum()) for n, p in edited.unet.named_parameters())
     assert zeroed > 0
     images = cadiff.generate(edited, ["a circle"], seeds=[0], num_inference_steps=2, guidance_scale=4.0)
     assert images.shape[0] == 1 and images.dtype == np.uint8
-    amp = cadiff.amplify(pipe, "a circle", ratio=0.25, **KW)
+    amp = cadiff.amplify(pipe, "a circle", ratio=0.25, **KW).pipeline
     assert any(not torch.equal(before[n], p.detach()) for n, p in amp.unet.named_parameters())
 
 
@@ -131,11 +132,11 @@ def test_edited_copy_keeps_every_dtype_of_a_mixed_precision_pipeline():
 
 
 def test_rounds_rescore_the_edited_model_and_grow_the_mask(sd1):
-    from cadiff.editing import plan_edit
-
     before = _state(sd1)
-    _, one = plan_edit(sd1, "a circle", "erase", ratio=0.1, **KW)
-    last, two = plan_edit(sd1, "a circle", "erase", ratio=0.1, rounds=2, **KW)
+    one = cadiff.erase(sd1, "a circle", ratio=0.1, **KW).mask
+    result = cadiff.erase(sd1, "a circle", ratio=0.1, rounds=2, **KW)
+    last, two = result.attributions, result.mask
+    assert result.rounds[1].indices.keys() == one.indices.keys() and result.rounds[2] is two
     assert all(torch.equal(before[k], v) for k, v in sd1.unet.state_dict().items())  # original untouched
     assert two.fingerprint == one.fingerprint == cadiff.model_fingerprint(sd1)  # indices address the original
     first = {n: set(i.tolist()) for n, i in one.indices.items()}
@@ -144,4 +145,6 @@ def test_rounds_rescore_the_edited_model_and_grow_the_mask(sd1):
     assert len(two) > len(one)  # round 2 adds weights that were not zeroed yet
     assert last[0].metadata["fingerprint"] != cadiff.model_fingerprint(sd1)  # round 2 scored the edited model
     with pytest.raises(ValueError, match="rounds"):
-        plan_edit(sd1, "a circle", "erase", ratio=0.1, rounds=0, **KW)
+        cadiff.erase(sd1, "a circle", ratio=0.1, rounds=0, **KW)
+    with pytest.raises(TypeError, match="plan_edit.* is now cadiff.erase"):
+        cadiff.editing.plan_edit(sd1, "a circle", "erase")

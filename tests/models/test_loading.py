@@ -219,7 +219,7 @@ def test_sampling_settings_survive_the_stock_save_pretrained(shapes_pipe, tmp_pa
     from cadiff.models import sampling_defaults
     from cadiff.models.loading import is_embedded, sampling_source
 
-    edited = cadiff.erase(shapes_pipe, "circle", seeds=1, steps=2, ratio=0.01, progress=False)
+    edited = cadiff.erase(shapes_pipe, "circle", seeds=1, steps=2, ratio=0.01, progress=False).pipeline
     edited.save_pretrained(tmp_path / "plain")  # the README's line: no cadiff export call
     again = load_pipeline(tmp_path / "plain")
     assert sampling_defaults(again) == {"num_inference_steps": 25, "guidance_scale": 4.0} and is_embedded(again)

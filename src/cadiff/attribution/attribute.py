@@ -33,26 +33,13 @@ from tqdm.auto import tqdm
 
 from cadiff.attribution.components import count_components, select_parameters
 from cadiff.attribution.concepts import check_known_words, concept_prompts
+from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa: F401  (PRESERVE_RULES: re-exported)
 from cadiff.attribution.estimators import Row
-from cadiff.attribution.objectives import ESTIMATORS, get_objective
+from cadiff.attribution.objectives import get_objective
 from cadiff.attribution.gradients import accumulate
 from cadiff.attribution.result import Attribution
 from cadiff.models.loading import denoiser, model_fingerprint, sampling_defaults
 from cadiff.models.steps import resolve_steps
-
-PRESERVE_RULES = ("mean", "guard", "relative")
-
-
-def _seed_list(seeds: int | Sequence[int]) -> list[int]:
-    if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"seeds must be a positive count or a list of seeds, got {seeds}")
-        return list(range(seeds))
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds is empty; give a count (e.g. 4) or a list of seeds")
-    return seeds
-
 
 def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
               objective: str = "erase", images: str | Path | None = None, seeds: int | Sequence[int] = 4,
@@ -67,11 +54,10 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     each concept's J)."""
     if schedule is not None:
         raise ValueError(f"schedule= is now estimator= (estimator='{schedule}'); --schedule is now --estimator")
+    config = AttributionConfig(seeds=seeds, steps=steps, guidance=guidance, components=components,
+                               estimator=estimator, base_prompt=base_prompt, at_steps=at_steps,
+                               preserve_rule=preserve_rule, batch_size=batch_size)
     goal = get_objective(objective)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got '{estimator}'")
-    if preserve_rule not in PRESERVE_RULES:
-        raise ValueError(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{preserve_rule}'")
     if preserve_rule != "mean" and not preserve:
         raise ValueError(f"preserve_rule='{preserve_rule}' needs concepts to keep; give preserve=[...] (--preserve)")
     single = isinstance(concepts, str)
@@ -81,7 +67,7 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
                                                 base_prompt=base_prompt if goal.uses_base_prompt else None)
     check_known_words(pipe, prompts + preserve_prompts + [base_prompt])
     goal.check(estimator=estimator, images=images, targets=len(targets))
-    seed_list = _seed_list(seeds)
+    seed_list = config.seed_list()
     defaults = sampling_defaults(pipe)
     steps = int(steps or defaults["num_inference_steps"])
     guidance = float(defaults["guidance_scale"] if guidance is None else guidance)

@@ -1,39 +1,28 @@
 """`cadiff attribute | erase | amplify | apply`: CAD component attribution and edits, each into a run folder.
 
+The settings flags come from the config dataclasses: `attribute` from AttributionConfig, `erase` / `amplify` from
+the configs of the edit methods that serve them (`--method`), and a flag the chosen method does not take is refused.
+
 Example:
     $ cadiff erase circle --preserve square triangle star cross heart --ratio 0.03 --out runs/no-circle
+    $ cadiff erase circle --method esd --iterations 100 --lr 3e-4 --out runs/esd-circle
     $ cadiff apply runs/no-circle/mask.safetensors --out no-circle-model
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 
-from cadiff.attribution.attribute import PRESERVE_RULES
-from cadiff.attribution.objectives import ESTIMATORS, OBJECTIVES
-from cadiff.cli.common import add_model_options, add_output_options, load_from_args, positive_int, renamed
-from cadiff.files.select import SCOPES
+from cadiff.attribution.config import AttributionConfig
+from cadiff.attribution.objectives import OBJECTIVES
+from cadiff.cli.common import (add_config_flags, add_model_options, add_output_options, given_options,
+                               load_from_args, positive_int, renamed)
+from cadiff.editing.methods import get_method, methods_for
+from cadiff.editing.result import slug, slugs  # noqa: F401  (used by the benches through the CLI module)
 from cadiff.files.io import check_new
 
 
-def slug(concept: str) -> str:
-    """A file-name-safe form of a concept ('a red circle' -> 'a_red_circle')."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", concept).strip("_") or "concept"
-
-
-def slugs(concepts: list[str]) -> list[str]:
-    """One distinct file name per concept ('a red circle', 'a red, circle' -> 'a_red_circle', 'a_red_circle_2')."""
-    out: list[str] = []
-    for concept in concepts:
-        name, k = slug(concept), 2
-        while name in out:
-            name, k = f"{slug(concept)}_{k}", k + 1
-        out.append(name)
-    return out
-
-
-def _check_concepts(args: argparse.Namespace, pipe=None, objective: str = "erase") -> None:
+def _check_concepts(args: argparse.Namespace, pipe=None, objective: str = "erase", base_prompt: str = "") -> None:
     """Refuse concepts that would make the result meaningless, before any model work: without `pipe` what the
     names alone show (blank, repeated), with it the prompts they become (the same concept twice in other words, a
     target that is also kept or is the base prompt, words the model does not know)."""
@@ -42,95 +31,59 @@ def _check_concepts(args: argparse.Namespace, pipe=None, objective: str = "erase
     if pipe is None:
         check_concept_names(args.concepts, args.preserve)
         return
-    base = args.base_prompt if objective == "erase" else None
+    base = base_prompt if OBJECTIVES[objective].uses_base_prompt else None
     prompts, keep = concept_prompts(pipe, args.concepts, args.preserve, base_prompt=base)
-    check_known_words(pipe, prompts + keep + [args.base_prompt])
+    check_known_words(pipe, prompts + keep + [base_prompt])
 
 
-def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
-
-
-def _attribution_options(p: argparse.ArgumentParser, objective: str | None) -> None:
+def _concept_options(p: argparse.ArgumentParser, objective: str | None) -> None:
     p.add_argument("concepts", nargs="+", metavar="CONCEPT",
                    help="concept words or prompts (on the embedded model 'circle' means 'a circle', 'red' 'a red shape')")
     keep = p.add_mutually_exclusive_group()
     keep.add_argument("--preserve", nargs="+", default=[], metavar="CONCEPT",
-                      help="concepts to keep: scores become target minus the mean of these")
+                      help="concepts to keep: scores become target minus the mean of these (--preserve-rule)")
     keep.add_argument("--preserve-others", action="store_true",
                       help="embedded model: keep every concept of the shapes world except the targets (14 for one)")
-    p.add_argument("--preserve-rule", choices=PRESERVE_RULES, default="mean",
-                   help="how --preserve counts: mean (default), guard (per weight, the largest positive score "
-                        "of any concept to keep) or relative (the guard on scores in shares of each concept's J)")
     if objective is None:
         p.add_argument("--objective", choices=list(OBJECTIVES), default="erase")
     if objective in (None, "amplify"):
         p.add_argument("--images", default=None, help="amplify: a folder of real concept images (default: generate them)")
-    p.add_argument("--seeds", type=positive_int, default=4, help="trajectories (noise draws) per concept (default 4)")
-    p.add_argument("--components", default="ff", help="ff (default, the paper's), attn, linear, all, or a name regex")
-    p.add_argument("--estimator", choices=ESTIMATORS, default="trajectory",
-                   help="erase objective's estimator: one pass per trajectory (default) or the reference re-sampling "
-                        "(slow)")
+
+
+def _edit_parser(sub, objective: str, help: str) -> None:
+    names = methods_for(objective)
+    p = sub.add_parser(objective, help=help)
+    _concept_options(p, objective)
+    p.add_argument("--method", choices=names, default="cad",
+                   help="; ".join(f"{n}: {get_method(n).summary}" for n in names))
+    add_config_flags(p, {n: get_method(n).config_class for n in names})
     renamed(p, "--schedule", "--estimator")
-    p.add_argument("--base-prompt", default="", help="erase objective's reference prompt (default: empty)")
-    p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--at-steps", default="all",
-                   help="steps the objective sums over: all (default), early, middle, final, or indices like 0,1,2")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-
-
-def _edit_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ratio", type=_ratio, default=0.03, help="fraction per row/matrix/all to zero (default 0.03)")
-    p.add_argument("--count", type=positive_int, default=None, help="a number of weights instead of --ratio")
-    p.add_argument("--scope", choices=SCOPES, default="row",
-                   help="row: the paper's per-output-row rule (default); matrix; global")
-    p.add_argument("--rounds", type=positive_int, default=1,
-                   help="re-score on the edited model and zero another --ratio, this many times in all (default 1); "
-                        "every round's mask is kept (mask.roundK.safetensors) and, on the embedded model, measured")
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
     p.add_argument("--eval-repeats", type=positive_int, default=1,
                    help="embedded model: 36 evaluation images per repeat (each shape/colour 6x, texture 12x; default 1)")
+    add_model_options(p)
+    add_output_options(p)
+    p.set_defaults(func=lambda a: run_edit(a, objective), images=None)
 
 
 def register(sub) -> None:
     p = sub.add_parser("attribute", help="CAD scores of every component for concepts (safetensors + summary + plot)")
-    _attribution_options(p, None)
+    _concept_options(p, None)
+    add_config_flags(p, {"attribute": AttributionConfig})
+    renamed(p, "--schedule", "--estimator")
     add_model_options(p)
     add_output_options(p)
     p.set_defaults(func=run_attribute)
 
-    p = sub.add_parser("erase", help="CAD-Erase: zero the components that carry concepts; export the edited model")
-    _attribution_options(p, "erase")
-    _edit_options(p)
-    p.add_argument("--method", choices=["cad", "esd", "prune"], default="cad",
-                   help="cad (default) or a baseline from cadiff.evaluation.baselines")
-    add_model_options(p)
-    add_output_options(p)
-    p.set_defaults(func=lambda a: run_edit(a, "erase"))
-
-    p = sub.add_parser("amplify", help="CAD-Amplify: zero the components that suppress concepts")
-    _attribution_options(p, "amplify")
-    _edit_options(p)
-    add_model_options(p)
-    add_output_options(p)
-    p.set_defaults(func=lambda a: run_edit(a, "amplify"))
+    _edit_parser(sub, "erase", "erase concepts: zero the components that carry them (CAD), or run a baseline; "
+                               "export the edited model")
+    _edit_parser(sub, "amplify", "CAD-Amplify: zero the components that suppress concepts")
 
     p = sub.add_parser("apply", help="put a mask file on its model and write the edited pipeline folder")
     p.add_argument("mask", help="a mask file written by cadiff erase/amplify (mask.safetensors)")
     add_model_options(p)
     add_output_options(p)
     p.set_defaults(func=run_apply)
-
-
-def _attribute_kwargs(args: argparse.Namespace) -> dict:
-    return {"seeds": args.seeds, "steps": args.steps, "guidance": args.guidance, "components": args.components,
-            "estimator": args.estimator, "base_prompt": args.base_prompt, "at_steps": args.at_steps,
-            "preserve_rule": args.preserve_rule, "batch_size": args.batch_size,
-            "images": getattr(args, "images", None), "progress": True}
 
 
 def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
@@ -147,26 +100,29 @@ def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
     args.preserve = [c for values in ATTRIBUTES.values() for c in values if c not in named]
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    skip = {"func", "overwrite", "out"}
-    return {k: v for k, v in vars(args).items() if k not in skip}
+def _inputs(args: argparse.Namespace) -> dict:
+    """What run.json records besides the method's settings: the concepts and the model options."""
+    keys = ("concepts", "preserve", "preserve_others", "images", "objective", "eval_repeats", "no_export", "model",
+            "config", "dtype", "device")
+    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
 def run_attribute(args: argparse.Namespace) -> int:
     from cadiff.attribution import attribute
     from cadiff.files.io import write_json
-    from cadiff.models import describe_model
     from cadiff.files.runs import run_folder
+    from cadiff.models import describe_model
 
     check_new(args.out, args.overwrite)
+    config = AttributionConfig(**given_options(args, AttributionConfig))
     _check_concepts(args)
     pipe = load_from_args(args)
     _resolve_preserve(args, pipe)
-    _check_concepts(args, pipe, args.objective)
-    with run_folder(args.out, "attribute", _settings(args), args.overwrite) as run:
+    _check_concepts(args, pipe, args.objective, config.base_prompt)
+    with run_folder(args.out, "attribute", {**_inputs(args), **config.to_dict()}, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
-        attrs = attribute(pipe, args.concepts, preserve=args.preserve, objective=args.objective,
-                          **_attribute_kwargs(args))
+        attrs = attribute(pipe, args.concepts, preserve=args.preserve, objective=args.objective, images=args.images,
+                          progress=True, **config.to_dict())
         for concept, name, attr in zip(args.concepts, slugs(args.concepts), attrs):
             attr.save(run.path / f"{name}.attr.safetensors")
             attr.plot(run.path / f"{name}.attr.png")
@@ -184,63 +140,55 @@ def run_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _baseline(method: str, pipe, concepts: list[str], preserve: list[str], rounds: int = 1, seed: int = 0):
-    try:
-        from cadiff.evaluation.baselines import erase_with
-    except ImportError as exc:
-        raise ValueError(f"--method {method} needs cadiff.evaluation.baselines.erase_with, which is not available "
-                         f"in this install ({exc}); use --method cad") from exc
-    if len(concepts) != 1:
-        raise ValueError(f"--method {method} erases one concept per run; give one CONCEPT")
-    if rounds != 1:
-        raise ValueError(f"--rounds is a CAD option; --method {method} does not take it")
-    return erase_with(method, pipe, concepts[0], preserve=preserve or None, seed=seed)
+def _method_config(args: argparse.Namespace, objective: str):
+    """The chosen method's config from the flags given; ValueError naming a flag it does not take."""
+    from cadiff.editing.methods import method_config
+    from cadiff.files.config import flag_name
+
+    cls = get_method(args.method).config_class
+    given = given_options(args, *(get_method(n).config_class for n in methods_for(objective)))
+    foreign = [k for k in given if k not in cls.names()]
+    if foreign:
+        flags = {f.name: flag_name(f) for n in methods_for(objective) for f in _fields(get_method(n).config_class)}
+        takes = ", ".join(flag_name(f) for f in _fields(cls))
+        raise ValueError(f"{', '.join(flags[k] for k in foreign)}: not an option of --method {args.method} "
+                         f"(its options: {takes})")
+    return method_config(args.method, **given)
+
+
+def _fields(cls):
+    from dataclasses import fields
+
+    return fields(cls)
 
 
 def run_edit(args: argparse.Namespace, objective: str) -> int:
     from tqdm.auto import tqdm
 
-    from cadiff.editing import edited_copy, export_pipeline, plan_edit
+    from cadiff.editing import edit
     from cadiff.editing.shapes_report import CONCEPTS
+    from cadiff.files.runs import run_folder
     from cadiff.models import describe_model, is_embedded
 
     check_new(args.out, args.overwrite)
-    ratio = None if args.count is not None else args.ratio
-    method = getattr(args, "method", "cad")
+    config = _method_config(args, objective)
     _check_concepts(args)
     pipe = load_from_args(args)
     _resolve_preserve(args, pipe)
-    _check_concepts(args, pipe, objective)
-    from cadiff.files.runs import run_folder
-
-    with run_folder(args.out, objective, {**_settings(args), "ratio": ratio}, args.overwrite) as run:
+    get_method(args.method)(config).check(args.concepts, objective, args.preserve, args.images)
+    _check_concepts(args, pipe, objective, getattr(config, "base_prompt", ""))
+    settings = {**_inputs(args), "method": args.method, **config.to_dict()}
+    with run_folder(args.out, objective, settings, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
-        rounds = {}  # round -> the mask after it
-        if method == "cad":
-            attrs, mask = plan_edit(pipe, args.concepts, objective, preserve=args.preserve, ratio=ratio,
-                                    count=args.count, scope=args.scope, rounds=args.rounds,
-                                    on_round=lambda k, m: rounds.__setitem__(k, m), **_attribute_kwargs(args))
-            last = "" if args.rounds == 1 else f".round{args.rounds}"  # later rounds score the edited model
-            for name, attr in zip(slugs(args.concepts), attrs):
-                attr.save(run.path / f"{name}{last}.attr.safetensors")
-            mask.save(run.path / "mask.safetensors")
-            for k in range(1, args.rounds):  # the earlier rounds' masks, to apply when one of them measured better
-                rounds[k].save(run.path / f"mask.round{k}.safetensors")
-            edited = edited_copy(pipe, mask, check=False)
-            info = {"mask": {k: v for k, v in mask.metadata.items()}, "zeroed": len(mask)}
-            run.record["edit"] = {"zeroed": len(mask), "per_parameter": mask.counts(),
-                                  "prompts": [a.metadata["prompts"][0] for a in attrs],
-                                  "attribution_seconds": [a.metadata["seconds"] for a in attrs]}
-        else:
-            edited, info = _baseline(method, pipe, args.concepts, args.preserve, args.rounds)
-            run.record["edit"] = {"method": method, **info}
-        if not args.no_export:
-            export_pipeline(edited, run.path / "pipeline", info={"command": objective, **info})
+        result = edit(pipe, args.concepts, objective, method=args.method, preserve=args.preserve, images=args.images,
+                      **config.to_dict())
+        run.record["edit"] = result.record()
+        result.write(run.path, export=not args.no_export)
         shapes = is_embedded(pipe) and all(c in CONCEPTS for c in args.concepts)
-        _pictures_and_metrics(run, pipe, edited, args, shapes, tqdm, rounds)
-    zeroed = run.record["edit"].get("zeroed")
+        _pictures_and_metrics(run, pipe, result.pipeline, args, shapes, tqdm, result.rounds)
+    zeroed = len(result.mask) if result.mask is not None else None
     verb = {"erase": "erased", "amplify": "amplified"}[objective]
-    prompts = run.record["edit"].get("prompts")
+    prompts = result.info.get("prompts")
     shown = ", ".join(f"{c} ('{p}')" if p != c else c for c, p in zip(args.concepts, prompts or args.concepts))
     print(f"{verb} {shown}" + (f": {zeroed} weights zeroed" if zeroed is not None else ""))
     print(f"before/after grid: {args.out}/grid.png")
@@ -256,11 +204,12 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         for r in m.get("rounds", []):
             print(f"  after round {r['round']}: target {r['target_after']:.2f}, worst kept {r['kept_min']:.0%} "
                   f"({r['kept_min_concept']}), {r['zeroed']} weights zeroed")
-        hint = next_step(m, objective, args.components, images=n_images, at_steps=args.at_steps)
+        hint = next_step(m, objective, config.components, images=n_images, at_steps=config.at_steps) \
+            if args.method == "cad" else None
         if hint:
             print(f"hint: {hint}")
         better = best_round(m.get("rounds", [])) if objective == "erase" else None
-        if better is not None and better["round"] != args.rounds:
+        if better is not None and better["round"] != len(result.rounds):
             print(f"hint: round {better['round']} kept every other concept >= 95 % with the target at "
                   f"{better['target_after']:.2f}: cadiff apply {args.out}/{better['mask']} --out <folder>")
     if not args.no_export:
@@ -317,8 +266,8 @@ def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm, rounds: d
         prompts = grid_prompts(args.concepts)
     else:
         prompts = [concept_prompt(pipe, c) for c in args.concepts + args.preserve for _ in range(4)]
-    before_after_grid(pipe, edited, prompts, title=f"after {run.record['command']}", num_inference_steps=args.steps,
-                      guidance_scale=args.guidance).save(run.path / "grid.png")
+    sampling = {"num_inference_steps": getattr(args, "steps", None), "guidance_scale": getattr(args, "guidance", None)}
+    before_after_grid(pipe, edited, prompts, title=f"after {run.record['command']}", **sampling).save(run.path / "grid.png")
     if not shapes:
         return
     from cadiff.shapes import load_evaluator

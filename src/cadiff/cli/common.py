@@ -31,6 +31,36 @@ def report_os_error(exc: OSError) -> int:
     return 2
 
 
+def add_config_flags(p: argparse.ArgumentParser, configs: dict[str, type]) -> None:
+    """One flag per field of the config dataclasses (`configs`: whose config -> class; a field several share is
+    one flag, its help naming them). A flag not given stays out of the namespace (see `given_options`)."""
+    from dataclasses import fields
+
+    from cadiff.files.config import flag_name
+
+    owners: dict[str, list[str]] = {}
+    first: dict[str, object] = {}
+    for owner, cls in configs.items():
+        for f in fields(cls):
+            owners.setdefault(f.name, []).append(owner)
+            first.setdefault(f.name, f)
+    for name, f in first.items():
+        meta = f.metadata
+        text = meta.get("help", "")
+        if len(configs) > 1:
+            text += f" [{', '.join(owners[name])}]"
+        kwargs = {"type": meta.get("type")} if meta.get("type") else {}
+        if meta.get("choices"):
+            kwargs["choices"] = list(meta["choices"])
+        p.add_argument(flag_name(f), dest=name, default=argparse.SUPPRESS, help=text, **kwargs)
+
+
+def given_options(args: argparse.Namespace, *configs: type) -> dict:
+    """The config fields whose flags were given on the command line, with their values."""
+    names = {n for cls in configs for n in cls.names()}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
 def renamed(p: argparse.ArgumentParser, old: str, new: str) -> None:
     """Keep `old` for one release as a flag that fails naming `new`."""
     class Renamed(argparse.Action):

@@ -1,9 +1,14 @@
-"""Editing a model where a concept lives: selection rules -> Mask, reversible ablation, one-call erase/amplify, export."""
+"""Editing a model where a concept lives: reversible ablation, registered edit methods (CAD, ESD, prune, the
+magnitude control) behind `erase` / `amplify`, each returning an EditResult, and export."""
 
 from cadiff.editing.ablate import ablated, apply_mask
-from cadiff.editing.edit import amplify, edited_copy, erase, export_pipeline, plan_edit
+from cadiff.editing.copies import edited_copy, export_pipeline, with_denoiser
+from cadiff.editing.edit import amplify, edit, erase, plan_edit
+from cadiff.editing.methods import METHODS, EditMethod, get_method, method_config, methods_for, register_method
+from cadiff.editing.result import EditResult
 from cadiff.files.mask import Mask
 from cadiff.files.select import select_indices
 
-__all__ = ["Mask", "ablated", "amplify", "apply_mask", "edited_copy", "erase", "export_pipeline", "plan_edit",
-           "select_indices"]
+__all__ = ["METHODS", "EditMethod", "EditResult", "Mask", "ablated", "amplify", "apply_mask", "edit", "edited_copy",
+           "erase", "export_pipeline", "get_method", "method_config", "methods_for", "plan_edit", "register_method",
+           "select_indices", "with_denoiser"]

@@ -6,32 +6,42 @@ prompt but not for the reference prompts; it is pruned when skilled at >= `times
 
 Example:
     >>> import cadiff
-    >>> from cadiff.evaluation.baselines import erase_with
-    >>> edited, info = erase_with("prune", cadiff.load_pipeline(), "circle")     # doctest: +SKIP
+    >>> result = cadiff.erase(cadiff.load_pipeline(), "circle", method="prune")     # doctest: +SKIP
+    >>> result.mask                                                                 # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from cadiff.editing.edit import with_denoiser
+from cadiff.attribution.config import positive_int
+from cadiff.editing.copies import edited_copy
+from cadiff.editing.methods import EditMethod, register_method
+from cadiff.editing.result import EditResult
+from cadiff.files.config import Config, option
+from cadiff.files.mask import Mask
 
 
-@dataclass
-class PruneConfig:
+@dataclass(frozen=True)
+class PruneConfig(Config):
     """Pruning settings: Wanda sparsity per timestep, timestep agreement, trajectories per prompt, layers."""
 
-    sparsity: float = 0.01
-    timestep_fraction: float = 0.5
-    seeds: int = 4
-    steps: int | None = None  # sampling steps (default: the model's)
-    guidance: float | None = None  # guidance (default: the model's)
-    layers: str = "ff.net.2"  # name suffix of the Linear layers scored and pruned (the FFN output projections)
+    sparsity: float = option(0.01, "prune: Wanda sparsity per row and timestep (default 0.01)", type=float)
+    timestep_fraction: float = option(0.5, "prune: share of timesteps a weight must be skilled at (default 0.5)",
+                                      type=float)
+    seeds: int = option(4, "trajectories (noise draws) per prompt (default 4)", type=positive_int)
+    steps: int | None = option(None, "sampling steps (default: the model's)", type=positive_int)
+    guidance: float | None = option(None, "guidance scale (default: the model's)", type=float)
+    layers: str = option("ff.net.2", "prune: name suffix of the Linear layers scored and pruned (default ff.net.2, "
+                                     "the feed-forward output projections)")
+
+    def __post_init__(self):
+        if not 0 < self.sparsity < 1 or not 0 < self.timestep_fraction <= 1:
+            raise ValueError("prune needs 0 < sparsity < 1 and 0 < timestep_fraction <= 1")
 
 
 def prunable_layers(unet: torch.nn.Module, suffix: str) -> dict[str, torch.nn.Linear]:
@@ -82,16 +92,14 @@ def top_mask(weight: torch.Tensor, norms: torch.Tensor, sparsity: float) -> torc
     return mask
 
 
-def prune(pipe, concept: str, preserve: list[str] | None = None, config: PruneConfig | None = None,
-          seed: int = 0) -> tuple[Any, dict[str, Any]]:
-    """Prune a copy of `pipe`'s UNet for `concept` (reference prompts: `preserve`, default the empty prompt);
-    return (new pipeline, info). `pipe` is unchanged."""
+def prune_mask(pipe, concept: str, preserve: list[str] | None = None, config: PruneConfig | None = None,
+               seed: int = 0) -> tuple[Mask, dict[str, Any]]:
+    """The weights ConceptPrune zeroes for `concept` (reference prompts: `preserve`, default the empty prompt), as
+    a Mask on `pipe`'s denoiser, and what it measured. `pipe` is unchanged."""
     from cadiff.attribution.concepts import check_known_words, concept_prompts
-    from cadiff.models.loading import sampling_defaults
+    from cadiff.models.loading import model_fingerprint, sampling_defaults
 
     config = config or PruneConfig()
-    if not 0 < config.sparsity < 1 or not 0 < config.timestep_fraction <= 1:
-        raise ValueError("prune needs 0 < sparsity < 1 and 0 < timestep_fraction <= 1")
     defaults = sampling_defaults(pipe)
     steps = config.steps or defaults["num_inference_steps"]
     guidance = defaults["guidance_scale"] if config.guidance is None else config.guidance
@@ -103,21 +111,34 @@ def prune(pipe, concept: str, preserve: list[str] | None = None, config: PruneCo
     layers = prunable_layers(pipe.unet, config.layers)
     concept_norms = input_norms(pipe, [target], layers, config.seeds, steps, guidance, seed)
     reference_norms = input_norms(pipe, reference, layers, config.seeds, steps, guidance, seed)
-    unet = copy.deepcopy(pipe.unet)
-    edited_layers = prunable_layers(unet, config.layers)
-    pruned: dict[str, int] = {}
+    indices, shapes, pruned = {}, {}, {}
     for name, layer in layers.items():
         skilled = torch.zeros(layer.weight.shape, dtype=torch.int32)
         for t in range(steps):
             skilled += (top_mask(layer.weight, concept_norms[name][t], config.sparsity)
                         & ~top_mask(layer.weight, reference_norms[name][t], config.sparsity)).int()
-        mask = skilled >= config.timestep_fraction * steps
-        edited_layers[name].weight.data[mask.to(layer.weight.device)] = 0
-        pruned[f"{name}.weight"] = int(mask.sum())
-    edited = with_denoiser(pipe, unet)
+        chosen = (skilled >= config.timestep_fraction * steps).reshape(-1).nonzero().reshape(-1)
+        pruned[f"{name}.weight"] = int(chosen.numel())
+        if chosen.numel():
+            indices[f"{name}.weight"], shapes[f"{name}.weight"] = chosen, tuple(layer.weight.shape)
+    mask = Mask(indices, shapes, {"fingerprint": model_fingerprint(pipe), "method": "prune", "concepts": [concept]})
     total = sum(layer.weight.numel() for layer in layers.values())
-    info = {"method": "prune", "concept": concept, "prompt": target, "reference_prompts": reference, "seed": seed,
-            **asdict(config), "steps": steps, "guidance": guidance, "pruned": pruned,
+    info = {"concept": concept, "prompt": target, "reference_prompts": reference, "seed": seed,
+            "steps": steps, "guidance": guidance, "pruned": pruned,
             "pruned_total": sum(pruned.values()), "pruned_fraction_of_layers": round(sum(pruned.values()) / total, 6),
             "seconds": round(time.perf_counter() - started, 3)}
-    return edited, info
+    return mask, info
+
+
+@register_method
+class Prune(EditMethod):
+    name = "prune"
+    summary = "ConceptPrune-style pruning (Chavhan et al. 2024): zero FFN weights skilled for the concept (baseline)"
+    config_class = PruneConfig
+    concepts_at_once = 1
+
+    def run(self, pipe, concepts, *, objective, preserve, progress=True, images=None, seed=0, on_round=None):
+        mask, info = prune_mask(pipe, concepts[0], preserve=preserve or None, config=self.config, seed=seed)
+        return EditResult(edited_copy(pipe, mask, check=False), self.name, objective, list(concepts), list(preserve),
+                          self.config, mask=mask, info=info, seconds=info["seconds"])
+

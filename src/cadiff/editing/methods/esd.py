@@ -11,8 +11,7 @@ target works for v-prediction models: v is affine in eps for a fixed z_t, so the
 
 Example:
     >>> import cadiff
-    >>> from cadiff.evaluation.baselines import erase_with
-    >>> edited, info = erase_with("esd", cadiff.load_pipeline(), "circle")     # doctest: +SKIP
+    >>> result = cadiff.erase(cadiff.load_pipeline(), "circle", method="esd", iterations=100, lr=3e-4)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,19 +25,33 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cadiff.editing.edit import with_denoiser
+from cadiff.attribution.config import positive_int
+from cadiff.editing.copies import with_denoiser
+from cadiff.editing.methods import EditMethod, register_method
+from cadiff.editing.result import EditResult
+from cadiff.files.config import Config, option
+
+VARIANTS = ("u", "x")
 
 
-@dataclass
-class ESDConfig:
+@dataclass(frozen=True)
+class ESDConfig(Config):
     """ESD settings; the defaults are the paper's (1,000 iterations, lr 1e-5, eta 1, start guidance 3)."""
 
-    variant: str = "u"  # "u": all but cross-attention, output conv and time embedding; "x": cross-attention only
-    iterations: int = 1000
-    lr: float = 1e-5
-    negative_guidance: float = 1.0
-    start_guidance: float = 3.0
-    steps: int | None = None  # DDIM steps of the sampling that reaches z_t (default: the model's)
+    variant: str = option("u", "ESD variant: u trains all but cross-attention, output conv and time embedding "
+                               "(objects, nudity; default), x only cross-attention (styles)", choices=VARIANTS)
+    iterations: int = option(1000, "ESD fine-tuning iterations (default 1000, the paper's)", type=positive_int)
+    lr: float = option(1e-5, "ESD learning rate (default 1e-5, the paper's)", type=float)
+    negative_guidance: float = option(1.0, "ESD's eta: how far the target is guided away from the concept "
+                                           "(default 1)", type=float)
+    start_guidance: float = option(3.0, "ESD: guidance of the sampling that reaches z_t (default 3)", type=float)
+    steps: int | None = option(None, "sampling steps (default: the model's)", type=positive_int)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown ESD variant '{self.variant}'; use 'u' (objects, nudity) or 'x' (styles)")
+        if self.iterations < 1 or self.lr <= 0:
+            raise ValueError("ESD needs iterations >= 1 and lr > 0")
 
 
 def esd_parameter_names(unet: torch.nn.Module, variant: str) -> list[str]:
@@ -139,3 +152,17 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
             "loss_last": round(float(np.mean(losses[-10:])), 6) if losses else None,
             "seconds": round(time.perf_counter() - started, 3)}
     return edited, info
+
+
+@register_method
+class ESD(EditMethod):
+    name = "esd"
+    summary = "ESD (Gandikota et al. 2023): fine-tune the denoiser away from the concept (baseline)"
+    config_class = ESDConfig
+    takes_preserve = False
+    concepts_at_once = 1
+
+    def run(self, pipe, concepts, *, objective, preserve, progress=True, images=None, seed=0, on_round=None):
+        edited, info = esd(pipe, concepts[0], self.config, seed=seed)
+        return EditResult(edited, self.name, objective, list(concepts), [], self.config, info=info,
+                          seconds=info["seconds"])

@@ -1,0 +1,64 @@
+"""The settings of a CAD attribution, as one frozen dataclass: what `attribute()` takes, what its files record,
+and what `cadiff attribute | erase | amplify` make their flags from.
+
+Example:
+    >>> AttributionConfig(seeds=16, components="linear", at_steps="early").estimator
+    'trajectory'
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Sequence
+
+from cadiff.attribution.objectives import ESTIMATORS
+from cadiff.files.config import Config, option
+
+PRESERVE_RULES = ("mean", "guard", "relative")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class AttributionConfig(Config):
+    """How CAD scores are computed (the defaults are the paper's, with 4 trajectories)."""
+
+    seeds: int | Sequence[int] = option(4, "trajectories (noise draws) per concept, or a list of seeds (default 4)",
+                                        type=positive_int)
+    steps: int | None = option(None, "sampling steps (default: the model's)", type=positive_int)
+    guidance: float | None = option(None, "guidance scale (default: the model's)", type=float)
+    components: str = option("ff", "ff (default, the paper's), attn, linear, all, or a name regex")
+    estimator: str = option("trajectory", "erase objective's estimator: one pass per trajectory (default) or the "
+                                          "reference re-sampling (slow)", choices=ESTIMATORS)
+    base_prompt: str = option("", "erase objective's reference prompt (default: empty)")
+    at_steps: str | Sequence[int] = option("all", "steps the objective sums over: all (default), early, middle, "
+                                                  "final, or indices like 0,1,2")
+    preserve_rule: str = option("mean", "how --preserve counts: mean (default), guard (per weight, the largest "
+                                        "positive score of any concept to keep) or relative (the guard on scores in "
+                                        "shares of each concept's J)", choices=PRESERVE_RULES)
+    batch_size: int = option(16, "rows per pipeline call (default 16)", type=positive_int)
+
+    def __post_init__(self):
+        if isinstance(self.seeds, int):
+            if self.seeds < 1:
+                raise ValueError(f"seeds must be a positive count or a list of seeds, got {self.seeds}")
+        elif not list(self.seeds):
+            raise ValueError("seeds is empty; give a count (e.g. 4) or a list of seeds")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got '{self.estimator}'")
+        if self.preserve_rule not in PRESERVE_RULES:
+            raise ValueError(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{self.preserve_rule}'")
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else [int(s) for s in self.seeds]
