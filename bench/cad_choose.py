@@ -85,7 +85,8 @@ def main() -> None:
     p.add_argument("--section", default="cad_choose")
     args = p.parse_args()
 
-    from cadiff.editing import ablated, plan_edit
+    import cadiff
+    from cadiff.editing import ablated
     from cadiff.editing.shapes_report import CONCEPTS, concept_accuracies, edit_metrics
 
     pool: dict[str, list[dict]] = {}
@@ -112,10 +113,10 @@ def main() -> None:
     for concept, pick in picks.items():
         s = pick["setting"]
         t0 = time.perf_counter()
-        _, mask = plan_edit(pipe, concept, "erase", preserve=others_of(concept) if s["preserve"] else None,
+        mask = cadiff.erase(pipe, concept, preserve=others_of(concept) if s["preserve"] else None,
                             ratio=s["ratio"], rounds=s["rounds"], seeds=1 if args.quick else 16,
                             components=s["components"], at_steps=s["at_steps"], base_prompt=s["base_prompt"],
-                            progress=False)
+                            progress=False).mask
         seconds = time.perf_counter() - t0
         with ablated(pipe, mask):
             m = edit_metrics(before, evaluate(), [concept])

@@ -45,7 +45,8 @@ def main() -> None:
     p.add_argument("--section", default="cad_rounds", help="name of the docs section (and JSON file) written")
     args = p.parse_args()
 
-    from cadiff.editing import ablated, plan_edit
+    import cadiff
+    from cadiff.editing import ablated
     from cadiff.editing.shapes_report import CONCEPTS, concept_accuracies, edit_metrics
 
     pipe, evaluator = load(args)
@@ -71,10 +72,10 @@ def main() -> None:
                 measuring[0] += time.perf_counter() - t
 
         t0 = time.perf_counter()
-        attrs, mask = plan_edit(pipe, concept, "erase", preserve=keep, ratio=args.ratio, rounds=args.rounds,
-                                seeds=args.seeds, components=args.components, at_steps=args.at_steps,
-                                preserve_rule=args.preserve_rule if keep else "mean", progress=False,
-                                on_round=measure)
+        result = cadiff.erase(pipe, concept, preserve=keep, ratio=args.ratio, rounds=args.rounds, seeds=args.seeds,
+                              components=args.components, at_steps=args.at_steps,
+                              preserve_rule=args.preserve_rule if keep else "mean", progress=False, on_round=measure)
+        attrs, mask = result.attributions, result.mask
         seconds = time.perf_counter() - t0 - measuring[0]
         with ablated(pipe, mask):
             m = edit_metrics(before, evaluate(), [concept])

@@ -137,7 +137,7 @@ def main() -> None:
     gen = {"original": [], "edited": []}
     with tempfile.TemporaryDirectory() as tmp:
         edited = cadiff.erase(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, components=args.components,
-                              progress=False)
+                              progress=False).pipeline
         export_pipeline(edited, Path(tmp) / "edited")
         loaded = cadiff.load_pipeline(Path(tmp) / "edited")
         cadiff.generate(loaded, prompts[:2], seeds[:2])  # warm-up

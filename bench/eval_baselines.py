@@ -1,7 +1,8 @@
 """CAD against the baselines on the embedded model, one protocol for all: erase accuracy, keep accuracy, wall time.
 
 For each concept, each method edits the shipped model (CAD-Erase plain and with a preserve set = the other values
-of the concept's attribute; ESD-u; ConceptPrune-style pruning), then `cadiff.evaluate` scores the edited model on
+of the concept's attribute; ESD-u; ConceptPrune-style pruning; the magnitude control, which zeroes the largest |w| of
+CAD's components in CAD's amount whatever the concept), then `cadiff.evaluate` scores the edited model on
 the balanced shapes design (36 prompts a repeat, fixed seeds) with the shipped evaluator:
 - erase = accuracy of the concept's attribute on the images whose prompt names the concept (lower is better),
 - keep (same attribute) = accuracy of that attribute on all other images (paper-style; higher is better),
@@ -22,7 +23,7 @@ import numpy as np
 from eval_common import Timer, load, options, save_json, table, write_section
 from common import hardware, others_of
 
-METHODS = ("cad", "cad-preserve", "esd", "prune")
+METHODS = ("cad", "cad-preserve", "esd", "prune", "magnitude")
 
 
 def views(summary: dict, concept: str) -> dict:
@@ -43,7 +44,6 @@ def cad_available() -> bool:
 def edit(method: str, pipe, concept: str, args) -> tuple[object, dict]:
     """(edited pipeline, the settings recorded with its evaluation)."""
     import cadiff
-    from cadiff.evaluation.baselines import erase_with
 
     amount = {} if args.cad_ratio is None else {"ratio": args.cad_ratio}
     if args.cad_components:
@@ -52,15 +52,18 @@ def edit(method: str, pipe, concept: str, args) -> tuple[object, dict]:
     cad_settings = {"ratio": args.cad_ratio or "default", "components": args.cad_components or "default",
                     "seeds": args.cad_seeds}
     if method == "cad":
-        return cadiff.erase(pipe, concept, **amount), cad_settings
+        return cadiff.erase(pipe, concept, **amount).pipeline, cad_settings
     if method == "cad-preserve":
-        return (cadiff.erase(pipe, concept, preserve=others_of(concept), **amount),
+        return (cadiff.erase(pipe, concept, preserve=others_of(concept), **amount).pipeline,
                 {**cad_settings, "preserve": others_of(concept)})
+    if method == "magnitude":  # CAD's components and amount, no concept
+        same = {k: v for k, v in amount.items() if k != "seeds"}
+        return cadiff.erase(pipe, concept, method="magnitude", **same).pipeline, {**cad_settings, "seeds": None}
     if method == "esd":
-        edited, _ = erase_with("esd", pipe, concept, iterations=args.esd_iterations, lr=args.esd_lr)
-        return edited, {"iterations": args.esd_iterations, "lr": args.esd_lr}
-    edited, _ = erase_with("prune", pipe, concept, sparsity=args.prune_sparsity, seeds=args.prune_seeds)
-    return edited, {"sparsity": args.prune_sparsity, "seeds": args.prune_seeds}
+        result = cadiff.erase(pipe, concept, method="esd", iterations=args.esd_iterations, lr=args.esd_lr)
+        return result.pipeline, {"iterations": args.esd_iterations, "lr": args.esd_lr}
+    result = cadiff.erase(pipe, concept, method="prune", sparsity=args.prune_sparsity, seeds=args.prune_seeds)
+    return result.pipeline, {"sparsity": args.prune_sparsity, "seeds": args.prune_seeds}
 
 
 def render_concept(concept: str, n: int, folder: Path) -> Path:
@@ -102,7 +105,7 @@ def tradeoff_plot(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method, marker in zip(METHODS, "osv^"):
+    for method, marker in zip(METHODS, "osv^D"):
         pts = [(r[method]["erase"], r[method]["keep_all"]) for r in results.values() if method in r]
         if pts:
             ax.scatter(*zip(*pts), marker=marker, label=method, alpha=0.8)
@@ -140,7 +143,7 @@ def main() -> None:
     if args.render:
         return render(args.render, args.doc)
     from cadiff.evaluation import evaluate, load_prompts
-    from cadiff.evaluation.baselines.esd import ESDConfig, esd
+    from cadiff.editing.methods.esd import ESDConfig, esd
     from cadiff.editing.shapes_report import CONCEPTS
 
     concepts = args.concepts or list(CONCEPTS)
@@ -202,7 +205,7 @@ def main() -> None:
         for concept in [c for c in args.recall if c in esd_models]:
             folder = render_concept(concept, 32, work / f"real-{concept}")
             with Timer() as t:
-                recalled = cadiff.amplify(esd_models[concept], concept, images=str(folder))
+                recalled = cadiff.amplify(esd_models[concept], concept, images=str(folder)).pipeline
             s = views(score(recalled, f"recall-{concept}", {"method": "esd+cad-amplify", "concept": concept,
                                                             "images": "32 rendered"}), concept)
             recall[concept] = {"unedited": results[concept]["unedited"], "esd": results[concept]["esd"],
@@ -253,6 +256,7 @@ def report(results, methods, sweep, recall, args, n_images, where: str) -> str:
                f"{args.cad_seeds} trajectories)",
         "cad-preserve": "CAD-preserve = the same, preserving the other values of the attribute",
         "esd": f"ESD-u {args.esd_iterations} iterations, lr {args.esd_lr}, negative guidance 1, start guidance 3",
+        "magnitude": "magnitude = the largest-|w| weights of CAD's components, CAD's ratio per row, any concept",
         "prune": f"prune sparsity {args.prune_sparsity}, {args.prune_seeds} seeds, timestep fraction 0.5, "
                  "reference = empty prompt",
     }
