@@ -39,8 +39,8 @@ def main() -> None:
 
     import cadiff
     from cadiff.editing import ablated, edited_copy
-    from cadiff.editing.shapes_report import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
-    from cadiff.shapes import COLOURS, TEXTURES, render
+    from cadiff.editing.measure import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
+    from cadiff.worlds.shapes import COLOURS, TEXTURES, render
 
     pipe, evaluator = load(args)
     keep = [k for k in KEEP if k != args.concept]

@@ -25,7 +25,7 @@ def load(args):
     import torch
 
     import cadiff
-    from cadiff.shapes import load_evaluator
+    from cadiff.worlds.shapes import load_evaluator
 
     torch.set_num_threads(args.threads)
     pipe = cadiff.load_pipeline(args.model, device=args.device)

@@ -43,7 +43,8 @@ def main() -> None:
 
     import cadiff
     from cadiff.editing import ablated
-    from cadiff.editing.shapes_report import CONCEPTS, concept_accuracies, edit_metrics
+    from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.worlds.shapes.world import CONCEPTS
 
     sweep = json.loads(Path(args.sweep).read_text())
     settings = sweep["settings"]

@@ -45,7 +45,7 @@ def main() -> None:
     from cadiff.attribution.result import short_name
     from cadiff.editing import ablated
     from cadiff.files.mask import Mask
-    from cadiff.editing.shapes_report import concept_accuracies, edit_metrics
+    from cadiff.editing.measure import concept_accuracies, edit_metrics
     from cadiff.models import model_fingerprint, sampling_defaults
 
     pipe, evaluator = load(args)

@@ -4,7 +4,7 @@ Plain score: a_c = w * dJ_c/dw. Preserve score: a_c - mean of a_o over the other
 (e.g. circle minus the mean of square, triangle, star, cross, heart). Since the score is linear in the gradient,
 both come from the same 15 per-concept attributions (tests/attribution checks that attribute(c, preserve=P) equals
 this difference). Each edit is evaluated with the shapes evaluator on the balanced prompt design of
-cadiff.editing.shapes_report (fixed seeds; per repeat 6 images per shape/colour, 12 per texture).
+cadiff.editing.measure (fixed seeds; per repeat 6 images per shape/colour, 12 per texture).
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_erase.py
 """
@@ -40,10 +40,12 @@ def main() -> None:
 
     import cadiff
     from cadiff.editing import ablated
-    from cadiff.editing.shapes_report import (CONCEPTS, before_after_grid, concept_accuracies, concept_prompts,
-                                              edit_metrics, grid_prompts)
+    from cadiff.editing.measure import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
+    from cadiff.worlds.shapes.world import CONCEPTS
+    from cadiff.worlds import get_world
+    concept_prompts = get_world("shapes").prompts_naming
     from cadiff.report import image_grid
-    from cadiff.shapes import attribute_of
+    from cadiff.worlds.shapes import attribute_of
 
     pipe, evaluator = load(args)
     img = Path(args.img)

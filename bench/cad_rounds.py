@@ -47,7 +47,8 @@ def main() -> None:
 
     import cadiff
     from cadiff.editing import ablated
-    from cadiff.editing.shapes_report import CONCEPTS, concept_accuracies, edit_metrics
+    from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.worlds.shapes.world import CONCEPTS
 
     pipe, evaluator = load(args)
     concepts = args.concepts or (["circle", "red"] if args.quick else list(CONCEPTS))

@@ -53,7 +53,7 @@ def write_section(doc: str | Path, name: str, markdown: str, title: str = "# Res
 
 def others_of(concept: str) -> list[str]:
     """The other values of the concept's attribute on the shapes model (circle -> the other five shapes)."""
-    from cadiff.shapes import ATTRIBUTES, attribute_of
+    from cadiff.worlds.shapes import ATTRIBUTES, attribute_of
 
     return [o for o in ATTRIBUTES[attribute_of(concept)] if o != concept]
 

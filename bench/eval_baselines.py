@@ -70,8 +70,8 @@ def render_concept(concept: str, n: int, folder: Path) -> Path:
     """n real images of `concept` from the renderer (other attributes random), as PNG files."""
     from PIL import Image
 
-    from cadiff.shapes import ATTRIBUTES, attribute_of, render
-    from cadiff.shapes.world import random_labels
+    from cadiff.worlds.shapes import ATTRIBUTES, attribute_of, render
+    from cadiff.worlds.shapes.world import random_labels
 
     s, c, t = random_labels(n, seed=99)
     labels = {"shape": list(s), "colour": list(c), "texture": list(t)}
@@ -144,7 +144,7 @@ def main() -> None:
         return render(args.render, args.doc)
     from cadiff.evaluation import evaluate, load_prompts
     from cadiff.editing.methods.esd import ESDConfig, esd
-    from cadiff.editing.shapes_report import CONCEPTS
+    from cadiff.worlds.shapes.world import CONCEPTS
 
     concepts = args.concepts or list(CONCEPTS)
     if args.quick:

@@ -20,7 +20,7 @@ from cadiff.report import image_grid, stack_grids
 from cadiff.sae import steer, window_steps
 from cadiff.sae.concepts import concept_dictionary, latent_codes, latents_for
 from cadiff.sae.steering_eval import change, intact, quadrant_of, spatial_success, style_success
-from cadiff.shapes import COLOURS, SHAPES, load_evaluator
+from cadiff.worlds.shapes import COLOURS, SHAPES, load_evaluator
 
 WINDOWS = ("early", "middle", "final")
 

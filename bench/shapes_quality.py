@@ -18,7 +18,7 @@ import cadiff
 from cadiff.models import describe_model, sampling_defaults
 from cadiff.report import image_grid
 from cadiff.files.runs import versions
-from cadiff.shapes import COLOURS, SHAPES, TEXTURES, full_caption, load_evaluator
+from cadiff.worlds.shapes import COLOURS, SHAPES, TEXTURES, full_caption, load_evaluator
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

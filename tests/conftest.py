@@ -18,6 +18,6 @@ def shapes_pipe():
 
 @pytest.fixture(scope="session")
 def evaluator():
-    from cadiff.shapes import load_evaluator
+    from cadiff.worlds.shapes import load_evaluator
 
     return load_evaluator()

@@ -1,5 +1,5 @@
-"""No package imports one above it: files at the bottom, then models, attribution, editing, evaluation / sae, cli
-(the shapes world still sits beside models until it is behind the world seam)."""
+"""No package imports one above it: files at the bottom, then models, worlds, attribution, editing, evaluation /
+sae, cli."""
 
 import ast
 from pathlib import Path
@@ -8,11 +8,12 @@ import cadiff
 
 ROOT = Path(cadiff.__file__).parent
 BELOW = {"_version": set(), "files": {"_version"}, "report": set()}
-BELOW["shapes"] = BELOW["models"] = {"_version", "files", "models", "shapes"}
-BELOW["attribution"] = BELOW["models"] | {"attribution"}
+BELOW["models"] = {"_version", "files", "models"}
+BELOW["worlds"] = BELOW["models"] | {"worlds", "report"}
+BELOW["attribution"] = BELOW["worlds"] | {"attribution"}
 BELOW["editing"] = BELOW["attribution"] | {"editing", "report"}
 BELOW["evaluation"] = BELOW["editing"] | {"evaluation"}
-BELOW["sae"] = BELOW["models"] | {"sae", "report"}
+BELOW["sae"] = BELOW["worlds"] | {"sae"}
 BELOW["cli"] = BELOW["evaluation"] | BELOW["sae"] | {"cli"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cadiff.shapes.architecture import VOCAB, build_tokenizer
+from cadiff.worlds.shapes.architecture import VOCAB, build_tokenizer
 
 
 def _vae():

@@ -179,16 +179,16 @@ def test_the_same_concept_in_other_words_is_refused_on_the_embedded_model(capsys
 
 
 def test_the_before_after_grid_uses_the_given_sampling_settings(models, tmp_path, capsys, monkeypatch):
-    import cadiff.editing.shapes_report
+    import cadiff.editing.measure
 
     calls = []
-    real = cadiff.editing.shapes_report.generate
+    real = cadiff.editing.measure.generate
 
     def spy(pipe, prompts, seeds, **kwargs):
         calls.append((kwargs.get("num_inference_steps"), kwargs.get("guidance_scale")))
         return real(pipe, prompts, seeds, **kwargs)
 
-    monkeypatch.setattr(cadiff.editing.shapes_report, "generate", spy)
+    monkeypatch.setattr(cadiff.editing.measure, "generate", spy)
     code, _, err = run(["erase", "a circle", "--ratio", "0.1", "--no-export", "--model", models / "a",
                         "--out", tmp_path / "run", "--steps", "3", "--seeds", "1", "--guidance", "2.5"], capsys)
     assert code == 0, err
@@ -196,7 +196,7 @@ def test_the_before_after_grid_uses_the_given_sampling_settings(models, tmp_path
 
 
 def test_concepts_with_one_file_name_get_distinct_files():
-    from cadiff.cli.cad import slugs
+    from cadiff.editing.result import slugs
 
     assert slugs(["a red circle", "a red, circle", "a red circle!"]) == ["a_red_circle", "a_red_circle_2",
                                                                         "a_red_circle_3"]

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from cadiff.cli import main
-from cadiff.cli.cad import best_round, next_step
-from cadiff.editing.shapes_report import CONCEPTS, edit_metrics, evaluation_prompts
+from cadiff.editing.measure import best_round, edit_metrics, evaluation_prompts, next_step
+from cadiff.worlds.shapes.world import CONCEPTS
 from tiny_pipelines import tiny_sd
 
 
@@ -46,15 +46,15 @@ def test_next_step_names_what_to_change():
 
 @pytest.fixture()
 def shapes_like(tmp_path, monkeypatch):
-    import cadiff.shapes
-    from cadiff.shapes.architecture import EvaluatorConfig, ShapesClassifier
-    from cadiff.shapes.evaluator import ShapesEvaluator
+    import cadiff.worlds.shapes
+    from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
+    from cadiff.worlds.shapes.evaluator import ShapesEvaluator
 
     folder = tmp_path / "model"
     tiny_sd("sd1").save_pretrained(folder)
     (folder / "cadiff.json").write_text(json.dumps({"world": "shapes", "num_inference_steps": 2, "guidance_scale": 4.0}))
     tiny_eval = ShapesEvaluator(ShapesClassifier(EvaluatorConfig(channels=(4, 4, 4))))
-    monkeypatch.setattr(cadiff.shapes, "load_evaluator", lambda path=None: tiny_eval)
+    monkeypatch.setattr(cadiff.worlds.shapes, "load_evaluator", lambda path=None: tiny_eval)
     return folder
 
 

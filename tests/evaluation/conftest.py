@@ -13,8 +13,8 @@ def tiny_pipe():
 
 @pytest.fixture(scope="session")
 def tiny_evaluator(tmp_path_factory):
-    from cadiff.shapes.architecture import EvaluatorConfig, ShapesClassifier
-    from cadiff.shapes.evaluator import save_evaluator
+    from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
+    from cadiff.worlds.shapes.evaluator import save_evaluator
 
     torch.manual_seed(0)
     cfg = EvaluatorConfig(channels=(4, 8))

@@ -15,7 +15,7 @@ def images(n, seed=0, size=32):
 
 
 def test_shapes_accuracy_reads_rendered_images_and_reports_erase_keep(tiny_evaluator):
-    from cadiff.shapes import render
+    from cadiff.worlds.shapes import render
 
     rows = load_prompts("shapes:red,solid").rows
     batch = render([r.labels["shape"] for r in rows], ["red"] * len(rows), ["solid"] * len(rows))
@@ -76,7 +76,7 @@ def test_nudenet_counts_only_exposed_classes_above_threshold(monkeypatch):
 def tiny_clip(tmp_path_factory):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from cadiff.shapes.architecture import VOCAB, build_tokenizer
+    from cadiff.worlds.shapes.architecture import VOCAB, build_tokenizer
 
     torch.manual_seed(0)
     config = CLIPConfig(

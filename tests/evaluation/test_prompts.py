@@ -3,7 +3,7 @@
 import pytest
 
 from cadiff.evaluation import load_prompts
-from cadiff.shapes.world import COLOURS, SHAPES, TEXTURES
+from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES
 
 
 def write(tmp_path, name, text):

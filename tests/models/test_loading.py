@@ -11,7 +11,7 @@ from tiny_pipelines import tiny_sd
 def test_shipped_pipeline_loads_with_stock_diffusers_alone(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from cadiff.shapes import shipped_path
+    from cadiff.worlds.shapes import shipped_path
 
     pipe = StableDiffusionPipeline.from_pretrained(str(shipped_path("pipeline")))
     pipe.set_progress_bar_config(disable=True)
@@ -217,12 +217,13 @@ def test_sampling_settings_survive_the_stock_save_pretrained(shapes_pipe, tmp_pa
     from diffusers import EulerDiscreteScheduler
 
     from cadiff.models import sampling_defaults
-    from cadiff.models.loading import is_embedded, sampling_source
+    from cadiff.models.loading import sampling_source
+    from cadiff.worlds import world_of
 
     edited = cadiff.erase(shapes_pipe, "circle", seeds=1, steps=2, ratio=0.01, progress=False).pipeline
     edited.save_pretrained(tmp_path / "plain")  # the README's line: no cadiff export call
     again = load_pipeline(tmp_path / "plain")
-    assert sampling_defaults(again) == {"num_inference_steps": 25, "guidance_scale": 4.0} and is_embedded(again)
+    assert sampling_defaults(again) == {"num_inference_steps": 25, "guidance_scale": 4.0} and world_of(again).name == "shapes"
     assert sampling_source(again) == "the model's recorded settings"
     again.scheduler = EulerDiscreteScheduler.from_config(again.scheduler.config)  # a user swaps the sampler
     assert sampling_defaults(again)["num_inference_steps"] == 25

@@ -32,7 +32,7 @@ def test_hookpoints_resolve_on_tiny_sd1(sd1):
 
 
 def test_hookpoints_resolve_on_embedded_model():
-    from cadiff.shapes import shipped_path
+    from cadiff.worlds.shapes import shipped_path
 
     if not (shipped_path("pipeline") / "model_index.json").is_file():
         pytest.skip("the embedded model is not shipped in this checkout")

@@ -9,7 +9,7 @@ import torch
 from cadiff.sae import ActivationStore, TopKSAE
 from cadiff.sae.composition import object_map_iou, probe_scores, quadrant_labels
 from cadiff.sae.concepts import concept_cards, concept_dictionary, cohesion_separability, latent_codes, pick_latents
-from cadiff.shapes import render_random
+from cadiff.worlds.shapes import render_random
 
 HOOK = "mid_block.attentions.0"
 N, GRID, C = 96, 8, 8

@@ -97,7 +97,7 @@ def test_sae_of_another_width_is_refused(sd1):
 
 def test_intact_reads_the_prompted_shape_and_colour_off_real_renders():
     from cadiff.sae.steering_eval import intact
-    from cadiff.shapes import load_evaluator, render
+    from cadiff.worlds.shapes import load_evaluator, render
 
     images = render(["circle", "star"], ["red", "blue"], ["solid", "solid"], seed=3).images
     ev = load_evaluator()

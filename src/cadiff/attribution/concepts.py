@@ -16,23 +16,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from cadiff.models.loading import is_embedded
 from cadiff.models.vocabulary import check_known_words, unknown_words  # noqa: F401  (re-exported)
-from cadiff.shapes.world import SHAPES, attribute_of
+from cadiff.worlds import world_of
 
 
 def concept_prompt(pipe, concept: str) -> str:
-    """The prompt used for `concept`: on the embedded shapes model a bare concept word becomes a training-style
-    caption ('circle' -> 'a circle', 'red' -> 'a red shape'); anything else is used as written, with its runs of
-    white space made single spaces."""
+    """The prompt used for `concept`: on a model of a world (the embedded shapes model) a bare concept word becomes
+    the world's training-style caption ('circle' -> 'a circle', 'red' -> 'a red shape'); anything else is used as
+    written, with its runs of white space made single spaces."""
     concept = " ".join(concept.split())
-    if " " in concept or not is_embedded(pipe):
-        return concept
-    try:
-        attribute_of(concept)
-    except ValueError:
-        return concept
-    return f"a {concept}" if concept in SHAPES else f"a {concept} shape"
+    world = world_of(pipe)
+    return concept if " " in concept or world is None else world.concept_prompt(concept)
 
 
 def check_concept_names(targets: Sequence[str], preserve: Sequence[str] = ()) -> None:

@@ -18,7 +18,7 @@ from cadiff.attribution.objectives import OBJECTIVES
 from cadiff.cli.common import (add_config_flags, add_model_options, add_output_options, given_options,
                                load_from_args, positive_int, renamed)
 from cadiff.editing.methods import get_method, methods_for
-from cadiff.editing.result import slug, slugs  # noqa: F401  (used by the benches through the CLI module)
+from cadiff.editing.result import slugs
 from cadiff.files.io import check_new
 
 
@@ -87,17 +87,17 @@ def register(sub) -> None:
 
 
 def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
-    """--preserve-others: on the embedded model, every shapes-world concept but the targets becomes --preserve."""
-    from cadiff.models import is_embedded
-    from cadiff.shapes import ATTRIBUTES
+    """--preserve-others: on a model of a world (the embedded model), every concept of the world but the targets
+    becomes --preserve."""
+    from cadiff.worlds import world_of
 
     if not args.preserve_others:
         return
-    if not is_embedded(pipe):
-        raise ValueError("--preserve-others needs the embedded shapes model, whose concepts are a closed list; "
-                         "name the concepts to keep with --preserve CONCEPT ...")
-    named = {word for concept in args.concepts for word in concept.split()}  # 'a red circle' names red and circle
-    args.preserve = [c for values in ATTRIBUTES.values() for c in values if c not in named]
+    world = world_of(pipe)
+    if world is None:
+        raise ValueError("--preserve-others needs the embedded shapes model (a model of a world, whose concepts are a "
+                         "closed list); name the concepts to keep with --preserve CONCEPT ...")
+    args.preserve = world.others(args.concepts)
 
 
 def _inputs(args: argparse.Namespace) -> dict:
@@ -166,9 +166,10 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     from tqdm.auto import tqdm
 
     from cadiff.editing import edit
-    from cadiff.editing.shapes_report import CONCEPTS
+    from cadiff.editing.measure import best_round, evaluation_prompts, next_step
     from cadiff.files.runs import run_folder
-    from cadiff.models import describe_model, is_embedded
+    from cadiff.models import describe_model
+    from cadiff.worlds import world_of
 
     check_new(args.out, args.overwrite)
     config = _method_config(args, objective)
@@ -184,8 +185,9 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
                       **config.to_dict())
         run.record["edit"] = result.record()
         result.write(run.path, export=not args.no_export)
-        shapes = is_embedded(pipe) and all(c in CONCEPTS for c in args.concepts)
-        _pictures_and_metrics(run, pipe, result.pipeline, args, shapes, tqdm, result.rounds)
+        world = world_of(pipe)
+        world = world if world is not None and all(c in world.concepts() for c in args.concepts) else None
+        _pictures_and_metrics(run, pipe, result, args, world, tqdm)
     zeroed = len(result.mask) if result.mask is not None else None
     verb = {"erase": "erased", "amplify": "amplified"}[objective]
     prompts = result.info.get("prompts")
@@ -198,9 +200,7 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         print(f"target accuracy {targets}; other concepts "
               f"{m['others_before']:.2f} -> {m['others_after']:.2f} (worst kept {m['kept_min']:.0%}, "
               f"{m['kept_min_concept']}): {args.out}/metrics.json")
-        from cadiff.editing.shapes_report import evaluation_prompts
-
-        n_images = sum(m["kept_min_concept"] in p.split() for p in evaluation_prompts(args.eval_repeats))
+        n_images = sum(m["kept_min_concept"] in p.split() for p in evaluation_prompts(args.eval_repeats, world))
         for r in m.get("rounds", []):
             print(f"  after round {r['round']}: target {r['target_after']:.2f}, worst kept {r['kept_min']:.0%} "
                   f"({r['kept_min_concept']}), {r['zeroed']} weights zeroed")
@@ -217,83 +217,32 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     return 0
 
 
-def next_step(metrics: dict, objective: str, components: str, images: int = 0, at_steps: str = "all") -> str | None:
-    """What to try when a measured edit missed: other concepts paid (>= 5 % lost), or an erase barely moved.
-
-    `images`: how many evaluation images name the worst-kept concept (a loss of one image says little);
-    `at_steps`: the steps the objective summed over (an erase over all of them is told of the early window).
-
-    Example:
-        >>> next_step({"target_before": 1.0, "target_after": 0.9, "kept_min": 1.0}, "erase", "ff")[:25]
-        'the target barely moved: '
-    """
-    if metrics["kept_min"] < 0.95:
-        if images and 1.0 - metrics["kept_min"] <= 1.0 / images + 1e-9:
-            return (f"{metrics['kept_min_concept']} changed in one image of {images}: measure on more images "
-                    "(--eval-repeats 4) before changing the edit")
-        early = ", or --at-steps early --rounds 2 --ratio 0.02" if objective == "erase" and at_steps == "all" else ""
-        guard = (", or --preserve <the concepts to keep> --preserve-rule guard (on the embedded model "
-                 "--preserve-others --preserve-rule guard, the most specific erase measured; docs/cad.md)")
-        return f"another concept lost accuracy: try a smaller --ratio{early}{guard if objective == 'erase' else ''}"
-    if objective == "erase" and metrics["target_after"] > 0.5 * metrics["target_before"]:
-        more = "--components linear, " if components == "ff" else ""
-        return (f"the target barely moved: try {more}--seeds 16 or --rounds 2 (on the embedded model "
-                "`--components linear --seeds 16` is the measured setting; docs/cad.md)")
-    return None
-
-
-def best_round(rounds: list[dict], keep: float = 0.95) -> dict | None:
-    """Of an erase's per-round metrics, the round that keeps every other concept >= `keep` with the lowest target
-    (fewest weights zeroed on ties); None if no round keeps them.
-
-    Example:
-        >>> best_round([{"round": 1, "target_after": 0.2, "kept_min": 1.0, "zeroed": 5},
-        ...             {"round": 2, "target_after": 0.0, "kept_min": 0.8, "zeroed": 9}])["round"]
-        1
-    """
-    kept = [r for r in rounds if r["kept_min"] >= keep - 1e-9]
-    return min(kept, key=lambda r: (r["target_after"], r["zeroed"])) if kept else None
-
-
-def _pictures_and_metrics(run, pipe, edited, args, shapes: bool, tqdm, rounds: dict) -> None:
-    """Before/after grid on fixed seeds; on the embedded model with shapes-world concepts, evaluator accuracies
-    (`rounds`: round -> mask; with more than one, every round is measured too)."""
+def _pictures_and_metrics(run, pipe, result, args, world, tqdm) -> None:
+    """Before/after grid on fixed seeds; on a model of a world with the world's concepts, the accuracies of every
+    concept before and after (and after every round of a multi-round edit)."""
     from cadiff.attribution import concept_prompt
-    from cadiff.editing import ablated
-    from cadiff.editing.shapes_report import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
+    from cadiff.editing.measure import before_after_grid, grid_prompts, measure_edit
 
-    if shapes:
-        prompts = grid_prompts(args.concepts)
+    if world is not None:
+        prompts = grid_prompts(args.concepts, world=world)
     else:
         prompts = [concept_prompt(pipe, c) for c in args.concepts + args.preserve for _ in range(4)]
     sampling = {"num_inference_steps": getattr(args, "steps", None), "guidance_scale": getattr(args, "guidance", None)}
-    before_after_grid(pipe, edited, prompts, title=f"after {run.record['command']}", **sampling).save(run.path / "grid.png")
-    if not shapes:
+    grid = before_after_grid(pipe, result.pipeline, prompts, title=f"after {run.record['command']}", **sampling)
+    grid.save(run.path / "grid.png")
+    if world is None:
         return
-    from cadiff.shapes import load_evaluator
+    bars = []
 
-    evaluator = load_evaluator()
+    def bar(label: str, total: int):
+        bars.append(tqdm(total=total, desc=f"evaluate {label}", unit="img", leave=False))
+        return bars[-1].update
 
-    def measure(model, label: str) -> dict[str, float]:
-        with tqdm(total=36 * args.eval_repeats, desc=f"evaluate {label}", unit="img", leave=False) as bar:
-            return concept_accuracies(model, evaluator, repeats=args.eval_repeats, progress=bar.update)
-
-    before = measure(pipe, "before")
-    run.metrics = edit_metrics(before, measure(edited, "after"), args.concepts)
-    run.metrics["n_images"] = 36 * args.eval_repeats
-    if len(rounds) > 1:
-        run.metrics["rounds"] = []
-        for k, mask in sorted(rounds.items()):
-            last = k == len(rounds)  # the last round is the edited model just measured
-            if last:
-                after = run.metrics["after"]
-            else:
-                with ablated(pipe, mask):
-                    after = measure(pipe, f"round {k}")
-            m = edit_metrics(before, after, args.concepts)
-            run.metrics["rounds"].append(
-                {"round": k, "zeroed": len(mask), "mask": "mask.safetensors" if last else f"mask.round{k}.safetensors",
-                 **{key: m[key] for key in ("target_after", "others_after", "kept_min", "kept_min_concept", "after")}})
+    try:
+        run.metrics = measure_edit(pipe, result, repeats=args.eval_repeats, world=world, progress=bar)
+    finally:
+        for b in bars:
+            b.close()
 
 
 def run_apply(args: argparse.Namespace) -> int:

@@ -66,7 +66,8 @@ def _apply_mask(pipe, path: str) -> tuple[object, dict]:
 def run(args: argparse.Namespace) -> int:
     from cadiff.evaluation import evaluate, load_prompts
     from cadiff.evaluation.metrics import MissingDependencyError
-    from cadiff.models.loading import is_embedded, sampling_defaults, sampling_source
+    from cadiff.models.loading import sampling_defaults, sampling_source
+    from cadiff.worlds import world_of
 
     try:
         prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         edit = None
         if args.mask:
             pipe, edit = _apply_mask(pipe, args.mask)
-        if args.metrics is None and not is_embedded(pipe):
+        if args.metrics is None and world_of(pipe) is None:
             raise ValueError("choose metrics with --metrics (e.g. clip,nudenet): the shapes evaluator only reads the "
                              "embedded shapes model's images")
         names = [m.strip() for m in (args.metrics or "shapes").split(",") if m.strip()]

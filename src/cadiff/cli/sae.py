@@ -106,7 +106,7 @@ def hookpoints_cmd(args: argparse.Namespace) -> int:
 def _random_prompts(n: int, seed: int) -> list[str]:
     import numpy as np
 
-    from cadiff.shapes.world import random_labels, training_caption
+    from cadiff.worlds.shapes.world import random_labels, training_caption
 
     rng = np.random.default_rng([seed, 7])
     return [training_caption(int(s), int(c), int(t), rng) for s, c, t in zip(*random_labels(n, seed))]
@@ -114,7 +114,7 @@ def _random_prompts(n: int, seed: int) -> list[str]:
 
 def collect_cmd(args: argparse.Namespace) -> int:
     from cadiff.files.io import write_json
-    from cadiff.models import is_embedded
+    from cadiff.worlds import world_of
     from cadiff.files.runs import versions
     from cadiff.files.io import check_new
     from cadiff.sae import collect_activations
@@ -126,7 +126,7 @@ def collect_cmd(args: argparse.Namespace) -> int:
         prompts = _random_prompts(args.random_prompts, args.seed)
     elif args.prompts:
         prompts = [p for p in args.prompts for _ in range(args.num_images)]
-    elif is_embedded(pipe):
+    elif world_of(pipe) is not None:
         prompts = _random_prompts(256, args.seed)
     else:
         raise ValueError("give prompts (or --random-prompts N with the shapes model)")
@@ -223,7 +223,8 @@ def inspect_cmd(args: argparse.Namespace) -> int:
 
 def steer_cmd(args: argparse.Namespace) -> int:
     from cadiff.files.io import check_new
-    from cadiff.models import describe_model, generate, is_embedded, sampling_defaults
+    from cadiff.models import describe_model, generate, sampling_defaults
+    from cadiff.worlds import world_of
     from cadiff.report import image_grid, stack_grids
     from cadiff.files.runs import run_folder
     from cadiff.sae import TopKSAE, steer
@@ -239,11 +240,8 @@ def steer_cmd(args: argparse.Namespace) -> int:
         latents = latents_for(json.loads(Path(args.concepts).read_text()), args.concept)
     else:
         latents = args.latents
-    evaluator = None
-    if is_embedded(pipe) and args.mode == "global" and args.concept is not None:
-        from cadiff.shapes import load_evaluator
-
-        evaluator = load_evaluator()
+    world = world_of(pipe)
+    evaluator = world.judge() if world is not None and args.mode == "global" and args.concept is not None else None
     n_steps = args.steps or sampling_defaults(pipe)["num_inference_steps"]
     window = args.window if not args.window.replace(",", "").isdigit() else [int(s) for s in _csv(args.window)]
     seeds = [args.seed + i for i in range(args.num_images)]
@@ -263,7 +261,7 @@ def steer_cmd(args: argparse.Namespace) -> int:
         stack_grids(grids, ["unsteered", f"steered: latents {latents}, {args.mode}, beta {args.beta}, "
                                          f"window {window}"]).save(run.path / "grid.png")
         run.metrics = {"change": change(before, after)}
-        if is_embedded(pipe) and args.mode == "spatial":
+        if world_of(pipe) is not None and args.mode == "spatial":
             run.metrics["spatial_success"] = spatial_success(after, args.quadrant)
             run.metrics["spatial_success_unsteered"] = spatial_success(before, args.quadrant)
         if evaluator is not None:

@@ -26,7 +26,7 @@ def train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from cadiff.files.io import check_new
-    from cadiff.shapes.train import TrainConfig, train_shapes_model
+    from cadiff.worlds.shapes.train import TrainConfig, train_shapes_model
 
     check_new(args.out, args.overwrite)
     cfg = TrainConfig.tiny() if args.tiny else TrainConfig()

@@ -86,7 +86,7 @@ class PromptSet:
 def shapes_prompts(concepts: list[str] | None = None, per_prompt: int = 1, seed: int = 0) -> PromptSet:
     """Every full shapes-world prompt (6 shapes x 6 colours x 3 textures), `per_prompt` seeds each; restricted to
     prompts naming all of `concepts` if given. Row i gets seed `seed + i`; its class is its shape."""
-    from cadiff.shapes.world import COLOURS, SHAPES, TEXTURES, attribute_of, full_caption
+    from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES, attribute_of, full_caption
 
     wanted = {attribute_of(c): c for c in (concepts or [])}
     if len(wanted) < len(set(concepts or [])):
@@ -107,19 +107,13 @@ def shapes_prompts(concepts: list[str] | None = None, per_prompt: int = 1, seed:
 
 
 def shapes_balanced(repeats: int = 1, seed: int = 0) -> PromptSet:
-    """Every (shape, colour) pair per repeat with textures cycled (36 rows a repeat): each shape and colour is
-    named 6 times and each texture 12 times, so one image scores a concept of every attribute at once."""
-    from cadiff.shapes.world import COLOURS, SHAPES, TEXTURES, full_caption
+    """The shapes world's balanced design (36 rows a repeat: each shape and colour named 6 times, each texture 12
+    times), the same one `cadiff erase` measures with; row k gets seed `seed + k`, its class is its shape."""
+    from cadiff.worlds import get_world
 
-    rows = []
-    for r in range(repeats):
-        for i, shape in enumerate(SHAPES):
-            for j, colour in enumerate(COLOURS):
-                texture = TEXTURES[(i + j + r) % len(TEXTURES)]
-                labels = {"shape": shape, "colour": colour, "texture": texture}
-                k = len(rows)
-                rows.append(PromptRow(k, full_caption(shape, colour, texture), seed + k, shape, labels))
-    return PromptSet(tuple(rows), BALANCED_SET if repeats == 1 else f"{BALANCED_SET} x{repeats}")
+    rows = tuple(PromptRow(k, prompt, seed + k, labels["shape"], labels)
+                 for k, (prompt, labels) in enumerate(get_world("shapes").design(repeats)))
+    return PromptSet(rows, BALANCED_SET if repeats == 1 else f"{BALANCED_SET} x{repeats}")
 
 
 def _read_text(path: Path) -> str:

@@ -5,11 +5,10 @@ from cadiff.models.loading import (
     ModelLoadError,
     denoiser,
     describe_model,
-    is_embedded,
     load_pipeline,
     model_fingerprint,
     sampling_defaults,
 )
 
-__all__ = ["ModelLoadError", "denoiser", "describe_model", "generate", "is_embedded", "load_pipeline",
+__all__ = ["ModelLoadError", "denoiser", "describe_model", "generate", "load_pipeline",
            "model_fingerprint", "sampling_defaults"]

@@ -12,11 +12,11 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
 import torch
 
-from cadiff.shapes.evaluator import shipped_path
 
 # A model's recommended sampling settings and world live in its scheduler's config under this key: diffusers keeps
 # such a key through save_pretrained, from_pretrained and a scheduler swap (from_config), so the settings travel with
@@ -26,6 +26,12 @@ CADIFF_INFO = "cadiff.json"
 SD_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def embedded_model_path() -> Path:
+    """The folder of the embedded shapes model, shipped inside the package (found by path: the shapes world, which
+    trains and judges it, sits above this layer)."""
+    return Path(str(resources.files("cadiff") / "worlds" / "shapes" / "assets" / "pipeline"))
 
 
 class ModelLoadError(ValueError):
@@ -179,7 +185,7 @@ def load_pipeline(model: str | Path | None = None, dtype: str | torch.dtype | No
     or a hub id already in the local cache. Never downloads."""
     torch_dtype = _dtype(dtype)
     if model is None:
-        pipe = _from_folder(shipped_path("pipeline"), torch_dtype)
+        pipe = _from_folder(embedded_model_path(), torch_dtype)
     else:
         path = Path(model).expanduser()
         if path.is_dir():
@@ -221,8 +227,8 @@ def sampling_source(pipe) -> str:
 
 
 def is_embedded(pipe) -> bool:
-    """Whether `pipe` is (an edit of) the embedded shapes model, whose images the shapes evaluator can score."""
-    return model_info(pipe).get("world") == "shapes"
+    raise TypeError("is_embedded(pipe) is now cadiff.worlds.world_of(pipe), the pipeline's world (None for a model "
+                    "of no world)")
 
 
 def denoiser(pipe) -> torch.nn.Module:

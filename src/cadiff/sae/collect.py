@@ -14,48 +14,30 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from cadiff.files.io import atomic_dir, check_new, write_json
 from cadiff.models.generate import generate
-from cadiff.models.loading import describe_model, is_embedded, sampling_defaults
+from cadiff.models.loading import describe_model, sampling_defaults
 from cadiff.sae.capture import ActivationCapture
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps, step_time
 from cadiff.sae.store import FORMAT, META, ActivationStore, act_key, open_shard, shard_name, write_shard
-from cadiff.shapes.world import ATTRIBUTES, shape_mask
+from cadiff.worlds import World, get_world, world_of
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def prompt_labels(prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Shapes-world label indices named by each prompt (-1 where the prompt leaves the attribute open)."""
-    out = {}
-    for attribute, values in ATTRIBUTES.items():
-        idx = []
-        for p in prompts:
-            words = p.lower().split()
-            idx.append(next((values.index(w) for w in words if w in values), -1))
-        out[attribute] = torch.tensor(idx, dtype=torch.int64)
-    return out
+def _world(pipe, shapes_world: bool | None) -> World | None:
+    """The world whose labels and masks go into the shards: the pipeline's, or as `shapes_world` forces it."""
+    if shapes_world is None:
+        return world_of(pipe)
+    return get_world("shapes") if shapes_world else None
 
 
-def shapes_metadata(images: np.ndarray, prompts: Sequence[str], evaluator=None) -> dict[str, torch.Tensor]:
-    """Per image of the shapes world: object mask of the final image, labels the prompt named, and (with an
-    evaluator) the labels it reads off the final image as `seen_<attribute>`."""
-    out = {"mask": torch.from_numpy(np.stack([shape_mask(im) for im in images]).astype(np.uint8))}
-    out.update(prompt_labels(prompts))
-    if evaluator is not None:
-        out.update({f"seen_{a}": torch.from_numpy(p.argmax(1)) for a, p in evaluator.probabilities(images).items()})
-    return out
-
-
-def _evaluator():
-    """The shipped shapes evaluator, or None where it is not shipped (then labels come from the prompts only)."""
-    from cadiff.shapes.evaluator import load_evaluator
-
+def _judge(world):
+    """The world's judge, or None where it is not shipped (then labels come from the prompts only)."""
     try:
-        return load_evaluator()
+        return world.judge()
     except FileNotFoundError:
         return None
 
@@ -103,11 +85,12 @@ def collect_activations(
     steps = resolve_steps(steps, n_steps)
     if guidance <= 1 and "uncond" in branches:
         branches = [b for b in branches if b != "uncond"]  # no guidance: the pipeline runs the conditional branch only
-    shapes_world = is_embedded(pipe) if shapes_world is None else shapes_world
+    world = _world(pipe, shapes_world)
     plan = {"format": FORMAT, "hookpoints_requested": list(hookpoints), "steps": steps,
             "times": [round(step_time(s, n_steps), 4) for s in steps], "branches": list(branches),
             "readout": readout, "dtype": dtype, "num_inference_steps": n_steps, "guidance_scale": guidance,
-            "shard_size": shard_size, "shapes_world": shapes_world, "model": describe_model(pipe, model_source),
+            "shard_size": shard_size, "shapes_world": world is not None,
+            "world": None if world is None else world.name, "model": describe_model(pipe, model_source),
             "prompts": prompts, "seeds": seeds}
     out = Path(out)
     if out.exists() and overwrite:
@@ -132,7 +115,7 @@ def collect_activations(
         plan["hookpoints"] = {}
         write_json(out / META, plan)
 
-    evaluator = _evaluator() if shapes_world else None
+    judge = _judge(world) if world is not None else None
     capture = ActivationCapture(pipe, hookpoints, steps, readout, branches, DTYPES[dtype])
     with capture:
         for i, start in enumerate(range(0, len(prompts), shard_size)):
@@ -151,8 +134,8 @@ def collect_activations(
             tensors = {act_key(h, b): t for (h, b), t in capture.take().items()}
             tensors.update(seed=torch.tensor(chunk_s), index=torch.arange(start, start + len(chunk_p)),
                            image=torch.from_numpy(images))
-            if shapes_world:
-                tensors.update(shapes_metadata(images, chunk_p, evaluator))
+            if world is not None:
+                tensors.update(world.image_metadata(images, chunk_p, judge))
             if not plan["hookpoints"]:
                 plan["hookpoints"] = {h: {"grid": list(capture.grids[h]),
                                           "channels": int(tensors[act_key(h, branches[0])].shape[-1])}

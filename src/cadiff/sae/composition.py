@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from cadiff.sae.concepts import LatentCodes, concept_dictionary, image_labels, iou
 from cadiff.sae.store import ActivationStore
-from cadiff.shapes.world import ATTRIBUTES
+from cadiff.worlds.shapes.world import ATTRIBUTES
 
 
 def split(n: int, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

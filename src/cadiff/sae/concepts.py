@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore
-from cadiff.shapes.world import ATTRIBUTES
+from cadiff.worlds.shapes.world import ATTRIBUTES
 
 THRESHOLD = 0.1
 MIN_IOU = 0.5
@@ -180,7 +180,7 @@ def pick_latents(entries: list[dict], n: int = 16) -> list[int]:
 def latents_for(entries: list[dict], value: str, n: int = 1) -> list[int]:
     """The n latents that stand most for a concept word ('red', 'star', 'striped'): highest purity of that value
     over their top images, IoU-matched object latents first; ValueError if no latent fires for it."""
-    from cadiff.shapes.world import attribute_of
+    from cadiff.worlds.shapes.world import attribute_of
 
     attribute = attribute_of(value)
     candidates = [e for e in entries if e["purity"].get(attribute, {}).get("value") == value]

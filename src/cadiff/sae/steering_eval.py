@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cadiff.shapes.world import SIZE, attribute_of, shape_centre
+from cadiff.worlds.shapes.world import SIZE, attribute_of, shape_centre
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 

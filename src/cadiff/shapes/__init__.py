@@ -1,20 +1,3 @@
-"""The shapes world: a procedural renderer with exact labels and masks, and the embedded model's evaluator."""
+"""Moved: the shapes world is now `cadiff.worlds.shapes`."""
 
-from cadiff.shapes.evaluator import ShapesEvaluator, load_evaluator, shipped_path
-from cadiff.shapes.world import (
-    ATTRIBUTES,
-    COLOURS,
-    SHAPES,
-    TEXTURES,
-    ShapesBatch,
-    attribute_of,
-    full_caption,
-    render,
-    render_random,
-    shape_centre,
-)
-
-__all__ = [
-    "ATTRIBUTES", "COLOURS", "SHAPES", "TEXTURES", "ShapesBatch", "ShapesEvaluator", "attribute_of", "full_caption",
-    "load_evaluator", "render", "render_random", "shape_centre", "shipped_path",
-]
+raise ImportError("cadiff.shapes is now cadiff.worlds.shapes: import from there")

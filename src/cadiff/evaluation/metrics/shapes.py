@@ -20,7 +20,7 @@ import numpy as np
 
 from cadiff.evaluation.metrics.base import ImageSource, Metric
 from cadiff.evaluation.prompts import PromptRow
-from cadiff.shapes.world import ATTRIBUTES, attribute_of, caption_labels
+from cadiff.worlds.shapes.world import ATTRIBUTES, attribute_of, caption_labels
 
 
 def expected_labels(row: PromptRow) -> dict[str, str]:
@@ -35,15 +35,19 @@ def expected_labels(row: PromptRow) -> dict[str, str]:
 
 
 def erase_keep(table: list[dict[str, Any]], concept: str) -> dict[str, Any]:
-    """Accuracy of `concept`'s attribute on rows labelled `concept` (target) and on all other labelled rows (others)."""
+    """Accuracy of `concept`'s attribute on rows labelled `concept` (target: the world's accuracy engine, the
+    number `cadiff erase` reports) and on all other labelled rows (others)."""
+    from cadiff.worlds import get_world
+
     attribute = attribute_of(concept)
     truth, pred = f"label_{attribute}", f"shapes_{attribute}"
     labelled = [r for r in table if r.get(truth)]
-    target = [r[pred] == r[truth] for r in labelled if r[truth] == concept]
+    target = get_world("shapes").accuracy({attribute: [r[pred] for r in labelled]},
+                                          [{attribute: r[truth]} for r in labelled], [concept])[concept]
     others = [r[pred] == r[truth] for r in labelled if r[truth] != concept]
     mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
-    return {"attribute": attribute, "target": mean(target), "others": mean(others), "n_target": len(target),
-            "n_others": len(others)}
+    return {"attribute": attribute, "target": None if target is None else round(target, 4), "others": mean(others),
+            "n_target": sum(r[truth] == concept for r in labelled), "n_others": len(others)}
 
 
 class ShapesAccuracy(Metric):
@@ -53,7 +57,7 @@ class ShapesAccuracy(Metric):
     library = "cadiff"
 
     def __init__(self, evaluator_path: str | Path | None = None):
-        from cadiff.shapes.evaluator import load_evaluator, shipped_path
+        from cadiff.worlds.shapes.evaluator import load_evaluator, shipped_path
 
         self.path = Path(evaluator_path) if evaluator_path is not None else shipped_path("evaluator")
         self.source = str(evaluator_path) if evaluator_path is not None else "shipped"

@@ -5,7 +5,7 @@ images of a batch at once, so tens of thousands of images take seconds. The same
 images.
 
 Example:
-    >>> from cadiff.shapes import render
+    >>> from cadiff.worlds.shapes import render
     >>> batch = render(["circle", "star"], ["red", "blue"], ["solid", "striped"], seed=0)
     >>> batch.images.shape, batch.masks.shape, batch.captions()
     ((2, 32, 32, 3), (2, 32, 32), ['a red solid circle', 'a blue striped star'])
@@ -24,6 +24,7 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "hea
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 TEXTURES: tuple[str, ...] = ("solid", "striped", "outlined")
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "colour": COLOURS, "texture": TEXTURES}
+CONCEPTS: tuple[str, ...] = SHAPES + COLOURS + TEXTURES
 RGB: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 160, 40),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cadiff.shapes import ATTRIBUTES, render_random
+from cadiff.worlds.shapes import ATTRIBUTES, render_random
 
 
 def test_shipped_evaluator_reads_fresh_renders(evaluator):
@@ -22,7 +22,7 @@ def test_evaluator_accepts_float_and_pil_images(evaluator):
 
 
 def test_missing_evaluator_folder(tmp_path):
-    from cadiff.shapes import load_evaluator
+    from cadiff.worlds.shapes import load_evaluator
 
     with pytest.raises(FileNotFoundError, match="not a shapes evaluator folder"):
         load_evaluator(tmp_path)

@@ -1,7 +1,7 @@
 """Configs of the embedded shapes model and its evaluator: stock diffusers / transformers classes only.
 
 Example:
-    >>> from cadiff.shapes.architecture import ShapesModelConfig, build_tokenizer
+    >>> from cadiff.worlds.shapes.architecture import ShapesModelConfig, build_tokenizer
     >>> build_tokenizer()("a red circle").input_ids
     [1, 4, 9, 21, 2, 0, 0, 0]
 """
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from cadiff.shapes.world import COLOURS, SHAPES, TEXTURES
+from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES
 
 SPECIAL_TOKENS = ("<|pad|>", "<|startoftext|>", "<|endoftext|>", "<|unk|>")
 VOCAB: tuple[str, ...] = SPECIAL_TOKENS + ("a", "an", "shape", "image", "of") + COLOURS + TEXTURES + SHAPES

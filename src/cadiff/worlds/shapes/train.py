@@ -5,7 +5,7 @@ train UNet and text encoder jointly with v-prediction (EMA weights are saved). T
 `pipeline/` (a stock diffusers StableDiffusionPipeline), `evaluator/` and `train_log.json`.
 
 Example:
-    >>> from cadiff.shapes.train import TrainConfig, train_shapes_model
+    >>> from cadiff.worlds.shapes.train import TrainConfig, train_shapes_model
     >>> train_shapes_model("build/shapes", TrainConfig.tiny())  # doctest: +SKIP
 """
 
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from cadiff.files.io import atomic_dir, write_json
 from cadiff.models.loading import mark_model
 from cadiff.files.runs import versions
-from cadiff.shapes.architecture import (
+from cadiff.worlds.shapes.architecture import (
     EvaluatorConfig,
     ShapesClassifier,
     ShapesModelConfig,
@@ -36,8 +36,8 @@ from cadiff.shapes.architecture import (
     build_vae,
     scheduler_kwargs,
 )
-from cadiff.shapes.evaluator import ShapesEvaluator, save_evaluator
-from cadiff.shapes.world import render_random, training_caption
+from cadiff.worlds.shapes.evaluator import ShapesEvaluator, save_evaluator
+from cadiff.worlds.shapes.world import render_random, training_caption
 
 
 SHAPES_MODEL_INFO = {"world": "shapes", "num_inference_steps": 25, "guidance_scale": 4.0}

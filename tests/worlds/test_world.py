@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cadiff.shapes import COLOURS, SHAPES, TEXTURES, attribute_of, render, render_random, shape_centre
-from cadiff.shapes.world import RGB, training_caption
+from cadiff.worlds.shapes import COLOURS, SHAPES, TEXTURES, attribute_of, render, render_random, shape_centre
+from cadiff.worlds.shapes.world import RGB, training_caption
 
 
 def test_same_seed_same_images_other_seed_other_images():

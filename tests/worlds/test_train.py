@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from cadiff.cli import main
-from cadiff.shapes import load_evaluator
-from cadiff.shapes.train import TrainConfig, train_shapes_model
+from cadiff.worlds.shapes import load_evaluator
+from cadiff.worlds.shapes.train import TrainConfig, train_shapes_model
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The shipped shapes evaluator: reads shape, colour and texture off any 32x32 shapes image.
 
 Example:
-    >>> from cadiff.shapes import load_evaluator, render
+    >>> from cadiff.worlds.shapes import load_evaluator, render
     >>> ev = load_evaluator()
     >>> ev.predict(render(["star"], ["red"], ["solid"]).images)["shape"]
     ['star']
@@ -21,15 +21,15 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from cadiff.files.io import atomic_dir
-from cadiff.shapes.architecture import EvaluatorConfig, ShapesClassifier
-from cadiff.shapes.world import ATTRIBUTES, SIZE
+from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
+from cadiff.worlds.shapes.world import ATTRIBUTES, SIZE
 
 ASSETS = "assets"
 
 
 def shipped_path(name: str) -> Path:
     """Path of a shipped asset folder ('pipeline' or 'evaluator') inside the installed package."""
-    return Path(str(resources.files("cadiff.shapes") / ASSETS / name))
+    return Path(str(resources.files("cadiff.worlds.shapes") / ASSETS / name))
 
 
 def save_evaluator(model: ShapesClassifier, cfg: EvaluatorConfig, path: str | Path) -> None:

@@ -1,0 +1,97 @@
+"""Worlds: a model trained on a world whose images can be judged exactly carries the world's name (in its
+scheduler config, see `cadiff.models.loading.model_info`), and the library asks the pipeline's world — never "is
+this the toy model" — for its concept vocabulary, the prompt a concept word becomes, the concepts to keep, the
+balanced evaluation design, the judge, and per-concept accuracy (the one engine every edit report, evaluation and
+bench uses). A user's model has no world. A new world is one module plus its `@register_world`.
+
+Example:
+    >>> import cadiff
+    >>> from cadiff.worlds import world_of
+    >>> world = world_of(cadiff.load_pipeline())                # the shapes world
+    >>> world.concept_prompt("red"), world.others(["circle"])[:2]
+    ('a red shape', ['square', 'triangle'])
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+from cadiff.models.loading import model_info
+
+
+class World:
+    """What cadiff needs to know of a world; every concept answers one question (its `attribute`)."""
+
+    name: ClassVar[str]
+
+    def concepts(self) -> tuple[str, ...]:
+        """Every concept of the world, in a fixed order."""
+        raise NotImplementedError
+
+    def attribute_of(self, concept: str) -> str:
+        """The question `concept` answers (the shapes world: shape, colour or texture); ValueError if none."""
+        raise NotImplementedError
+
+    def concept_prompt(self, concept: str) -> str:
+        """The prompt a bare concept word becomes ('circle' -> 'a circle'); other text is returned as it is."""
+        return concept
+
+    def others(self, targets: Sequence[str]) -> list[str]:
+        """Every concept the targets do not name (a target may be a prompt: 'a red circle' names red and circle)."""
+        named = {w for t in targets for w in t.split()}
+        return [c for c in self.concepts() if c not in named]
+
+    def prompts_naming(self, concept: str, n: int, seed: int = 0) -> list[str]:
+        """n prompts that name `concept`, the rest drawn at random (reproducible from `seed`)."""
+        raise NotImplementedError
+
+    def design(self, repeats: int = 1) -> list[tuple[str, dict[str, str]]]:
+        """The balanced evaluation design: (prompt, exact labels) pairs that name every concept evenly."""
+        raise NotImplementedError
+
+    def labels_of(self, prompt: str) -> dict[str, str]:
+        """The labels a prompt names, by attribute."""
+        raise NotImplementedError
+
+    def judge(self, path=None):
+        """The judge of the world's images: `.predict(images) -> {attribute: [label per image]}`."""
+        raise NotImplementedError
+
+    def accuracy(self, predicted: dict[str, Sequence[str]], labels: Sequence[dict[str, str]],
+                 concepts: Sequence[str] | None = None) -> dict[str, float | None]:
+        """The one accuracy engine: per concept, the share of the images labelled with it whose judged label for
+        its attribute is it (None when no image is labelled with it)."""
+        out = {}
+        for concept in concepts or self.concepts():
+            attribute = self.attribute_of(concept)
+            hits = [predicted[attribute][i] == concept for i, lab in enumerate(labels) if lab.get(attribute) == concept]
+            out[concept] = sum(hits) / len(hits) if hits else None
+        return out
+
+    def image_metadata(self, images, prompts: Sequence[str], judge=None) -> dict[str, Any]:
+        """What the SAE analyses read per image (labels, masks), as tensors; none by default."""
+        return {}
+
+
+WORLDS: dict[str, type[World]] = {}
+
+
+def register_world(cls: type[World]) -> type[World]:
+    """Class decorator: make a world available by its `name`."""
+    WORLDS[cls.name] = cls
+    return cls
+
+
+def get_world(name: str) -> World:
+    if name not in WORLDS:
+        raise ValueError(f"unknown world '{name}'; known: {', '.join(WORLDS)}")
+    return WORLDS[name]()
+
+
+def world_of(pipe) -> World | None:
+    """The world the pipeline's model was trained on (from its recorded info), or None for any other model."""
+    name = model_info(pipe).get("world")
+    return get_world(name) if name in WORLDS else None
+
+
+from cadiff.worlds.shapes.concepts import ShapesWorld  # noqa: E402,F401  (registers the shapes world)

@@ -1,0 +1,72 @@
+"""The shapes world behind the World interface: 15 concepts (6 shapes, 6 colours, 3 textures), training-style
+prompts for concept words, the balanced 36-prompt design, the shipped evaluator as judge, and the per-image labels
+and object masks the SAE analyses read."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cadiff.worlds import World, register_world
+from cadiff.worlds.shapes.world import ATTRIBUTES, CONCEPTS, SHAPES, attribute_of, caption_labels
+from cadiff.worlds.shapes.world import COLOURS, TEXTURES, full_caption, shape_mask
+
+
+@register_world
+class ShapesWorld(World):
+    name = "shapes"
+
+    def concepts(self) -> tuple[str, ...]:
+        return CONCEPTS
+
+    def attribute_of(self, concept: str) -> str:
+        return attribute_of(concept)
+
+    def concept_prompt(self, concept: str) -> str:
+        if concept not in self.concepts():
+            return concept
+        return f"a {concept}" if concept in SHAPES else f"a {concept} shape"
+
+    def prompts_naming(self, concept: str, n: int, seed: int = 0) -> list[str]:
+        """n full captions naming `concept`, the other attributes drawn at random."""
+        attribute = attribute_of(concept)
+        rng = np.random.default_rng([seed, self.concepts().index(concept)])
+        prompts = []
+        for _ in range(n):
+            words = {a: values[rng.integers(len(values))] for a, values in ATTRIBUTES.items()}
+            words[attribute] = concept
+            prompts.append(full_caption(words["shape"], words["colour"], words["texture"]))
+        return prompts
+
+    def design(self, repeats: int = 1) -> list[tuple[str, dict[str, str]]]:
+        """Every (shape, colour) pair per repeat, textures cycled: each shape and colour named 6 times a repeat,
+        each texture 12 times, so one image scores a concept of every attribute at once."""
+        out = []
+        for r in range(repeats):
+            for i, shape in enumerate(SHAPES):
+                for j, colour in enumerate(COLOURS):
+                    texture = TEXTURES[(i + j + r) % len(TEXTURES)]
+                    out.append((full_caption(shape, colour, texture),
+                                {"shape": shape, "colour": colour, "texture": texture}))
+        return out
+
+    def labels_of(self, prompt: str) -> dict[str, str]:
+        return caption_labels(prompt)
+
+    def judge(self, path=None):
+        from cadiff.worlds.shapes.evaluator import load_evaluator
+
+        return load_evaluator(path)
+
+    def image_metadata(self, images: np.ndarray, prompts: Sequence[str], judge=None) -> dict[str, torch.Tensor]:
+        """Object mask of each final image, the label indices its prompt names (-1 where open) and, with a judge,
+        the ones it reads off the image (`seen_<attribute>`)."""
+        out = {"mask": torch.from_numpy(np.stack([shape_mask(im) for im in images]).astype(np.uint8))}
+        for attribute, values in ATTRIBUTES.items():
+            named = [caption_labels(p).get(attribute) for p in prompts]
+            out[attribute] = torch.tensor([values.index(v) if v else -1 for v in named], dtype=torch.int64)
+        if judge is not None:
+            out.update({f"seen_{a}": torch.from_numpy(p.argmax(1)) for a, p in judge.probabilities(images).items()})
+        return out
