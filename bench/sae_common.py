@@ -60,7 +60,7 @@ def shared_store(args, pipe):
     out = Path(args.cache) / f"{'quick' if args.quick else 'full'}_store"
     prompts = random_prompts(n, seed=0)
     with tqdm(total=n, desc="collect", unit="img", file=sys.stderr) as bar:
-        return collect_activations(pipe, prompts, list(range(n)), out, HOOKS, steps="all", shard_size=32,
+        return collect_activations(pipe, prompts, list(range(n)), out, HOOKS, at_steps="all", shard_size=32,
                                    dtype="float16", model_source=args.model, progress=bar.update)
 
 

@@ -53,7 +53,7 @@ def main() -> None:
     gl_source = [COLOURS[i % 6] for i in range(len(seeds))]
     gl_target = [COLOURS[(i + 3) % 6] for i in range(len(seeds))]
     gl_prompts = [f"a {c} solid {SHAPES[(i + 1) % 6]}" for i, c in enumerate(gl_source)]
-    kw = dict(num_inference_steps=n_steps)
+    kw = dict(steps=n_steps)
     sp_plain = cadiff.generate(pipe, sp_prompts, seeds, **kw)
     gl_plain = cadiff.generate(pipe, gl_prompts, seeds, **kw)
     base_sp = np.mean([spatial_success(sp_plain, q) for q in quadrants])
@@ -76,7 +76,7 @@ def main() -> None:
         for beta in sp_betas:
             success, moved, whole, clean = [], [], [], []
             for q in quadrants:
-                with steer(pipe, sae, objects, "spatial", beta, window, quadrant=q, num_inference_steps=n_steps):
+                with steer(pipe, sae, objects, "spatial", beta, window, quadrant=q, steps=n_steps):
                     out = cadiff.generate(pipe, sp_prompts, seeds, **kw)
                 success.append(spatial_success(out, q))
                 kept = intact(out, sp_shapes, sp_colours, ev)
@@ -91,7 +91,7 @@ def main() -> None:
             out = np.empty_like(gl_plain)
             for target in sorted(set(gl_target)):
                 idx = [i for i, t in enumerate(gl_target) if t == target]
-                with steer(pipe, sae, colour_latents[target], "global", beta, window, num_inference_steps=n_steps):
+                with steer(pipe, sae, colour_latents[target], "global", beta, window, steps=n_steps):
                     out[idx] = cadiff.generate(pipe, [gl_prompts[i] for i in idx], [seeds[i] for i in idx], **kw)
             hit = float(np.mean([style_success(out[i:i + 1], t, ev) for i, t in enumerate(gl_target)]))
             gl_shapes = [SHAPES[(i + 1) % 6] for i in range(len(seeds))]

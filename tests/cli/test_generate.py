@@ -19,7 +19,7 @@ def test_generate_writes_grid_images_and_run_json(tmp_path, capsys):
     assert len(list((out / "images").glob("*.png"))) == 6
     record = json.loads((out / "run.json").read_text())
     assert record["settings"]["seeds"] == [7, 8, 9]
-    assert record["settings"]["num_inference_steps"] == 5 and record["settings"]["guidance_scale"] == 4.0
+    assert record["settings"]["steps"] == 5 and record["settings"]["guidance"] == 4.0
     assert len(record["model"]["fingerprint"]) == 16 and record["versions"]["diffusers"]
     assert "grid.png" in capsys.readouterr().out
 

@@ -185,7 +185,7 @@ def test_the_before_after_grid_uses_the_given_sampling_settings(models, tmp_path
     real = cadiff.editing.measure.generate
 
     def spy(pipe, prompts, seeds, **kwargs):
-        calls.append((kwargs.get("num_inference_steps"), kwargs.get("guidance_scale")))
+        calls.append((kwargs.get("steps"), kwargs.get("guidance")))
         return real(pipe, prompts, seeds, **kwargs)
 
     monkeypatch.setattr(cadiff.editing.measure, "generate", spy)

@@ -115,7 +115,7 @@ def test_attribute_then_erase_end_to_end(kind):
     assert all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
     zeroed = sum(int(((p.detach() == 0) & (before[n] != 0)).sum()) for n, p in edited.unet.named_parameters())
     assert zeroed > 0
-    images = cadiff.generate(edited, ["a circle"], seeds=[0], num_inference_steps=2, guidance_scale=4.0)
+    images = cadiff.generate(edited, ["a circle"], seeds=[0], steps=2, guidance=4.0)
     assert images.shape[0] == 1 and images.dtype == np.uint8
     amp = cadiff.amplify(pipe, "a circle", ratio=0.25, **KW).pipeline
     assert any(not torch.equal(before[n], p.detach()) for n, p in amp.unet.named_parameters())

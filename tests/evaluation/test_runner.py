@@ -13,7 +13,7 @@ generation = importlib.import_module("cadiff.models.generate")
 
 
 def run(pipe, out, evaluator, prompts="shapes:circle", **kw):
-    kw.setdefault("num_inference_steps", STEPS)
+    kw.setdefault("steps", STEPS)
     kw.setdefault("batch_size", 5)
     return evaluate(pipe, load_prompts(prompts), out, metrics=["shapes"], metric_options={"evaluator": evaluator}, **kw)
 
@@ -94,13 +94,13 @@ def test_folder_of_another_run_is_refused_and_kept(tiny_pipe, tiny_evaluator, tm
     run(tiny_pipe, out, tiny_evaluator)
     before = (out / "rows.csv").read_text()
     with pytest.raises(ResultsMismatchError, match="steps: 2 there, 3 now"):
-        run(tiny_pipe, out, tiny_evaluator, num_inference_steps=3)
+        run(tiny_pipe, out, tiny_evaluator, steps=3)
     with pytest.raises(ResultsMismatchError, match="prompts"):
         run(tiny_pipe, out, tiny_evaluator, prompts="shapes:star")
     with pytest.raises(ResultsMismatchError, match="edit"):
         run(tiny_pipe, out, tiny_evaluator, edit={"kind": "cad-mask", "sha256": "abc"})
     assert (out / "rows.csv").read_text() == before
-    run(tiny_pipe, out, tiny_evaluator, num_inference_steps=3, overwrite=True)
+    run(tiny_pipe, out, tiny_evaluator, steps=3, overwrite=True)
     assert json.loads((out / "run.json").read_text())["identity"]["sampling"]["steps"] == 3
 
 
@@ -126,18 +126,18 @@ def test_row_guidance_uses_each_rows_evaluation_guidance(tiny_pipe, tiny_evaluat
     seen = []
     real = generation.generate
 
-    def recording(pipe, prompts, seeds, guidance_scale=None, **kw):
-        seen.extend((p, guidance_scale) for p in prompts)
-        return real(pipe, prompts, seeds, guidance_scale=guidance_scale, **kw)
+    def recording(pipe, prompts, seeds, guidance=None, **kw):
+        seen.extend((p, guidance) for p in prompts)
+        return real(pipe, prompts, seeds, guidance=guidance, **kw)
 
     monkeypatch.setattr(generation, "generate", recording)
     out = evaluate(tiny_pipe, load_prompts(path), tmp_path / "r", metrics=["shapes"],
-                   metric_options={"evaluator": tiny_evaluator}, num_inference_steps=STEPS, guidance_scale=5.0,
+                   metric_options={"evaluator": tiny_evaluator}, steps=STEPS, guidance=5.0,
                    row_guidance=True)
     assert sorted(seen) == sorted([("a red circle", 7.0), ("a blue star", 3.0), ("a red star", 5.0),
                                    ("a blue circle", 7.0)])
     assert out["sampling"]["row_guidance"] is True
-    single = real(tiny_pipe, ["a blue star"], [6], num_inference_steps=STEPS, guidance_scale=3.0)
+    single = real(tiny_pipe, ["a blue star"], [6], steps=STEPS, guidance=3.0)
     from PIL import Image
 
     assert (np.asarray(Image.open(tmp_path / "r" / "images" / "00001.png")) == single[0]).all()
@@ -153,10 +153,10 @@ def test_overwrite_replaces_the_old_results_only_when_the_new_run_completes(tiny
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(tiny_pipe, out, tiny_evaluator, overwrite=True, guidance_scale=2.0, progress=interrupt)
+        run(tiny_pipe, out, tiny_evaluator, overwrite=True, guidance=2.0, progress=interrupt)
     assert {p.name: p.read_bytes() for p in (out / "rows.csv", out / "metrics.json")} == old  # nothing lost
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # and nothing half-written beside it
-    summary = run(tiny_pipe, out, tiny_evaluator, overwrite=True, guidance_scale=2.0)
+    summary = run(tiny_pipe, out, tiny_evaluator, overwrite=True, guidance=2.0)
     assert summary["sampling"]["guidance"] == 2.0 and json.loads((out / "metrics.json").read_text()) == summary
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
@@ -186,7 +186,7 @@ def test_words_the_model_does_not_know_and_rows_no_metric_can_read_are_refused_f
         run(tiny_pipe, tmp_path / "r2", tiny_evaluator, prompts=unlabelled)
     assert counted == [] and not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
     with pytest.raises(ValueError, match="unknown word 'tench'"):
-        generation.generate(tiny_pipe, ["a tench"], [0], num_inference_steps=STEPS)
+        generation.generate(tiny_pipe, ["a tench"], [0], steps=STEPS)
 
 
 def test_prompts_of_a_text_file_are_scored_by_the_words_they_name(tiny_pipe, tiny_evaluator, tmp_path):

@@ -23,8 +23,8 @@ def test_shipped_pipeline_loads_with_stock_diffusers_alone(tmp_path):
 
 
 def test_generation_is_deterministic_per_seed(shapes_pipe):
-    a = cadiff.generate(shapes_pipe, ["a blue star", "a blue star"], seeds=[5, 6], num_inference_steps=6)
-    b = cadiff.generate(shapes_pipe, ["a blue star"], seeds=[6], num_inference_steps=6)
+    a = cadiff.generate(shapes_pipe, ["a blue star", "a blue star"], seeds=[5, 6], steps=6)
+    b = cadiff.generate(shapes_pipe, ["a blue star"], seeds=[6], steps=6)
     assert a.dtype == "uint8" and a.shape == (2, 32, 32, 3)
     assert (a[1] == b[0]).all() and not (a[0] == a[1]).all()
 
@@ -112,8 +112,8 @@ def test_single_file_ldm_checkpoint_with_local_config_loads_the_same_model(tmp_p
         want, got = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
         assert got.keys() == want.keys(), name
         assert all(torch.equal(got[k], want[k]) for k in want), name
-    a = cadiff.generate(pipe, ["a red circle"], [0], num_inference_steps=2, guidance_scale=4.0)
-    b = cadiff.generate(loaded, ["a red circle"], [0], num_inference_steps=2, guidance_scale=4.0)
+    a = cadiff.generate(pipe, ["a red circle"], [0], steps=2, guidance=4.0)
+    b = cadiff.generate(loaded, ["a red circle"], [0], steps=2, guidance=4.0)
     assert a.shape == (1, 16, 16, 3) and len(set(a.ravel().tolist())) > 10  # a real image, not a constant
     assert (a == b).all()
 

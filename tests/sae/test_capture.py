@@ -20,7 +20,7 @@ EMBEDDED_HOOKPOINTS = ["down_blocks.0.attentions.0", "down_blocks.1.attentions.0
 def run(pipe, prompts, seeds, guidance=4.0, steps=3):
     from cadiff import generate
 
-    return generate(pipe, prompts, seeds, num_inference_steps=steps, guidance_scale=guidance)
+    return generate(pipe, prompts, seeds, steps=steps, guidance=guidance)
 
 
 def test_hookpoints_resolve_on_tiny_sd1(sd1):
@@ -43,9 +43,9 @@ def test_hookpoints_resolve_on_embedded_model():
 
 def test_unknown_hookpoint_lists_valid_ones(sd1):
     with pytest.raises(ValueError, match="down_blocks.2.attentions.1.*mid_block.attentions.0|this model's hookpoints"):
-        ActivationCapture(sd1, ["down_blocks.2.attentions.1"], steps=[0])
+        ActivationCapture(sd1, ["down_blocks.2.attentions.1"], at_steps=[0])
     with pytest.raises(ValueError, match="mid_block.attentions.0"):
-        ActivationCapture(sd1, ["nope"], steps=[0])
+        ActivationCapture(sd1, ["nope"], at_steps=[0])
 
 
 def test_steps_outside_schedule_are_refused():
@@ -63,7 +63,7 @@ def test_captured_update_is_output_minus_input(sd1):
     handle = sd1.unet.get_submodule(name).register_forward_hook(
         lambda m, a, k, o: seen.append(tuple(t.detach().clone() for t in hook_io(a, k, o))), with_kwargs=True)
     try:
-        with ActivationCapture(sd1, [name], steps=[0, 1, 2]) as cap, ActivationCapture(sd1, [name], [0, 1, 2],
+        with ActivationCapture(sd1, [name], at_steps=[0, 1, 2]) as cap, ActivationCapture(sd1, [name], [0, 1, 2],
                                                                                       readout="output") as cap_out:
             run(sd1, ["a red circle", "a blue star"], [0, 1])
     finally:
@@ -79,7 +79,7 @@ def test_captured_update_is_output_minus_input(sd1):
 
 def test_branches_are_kept_apart_under_guidance(sd1):
     name = "down_blocks.0.attentions.0"
-    with ActivationCapture(sd1, [name], steps=[0, 2]) as cap:
+    with ActivationCapture(sd1, [name], at_steps=[0, 2]) as cap:
         run(sd1, ["a red circle", "a blue star"], [7, 7], guidance=4.0)
         guided = cap.take()
         run(sd1, ["", ""], [7, 7], guidance=1.0)
@@ -97,8 +97,8 @@ def test_branches_are_kept_apart_under_guidance(sd1):
 
 def test_collect_writes_shards_and_resumes(sd1, tmp_path):
     prompts, seeds = ["a red circle", "a blue star", "a green heart"], [0, 1, 2]
-    kwargs = dict(hookpoints=["mid_block.attentions.0"], steps="first,last", num_inference_steps=3,
-                  guidance_scale=4.0, shard_size=2, shapes_world=True)
+    kwargs = dict(hookpoints=["mid_block.attentions.0"], at_steps="first,last", steps=3,
+                  guidance=4.0, shard_size=2, shapes_world=True)
     store = collect_activations(sd1, prompts, seeds, tmp_path / "acts", **kwargs)
     assert len(store.shards) == 2 and store.num_images() == 3 and store.steps == [0, 2]
     meta = store.metadata()
@@ -115,7 +115,7 @@ def test_collect_writes_shards_and_resumes(sd1, tmp_path):
 
 def test_truncated_and_empty_shards_give_clear_errors(sd1, tmp_path):
     store = collect_activations(sd1, ["a red circle"], [0], tmp_path / "acts", ["mid_block.attentions.0"],
-                                steps=[0], num_inference_steps=2, guidance_scale=4.0)
+                                at_steps=[0], steps=2, guidance=4.0)
     data = store.shards[0].read_bytes()
     store.shards[0].write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
@@ -128,7 +128,7 @@ def test_truncated_and_empty_shards_give_clear_errors(sd1, tmp_path):
 
 
 def test_overwrite_replaces_a_capture_only_once_the_new_one_is_complete(sd1, tmp_path):
-    kwargs = dict(hookpoints=["mid_block.attentions.0"], steps=[0], num_inference_steps=2, guidance_scale=4.0,
+    kwargs = dict(hookpoints=["mid_block.attentions.0"], at_steps=[0], steps=2, guidance=4.0,
                   shard_size=1)
     out = tmp_path / "acts"
     collect_activations(sd1, ["a red circle", "a blue star"], [0, 1], out, **kwargs)

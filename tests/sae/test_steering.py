@@ -22,8 +22,8 @@ def identity_sae(channels: int, grid: tuple[int, int]) -> TopKSAE:
 
 
 def grid_of(pipe) -> tuple[int, tuple[int, int]]:
-    with ActivationCapture(pipe, [HOOK], steps=[0]) as cap:
-        generate(pipe, ["a red circle"], [0], num_inference_steps=2, guidance_scale=4.0)
+    with ActivationCapture(pipe, [HOOK], at_steps=[0]) as cap:
+        generate(pipe, ["a red circle"], [0], steps=2, guidance=4.0)
     return cap.take()[(HOOK, "cond")].shape[-1], cap.grids[HOOK]
 
 
@@ -37,11 +37,11 @@ def test_quadrants():
 def test_global_steering_at_zero_strength_changes_nothing(sd1):
     channels, grid = grid_of(sd1)
     sae = identity_sae(channels, grid)
-    kwargs = dict(num_inference_steps=3, guidance_scale=4.0)
+    kwargs = dict(steps=3, guidance=4.0)
     before = generate(sd1, ["a red circle", "a blue star"], [0, 1], **kwargs)
-    with steer(sd1, sae, latents=[0, 1], mode="global", beta=0.0, steps="all", num_inference_steps=3):
+    with steer(sd1, sae, latents=[0, 1], mode="global", beta=0.0, at_steps="all", steps=3):
         same = generate(sd1, ["a red circle", "a blue star"], [0, 1], **kwargs)
-    with steer(sd1, sae, latents=[0, 1], mode="global", beta=50.0, steps="all", num_inference_steps=3):
+    with steer(sd1, sae, latents=[0, 1], mode="global", beta=50.0, at_steps="all", steps=3):
         moved = generate(sd1, ["a red circle", "a blue star"], [0, 1], **kwargs)
     assert np.array_equal(before, same)
     assert not np.array_equal(before, moved)
@@ -52,13 +52,13 @@ def test_planted_concept_vector_moves_activations_as_specified(sd1):
     sae = identity_sae(channels, grid)
     latent, beta = 1, 3.0
     region = quadrant_region(grid, "bottom-left")
-    kwargs = dict(num_inference_steps=3, guidance_scale=4.0)
-    with ActivationCapture(sd1, [HOOK], steps=[0, 1]) as cap:
+    kwargs = dict(steps=3, guidance=4.0)
+    with ActivationCapture(sd1, [HOOK], at_steps=[0, 1]) as cap:
         generate(sd1, ["a red circle"], [0], **kwargs)
     plain = cap.take()
-    with steer(sd1, sae, latents=[latent], mode="spatial", beta=beta, steps=[1], quadrant="bottom-left",
-               num_inference_steps=3):
-        with ActivationCapture(sd1, [HOOK], steps=[0, 1]) as cap:  # registered after the steering hook: sees its edit
+    with steer(sd1, sae, latents=[latent], mode="spatial", beta=beta, at_steps=[1], quadrant="bottom-left",
+               steps=3):
+        with ActivationCapture(sd1, [HOOK], at_steps=[0, 1]) as cap:  # registered after the steering hook: sees its edit
             generate(sd1, ["a red circle"], [0], **kwargs)
     steered = cap.take()
     # step 0 is outside the window: untouched; the unconditional branch is never touched
@@ -76,14 +76,14 @@ def test_steering_refuses_bad_input(sd1):
     channels, grid = grid_of(sd1)
     sae = identity_sae(channels, grid)
     with pytest.raises(ValueError, match="outside the schedule"):
-        with steer(sd1, sae, [0], steps=[7], num_inference_steps=3):
+        with steer(sd1, sae, [0], at_steps=[7], steps=3):
             pass
     with pytest.raises(ValueError, match="needs region"):
-        with steer(sd1, sae, [0], mode="spatial", steps="all", num_inference_steps=3):
+        with steer(sd1, sae, [0], mode="spatial", at_steps="all", steps=3):
             pass
     other = TopKSAE(channels, channels, k=1, metadata={"hook_name": "down_blocks.2.attentions.1"})
     with pytest.raises(ValueError, match="unknown hookpoint"):
-        with steer(sd1, other, [0], num_inference_steps=3):
+        with steer(sd1, other, [0], steps=3):
             pass
 
 
@@ -91,7 +91,7 @@ def test_sae_of_another_width_is_refused(sd1):
     channels, grid = grid_of(sd1)
     wrong = TopKSAE(channels * 2, 8, k=2, metadata={"hook_name": HOOK})
     with pytest.raises(ValueError, match=f"reads {channels * 2}-dim activations"):
-        with steer(sd1, wrong, [0], num_inference_steps=3):
+        with steer(sd1, wrong, [0], steps=3):
             pass
 
 

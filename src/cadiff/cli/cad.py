@@ -227,7 +227,7 @@ def _pictures_and_metrics(run, pipe, result, args, world, tqdm) -> None:
         prompts = grid_prompts(args.concepts, world=world)
     else:
         prompts = [concept_prompt(pipe, c) for c in args.concepts + args.preserve for _ in range(4)]
-    sampling = {"num_inference_steps": getattr(args, "steps", None), "guidance_scale": getattr(args, "guidance", None)}
+    sampling = {"steps": getattr(args, "steps", None), "guidance": getattr(args, "guidance", None)}
     grid = before_after_grid(pipe, result.pipeline, prompts, title=f"after {run.record['command']}", **sampling)
     grid.save(run.path / "grid.png")
     if world is None:

@@ -115,4 +115,4 @@ def load_from_args(args: argparse.Namespace):
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
-    return {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "batch_size": args.batch_size}
+    return {"steps": args.steps, "guidance": args.guidance, "batch_size": args.batch_size}

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             summary = evaluate(pipe, prompts, args.out, metrics=names, metric_options=options,
-                               num_inference_steps=args.steps, guidance_scale=args.guidance, batch_size=args.batch_size,
+                               steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
                                edit=edit, model_source=args.model, overwrite=args.overwrite, progress=progress,
                                row_guidance=args.row_guidance)
         finally:

@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     prompts = [p for p in args.prompts for _ in seeds]
     all_seeds = seeds * len(args.prompts)
     kwargs = sampling_kwargs(args)
-    resolved = {**sampling_defaults(pipe), **{k: v for k, v in kwargs.items() if v is not None}}
+    defaults = sampling_defaults(pipe)
+    resolved = {"steps": kwargs["steps"] or defaults["num_inference_steps"],
+                "guidance": defaults["guidance_scale"] if kwargs["guidance"] is None else kwargs["guidance"]}
     settings = {"prompts": args.prompts, "seeds": seeds, **resolved, "scheduler": type(pipe.scheduler).__name__}
     with run_folder(args.out, "generate", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(pipe, args.model)

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, load_from_args,
-                               positive_int)
+                               positive_int, renamed)
 
 
 def _csv(text: str) -> list[str]:
@@ -38,8 +38,9 @@ def register(sub) -> None:
                    help="N shapes-world captions with attributes left open at random (the training mix)")
     c.add_argument("--seed", type=int, default=0, help="first seed; image i uses seed+i")
     c.add_argument("--hookpoints", type=_csv, default=["mid_block.attentions.0"], help="comma-separated module paths")
-    c.add_argument("--capture-steps", default="first,mid,last",
-                   help="all | early | middle | final | first,mid,last | explicit steps 0,12,24")
+    c.add_argument("--at-steps", default="first,mid,last",
+                   help="sampling steps to capture: all | early | middle | final | first,mid,last | indices 0,12,24")
+    renamed(c, "--capture-steps", "--at-steps")
     c.add_argument("--readout", choices=["update", "output"], default="update",
                    help="residual update (output - input, default) or the module output")
     c.add_argument("--branches", type=_csv, default=["cond", "uncond"])
@@ -55,7 +56,9 @@ def register(sub) -> None:
     t.add_argument("activations", help="folder written by `cadiff sae collect`")
     t.add_argument("--hookpoint", default=None, help="default: the folder's only hookpoint")
     t.add_argument("--branch", default="cond", choices=["cond", "uncond"])
-    t.add_argument("--train-steps", default=None, help="sampling steps to train on (default: all stored)")
+    t.add_argument("--at-steps", default=None, help="stored sampling steps to train on: a window or indices "
+                                                     "(default: all stored)")
+    renamed(t, "--train-steps", "--at-steps")
     t.add_argument("--k", type=positive_int, default=10)
     t.add_argument("--expansion", type=positive_int, default=4, help="dictionary size / activation width")
     t.add_argument("--d-sae", type=positive_int, default=None, help="dictionary size (overrides --expansion)")
@@ -71,7 +74,8 @@ def register(sub) -> None:
     i = s.add_parser("inspect", help="concept dictionary, concept cards, cohesion/separability, early composition")
     i.add_argument("activations", help="folder written by `cadiff sae collect` (shapes world, for labels)")
     i.add_argument("--sae", required=True, help="SAE folder written by `cadiff sae train`")
-    i.add_argument("--step", type=int, default=None, help="sampling step to read (default: the SAE's first)")
+    i.add_argument("--at-steps", type=int, default=None, help="the sampling step to read (default: the SAE's first)")
+    renamed(i, "--step", "--at-steps")
     i.add_argument("--cards", type=positive_int, default=16, help="latents on the concept-card sheet")
     add_output_options(i)
     i.set_defaults(func=inspect_cmd)
@@ -85,7 +89,8 @@ def register(sub) -> None:
     st.add_argument("--concepts", default=None, help="concepts.json written by `cadiff sae inspect`")
     st.add_argument("--mode", choices=["spatial", "global"], default="global")
     st.add_argument("--beta", type=float, default=8.0, help="strength")
-    st.add_argument("--window", default="middle", help="early | middle | final | explicit steps 0,1,2")
+    st.add_argument("--at-steps", default="middle", help="steps to steer at: early | middle | final | indices 0,1,2")
+    renamed(st, "--window", "--at-steps")
     st.add_argument("--quadrant", default="top-left", help="target quadrant for --mode spatial")
     st.add_argument("-n", "--num-images", type=positive_int, default=8)
     st.add_argument("--seed", type=int, default=0)
@@ -136,8 +141,8 @@ def collect_cmd(args: argparse.Namespace) -> int:
         print(f"resuming the capture in {args.out}")
     with tqdm(total=len(prompts), desc="collect", unit="img") as bar:
         store = collect_activations(
-            pipe, prompts, seeds, args.out, args.hookpoints, steps=args.capture_steps, readout=args.readout,
-            branches=args.branches, num_inference_steps=args.steps, guidance_scale=args.guidance,
+            pipe, prompts, seeds, args.out, args.hookpoints, at_steps=args.at_steps, readout=args.readout,
+            branches=args.branches, steps=args.steps, guidance=args.guidance,
             shard_size=args.shard_size, dtype=args.store_dtype, overwrite=args.overwrite, model_source=args.model,
             progress=bar.update)
     write_json(Path(args.out) / "run.json", {"command": "sae collect", "settings": {
@@ -160,8 +165,7 @@ def train_cmd(args: argparse.Namespace) -> int:
     if hookpoint is None:
         raise ValueError(f"{args.activations} holds several hookpoints; pick one with --hookpoint "
                          f"({', '.join(store.hookpoints)})")
-    steps = store.steps if args.train_steps is None else resolve_steps(args.train_steps,
-                                                                         store.meta["num_inference_steps"])
+    steps = store.steps if args.at_steps is None else resolve_steps(args.at_steps, store.meta["num_inference_steps"])
     cfg = SAETrainConfig(expansion=args.expansion, d_sae=args.d_sae, k=args.k, lr=args.lr,
                          batch_size=args.batch_size, epochs=args.epochs, max_tokens=args.max_tokens,
                          dead_tokens=args.dead_tokens, seed=args.seed)
@@ -170,7 +174,7 @@ def train_cmd(args: argparse.Namespace) -> int:
         print(f"resuming from {checkpoint}")
     total = training_tokens(store, hookpoint, args.branch, steps, cfg)  # checks the split before any training
     with tqdm(total=total, desc="train", unit="tok") as bar:
-        sae, metrics = train_sae(store, hookpoint, args.branch, steps, cfg, checkpoint=checkpoint,
+        sae, metrics = train_sae(store, hookpoint, args.branch, at_steps=steps, cfg=cfg, checkpoint=checkpoint,
                                  progress=lambda info: (bar.update(info["tokens"] - bar.n),
                                                         bar.set_postfix(mse=f"{info['mse']:.3g}", dead=info["dead"])))
         bar.total = bar.n  # the last batch may pass max_tokens: the bar ends full, at what was trained
@@ -199,7 +203,7 @@ def inspect_cmd(args: argparse.Namespace) -> int:
     check_new(args.out, args.overwrite)
     store = ActivationStore(args.activations)
     sae = TopKSAE.load(args.sae)
-    step = args.step if args.step is not None else (sae.metadata.get("steps") or store.steps)[0]
+    step = args.at_steps if args.at_steps is not None else (sae.metadata.get("steps") or store.steps)[0]
     codes = latent_codes(store, sae, step)
     if codes.masks is None:
         raise ValueError(f"{args.activations} has no object masks: inspect needs activations of the shapes world")
@@ -243,23 +247,23 @@ def steer_cmd(args: argparse.Namespace) -> int:
     world = world_of(pipe)
     evaluator = world.judge() if world is not None and args.mode == "global" and args.concept is not None else None
     n_steps = args.steps or sampling_defaults(pipe)["num_inference_steps"]
-    window = args.window if not args.window.replace(",", "").isdigit() else [int(s) for s in _csv(args.window)]
+    window = args.at_steps if not args.at_steps.replace(",", "").isdigit() else [int(s) for s in _csv(args.at_steps)]
     seeds = [args.seed + i for i in range(args.num_images)]
     prompts = [p for p in args.prompts for _ in seeds]
     all_seeds = seeds * len(args.prompts)
-    kw = {"num_inference_steps": n_steps, "guidance_scale": args.guidance, "batch_size": args.batch_size}
+    kw = {"steps": n_steps, "guidance": args.guidance, "batch_size": args.batch_size}
     before = generate(pipe, prompts, all_seeds, **kw)
     with steer(pipe, sae, latents, args.mode, args.beta, window,
-               quadrant=args.quadrant if args.mode == "spatial" else None, num_inference_steps=n_steps):
+               quadrant=args.quadrant if args.mode == "spatial" else None, steps=n_steps):
         after = generate(pipe, prompts, all_seeds, **kw)
     settings = {"prompts": args.prompts, "seeds": seeds, "sae": args.sae, "latents": latents, "mode": args.mode,
-                "beta": args.beta, "window": window, "quadrant": args.quadrant, **kw}
+                "beta": args.beta, "at_steps": window, "quadrant": args.quadrant, **kw}
     with run_folder(args.out, "sae steer", settings, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
         grids = [image_grid(before, cols=args.num_images, row_labels=args.prompts),
                  image_grid(after, cols=args.num_images, row_labels=args.prompts)]
         stack_grids(grids, ["unsteered", f"steered: latents {latents}, {args.mode}, beta {args.beta}, "
-                                         f"window {window}"]).save(run.path / "grid.png")
+                                         f"steps {window}"]).save(run.path / "grid.png")
         run.metrics = {"change": change(before, after)}
         if world_of(pipe) is not None and args.mode == "spatial":
             run.metrics["spatial_success"] = spatial_success(after, args.quadrant)

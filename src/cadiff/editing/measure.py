@@ -147,7 +147,7 @@ def grid_prompts(targets: Sequence[str], n: int = 8, world: World | None = None)
 def before_after_grid(before_pipe, after_pipe, prompts: Sequence[str], seed: int = 0, title: str = "after",
                       **sampling):
     """Two rows of images on the same seeds: the original model, then the edited one (`sampling`: generate's
-    num_inference_steps / guidance_scale; unset ones are the model's)."""
+    steps / guidance; unset ones are the model's)."""
     seeds = [seed + i for i in range(len(prompts))]
     rows = [image_grid(generate(p, list(prompts), seeds, **sampling), cols=len(prompts))
             for p in (before_pipe, after_pipe)]

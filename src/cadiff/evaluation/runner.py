@@ -30,6 +30,7 @@ import numpy as np
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
 from cadiff.files.io import atomic_dir, atomic_file, check_new, write_json
+from cadiff.files.renames import renamed
 
 BASE_COLUMNS = ("index", "prompt", "seed", "class")
 GRID_LIMIT = 64
@@ -147,7 +148,7 @@ def _generate(generate: Callable, pipe, batch: Sequence[PromptRow], steps: int, 
     out: np.ndarray | None = None
     for scale, members in groups.items():
         images = generate(pipe, [batch[i].prompt for i in members], [batch[i].seed for i in members],
-                          num_inference_steps=steps, guidance_scale=scale, batch_size=len(members))
+                          steps=steps, guidance=scale, batch_size=len(members))
         if out is None:
             out = np.zeros((len(batch), *images.shape[1:]), images.dtype)
         out[members] = images
@@ -190,14 +191,15 @@ def _grids(out: Path, rows: Sequence[PromptRow], images: ImageSource) -> list[st
     return written
 
 
+@renamed(num_inference_steps="steps", guidance_scale="guidance")
 def evaluate(
     pipe,
     prompts: PromptSet | str | Path,
     out: str | Path,
     metrics: Sequence[str | Metric] = ("shapes",),
     metric_options: dict[str, Any] | None = None,
-    num_inference_steps: int | None = None,
-    guidance_scale: float | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
     batch_size: int = 32,
     edit: dict[str, Any] | None = None,
     model_source: str | None = None,
@@ -208,7 +210,7 @@ def evaluate(
     """Generate one image per prompt row (its own seed) into `out`, score it, and return the metrics summary;
     resumes an interrupted run of the same evaluation in `out`, refuses a folder holding another (`overwrite`: runs
     afresh beside it and replaces it only once complete). `row_guidance`: rows with an `evaluation_guidance` (I2P
-    files) use it instead of `guidance_scale`. `progress(n)` is told, once every input is checked, of the rows resumed
+    files) use it instead of `guidance`. `progress(n)` is told, once every input is checked, of the rows resumed
     (maybe 0), then after every batch of the rows it finished."""
     from cadiff.models.generate import generate
     from cadiff.models.loading import sampling_defaults
@@ -222,13 +224,13 @@ def evaluate(
     for metric in built:
         metric.check_rows(prompt_set.rows, prompt_set.source)
     defaults = sampling_defaults(pipe)
-    steps = num_inference_steps or defaults["num_inference_steps"]
-    guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+    steps = steps or defaults["num_inference_steps"]
+    guidance = defaults["guidance_scale"] if guidance is None else guidance
     identity = _identity(pipe, prompt_set, built, steps, guidance, row_guidance, edit)
     out = Path(out)
     if overwrite and out.exists():  # run afresh beside it; the old results go only once the new ones are complete
         with atomic_dir(out, overwrite=True) as tmp:
-            return evaluate(pipe, prompt_set, tmp, built, None, num_inference_steps, guidance_scale, batch_size, edit,
+            return evaluate(pipe, prompt_set, tmp, built, None, steps, guidance, batch_size, edit,
                             model_source, False, progress, row_guidance)
     if not out.exists():
         check_new(out)  # a clear message for a place that cannot be written, before any work

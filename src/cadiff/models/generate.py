@@ -13,16 +13,18 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from cadiff.files.renames import renamed
 from cadiff.models.loading import sampling_defaults
 from cadiff.models.vocabulary import check_known_words
 
 
+@renamed(num_inference_steps="steps", guidance_scale="guidance")
 def generate(
     pipe,
     prompts: Sequence[str],
     seeds: Sequence[int],
-    num_inference_steps: int | None = None,
-    guidance_scale: float | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     **pipe_kwargs,
@@ -33,8 +35,8 @@ def generate(
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     check_known_words(pipe, list(dict.fromkeys(prompts)))
     defaults = sampling_defaults(pipe)
-    steps = num_inference_steps or defaults["num_inference_steps"]
-    guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+    steps = steps or defaults["num_inference_steps"]
+    guidance = defaults["guidance_scale"] if guidance is None else guidance
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk_p, chunk_s = list(prompts[i : i + batch_size]), seeds[i : i + batch_size]

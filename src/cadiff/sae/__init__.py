@@ -5,8 +5,8 @@ Example:
     >>> import cadiff
     >>> pipe = cadiff.load_pipeline()
     >>> store = cadiff.collect_activations(pipe, prompts, seeds, "runs/acts", ["mid_block.attentions.0"])  # doctest: +SKIP
-    >>> sae, metrics = cadiff.train_sae(store, "mid_block.attentions.0", "cond", steps=[0])            # doctest: +SKIP
-    >>> with cadiff.steer(pipe, sae, latents=[3], mode="global", beta=8, steps="middle"):               # doctest: +SKIP
+    >>> sae, metrics = cadiff.train_sae(store, "mid_block.attentions.0", "cond", at_steps=[0])            # doctest: +SKIP
+    >>> with cadiff.steer(pipe, sae, latents=[3], mode="global", beta=8, at_steps="middle"):               # doctest: +SKIP
     ...     images = cadiff.generate(pipe, ["a red circle"], seeds=[0])
 """
 

@@ -8,7 +8,7 @@ the halves are kept apart as branches 'uncond' and 'cond' (without guidance ther
 
 Example:
     >>> from cadiff.sae import ActivationCapture
-    >>> with ActivationCapture(pipe, ["mid_block.attentions.0"], steps=[0, 12, 24]) as cap:   # doctest: +SKIP
+    >>> with ActivationCapture(pipe, ["mid_block.attentions.0"], at_steps=[0, 12, 24]) as cap:   # doctest: +SKIP
     ...     pipe(["a red circle"], num_inference_steps=25)
     >>> cap.take()[("mid_block.attentions.0", "cond")].shape                                   # doctest: +SKIP
     torch.Size([1, 3, 16, 128])
@@ -80,15 +80,16 @@ class StepTracker:
 
 
 class ActivationCapture:
-    """Record activations of `hookpoints` at `steps` while the pipeline samples; `take()` returns and clears them."""
+    """Record activations of `hookpoints` at the sampling steps `at_steps` (indices) while the pipeline samples;
+    `take()` returns and clears them."""
 
-    def __init__(self, pipe, hookpoints: Sequence[str], steps: Sequence[int], readout: str = "update",
+    def __init__(self, pipe, hookpoints: Sequence[str], at_steps: Sequence[int], readout: str = "update",
                  branches: Sequence[str] = ("cond", "uncond"), dtype: torch.dtype = torch.float32):
         if readout not in READOUTS:
             raise ValueError(f"unknown readout '{readout}'; use 'update' (output - input) or 'output'")
         if not branches or not set(branches) <= {"cond", "uncond"}:
             raise ValueError(f"unknown branches {list(branches)}; use 'cond' and/or 'uncond'")
-        self.pipe, self.steps, self.readout, self.branches, self.dtype = pipe, list(steps), readout, branches, dtype
+        self.pipe, self.steps, self.readout, self.branches, self.dtype = pipe, list(at_steps), readout, branches, dtype
         self.modules = {name: resolve_hookpoint(pipe, name) for name in hookpoints}
         self.tracker = StepTracker(pipe)
         self._records: dict[tuple[str, str], dict[int, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))

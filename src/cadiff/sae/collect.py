@@ -5,7 +5,7 @@ Example:
     >>> import cadiff
     >>> pipe = cadiff.load_pipeline()
     >>> store = cadiff.collect_activations(pipe, ["a red circle"] * 64, seeds=range(64), out="runs/acts",
-    ...                                    hookpoints=["mid_block.attentions.0"], steps="first,mid,last")  # doctest: +SKIP
+    ...                                    hookpoints=["mid_block.attentions.0"], at_steps="first,mid,last")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from cadiff.files.io import atomic_dir, check_new, write_json
+from cadiff.files.renames import check_count, renamed
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, sampling_defaults
 from cadiff.sae.capture import ActivationCapture
@@ -48,17 +49,18 @@ def _plan_matches(old: dict, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys) and old["model"]["fingerprint"] == new["model"]["fingerprint"]
 
 
+@renamed(num_inference_steps="steps", guidance_scale="guidance")
 def collect_activations(
     pipe,
     prompts: Sequence[str],
     seeds: Sequence[int],
     out: str | Path,
     hookpoints: Sequence[str],
-    steps: str | Sequence[int] = "first,mid,last",
+    at_steps: str | Sequence[int] = "first,mid,last",
     readout: str = "update",
     branches: Sequence[str] = ("cond", "uncond"),
-    num_inference_steps: int | None = None,
-    guidance_scale: float | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
     shard_size: int = 64,
     dtype: str = "float32",
     shapes_world: bool | None = None,
@@ -66,10 +68,12 @@ def collect_activations(
     model_source: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ActivationStore:
-    """Generate one image per (prompt, seed) and store the activations of `hookpoints` at `steps` into `out`.
+    """Generate one image per (prompt, seed) with `steps` sampling steps and store the activations of `hookpoints`
+    at the steps `at_steps` names into `out`.
 
     If `out` holds an interrupted capture with the same settings, only its missing shards are made; `overwrite`
     captures afresh beside an existing `out` and replaces it only once the capture is complete."""
+    check_count("steps", steps)
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
@@ -80,14 +84,14 @@ def collect_activations(
     for name in hookpoints:
         resolve_hookpoint(pipe, name)
     defaults = sampling_defaults(pipe)
-    n_steps = num_inference_steps or defaults["num_inference_steps"]
-    guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
-    steps = resolve_steps(steps, n_steps)
+    n_steps = steps or defaults["num_inference_steps"]
+    guidance = defaults["guidance_scale"] if guidance is None else guidance
+    captured = resolve_steps(at_steps, n_steps)
     if guidance <= 1 and "uncond" in branches:
         branches = [b for b in branches if b != "uncond"]  # no guidance: the pipeline runs the conditional branch only
     world = _world(pipe, shapes_world)
-    plan = {"format": FORMAT, "hookpoints_requested": list(hookpoints), "steps": steps,
-            "times": [round(step_time(s, n_steps), 4) for s in steps], "branches": list(branches),
+    plan = {"format": FORMAT, "hookpoints_requested": list(hookpoints), "steps": captured,
+            "times": [round(step_time(s, n_steps), 4) for s in captured], "branches": list(branches),
             "readout": readout, "dtype": dtype, "num_inference_steps": n_steps, "guidance_scale": guidance,
             "shard_size": shard_size, "shapes_world": world is not None,
             "world": None if world is None else world.name, "model": describe_model(pipe, model_source),
@@ -95,9 +99,8 @@ def collect_activations(
     out = Path(out)
     if out.exists() and overwrite:
         with atomic_dir(out, overwrite=True) as tmp:
-            collect_activations(pipe, prompts, seeds, tmp, hookpoints, steps=steps, readout=readout,
-                                branches=branches, num_inference_steps=num_inference_steps,
-                                guidance_scale=guidance_scale, shard_size=shard_size, dtype=dtype,
+            collect_activations(pipe, prompts, seeds, tmp, hookpoints, at_steps=at_steps, readout=readout,
+                                branches=branches, steps=steps, guidance=guidance, shard_size=shard_size, dtype=dtype,
                                 shapes_world=shapes_world, model_source=model_source, progress=progress)
         return ActivationStore(out)
     if (out / META).is_file():
@@ -116,7 +119,7 @@ def collect_activations(
         write_json(out / META, plan)
 
     judge = _judge(world) if world is not None else None
-    capture = ActivationCapture(pipe, hookpoints, steps, readout, branches, DTYPES[dtype])
+    capture = ActivationCapture(pipe, hookpoints, captured, readout, branches, DTYPES[dtype])
     with capture:
         for i, start in enumerate(range(0, len(prompts), shard_size)):
             path = out / shard_name(i)
@@ -129,7 +132,7 @@ def collect_activations(
                     continue
                 except ValueError:
                     path.unlink()  # a damaged shard: capture it again
-            images = generate(pipe, chunk_p, chunk_s, num_inference_steps=n_steps, guidance_scale=guidance,
+            images = generate(pipe, chunk_p, chunk_s, steps=n_steps, guidance=guidance,
                               batch_size=shard_size)
             tensors = {act_key(h, b): t for (h, b), t in capture.take().items()}
             tensors.update(seed=torch.tensor(chunk_s), index=torch.arange(start, start + len(chunk_p)),

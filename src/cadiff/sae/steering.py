@@ -9,7 +9,7 @@ Z is the SAE code of the update at each position. Steering at beta = 0 in 'globa
 
 Example:
     >>> import cadiff
-    >>> with cadiff.steer(pipe, sae, latents=[12], mode="global", beta=8, steps="middle"):      # doctest: +SKIP
+    >>> with cadiff.steer(pipe, sae, latents=[12], mode="global", beta=8, at_steps="middle"):      # doctest: +SKIP
     ...     images = cadiff.generate(pipe, ["a red circle"], seeds=[0])
 """
 
@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from cadiff.files.renames import check_count, renamed
 from cadiff.models.loading import sampling_defaults
 from cadiff.sae.capture import StepTracker, hook_io, replace_output, split_branches
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps
@@ -74,10 +75,13 @@ def steering_change(sae: TopKSAE, delta: torch.Tensor, latents: Sequence[int], m
 
 
 @contextlib.contextmanager
+@renamed(num_inference_steps="steps")
 def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta: float = 8.0,
-          steps: str | Sequence[int] = "middle", region: np.ndarray | None = None, quadrant: str | None = None,
-          num_inference_steps: int | None = None) -> Iterator[None]:
-    """While active, every pipeline call is steered at the SAE's hookpoint, conditional branch, at `steps`."""
+          at_steps: str | Sequence[int] = "middle", region: np.ndarray | None = None, quadrant: str | None = None,
+          steps: int | None = None) -> Iterator[None]:
+    """While active, every pipeline call of `steps` sampling steps is steered at the SAE's hookpoint, conditional
+    branch, at the steps `at_steps` names (a window or step indices)."""
+    check_count("steps", steps)
     hookpoint = sae.hookpoint
     if hookpoint is None:
         raise ValueError("this SAE does not record its hookpoint (metadata.hook_name); cannot attach it")
@@ -86,8 +90,8 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
     if width is not None and width != sae.d_in:
         raise ValueError(f"the SAE reads {sae.d_in}-dim activations but {hookpoint} of this model has {width} "
                          "channels; use an SAE trained on this model")
-    n_steps = num_inference_steps or sampling_defaults(pipe)["num_inference_steps"]
-    chosen = set(resolve_steps(steps, n_steps))
+    n_steps = steps or sampling_defaults(pipe)["num_inference_steps"]
+    chosen = set(resolve_steps(at_steps, n_steps))
     if mode not in MODES:
         raise ValueError(f"unknown steering mode '{mode}'; use 'spatial' or 'global'")
     grid = tuple(sae.metadata.get("grid") or ())
@@ -106,7 +110,7 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
             return None
         if len(tracker.pipe.scheduler.timesteps) != n_steps:
             raise RuntimeError(f"steering was set up for {n_steps} steps but the pipeline runs "
-                               f"{len(tracker.pipe.scheduler.timesteps)}; pass num_inference_steps to steer()")
+                               f"{len(tracker.pipe.scheduler.timesteps)}; pass steps= to steer()")
         inp, out = hook_io(args, kwargs, output)
         b, c, h, w = out.shape
         if region is not None and tuple(region.shape) != (h, w):

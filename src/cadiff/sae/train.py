@@ -4,7 +4,7 @@ decoder rows, AuxK loss on dead latents; checkpoints so an interrupted run resum
 Example:
     >>> from cadiff.sae import ActivationStore, SAETrainConfig, train_sae
     >>> store = ActivationStore("runs/acts")                                                    # doctest: +SKIP
-    >>> sae, metrics = train_sae(store, "mid_block.attentions.0", "cond", [0], SAETrainConfig(k=10))  # doctest: +SKIP
+    >>> sae, metrics = train_sae(store, "mid_block.attentions.0", "cond", at_steps=[0], cfg=SAETrainConfig(k=10))  # doctest: +SKIP
     >>> metrics["explained_variance"], metrics["l0"], metrics["dead_fraction"]                  # doctest: +SKIP
 """
 
@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cadiff.files.io import write_json
+from cadiff.files.renames import renamed
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore, ShardPart
 
@@ -162,21 +163,23 @@ def _load_checkpoint(path: Path, sae: TopKSAE, opt: torch.optim.Optimizer) -> di
     return state
 
 
+@renamed(steps="at_steps")
 def train_sae(
     store: ActivationStore,
     hookpoint: str,
     branch: str = "cond",
-    steps: Sequence[int] | None = None,
+    at_steps: Sequence[int] | None = None,
     cfg: SAETrainConfig | None = None,
     checkpoint: str | Path | None = None,
     progress: Callable[[dict], None] | None = None,
 ) -> tuple[TopKSAE, dict]:
-    """Train one SAE on (hookpoint, branch, steps) of `store`; returns it with its metrics.
+    """Train one SAE on (hookpoint, branch, the stored sampling steps `at_steps`: default all) of `store`; returns
+    it with its metrics.
 
     With `checkpoint`, progress is saved there every `cfg.checkpoint_every` steps and a run with the same settings
     resumes from it; the folder is removed when training ends."""
     cfg = cfg or SAETrainConfig()
-    steps = list(steps) if steps is not None else store.steps
+    steps = list(at_steps) if at_steps is not None else store.steps
     store.check(hookpoint, branch, steps)
     train_shards, eval_shards = _split(store, cfg)
     d_in = store.channels(hookpoint)
