@@ -20,7 +20,8 @@ def make_store(path: Path, acts: torch.Tensor, hookpoint: str = "mid_block.atten
     write_json(path / META, {"format": FORMAT, "hookpoints": {hookpoint: {"grid": list(grid), "channels": c}},
                              "steps": list(range(s)), "times": [1 - i / max(s - 1, 1) for i in range(s)],
                              "branches": ["cond"], "readout": "update", "num_inference_steps": s,
-                             "guidance_scale": 4.0, "model": {"source": "synthetic", "fingerprint": "0"}})
+                             "guidance_scale": 4.0, "model": {"source": "synthetic", "fingerprint": "0"},
+                             "world": "shapes"})
     for i, start in enumerate(range(0, n, shard_size)):
         chunk = acts[start:start + shard_size]
         tensors = {act_key(hookpoint, "cond"): chunk, "seed": torch.arange(len(chunk)),

@@ -51,16 +51,13 @@ def test_a_new_world_is_one_registered_class(monkeypatch):
     class Dots(World):
         name = "dots-test"
 
-        def concepts(self):
-            return ("one", "two")
-
-        def attribute_of(self, concept):
-            return "count"
+        def attributes(self):  # all a world must say for concepts, attribute_of, others and accuracy
+            return {"count": ("one", "two")}
 
     pipe = tiny_sd("sd1")
     mark_model(pipe, {"world": "dots-test"})
     world = world_of(pipe)
-    assert isinstance(world, Dots) and world.others(["one"]) == ["two"]
+    assert isinstance(world, Dots) and world.others(["one"]) == ["two"] and world.attribute_of("two") == "count"
     assert world.accuracy({"count": ["one", "two", "two"]}, [{"count": "one"}, {"count": "one"}, {"count": "two"}]) \
         == {"one": 0.5, "two": 1.0}
     with pytest.raises(ValueError, match="unknown world 'nowhere'"):

@@ -265,11 +265,11 @@ def steer_cmd(args: argparse.Namespace) -> int:
         stack_grids(grids, ["unsteered", f"steered: latents {latents}, {args.mode}, beta {args.beta}, "
                                          f"steps {window}"]).save(run.path / "grid.png")
         run.metrics = {"change": change(before, after)}
-        if world_of(pipe) is not None and args.mode == "spatial":
-            run.metrics["spatial_success"] = spatial_success(after, args.quadrant)
-            run.metrics["spatial_success_unsteered"] = spatial_success(before, args.quadrant)
+        if world is not None and args.mode == "spatial":
+            run.metrics["spatial_success"] = spatial_success(after, args.quadrant, world)
+            run.metrics["spatial_success_unsteered"] = spatial_success(before, args.quadrant, world)
         if evaluator is not None:
-            run.metrics["style_success"] = style_success(after, args.concept, evaluator)
-            run.metrics["style_success_unsteered"] = style_success(before, args.concept, evaluator)
+            run.metrics["style_success"] = style_success(after, args.concept, evaluator, world)
+            run.metrics["style_success_unsteered"] = style_success(before, args.concept, evaluator, world)
     print(" ".join(f"{k} {v:.3f}" for k, v in run.metrics.items()) + f"; wrote {args.out}/grid.png")
     return 0

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cadiff.sae.concepts import LatentCodes, concept_dictionary, image_labels, iou
+from cadiff.sae.concepts import LatentCodes, concept_dictionary, image_labels, iou, store_attributes
 from cadiff.sae.store import ActivationStore
-from cadiff.worlds.shapes.world import ATTRIBUTES
 
 
 def split(n: int, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -101,9 +100,10 @@ def probe_scores(store: ActivationStore, hookpoint: str, step: int, branch: str 
     With `only_open`, each attribute is probed only on images whose prompt left it open (decided by the noise)."""
     x = torch.cat([a[:, 0].flatten(1) for a in store.activations(hookpoint, branch, [step])]).numpy()
     meta = store.metadata()
-    labels = image_labels(meta)
+    attributes = store_attributes(store)
+    labels = image_labels(meta, attributes)
     out = {}
-    for attribute in ATTRIBUTES:
+    for attribute in attributes:
         y = labels[attribute].copy()
         if only_open:
             y[np.asarray(meta.get(attribute, np.full(len(y), -1))) >= 0] = -1

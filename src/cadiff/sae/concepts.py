@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore
-from cadiff.worlds.shapes.world import ATTRIBUTES
+from cadiff.worlds import world_of_store
 
 THRESHOLD = 0.1
 MIN_IOU = 0.5
@@ -41,12 +41,14 @@ class LatentCodes:
     labels: dict[str, np.ndarray]  # attribute -> (N,) value index, -1 unknown
     prompts: list[str]
     step: int
+    attributes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the world's questions and answers
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> "LatentCodes":
         """The same codes restricted to images `idx`."""
         idx = np.asarray(idx)
         return LatentCodes(self.codes[idx], self.images[idx], None if self.masks is None else self.masks[idx],
-                           {k: v[idx] for k, v in self.labels.items()}, [self.prompts[i] for i in idx], self.step)
+                           {k: v[idx] for k, v in self.labels.items()}, [self.prompts[i] for i in idx], self.step,
+                           self.attributes)
 
     def maps(self, latent: int, images: Sequence[int] | np.ndarray) -> np.ndarray:
         """Activation maps of `latent` on `images`, normalised to [0, 1] and upsampled to image size."""
@@ -56,10 +58,16 @@ class LatentCodes:
         return F.interpolate(m[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
-def image_labels(meta: dict) -> dict[str, np.ndarray]:
-    """Attribute labels per image: what the evaluator saw in the final image if stored, else what the prompt named."""
+def image_labels(meta: dict, attributes: Sequence[str]) -> dict[str, np.ndarray]:
+    """Attribute labels per image: what the judge saw in the final image if stored, else what the prompt named."""
     n = len(meta["prompts"])
-    return {a: np.asarray(meta.get(f"seen_{a}", meta.get(a, np.full(n, -1)))) for a in ATTRIBUTES}
+    return {a: np.asarray(meta.get(f"seen_{a}", meta.get(a, np.full(n, -1)))) for a in attributes}
+
+
+def store_attributes(store: ActivationStore) -> dict[str, tuple[str, ...]]:
+    """The questions and answers of the store's world (empty for a store of a model of no world)."""
+    world = world_of_store(store.meta)
+    return world.attributes() if world is not None else {}
 
 
 @torch.no_grad()
@@ -77,7 +85,8 @@ def latent_codes(store: ActivationStore, sae: TopKSAE, step: int, branch: str | 
                                                                                                [step])])
     meta = store.metadata()
     masks = meta["mask"].astype(bool) if "mask" in meta else None
-    return LatentCodes(codes, meta["image"], masks, image_labels(meta), meta["prompts"], step)
+    attributes = store_attributes(store)
+    return LatentCodes(codes, meta["image"], masks, image_labels(meta, attributes), meta["prompts"], step, attributes)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -106,11 +115,11 @@ def concept_dictionary(codes: LatentCodes, top_n: int = 16) -> list[dict]:
                 entry["kind"] = "object"
             elif bg.mean() > 0.5:
                 entry["kind"] = "background"
-            for attribute, values in ATTRIBUTES.items():
+            for attribute, values in codes.attributes.items():
                 matched = [v for v in codes.labels[attribute][top[obj]] if v >= 0]
                 if matched:
                     entry["labels"][attribute] = values[Counter(matched).most_common(1)[0][0]]
-        for attribute, values in ATTRIBUTES.items():
+        for attribute, values in codes.attributes.items():
             known = [v for v in codes.labels[attribute][top] if v >= 0]
             if known:
                 value, count = Counter(known).most_common(1)[0]
@@ -132,7 +141,7 @@ def cohesion_separability(codes: LatentCodes, entries: list[dict]) -> dict[str, 
     attribute's values of the best single latent's AUROC (image peak activation, value vs the rest)."""
     strength = codes.codes.flatten(1, 2).amax(1).numpy()
     out = {}
-    for attribute, values in ATTRIBUTES.items():
+    for attribute, values in codes.attributes.items():
         labels = codes.labels[attribute]
         known = labels >= 0
         purities = [e["purity"][attribute]["purity"] for e in entries
@@ -180,9 +189,7 @@ def pick_latents(entries: list[dict], n: int = 16) -> list[int]:
 def latents_for(entries: list[dict], value: str, n: int = 1) -> list[int]:
     """The n latents that stand most for a concept word ('red', 'star', 'striped'): highest purity of that value
     over their top images, IoU-matched object latents first; ValueError if no latent fires for it."""
-    from cadiff.worlds.shapes.world import attribute_of
-
-    attribute = attribute_of(value)
+    attribute = next((a for e in entries for a, p in e["purity"].items() if p["value"] == value), None)
     candidates = [e for e in entries if e["purity"].get(attribute, {}).get("value") == value]
     if not candidates:
         raise ValueError(f"no latent of this SAE stands for '{value}'; try another step or a wider SAE")

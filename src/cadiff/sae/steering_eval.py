@@ -1,5 +1,5 @@
-"""Scoring steered images on the shapes world: did the object land in the target quadrant, does the evaluator see
-the requested colour or texture, and how far did the image move from the unsteered one.
+"""Scoring steered images on a world (default: the shapes world): did the object land in the target quadrant, does
+the judge see the requested colour or texture, and how far did the image move from the unsteered one.
 
 Example:
     >>> from cadiff.sae.steering_eval import change, intact, quadrant_of, spatial_success, style_success
@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from cadiff.worlds.shapes.world import SIZE, attribute_of, shape_centre
+from cadiff.worlds import World, get_world
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
-def quadrant_of(image: np.ndarray) -> str | None:
-    """The quadrant holding the centre of the image's shape, or None when no shape stands out."""
-    centre = shape_centre(image)
+def quadrant_of(image: np.ndarray, world: World | None = None) -> str | None:
+    """The quadrant holding the centre of the image's object, or None when no object stands out."""
+    centre = (world or get_world("shapes")).object_centre(image)
     if centre is None:
         return None
-    x, y = centre  # in the 32-pixel units of the shapes world, whatever the image size
-    return QUADRANTS[int(y >= SIZE / 2) * 2 + int(x >= SIZE / 2)]
+    x, y = centre  # fractions of the image's width and height
+    return QUADRANTS[int(y >= 0.5) * 2 + int(x >= 0.5)]
 
 
-def spatial_success(images: np.ndarray, quadrant: str) -> float:
-    """Fraction of images whose shape centre lies in `quadrant` (chance 0.25)."""
-    return float(np.mean([quadrant_of(im) == quadrant for im in images]))
+def spatial_success(images: np.ndarray, quadrant: str, world: World | None = None) -> float:
+    """Fraction of images whose object centre lies in `quadrant` (chance 0.25)."""
+    return float(np.mean([quadrant_of(im, world) == quadrant for im in images]))
 
 
 def intact(images: np.ndarray, shapes: list[str], colours: list[str], evaluator) -> np.ndarray:
@@ -36,9 +36,9 @@ def intact(images: np.ndarray, shapes: list[str], colours: list[str], evaluator)
     return np.array([s == ps and c == pc for s, c, ps, pc in zip(seen["shape"], seen["colour"], shapes, colours)])
 
 
-def style_success(images: np.ndarray, value: str, evaluator) -> float:
-    """Fraction of images in which the evaluator sees `value` (a colour or texture, or a shape)."""
-    seen = evaluator.predict(images)[attribute_of(value)]
+def style_success(images: np.ndarray, value: str, evaluator, world: World | None = None) -> float:
+    """Fraction of images in which the judge sees `value` (a colour or texture, or a shape)."""
+    seen = evaluator.predict(images)[(world or get_world("shapes")).attribute_of(value)]
     return float(np.mean([s == value for s in seen]))
 
 

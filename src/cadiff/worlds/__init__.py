@@ -20,17 +20,24 @@ from cadiff.models.loading import model_info
 
 
 class World:
-    """What cadiff needs to know of a world; every concept answers one question (its `attribute`)."""
+    """What cadiff needs to know of a world; every concept is one answer to one question (its `attribute`)."""
 
     name: ClassVar[str]
 
+    def attributes(self) -> dict[str, tuple[str, ...]]:
+        """Each question the world's images answer, with its possible answers (the concepts), in a fixed order."""
+        raise NotImplementedError
+
     def concepts(self) -> tuple[str, ...]:
         """Every concept of the world, in a fixed order."""
-        raise NotImplementedError
+        return tuple(c for values in self.attributes().values() for c in values)
 
     def attribute_of(self, concept: str) -> str:
         """The question `concept` answers (the shapes world: shape, colour or texture); ValueError if none."""
-        raise NotImplementedError
+        for attribute, values in self.attributes().items():
+            if concept in values:
+                return attribute
+        raise ValueError(f"'{concept}' is not a concept of the {self.name} world; known: {', '.join(self.concepts())}")
 
     def concept_prompt(self, concept: str) -> str:
         """The prompt a bare concept word becomes ('circle' -> 'a circle'); other text is returned as it is."""
@@ -72,6 +79,10 @@ class World:
         """What the SAE analyses read per image (labels, masks), as tensors; none by default."""
         return {}
 
+    def object_centre(self, image) -> tuple[float, float] | None:
+        """Where the image's object is, (x, y) as fractions of its width and height, or None if none stands out."""
+        raise NotImplementedError
+
 
 WORLDS: dict[str, type[World]] = {}
 
@@ -86,6 +97,13 @@ def get_world(name: str) -> World:
     if name not in WORLDS:
         raise ValueError(f"unknown world '{name}'; known: {', '.join(WORLDS)}")
     return WORLDS[name]()
+
+
+def world_of_store(meta: dict) -> World | None:
+    """The world of an activation store (its meta.json): recorded by name, or the shapes world for stores of older
+    versions that recorded only `shapes_world`."""
+    name = meta.get("world") or ("shapes" if meta.get("shapes_world") else None)
+    return get_world(name) if name in WORLDS else None
 
 
 def world_of(pipe) -> World | None:

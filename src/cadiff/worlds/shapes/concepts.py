@@ -11,18 +11,25 @@ import torch
 
 from cadiff.worlds import World, register_world
 from cadiff.worlds.shapes.world import ATTRIBUTES, CONCEPTS, SHAPES, attribute_of, caption_labels
-from cadiff.worlds.shapes.world import COLOURS, TEXTURES, full_caption, shape_mask
+from cadiff.worlds.shapes.world import COLOURS, SIZE, TEXTURES, full_caption, shape_centre, shape_mask
 
 
 @register_world
 class ShapesWorld(World):
     name = "shapes"
 
+    def attributes(self) -> dict[str, tuple[str, ...]]:
+        return dict(ATTRIBUTES)
+
     def concepts(self) -> tuple[str, ...]:
         return CONCEPTS
 
     def attribute_of(self, concept: str) -> str:
         return attribute_of(concept)
+
+    def object_centre(self, image: np.ndarray) -> tuple[float, float] | None:
+        centre = shape_centre(image)
+        return None if centre is None else (centre[0] / SIZE, centre[1] / SIZE)
 
     def concept_prompt(self, concept: str) -> str:
         if concept not in self.concepts():
