@@ -266,20 +266,19 @@ def test_a_new_objective_is_one_registered_class(sd2, monkeypatch):
     from cadiff.attribution.objectives import OBJECTIVES, register_objective
     from cadiff.attribution.objectives.erase import Erase
 
-    monkeypatch.setattr("cadiff.attribution.objectives.OBJECTIVES", dict(OBJECTIVES))
-
     @register_objective
     class Keep(Erase):  # the erase distance with the opposite sign: what keeps the concept scores positive
         name = "keep-test"
         sign = -1.0
         select_sign = "negative"
 
+    monkeypatch.setitem(OBJECTIVES, Keep.name, Keep)  # removed again after the test
     kw = dict(seeds=1, steps=STEPS, guidance=GUIDANCE, progress=False)
     erase, keep = attribute(sd2, "a circle", **kw), attribute(sd2, "a circle", objective="keep-test", **kw)
     assert keep.metadata["objective"] == "keep-test" and keep.metadata["J"] == pytest.approx(-erase.metadata["J"])
     for name in erase.scores:
         torch.testing.assert_close(keep.scores[name], -erase.scores[name])
-    with pytest.raises(ValueError, match="objective must be one of erase, amplify, keep-test"):
+    with pytest.raises(ValueError, match="unknown objective 'forget'; choose from erase, amplify, keep-test"):
         attribute(sd2, "a circle", objective="forget", **kw)
 
 

@@ -143,8 +143,6 @@ def test_a_new_method_is_one_registered_class_and_gets_its_flags(pipe, tmp_path,
     from cadiff.editing.result import EditResult
     from cadiff.files.config import Config, option
 
-    monkeypatch.setattr("cadiff.editing.methods.METHODS", dict(METHODS))
-
     @dataclass(frozen=True)
     class ScaleConfig(Config):
         factor: float = option(1.0, "scale every denoiser weight by this", type=float)
@@ -162,6 +160,7 @@ def test_a_new_method_is_one_registered_class_and_gets_its_flags(pipe, tmp_path,
                     p.mul_(self.config.factor)
             return EditResult(with_denoiser(pipe, net), self.name, objective, concepts, [], self.config)
 
+    monkeypatch.setitem(METHODS, Scale.name, Scale)  # removed again after the test
     result = cadiff.erase(pipe, "a red circle", method="scale-test", factor=0.5)
     w = next(pipe.unet.parameters())
     assert torch.equal(next(result.pipeline.unet.parameters()), 0.5 * w) and result.settings()["factor"] == 0.5

@@ -45,8 +45,6 @@ def test_erase_and_evaluate_measure_with_one_engine(tmp_path):
 
 
 def test_a_new_world_is_one_registered_class(monkeypatch):
-    monkeypatch.setattr("cadiff.worlds.WORLDS", dict(WORLDS))
-
     @register_world
     class Dots(World):
         name = "dots-test"
@@ -54,6 +52,7 @@ def test_a_new_world_is_one_registered_class(monkeypatch):
         def attributes(self):  # all a world must say for concepts, attribute_of, others and accuracy
             return {"count": ("one", "two")}
 
+    monkeypatch.setitem(WORLDS, Dots.name, Dots)  # removed again after the test
     pipe = tiny_sd("sd1")
     mark_model(pipe, {"world": "dots-test"})
     world = world_of(pipe)

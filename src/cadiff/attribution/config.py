@@ -8,22 +8,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Sequence
 
 from cadiff.attribution.objectives import ESTIMATORS
-from cadiff.files.config import Config, option
+from cadiff.files.config import Config, option, positive_int
 
 PRESERVE_RULES = ("mean", "guard", "relative")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import OBJECTIVES
@@ -149,17 +150,11 @@ def _method_config(args: argparse.Namespace, objective: str):
     given = given_options(args, *(get_method(n).config_class for n in methods_for(objective)))
     foreign = [k for k in given if k not in cls.names()]
     if foreign:
-        flags = {f.name: flag_name(f) for n in methods_for(objective) for f in _fields(get_method(n).config_class)}
-        takes = ", ".join(flag_name(f) for f in _fields(cls))
+        flags = {f.name: flag_name(f) for n in methods_for(objective) for f in fields(get_method(n).config_class)}
+        takes = ", ".join(flag_name(f) for f in fields(cls))
         raise ValueError(f"{', '.join(flags[k] for k in foreign)}: not an option of --method {args.method} "
                          f"(its options: {takes})")
     return method_config(args.method, **given)
-
-
-def _fields(cls):
-    from dataclasses import fields
-
-    return fields(cls)
 
 
 def run_edit(args: argparse.Namespace, objective: str) -> int:

@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from cadiff.files.config import positive_int  # noqa: F401  (the CLI modules' argparse type)
 from cadiff.files.io import OutputExistsError, OutputPathError
 from cadiff.models.loading import ModelLoadError
 
@@ -68,13 +69,6 @@ def renamed(p: argparse.ArgumentParser, old: str, new: str) -> None:
             parser.error(f"{old} is now {new}")
 
     p.add_argument(old, action=Renamed, nargs="?", help=argparse.SUPPRESS)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def device(text: str) -> str:

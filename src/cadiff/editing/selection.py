@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from cadiff.attribution.config import positive_int
-from cadiff.files.config import Config, option
+from cadiff.files.config import Config, option, positive_int
 from cadiff.files.select import SCOPES, check_amount
 
 DEFAULT_RATIO = 0.03  # per row: measured on the embedded model; the paper uses 0.001 on SD 1.4's wide rows

@@ -14,8 +14,17 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Sequence
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def option(default: Any, help: str, *, type: Callable[[str], Any] | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Sequence
 
+from cadiff.files.registry import Registry
 from cadiff.models.loading import model_info
 
 
@@ -84,19 +85,12 @@ class World:
         raise NotImplementedError
 
 
-WORLDS: dict[str, type[World]] = {}
-
-
-def register_world(cls: type[World]) -> type[World]:
-    """Class decorator: make a world available by its `name`."""
-    WORLDS[cls.name] = cls
-    return cls
+WORLDS = Registry("world")
+register_world = WORLDS.register
 
 
 def get_world(name: str) -> World:
-    if name not in WORLDS:
-        raise ValueError(f"unknown world '{name}'; known: {', '.join(WORLDS)}")
-    return WORLDS[name]()
+    return WORLDS.lookup(name)()
 
 
 def world_of_store(meta: dict) -> World | None:

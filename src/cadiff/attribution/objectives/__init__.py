@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar
 
 from cadiff.attribution.estimators import Row, Step
+from cadiff.files.registry import Registry
 
 ESTIMATORS = ("trajectory", "restart")
 
@@ -51,24 +52,13 @@ class Objective:
         raise NotImplementedError
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
-
-
-def register_objective(cls: type[Objective]) -> type[Objective]:
-    """Class decorator: make an objective available by its `name`."""
-    OBJECTIVES[cls.name] = cls
-    return cls
+OBJECTIVES = Registry("objective")
+register_objective = OBJECTIVES.register
 
 
 def get_objective(name: str) -> Objective:
     """The registered objective called `name`; ValueError naming the known ones otherwise."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got '{name}'")
-    return OBJECTIVES[name]()
-
-
-def objective_names() -> Sequence[str]:
-    return tuple(OBJECTIVES)
+    return OBJECTIVES.lookup(name)()
 
 
 # the built-in objectives register themselves, erase first (the default)

@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from cadiff.editing.result import EditResult
 from cadiff.files.config import Config, make_config
+from cadiff.files.registry import Registry
 
 
 class EditMethod:
@@ -50,13 +51,8 @@ class EditMethod:
         raise NotImplementedError
 
 
-METHODS: dict[str, type[EditMethod]] = {}
-
-
-def register_method(cls: type[EditMethod]) -> type[EditMethod]:
-    """Class decorator: make an edit method available by its `name` (API `method=`, CLI `--method`)."""
-    METHODS[cls.name] = cls
-    return cls
+METHODS = Registry("edit method")
+register_method = METHODS.register  # class decorator: API `method=`, CLI `--method`
 
 
 def methods_for(objective: str) -> list[str]:
@@ -65,9 +61,7 @@ def methods_for(objective: str) -> list[str]:
 
 
 def get_method(name: str) -> type[EditMethod]:
-    if name not in METHODS:
-        raise ValueError(f"unknown edit method '{name}'; choose from {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS.lookup(name)
 
 
 def method_config(name: str, **options: Any) -> Config:

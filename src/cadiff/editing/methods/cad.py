@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass, fields
 
 from cadiff.attribution import attribute
-from cadiff.attribution.config import AttributionConfig, positive_int
+from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import get_objective
 from cadiff.editing.ablate import ablated
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import SelectionConfig
-from cadiff.files.config import option
+from cadiff.files.config import option, positive_int
 
 @dataclass(frozen=True)
 class CADConfig(AttributionConfig, SelectionConfig):

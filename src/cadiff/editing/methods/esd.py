@@ -25,11 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cadiff.attribution.config import positive_int
 from cadiff.editing.copies import with_denoiser
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
-from cadiff.files.config import Config, option
+from cadiff.files.config import Config, option, positive_int
 
 VARIANTS = ("u", "x")
 

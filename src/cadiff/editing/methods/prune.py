@@ -18,11 +18,10 @@ from typing import Any
 
 import torch
 
-from cadiff.attribution.config import positive_int
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
-from cadiff.files.config import Config, option
+from cadiff.files.config import Config, option, positive_int
 from cadiff.files.mask import Mask
 
 
