@@ -1,5 +1,5 @@
-"""No package imports one above it: files at the bottom, then models, worlds, attribution, editing, evaluation /
-sae, cli."""
+"""No package imports one above it: files at the bottom, then models and the denoiser adapters, worlds, attribution,
+editing, evaluation / sae, cli."""
 
 import ast
 from pathlib import Path
@@ -8,7 +8,8 @@ import cadiff
 
 ROOT = Path(cadiff.__file__).parent
 BELOW = {"_version": set(), "files": {"_version"}, "report": set()}
-BELOW["models"] = {"_version", "files", "models"}
+BELOW["adapters"] = {"_version", "files", "adapters"}
+BELOW["models"] = BELOW["adapters"] | {"models"}
 BELOW["worlds"] = BELOW["models"] | {"worlds", "report"}
 BELOW["attribution"] = BELOW["worlds"] | {"attribution"}
 BELOW["editing"] = BELOW["attribution"] | {"editing", "report"}

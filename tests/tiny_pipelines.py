@@ -1,4 +1,4 @@
-"""Tiny random pipelines built from configs, shaped like SD 1.x, SD 2.x and SDXL (no weights are downloaded)."""
+"""Tiny random pipelines built from configs, shaped like SD 1.x, SD 2.x, SDXL and SD3 (no weights are downloaded)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,30 @@ def _ddim(prediction_type: str = "epsilon"):
                          prediction_type=prediction_type, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
+def tiny_sd3(seed: int = 0):
+    """A random SD3-style pipeline: an MMDiT with two joint blocks, flow matching, two CLIP encoders, no T5."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                        caption_projection_dim=16, pooled_projection_dim=32, pos_embed_max_size=16)
+    vae = _vae()
+    vae.register_to_config(shift_factor=0.0)
+    pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                                    text_encoder=_text(16, True), tokenizer=build_tokenizer(),
+                                    text_encoder_2=_text(16, True), tokenizer_2=build_tokenizer(),
+                                    text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A random pipeline: 'sd1' (SD 1.x layout), 'sd2' (v-prediction, linear projections, per-block heads), 'sdxl'."""
+    """A random pipeline: 'sd1' (SD 1.x layout), 'sd2' (v-prediction, linear projections, per-block heads), 'sdxl',
+    'sd3' (an MMDiT with flow matching)."""
+    if kind == "sd3":
+        pipe = tiny_sd3(seed)
+        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(seed)

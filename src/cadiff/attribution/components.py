@@ -1,9 +1,9 @@
-"""Which weights of a denoiser are components: the one place that names parameter groups.
+"""Which weights of a denoiser are components: groups named by the denoiser's adapter, or a name regex.
 
 A component is one scalar weight. Groups select weight tensors by name:
 - "ff" (default, the paper's set): 2-D feed-forward weights of transformer blocks
-  (`ff.net.0.proj.weight`, `ff.net.2.weight`);
-- "attn": 2-D attention weights of transformer blocks (`attn1.*`, `attn2.*`);
+  (`ff.net.0.proj.weight`, `ff.net.2.weight`; in MMDiTs also the text stream's `ff_context`);
+- "attn": 2-D attention weights of transformer blocks (U-Net `attn1.*`, `attn2.*`; MMDiT `attn.*`);
 - "linear": every 2-D weight of transformer blocks;
 - "all": every parameter of the denoiser;
 - anything else is a regular expression matched (re.search) against parameter names.
@@ -21,28 +21,14 @@ import re
 
 import torch
 
-GROUPS = ("ff", "attn", "linear", "all")
-FF_SUFFIXES = ("ff.net.0.proj.weight", "ff.net.2.weight")
-TRANSFORMER_BLOCK = ".transformer_blocks."
-
-
-def _in_group(name: str, param: torch.Tensor, group: str) -> bool:
-    block_2d = TRANSFORMER_BLOCK in f".{name}" and param.ndim == 2
-    if group == "ff":
-        return block_2d and name.endswith(FF_SUFFIXES)
-    if group == "attn":
-        return block_2d and (".attn1." in name or ".attn2." in name)
-    if group == "linear":
-        return block_2d
-    if group == "all":
-        return True
-    raise AssertionError(group)
+from cadiff.adapters import GROUPS, adapter_for  # noqa: F401  (GROUPS re-exported)
 
 
 def select_parameters(module: torch.nn.Module, components: str = "ff") -> dict[str, torch.nn.Parameter]:
     """The parameters named by a group ('ff', 'attn', 'linear', 'all') or a regex; ValueError if none match."""
     if components in GROUPS:
-        chosen = {n: p for n, p in module.named_parameters() if _in_group(n, p, components)}
+        adapter = adapter_for(module)
+        chosen = {n: p for n, p in module.named_parameters() if adapter.in_group(n, p, components)}
     else:
         try:
             pattern = re.compile(components)

@@ -16,12 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
+from cadiff.adapters import adapter_for
 from cadiff.attribution.recording import capture_conditioning, record_calls, repeat_rows
 
 
@@ -46,23 +46,12 @@ class Step:
     groups: list[int]            # the group of every row
 
 
-def _abar(scheduler, timestep: torch.Tensor) -> float:
-    if not hasattr(scheduler, "alphas_cumprod"):
-        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod; CAD needs a DDPM-family scheduler")
-    return float(scheduler.alphas_cumprod[int(round(float(timestep)))])
+def eps_scale(scheduler, timestep: torch.Tensor, denoiser: torch.nn.Module | None = None) -> float:
+    """Factor s with which s * (out_c - out_u), at a fixed latent, is in the objective's units (epsilon for U-Nets,
+    the velocity itself for flow models), as the denoiser's adapter says (default: a U-Net's)."""
+    from cadiff.adapters.unet import UNetAdapter
 
-
-def eps_scale(scheduler, timestep: torch.Tensor) -> float:
-    """Factor s with eps_c - eps_u = s * (out_c - out_u) at a fixed z_t, for the scheduler's prediction type."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return 1.0
-    abar = _abar(scheduler, timestep)
-    if kind == "v_prediction":
-        return math.sqrt(abar)
-    if kind == "sample":
-        return math.sqrt(abar / (1.0 - abar))
-    raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
+    return (adapter_for(denoiser) if denoiser is not None else UNetAdapter()).output_scale(scheduler, timestep)
 
 
 def _chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
@@ -80,8 +69,7 @@ def _base_kwargs(pipe, denoiser, base_prompt: str, n: int) -> dict[str, Any]:
 
 @torch.no_grad()
 def _forward(denoiser, sample, timestep, kwargs) -> torch.Tensor:
-    out = denoiser(sample, timestep, **kwargs, return_dict=False)
-    return out[0]
+    return adapter_for(denoiser).forward(denoiser, sample, timestep, kwargs)
 
 
 def _stop_after(last: int, state: dict[str, Any] | None = None) -> Callable:
@@ -115,7 +103,7 @@ def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: 
         base = None if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
         for call in calls:
             target = call.uncond_output if reuse else _forward(denoiser, call.sample, call.timestep, base)
-            scale = torch.full((n,), eps_scale(pipe.scheduler, call.timestep))
+            scale = torch.full((n,), eps_scale(pipe.scheduler, call.timestep, denoiser))
             out.append(Step(call.sample, call.timestep, call.kwargs, target, scale, [r.group for r in chunk]))
     return out
 
@@ -143,11 +131,11 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
                 sample, timestep = first.sample, first.timestep
             else:
                 timestep = timesteps[i - 1] if pair_previous else timesteps[i]
-                sample = pipe.scheduler.scale_model_input(state["latents"], timestep)
+                sample = adapter_for(denoiser).model_input(pipe.scheduler, state["latents"], timestep)
             reuse = base_prompt == "" and first.uncond_kwargs is not None
             base = first.uncond_kwargs if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
             target = _forward(denoiser, sample, timestep, base)
-            scale = torch.full((n,), eps_scale(pipe.scheduler, timestep))
+            scale = torch.full((n,), eps_scale(pipe.scheduler, timestep, denoiser))
             out.append(Step(sample, timestep, first.kwargs, target, scale, [r.group for r in chunk]))
     return out
 
@@ -179,28 +167,24 @@ def generated_latents(pipe, rows: Sequence[Row], steps: int, guidance: float, ba
 @torch.no_grad()
 def amplify_samples(pipe, denoiser, rows: Sequence[Row], x0: torch.Tensor, steps: int, batch_size: int = 16,
                     tick: Callable[[int], None] | None = None, only: set[int] | None = None) -> list[Step]:
-    """Denoising-loss terms on x0 at every sampling timestep: z_t = sqrt(abar) x0 + sqrt(1-abar) noise."""
+    """Denoising-loss terms on x0 at every sampling timestep, x0 noised as the denoiser's adapter says (U-Nets:
+    z_t = sqrt(abar) x0 + sqrt(1-abar) noise; flow models: (1 - sigma) x0 + sigma noise)."""
     scheduler = pipe.scheduler
-    kind = scheduler.config.prediction_type
-    if kind not in ("epsilon", "v_prediction", "sample"):
-        raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
-    scheduler.set_timesteps(steps)
-    timesteps = scheduler.timesteps
+    adapter = adapter_for(denoiser)
     out: list[Step] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         n = len(chunk)
         cond = capture_conditioning(pipe, denoiser, [r.prompt for r in chunk])
+        scheduler.set_timesteps(steps)  # after the capture, which ran a one-step schedule
+        timesteps = scheduler.timesteps
         z0 = x0[start : start + n].to(denoiser.dtype)
         gens = [torch.Generator().manual_seed(int(r.seed) * 100_003 + 17) for r in chunk]
         for i, t in enumerate(timesteps):
             noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(z0)
             if only is not None and i not in only:
                 continue  # the noise is still drawn, so a step's term does not depend on which others are kept
-            abar = _abar(scheduler, t)
-            a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
-            target = {"epsilon": noise, "v_prediction": a * noise - s * z0, "sample": z0}[kind]
-            sample = a * z0 + s * noise
+            sample, target = adapter.noised(scheduler, z0, noise, i)
             out.append(Step(sample, t.to(z0.device), cond, target, torch.ones(n), [r.group for r in chunk]))
             if tick:
                 tick(1)

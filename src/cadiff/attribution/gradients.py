@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from cadiff.adapters import adapter_for
 from cadiff.attribution.estimators import Step
 from cadiff.attribution.recording import take_rows
 
@@ -61,6 +62,7 @@ def accumulate(denoiser: torch.nn.Module, params: dict[str, torch.nn.Parameter],
         return hook
 
     handles = []
+    adapter = adapter_for(denoiser)
     with only_these_require_grad(denoiser, params):
         try:
             for name, p in params.items():
@@ -73,8 +75,8 @@ def accumulate(denoiser: torch.nn.Module, params: dict[str, torch.nn.Parameter],
                         continue
                     current["acc"] = grads[group]
                     with torch.enable_grad():
-                        out = denoiser(step.sample[rows], step.timestep, **take_rows(step.kwargs, rows, n),
-                                       return_dict=False)[0]
+                        out = adapter.forward(denoiser, step.sample[rows], take_rows(step.timestep, rows, n),
+                                              take_rows(step.kwargs, rows, n))
                         diff = (out.float() - step.target[rows].float()) * step.scale[rows].to(out.device).view(
                             -1, *([1] * (out.ndim - 1)))
                         loss = sign * weights[group] * diff.pow(2).sum()

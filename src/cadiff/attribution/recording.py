@@ -21,13 +21,15 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from cadiff.adapters import adapter_for
+
 
 @dataclass
 class Call:
     """One denoiser call of a sampling loop, conditional branch kept apart from the unconditional one."""
 
-    sample: torch.Tensor                  # denoiser input of the conditional branch (N, C, H, W)
-    timestep: torch.Tensor                # the timestep the pipeline passed
+    sample: torch.Tensor                  # denoiser input (the noisy latent) of the conditional branch
+    timestep: torch.Tensor                # the timestep the pipeline passed (its conditional rows, if per row)
     kwargs: dict[str, Any]                # conditional-branch keyword arguments (encoder_hidden_states, ...)
     uncond_kwargs: dict[str, Any] | None  # unconditional-branch keyword arguments (None without guidance)
     uncond_output: torch.Tensor | None    # unconditional-branch output, the stop-gradient target (None without guidance)
@@ -77,13 +79,13 @@ def _clone(obj: Any) -> Any:
 def split_guided(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any, batch: int) -> Call:
     """Cut one denoiser call into conditional and unconditional halves (batch `batch` each, or no guidance)."""
     call = _named_call(module, args, kwargs)
-    sample, timestep = call.pop("sample"), call.pop("timestep")
+    sample, timestep = call.pop(adapter_for(module).latent_arg), call.pop("timestep")
     call.pop("return_dict", None)
     n = sample.shape[0]
     out = output_tensor(output) if output is not None else None
     if n == 2 * batch:
         cond, uncond = slice(batch, n), slice(0, batch)
-        return Call(_clone(sample[cond]), _clone(timestep), _clone(take_rows(call, cond, n)),
+        return Call(_clone(sample[cond]), _clone(take_rows(timestep, cond, n)), _clone(take_rows(call, cond, n)),
                     _clone(take_rows(call, uncond, n)), None if out is None else _clone(out[uncond]))
     if n != batch:
         raise RuntimeError(f"denoiser called on a batch of {n}, expected {batch} or {2 * batch}")
@@ -117,7 +119,7 @@ def capture_conditioning(pipe, denoiser: torch.nn.Module, prompts: list[str]) ->
 
     def pre_hook(mod, args, kwargs):
         call = _named_call(mod, args, kwargs)
-        for key in ("sample", "timestep", "return_dict"):
+        for key in (adapter_for(mod).latent_arg, "timestep", "return_dict"):
             call.pop(key, None)
         found.update(_clone(call))
         raise _Captured

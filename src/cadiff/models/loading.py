@@ -55,9 +55,10 @@ def _from_folder(path: Path, dtype: torch.dtype | None):
     if not index.is_file():
         raise ModelLoadError(f"{path} is not a diffusers pipeline folder (no model_index.json); "
                              "point --model at a folder written by save_pretrained, or at a .safetensors file")
-    extra = {}
-    if "safety_checker" in json.loads(index.read_text()):
-        extra = {"safety_checker": None, "requires_safety_checker": False}
+    entries = json.loads(index.read_text())
+    extra = {name: None for name, value in entries.items() if value == [None, None]}  # saved without (SD3: no T5)
+    if "safety_checker" in entries:
+        extra.update(safety_checker=None, requires_safety_checker=False)
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     try:
         pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, **extra, **kwargs)

@@ -25,6 +25,9 @@ def hookpoints(pipe_or_unet) -> list[str]:
 
     unet = pipe_or_unet if isinstance(pipe_or_unet, torch.nn.Module) else denoiser(pipe_or_unet)
     names = [name for name, module in unet.named_modules() if isinstance(module, Transformer2DModel)]
+    if not names:
+        raise ValueError(f"the SAE tools read U-Net transformer blocks (Transformer2DModel), and this "
+                         f"{type(unet).__name__} has none; SAEs on transformer denoisers are not supported yet")
     order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
     return sorted(names, key=lambda n: (order.get(n.split(".")[0], 3), names.index(n)))
 

@@ -1,0 +1,84 @@
+"""Denoiser adapters: the one place that knows a family of denoisers (U-Nets of SD 1.x/2.x/SDXL, the SD3 MMDiT,
+...) — how to call it, the units its output is in and the scheduler math behind them, how the amplify objective
+noises a clean latent for it, and which of its weights form the component groups. Everything else asks the
+adapter of the denoiser at hand; a new family is one module here plus its `@register_adapter`.
+
+Example:
+    >>> from cadiff.adapters import adapter_for
+    >>> adapter_for(pipe.unet).name                                         # doctest: +SKIP
+    'unet'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import torch
+
+from cadiff.files.registry import Registry
+
+GROUPS = ("ff", "attn", "linear", "all")
+
+
+class DenoiserAdapter:
+    """What cadiff needs to know of one denoiser family."""
+
+    name: ClassVar[str]
+    denoisers: ClassVar[tuple[str, ...]]   # class names of the denoisers it serves (diffusers' own classes)
+    latent_arg: ClassVar[str]              # the keyword the denoiser takes the noisy latent as
+    block: ClassVar[str]                   # parameter-name part of the transformer blocks (the components' home)
+    ff: ClassVar[str]                      # regex: feed-forward weights of those blocks
+    attn: ClassVar[str]                    # regex: attention weights of those blocks
+
+    def forward(self, denoiser: torch.nn.Module, latent: torch.Tensor, timestep: torch.Tensor,
+                kwargs: dict[str, Any]) -> torch.Tensor:
+        """The denoiser's prediction for `latent` at `timestep` with the conditioning `kwargs` as the pipeline
+        passed them (a 0-d timestep is given one per row)."""
+        if timestep.ndim == 0:
+            timestep = timestep.expand(latent.shape[0])
+        return denoiser(**{self.latent_arg: latent}, timestep=timestep, **kwargs, return_dict=False)[0]
+
+    def in_group(self, name: str, param: torch.Tensor, group: str) -> bool:
+        """Whether a parameter belongs to a component group ('ff', 'attn', 'linear', 'all')."""
+        block_2d = self.block in f".{name}" and param.ndim == 2
+        if group == "ff":
+            return block_2d and re.search(self.ff, name) is not None
+        if group == "attn":
+            return block_2d and re.search(self.attn, name) is not None
+        if group == "linear":
+            return block_2d
+        return group == "all"
+
+    def output_scale(self, scheduler, timestep: torch.Tensor) -> float:
+        """Factor s with which s * (out_c - out_u), at a fixed latent, is in the objective's units."""
+        raise NotImplementedError
+
+    def noised(self, scheduler, x0: torch.Tensor, noise: torch.Tensor, index: int) -> tuple[torch.Tensor,
+                                                                                           torch.Tensor]:
+        """The latent at step `index` of the schedule set by `scheduler.set_timesteps`, made from the clean
+        latent `x0` and `noise`, and the prediction the denoiser should make there (amplify's target)."""
+        raise NotImplementedError
+
+    def model_input(self, scheduler, latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The denoiser input the pipeline makes of `latents` at `timestep`."""
+        return latents
+
+
+ADAPTERS = Registry("denoiser family")
+register_adapter = ADAPTERS.register
+
+
+def adapter_for(denoiser: torch.nn.Module) -> DenoiserAdapter:
+    """The adapter of a denoiser's family; ValueError naming its class and the supported ones otherwise."""
+    names = {cls.__name__ for cls in type(denoiser).__mro__}
+    for cls in ADAPTERS.values():
+        if names & set(cls.denoisers):
+            return cls()
+    supported = ", ".join(f"{n} ({a.name})" for a in ADAPTERS.values() for n in a.denoisers)
+    raise ValueError(f"cadiff does not support the {type(denoiser).__name__} denoiser yet; supported: {supported}")
+
+
+# the built-in families register themselves, U-Nets first
+from cadiff.adapters import unet  # noqa: E402,F401,I001
+from cadiff.adapters import sd3  # noqa: E402,F401

@@ -1,0 +1,27 @@
+"""SD3 / SD3.5 MMDiT denoisers (`SD3Transformer2DModel`): rectified flow, the output is the velocity
+v = noise - x0 and the objective stays in those units; the joint blocks hold the components: attention of the
+image stream (`attn.to_q/k/v`, `to_out.0`) and of the text stream (`add_q/k/v_proj`, `to_add_out`), feed-forward
+of both streams (`ff`, `ff_context`)."""
+
+from __future__ import annotations
+
+import torch
+
+from cadiff.adapters import DenoiserAdapter, register_adapter
+
+
+@register_adapter
+class SD3Adapter(DenoiserAdapter):
+    name = "sd3"
+    denoisers = ("SD3Transformer2DModel",)
+    latent_arg = "hidden_states"
+    block = ".transformer_blocks."
+    ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$"
+    attn = r"\.attn2?\."
+
+    def output_scale(self, scheduler, timestep):
+        return 1.0  # velocity units: the model's own
+
+    def noised(self, scheduler, x0, noise, index):
+        sigma = scheduler.sigmas[index].to(x0.dtype)
+        return (1.0 - sigma) * x0 + sigma * noise, noise - x0

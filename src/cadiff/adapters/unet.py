@@ -1,0 +1,51 @@
+"""U-Net denoisers (SD 1.x, 2.x, SDXL and the embedded shapes model): DDPM-family schedulers, outputs in epsilon,
+v or sample units converted to epsilon; components live in the U-Net's transformer blocks (attn1 self-, attn2
+cross-attention, ff)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from cadiff.adapters import DenoiserAdapter, register_adapter
+
+
+def _abar(scheduler, timestep: torch.Tensor) -> float:
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod; a U-Net needs a DDPM-family scheduler")
+    return float(scheduler.alphas_cumprod[int(round(float(timestep.reshape(-1)[0])))])
+
+
+def _prediction_type(scheduler) -> str:
+    kind = scheduler.config.prediction_type
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
+    return kind
+
+
+@register_adapter
+class UNetAdapter(DenoiserAdapter):
+    name = "unet"
+    denoisers = ("UNet2DConditionModel",)
+    latent_arg = "sample"
+    block = ".transformer_blocks."
+    ff = r"ff\.net\.(0\.proj|2)\.weight$"
+    attn = r"\.attn[12]\."
+
+    def output_scale(self, scheduler, timestep):
+        kind = _prediction_type(scheduler)
+        if kind == "epsilon":
+            return 1.0
+        abar = _abar(scheduler, timestep)
+        return math.sqrt(abar) if kind == "v_prediction" else math.sqrt(abar / (1.0 - abar))
+
+    def noised(self, scheduler, x0, noise, index):
+        kind = _prediction_type(scheduler)
+        abar = _abar(scheduler, scheduler.timesteps[index])
+        a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
+        target = {"epsilon": noise, "v_prediction": a * noise - s * x0, "sample": x0}[kind]
+        return a * x0 + s * noise, target
+
+    def model_input(self, scheduler, latents, timestep):
+        return scheduler.scale_model_input(latents, timestep)
