@@ -49,11 +49,38 @@ def tiny_sd3(seed: int = 0):
     return pipe
 
 
+def tiny_pixart(seed: int = 0):
+    """A random PixArt-α-style pipeline: a DiT with learned variance on a DPM-Solver schedule, a tiny T5 encoder.
+
+    The pipeline class is PixArtAlphaPipeline with two defaults changed for the tiny size: no resolution binning
+    (it knows only PixArt's real sample sizes) and no caption cleaning (it needs bs4/ftfy)."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    class TinyPixArtPipeline(PixArtAlphaPipeline):
+        def __call__(self, *args, use_resolution_binning=False, clean_caption=False, max_sequence_length=8, **kw):
+            return super().__call__(*args, use_resolution_binning=use_resolution_binning,
+                                    clean_caption=clean_caption, max_sequence_length=max_sequence_length, **kw)
+
+    TinyPixArtPipeline.__name__ = "PixArtAlphaPipeline"  # saved folders name the stock class, which loads them
+
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                           num_layers=2, cross_attention_dim=16, caption_channels=16, sample_size=8,
+                                           patch_size=2, norm_num_groups=4, use_additional_conditions=False)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2)).eval()  # built in training mode: no dropout
+    pipe = TinyPixArtPipeline(tokenizer=build_tokenizer(), text_encoder=t5, vae=_vae(), transformer=transformer,
+                              scheduler=DPMSolverMultistepScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):
     """A random pipeline: 'sd1' (SD 1.x layout), 'sd2' (v-prediction, linear projections, per-block heads), 'sdxl',
-    'sd3' (an MMDiT with flow matching)."""
-    if kind == "sd3":
-        pipe = tiny_sd3(seed)
+    'sd3' (an MMDiT with flow matching), 'pixart' (a DiT on a DDPM schedule)."""
+    if kind in ("sd3", "pixart"):
+        pipe = tiny_sd3(seed) if kind == "sd3" else tiny_pixart(seed)
         return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 

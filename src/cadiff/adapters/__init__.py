@@ -37,7 +37,12 @@ class DenoiserAdapter:
         passed them (a 0-d timestep is given one per row)."""
         if timestep.ndim == 0:
             timestep = timestep.expand(latent.shape[0])
-        return denoiser(**{self.latent_arg: latent}, timestep=timestep, **kwargs, return_dict=False)[0]
+        return self.prediction(denoiser, denoiser(**{self.latent_arg: latent}, timestep=timestep, **kwargs,
+                                                  return_dict=False)[0])
+
+    def prediction(self, denoiser: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+        """The part of a raw denoiser output the sampler uses (all of it, unless the family adds more)."""
+        return output
 
     def in_group(self, name: str, param: torch.Tensor, group: str) -> bool:
         """Whether a parameter belongs to a component group ('ff', 'attn', 'linear', 'all')."""
@@ -81,4 +86,4 @@ def adapter_for(denoiser: torch.nn.Module) -> DenoiserAdapter:
 
 # the built-in families register themselves, U-Nets first
 from cadiff.adapters import unet  # noqa: E402,F401,I001
-from cadiff.adapters import sd3  # noqa: E402,F401
+from cadiff.adapters import pixart, sd3  # noqa: E402,F401

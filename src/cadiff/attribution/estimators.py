@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -72,16 +73,42 @@ def _forward(denoiser, sample, timestep, kwargs) -> torch.Tensor:
     return adapter_for(denoiser).forward(denoiser, sample, timestep, kwargs)
 
 
-def _stop_after(last: int, state: dict[str, Any] | None = None) -> Callable:
-    """A `callback_on_step_end` that ends the pipeline call after step `last` (diffusers' documented `_interrupt`
-    flag), keeping the latents reached then in `state["latents"]` when a `state` dict is given."""
-    def callback(p, index, t, kwargs):
-        if index >= last:
-            if state is not None:
+class _Stopped(Exception):
+    """Raised from a legacy step callback to end a pipeline call early."""
+
+
+def _takes_step_end_callback(pipe) -> bool:
+    """Whether the pipeline's call has diffusers' `callback_on_step_end` (PixArt-α's has only the legacy one)."""
+    return any("callback_on_step_end" in inspect.signature(cls.__call__).parameters
+               for cls in type(pipe).__mro__ if "__call__" in vars(cls))
+
+
+def _sample_until(pipe, last: int | None, state: dict[str, Any] | None = None, **call) -> None:
+    """The stock pipeline call, ended after step `last` when given (through diffusers' documented `_interrupt` flag,
+    or by stopping the legacy per-step callback), the latents reached then in `state["latents"]`."""
+    if last is None:
+        pipe(**call)
+        return
+    state = {} if state is None else state
+    if _takes_step_end_callback(pipe):
+        def on_step_end(p, index, t, kwargs):
+            if index >= last:
                 state["latents"] = kwargs["latents"].detach().clone()
-            p._interrupt = True
-        return {}
-    return callback
+                p._interrupt = True
+            return {}
+
+        pipe(**call, callback_on_step_end=on_step_end)
+        return
+
+    def legacy(index, t, latents):
+        if index >= last:
+            state["latents"] = latents.detach().clone()
+            raise _Stopped
+
+    try:
+        pipe(**call, callback=legacy, callback_steps=1)
+    except _Stopped:
+        pass
 
 
 @torch.no_grad()
@@ -94,10 +121,10 @@ def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: 
     out: list[Step] = []
     for chunk in _chunks(rows, batch_size):
         n = len(chunk)
-        stop = {} if only is None else {"callback_on_step_end": _stop_after(max(only))}
         with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
-            pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                 generator=_generators(chunk), output_type="latent", **stop)
+            _sample_until(pipe, None if only is None else max(only), prompt=[r.prompt for r in chunk],
+                          num_inference_steps=steps, guidance_scale=guidance, generator=_generators(chunk),
+                          output_type="latent")
         calls = [c for i, c in enumerate(calls) if only is None or i in only]
         reuse = base_prompt == "" and calls[0].uncond_output is not None
         base = None if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
@@ -123,9 +150,8 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
                 continue  # the term's timestep is that of step i - 1 (pair_previous) or i
             state: dict[str, Any] = {}
             with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
-                pipe([r.prompt for r in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                     generator=_generators(chunk), output_type="latent",
-                     callback_on_step_end=_stop_after(max(i - 1, 0), state))
+                _sample_until(pipe, max(i - 1, 0), state, prompt=[r.prompt for r in chunk], num_inference_steps=steps,
+                              guidance_scale=guidance, generator=_generators(chunk), output_type="latent")
             first, timesteps = calls[0], pipe.scheduler.timesteps
             if i == 0:  # the initial noise, as the first call saw it
                 sample, timestep = first.sample, first.timestep

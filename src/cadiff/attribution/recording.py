@@ -78,11 +78,12 @@ def _clone(obj: Any) -> Any:
 
 def split_guided(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any, batch: int) -> Call:
     """Cut one denoiser call into conditional and unconditional halves (batch `batch` each, or no guidance)."""
+    adapter = adapter_for(module)
     call = _named_call(module, args, kwargs)
-    sample, timestep = call.pop(adapter_for(module).latent_arg), call.pop("timestep")
+    sample, timestep = call.pop(adapter.latent_arg), call.pop("timestep")
     call.pop("return_dict", None)
     n = sample.shape[0]
-    out = output_tensor(output) if output is not None else None
+    out = adapter.prediction(module, output_tensor(output)) if output is not None else None
     if n == 2 * batch:
         cond, uncond = slice(batch, n), slice(0, batch)
         return Call(_clone(sample[cond]), _clone(take_rows(timestep, cond, n)), _clone(take_rows(call, cond, n)),

@@ -1,6 +1,7 @@
-"""CAD on a transformer denoiser: a tiny SD3-style MMDiT with flow matching goes through the denoiser adapter —
-scores equal w * dJ/dw by hand in velocity units, the estimators agree, the component groups name the joint
-blocks' weights, and an erase exports a folder stock diffusers loads."""
+"""CAD on transformer denoisers through their adapters: a tiny SD3-style MMDiT (flow matching) and a tiny
+PixArt-α-style DiT (DDPM schedule, learned variance) — scores equal w * dJ/dw by hand in the model's units, the
+estimators agree, the component groups name the blocks' weights, and an erase exports a folder stock diffusers
+loads."""
 
 import math
 
@@ -20,6 +21,16 @@ STEPS, GUIDANCE = 3, 4.0
 @pytest.fixture(scope="module")
 def sd3():
     return tiny_sd("sd3")
+
+
+@pytest.fixture(scope="module")
+def pixart():
+    return tiny_sd("pixart")
+
+
+@pytest.fixture(scope="module", params=["sd3", "pixart"])
+def family(request):
+    return request.param, tiny_sd(request.param)
 
 
 def _hand_scores(pipe, prompt, seed, names):
@@ -60,11 +71,47 @@ def test_scores_equal_weight_times_gradient_by_hand_in_velocity_units(sd3):
         assert attr.scores[n].abs().sum() > 0
 
 
-def test_trajectory_and_restart_agree_on_a_flow_model(sd3):
+def _pixart_hand_scores(pipe, prompt, seed, names):
+    """w * dJ/dw with J = sum_t ||eps(z_t, c) - sg eps(z_t, '')||^2, eps the first half of the learned-variance
+    output, on the trajectory the stock call samples (read through its legacy step callback)."""
+    net, sched = pipe.transformer, pipe.scheduler
+    z_start = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(seed))
+    latents = [z_start]
+    pipe(prompt, num_inference_steps=STEPS, guidance_scale=GUIDANCE, latents=z_start.clone(), output_type="latent",
+         callback=lambda i, t, z: latents.append(z.clone()), callback_steps=1)
+    cond, cond_mask, uncond, uncond_mask = pipe.encode_prompt(prompt, True, negative_prompt="", clean_caption=False,
+                                                              max_sequence_length=8)
+    params = dict(net.named_parameters())
+    grads = {n: torch.zeros_like(params[n]) for n in names}
+    extra = {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+    for z, t in zip(latents, sched.timesteps):
+        t = t.expand(1)
+        with torch.no_grad():
+            target = net(z, encoder_hidden_states=uncond, encoder_attention_mask=uncond_mask, timestep=t,
+                         **extra).sample[:, :4]
+        out = net(z, encoder_hidden_states=cond, encoder_attention_mask=cond_mask, timestep=t, **extra).sample[:, :4]
+        loss = (out - target).pow(2).sum()
+        for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names])):
+            grads[n] += g
+    return {n: params[n].detach() * grads[n] for n in names}
+
+
+def test_pixart_scores_equal_weight_times_gradient_by_hand_in_epsilon_units(pixart):
+    attr = attribute(pixart, "a red circle", seeds=[3], steps=STEPS, guidance=GUIDANCE, progress=False)
+    assert attr.metadata["denoiser"] == "PixArtTransformer2DModel"
+    names = sorted(attr.scores)[:3]
+    hand = _pixart_hand_scores(pixart, "a red circle", 3, names)
+    for n in names:
+        torch.testing.assert_close(attr.scores[n], hand[n], rtol=1e-4, atol=1e-7)
+        assert attr.scores[n].abs().sum() > 0
+
+
+def test_trajectory_and_restart_agree(family):
+    _, pipe = family
     rows = [Row("a blue star", 5, 0), Row("a blue star", 6, 0)]
-    net = sd3.transformer
-    traj = erase_trajectory(sd3, net, rows, STEPS, GUIDANCE)
-    own = erase_restart(sd3, net, rows, STEPS, GUIDANCE, pair_previous=False)
+    net = pipe.transformer
+    traj = erase_trajectory(pipe, net, rows, STEPS, GUIDANCE)
+    own = erase_restart(pipe, net, rows, STEPS, GUIDANCE, pair_previous=False)
     assert len(traj) == len(own) == STEPS
     for a, b in zip(traj, own):
         torch.testing.assert_close(a.sample, b.sample)
@@ -85,15 +132,24 @@ def test_component_groups_name_the_joint_blocks_weights(sd3):
     assert adapter_for(net).name == "sd3"
 
 
-def test_amplify_and_erase_export_a_folder_stock_diffusers_loads(sd3, tmp_path):
+def test_pixart_component_groups_are_its_blocks_attn1_attn2_and_ff(pixart):
+    net = pixart.transformer
+    attn = set(select_parameters(net, "attn"))
+    assert any(".attn2.to_k." in n for n in attn) and all(".attn1." in n or ".attn2." in n for n in attn)
+    assert adapter_for(net).name == "pixart"
+
+
+def test_amplify_and_erase_export_a_folder_stock_diffusers_loads(family, tmp_path):
     from diffusers import DiffusionPipeline
 
+    name, sd3 = family
     amp = attribute(sd3, "a red circle", objective="amplify", seeds=2, steps=STEPS, guidance=GUIDANCE, progress=False)
     assert amp.metadata["J"] < 0 and sum(s.abs().sum() for s in amp.scores.values()) > 0
     result = cadiff.erase(sd3, "a red circle", components="linear", ratio=0.1, seeds=1, steps=2, guidance=GUIDANCE,
                           progress=False)
     folder = result.export(tmp_path / "edited")
-    loaded = DiffusionPipeline.from_pretrained(str(folder), text_encoder_3=None, tokenizer_3=None)  # saved without T5
+    none = {"text_encoder_3": None, "tokenizer_3": None} if name == "sd3" else {}  # the tiny SD3 is saved without T5
+    loaded = DiffusionPipeline.from_pretrained(str(folder), **none)
     assert torch.equal(dict(cadiff.load_pipeline(folder).transformer.named_parameters())["pos_embed.proj.weight"],
                        dict(loaded.transformer.named_parameters())["pos_embed.proj.weight"])
     weights = dict(loaded.transformer.named_parameters())
@@ -105,7 +161,8 @@ def test_amplify_and_erase_export_a_folder_stock_diffusers_loads(sd3, tmp_path):
 
 def test_an_unsupported_denoiser_is_a_clear_error():
     with pytest.raises(ValueError, match=r"does not support the Linear denoiser yet; supported: "
-                                         r"UNet2DConditionModel \(unet\), SD3Transformer2DModel \(sd3\)"):
+                                         r"UNet2DConditionModel \(unet\), PixArtTransformer2DModel \(pixart\), "
+                                         r"SD3Transformer2DModel \(sd3\)"):
         adapter_for(torch.nn.Linear(2, 2))
 
 

@@ -1,0 +1,19 @@
+"""PixArt-α / PixArt-Σ denoisers (`PixArtTransformer2DModel`): a DiT on a DDPM-family schedule, so the scheduler
+math is the U-Nets'; its blocks are named like theirs (attn1 self-, attn2 cross-attention, ff). With learned
+variance the output carries twice the latent channels, and the sampler uses the first half (the noise)."""
+
+from __future__ import annotations
+
+from cadiff.adapters import register_adapter
+from cadiff.adapters.unet import UNetAdapter
+
+
+@register_adapter
+class PixArtAdapter(UNetAdapter):
+    name = "pixart"
+    denoisers = ("PixArtTransformer2DModel",)
+    latent_arg = "hidden_states"
+
+    def prediction(self, denoiser, output):
+        channels = denoiser.config.in_channels
+        return output[:, :channels] if output.shape[1] == 2 * channels else output
