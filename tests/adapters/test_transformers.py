@@ -180,3 +180,14 @@ def test_the_cli_erases_and_applies_on_a_transformer_and_says_what_sae_cannot_do
     capsys.readouterr()
     assert main(["sae", "hookpoints", "--model", str(tmp_path / "model")]) == 2
     assert "SAEs on transformer denoisers are not supported yet" in capsys.readouterr().err
+
+
+def test_prune_and_the_magnitude_control_run_on_transformers_and_esd_says_it_does_not(family):
+    name, pipe = family
+    pruned = cadiff.erase(pipe, "a red circle", method="prune", sparsity=0.1, steps=2, seeds=1)
+    assert pruned.info["pruned_total"] == len(pruned.mask) > 0
+    assert all(n.endswith("ff.net.2.weight") for n in pruned.mask.indices)
+    control = cadiff.erase(pipe, "a red circle", method="magnitude", components="ff", ratio=0.25)
+    assert set(control.mask.indices) == set(select_parameters(pipe.transformer, "ff"))
+    with pytest.raises(ValueError, match="ESD baseline supports SD 1.x / 2.x pipelines"):
+        cadiff.erase(pipe, "a red circle", method="esd", iterations=1)

@@ -29,6 +29,7 @@ from cadiff.editing.copies import with_denoiser
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
 from cadiff.files.config import Config, option, positive_int
+from cadiff.models.loading import denoiser
 
 VARIANTS = ("u", "x")
 
@@ -102,9 +103,10 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
     from cadiff.models.loading import sampling_defaults
 
     config = config or ESDConfig()
-    if getattr(pipe.unet.config, "addition_embed_type", None):
-        raise ValueError("the ESD baseline supports SD 1.x / 2.x pipelines (no added conditioning); this one is "
-                         "SDXL-like")
+    net = denoiser(pipe)
+    if type(net).__name__ != "UNet2DConditionModel" or getattr(net.config, "addition_embed_type", None):
+        raise ValueError(f"the ESD baseline supports SD 1.x / 2.x pipelines (a U-Net without added conditioning); "
+                         f"this one is {type(pipe).__name__} with a {type(net).__name__}")
     [prompt], _ = concept_prompts(pipe, [concept], base_prompt="")  # ESD guides away from the empty prompt
     check_known_words(pipe, [prompt])
     steps = config.steps or sampling_defaults(pipe)["num_inference_steps"]

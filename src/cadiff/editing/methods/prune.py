@@ -23,6 +23,7 @@ from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
 from cadiff.files.config import Config, option, positive_int
 from cadiff.files.mask import Mask
+from cadiff.models.loading import denoiser
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def input_norms(pipe, prompts: list[str], layers: dict[str, torch.nn.Linear], se
             sums[name][step["i"]] += cond.detach().double().pow(2).reshape(-1, x.shape[-1]).sum(0).cpu()
         return hook
 
-    handles = [pipe.unet.register_forward_pre_hook(count_step, with_kwargs=True)]
+    handles = [denoiser(pipe).register_forward_pre_hook(count_step, with_kwargs=True)]
     handles += [m.register_forward_pre_hook(record(n)) for n, m in layers.items()]
     try:
         batch = [p for p in prompts for _ in range(seeds)]
@@ -107,7 +108,7 @@ def prune_mask(pipe, concept: str, preserve: list[str] | None = None, config: Pr
     check_known_words(pipe, [target, *reference])
 
     started = time.perf_counter()
-    layers = prunable_layers(pipe.unet, config.layers)
+    layers = prunable_layers(denoiser(pipe), config.layers)
     concept_norms = input_norms(pipe, [target], layers, config.seeds, steps, guidance, seed)
     reference_norms = input_norms(pipe, reference, layers, config.seeds, steps, guidance, seed)
     indices, shapes, pruned = {}, {}, {}
