@@ -105,8 +105,10 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
     config = config or ESDConfig()
     net = denoiser(pipe)
     if type(net).__name__ != "UNet2DConditionModel" or getattr(net.config, "addition_embed_type", None):
+        has = ("an SDXL-like U-Net (added conditioning)" if type(net).__name__ == "UNet2DConditionModel"
+               else f"a {type(net).__name__}")
         raise ValueError(f"the ESD baseline supports SD 1.x / 2.x pipelines (a U-Net without added conditioning); "
-                         f"this one is {type(pipe).__name__} with a {type(net).__name__}")
+                         f"this {type(pipe).__name__} has {has}")
     [prompt], _ = concept_prompts(pipe, [concept], base_prompt="")  # ESD guides away from the empty prompt
     check_known_words(pipe, [prompt])
     steps = config.steps or sampling_defaults(pipe)["num_inference_steps"]
