@@ -177,9 +177,50 @@ def test_the_cli_erases_and_applies_on_a_transformer_and_says_what_sae_cannot_do
                  "--out", str(tmp_path / "applied")]) == 0
     a = (tmp_path / "run/pipeline/transformer/diffusion_pytorch_model.safetensors").read_bytes()
     assert a == (tmp_path / "applied/transformer/diffusion_pytorch_model.safetensors").read_bytes()
+
+
+def test_sae_capture_and_steering_read_the_image_tokens_of_transformer_blocks(family, tmp_path):
+    from cadiff.sae import TopKSAE, collect_activations, steer
+
+    _, pipe = family
+    store = collect_activations(pipe, ["a red circle", "a blue star"], [0, 1], tmp_path / "acts",
+                                ["transformer_blocks.1"], at_steps=[0, 2], steps=3, guidance=GUIDANCE)
+    assert store.grid("transformer_blocks.1") == (4, 4) and store.channels("transformer_blocks.1") == 16
+    assert next(store.activations("transformer_blocks.1", "cond")).shape == (2, 2, 16, 16)
+    torch.manual_seed(0)
+    sae = TopKSAE(16, 32, 2, {"hook_name": "transformer_blocks.1", "grid": [4, 4]})
+    plain = cadiff.generate(pipe, ["a red circle"], [0], steps=3, guidance=GUIDANCE)
+    with steer(pipe, sae, [0, 1], mode="global", beta=50.0, at_steps="all", steps=3):
+        steered = cadiff.generate(pipe, ["a red circle"], [0], steps=3, guidance=GUIDANCE)
+    assert (plain != steered).any()
+
+
+def test_the_sae_commands_run_on_a_transformer(sd3, tmp_path, capsys):
+    from cadiff.cli import main
+    from cadiff.models.loading import mark_model
+
+    pipe = sd3
+    mark_model(pipe, {"world": "shapes", "num_inference_steps": 3, "guidance_scale": 4.0})  # labels and masks
+    pipe.save_pretrained(tmp_path / "model")
+    model = ["--model", str(tmp_path / "model")]
     capsys.readouterr()
-    assert main(["sae", "hookpoints", "--model", str(tmp_path / "model")]) == 2
-    assert "SAEs on transformer denoisers are not supported yet" in capsys.readouterr().err
+    assert main(["sae", "hookpoints", *model]) == 0
+    assert capsys.readouterr().out.split() == ["transformer_blocks.0", "transformer_blocks.1"]
+    acts, sae = str(tmp_path / "acts"), str(tmp_path / "sae")
+    assert main(["sae", "collect", *model, "--random-prompts", "16", "--shard-size", "8", "--hookpoints",
+                 "transformer_blocks.1", "--at-steps", "first,last", "--out", acts]) == 0
+    from cadiff.sae import ActivationStore
+
+    store = ActivationStore(acts)
+    assert store.grid("transformer_blocks.1") == (4, 4) and store.channels("transformer_blocks.1") == 16
+    assert main(["sae", "train", acts, "--k", "2", "--batch-size", "16", "--out", sae]) == 0
+    assert main(["sae", "inspect", acts, "--sae", sae, "--out", str(tmp_path / "insp")]) == 0
+    assert main(["sae", "steer", "a red circle", *model, "--sae", sae, "--latents", "0", "--mode", "spatial",
+                 "--at-steps", "early", "-n", "2", "--beta", "50", "--out", str(tmp_path / "steer")]) == 0
+    import json
+
+    metrics = json.loads((tmp_path / "steer" / "metrics.json").read_text())
+    assert "spatial_success" in metrics and metrics["change"] > 0  # steering moved the image
 
 
 def test_prune_and_the_magnitude_control_run_on_transformers_and_esd_says_it_does_not(family):

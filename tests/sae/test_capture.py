@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from cadiff.sae import ActivationCapture, ActivationStore, collect_activations, hookpoints, resolve_steps
-from cadiff.sae.capture import hook_io
 
 SD1_HOOKPOINTS = ["down_blocks.0.attentions.0", "mid_block.attentions.0", "up_blocks.1.attentions.0",
                   "up_blocks.1.attentions.1"]
@@ -60,8 +59,13 @@ def test_steps_outside_schedule_are_refused():
 def test_captured_update_is_output_minus_input(sd1):
     name = "mid_block.attentions.0"
     seen = []
-    handle = sd1.unet.get_submodule(name).register_forward_hook(
-        lambda m, a, k, o: seen.append(tuple(t.detach().clone() for t in hook_io(a, k, o))), with_kwargs=True)
+
+    def raw(module, args, kwargs, output):  # the module's own (B, C, H, W) input and output
+        inp = args[0] if args else kwargs["hidden_states"]
+        out = output[0] if isinstance(output, tuple) else output.sample
+        seen.append((inp.detach().clone(), out.detach().clone()))
+
+    handle = sd1.unet.get_submodule(name).register_forward_hook(raw, with_kwargs=True)
     try:
         with ActivationCapture(sd1, [name], at_steps=[0, 1, 2]) as cap, ActivationCapture(sd1, [name], [0, 1, 2],
                                                                                       readout="output") as cap_out:

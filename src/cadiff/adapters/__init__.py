@@ -69,6 +69,32 @@ class DenoiserAdapter:
         """The denoiser input the pipeline makes of `latents` at `timestep`."""
         return latents
 
+    # SAE hookpoints: the blocks whose residual update is read and steered, as image tokens (B, P, C)
+    def hookpoints(self, denoiser: torch.nn.Module) -> list[str]:
+        """Module paths of the blocks an SAE can read, in execution order (`transformer_blocks.i` for DiTs)."""
+        return [f"transformer_blocks.{i}" for i in range(len(denoiser.transformer_blocks))]
+
+    def block_tokens(self, args: tuple, kwargs: dict, output) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """A block call's image tokens going in and coming out, (B, P, C) each, and their (H, W) grid."""
+        inp = args[0] if args else kwargs["hidden_states"]
+        out = self._image_stream(output)
+        return inp, out, _square_grid(out.shape[1])
+
+    def with_block_tokens(self, output, tokens: torch.Tensor, grid: tuple[int, int]):
+        """The block's output with its image tokens replaced by `tokens` (B, P, C), its return type kept."""
+        return tokens
+
+    def _image_stream(self, output) -> torch.Tensor:
+        return output
+
+
+def _square_grid(tokens: int) -> tuple[int, int]:
+    side = int(round(tokens ** 0.5))
+    if side * side != tokens:
+        raise ValueError(f"{tokens} image tokens do not form a square grid; SAEs on transformer denoisers read square "
+                         "images only, for now")
+    return side, side
+
 
 ADAPTERS = Registry("denoiser family")
 register_adapter = ADAPTERS.register

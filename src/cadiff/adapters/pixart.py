@@ -1,18 +1,21 @@
 """PixArt-α / PixArt-Σ denoisers (`PixArtTransformer2DModel`): a DiT on a DDPM-family schedule, so the scheduler
-math is the U-Nets'; its blocks are named like theirs (attn1 self-, attn2 cross-attention, ff). With learned
+math is the U-Nets' (`DDPMSchedule`); its blocks are named like theirs (attn1 self-, attn2 cross-attention, ff). With learned
 variance the output carries twice the latent channels, and the sampler uses the first half (the noise)."""
 
 from __future__ import annotations
 
-from cadiff.adapters import register_adapter
-from cadiff.adapters.unet import UNetAdapter
+from cadiff.adapters import DenoiserAdapter, register_adapter
+from cadiff.adapters.ddpm import DDPMSchedule
 
 
 @register_adapter
-class PixArtAdapter(UNetAdapter):
+class PixArtAdapter(DDPMSchedule, DenoiserAdapter):
     name = "pixart"
     denoisers = ("PixArtTransformer2DModel",)
     latent_arg = "hidden_states"
+    block = ".transformer_blocks."
+    ff = r"ff\.net\.(0\.proj|2)\.weight$"
+    attn = r"\.attn[12]\."
 
     def prediction(self, denoiser, output):
         channels = denoiser.config.in_channels

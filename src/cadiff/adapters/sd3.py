@@ -5,7 +5,6 @@ of both streams (`ff`, `ff_context`)."""
 
 from __future__ import annotations
 
-import torch
 
 from cadiff.adapters import DenoiserAdapter, register_adapter
 
@@ -21,6 +20,12 @@ class SD3Adapter(DenoiserAdapter):
 
     def output_scale(self, scheduler, timestep):
         return 1.0  # velocity units: the model's own
+
+    def _image_stream(self, output):
+        return output[1]  # a joint block returns (text stream, image stream)
+
+    def with_block_tokens(self, output, tokens, grid):
+        return (output[0], tokens)
 
     def noised(self, scheduler, x0, noise, index):
         sigma = scheduler.sigmas[index].to(x0.dtype)

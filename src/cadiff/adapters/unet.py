@@ -4,28 +4,12 @@ cross-attention, ff)."""
 
 from __future__ import annotations
 
-import math
-
-import torch
-
 from cadiff.adapters import DenoiserAdapter, register_adapter
-
-
-def _abar(scheduler, timestep: torch.Tensor) -> float:
-    if not hasattr(scheduler, "alphas_cumprod"):
-        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod; a U-Net needs a DDPM-family scheduler")
-    return float(scheduler.alphas_cumprod[int(round(float(timestep.reshape(-1)[0])))])
-
-
-def _prediction_type(scheduler) -> str:
-    kind = scheduler.config.prediction_type
-    if kind not in ("epsilon", "v_prediction", "sample"):
-        raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
-    return kind
+from cadiff.adapters.ddpm import DDPMSchedule
 
 
 @register_adapter
-class UNetAdapter(DenoiserAdapter):
+class UNetAdapter(DDPMSchedule, DenoiserAdapter):
     name = "unet"
     denoisers = ("UNet2DConditionModel",)
     latent_arg = "sample"
@@ -33,19 +17,26 @@ class UNetAdapter(DenoiserAdapter):
     ff = r"ff\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn[12]\."
 
-    def output_scale(self, scheduler, timestep):
-        kind = _prediction_type(scheduler)
-        if kind == "epsilon":
-            return 1.0
-        abar = _abar(scheduler, timestep)
-        return math.sqrt(abar) if kind == "v_prediction" else math.sqrt(abar / (1.0 - abar))
+    def hookpoints(self, denoiser):
+        """The U-Net's cross-attention transformer modules (`Transformer2DModel`), down, mid, then up blocks."""
+        from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
-    def noised(self, scheduler, x0, noise, index):
-        kind = _prediction_type(scheduler)
-        abar = _abar(scheduler, scheduler.timesteps[index])
-        a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
-        target = {"epsilon": noise, "v_prediction": a * noise - s * x0, "sample": x0}[kind]
-        return a * x0 + s * noise, target
+        names = [name for name, module in denoiser.named_modules() if isinstance(module, Transformer2DModel)]
+        order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+        return sorted(names, key=lambda n: (order.get(n.split(".")[0], 3), names.index(n)))
 
-    def model_input(self, scheduler, latents, timestep):
-        return scheduler.scale_model_input(latents, timestep)
+    def block_tokens(self, args, kwargs, output):
+        inp = args[0] if args else kwargs["hidden_states"]
+        out = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+        grid = (out.shape[-2], out.shape[-1])
+        return inp.flatten(2).transpose(1, 2), out.flatten(2).transpose(1, 2), grid  # (B, C, H, W) -> (B, HW, C)
+
+    def with_block_tokens(self, output, tokens, grid):
+        b, _, c = tokens.shape
+        new = tokens.transpose(1, 2).reshape(b, c, *grid)
+        if isinstance(output, tuple):
+            return (new, *output[1:])
+        if hasattr(output, "sample"):
+            output.sample = new
+            return output
+        return new

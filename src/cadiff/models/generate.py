@@ -17,6 +17,10 @@ from cadiff.files.renames import renamed
 from cadiff.models.loading import sampling_defaults
 from cadiff.models.vocabulary import check_known_words
 
+# Set on a pipeline during `generate` when it does not say itself whether it guides (PixArt-α keeps
+# do_classifier_free_guidance local): readers of its denoiser's batch (SAE capture, steering) need to know.
+GUIDED_ATTRIBUTE = "_cadiff_guided"
+
 
 @renamed(num_inference_steps="steps", guidance_scale="guidance")
 def generate(
@@ -41,6 +45,8 @@ def generate(
     for i in range(0, len(prompts), batch_size):
         chunk_p, chunk_s = list(prompts[i : i + batch_size]), seeds[i : i + batch_size]
         generators = [torch.Generator().manual_seed(int(s)) for s in chunk_s]  # CPU: same noise on any device
+        if not hasattr(type(pipe), "do_classifier_free_guidance"):
+            setattr(pipe, GUIDED_ATTRIBUTE, guidance > 1.0)
         result = pipe(chunk_p, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
                       output_type="np", **pipe_kwargs)
         out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))

@@ -21,38 +21,28 @@ from typing import Sequence
 
 import torch
 
+from cadiff.adapters import adapter_for
+from cadiff.models.generate import GUIDED_ATTRIBUTE
 from cadiff.models.loading import denoiser
 from cadiff.sae.hookpoints import resolve_hookpoint
 
 READOUTS = ("update", "output")
+GUIDED_FLAG = GUIDED_ATTRIBUTE
 
 
 def split_branches(pipe, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{'uncond': first half, 'cond': second half} under classifier-free guidance, else {'cond': batch}."""
-    if getattr(pipe, "do_classifier_free_guidance", False):
+    """{'uncond': first half, 'cond': second half} under classifier-free guidance, else {'cond': batch}. Pipelines
+    that do not expose whether they guide (PixArt-α) are told by `cadiff.generate` (`GUIDED_FLAG`)."""
+    guided = getattr(pipe, "do_classifier_free_guidance", None)
+    if guided is None:
+        guided = getattr(pipe, GUIDED_FLAG, False)
+    if guided:
         if batch.shape[0] % 2:
             raise RuntimeError(f"guidance is on but the denoiser batch has odd size {batch.shape[0]}; "
                                "this pipeline does not batch [uncond, cond] like the stock ones")
         uncond, cond = batch.chunk(2)
         return {"uncond": uncond, "cond": cond}
     return {"cond": batch}
-
-
-def hook_io(args: tuple, kwargs: dict, output) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input hidden states, output hidden states) of a transformer module call, whatever its return type."""
-    inp = args[0] if args else kwargs["hidden_states"]
-    out = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
-    return inp, out
-
-
-def replace_output(output, new: torch.Tensor):
-    """`output` with its hidden states replaced by `new`, keeping the module's return type."""
-    if isinstance(output, tuple):
-        return (new, *output[1:])
-    if hasattr(output, "sample"):
-        output.sample = new
-        return output
-    return new
 
 
 class StepTracker:
@@ -91,6 +81,7 @@ class ActivationCapture:
             raise ValueError(f"unknown branches {list(branches)}; use 'cond' and/or 'uncond'")
         self.pipe, self.steps, self.readout, self.branches, self.dtype = pipe, list(at_steps), readout, branches, dtype
         self.modules = {name: resolve_hookpoint(pipe, name) for name in hookpoints}
+        self.adapter = adapter_for(denoiser(pipe))
         self.tracker = StepTracker(pipe)
         self._records: dict[tuple[str, str], dict[int, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
         self._handles: list = []
@@ -101,10 +92,8 @@ class ActivationCapture:
             step = self.tracker.step
             if step not in self.steps:
                 return None
-            inp, out = hook_io(args, kwargs, output)
-            act = (out - inp) if self.readout == "update" else out
-            self.grids[name] = (act.shape[-2], act.shape[-1])
-            act = act.detach().flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
+            inp, out, self.grids[name] = self.adapter.block_tokens(args, kwargs, output)  # (B, P, C) image tokens
+            act = ((out - inp) if self.readout == "update" else out).detach()
             for branch, part in split_branches(self.pipe, act).items():
                 if branch in self.branches:
                     self._records[(name, branch)][step].append(part.to("cpu", self.dtype, copy=True))

@@ -1,7 +1,7 @@
 """Hookpoints: which denoiser modules can be read or steered (the step helpers live in `cadiff.models.steps`).
 
-A hookpoint is the diffusers module path of a cross-attention transformer module of the U-Net
-(`mid_block.attentions.0`); a step is the index of a sampling step, 0 = first (t = 1.0), N-1 = last (t = 0.0).
+A hookpoint is the diffusers module path of a block the denoiser's adapter offers: a cross-attention transformer
+module of a U-Net (`mid_block.attentions.0`), a transformer block of a DiT (`transformer_blocks.3`); a step is the index of a sampling step, 0 = first (t = 1.0), N-1 = last (t = 0.0).
 
 Example:
     >>> from cadiff.sae.hookpoints import hookpoints, resolve_steps
@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import torch
 
+from cadiff.adapters import adapter_for
 from cadiff.models.loading import denoiser
 from cadiff.models.steps import WINDOWS, resolve_steps, step_time, window_steps  # noqa: F401 (re-exported)
 
 
 def hookpoints(pipe_or_unet) -> list[str]:
-    """Module paths of the denoiser's cross-attention transformer modules, in execution order."""
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-
-    unet = pipe_or_unet if isinstance(pipe_or_unet, torch.nn.Module) else denoiser(pipe_or_unet)
-    names = [name for name, module in unet.named_modules() if isinstance(module, Transformer2DModel)]
+    """Module paths of the denoiser blocks an SAE can read, in execution order, as its adapter names them (U-Nets:
+    their cross-attention transformer modules; DiTs: their transformer blocks)."""
+    net = pipe_or_unet if isinstance(pipe_or_unet, torch.nn.Module) else denoiser(pipe_or_unet)
+    names = adapter_for(net).hookpoints(net)
     if not names:
-        raise ValueError(f"the SAE tools read U-Net transformer blocks (Transformer2DModel), and this "
-                         f"{type(unet).__name__} has none; SAEs on transformer denoisers are not supported yet")
-    order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
-    return sorted(names, key=lambda n: (order.get(n.split(".")[0], 3), names.index(n)))
+        raise ValueError(f"this {type(net).__name__} has no blocks an SAE can read")
+    return names
 
 
 def resolve_hookpoint(pipe_or_unet, name: str) -> torch.nn.Module:

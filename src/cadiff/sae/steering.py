@@ -21,9 +21,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from cadiff.adapters import adapter_for
 from cadiff.files.renames import check_count, renamed
-from cadiff.models.loading import sampling_defaults
-from cadiff.sae.capture import StepTracker, hook_io, replace_output, split_branches
+from cadiff.models.loading import denoiser, sampling_defaults
+from cadiff.sae.capture import StepTracker, split_branches
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps
 from cadiff.sae.model import TopKSAE
 
@@ -103,6 +104,7 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
         if region is None:
             raise ValueError("spatial steering needs region= (H, W) bool or quadrant=")
     tracker = StepTracker(pipe)
+    adapter = adapter_for(denoiser(pipe))
     sae = sae.to(next(module.parameters()).device)
 
     def hook(mod, args, kwargs, output):
@@ -111,17 +113,16 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
         if len(tracker.pipe.scheduler.timesteps) != n_steps:
             raise RuntimeError(f"steering was set up for {n_steps} steps but the pipeline runs "
                                f"{len(tracker.pipe.scheduler.timesteps)}; pass steps= to steer()")
-        inp, out = hook_io(args, kwargs, output)
-        b, c, h, w = out.shape
+        inp, out, (h, w) = adapter.block_tokens(args, kwargs, output)  # (B, P, C) image tokens
         if region is not None and tuple(region.shape) != (h, w):
             raise ValueError(f"region has shape {tuple(region.shape)} but {hookpoint} has a {h}x{w} grid")
-        delta = (out - inp).flatten(2).transpose(1, 2)
+        delta = out - inp
         parts = split_branches(pipe, delta)
         reg = torch.from_numpy(np.asarray(region)).flatten() if region is not None else None
         change = {"cond": steering_change(sae, parts["cond"], latents, mode, beta, reg)}
         change["uncond"] = torch.zeros_like(parts.get("uncond", delta[:0]))
         change = torch.cat([change[k] for k in ("uncond", "cond") if k in parts])
-        return replace_output(output, out + change.transpose(1, 2).reshape(b, c, h, w))
+        return adapter.with_block_tokens(output, out + change, (h, w))
 
     with tracker:
         handle = module.register_forward_hook(hook, with_kwargs=True)

@@ -1,0 +1,42 @@
+"""The scheduler math of DDPM-family denoisers (U-Nets, PixArt): outputs in epsilon, v or sample units, put in
+epsilon units; clean latents noised along the model's alphas."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _abar(scheduler, timestep: torch.Tensor) -> float:
+    if not hasattr(scheduler, "alphas_cumprod"):
+        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod; this denoiser needs a DDPM-family scheduler")
+    return float(scheduler.alphas_cumprod[int(round(float(timestep.reshape(-1)[0])))])
+
+
+def _prediction_type(scheduler) -> str:
+    kind = scheduler.config.prediction_type
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
+    return kind
+
+
+class DDPMSchedule:
+    """Adapter part for denoisers on a DDPM-family schedule (alphas_cumprod, a prediction_type)."""
+
+    def output_scale(self, scheduler, timestep):
+        kind = _prediction_type(scheduler)
+        if kind == "epsilon":
+            return 1.0
+        abar = _abar(scheduler, timestep)
+        return math.sqrt(abar) if kind == "v_prediction" else math.sqrt(abar / (1.0 - abar))
+
+    def noised(self, scheduler, x0, noise, index):
+        kind = _prediction_type(scheduler)
+        abar = _abar(scheduler, scheduler.timesteps[index])
+        a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
+        target = {"epsilon": noise, "v_prediction": a * noise - s * x0, "sample": x0}[kind]
+        return a * x0 + s * noise, target
+
+    def model_input(self, scheduler, latents, timestep):
+        return scheduler.scale_model_input(latents, timestep)
