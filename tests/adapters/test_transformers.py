@@ -232,3 +232,12 @@ def test_prune_and_the_magnitude_control_run_on_transformers_and_esd_says_it_doe
     assert set(control.mask.indices) == set(select_parameters(pipe.transformer, "ff"))
     with pytest.raises(ValueError, match="ESD baseline supports SD 1.x / 2.x pipelines"):
         cadiff.erase(pipe, "a red circle", method="esd", iterations=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_transformers_give_fp32_scores(dtype):
+    pipe = tiny_sd("sd3", dtype=dtype)
+    attr = attribute(pipe, "a red circle", seeds=1, steps=2, guidance=GUIDANCE, progress=False)
+    assert pipe.transformer.dtype == dtype and attr.metadata["dtype"] == str(dtype).replace("torch.", "")
+    assert all(s.dtype == torch.float32 and torch.isfinite(s).all() for s in attr.scores.values())
+    assert sum(float(s.abs().sum()) for s in attr.scores.values()) > 0
