@@ -241,3 +241,25 @@ def test_half_precision_transformers_give_fp32_scores(dtype):
     assert pipe.transformer.dtype == dtype and attr.metadata["dtype"] == str(dtype).replace("torch.", "")
     assert all(s.dtype == torch.float32 and torch.isfinite(s).all() for s in attr.scores.values())
     assert sum(float(s.abs().sum()) for s in attr.scores.values()) > 0
+
+
+@pytest.mark.parametrize("kind", ["sd2", "sd3"])
+def test_whole_attention_heads_are_scored_and_selected(kind):
+    from cadiff.files.select import head_scores, head_slices
+
+    pipe = tiny_sd(kind)
+    attr = attribute(pipe, "a red circle", components="attn", seeds=1, steps=2, guidance=GUIDANCE, progress=False)
+    layout = attr.metadata["heads"]
+    assert layout and all(axis in (0, 1) for _, axis, _ in layout.values())
+    totals = head_scores(attr.scores, layout)
+    best = max(totals, key=totals.get)
+    mask = attr.select(count=1, scope="head")
+    for name, (module, axis, n) in layout.items():  # exactly the best head's slices, in every projection of it
+        want = head_slices(tuple(attr.scores[name].shape), axis, n)[best[1]] if module == best[0] else None
+        got = mask.indices.get(name)
+        assert (got is None) if want is None else torch.equal(got, want.sort().values)
+    summary = attr.summary()["heads"]
+    assert len(summary) == len(totals) and f"{best[0]}/head{best[1]}" in summary
+    with pytest.raises(ValueError, match="head layout"):
+        attribute(pipe, "a red circle", components="ff", seeds=1, steps=2, progress=False).select(count=1,
+                                                                                                   scope="head")

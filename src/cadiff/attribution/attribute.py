@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from cadiff.adapters import adapter_for
 from cadiff.attribution.components import count_components, select_parameters
 from cadiff.attribution.concepts import check_known_words, concept_prompts
 from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa: F401  (PRESERVE_RULES: re-exported)
@@ -118,6 +119,7 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
                 "steps": steps, "at_steps": "all" if only is None else chosen, "guidance": guidance,
                 "components": components,
                 "n_components": count_components(params),
+                "heads": {n: v for n, v in adapter_for(unet).head_layout(unet).items() if n in params},
                 "estimator": estimator if goal.uses_base_prompt else None,
                 "images": None if images is None else str(images), "n_images": made.info.get("n_images"),
                 "J": values[g], "J_preserve": _preserve_values(values, preserve_groups, preserve_rule),

@@ -18,7 +18,7 @@ import torch
 
 from cadiff.files.mask import Mask, check_fingerprint, read_header, write_with_header
 from cadiff.models.loading import model_fingerprint
-from cadiff.files.select import select_indices
+from cadiff.files.select import head_scores, select_indices
 
 
 @dataclass
@@ -38,8 +38,10 @@ class Attribution:
 
     def select(self, ratio: float | None = None, count: int | None = None, sign: str = "positive",
                scope: str = "row") -> Mask:
-        """Mask of the weights to zero: per-row (paper), per-matrix or global top ratio/count on one side of zero."""
-        indices = select_indices(self.scores, ratio=ratio, count=count, sign=sign, scope=scope)
+        """Mask of the weights to zero: per-row (paper), per-matrix, global top ratio/count on one side of zero, or
+        whole attention heads (scope="head")."""
+        indices = select_indices(self.scores, ratio=ratio, count=count, sign=sign, scope=scope,
+                                 heads=self.metadata.get("heads"))
         if not indices:
             hint = (" (with scope='row' a ratio below 1/in_features selects nothing; raise it or use count)"
                     if scope == "row" and ratio is not None else "")
@@ -51,7 +53,8 @@ class Attribution:
         return Mask(indices, {n: tuple(self.scores[n].shape) for n in indices}, meta)
 
     def summary(self) -> dict[str, Any]:
-        """Per-layer counts and mass of positive / negative scores, and how concentrated the positive mass is."""
+        """Per-layer counts and mass of positive / negative scores, how concentrated the positive mass is, and the
+        positive mass of every attention head (`heads`: "<attention module>/head<h>")."""
         layers = {}
         for name, s in self.scores.items():
             pos, neg = s[s > 0], s[s < 0]
@@ -64,9 +67,11 @@ class Attribution:
             k = max(1, int(frac * flat.numel()))
             top = flat.topk(k).values.clamp(min=0).sum()
             concentration[label] = float(top) / total_pos if total_pos > 0 else 0.0
+        heads = {f"{module}/head{h}": v for (module, h), v in
+                 head_scores({n: s.clamp(min=0) for n, s in self.scores.items()}, self.metadata.get("heads") or {}).items()}
         return {"n": int(flat.numel()), "n_positive": int((flat > 0).sum()), "n_negative": int((flat < 0).sum()),
                 "mass_positive": total_pos, "mass_negative": float(-flat.clamp(max=0).sum()),
-                "concentration": concentration, "layers": layers}
+                "concentration": concentration, "layers": layers, "heads": heads}
 
     def plot(self, path: str | Path) -> Path:
         """Bar chart of positive and negative score mass per layer (PNG)."""

@@ -4,6 +4,8 @@
   row), keeping only entries on the chosen side of zero (score > 0 for sign="positive", < 0 for "negative").
 - scope="matrix": the top int(ratio * numel) entries (or `count`) inside each parameter tensor.
 - scope="global": the top int(ratio * total) entries (or `count`) across all parameters.
+- scope="head": whole attention heads, the top int(ratio * heads) (or `count`) by their summed score over the
+  head's query/key/value rows and output-projection columns (`heads`: the layout {parameter: [module, axis, n]}).
 Parameters with more than two dimensions are ranked as (shape[0], rest); 1-D ones as a single row.
 
 Example:
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-SCOPES = ("row", "matrix", "global")
+SCOPES = ("row", "matrix", "global", "head")
 SIGNS = ("positive", "negative")
 
 
@@ -50,12 +52,51 @@ def _top(flat: torch.Tensor, k: int) -> torch.Tensor:
     return idx[values > 0]
 
 
+def head_slices(shape: tuple[int, ...], axis: int, heads: int) -> list[torch.Tensor]:
+    """Flat indices of each head's slice of a weight of `shape` split into `heads` along `axis`."""
+    flat = torch.arange(int(torch.tensor(shape).prod())).reshape(shape)
+    return [part.reshape(-1) for part in flat.chunk(heads, dim=axis)]
+
+
+def head_scores(scores: dict[str, torch.Tensor], heads: dict[str, list], sign: str = "positive"
+                ) -> dict[tuple[str, int], float]:
+    """Summed (oriented) score of every attention head, over its slices of the weights in `scores`."""
+    out: dict[tuple[str, int], float] = {}
+    for name, (module, axis, n) in heads.items():
+        if name not in scores:
+            continue
+        s = _oriented(scores[name], sign).reshape(-1)
+        for h, idx in enumerate(head_slices(tuple(scores[name].shape), axis, n)):
+            out[(module, h)] = out.get((module, h), 0.0) + float(s[idx].sum())
+    return out
+
+
+def _select_heads(scores: dict[str, torch.Tensor], heads: dict[str, list] | None, ratio: float | None,
+                  count: int | None, sign: str) -> dict[str, torch.Tensor]:
+    if not heads:
+        raise ValueError("scope='head' needs the scores' head layout, which these scores do not record (their "
+                         "selection holds no attention projection); use components that include attention")
+    totals = head_scores(scores, heads, sign)
+    k = int(count) if count is not None else int(float(ratio) * len(totals))
+    chosen = {key for key, v in sorted(totals.items(), key=lambda kv: -kv[1])[:k] if v > 0}
+    out = {}
+    for name, (module, axis, n) in heads.items():
+        if name in scores:
+            parts = [idx for h, idx in enumerate(head_slices(tuple(scores[name].shape), axis, n)) if (module, h) in chosen]
+            if parts:
+                out[name] = torch.cat(parts).sort().values
+    return out
+
+
 def select_indices(scores: dict[str, torch.Tensor], ratio: float | None = None, count: int | None = None,
-                   sign: str = "positive", scope: str = "row") -> dict[str, torch.Tensor]:
+                   sign: str = "positive", scope: str = "row",
+                   heads: dict[str, list] | None = None) -> dict[str, torch.Tensor]:
     """Sorted flat indices to zero per parameter under the rule (see module doc); parameters with none are left out."""
     check_amount(ratio, count)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
+    if scope == "head":
+        return _select_heads(scores, heads, ratio, count, sign)
     out: dict[str, torch.Tensor] = {}
     if scope == "global":
         names = list(scores)
