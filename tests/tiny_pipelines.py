@@ -76,11 +76,35 @@ def tiny_pixart(seed: int = 0):
     return pipe
 
 
+def tiny_flux(seed: int = 0):
+    """A random Flux-dev-style pipeline: one double and one single block on packed latents, distilled guidance,
+    a CLIP and a tiny T5 encoder, flow matching with the resolution-dependent shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                         pooled_projection_dim=16, guidance_embeds=True, axes_dims_rope=(4, 2, 2))
+    vae = _vae()
+    vae.register_to_config(shift_factor=0.0)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2)).eval()  # built in training mode: no dropout
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=_text(16), tokenizer=build_tokenizer(),
+                        text_encoder_2=t5, tokenizer_2=build_tokenizer(), transformer=transformer)
+    pipe.default_sample_size = 8  # 16 x 16 images (Flux's own default is 128 latents a side)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):
     """A random pipeline: 'sd1' (SD 1.x layout), 'sd2' (v-prediction, linear projections, per-block heads), 'sdxl',
-    'sd3' (an MMDiT with flow matching), 'pixart' (a DiT on a DDPM schedule)."""
-    if kind in ("sd3", "pixart"):
-        pipe = tiny_sd3(seed) if kind == "sd3" else tiny_pixart(seed)
+    'sd3' (an MMDiT with flow matching), 'pixart' (a DiT on a DDPM schedule), 'flux' (packed tokens, distilled
+    guidance)."""
+    if kind in ("sd3", "pixart", "flux"):
+        pipe = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux}[kind](seed)
         return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 

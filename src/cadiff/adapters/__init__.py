@@ -27,7 +27,7 @@ class DenoiserAdapter:
     name: ClassVar[str]
     denoisers: ClassVar[tuple[str, ...]]   # class names of the denoisers it serves (diffusers' own classes)
     latent_arg: ClassVar[str]              # the keyword the denoiser takes the noisy latent as
-    block: ClassVar[str]                   # parameter-name part of the transformer blocks (the components' home)
+    block: ClassVar[str]                   # regex: parameter-name part of the blocks (the components' home)
     ff: ClassVar[str]                      # regex: feed-forward weights of those blocks
     attn: ClassVar[str]                    # regex: attention weights of those blocks
 
@@ -46,7 +46,7 @@ class DenoiserAdapter:
 
     def in_group(self, name: str, param: torch.Tensor, group: str) -> bool:
         """Whether a parameter belongs to a component group ('ff', 'attn', 'linear', 'all')."""
-        block_2d = self.block in f".{name}" and param.ndim == 2
+        block_2d = re.search(self.block, f".{name}") is not None and param.ndim == 2
         if group == "ff":
             return block_2d and re.search(self.ff, name) is not None
         if group == "attn":
@@ -68,6 +68,28 @@ class DenoiserAdapter:
     def model_input(self, scheduler, latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """The denoiser input the pipeline makes of `latents` at `timestep`."""
         return latents
+
+    def model_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The timestep the pipeline passes its denoiser for the scheduler's `timestep` (Flux: divided by 1000)."""
+        return timestep
+
+    def base_kwargs(self, call_kwargs: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+        """The conditioning of the erase objective's base prompt for a call made with `call_kwargs`: `base` as
+        captured, or (Flux) the call's own with only the prompt's part replaced."""
+        return base
+
+    def guided_batch(self, guidance: float) -> bool:
+        """Whether the pipeline batches [unconditional, conditional] halves at this guidance (Flux-dev never does:
+        its guidance is distilled into the model)."""
+        return guidance > 1.0
+
+    def unbatched(self) -> tuple[str, ...]:
+        """Keyword arguments that hold no batch dimension (Flux's token ids), never cut into rows."""
+        return ()
+
+    def set_schedule(self, pipe, steps: int, x0: torch.Tensor) -> None:
+        """Set the scheduler's sampling schedule of `steps` steps as the pipeline would for latents like `x0`."""
+        pipe.scheduler.set_timesteps(steps)
 
     def head_layout(self, denoiser: torch.nn.Module) -> dict[str, list]:
         """Attention heads by weight: {parameter: [attention module, axis, heads]}: the query, key and value
@@ -131,4 +153,6 @@ def adapter_for(denoiser: torch.nn.Module) -> DenoiserAdapter:
 
 # the built-in families register themselves, U-Nets first
 from cadiff.adapters import unet  # noqa: E402,F401,I001
-from cadiff.adapters import pixart, sd3  # noqa: E402,F401
+from cadiff.adapters import pixart  # noqa: E402,F401,I001
+from cadiff.adapters import sd3  # noqa: E402,F401,I001
+from cadiff.adapters import flux  # noqa: E402,F401

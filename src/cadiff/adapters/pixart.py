@@ -13,7 +13,7 @@ class PixArtAdapter(DDPMSchedule, DenoiserAdapter):
     name = "pixart"
     denoisers = ("PixArtTransformer2DModel",)
     latent_arg = "hidden_states"
-    block = ".transformer_blocks."
+    block = r"\.transformer_blocks\."
     ff = r"ff\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn[12]\."
 

@@ -14,7 +14,7 @@ class SD3Adapter(DenoiserAdapter):
     name = "sd3"
     denoisers = ("SD3Transformer2DModel",)
     latent_arg = "hidden_states"
-    block = ".transformer_blocks."
+    block = r"\.transformer_blocks\."
     ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn2?\."
 

@@ -13,7 +13,7 @@ class UNetAdapter(DDPMSchedule, DenoiserAdapter):
     name = "unet"
     denoisers = ("UNet2DConditionModel",)
     latent_arg = "sample"
-    block = ".transformer_blocks."
+    block = r"\.transformer_blocks\."
     ff = r"ff\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn[12]\."
 

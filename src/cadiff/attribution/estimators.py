@@ -128,8 +128,10 @@ def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: 
         calls = [c for i, c in enumerate(calls) if only is None or i in only]
         reuse = base_prompt == "" and calls[0].uncond_output is not None
         base = None if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
+        adapter = adapter_for(denoiser)
         for call in calls:
-            target = call.uncond_output if reuse else _forward(denoiser, call.sample, call.timestep, base)
+            target = call.uncond_output if reuse else _forward(denoiser, call.sample, call.timestep,
+                                                               adapter.base_kwargs(call.kwargs, base))
             scale = torch.full((n,), eps_scale(pipe.scheduler, call.timestep, denoiser))
             out.append(Step(call.sample, call.timestep, call.kwargs, target, scale, [r.group for r in chunk]))
     return out
@@ -152,15 +154,16 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
             with record_calls(denoiser, n, on_call=(lambda _c: tick(1)) if tick else None) as calls:
                 _sample_until(pipe, max(i - 1, 0), state, prompt=[r.prompt for r in chunk], num_inference_steps=steps,
                               guidance_scale=guidance, generator=_generators(chunk), output_type="latent")
-            first, timesteps = calls[0], pipe.scheduler.timesteps
+            first, timesteps, adapter = calls[0], pipe.scheduler.timesteps, adapter_for(denoiser)
             if i == 0:  # the initial noise, as the first call saw it
                 sample, timestep = first.sample, first.timestep
             else:
-                timestep = timesteps[i - 1] if pair_previous else timesteps[i]
-                sample = adapter_for(denoiser).model_input(pipe.scheduler, state["latents"], timestep)
+                scheduled = timesteps[i - 1] if pair_previous else timesteps[i]
+                sample = adapter.model_input(pipe.scheduler, state["latents"], scheduled)
+                timestep = adapter.model_timestep(scheduled)
             reuse = base_prompt == "" and first.uncond_kwargs is not None
             base = first.uncond_kwargs if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
-            target = _forward(denoiser, sample, timestep, base)
+            target = _forward(denoiser, sample, timestep, adapter.base_kwargs(first.kwargs, base))
             scale = torch.full((n,), eps_scale(pipe.scheduler, timestep, denoiser))
             out.append(Step(sample, timestep, first.kwargs, target, scale, [r.group for r in chunk]))
     return out
@@ -202,16 +205,17 @@ def amplify_samples(pipe, denoiser, rows: Sequence[Row], x0: torch.Tensor, steps
         chunk = rows[start : start + batch_size]
         n = len(chunk)
         cond = capture_conditioning(pipe, denoiser, [r.prompt for r in chunk])
-        scheduler.set_timesteps(steps)  # after the capture, which ran a one-step schedule
-        timesteps = scheduler.timesteps
         z0 = x0[start : start + n].to(denoiser.dtype)
+        adapter.set_schedule(pipe, steps, z0)  # after the capture, which ran a one-step schedule
+        timesteps = scheduler.timesteps
         gens = [torch.Generator().manual_seed(int(r.seed) * 100_003 + 17) for r in chunk]
         for i, t in enumerate(timesteps):
             noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(z0)
             if only is not None and i not in only:
                 continue  # the noise is still drawn, so a step's term does not depend on which others are kept
             sample, target = adapter.noised(scheduler, z0, noise, i)
-            out.append(Step(sample, t.to(z0.device), cond, target, torch.ones(n), [r.group for r in chunk]))
+            out.append(Step(sample, adapter.model_timestep(t.to(z0.device)), cond, target, torch.ones(n),
+                            [r.group for r in chunk]))
             if tick:
                 tick(1)
     return out

@@ -17,7 +17,7 @@ import torch
 
 from cadiff.adapters import adapter_for
 from cadiff.attribution.estimators import Step
-from cadiff.attribution.recording import take_rows
+from cadiff.attribution.recording import kwargs_rows, take_rows
 
 
 @contextlib.contextmanager
@@ -76,7 +76,7 @@ def accumulate(denoiser: torch.nn.Module, params: dict[str, torch.nn.Parameter],
                     current["acc"] = grads[group]
                     with torch.enable_grad():
                         out = adapter.forward(denoiser, step.sample[rows], take_rows(step.timestep, rows, n),
-                                              take_rows(step.kwargs, rows, n))
+                                              kwargs_rows(step.kwargs, rows, n, adapter.unbatched()))
                         diff = (out.float() - step.target[rows].float()) * step.scale[rows].to(out.device).view(
                             -1, *([1] * (out.ndim - 1)))
                         loss = sign * weights[group] * diff.pow(2).sum()

@@ -46,6 +46,11 @@ def take_rows(obj: Any, rows: slice, n: int) -> Any:
     return obj
 
 
+def kwargs_rows(kwargs: dict[str, Any], rows: slice, n: int, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`take_rows` of a denoiser call's keyword arguments, leaving those named in `keep` (no batch dimension) whole."""
+    return {k: v if k in keep else take_rows(v, rows, n) for k, v in kwargs.items()}
+
+
 def repeat_rows(obj: Any, n: int) -> Any:
     """Repeat batch-1 tensors of `obj` (nested) to batch `n`."""
     if isinstance(obj, torch.Tensor):
@@ -86,8 +91,9 @@ def split_guided(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any
     out = adapter.prediction(module, output_tensor(output)) if output is not None else None
     if n == 2 * batch:
         cond, uncond = slice(batch, n), slice(0, batch)
-        return Call(_clone(sample[cond]), _clone(take_rows(timestep, cond, n)), _clone(take_rows(call, cond, n)),
-                    _clone(take_rows(call, uncond, n)), None if out is None else _clone(out[uncond]))
+        keep = adapter.unbatched()
+        return Call(_clone(sample[cond]), _clone(take_rows(timestep, cond, n)), _clone(kwargs_rows(call, cond, n, keep)),
+                    _clone(kwargs_rows(call, uncond, n, keep)), None if out is None else _clone(out[uncond]))
     if n != batch:
         raise RuntimeError(f"denoiser called on a batch of {n}, expected {batch} or {2 * batch}")
     return Call(_clone(sample), _clone(timestep), _clone(call), None, None)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from cadiff.files.renames import renamed
-from cadiff.models.loading import sampling_defaults
+from cadiff.adapters import adapter_for
+from cadiff.models.loading import denoiser, sampling_defaults
 from cadiff.models.vocabulary import check_known_words
 
 # Set on a pipeline during `generate` when it does not say itself whether it guides (PixArt-α keeps
@@ -46,7 +47,7 @@ def generate(
         chunk_p, chunk_s = list(prompts[i : i + batch_size]), seeds[i : i + batch_size]
         generators = [torch.Generator().manual_seed(int(s)) for s in chunk_s]  # CPU: same noise on any device
         if not hasattr(type(pipe), "do_classifier_free_guidance"):
-            setattr(pipe, GUIDED_ATTRIBUTE, guidance > 1.0)
+            setattr(pipe, GUIDED_ATTRIBUTE, adapter_for(denoiser(pipe)).guided_batch(guidance))
         result = pipe(chunk_p, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
                       output_type="np", **pipe_kwargs)
         out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))

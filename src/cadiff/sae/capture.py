@@ -55,7 +55,7 @@ class StepTracker:
 
     def _pre_hook(self, module, args, kwargs) -> None:
         t = args[1] if len(args) > 1 else kwargs["timestep"]
-        timesteps = self.pipe.scheduler.timesteps
+        timesteps = adapter_for(module).model_timestep(self.pipe.scheduler.timesteps)  # as the denoiser sees them
         match = (timesteps.to(torch.as_tensor(t).device) == torch.as_tensor(t).reshape(-1)[0]).nonzero()
         if len(match) == 0:
             raise RuntimeError(f"timestep {t} is not in the scheduler's schedule; cannot tell the sampling step")
