@@ -267,3 +267,22 @@ def test_whole_attention_heads_are_scored_and_selected(kind):
     with pytest.raises(ValueError, match="head layout"):
         attribute(pipe, "a red circle", components="ff", seeds=1, steps=2, progress=False).select(count=1,
                                                                                                    scope="head")
+
+
+def test_flux_keeps_its_guidance_and_token_ids_for_the_erase_base_and_never_cuts_the_ids():
+    from cadiff.attribution.estimators import erase_trajectory
+    from cadiff.attribution.recording import capture_conditioning
+
+    pipe = tiny_sd("flux")
+    net = pipe.transformer
+    adapter = adapter_for(net)
+    steps = erase_trajectory(pipe, net, [Row("a red circle", 0, 0)], 2, 3.5, base_prompt="a blue star")
+    call = steps[0].kwargs
+    assert float(call["guidance"].reshape(-1)[0]) == 3.5 and call["img_ids"].ndim == 2  # no batch cut from the ids
+    base = capture_conditioning(pipe, net, ["a blue star"])
+    merged = adapter.base_kwargs(call, base)
+    assert merged["guidance"] is call["guidance"] and merged["img_ids"] is call["img_ids"]
+    assert torch.equal(merged["encoder_hidden_states"], base["encoder_hidden_states"])
+    with torch.no_grad():
+        want = adapter.forward(net, steps[0].sample, steps[0].timestep, merged)
+    torch.testing.assert_close(steps[0].target, want)  # the base output: same latent, guidance and ids, other prompt
