@@ -286,3 +286,16 @@ def test_flux_keeps_its_guidance_and_token_ids_for_the_erase_base_and_never_cuts
     with torch.no_grad():
         want = adapter.forward(net, steps[0].sample, steps[0].timestep, merged)
     torch.testing.assert_close(steps[0].target, want)  # the base output: same latent, guidance and ids, other prompt
+
+
+def test_amplify_with_concept_images_on_every_transformer(family, tmp_path):
+    from PIL import Image
+
+    _, pipe = family
+    for i in range(2):
+        Image.fromarray(cadiff.generate(pipe, ["a red circle"], [i], steps=2, guidance=GUIDANCE)[0]).save(
+            tmp_path / f"{i}.png")
+    attr = attribute(pipe, "a red circle", objective="amplify", images=tmp_path, steps=STEPS, guidance=GUIDANCE,
+                     progress=False)
+    assert attr.metadata["n_images"] == 2 and attr.metadata["J"] < 0
+    assert sum(float(s.abs().sum()) for s in attr.scores.values()) > 0

@@ -87,6 +87,14 @@ class DenoiserAdapter:
         """Keyword arguments that hold no batch dimension (Flux's token ids), never cut into rows."""
         return ()
 
+    def image_size(self, pipe) -> int:
+        """The side in pixels of the pipeline's default image."""
+        return int(pipe_denoiser(pipe).config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+
+    def from_vae(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE latents (N, C, H, W), scaled, in the layout the denoiser samples in (Flux: packed 2 x 2 tokens)."""
+        return latents
+
     def set_schedule(self, pipe, steps: int, x0: torch.Tensor) -> None:
         """Set the scheduler's sampling schedule of `steps` steps as the pipeline would for latents like `x0`."""
         pipe.scheduler.set_timesteps(steps)
@@ -127,6 +135,10 @@ class DenoiserAdapter:
 
     def _image_stream(self, output) -> torch.Tensor:
         return output
+
+
+def pipe_denoiser(pipe) -> torch.nn.Module:
+    return getattr(pipe, "unet", None) or pipe.transformer
 
 
 def _square_grid(tokens: int) -> tuple[int, int]:

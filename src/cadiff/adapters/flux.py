@@ -34,6 +34,14 @@ class FluxAdapter(SD3Adapter):
     def unbatched(self):
         return ("txt_ids", "img_ids")
 
+    def image_size(self, pipe):
+        return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
+
+    def from_vae(self, latents):
+        """(N, C, H, W) -> (N, H/2 * W/2, 4C): every 2 x 2 patch one token, as the Flux pipeline packs."""
+        n, c, h, w = latents.shape
+        return latents.view(n, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(n, (h // 2) * (w // 2), 4 * c)
+
     def set_schedule(self, pipe, steps, x0):
         """The Flux pipeline's schedule: sigmas 1 .. 1/steps, shifted by mu for the image's token count."""
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from cadiff.adapters import adapter_for
+from cadiff.models.loading import denoiser as denoiser_of
 from cadiff.attribution.recording import capture_conditioning, record_calls, repeat_rows
 
 
@@ -176,7 +177,7 @@ def image_latents(pipe, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         z = vae.encode(x).latent_dist.mean
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (z - shift) * vae.config.scaling_factor
+    return adapter_for(denoiser_of(pipe)).from_vae((z - shift) * vae.config.scaling_factor)
 
 
 @torch.no_grad()

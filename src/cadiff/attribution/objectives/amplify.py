@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cadiff.adapters import adapter_for
 from cadiff.attribution.estimators import Row, amplify_samples, generated_latents, image_latents
 from cadiff.attribution.objectives import Objective, Samples, register_objective
 from cadiff.models.loading import denoiser as denoiser_of
@@ -36,10 +37,6 @@ def read_image_folder(folder: str | Path, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def _image_size(pipe) -> int:
-    return int(denoiser_of(pipe).config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
-
-
 @register_objective
 class Amplify(Objective):
     name = "amplify"
@@ -53,7 +50,7 @@ class Amplify(Objective):
             x0 = generated_latents(pipe, rows, steps, guidance, batch_size, tick=tick)
             return Samples(rows, amplify_samples(pipe, denoiser, rows, x0, steps, batch_size, tick=tick, only=only))
         # the target's rows become one per image; the concepts to keep are still generated
-        pixels = read_image_folder(images, _image_size(pipe))
+        pixels = read_image_folder(images, adapter_for(denoiser_of(pipe)).image_size(pipe))
         image_rows = [Row(rows[0].prompt, i, 0) for i in range(len(pixels))]
         x0_images = torch.cat([image_latents(pipe, pixels[i : i + batch_size])
                                for i in range(0, len(pixels), batch_size)])
