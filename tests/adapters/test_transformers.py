@@ -227,15 +227,26 @@ def test_the_sae_commands_run_on_a_transformer(sd3, tmp_path, capsys):
     assert "spatial_success" in metrics and metrics["change"] > 0  # steering moved the image
 
 
-def test_prune_and_the_magnitude_control_run_on_transformers_and_esd_says_it_does_not(family):
+def test_prune_esd_and_the_magnitude_control_run_on_transformers(family):
     name, pipe = family
     pruned = cadiff.erase(pipe, "a red circle", method="prune", sparsity=0.1, steps=2, seeds=1)
     assert pruned.info["pruned_total"] == len(pruned.mask) > 0
     assert all(n.endswith("ff.net.2.weight") for n in pruned.mask.indices)
     control = cadiff.erase(pipe, "a red circle", method="magnitude", components="ff", ratio=0.25)
     assert set(control.mask.indices) == set(select_parameters(pipe.transformer, "ff"))
-    with pytest.raises(ValueError, match="ESD baseline supports SD 1.x / 2.x pipelines"):
-        cadiff.erase(pipe, "a red circle", method="esd", iterations=1)
+    from cadiff.editing.methods.esd import esd_parameter_names
+
+    net = pipe.transformer
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    for variant in ("u", "x"):
+        allowed = set(esd_parameter_names(net, variant))
+        result = cadiff.erase(pipe, "a red circle", method="esd", variant=variant, iterations=2, lr=1e-2, steps=2)
+        after = result.pipeline.transformer.state_dict()
+        moved = {k for k, v in after.items() if not torch.equal(before[k], v)}
+        assert allowed and moved and moved <= allowed, (variant, moved - allowed)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the input model is kept
+    cross = set(esd_parameter_names(net, "x"))
+    assert cross.isdisjoint(esd_parameter_names(net, "u")) and all("attn" in n for n in cross)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -30,6 +30,8 @@ class DenoiserAdapter:
     block: ClassVar[str]                   # regex: parameter-name part of the blocks (the components' home)
     ff: ClassVar[str]                      # regex: feed-forward weights of those blocks
     attn: ClassVar[str]                    # regex: attention weights of those blocks
+    cross_attention: ClassVar[str]         # regex: the weights that read the text (ESD-x trains these)
+    esd_frozen: ClassVar[str]              # regex: output layers and time embedding (ESD-u leaves these)
 
     def forward(self, denoiser: torch.nn.Module, latent: torch.Tensor, timestep: torch.Tensor,
                 kwargs: dict[str, Any]) -> torch.Tensor:

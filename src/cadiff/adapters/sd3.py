@@ -17,6 +17,8 @@ class SD3Adapter(DenoiserAdapter):
     block = r"\.transformer_blocks\."
     ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn2?\."
+    cross_attention = r"\.attn\.(add_[qkv]_proj|to_add_out)\."  # joint attention: the text stream's projections
+    esd_frozen = r"^(proj_out|norm_out|time_text_embed)\."
 
     def output_scale(self, scheduler, timestep):
         return 1.0  # velocity units: the model's own

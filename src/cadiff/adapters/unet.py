@@ -16,6 +16,8 @@ class UNetAdapter(DDPMSchedule, DenoiserAdapter):
     block = r"\.transformer_blocks\."
     ff = r"ff\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn[12]\."
+    cross_attention = r"\.attn2\."
+    esd_frozen = r"^(conv_out|conv_norm_out|time_embedding)\."
 
     def hookpoints(self, denoiser):
         """The U-Net's cross-attention transformer modules (`Transformer2DModel`), down, mid, then up blocks."""

@@ -3,11 +3,13 @@ that, for the concept prompt c, it predicts the frozen model's output guided *aw
 
     eps_new(z_t, t, c)  <-  eps(z_t, t, "") - eta * (eps(z_t, t, c) - eps(z_t, t, ""))
 
-z_t comes from sampling the model being trained with prompt c (guidance 3) for a random number of DDIM steps, as
-the paper's code does (here through the stock pipeline call with the step's own timestep, and stopped early by
-callback_on_step_end). ESD-u trains every parameter except cross-attention, the output convolution and the time
-embedding (the paper's choice for objects and nudity); ESD-x trains only cross-attention (for styles). The same
-target works for v-prediction models: v is affine in eps for a fixed z_t, so the guided combination carries over.
+z_t comes from sampling the model being trained with prompt c (guidance 3) for a random number of steps, as the
+paper's code does (here the denoiser's input at that step, recorded from the stock pipeline call, stopped early).
+ESD-u trains every parameter except cross-attention, the output layers and the time embedding (the paper's choice
+for objects and nudity); ESD-x trains only cross-attention (for styles). On MMDiTs (SD3, Flux), whose attention is
+joint, "cross-attention" is the text stream's projections (add_q/k/v_proj, to_add_out). The same target works for
+v-prediction and flow models: the output is affine in eps for a fixed z_t, so the guided combination carries over
+(for flow models, in velocity units).
 
 Example:
     >>> import cadiff
@@ -17,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cadiff.adapters import adapter_for
 from cadiff.editing.copies import with_denoiser
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
@@ -54,92 +58,65 @@ class ESDConfig(Config):
             raise ValueError("ESD needs iterations >= 1 and lr > 0")
 
 
-def esd_parameter_names(unet: torch.nn.Module, variant: str) -> list[str]:
-    """Names of the parameters ESD-x ('x': cross-attention, attn2) or ESD-u ('u': the rest) fine-tunes."""
-    if variant not in ("u", "x"):
+def esd_parameter_names(net: torch.nn.Module, variant: str) -> list[str]:
+    """Names of the parameters ESD-x ('x': cross-attention) or ESD-u ('u': the rest, less the output layers and the
+    time embedding) fine-tunes, as the denoiser's adapter names them (U-Nets: attn2, conv_out, time_embedding)."""
+    if variant not in VARIANTS:
         raise ValueError(f"unknown ESD variant '{variant}'; use 'u' (objects, nudity) or 'x' (styles)")
+    adapter = adapter_for(net)
     names = []
-    for name, _ in unet.named_parameters():
-        cross = "attn2" in name
-        excluded = name.startswith(("conv_out.", "conv_norm_out.", "time_embedding.")) or cross
+    for name, _ in net.named_parameters():
+        cross = re.search(adapter.cross_attention, name) is not None
+        excluded = cross or re.search(adapter.esd_frozen, name) is not None
         if (variant == "x" and cross) or (variant == "u" and not excluded):
             names.append(name)
     return names
 
 
-class _Reached(Exception):
-    """Raised from the step callback once the wanted latent is recorded: the rest of sampling is skipped."""
-
-
-def _latent_at(pipe, embeds: torch.Tensor, negative: torch.Tensor, noise: torch.Tensor, k: int, steps: int,
-               guidance: float):
-    """The latent after k guided DDIM steps from `noise`, and the timestep it belongs to (stock pipeline call)."""
-    seen: dict[str, Any] = {}
-
-    def stop(p, i, t, kwargs):
-        if i + 1 == k:
-            seen["latents"] = kwargs["latents"].detach().clone()
-            raise _Reached
-        return {}
-
-    if k > 0:
-        try:
-            pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, latents=noise.clone(),
-                 num_inference_steps=steps, guidance_scale=guidance, output_type="latent",
-                 callback_on_step_end=stop, callback_on_step_end_tensor_inputs=["latents"])
-        except _Reached:
-            pass
-    else:
-        pipe.scheduler.set_timesteps(steps, device=noise.device)
-        seen["latents"] = noise * pipe.scheduler.init_noise_sigma
-    return seen["latents"], pipe.scheduler.timesteps[k]
-
-
 def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
         on_iteration: Callable[[int, Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune a copy of `pipe`'s UNet with ESD to erase `concept`; return (new pipeline, info); `pipe` is kept.
-    `on_iteration(i, edited)` is called after each iteration i = 1, 2, ... (e.g. to evaluate checkpoints)."""
+    """Fine-tune a copy of `pipe`'s denoiser with ESD to erase `concept`; return (new pipeline, info); `pipe` is
+    kept. Each iteration samples the model being trained (prompt `concept`, guidance `start_guidance`) up to a random
+    step k through the stock pipeline call, takes the denoiser's input there, and regresses the student's output
+    for the concept onto the frozen model's output guided away from it (in the model's own units: noise for
+    U-Nets and PixArt, velocity for SD3 and Flux). `on_iteration(i, edited)` is called after each iteration."""
     from cadiff.attribution.concepts import check_known_words, concept_prompts
+    from cadiff.attribution.estimators import _sample_until
+    from cadiff.attribution.recording import capture_conditioning, record_calls
     from cadiff.models.loading import sampling_defaults
 
     config = config or ESDConfig()
-    net = denoiser(pipe)
-    if type(net).__name__ != "UNet2DConditionModel" or getattr(net.config, "addition_embed_type", None):
-        has = ("an SDXL-like U-Net (added conditioning)" if type(net).__name__ == "UNet2DConditionModel"
-               else f"a {type(net).__name__}")
-        raise ValueError(f"the ESD baseline supports SD 1.x / 2.x pipelines (a U-Net without added conditioning); "
-                         f"this {type(pipe).__name__} has {has}")
     [prompt], _ = concept_prompts(pipe, [concept], base_prompt="")  # ESD guides away from the empty prompt
     check_known_words(pipe, [prompt])
     steps = config.steps or sampling_defaults(pipe)["num_inference_steps"]
-    frozen = pipe.unet.eval().requires_grad_(False)
+    frozen = denoiser(pipe).eval().requires_grad_(False)
+    adapter = adapter_for(frozen)
     student = copy.deepcopy(frozen)
     names = set(esd_parameter_names(student, config.variant))
     trained = [p.requires_grad_(name in names) for name, p in student.named_parameters()]
     params = [p for p in trained if p.requires_grad]
     edited = with_denoiser(pipe, student)
-
-    device = pipe.device
-    generator = torch.Generator("cpu").manual_seed(seed)
+    empty = capture_conditioning(pipe, frozen, [""])  # for pipelines that do not batch an unconditional half
     rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        cond, _ = pipe.encode_prompt(prompt, device, 1, False)
-        empty, _ = pipe.encode_prompt("", device, 1, False)
-    size = student.config.sample_size
     optimizer = torch.optim.Adam(params, lr=config.lr)
     losses = []
     started = time.perf_counter()
-    for _ in tqdm(range(config.iterations), desc=f"ESD-{config.variant} '{concept}'", unit="it", leave=False):
-        noise = torch.randn((1, student.config.in_channels, size, size), generator=generator).to(device, frozen.dtype)
+    for it in tqdm(range(config.iterations), desc=f"ESD-{config.variant} '{concept}'", unit="it", leave=False):
         k = int(rng.integers(0, steps))
         student.eval()
         with torch.no_grad():
-            z, t = _latent_at(edited, cond, empty, noise, k, steps, config.start_guidance)
-            e_empty = frozen(z, t, encoder_hidden_states=empty).sample
-            e_concept = frozen(z, t, encoder_hidden_states=cond).sample
+            with record_calls(student, 1) as calls:
+                _sample_until(edited, k, prompt=[prompt], num_inference_steps=steps,
+                              guidance_scale=config.start_guidance, output_type="latent",
+                              generator=[torch.Generator().manual_seed(seed * 1_000_003 + it)])
+            call = calls[k]  # the denoiser's input at step k, as the pipeline built it
+            uncond = call.uncond_kwargs if call.uncond_kwargs is not None else adapter.base_kwargs(call.kwargs, empty)
+            e_empty = adapter.forward(frozen, call.sample, call.timestep, uncond)
+            e_concept = adapter.forward(frozen, call.sample, call.timestep, call.kwargs)
             target = e_empty - config.negative_guidance * (e_concept - e_empty)
         student.train()
-        loss = torch.nn.functional.mse_loss(student(z, t, encoder_hidden_states=cond).sample.float(), target.float())
+        out = adapter.forward(student, call.sample, call.timestep, call.kwargs)
+        loss = torch.nn.functional.mse_loss(out.float(), target.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
