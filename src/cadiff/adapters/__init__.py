@@ -1,7 +1,9 @@
-"""Denoiser adapters: the one place that knows a family of denoisers (U-Nets of SD 1.x/2.x/SDXL, the SD3 MMDiT,
-...) — how to call it, the units its output is in and the scheduler math behind them, how the amplify objective
-noises a clean latent for it, and which of its weights form the component groups. Everything else asks the
-adapter of the denoiser at hand; a new family is one module here plus its `@register_adapter`.
+"""Denoiser adapters: the one place that knows a family of denoisers — U-Nets (SD 1.x/2.x/SDXL, the embedded
+model), the SD3 MMDiT, Flux, PixArt — how to call it and how its pipeline batches guidance, the units its output is
+in and the scheduler math behind them, how the amplify objective noises a clean latent for it, which of its weights
+form the component groups and attention heads, which ESD trains, and which blocks an SAE reads (as image tokens).
+Everything else asks the adapter of the denoiser at hand; a new family is one module here plus its
+`@register_adapter`.
 
 Example:
     >>> from cadiff.adapters import adapter_for
