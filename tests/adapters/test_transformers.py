@@ -310,3 +310,14 @@ def test_amplify_with_concept_images_on_every_transformer(family, tmp_path):
                      progress=False)
     assert attr.metadata["n_images"] == 2 and attr.metadata["J"] < 0
     assert sum(float(s.abs().sum()) for s in attr.scores.values()) > 0
+
+
+def test_sae_capture_reads_the_token_grid_of_a_non_square_image(family, tmp_path):
+    from cadiff.sae import ActivationCapture, hookpoints
+
+    _, pipe = family
+    last = hookpoints(pipe)[-1]
+    with ActivationCapture(pipe, [last], at_steps=[0]) as cap:
+        cadiff.generate(pipe, ["a red circle"], [0], steps=2, guidance=GUIDANCE, height=16, width=32)
+    taken = cap.take()
+    assert cap.grids[last] == (4, 8) and taken[(last, "cond")].shape[2] == 32  # 16 x 32 px -> 4 x 8 tokens

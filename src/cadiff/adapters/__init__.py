@@ -127,11 +127,23 @@ class DenoiserAdapter:
         """Module paths of the blocks an SAE can read, in execution order (`transformer_blocks.i` for DiTs)."""
         return [f"transformer_blocks.{i}" for i in range(len(denoiser.transformer_blocks))]
 
-    def block_tokens(self, args: tuple, kwargs: dict, output) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-        """A block call's image tokens going in and coming out, (B, P, C) each, and their (H, W) grid."""
+    def token_grid(self, denoiser: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[int, int] | None:
+        """The (H, W) grid of image tokens of a denoiser call (its latent, patched), or None where blocks know it."""
+        latent = args[0] if args else kwargs.get(self.latent_arg)
+        if latent is None or latent.ndim != 4:
+            return None
+        patch = int(getattr(denoiser.config, "patch_size", 1) or 1)
+        return latent.shape[-2] // patch, latent.shape[-1] // patch
+
+    def block_tokens(self, args: tuple, kwargs: dict, output, grid: tuple[int, int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """A block call's image tokens going in and coming out, (B, P, C) each, and their (H, W) grid (`grid`: the
+        denoiser call's, from `token_grid`; a square one is assumed without it)."""
         inp = args[0] if args else kwargs["hidden_states"]
         out = self._image_stream(output)
-        return inp, out, _square_grid(out.shape[1])
+        if grid is None or grid[0] * grid[1] != out.shape[1]:
+            grid = _square_grid(out.shape[1])
+        return inp, out, grid
 
     def with_block_tokens(self, output, tokens: torch.Tensor, grid: tuple[int, int]):
         """The block's output with its image tokens replaced by `tokens` (B, P, C), its return type kept."""
@@ -148,8 +160,8 @@ def pipe_denoiser(pipe) -> torch.nn.Module:
 def _square_grid(tokens: int) -> tuple[int, int]:
     side = int(round(tokens ** 0.5))
     if side * side != tokens:
-        raise ValueError(f"{tokens} image tokens do not form a square grid; SAEs on transformer denoisers read square "
-                         "images only, for now")
+        raise ValueError(f"{tokens} image tokens do not form a square grid, and the denoiser call did not say its "
+                         "grid; read this model's blocks on square images")
     return side, side
 
 

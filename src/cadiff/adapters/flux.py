@@ -28,6 +28,13 @@ class FluxAdapter(SD3Adapter):
     def base_kwargs(self, call_kwargs, base):
         return {**call_kwargs, **{k: base[k] for k in PROMPT_KEYS if k in base}}
 
+    def token_grid(self, denoiser, args, kwargs):
+        """Flux's latents come packed: the grid is in the image token ids, (0, row, column) per token."""
+        ids = kwargs.get("img_ids")
+        if ids is None:
+            return None
+        return int(ids[:, 1].max()) + 1, int(ids[:, 2].max()) + 1
+
     def guided_batch(self, guidance):
         return False
 

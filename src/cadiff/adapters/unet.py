@@ -27,7 +27,10 @@ class UNetAdapter(DDPMSchedule, DenoiserAdapter):
         order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
         return sorted(names, key=lambda n: (order.get(n.split(".")[0], 3), names.index(n)))
 
-    def block_tokens(self, args, kwargs, output):
+    def token_grid(self, denoiser, args, kwargs):
+        return None  # each U-Net block has its own resolution, read off its (B, C, H, W) tensors
+
+    def block_tokens(self, args, kwargs, output, grid=None):
         inp = args[0] if args else kwargs["hidden_states"]
         out = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
         grid = (out.shape[-2], out.shape[-1])

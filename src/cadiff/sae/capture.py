@@ -51,6 +51,7 @@ class StepTracker:
     def __init__(self, pipe):
         self.pipe = pipe
         self.step: int | None = None
+        self.grid: tuple[int, int] | None = None  # the image-token grid of the current denoiser call (DiTs)
         self._handle = None
 
     def _pre_hook(self, module, args, kwargs) -> None:
@@ -60,6 +61,7 @@ class StepTracker:
         if len(match) == 0:
             raise RuntimeError(f"timestep {t} is not in the scheduler's schedule; cannot tell the sampling step")
         self.step = int(match[0, 0])
+        self.grid = adapter_for(module).token_grid(module, args, kwargs)
 
     def __enter__(self) -> "StepTracker":
         self._handle = denoiser(self.pipe).register_forward_pre_hook(self._pre_hook, with_kwargs=True)
@@ -92,7 +94,7 @@ class ActivationCapture:
             step = self.tracker.step
             if step not in self.steps:
                 return None
-            inp, out, self.grids[name] = self.adapter.block_tokens(args, kwargs, output)  # (B, P, C) image tokens
+            inp, out, self.grids[name] = self.adapter.block_tokens(args, kwargs, output, self.tracker.grid)
             act = ((out - inp) if self.readout == "update" else out).detach()
             for branch, part in split_branches(self.pipe, act).items():
                 if branch in self.branches:

@@ -113,7 +113,7 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
         if len(tracker.pipe.scheduler.timesteps) != n_steps:
             raise RuntimeError(f"steering was set up for {n_steps} steps but the pipeline runs "
                                f"{len(tracker.pipe.scheduler.timesteps)}; pass steps= to steer()")
-        inp, out, (h, w) = adapter.block_tokens(args, kwargs, output)  # (B, P, C) image tokens
+        inp, out, (h, w) = adapter.block_tokens(args, kwargs, output, tracker.grid)  # (B, P, C) image tokens
         if region is not None and tuple(region.shape) != (h, w):
             raise ValueError(f"region has shape {tuple(region.shape)} but {hookpoint} has a {h}x{w} grid")
         delta = out - inp
