@@ -48,6 +48,15 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return table[dtype]
 
 
+def _absent_components(index: Path) -> dict:
+    """Components a pipeline folder was saved without (SD3 without T5), and no safety checker: passed as None."""
+    entries = json.loads(index.read_text())
+    extra = {name: None for name, value in entries.items() if value == [None, None]}
+    if "safety_checker" in entries:
+        extra.update(safety_checker=None, requires_safety_checker=False)
+    return extra
+
+
 def _from_folder(path: Path, dtype: torch.dtype | None):
     from diffusers import DiffusionPipeline
 
@@ -55,10 +64,7 @@ def _from_folder(path: Path, dtype: torch.dtype | None):
     if not index.is_file():
         raise ModelLoadError(f"{path} is not a diffusers pipeline folder (no model_index.json); "
                              "point --model at a folder written by save_pretrained, or at a .safetensors file")
-    entries = json.loads(index.read_text())
-    extra = {name: None for name, value in entries.items() if value == [None, None]}  # saved without (SD3: no T5)
-    if "safety_checker" in entries:
-        extra.update(safety_checker=None, requires_safety_checker=False)
+    extra = _absent_components(index)
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     try:
         pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, **extra, **kwargs)
@@ -158,8 +164,7 @@ def _from_file(path: Path, dtype: torch.dtype | None, config: str | None):
         raise ModelLoadError(f"{path} is not a readable safetensors file ({exc}); the file may be truncated") from exc
     cls = _pipeline_class(folder)
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-    if "safety_checker" in json.loads((folder / "model_index.json").read_text()):
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    kwargs.update(_absent_components(folder / "model_index.json"))
     try:
         return cls.from_single_file(str(path), config=str(folder), local_files_only=True, **kwargs)
     except Exception as exc:
