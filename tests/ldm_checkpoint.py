@@ -117,3 +117,87 @@ def to_ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
         te2 = pipe.text_encoder_2
         state.update(_rename(_open_clip_state(te2), _open_clip_prefixes(te2), "conditioner.embedders.1.model."))
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+
+# --- SD3 -------------------------------------------------------------------------------------------------------------
+# The inverse of diffusers' `convert_sd3_transformer_checkpoint_to_diffusers`: the MMDiT under `model.diffusion_model.`,
+# the VAE under `first_stage_model.` (as for SD 1.x / SDXL), the two CLIPs under `text_encoders.clip_l.transformer.` and
+# `text_encoders.clip_g.transformer.` in transformers' own key names (what `is_clip_sd3_model` and
+# `is_open_clip_sd3_model` look for). No T5 keys are written: the tiny pipelines have no third text encoder.
+
+SD3_BLOCK = {  # diffusers module inside transformer_blocks.N. -> original module inside joint_blocks.N.
+    "attn.qkv.": "x_block.attn.qkv.", "attn.add_qkv.": "context_block.attn.qkv.",
+    "attn.norm_q.": "x_block.attn.ln_q.", "attn.norm_k.": "x_block.attn.ln_k.",
+    "attn.norm_added_q.": "context_block.attn.ln_q.", "attn.norm_added_k.": "context_block.attn.ln_k.",
+    "attn.to_out.0.": "x_block.attn.proj.", "attn.to_add_out.": "context_block.attn.proj.",
+    "attn2.qkv.": "x_block.attn2.qkv.", "attn2.norm_q.": "x_block.attn2.ln_q.", "attn2.norm_k.": "x_block.attn2.ln_k.",
+    "attn2.to_out.0.": "x_block.attn2.proj.",
+    "norm1.linear.": "x_block.adaLN_modulation.1.", "norm1_context.linear.": "context_block.adaLN_modulation.1.",
+    "ff.net.0.proj.": "x_block.mlp.fc1.", "ff.net.2.": "x_block.mlp.fc2.",
+    "ff_context.net.0.proj.": "context_block.mlp.fc1.", "ff_context.net.2.": "context_block.mlp.fc2.",
+}
+SD3_QKV = {"attn.": ("to_q", "to_k", "to_v", "qkv"), "attn.add_": ("q_proj", "k_proj", "v_proj", "qkv"),
+           "attn2.": ("to_q", "to_k", "to_v", "qkv")}  # fused as cat([q, k, v]) along the output dimension
+
+
+def _sd3_prefixes(transformer) -> dict[str, tuple[str, dict]]:
+    p = {"pos_embed.pos_embed": ("pos_embed", {}), "pos_embed.proj.": ("x_embedder.proj.", {}),
+         "time_text_embed.timestep_embedder.linear_1.": ("t_embedder.mlp.0.", {}),
+         "time_text_embed.timestep_embedder.linear_2.": ("t_embedder.mlp.2.", {}),
+         "time_text_embed.text_embedder.linear_1.": ("y_embedder.mlp.0.", {}),
+         "time_text_embed.text_embedder.linear_2.": ("y_embedder.mlp.2.", {}),
+         "context_embedder.": ("context_embedder.", {}), "proj_out.": ("final_layer.linear.", {}),
+         "norm_out.linear.": ("final_layer.adaLN_modulation.1.", {})}
+    for n in range(len(transformer.transformer_blocks)):
+        for old, new in SD3_BLOCK.items():
+            p[f"transformer_blocks.{n}.{old}"] = (f"joint_blocks.{n}.{new}", {})
+    return p
+
+
+def _swap_halves(t: torch.Tensor) -> torch.Tensor:
+    """diffusers' `swap_scale_shift` (its own inverse): the original stores (shift, scale), diffusers (scale, shift)."""
+    a, b = t.chunk(2, dim=0)
+    return torch.cat([b, a], dim=0)
+
+
+def _sd3_state(transformer) -> dict[str, torch.Tensor]:
+    state = dict(transformer.state_dict())
+    last = len(transformer.transformer_blocks) - 1
+    for n in range(last + 1):
+        for module, (q, k, v, fused) in SD3_QKV.items():
+            base = f"transformer_blocks.{n}.{module}"
+            for part in ("weight", "bias"):
+                if f"{base}{q}.{part}" in state:
+                    qkv = [state.pop(f"{base}{x}.{part}") for x in (q, k, v)]
+                    state[f"{base}{fused}.{part}"] = torch.cat(qkv)
+    # diffusers swaps scale/shift in the final norm and in the last block's (pre-only) context norm
+    for key in (f"transformer_blocks.{last}.norm1_context.linear.", "norm_out.linear."):
+        for part in ("weight", "bias"):
+            state[key + part] = _swap_halves(state[key + part])
+    return state
+
+
+def _sd3_clip_state(te, prefix: str) -> dict[str, torch.Tensor]:
+    """transformers' CLIP keys under `prefix`, with the `text_model.` level SD3 checkpoints keep (flattened models,
+    transformers >= 5.6, lack it)."""
+    inner = "" if hasattr(te, "text_model") else "text_model."
+    return {prefix + (k if k.startswith("text_projection.") else inner + k): v for k, v in te.state_dict().items()}
+
+
+def _ldm_vae_state(vae) -> dict[str, torch.Tensor]:
+    state = _rename(vae.state_dict(), _vae_prefixes(vae), "first_stage_model.")
+    for key, value in state.items():  # LDM's VAE mid attention is 1x1 convs: q, k, v, proj_out weights are 4-D
+        if ".mid.attn_1." in key and key.endswith("weight") and value.ndim == 2:
+            state[key] = value[:, :, None, None]
+    return state
+
+
+def to_sd3_single_file(pipe) -> dict[str, torch.Tensor]:
+    """The MMDiT, VAE and two CLIP text encoders of an SD3 pipeline, keyed as an original single-file checkpoint."""
+    if getattr(pipe, "text_encoder_3", None) is not None:
+        raise NotImplementedError("T5 (text_encoder_3) is not written")
+    state = _rename(_sd3_state(pipe.transformer), _sd3_prefixes(pipe.transformer), "model.diffusion_model.")
+    state.update(_ldm_vae_state(pipe.vae))
+    state.update(_sd3_clip_state(pipe.text_encoder, "text_encoders.clip_l.transformer."))
+    state.update(_sd3_clip_state(pipe.text_encoder_2, "text_encoders.clip_g.transformer."))
+    return {k: v.detach().contiguous().clone() for k, v in state.items()}

@@ -37,13 +37,16 @@ def tiny_sd3(seed: int = 0):
 
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
-                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
-                                        caption_projection_dim=16, pooled_projection_dim=32, pos_embed_max_size=16)
+                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16 + 24,
+                                        caption_projection_dim=16, pooled_projection_dim=16 + 24, pos_embed_max_size=16)
     vae = _vae()
     vae.register_to_config(shift_factor=0.0)
+    clip_l, clip_g = _text(16, True), _text(24, True)  # CLIP-G wider than CLIP-L, as in SD3: diffusers tells them so
+    with torch.no_grad():
+        clip_l.text_projection.weight.copy_(torch.eye(16))  # SD3 single files carry none for CLIP-L: identity
     pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
-                                    text_encoder=_text(16, True), tokenizer=build_tokenizer(),
-                                    text_encoder_2=_text(16, True), tokenizer_2=build_tokenizer(),
+                                    text_encoder=clip_l, tokenizer=build_tokenizer(),
+                                    text_encoder_2=clip_g, tokenizer_2=build_tokenizer(),
                                     text_encoder_3=None, tokenizer_3=None)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -254,3 +254,18 @@ def test_the_known_words_are_listed_in_one_order(shapes_pipe):
     (message,) = messages
     assert message.endswith("a, an, shape, image, of, red, green, blue, yellow, purple, orange, solid, striped, "
                             "outlined, circle, square, triangle, star, cross, heart")
+
+
+def test_sd3_single_file_loads_with_its_local_config(tmp_path):
+    from safetensors.torch import save_file
+
+    from ldm_checkpoint import to_sd3_single_file
+
+    pipe = tiny_sd("sd3")
+    pipe.save_pretrained(tmp_path / "folder")  # saved without T5: model_index lists text_encoder_3 as null
+    save_file(to_sd3_single_file(pipe), str(tmp_path / "sd3.safetensors"))
+
+    loaded = load_pipeline(tmp_path / "sd3.safetensors", config=str(tmp_path / "folder"))
+
+    assert type(loaded).__name__ == "StableDiffusion3Pipeline"
+    _same_weights(pipe, loaded, ("transformer", "vae", "text_encoder", "text_encoder_2"))
