@@ -102,12 +102,48 @@ def tiny_flux(seed: int = 0):
     return pipe
 
 
+def tiny_sana(seed: int = 0):
+    """A random Sana-style pipeline: a linear-attention DiT with a convolutional feed-forward, a tiny DC-AE and a
+    tiny Gemma 2 encoder, flow matching. SanaPipeline with the tiny size's defaults: 32 x 32 images, no resolution
+    binning and no instruction prepended to the prompt."""
+    from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    class TinySanaPipeline(SanaPipeline):
+        def __call__(self, *args, height=32, width=32, use_resolution_binning=False, complex_human_instruction=None,
+                     max_sequence_length=8, **kw):
+            return super().__call__(*args, height=height, width=width, use_resolution_binning=use_resolution_binning,
+                                    complex_human_instruction=complex_human_instruction,
+                                    max_sequence_length=max_sequence_length, **kw)
+
+    TinySanaPipeline.__name__ = "SanaPipeline"  # saved folders name the stock class, which loads them
+
+    torch.manual_seed(seed)
+    transformer = SanaTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
+                                         num_layers=2, num_cross_attention_heads=2, cross_attention_head_dim=8,
+                                         cross_attention_dim=16, caption_channels=16, mlp_ratio=2.5, sample_size=16,
+                                         patch_size=4)
+    vae = AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=2,
+                        encoder_block_types=("ResBlock", "ResBlock"), decoder_block_types=("ResBlock", "ResBlock"),
+                        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                        encoder_qkv_multiscales=((), ()), decoder_qkv_multiscales=((), ()),
+                        encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
+                        upsample_block_type="interpolate", downsample_block_type="Conv", decoder_norm_types="rms_norm",
+                        decoder_act_fns="silu", scaling_factor=0.41407)
+    gemma = Gemma2Model(Gemma2Config(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, num_key_value_heads=1, head_dim=8, pad_token_id=0)).eval()
+    pipe = TinySanaPipeline(tokenizer=build_tokenizer(), text_encoder=gemma, vae=vae, transformer=transformer,
+                            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):
     """A random pipeline: 'sd1' (SD 1.x layout), 'sd2' (v-prediction, linear projections, per-block heads), 'sdxl',
     'sd3' (an MMDiT with flow matching), 'pixart' (a DiT on a DDPM schedule), 'flux' (packed tokens, distilled
     guidance)."""
-    if kind in ("sd3", "pixart", "flux"):
-        pipe = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux}[kind](seed)
+    if kind in ("sd3", "pixart", "flux", "sana"):
+        pipe = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana}[kind](seed)
         return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 

@@ -183,4 +183,5 @@ def adapter_for(denoiser: torch.nn.Module) -> DenoiserAdapter:
 from cadiff.adapters import unet  # noqa: E402,F401,I001
 from cadiff.adapters import pixart  # noqa: E402,F401,I001
 from cadiff.adapters import sd3  # noqa: E402,F401,I001
-from cadiff.adapters import flux  # noqa: E402,F401
+from cadiff.adapters import flux  # noqa: E402,F401,I001
+from cadiff.adapters import sana  # noqa: E402,F401

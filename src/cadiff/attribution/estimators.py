@@ -171,11 +171,13 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
 
 
 def image_latents(pipe, images: torch.Tensor) -> torch.Tensor:
-    """VAE latents of images (N, 3, H, W) in [0, 1]: pixels to [-1, 1], posterior mean, (z - shift) * scale."""
+    """VAE latents of images (N, 3, H, W) in [0, 1]: pixels to [-1, 1], the posterior mean (or a deterministic
+    autoencoder's latent, Sana's DC-AE), (z - shift) * scale."""
     vae = pipe.vae
     x = (images * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)
     with torch.no_grad():
-        z = vae.encode(x).latent_dist.mean
+        encoded = vae.encode(x)
+        z = encoded.latent_dist.mean if hasattr(encoded, "latent_dist") else encoded.latent
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return adapter_for(denoiser_of(pipe)).from_vae((z - shift) * vae.config.scaling_factor)
 
