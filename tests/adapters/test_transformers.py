@@ -327,3 +327,16 @@ def test_sae_capture_reads_the_token_grid_of_a_non_square_image(family, tmp_path
         cadiff.generate(pipe, ["a red circle"], [0], steps=2, guidance=GUIDANCE, **size)
     taken = cap.take()
     assert cap.grids[last] == (4, 8) and taken[(last, "cond")].shape[2] == 32  # 16 x 32 px -> 4 x 8 tokens
+
+
+def test_amplify_evaluates_flux_at_its_own_guidance():
+    from cadiff.attribution.estimators import amplify_samples, generated_latents
+
+    pipe = tiny_sd("flux")
+    rows = [Row("a red circle", 0, 0)]
+    x0 = generated_latents(pipe, rows, 2, 3.5)
+    steps = amplify_samples(pipe, pipe.transformer, rows, x0, 2, guidance=3.5)
+    assert all(float(s.kwargs["guidance"].reshape(-1)[0]) == 3.5 for s in steps)  # distilled guidance: an input
+    sd3 = tiny_sd("sd3")
+    cond = amplify_samples(sd3, sd3.transformer, rows, generated_latents(sd3, rows, 2, 4.0), 2, guidance=4.0)
+    assert cond[0].kwargs["encoder_hidden_states"].shape[0] == 1  # a guided-batch model: conditional half only

@@ -198,6 +198,7 @@ def generated_latents(pipe, rows: Sequence[Row], steps: int, guidance: float, ba
 
 @torch.no_grad()
 def amplify_samples(pipe, denoiser, rows: Sequence[Row], x0: torch.Tensor, steps: int, batch_size: int = 16,
+                    guidance: float | None = None,
                     tick: Callable[[int], None] | None = None, only: set[int] | None = None) -> list[Step]:
     """Denoising-loss terms on x0 at every sampling timestep, x0 noised as the denoiser's adapter says (U-Nets:
     z_t = sqrt(abar) x0 + sqrt(1-abar) noise; flow models: (1 - sigma) x0 + sigma noise)."""
@@ -207,7 +208,7 @@ def amplify_samples(pipe, denoiser, rows: Sequence[Row], x0: torch.Tensor, steps
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         n = len(chunk)
-        cond = capture_conditioning(pipe, denoiser, [r.prompt for r in chunk])
+        cond = capture_conditioning(pipe, denoiser, [r.prompt for r in chunk], guidance)
         z0 = x0[start : start + n].to(denoiser.dtype)
         adapter.set_schedule(pipe, steps, z0)  # after the capture, which ran a one-step schedule
         timesteps = scheduler.timesteps

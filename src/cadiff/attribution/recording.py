@@ -120,8 +120,10 @@ class _Captured(Exception):
     """Raised from a pre-hook to stop a pipeline call once its conditioning is known."""
 
 
-def capture_conditioning(pipe, denoiser: torch.nn.Module, prompts: list[str]) -> dict[str, Any]:
-    """The denoiser keyword arguments the stock pipeline builds for `prompts` (no guidance), without sampling."""
+def capture_conditioning(pipe, denoiser: torch.nn.Module, prompts: list[str], guidance: float | None = None
+                         ) -> dict[str, Any]:
+    """The denoiser keyword arguments the stock pipeline builds for `prompts` (no guided batch), without sampling.
+    `guidance` reaches models whose guidance is an input rather than a batch (Flux-dev); others get 1.0."""
     found: dict[str, Any] = {}
 
     def pre_hook(mod, args, kwargs):
@@ -133,7 +135,8 @@ def capture_conditioning(pipe, denoiser: torch.nn.Module, prompts: list[str]) ->
 
     handle = denoiser.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
-        pipe(prompts, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
+        scale = 1.0 if guidance is None or adapter_for(denoiser).guided_batch(guidance) else guidance
+        pipe(prompts, num_inference_steps=1, guidance_scale=scale, output_type="latent")
     except _Captured:
         pass
     finally:

@@ -48,7 +48,7 @@ class Amplify(Objective):
                 tick):
         if images is None:
             x0 = generated_latents(pipe, rows, steps, guidance, batch_size, tick=tick)
-            return Samples(rows, amplify_samples(pipe, denoiser, rows, x0, steps, batch_size, tick=tick, only=only))
+            return Samples(rows, amplify_samples(pipe, denoiser, rows, x0, steps, batch_size, guidance, tick=tick, only=only))
         # the target's rows become one per image; the concepts to keep are still generated
         pixels = read_image_folder(images, adapter_for(denoiser_of(pipe)).image_size(pipe))
         image_rows = [Row(rows[0].prompt, i, 0) for i in range(len(pixels))]
@@ -58,5 +58,5 @@ class Amplify(Objective):
         x0_kept = generated_latents(pipe, kept, steps, guidance, batch_size) if kept else x0_images[:0]
         rows = image_rows + kept
         x0 = torch.cat([x0_images.to(x0_kept.dtype), x0_kept])
-        return Samples(rows, amplify_samples(pipe, denoiser, rows, x0, steps, batch_size, tick=tick, only=only),
+        return Samples(rows, amplify_samples(pipe, denoiser, rows, x0, steps, batch_size, guidance, tick=tick, only=only),
                        {"n_images": len(pixels)})
