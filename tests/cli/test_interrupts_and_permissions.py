@@ -99,3 +99,16 @@ def test_atomic_dir_removes_its_folder_on_any_exception(tmp_path):
             (tmp / "half.txt").write_text("half")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_moves_the_old_output_aside_until_the_new_one_is_in_place(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "out", overwrite=True) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("the body failed")
+    assert (tmp_path / "out" / "old.txt").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["out"]
+    with atomic_dir(tmp_path / "out", overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(os.listdir(tmp_path / "out")) == ["new.txt"] and sorted(os.listdir(tmp_path)) == ["out"]

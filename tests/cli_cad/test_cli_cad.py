@@ -134,7 +134,8 @@ def test_baseline_method_dispatch(models, tmp_path, capsys):
                         *FAST], capsys)
     assert code == 2 and "--seeds, --guidance: not an option of --method esd" in err and "--iterations" in err
     for flags, words in ((["--rounds", "2"], "--rounds: not an option"), (["--preserve", "a star"], "no concepts to keep"),
-                         (["--ratio", "0.1"], "--ratio: not an option")):
+                         (["--ratio", "0.1"], "--ratio: not an option"),
+                         (["--preserve-others"], "no concepts to keep; drop --preserve-others")):
         code, _, err = run(["erase", "a circle", "--method", "esd", *flags, "--model", models / "a",
                             "--out", tmp_path / "b"], capsys)
         assert code == 2 and words in err, err

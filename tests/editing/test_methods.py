@@ -201,3 +201,16 @@ def test_an_edit_result_saves_everything_it_holds(pipe, tmp_path):
         result.unet
     with pytest.raises(AttributeError, match="is now cadiff.erase"):
         cadiff.erase_with
+
+
+def test_the_magnitude_control_takes_whole_heads_too(pipe):
+    from cadiff.adapters import adapter_for
+    from cadiff.attribution import select_parameters
+    from cadiff.files.select import head_scores
+
+    result = cadiff.erase(pipe, "a red circle", method="magnitude", components="attn", count=1, scope="head")
+    scores = {n: p.detach().abs().float() for n, p in select_parameters(pipe.unet, "attn").items()}
+    heads = {n: v for n, v in adapter_for(pipe.unet).head_layout(pipe.unet).items() if n in scores}
+    totals = head_scores(scores, heads)
+    module, _ = max(totals, key=totals.get)
+    assert result.mask.indices and all(name.startswith(module + ".") for name in result.mask.indices)

@@ -17,7 +17,7 @@ class PixArtAdapter(DDPMSchedule, DenoiserAdapter):
     ff = r"ff\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn[12]\."
     cross_attention = r"\.attn2\."
-    esd_frozen = r"^(proj_out|adaln_single|scale_shift_table)"
+    esd_frozen = r"^(proj_out|adaln_single|scale_shift_table|caption_projection)"
 
     def prediction(self, denoiser, output):
         channels = denoiser.config.in_channels

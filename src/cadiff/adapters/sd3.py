@@ -18,7 +18,7 @@ class SD3Adapter(DenoiserAdapter):
     ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn2?\."
     cross_attention = r"\.attn\.(add_[qkv]_proj|to_add_out)\."  # joint attention: the text stream's projections
-    esd_frozen = r"^(proj_out|norm_out|time_text_embed)\."
+    esd_frozen = r"^(proj_out|norm_out|time_text_embed|context_embedder)\."
 
     def output_scale(self, scheduler, timestep):
         return 1.0  # velocity units: the model's own

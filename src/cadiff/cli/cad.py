@@ -169,6 +169,8 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     check_new(args.out, args.overwrite)
     config = _method_config(args, objective)
     _check_concepts(args)
+    if args.preserve_others and not get_method(args.method).takes_preserve:
+        raise ValueError(f"method '{args.method}' has no concepts to keep; drop --preserve-others")
     pipe = load_from_args(args)
     _resolve_preserve(args, pipe)
     get_method(args.method)(config).check(args.concepts, objective, args.preserve, args.images)

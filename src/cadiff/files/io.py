@@ -59,17 +59,22 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     path = check_new(path, overwrite)
     path.absolute().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.absolute().parent))
-    give_default_mode(tmp)
     try:
+        give_default_mode(tmp)
         yield tmp
+        for p in tmp.rglob("*"):  # libraries save through private temporary files too (transformers' save_pretrained)
+            if not p.is_symlink():
+                give_default_mode(p)
+        old = None
+        if path.exists() or path.is_symlink():  # moved aside first: the old output goes only once the new is in place
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.absolute().parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for p in tmp.rglob("*"):  # libraries save through private temporary files too (transformers' save_pretrained)
-        give_default_mode(p)
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

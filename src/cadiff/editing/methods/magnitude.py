@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from cadiff.adapters import adapter_for
 from cadiff.attribution.components import select_parameters
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, register_method
@@ -31,9 +32,12 @@ class MagnitudeConfig(SelectionConfig):
 
 def magnitude_mask(pipe, config: MagnitudeConfig) -> Mask:
     """The largest-|w| weights of `config.components`, `config.ratio` (or `count`) per `config.scope`."""
-    params = select_parameters(denoiser(pipe), config.components)
+    net = denoiser(pipe)
+    params = select_parameters(net, config.components)
     scores = {n: p.detach().abs().float().cpu() for n, p in params.items()}
-    indices = select_indices(scores, ratio=config.ratio, count=config.count, sign="positive", scope=config.scope)
+    heads = {n: v for n, v in adapter_for(net).head_layout(net).items() if n in scores}  # for scope="head"
+    indices = select_indices(scores, ratio=config.ratio, count=config.count, sign="positive", scope=config.scope,
+                             heads=heads)
     return Mask(indices, {n: tuple(scores[n].shape) for n in indices},
                 {"fingerprint": model_fingerprint(pipe), "method": "magnitude", "components": config.components,
                  "selection": {"ratio": config.ratio, "count": config.count, "scope": config.scope}})
