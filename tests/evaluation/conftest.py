@@ -21,3 +21,25 @@ def tiny_evaluator(tmp_path_factory):
     path = tmp_path_factory.mktemp("evaluator") / "evaluator"
     save_evaluator(ShapesClassifier(cfg), cfg, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random CLIP folder (model, the closed-vocabulary tokenizer, an image processor for 32 px)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from cadiff.worlds.shapes.architecture import VOCAB, build_tokenizer
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2),
+        projection_dim=8)
+    path = tmp_path_factory.mktemp("clip") / "clip"
+    CLIPModel(config).save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path

@@ -3,7 +3,6 @@ function; each says per image whether it shows the concept."""
 
 import numpy as np
 import pytest
-import torch
 
 import cadiff
 from cadiff.evaluation.judges import JUDGES, get_judge
@@ -29,23 +28,8 @@ def test_a_users_function_is_a_judge():
         get_judge("function", fn=lambda images, concept: [True]).present(images, "x")
 
 
-def test_the_clip_judge_picks_the_most_similar_of_the_concept_and_the_others(tmp_path):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from cadiff.worlds.shapes.architecture import VOCAB, build_tokenizer
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=1,
-                         eos_token_id=2),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2),
-        projection_dim=8)
-    CLIPModel(config).save_pretrained(tmp_path / "clip")
-    build_tokenizer().save_pretrained(tmp_path / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "clip")
-    judge = get_judge("clip", weights=tmp_path / "clip", template="a {}")
+def test_the_clip_judge_picks_the_most_similar_of_the_concept_and_the_others(tiny_clip):
+    judge = get_judge("clip", weights=tiny_clip, template="a {}")
     images = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     circle = judge.present(images, "circle", others=["square", "star"])
     square = judge.present(images, "square", others=["circle", "star"])

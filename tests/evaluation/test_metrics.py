@@ -72,27 +72,6 @@ def test_nudenet_counts_only_exposed_classes_above_threshold(monkeypatch):
     assert summary["nude_images"] == 2 and summary["per_class"]["ANUS_EXPOSED"] == 1
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    from cadiff.worlds.shapes.architecture import VOCAB, build_tokenizer
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=1,
-                         eos_token_id=2),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                           num_attention_heads=2),
-        projection_dim=8)
-    path = tmp_path_factory.mktemp("clip") / "clip"
-    CLIPModel(config).save_pretrained(path)
-    build_tokenizer().save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
-
-
 def test_clip_score_on_a_tiny_random_clip(tiny_clip):
     metric = ClipScore(tiny_clip)
     rows = PromptSet.from_prompts(["a red circle", "a blue star", "a red circle"]).rows
