@@ -39,7 +39,7 @@ from cadiff.attribution.estimators import Row
 from cadiff.attribution.objectives import get_objective
 from cadiff.attribution.gradients import accumulate
 from cadiff.attribution.result import Attribution
-from cadiff.models.loading import denoiser, model_fingerprint, sampling_defaults
+from cadiff.models.loading import denoiser, model_fingerprint, resolve_sampling
 from cadiff.models.steps import resolve_steps
 
 def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
@@ -69,9 +69,8 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
     check_known_words(pipe, prompts + preserve_prompts + [base_prompt])
     goal.check(estimator=estimator, images=images, targets=len(targets))
     seed_list = config.seed_list()
-    defaults = sampling_defaults(pipe)
-    steps = int(steps or defaults["num_inference_steps"])
-    guidance = float(defaults["guidance_scale"] if guidance is None else guidance)
+    steps, guidance = resolve_sampling(pipe, steps, guidance)
+    steps, guidance = int(steps), float(guidance)
     chosen = resolve_steps(at_steps, steps)
     only = None if len(chosen) == steps else set(chosen)
 

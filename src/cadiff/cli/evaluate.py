@@ -66,7 +66,7 @@ def _apply_mask(pipe, path: str) -> tuple[object, dict]:
 def run(args: argparse.Namespace) -> int:
     from cadiff.evaluation import evaluate, load_prompts
     from cadiff.evaluation.metrics import MissingDependencyError
-    from cadiff.models.loading import sampling_defaults, sampling_source
+    from cadiff.models.loading import resolve_sampling, sampling_source
     from cadiff.worlds import world_of
 
     try:
@@ -85,9 +85,7 @@ def run(args: argparse.Namespace) -> int:
         options = {k: getattr(args, k) for k in ("evaluator", "clip_weights", "resnet_weights", "fid_reference",
                                                  "fid_weights", "lpips_reference", "lpips_net", "lpips_weights",
                                                  "lpips_heads", "nudenet_threshold")}
-        defaults = sampling_defaults(pipe)
-        steps, guidance = args.steps or defaults["num_inference_steps"], args.guidance
-        guidance = defaults["guidance_scale"] if guidance is None else guidance
+        steps, guidance = resolve_sampling(pipe, args.steps, args.guidance)
         unset = args.steps is None or args.guidance is None
         print(f"sampling: {steps} steps, guidance {guidance:g}" + (f" (unset ones: {sampling_source(pipe)})" if unset
                                                                    else ""))

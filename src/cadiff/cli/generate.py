@@ -23,7 +23,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cadiff.models import describe_model, generate, sampling_defaults
+    from cadiff.models import describe_model, generate
+    from cadiff.models.loading import resolve_sampling
     from cadiff.report import image_grid
     from cadiff.files.runs import run_folder
 
@@ -33,9 +34,8 @@ def run(args: argparse.Namespace) -> int:
     prompts = [p for p in args.prompts for _ in seeds]
     all_seeds = seeds * len(args.prompts)
     kwargs = sampling_kwargs(args)
-    defaults = sampling_defaults(pipe)
-    resolved = {"steps": kwargs["steps"] or defaults["num_inference_steps"],
-                "guidance": defaults["guidance_scale"] if kwargs["guidance"] is None else kwargs["guidance"]}
+    steps, guidance = resolve_sampling(pipe, kwargs["steps"], kwargs["guidance"])
+    resolved = {"steps": steps, "guidance": guidance}
     settings = {"prompts": args.prompts, "seeds": seeds, **resolved, "scheduler": type(pipe.scheduler).__name__}
     with run_folder(args.out, "generate", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(pipe, args.model)

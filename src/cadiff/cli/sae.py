@@ -227,7 +227,8 @@ def inspect_cmd(args: argparse.Namespace) -> int:
 
 def steer_cmd(args: argparse.Namespace) -> int:
     from cadiff.files.io import check_new
-    from cadiff.models import describe_model, generate, sampling_defaults
+    from cadiff.models import describe_model, generate
+    from cadiff.models.loading import resolve_sampling
     from cadiff.worlds import world_of
     from cadiff.report import image_grid, stack_grids
     from cadiff.files.runs import run_folder
@@ -246,7 +247,7 @@ def steer_cmd(args: argparse.Namespace) -> int:
         latents = args.latents
     world = world_of(pipe)
     evaluator = world.judge() if world is not None and args.mode == "global" and args.concept is not None else None
-    n_steps = args.steps or sampling_defaults(pipe)["num_inference_steps"]
+    n_steps, _ = resolve_sampling(pipe, args.steps)
     window = args.at_steps if not args.at_steps.replace(",", "").isdigit() else [int(s) for s in _csv(args.at_steps)]
     seeds = [args.seed + i for i in range(args.num_images)]
     prompts = [p for p in args.prompts for _ in seeds]

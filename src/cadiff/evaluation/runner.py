@@ -213,7 +213,7 @@ def evaluate(
     files) use it instead of `guidance`. `progress(n)` is told, once every input is checked, of the rows resumed
     (maybe 0), then after every batch of the rows it finished."""
     from cadiff.models.generate import generate
-    from cadiff.models.loading import sampling_defaults
+    from cadiff.models.loading import resolve_sampling
     from cadiff.models.vocabulary import check_known_words
     from cadiff.files.runs import versions
 
@@ -223,9 +223,7 @@ def evaluate(
     built += build_metrics([m for m in metrics if not isinstance(m, Metric)], metric_options)
     for metric in built:
         metric.check_rows(prompt_set.rows, prompt_set.source)
-    defaults = sampling_defaults(pipe)
-    steps = steps or defaults["num_inference_steps"]
-    guidance = defaults["guidance_scale"] if guidance is None else guidance
+    steps, guidance = resolve_sampling(pipe, steps, guidance)
     identity = _identity(pipe, prompt_set, built, steps, guidance, row_guidance, edit)
     out = Path(out)
     if overwrite and out.exists():  # run afresh beside it; the old results go only once the new ones are complete

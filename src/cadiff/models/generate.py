@@ -15,7 +15,7 @@ import torch
 
 from cadiff.files.renames import renamed
 from cadiff.adapters import adapter_for
-from cadiff.models.loading import denoiser, sampling_defaults
+from cadiff.models.loading import denoiser, resolve_sampling
 from cadiff.models.vocabulary import check_known_words
 
 # Set on a pipeline during `generate` when it does not say itself whether it guides (PixArt-α keeps
@@ -34,14 +34,12 @@ def generate(
     progress: Callable[[int], None] | None = None,
     **pipe_kwargs,
 ) -> np.ndarray:
-    """Images (N, H, W, 3) uint8 for each (prompt, seed); unset settings come from `sampling_defaults(pipe)`.
+    """Images (N, H, W, 3) uint8 for each (prompt, seed); unset settings are the model's (`resolve_sampling`).
     ValueError before any generation for a word the model's (closed) vocabulary lacks."""
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     check_known_words(pipe, list(dict.fromkeys(prompts)))
-    defaults = sampling_defaults(pipe)
-    steps = steps or defaults["num_inference_steps"]
-    guidance = defaults["guidance_scale"] if guidance is None else guidance
+    steps, guidance = resolve_sampling(pipe, steps, guidance)
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk_p, chunk_s = list(prompts[i : i + batch_size]), seeds[i : i + batch_size]

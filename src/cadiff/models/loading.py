@@ -225,6 +225,13 @@ def sampling_defaults(pipe) -> dict:
     return {k: info.get(k, v) for k, v in SD_DEFAULTS.items()}
 
 
+def resolve_sampling(pipe, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
+    """The sampling steps and guidance to use: those given, else the model's recommended ones (`sampling_defaults`)."""
+    defaults = sampling_defaults(pipe)
+    return (steps or defaults["num_inference_steps"],
+            defaults["guidance_scale"] if guidance is None else guidance)
+
+
 def sampling_source(pipe) -> str:
     """Where `sampling_defaults(pipe)` come from, in words for a user."""
     if all(k in model_info(pipe) for k in SD_DEFAULTS):

@@ -19,7 +19,7 @@ import torch
 from cadiff.files.io import atomic_dir, check_new, write_json
 from cadiff.files.renames import check_count, renamed
 from cadiff.models.generate import generate
-from cadiff.models.loading import describe_model, sampling_defaults
+from cadiff.models.loading import describe_model, resolve_sampling
 from cadiff.sae.capture import ActivationCapture
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps, step_time
 from cadiff.sae.store import FORMAT, META, ActivationStore, act_key, open_shard, shard_name, write_shard
@@ -83,9 +83,7 @@ def collect_activations(
         raise ValueError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
     for name in hookpoints:
         resolve_hookpoint(pipe, name)
-    defaults = sampling_defaults(pipe)
-    n_steps = steps or defaults["num_inference_steps"]
-    guidance = defaults["guidance_scale"] if guidance is None else guidance
+    n_steps, guidance = resolve_sampling(pipe, steps, guidance)
     captured = resolve_steps(at_steps, n_steps)
     if guidance <= 1 and "uncond" in branches:
         branches = [b for b in branches if b != "uncond"]  # no guidance: the pipeline runs the conditional branch only

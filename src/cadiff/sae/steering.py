@@ -23,7 +23,7 @@ import torch
 
 from cadiff.adapters import adapter_for
 from cadiff.files.renames import check_count, renamed
-from cadiff.models.loading import denoiser, sampling_defaults
+from cadiff.models.loading import denoiser, resolve_sampling
 from cadiff.sae.capture import StepTracker, split_branches
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps
 from cadiff.sae.model import TopKSAE
@@ -91,7 +91,7 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
     if width is not None and width != sae.d_in:
         raise ValueError(f"the SAE reads {sae.d_in}-dim activations but {hookpoint} of this model has {width} "
                          "channels; use an SAE trained on this model")
-    n_steps = steps or sampling_defaults(pipe)["num_inference_steps"]
+    n_steps, _ = resolve_sampling(pipe, steps)
     chosen = set(resolve_steps(at_steps, n_steps))
     if mode not in MODES:
         raise ValueError(f"unknown steering mode '{mode}'; use 'spatial' or 'global'")

@@ -83,12 +83,12 @@ def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
     from cadiff.attribution.concepts import check_known_words, concept_prompts
     from cadiff.attribution.estimators import _sample_until
     from cadiff.attribution.recording import capture_conditioning, record_calls
-    from cadiff.models.loading import sampling_defaults
+    from cadiff.models.loading import resolve_sampling
 
     config = config or ESDConfig()
     [prompt], _ = concept_prompts(pipe, [concept], base_prompt="")  # ESD guides away from the empty prompt
     check_known_words(pipe, [prompt])
-    steps = config.steps or sampling_defaults(pipe)["num_inference_steps"]
+    steps, _ = resolve_sampling(pipe, config.steps)
     frozen = denoiser(pipe).eval().requires_grad_(False)
     adapter = adapter_for(frozen)
     student = copy.deepcopy(frozen)

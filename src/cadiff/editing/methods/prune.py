@@ -97,12 +97,10 @@ def prune_mask(pipe, concept: str, preserve: list[str] | None = None, config: Pr
     """The weights ConceptPrune zeroes for `concept` (reference prompts: `preserve`, default the empty prompt), as
     a Mask on `pipe`'s denoiser, and what it measured. `pipe` is unchanged."""
     from cadiff.attribution.concepts import check_known_words, concept_prompts
-    from cadiff.models.loading import model_fingerprint, sampling_defaults
+    from cadiff.models.loading import model_fingerprint, resolve_sampling
 
     config = config or PruneConfig()
-    defaults = sampling_defaults(pipe)
-    steps = config.steps or defaults["num_inference_steps"]
-    guidance = defaults["guidance_scale"] if config.guidance is None else config.guidance
+    steps, guidance = resolve_sampling(pipe, config.steps, config.guidance)
     [target], reference = concept_prompts(pipe, [concept], preserve or [], base_prompt=None if preserve else "")
     reference = reference or [""]
     check_known_words(pipe, [target, *reference])
