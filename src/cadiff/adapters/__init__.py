@@ -91,9 +91,9 @@ class DenoiserAdapter:
         """Keyword arguments that hold no batch dimension (Flux's token ids), never cut into rows."""
         return ()
 
-    def image_size(self, pipe) -> int:
+    def image_size(self, pipe, denoiser: torch.nn.Module) -> int:
         """The side in pixels of the pipeline's default image."""
-        return int(pipe_denoiser(pipe).config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+        return int(denoiser.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
 
     def from_vae(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE latents (N, C, H, W), scaled, in the layout the denoiser samples in (Flux: packed 2 x 2 tokens)."""
@@ -151,10 +151,6 @@ class DenoiserAdapter:
 
     def _image_stream(self, output) -> torch.Tensor:
         return output
-
-
-def pipe_denoiser(pipe) -> torch.nn.Module:
-    return getattr(pipe, "unet", None) or pipe.transformer
 
 
 def _square_grid(tokens: int) -> tuple[int, int]:

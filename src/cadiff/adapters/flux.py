@@ -41,7 +41,7 @@ class FluxAdapter(SD3Adapter):
     def unbatched(self):
         return ("txt_ids", "img_ids")
 
-    def image_size(self, pipe):
+    def image_size(self, pipe, denoiser):
         return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
 
     def from_vae(self, latents):

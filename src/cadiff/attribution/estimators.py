@@ -48,14 +48,6 @@ class Step:
     groups: list[int]            # the group of every row
 
 
-def eps_scale(scheduler, timestep: torch.Tensor, denoiser: torch.nn.Module | None = None) -> float:
-    """Factor s with which s * (out_c - out_u), at a fixed latent, is in the objective's units (epsilon for U-Nets,
-    the velocity itself for flow models), as the denoiser's adapter says (default: a U-Net's)."""
-    from cadiff.adapters.unet import UNetAdapter
-
-    return (adapter_for(denoiser) if denoiser is not None else UNetAdapter()).output_scale(scheduler, timestep)
-
-
 def _chunks(rows: Sequence[Row], size: int) -> list[list[Row]]:
     return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
 
@@ -133,7 +125,7 @@ def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: 
         for call in calls:
             target = call.uncond_output if reuse else _forward(denoiser, call.sample, call.timestep,
                                                                adapter.base_kwargs(call.kwargs, base))
-            scale = torch.full((n,), eps_scale(pipe.scheduler, call.timestep, denoiser))
+            scale = torch.full((n,), adapter.output_scale(pipe.scheduler, call.timestep))
             out.append(Step(call.sample, call.timestep, call.kwargs, target, scale, [r.group for r in chunk]))
     return out
 
@@ -165,7 +157,7 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
             reuse = base_prompt == "" and first.uncond_kwargs is not None
             base = first.uncond_kwargs if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
             target = _forward(denoiser, sample, timestep, adapter.base_kwargs(first.kwargs, base))
-            scale = torch.full((n,), eps_scale(pipe.scheduler, timestep, denoiser))
+            scale = torch.full((n,), adapter.output_scale(pipe.scheduler, timestep))
             out.append(Step(sample, timestep, first.kwargs, target, scale, [r.group for r in chunk]))
     return out
 

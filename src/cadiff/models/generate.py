@@ -40,12 +40,12 @@ def generate(
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     check_known_words(pipe, list(dict.fromkeys(prompts)))
     steps, guidance = resolve_sampling(pipe, steps, guidance)
+    if not hasattr(type(pipe), "do_classifier_free_guidance"):
+        setattr(pipe, GUIDED_ATTRIBUTE, adapter_for(denoiser(pipe)).guided_batch(guidance))
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk_p, chunk_s = list(prompts[i : i + batch_size]), seeds[i : i + batch_size]
         generators = [torch.Generator().manual_seed(int(s)) for s in chunk_s]  # CPU: same noise on any device
-        if not hasattr(type(pipe), "do_classifier_free_guidance"):
-            setattr(pipe, GUIDED_ATTRIBUTE, adapter_for(denoiser(pipe)).guided_batch(guidance))
         result = pipe(chunk_p, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
                       output_type="np", **pipe_kwargs)
         out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))

@@ -27,15 +27,14 @@ from cadiff.models.loading import denoiser
 from cadiff.sae.hookpoints import resolve_hookpoint
 
 READOUTS = ("update", "output")
-GUIDED_FLAG = GUIDED_ATTRIBUTE
 
 
 def split_branches(pipe, batch: torch.Tensor) -> dict[str, torch.Tensor]:
     """{'uncond': first half, 'cond': second half} under classifier-free guidance, else {'cond': batch}. Pipelines
-    that do not expose whether they guide (PixArt-α) are told by `cadiff.generate` (`GUIDED_FLAG`)."""
+    that do not expose whether they guide (PixArt-α) are told by `cadiff.generate` (`GUIDED_ATTRIBUTE`)."""
     guided = getattr(pipe, "do_classifier_free_guidance", None)
     if guided is None:
-        guided = getattr(pipe, GUIDED_FLAG, False)
+        guided = getattr(pipe, GUIDED_ATTRIBUTE, False)
     if guided:
         if batch.shape[0] % 2:
             raise RuntimeError(f"guidance is on but the denoiser batch has odd size {batch.shape[0]}; "

@@ -12,7 +12,6 @@ import torch
 from cadiff.adapters import adapter_for
 from cadiff.attribution.estimators import Row, amplify_samples, generated_latents, image_latents
 from cadiff.attribution.objectives import Objective, Samples, register_objective
-from cadiff.models.loading import denoiser as denoiser_of
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -50,7 +49,7 @@ class Amplify(Objective):
             x0 = generated_latents(pipe, rows, steps, guidance, batch_size, tick=tick)
             return Samples(rows, amplify_samples(pipe, denoiser, rows, x0, steps, batch_size, guidance, tick=tick, only=only))
         # the target's rows become one per image; the concepts to keep are still generated
-        pixels = read_image_folder(images, adapter_for(denoiser_of(pipe)).image_size(pipe))
+        pixels = read_image_folder(images, adapter_for(denoiser).image_size(pipe, denoiser))
         image_rows = [Row(rows[0].prompt, i, 0) for i in range(len(pixels))]
         x0_images = torch.cat([image_latents(pipe, pixels[i : i + batch_size])
                                for i in range(0, len(pixels), batch_size)])
