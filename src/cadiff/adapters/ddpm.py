@@ -1,5 +1,5 @@
-"""The scheduler math of DDPM-family denoisers (U-Nets, PixArt): outputs in epsilon, v or sample units, put in
-epsilon units; clean latents noised along the model's alphas."""
+"""The DDPM-family side of adapters (U-Nets, PixArt): the scheduler math — outputs in epsilon, v or sample units, put in
+epsilon units; clean latents noised along the model's alphas — and the component groups of their shared block layout."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ def _prediction_type(scheduler) -> str:
     if kind not in ("epsilon", "v_prediction", "sample"):
         raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
     return kind
+
+
+class BasicBlockGroups:
+    """Component groups of diffusers' `BasicTransformerBlock` (U-Nets' and PixArt's blocks): attn1 self-, attn2
+    cross-attention, ff."""
+
+    block = r"\.transformer_blocks\."
+    ff = r"ff\.net\.(0\.proj|2)\.weight$"
+    attn = r"\.attn[12]\."
+    cross_attention = r"\.attn2\."
 
 
 class DDPMSchedule:

@@ -5,18 +5,14 @@ cross-attention, ff)."""
 from __future__ import annotations
 
 from cadiff.adapters import DenoiserAdapter, register_adapter
-from cadiff.adapters.ddpm import DDPMSchedule
+from cadiff.adapters.ddpm import BasicBlockGroups, DDPMSchedule
 
 
 @register_adapter
-class UNetAdapter(DDPMSchedule, DenoiserAdapter):
+class UNetAdapter(BasicBlockGroups, DDPMSchedule, DenoiserAdapter):
     name = "unet"
     denoisers = ("UNet2DConditionModel",)
     latent_arg = "sample"
-    block = r"\.transformer_blocks\."
-    ff = r"ff\.net\.(0\.proj|2)\.weight$"
-    attn = r"\.attn[12]\."
-    cross_attention = r"\.attn2\."
     esd_frozen = r"^(conv_out|conv_norm_out|time_embedding)\."
 
     def hookpoints(self, denoiser):
