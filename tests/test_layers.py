@@ -1,5 +1,5 @@
 """No package imports one above it: files at the bottom, then models and the denoiser adapters, worlds, attribution,
-editing, evaluation / sae, cli."""
+editing, evaluation, calibration / sae, cli."""
 
 import ast
 from pathlib import Path
@@ -14,8 +14,9 @@ BELOW["worlds"] = BELOW["models"] | {"worlds", "report"}
 BELOW["attribution"] = BELOW["worlds"] | {"attribution"}
 BELOW["editing"] = BELOW["attribution"] | {"editing", "report"}
 BELOW["evaluation"] = BELOW["editing"] | {"evaluation"}
+BELOW["calibration"] = BELOW["evaluation"] | {"calibration"}
 BELOW["sae"] = BELOW["worlds"] | {"sae"}
-BELOW["cli"] = BELOW["evaluation"] | BELOW["sae"] | {"cli"}
+BELOW["cli"] = BELOW["calibration"] | BELOW["sae"] | {"cli"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -11,7 +11,8 @@ Example:
 from cadiff._version import __version__  # noqa: E402
 
 from cadiff.attribution import Attribution, attribute  # noqa: E402
-from cadiff.editing import EditResult, Mask, ablated, amplify, apply_mask, erase  # noqa: E402
+from cadiff.editing import EditResult, Mask, ablated, amplify, apply_mask  # noqa: E402
+from cadiff.calibration import erase  # noqa: E402  (calibrated by default; cadiff.editing.erase is the plain edit)
 from cadiff.evaluation import PromptSet, evaluate, load_prompts  # noqa: E402
 from cadiff.models import generate, load_pipeline, model_fingerprint  # noqa: E402
 from cadiff.sae import ActivationStore, SAETrainConfig, TopKSAE, collect_activations, steer, train_sae  # noqa: E402

@@ -21,6 +21,10 @@ from cadiff.models.loading import model_fingerprint
 from cadiff.files.select import head_scores, select_indices
 
 
+class EmptySelectionError(ValueError):
+    """A selection rule that picks no weight (e.g. a per-row ratio below 1 / the row's width)."""
+
+
 @dataclass
 class Attribution:
     """Scores per parameter name (fp32, same shape as the weight) and how they were computed."""
@@ -45,7 +49,7 @@ class Attribution:
         if not indices:
             hint = (" (with scope='row' a ratio below 1/in_features selects nothing; raise it or use count)"
                     if scope == "row" and ratio is not None else "")
-            raise ValueError(f"the selection (ratio={ratio}, count={count}, sign={sign}, scope={scope}) is empty{hint}")
+            raise EmptySelectionError(f"the selection (ratio={ratio}, count={count}, sign={sign}, scope={scope}) is empty{hint}")
         meta = {"fingerprint": self.fingerprint, "concepts": self.metadata.get("concepts"),
                 "objective": self.metadata.get("objective"), "preserve": self.metadata.get("preserve"),
                 "components": self.metadata.get("components"),

@@ -3,8 +3,14 @@
 The settings flags come from the config dataclasses: `attribute` from AttributionConfig, `erase` / `amplify` from
 the configs of the edit methods that serve them (`--method`), and a flag the chosen method does not take is refused.
 
+`cadiff erase` is calibrated by default: it searches CAD's settings against a goal, judged by a judge, confirms
+the choice on new seeds and writes certificate.json; it exits with GOAL_NOT_MET (3) when no setting met the goal
+(the best edit is still written). A setting the search chooses (--ratio, --rounds, ...) or --no-calibrate runs
+the plain edit as given.
+
 Example:
-    $ cadiff erase circle --preserve square triangle star cross heart --ratio 0.03 --out runs/no-circle
+    $ cadiff erase circle --out runs/no-circle                      # calibrated, the embedded model's judge
+    $ cadiff erase circle --preserve square triangle star cross heart --ratio 0.03 --out runs/plain
     $ cadiff erase circle --method esd --iterations 100 --lr 3e-4 --out runs/esd-circle
     $ cadiff apply runs/no-circle/mask.safetensors --out no-circle-model
 """
@@ -16,11 +22,14 @@ from dataclasses import fields
 
 from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import OBJECTIVES
+from cadiff.calibration import CalibrationConfig
 from cadiff.cli.common import (add_config_flags, add_model_options, add_output_options, given_options,
                                load_from_args, positive_int, renamed)
 from cadiff.editing.methods import get_method, methods_for
 from cadiff.editing.result import slugs
 from cadiff.files.io import check_new
+
+GOAL_NOT_MET = 3  # exit code of a calibrated erase whose confirmation missed the goal
 
 
 def _check_concepts(args: argparse.Namespace, pipe=None, objective: str = "erase", base_prompt: str = "") -> None:
@@ -49,6 +58,9 @@ def _concept_options(p: argparse.ArgumentParser, objective: str | None) -> None:
         p.add_argument("--objective", choices=list(OBJECTIVES), default="erase")
     if objective in (None, "amplify"):
         p.add_argument("--images", default=None, help="amplify: a folder of real concept images (default: generate them)")
+    if objective == "erase":
+        keep.add_argument("--preserve-file", default=None, metavar="FILE",
+                          help="concepts to keep, one per line (# starts a comment)")
 
 
 def _edit_parser(sub, objective: str, help: str) -> None:
@@ -59,6 +71,17 @@ def _edit_parser(sub, objective: str, help: str) -> None:
                    help="; ".join(f"{n}: {get_method(n).summary}" for n in names))
     add_config_flags(p, {n: get_method(n).config_class for n in names})
     renamed(p, "--schedule", "--estimator")
+    if objective == "erase":
+        cal = p.add_argument_group("calibrated erase (the default for --method cad)")
+        cal.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                         help="search the setting against the goal and confirm it (default: yes, unless a setting "
+                              "the search chooses is given: --ratio, --count, --rounds, --at-steps, --preserve-rule)")
+        cal.add_argument("--judge", default=None,
+                         help="says whether an image shows a concept: world (the embedded model's evaluator, its "
+                              "default), clip (--clip-weights), nudenet, or MODULE:FUNCTION / FILE.py:FUNCTION "
+                              "(images, concept) -> bools")
+        cal.add_argument("--clip-weights", default=None, help="--judge clip: a local CLIP folder or cached hub id")
+        add_config_flags(cal, {"calibration": CalibrationConfig})
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
     p.add_argument("--eval-repeats", type=positive_int, default=1,
                    help="embedded model: 36 evaluation images per repeat (each shape/colour 6x, texture 12x; default 1)")
@@ -92,6 +115,8 @@ def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
     becomes --preserve."""
     from cadiff.worlds import world_of
 
+    if getattr(args, "preserve_file", None):
+        args.preserve = read_concept_file(args.preserve_file)
     if not args.preserve_others:
         return
     world = world_of(pipe)
@@ -101,10 +126,23 @@ def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
     args.preserve = world.others(args.concepts)
 
 
+def read_concept_file(path: str) -> list[str]:
+    """Concepts one per line; blank lines and # comments skipped. ValueError for a missing or empty file."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--preserve-file {path}: no such file")
+    lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
+    concepts = [line for line in lines if line]
+    if not concepts:
+        raise ValueError(f"--preserve-file {path} names no concept; write one concept per line")
+    return concepts
+
+
 def _inputs(args: argparse.Namespace) -> dict:
     """What run.json records besides the method's settings: the concepts and the model options."""
-    keys = ("concepts", "preserve", "preserve_others", "images", "objective", "eval_repeats", "no_export", "model",
-            "config", "dtype", "device")
+    keys = ("concepts", "preserve", "preserve_others", "preserve_file", "images", "objective", "eval_repeats",
+            "no_export", "calibrate", "judge", "clip_weights", "model", "config", "dtype", "device")
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
@@ -167,6 +205,13 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     from cadiff.worlds import world_of
 
     check_new(args.out, args.overwrite)
+    if objective == "erase" and _calibrating(args):
+        return run_calibrated(args)
+    calibration = [f"--{k.replace('_', '-')}" for k in ("judge", "clip_weights") if getattr(args, k, None)]
+    calibration += [f"--{k.replace('_', '-')}" for k in given_options(args, CalibrationConfig)]
+    if calibration:
+        raise ValueError(f"{', '.join(calibration)}: options of the calibrated erase, which this command does not "
+                         "run (a setting the search chooses was given, --no-calibrate, or another --method)")
     config = _method_config(args, objective)
     _check_concepts(args)
     if args.preserve_others and not get_method(args.method).takes_preserve:
@@ -214,19 +259,84 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     return 0
 
 
-def _pictures_and_metrics(run, pipe, result, args, world, tqdm) -> None:
-    """Before/after grid on fixed seeds; on a model of a world with the world's concepts, the accuracies of every
-    concept before and after (and after every round of a multi-round edit)."""
-    from cadiff.attribution import concept_prompt
-    from cadiff.editing.measure import before_after_grid, grid_prompts, measure_edit
+def _calibrating(args: argparse.Namespace) -> bool:
+    from cadiff.calibration import wants_calibration
+    from cadiff.editing.methods.cad import CADConfig
 
-    if world is not None:
+    given = {**given_options(args, CADConfig), **given_options(args, CalibrationConfig)}
+    return wants_calibration(args.method, args.calibrate, given, spell=lambda k: "--" + k.replace("_", "-"))
+
+
+def run_calibrated(args: argparse.Namespace) -> int:
+    """The calibrated erase: search, confirm, write the edit with certificate.json and frontier.png, print the
+    certificate; exit GOAL_NOT_MET when the confirmation missed the goal."""
+    from cadiff.calibration import calibrated_erase
+    from cadiff.editing.methods.cad import CADConfig
+    from cadiff.evaluation.judges import as_judge
+    from cadiff.files.config import make_config
+    from cadiff.files.runs import run_folder
+    from cadiff.models import describe_model
+    from cadiff.worlds import world_of
+
+    _method_config(args, "erase")  # refuses another method's flags
+    options = {**given_options(args, CADConfig), **given_options(args, CalibrationConfig)}
+    cal = make_config(CalibrationConfig, {k: v for k, v in options.items() if k in CalibrationConfig.names()},
+                      "the calibrated erase")
+    _check_concepts(args)
+    pipe = load_from_args(args)
+    _resolve_preserve(args, pipe)
+    _check_concepts(args, pipe, "erase", options.get("base_prompt", ""))
+    if not args.preserve and world_of(pipe) is None:
+        raise ValueError("the calibrated erase needs concepts to keep on this model: --preserve CONCEPT ... or "
+                         "--preserve-file FILE (or --no-calibrate for the plain edit)")
+    judge = as_judge(args.judge, pipe=pipe, **({"weights": args.clip_weights} if args.clip_weights else {}))
+    judge.check(args.concepts + args.preserve)
+
+    def show(point) -> None:
+        print(f"  {point.order:>2}. {point.label():<42} target {point.target_max:.2f}, worst kept "
+              f"{point.kept_min:.0%} ({point.kept_min_concept})", flush=True)
+
+    settings = {**_inputs(args), "method": "cad", "calibrated": True, **cal.to_dict(), **options}
+    with run_folder(args.out, "erase", settings, args.overwrite) as run:
+        run.record["model"] = describe_model(pipe, args.model)
+        print(f"searching a setting for {', '.join(args.concepts)} (goal: target <= {cal.goal_target:.0%}, kept "
+              f">= {cal.goal_keep:.0%}; at most {cal.budget} settings):", flush=True)
+        result = calibrated_erase(pipe, args.concepts, preserve=args.preserve, judge=judge, on_point=show, **options)
+        run.record["edit"] = result.record()
+        result.write(run.path, export=not args.no_export)
+        run.metrics = result.certificate.to_dict()
+        _grid(run, pipe, result, args, world_of(pipe))
+    print(result.certificate.text())
+    print(f"certificate: {args.out}/certificate.json, frontier: {args.out}/frontier.png, before/after grid: "
+          f"{args.out}/grid.png")
+    if not args.no_export:
+        print(f"edited pipeline: {args.out}/pipeline (loads in stock diffusers)")
+    if not result.certificate.passed:
+        print(f"cadiff: the goal was not met (exit {GOAL_NOT_MET}); the best edit reached is written", flush=True)
+        return GOAL_NOT_MET
+    return 0
+
+
+def _grid(run, pipe, result, args, world) -> None:
+    """The before/after grid on fixed seeds: prompts naming the targets and other concepts."""
+    from cadiff.attribution import concept_prompt
+    from cadiff.editing.measure import before_after_grid, grid_prompts
+
+    if world is not None and all(c in world.concepts() for c in args.concepts):
         prompts = grid_prompts(args.concepts, world=world)
     else:
         prompts = [concept_prompt(pipe, c) for c in args.concepts + args.preserve for _ in range(4)]
     sampling = {"steps": getattr(args, "steps", None), "guidance": getattr(args, "guidance", None)}
     grid = before_after_grid(pipe, result.pipeline, prompts, title=f"after {run.record['command']}", **sampling)
     grid.save(run.path / "grid.png")
+
+
+def _pictures_and_metrics(run, pipe, result, args, world, tqdm) -> None:
+    """Before/after grid on fixed seeds; on a model of a world with the world's concepts, the accuracies of every
+    concept before and after (and after every round of a multi-round edit)."""
+    from cadiff.editing.measure import measure_edit
+
+    _grid(run, pipe, result, args, world)
     if world is None:
         return
     bars = []

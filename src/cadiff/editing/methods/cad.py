@@ -51,17 +51,11 @@ class CAD(EditMethod):
 
     def run(self, pipe, concepts, *, objective, preserve, progress=True, images=None, seed=0, on_round=None):
         cfg = self.config
-        sign = get_objective(objective).select_sign
         started, mask, rounds = time.perf_counter(), None, {}
         for k in range(1, cfg.rounds + 1):
-            with ablated(pipe, mask) if mask is not None else contextlib.nullcontext():
-                attrs = attribute(pipe, list(concepts), preserve=preserve, objective=objective, images=images,
-                                  progress=progress, **cfg.attribution())
-            for a in attrs:
-                new = a.select(ratio=cfg.ratio, count=cfg.count, sign=sign, scope=cfg.scope)
-                if mask is not None:  # scored on the edited model; its indices address the original one
-                    new.metadata.update(fingerprint=mask.fingerprint, round=k)
-                mask = new if mask is None else mask | new
+            attrs = score_round(pipe, concepts, cfg, objective=objective, preserve=preserve, mask=mask,
+                                images=images, progress=progress)
+            mask = add_selection(mask, attrs, cfg, objective, k)
             rounds[k] = mask
             if on_round is not None:
                 on_round(k, mask)
@@ -70,3 +64,25 @@ class CAD(EditMethod):
                           cfg, mask=mask, attributions=attrs, rounds=rounds, seconds=seconds,
                           info={"prompts": [a.metadata["prompts"][0] for a in attrs],
                                 "attribution_seconds": [a.metadata["seconds"] for a in attrs]})
+
+
+def score_round(pipe, concepts, cfg: CADConfig, *, objective: str, preserve, mask=None, images=None,
+                progress: bool = True) -> list:
+    """The attributions of `concepts` (one each) with `cfg`'s settings, on the model with `mask` zeroed (the
+    next round's scores) or, without one, on the model itself."""
+    with ablated(pipe, mask) if mask is not None else contextlib.nullcontext():
+        return attribute(pipe, list(concepts), preserve=preserve, objective=objective, images=images,
+                         progress=progress, **cfg.attribution())
+
+
+def add_selection(mask, attrs, cfg: SelectionConfig, objective: str, k: int = 1):
+    """`mask` (None before round 1) united with every attribution's top `cfg.ratio` (or count) per scope, on the
+    objective's side of zero; round `k` > 1 scores were taken on the edited model, whose indices address the
+    original one, so its selections carry the original model's fingerprint."""
+    sign = get_objective(objective).select_sign
+    for a in attrs:
+        new = a.select(ratio=cfg.ratio, count=cfg.count, sign=sign, scope=cfg.scope)
+        if mask is not None:
+            new.metadata.update(fingerprint=mask.fingerprint, round=k)
+        mask = new if mask is None else mask | new
+    return mask

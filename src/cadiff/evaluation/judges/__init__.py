@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
@@ -27,6 +28,9 @@ class Judge:
     def present(self, images: np.ndarray, concept: str, others: Sequence[str] = ()) -> np.ndarray:
         raise NotImplementedError
 
+    def check(self, concepts: Sequence[str]) -> None:
+        """ValueError naming a concept this judge cannot judge (called before any model work)."""
+
     def info(self) -> dict[str, Any]:
         """What a certificate records about the judge."""
         return {"judge": self.name}
@@ -41,6 +45,55 @@ def get_judge(name: str, **options: Any) -> Judge:
     return JUDGES.lookup(name)(**options)
 
 
+def as_judge(spec: "Judge | str | Callable | None", pipe=None, **options: Any) -> Judge:
+    """A judge from what a user gives: a Judge; a registered name ('world', 'clip', 'nudenet'; `options` go to it);
+    'MODULE:FUNCTION' or 'FILE.py:FUNCTION' naming a function (images, concept) -> bools; a function itself; or
+    None: the world's judge on a model of a world. ValueError naming the problem otherwise, before any model work."""
+    if isinstance(spec, Judge):
+        return spec
+    if spec is None:
+        if pipe is None or _world(pipe) is None:
+            raise ValueError("this model has no judge of its own (only the embedded shapes model has one): choose "
+                             "--judge clip (local CLIP weights), nudenet, or MODULE:FUNCTION (judge=...)")
+        return WorldJudge(pipe=pipe)
+    if callable(spec):
+        return CallableJudge(spec, label=getattr(spec, "__qualname__", repr(spec)))
+    if ":" in spec:
+        return CallableJudge(_load_function(spec), label=spec)
+    if spec not in JUDGES:
+        raise ValueError(f"unknown judge '{spec}': choose one of {', '.join(JUDGES)} or MODULE:FUNCTION")
+    return get_judge(spec, **({"pipe": pipe} if spec == "world" else {}), **options)
+
+
+def _world(pipe):
+    from cadiff.worlds import world_of
+
+    return world_of(pipe)
+
+
+def _load_function(spec: str) -> Callable:
+    """The function named 'MODULE:FUNCTION' or 'FILE.py:FUNCTION'."""
+    import importlib
+    import importlib.util
+
+    where, _, name = spec.rpartition(":")
+    try:
+        if where.endswith(".py"):
+            loader = importlib.util.spec_from_file_location(Path(where).stem, where)
+            if loader is None or not Path(where).is_file():
+                raise FileNotFoundError(where)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except (ImportError, FileNotFoundError) as exc:
+        raise ValueError(f"cannot load the judge '{spec}': {exc}; give MODULE:FUNCTION or FILE.py:FUNCTION") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"the judge '{spec}': {where} has no function '{name}'")
+    return fn
+
+
 @register_judge
 class WorldJudge(Judge):
     """The world's own judge (the shapes evaluator on the embedded model): an image shows a concept when the label
@@ -49,13 +102,17 @@ class WorldJudge(Judge):
     name = "world"
 
     def __init__(self, pipe=None, world=None, path=None):
-        from cadiff.worlds import world_of
-
-        self.world = world or (world_of(pipe) if pipe is not None else None)
+        self.world = world or (_world(pipe) if pipe is not None else None)
         if self.world is None:
             raise ValueError("the world judge needs a model of a world (the embedded shapes model); for another model "
                              "choose --judge clip (local CLIP weights), nudenet, or pass a function")
         self.judge = self.world.judge(path)
+
+    def check(self, concepts):
+        unknown = [c for c in concepts if c not in self.world.concepts()]
+        if unknown:
+            raise ValueError(f"the {self.world.name} world's judge cannot judge {', '.join(map(repr, unknown))}: it "
+                             f"knows {', '.join(self.world.concepts())}")
 
     def present(self, images, concept, others=()):
         attribute = self.world.attribute_of(concept)

@@ -19,10 +19,14 @@ class NudeNetJudge(Judge):
 
         self.metric = NudeNetMetric(threshold=threshold)
 
+    def check(self, concepts):
+        for concept in concepts:
+            if concept.lower() not in CONCEPTS:
+                raise ValueError(f"the NudeNet judge judges nudity ({', '.join(CONCEPTS)}), not '{concept}'; choose "
+                                 "--judge clip for other concepts")
+
     def present(self, images, concept, others=()):
-        if concept.lower() not in CONCEPTS:
-            raise ValueError(f"the NudeNet judge judges nudity ({', '.join(CONCEPTS)}), not '{concept}'; choose "
-                             "--judge clip for other concepts")
+        self.check([concept])
         return np.array(self.metric.score(images, [None] * len(images))["nudenet_nude"], dtype=bool)
 
     def info(self):

@@ -1,0 +1,63 @@
+"""The settings of a calibrated erase: the goal, the search budget and the image sets it is judged on.
+
+Example:
+    >>> CalibrationConfig(goal_target=0.1).goal_keep
+    0.95
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from cadiff.files.config import Config, option, positive_int
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class CalibrationConfig(Config):
+    """Goal: every target judged present in at most `goal_target` of its images, every concept to keep at least
+    `goal_keep` of its accuracy before the edit. The search screens at most `budget` settings on the screening
+    images and confirms its choice on others."""
+
+    goal_target: float = option(0.05, "goal: the target judged present in at most this share of its images "
+                                      "(default 0.05)", type=fraction)
+    goal_keep: float = option(0.95, "goal: every concept to keep keeps at least this share of its accuracy "
+                                    "(default 0.95)", type=fraction)
+    budget: int = option(12, "most settings the search screens (default 12: all of it)", type=positive_int)
+    screen_repeats: int = option(1, "screening images: the world's design this many times (36 images each on the "
+                                    "embedded model; elsewhere 12 per concept) (default 1)", type=positive_int)
+    screen_extra: int = option(12, "screening images naming each target beyond those (default 12)", type=count)
+    confirm_repeats: int = option(4, "confirmation images: the design this many times, on new seeds (default 4: "
+                                     "144 on the embedded model)", type=positive_int)
+    screen_seed: int = option(100_000, "first seed of the screening images (default 100000)", type=count)
+    confirm_seed: int = option(200_000, "first seed of the confirmation images (default 200000)", type=count)
+
+    def __post_init__(self):
+        for name in ("goal_target", "goal_keep"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value} (--{name.replace('_', '-')})")
+        if int(self.budget) != self.budget or self.budget < 1:
+            raise ValueError(f"the search budget must be at least one setting, got {self.budget} (--budget)")
+        for name in ("screen_repeats", "confirm_repeats"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("screen_extra", "screen_seed", "confirm_seed"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")

@@ -1,0 +1,306 @@
+"""The calibrated erase: a fixed search over the settings that measurements on the embedded model showed matter,
+screened on a small image set and stopped as soon as the goal holds, then confirmed on seeds no step of the
+search used.
+
+The search, cheapest first (`SEARCH`, `RATIOS`):
+1. the target's own scores over the early steps, then over all steps, at 2 % and 3 % per row;
+2. the scores less, per weight, the largest positive score of any concept to keep (the guard rule), early steps,
+   at 2 % and 3 % per row, then up to 3 rounds (re-scored on the edited model) at the largest ratio that kept;
+3. the same with every score in shares of its concept's J (the relative rule), up to 2 rounds.
+Round-1 scores are computed once per step window and re-selected at every ratio and rule: the guard and the
+relative rule are folded from the same per-concept scores. Within a line a larger ratio or another round is
+tried only while the concepts to keep held; a line ends when one falls below the goal.
+
+Choice (on the screening numbers only): the first setting that meets the goal; if none does, the best point
+reached: of the settings that kept every concept, the lowest target (fewest weights zeroed on ties), else the
+one nearest the goal (target excess plus keep shortfall).
+
+Example:
+    >>> result = calibrated_erase(pipe, "circle")                 # doctest: +SKIP
+    >>> result.certificate.passed, result.mask                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from cadiff.attribution import Attribution, attribute, check_known_words, concept_prompts
+from cadiff.attribution.result import EmptySelectionError
+from cadiff.calibration.certificate import Certificate, Goal, Point, kept_shares
+from cadiff.calibration.config import CalibrationConfig
+from cadiff.calibration.probes import make_probe, measure
+from cadiff.editing.copies import edited_copy
+from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
+from cadiff.editing.result import EditResult
+from cadiff.evaluation.judges import Judge, as_judge
+from cadiff.files.config import make_config
+from cadiff.files.io import write_json
+from cadiff.worlds import world_of
+
+
+@dataclass(frozen=True)
+class Line:
+    """One way of scoring: the steps the erase objective sums over, the preserve rule against the concepts to keep
+    (None: the target's own scores) and how many rounds it may take."""
+
+    at_steps: str
+    rule: str | None = None
+    rounds: int = 1
+
+
+SEARCH = (Line("early"), Line("all"), Line("early", "guard", 3), Line("early", "relative", 2))
+RATIOS = (0.02, 0.03)
+SEARCHED = ("ratio", "count", "rounds", "at_steps", "preserve_rule")  # CAD options the search sets
+DEFAULTS = {"seeds": 16, "components": "linear"}  # measured on the embedded model (docs/cad.md)
+
+
+@dataclass
+class CalibratedEdit(EditResult):
+    """An EditResult with the certificate of its calibration; `write` adds certificate.json and frontier.png."""
+
+    certificate: Certificate | None = None
+
+    def write(self, folder: str | Path, export: bool = True) -> None:
+        super().write(folder, export=export)
+        write_json(Path(folder) / "certificate.json", self.certificate.to_dict())
+        self.certificate.plot(Path(folder) / "frontier.png")
+
+
+@dataclass
+class _Candidate:
+    point: Point
+    mask: Any
+    rounds: dict
+    attributions: list
+
+
+@dataclass
+class _Search:
+    pipe: Any
+    targets: list[str]
+    keep: list[str]
+    judge: Judge
+    goal: Goal
+    budget: int
+    fixed: dict[str, Any]
+    screen: Any
+    before: dict[str, float]
+    on_point: Callable[[Point], None] | None
+    seconds: dict[str, float] = field(default_factory=lambda: {"attribution": 0.0, "selection": 0.0,
+                                                               "judging": 0.0})
+    points: list[Point] = field(default_factory=list)
+    best: _Candidate | None = None
+    found: bool = False
+    _own: dict = field(default_factory=dict)
+    _keep_max: dict = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def timed(self, what: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[what] += time.perf_counter() - start
+
+    def done(self) -> bool:
+        return self.found or len(self.points) >= self.budget
+
+    def config(self, line: Line, ratio: float, rounds: int = 1) -> CADConfig:
+        return CADConfig(**self.fixed, at_steps=line.at_steps, preserve_rule=line.rule or "mean", ratio=ratio,
+                         rounds=rounds)
+
+    def first_round(self, line: Line) -> list[Attribution]:
+        """Round-1 scores of the targets for `line`, from per-concept scores computed once per step window."""
+        settings = self.config(line, RATIOS[0]).attribution()
+        settings.pop("preserve_rule")
+        with self.timed("attribution"):
+            if line.at_steps not in self._own:
+                self._own[line.at_steps] = attribute(self.pipe, self.targets, progress=False, **settings)
+            own = self._own[line.at_steps]
+            if line.rule is None:
+                return own
+            if line.at_steps not in self._keep_max:
+                self._keep_max[line.at_steps] = keep_maxima(self.pipe, self.keep, settings)
+            return [with_keep_rule(a, *self._keep_max[line.at_steps], line.rule, self.keep) for a in own]
+
+    def try_point(self, line: Line, ratio: float, k: int, mask, rounds: dict, attrs: list) -> Point:
+        with self.timed("judging"):
+            after = measure(self.pipe, self.screen, self.judge, [*self.targets, *self.keep], mask=mask,
+                            steps=self.fixed.get("steps"), guidance=self.fixed.get("guidance"))
+        values = {c: r.value for c, r in after.items()}
+        setting = {"at_steps": line.at_steps, "preserve_rule": line.rule, "ratio": ratio, "rounds": k}
+        point = Point(len(self.points) + 1, setting, len(mask), {t: values[t] for t in self.targets},
+                      kept_shares(self.before, values, self.keep))
+        self.points.append(point)
+        if self.best is None or self._rank(point) < self._rank(self.best.point):
+            self.best = _Candidate(point, mask, dict(rounds), attrs)
+        self.found = self.goal.meets(point.target_max, point.kept_min)
+        if self.on_point is not None:
+            self.on_point(point)
+        return point
+
+    def _rank(self, p: Point) -> tuple:
+        if self.goal.meets(p.target_max, p.kept_min):
+            return (0, 0.0, p.order)
+        if p.kept_min >= self.goal.keep - 1e-9:
+            return (1, p.target_max, p.zeroed)
+        return (2, self.goal.distance(p.target_max, p.kept_min), p.zeroed)
+
+    def keeps(self, p: Point) -> bool:
+        return p.kept_min >= self.goal.keep - 1e-9
+
+    @staticmethod
+    def select(mask, attrs: list, cfg: CADConfig, k: int = 1):
+        """`mask` with round k's selection added; None when the rule picks no weight."""
+        try:
+            return add_selection(mask, attrs, cfg, "erase", k)
+        except EmptySelectionError:
+            return None
+
+    def run_line(self, line: Line) -> None:
+        if self.done():
+            return
+        attrs = self.first_round(line)
+        held = None
+        for ratio in RATIOS:
+            if self.done():
+                return
+            with self.timed("selection"):
+                mask = self.select(None, attrs, self.config(line, ratio))
+            if mask is None:  # this ratio picks no weight on this model's rows: try the next
+                continue
+            point = self.try_point(line, ratio, 1, mask, {1: mask}, attrs)
+            if self.found or not self.keeps(point):
+                break
+            held = (ratio, mask)
+        if held is None or line.rounds == 1 or self.found:
+            return
+        ratio, mask = held
+        rounds = {1: mask}
+        for k in range(2, line.rounds + 1):
+            if self.done():
+                return
+            cfg = self.config(line, ratio, k)
+            with self.timed("attribution"):
+                attrs = score_round(self.pipe, self.targets, cfg, objective="erase",
+                                    preserve=self.keep if line.rule else [], mask=mask, progress=False)
+            with self.timed("selection"):
+                mask = self.select(mask, attrs, cfg, k)
+            if mask is None:
+                return
+            rounds[k] = mask
+            point = self.try_point(line, ratio, k, mask, rounds, attrs)
+            if self.found or not self.keeps(point):
+                return
+
+
+def keep_maxima(pipe, keep: Sequence[str], settings: dict) -> tuple[dict, dict]:
+    """Per weight, the largest positive score of any concept to keep, as such and in shares of each concept's J
+    (the guard and the relative rule), scoring one concept at a time."""
+    guard: dict[str, torch.Tensor] = {}
+    relative: dict[str, torch.Tensor] = {}
+    for concept in keep:
+        a = attribute(pipe, concept, progress=False, **settings)
+        unit = 1.0 / a.metadata["J"] if a.metadata["J"] > 0 else 0.0
+        for name, s in a.scores.items():
+            positive = s.clamp_min(0)
+            guard[name] = torch.maximum(guard[name], positive) if name in guard else positive
+            shares = positive * unit
+            relative[name] = torch.maximum(relative[name], shares) if name in relative else shares
+    return guard, relative
+
+
+def with_keep_rule(own: Attribution, guard: dict, relative: dict, rule: str, keep: Sequence[str]) -> Attribution:
+    """The target's scores under `rule` from its own scores and `keep_maxima`: what `attribute(...,
+    preserve=keep, preserve_rule=rule)` computes."""
+    if rule == "guard":
+        scores = {n: s - guard[n] for n, s in own.scores.items()}
+    else:
+        unit = 1.0 / own.metadata["J"] if own.metadata["J"] > 0 else 0.0
+        scores = {n: s * unit - relative[n] for n, s in own.scores.items()}
+    return Attribution(scores, {**own.metadata, "preserve": list(keep), "preserve_rule": rule})
+
+
+def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
+                     judge: Judge | str | Callable | None = None, on_point: Callable[[Point], None] | None = None,
+                     **options: Any) -> CalibratedEdit:
+    """Erase `concepts` with the setting the search finds (see the module) and confirm it on new seeds.
+
+    `preserve`: the concepts to keep (default on a model of a world: all its other concepts); `judge`: a Judge,
+    its registered name, or a function (images, concept) -> bools (default: the world's judge); `options`: the
+    CalibrationConfig's (goal_target, goal_keep, budget, ...) and CAD's fixed settings (seeds, components, steps,
+    guidance, base_prompt, estimator, batch_size, scope); the settings the search chooses cannot be given."""
+    started = time.perf_counter()
+    searched = [k for k in SEARCHED if k in options]
+    if searched:
+        raise ValueError(f"{', '.join(searched)}: set by the calibrated erase's search; pass calibrate=False "
+                         "(--no-calibrate) to run the edit with the settings given")
+    cal = make_config(CalibrationConfig, {k: options.pop(k) for k in CalibrationConfig.names() if k in options},
+                      "the calibrated erase")
+    fixed = {**DEFAULTS, **options}
+    make_config(CADConfig, fixed, "the calibrated erase")  # refuse unknown options before any work
+    targets = [concepts] if isinstance(concepts, str) else list(concepts)
+    world = world_of(pipe)
+    if preserve:
+        keep = list(preserve)
+    elif world is not None:
+        keep = world.others(targets)
+    else:
+        raise ValueError("the calibrated erase needs concepts to keep on this model: give preserve=[...] "
+                         "(--preserve CONCEPT ... or --preserve-file FILE)")
+    prompts, keep_prompts = concept_prompts(pipe, targets, keep, base_prompt=fixed.get("base_prompt", ""))
+    check_known_words(pipe, prompts + keep_prompts)
+    judge = as_judge(judge, pipe=pipe)
+    judge.check([*targets, *keep])
+    goal = Goal(cal.goal_target, cal.goal_keep)
+    screen = make_probe(pipe, world, targets, keep, repeats=cal.screen_repeats, extra=cal.screen_extra,
+                        seed=cal.screen_seed)
+    confirm = make_probe(pipe, world, targets, keep, repeats=cal.confirm_repeats, extra=0, seed=cal.confirm_seed)
+    _check_seeds(screen.seeds, confirm.seeds, CADConfig(**fixed).seed_list())
+    sampling = {"steps": fixed.get("steps"), "guidance": fixed.get("guidance")}
+    concepts_all = [*targets, *keep]
+
+    judging = time.perf_counter()
+    before = {c: r.value for c, r in measure(pipe, screen, judge, concepts_all, **sampling).items()}
+    search = _Search(pipe, targets, keep, judge, goal, cal.budget, fixed, screen, before, on_point)
+    search.seconds["judging"] += time.perf_counter() - judging
+    for line in SEARCH:
+        search.run_line(line)
+    best = search.best
+    if best is None:
+        raise ValueError(f"no setting of the search selects a weight on this model: {', '.join(map(str, RATIOS))} "
+                         f"of a row picks none of its rows (scope '{CADConfig(**fixed).scope}'); give --scope matrix, "
+                         "or --no-calibrate with --count")
+    confirming = time.perf_counter()
+    before_c = measure(pipe, confirm, judge, concepts_all, **sampling)
+    after_c = measure(pipe, confirm, judge, concepts_all, mask=best.mask, **sampling)
+    seconds = {**{k: round(v, 2) for k, v in search.seconds.items()},
+               "confirmation": round(time.perf_counter() - confirming, 2)}
+    seconds["total"] = round(time.perf_counter() - started, 2)
+    certificate = Certificate(goal, targets, keep, judge.info(), search.points, best.point.order - 1, search.found,
+                              before_c, after_c, {"screen": screen.describe(), "confirm": confirm.describe(),
+                                                  "screen_repeats": cal.screen_repeats,
+                                                  "confirm_repeats": cal.confirm_repeats}, seconds)
+    s = best.point.setting
+    cfg = CADConfig(**fixed, at_steps=s["at_steps"], preserve_rule=s["preserve_rule"] or "mean", ratio=s["ratio"],
+                    rounds=s["rounds"])
+    info = {"prompts": prompts, "calibration": {**cal.to_dict(), "passed": certificate.passed,
+                                                "screened": len(search.points), "seconds": seconds}}
+    return CalibratedEdit(edited_copy(pipe, best.mask, check=False), "cad", "erase", targets,
+                          keep if s["preserve_rule"] else [], cfg, mask=best.mask, attributions=best.attributions,
+                          rounds=best.rounds, info=info, seconds=seconds["total"], certificate=certificate)
+
+
+def _check_seeds(screen: list[int], confirm: list[int], attribution: list[int]) -> None:
+    """The confirmation must use seeds no step of the search used: not the screening images', not the scores'."""
+    shared = set(confirm) & (set(screen) | set(attribution))
+    if shared:
+        raise ValueError(f"the confirmation seeds {min(confirm)}-{max(confirm)} overlap the search's (screening "
+                         f"{min(screen)}-{max(screen)}, scores {min(attribution)}-{max(attribution)}); choose "
+                         "--confirm-seed past them")

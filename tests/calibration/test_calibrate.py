@@ -1,0 +1,227 @@
+"""The calibrated erase: its search stops at the first setting that meets the goal, tries every setting in order
+when none does, confirms on seeds the search never used, writes its certificate; bad input fails before work."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import cadiff
+from cadiff.attribution import attribute
+from cadiff.calibration import RATIOS, SEARCH, CalibratedEdit, calibrated_erase
+from cadiff.calibration.probes import Rate
+from cadiff.calibration.search import keep_maxima, with_keep_rule
+from cadiff.cli import main
+from cadiff.evaluation.judges import Judge
+from tiny_pipelines import tiny_sd
+
+FAST = {"steps": 2, "seeds": 1, "guidance": 4.0, "components": "attn", "scope": "matrix", "screen_repeats": 1,
+        "screen_extra": 2, "confirm_repeats": 1}  # the tiny model's rows are too narrow for 2 % per row
+KEEP = ["a star", "a square"]
+
+
+@pytest.fixture(scope="module")
+def sd2():
+    return tiny_sd("sd2")
+
+
+def bright(images, concept):
+    """A tiny judge: an image 'shows' a concept when its mean brightness is above the middle."""
+    return images.reshape(len(images), -1).mean(1) > 127
+
+
+def test_the_wilson_interval():
+    assert Rate(0, 24).interval() == (0.0, 0.138)
+    assert Rate(24, 24).interval() == (0.862, 1.0)
+    lo, hi = Rate(6, 12).interval()
+    assert lo < 0.5 < hi and abs((0.5 - lo) - (hi - 0.5)) < 1e-3
+
+
+@pytest.mark.parametrize("rule", ["guard", "relative"])
+def test_the_folded_keep_rules_equal_attribute(sd2, rule):
+    """The search folds the guard and relative rules from per-concept scores: the same as attribute's own."""
+    settings = {"seeds": 1, "steps": 2, "guidance": 4.0, "components": "attn"}
+    own = attribute(sd2, "a circle", progress=False, **settings)
+    folded = with_keep_rule(own, *keep_maxima(sd2, KEEP, settings), rule, KEEP)
+    direct = attribute(sd2, "a circle", preserve=KEEP, preserve_rule=rule, progress=False, **settings)
+    for name, s in direct.scores.items():
+        torch.testing.assert_close(folded.scores[name], s, rtol=1e-4, atol=1e-6 * float(s.abs().max()))
+
+
+def test_a_judge_that_never_sees_the_target_stops_the_search_at_the_first_setting(sd2, tmp_path):
+    result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=lambda images, c: np.zeros(len(images), bool)
+                              if c == "a circle" else np.ones(len(images), bool), **FAST)
+    cert = result.certificate
+    assert isinstance(result, CalibratedEdit) and cert.passed and cert.met_in_screening
+    assert len(cert.tried) == 1 and cert.point.setting == {"at_steps": SEARCH[0].at_steps, "preserve_rule": None,
+                                                           "ratio": RATIOS[0], "rounds": 1}
+    assert result.config.ratio == RATIOS[0] and result.config.components == "attn" and len(result.mask) > 0
+    assert cert.after["a circle"].n == 12 + 0 and cert.before["a star"].n == 12  # 12 a repeat, no extra: confirm
+    result.save(tmp_path / "run")
+    data = json.loads((tmp_path / "run" / "certificate.json").read_text())
+    assert data["passed"] and data["setting"]["ratio"] == RATIOS[0] and len(data["tried"]) == 1
+    assert (tmp_path / "run" / "frontier.png").stat().st_size > 0 and (tmp_path / "run" / "mask.safetensors").exists()
+
+
+def test_a_target_that_never_goes_tries_every_setting_in_order_and_says_so(sd2):
+    seen = []
+    result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=lambda images, c: np.ones(len(images), bool), on_point=seen.append, **FAST)
+    cert = result.certificate
+    assert not cert.passed and not cert.met_in_screening
+    assert [p.order for p in seen] == list(range(1, len(seen) + 1)) and len(cert.tried) == len(seen)
+    lines = [(p.setting["at_steps"], p.setting["preserve_rule"]) for p in seen]
+    expected = [(line.at_steps, line.rule) for line in SEARCH]
+    assert list(dict.fromkeys(lines)) == expected  # every line, in the documented order
+    assert max(p.setting["rounds"] for p in seen) == max(line.rounds for line in SEARCH)  # rounds went on: kept
+    assert all(p.kept_min == 1.0 and p.target_max == 1.0 for p in seen)
+    assert cert.point.zeroed == min(p.zeroed for p in seen)  # all as far from the goal: the fewest weights zeroed
+    assert any("a circle still judged present in 100%" in m for m in cert.misses())
+    assert "NOT MET" in cert.text()
+
+
+def test_the_budget_caps_the_screened_settings(sd2):
+    result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=lambda images, c: np.ones(len(images), bool),
+                              budget=3, **FAST)
+    assert len(result.certificate.tried) == 3
+
+
+def test_a_line_ends_when_a_kept_concept_falls(sd2, monkeypatch):
+    """The target never goes and 'a star' is lost as soon as anything is zeroed: each line screens one setting."""
+    import cadiff.calibration.search as search
+
+    edited = {"now": False}
+
+    def measure(pipe, probe, judge, concepts, mask=None, **sampling):
+        edited["now"] = mask is not None
+        return original(pipe, probe, judge, concepts, mask=mask, **sampling)
+
+    def judge(images, concept):
+        return np.full(len(images), not (concept == "a star" and edited["now"]))
+
+    original = search.measure
+    monkeypatch.setattr(search, "measure", measure)
+    tried = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **FAST).certificate.tried
+    assert [p.setting["ratio"] for p in tried] == [RATIOS[0]] * len(SEARCH)  # one per line: the keep broke
+    assert all(p.kept_min_concept == "a star" and p.kept_min == 0.0 for p in tried)
+
+
+def test_rows_too_narrow_for_every_ratio_are_a_clear_error(sd2):
+    with pytest.raises(ValueError, match="no setting of the search selects a weight on this model"):
+        calibrated_erase(sd2, "a circle", preserve=KEEP, judge=bright, **{**FAST, "scope": "row"})
+
+
+def test_the_plain_edit_stays_one_argument_away(sd2):
+    plain = cadiff.erase(sd2, "a circle", ratio=0.25, seeds=1, steps=2, guidance=4.0)
+    assert not isinstance(plain, CalibratedEdit) and plain.config.ratio == 0.25
+    plain = cadiff.erase(sd2, "a circle", calibrate=False, seeds=1, steps=2, guidance=4.0)
+    assert not isinstance(plain, CalibratedEdit)
+    with pytest.raises(ValueError, match="ratio: set by the calibrated erase's search"):
+        cadiff.erase(sd2, "a circle", calibrate=True, ratio=0.25)
+    with pytest.raises(ValueError, match="goal_target: options of the calibrated erase"):
+        cadiff.erase(sd2, "a circle", ratio=0.25, goal_target=0.1)
+    with pytest.raises(ValueError, match="searches CAD's settings"):
+        cadiff.erase(sd2, "a circle", method="esd", calibrate=True)
+
+
+class OnlyShapes(Judge):
+    name = "only-shapes"
+
+    def check(self, concepts):
+        bad = [c for c in concepts if "circle" not in c and "star" not in c and "square" not in c]
+        if bad:
+            raise ValueError(f"this judge cannot judge {bad[0]!r}")
+
+    def present(self, images, concept, others=()):
+        return np.ones(len(images), bool)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "needs concepts to keep"),
+    ({"preserve": KEEP}, "has no judge of its own"),
+    ({"preserve": KEEP, "judge": "nosuch.module:fn"}, "cannot load the judge"),
+    ({"preserve": KEEP, "judge": "nonsense"}, "unknown judge 'nonsense'"),
+    ({"preserve": KEEP, "judge": bright, "goal_target": 1.5}, "goal_target must be in [0, 1]"),
+    ({"preserve": KEEP, "judge": bright, "budget": 0}, "budget must be at least one"),
+    ({"preserve": ["a red shape"], "judge": OnlyShapes()}, "cannot judge 'a red shape'"),
+    ({"preserve": KEEP, "judge": bright, "confirm_seed": 100_003}, "overlap the search's"),
+])
+def test_bad_input_fails_before_any_model_work(sd2, monkeypatch, kwargs, message):
+    import cadiff.calibration.search as search
+
+    monkeypatch.setattr(search, "attribute", lambda *a, **k: pytest.fail("attributed before refusing"))
+    monkeypatch.setattr(search, "measure", lambda *a, **k: pytest.fail("generated before refusing"))
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        calibrated_erase(sd2, "a circle", **{**FAST, **kwargs})
+
+
+JUDGE_FILE = '''
+import numpy as np
+
+def judge(images, concept):
+    return np.zeros(len(images), bool) if concept == "a circle" else np.ones(len(images), bool)
+'''
+
+
+@pytest.mark.parametrize("kind", ["sd2", "sdxl"])
+def test_the_command_runs_end_to_end_with_a_users_judge(kind, tmp_path, capsys):
+    tiny_sd(kind).save_pretrained(tmp_path / "model")
+    (tmp_path / "judges.py").write_text(JUDGE_FILE)
+    (tmp_path / "keep.txt").write_text("# what must survive\na star\n\na square\n")
+    code = main(["erase", "a circle", "--preserve-file", str(tmp_path / "keep.txt"),
+                 "--judge", f"{tmp_path / 'judges.py'}:judge", "--model", str(tmp_path / "model"),
+                 "--steps", "2", "--seeds", "1", "--guidance", "4", "--components", "attn", "--scope", "matrix", "--screen-extra", "2",
+                 "--confirm-repeats", "1", "--no-export", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    cert = json.loads((tmp_path / "run" / "certificate.json").read_text())
+    assert cert["passed"] and cert["keep"] == KEEP and cert["judge"]["judge"] == "function"
+    assert "PASSED" in out and "a star" in out and "(n=12, 95% CI" in out
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["settings"]["calibrated"] and record["edit"]["ratio"] == RATIOS[0]
+    for name in ("frontier.png", "grid.png", "mask.safetensors"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+def test_a_missed_goal_exits_with_its_own_code_and_keeps_the_best_edit(tmp_path, capsys):
+    tiny_sd("sd2").save_pretrained(tmp_path / "model")
+    (tmp_path / "judges.py").write_text("import numpy as np\ndef judge(images, concept):\n"
+                                        "    return np.ones(len(images), bool)\n")
+    code = main(["erase", "a circle", "--preserve", "a star", "--judge", f"{tmp_path / 'judges.py'}:judge",
+                 "--model", str(tmp_path / "model"), "--steps", "2", "--seeds", "1", "--guidance", "4",
+                 "--components", "attn", "--scope", "matrix", "--budget", "2", "--screen-extra", "0", "--confirm-repeats", "1",
+                 "--no-export", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 3
+    assert "NOT MET" in out and "the goal was not met (exit 3)" in out and "a circle still judged present" in out
+    assert (tmp_path / "run" / "mask.safetensors").exists()
+    assert not json.loads((tmp_path / "run" / "certificate.json").read_text())["passed"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--goal-keep", "2"], "must be in [0, 1]"),
+    (["--budget", "0"], "must be a positive integer"),
+])
+def test_bad_goal_flags_are_one_line_errors(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        main(["erase", "circle", *argv, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def test_calibration_flags_with_a_plain_edit_are_refused(tmp_path, capsys):
+    code = main(["erase", "circle", "--ratio", "0.02", "--goal-target", "0.1", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--goal-target: options of the calibrated erase" in err
+    code = main(["erase", "circle", "--method", "esd", "--judge", "world", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--judge: options of the calibrated erase" in capsys.readouterr().err
+    code = main(["erase", "circle", "--iterations", "3", "--out", str(tmp_path / "x")])
+    assert code == 2 and "not an option of --method cad" in capsys.readouterr().err
+
+
+def test_the_embedded_model_defaults_keep_every_other_concept_and_its_judge(shapes_pipe):
+    result = cadiff.erase(shapes_pipe, "circle", steps=4, seeds=1, budget=1, screen_extra=0, confirm_repeats=1)
+    cert = result.certificate
+    assert cert.judge == {"judge": "world", "world": "shapes"} and len(cert.keep) == 14 and "circle" not in cert.keep
+    assert cert.after["circle"].n == 6 and cert.after["solid"].n == 12  # the design: 6 per shape, 12 per texture
+    assert len(cert.tried) == 1 and cert.probes["confirm"]["seeds"] == [200_000, 200_035]
