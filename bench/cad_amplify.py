@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cad_common import load, options, save_json, table, write_section
+from cad_common import RESULTS, load, options, save_json, table, write_section
 
 KEEP = ["square", "triangle", "star", "cross", "heart"]
 
@@ -85,7 +85,7 @@ def main() -> None:
         amplified = edited_copy(weak, best[1], check=False)
         before_after_grid(weak, amplified, grid_prompts([args.concept]),
                           title=f"after CAD-Amplify ({best[2]})").save(Path(args.img) / "cad_amplify.png")
-    save_json(Path(args.img) / "cad_amplify.json", {"original": original, "weakened": weakened,
+    save_json(RESULTS / "cad_amplify.json", {"original": original, "weakened": weakened,
                                                     "results": results, "settings": vars(args)})
     n_img = 36 * args.repeats
     md = f"""### Amplify a weakened concept ('{args.concept}')

@@ -6,10 +6,10 @@ their settings on the same 72 images (seeds 1000 on). Across them a concept has 
 window, components, base prompt, preserve set). Picking the best of tens on 72 images flatters it, so the pick is
 confirmed on `36 * --repeats` new images (seeds from --seed on). The rule, fixed before the confirmation ran: the
 smallest shortfall from the goal, max(0, target - 0.05) + max(0, 0.95 - worst kept); ties go to the larger worst
-kept, then the smaller target, then the fewer weights zeroed. Writes the section `cad_choose` of docs/cad-results.md:
+kept, then the smaller target, then the fewer weights zeroed. Writes the section `cad_choose` of bench/results/cad-results.md:
 
-    flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_choose.py --screens docs/img/cad_sweep_16*.json \
-        docs/img/cad_erase_16.json docs/img/cad_probe_*.json docs/img/cad_rounds_16*.json --seed 130000
+    flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_choose.py --screens bench/results/cad_sweep_16*.json \
+        bench/results/cad_erase_16.json bench/results/cad_probe_*.json bench/results/cad_rounds_16*.json --seed 130000
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from common import others_of
+from common import RESULTS, others_of
 from cad_common import load, meets_goal, options, save_json, table, write_section
 
 SCREEN_IMAGES = 72  # 2 repeats of the balanced 36-prompt design
@@ -114,7 +114,7 @@ def main() -> None:
     for concept, pick in picks.items():
         s = pick["setting"]
         t0 = time.perf_counter()
-        mask = cadiff.erase(pipe, concept, preserve=others_of(concept) if s["preserve"] else None,
+        mask = cadiff.editing.erase(pipe, concept, preserve=others_of(concept) if s["preserve"] else None,
                             ratio=s["ratio"], rounds=s["rounds"], seeds=1 if args.quick else 16,
                             components=s["components"], at_steps=s["at_steps"], base_prompt=s["base_prompt"],
                             progress=False).mask
@@ -133,7 +133,7 @@ def main() -> None:
                      f"{screen['target_after']:.2f} / {screen['kept_min']:.2f}", m["target_after"],
                      f"{m['kept_min']:.3f} ({m['kept_min_concept']})", "yes" if meets_goal(m) else "no"])
         print(rows[-1], flush=True)
-    save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results, "screens": used,
+    save_json(RESULTS / f"{args.section}.json", {"before": before, "results": results, "screens": used,
                                                      "settings": vars(args)})
     n = 36 * args.repeats
     met = sorted(c for c, r in results.items() if r["goal"])

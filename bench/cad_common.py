@@ -1,4 +1,4 @@
-"""Shared plumbing of the CAD benchmarks: options, loading, and writing a result section into docs/cad-results.md.
+"""Shared plumbing of the CAD benchmarks: options, loading, and writing a result section into bench/results/cad-results.md.
 
 Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_erase.py`.
 """
@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 import common
-from common import save_json  # noqa: F401  (re-exported for the scripts)
+from common import RESULTS, save_json  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "cad-results.md"

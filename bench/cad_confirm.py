@@ -5,9 +5,9 @@ A sweep screens many settings on 72 images (12 per shape and colour), where one 
 goal (target <= --max-target, worst kept >= --min-kept), rebuilds their masks from the same attributions, and
 evaluates them again on images the sweep never saw (seeds from --seed on; 36 * --repeats images). Choosing on one set
 of images and reporting on another keeps the selection from flattering the result. Writes the section `cad_confirm`
-of docs/cad-results.md:
+of bench/results/cad-results.md:
 
-    flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_confirm.py --sweep docs/img/cad_sweep_16.json
+    flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_confirm.py --sweep bench/results/cad_sweep_16.json
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from cad_common import load, meets_goal, options, save_json, table, window_label, write_section
+from cad_common import RESULTS, load, meets_goal, options, save_json, table, window_label, write_section
 from cad_preserve import variant_scores
 
 
@@ -78,7 +78,7 @@ def main() -> None:
                      m["target_after"], m["others_after"], f"{m['kept_min']:.3f} ({m['kept_min_concept']})",
                      "yes" if results[key]["goal"] else "no"])
         print(rows[-1], flush=True)
-    save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results, "sweep": args.sweep,
+    save_json(RESULTS / f"{args.section}.json", {"before": before, "results": results, "sweep": args.sweep,
                                                      "attribution_seconds": t_attr, "settings": vars(args)})
     n = 36 * args.repeats
     met = sorted({key.split("/")[0] for key, m in results.items() if m["goal"]})

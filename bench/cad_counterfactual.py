@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cad_common import load, options, save_json, table, write_section
+from cad_common import RESULTS, load, options, save_json, table, write_section
 
 
 @torch.no_grad()
@@ -113,7 +113,7 @@ def main() -> None:
         m = edit_metrics(before, after, [args.concept])
         predicted = -sum(float(scores[n].reshape(-1)[i].sum()) for n, i in mask.indices.items())
         effect_rows.append([f"{label} (row {ratio:g})", len(mask), predicted, dj, m["target_after"], m["others_after"]])
-    save_json(img / "cad_counterfactual.json", {"J": j0, "pred": pred.tolist(), "actual": actual.tolist(),
+    save_json(RESULTS / "cad_counterfactual.json", {"J": j0, "pred": pred.tolist(), "actual": actual.tolist(),
                                                 "fractions": fracs.tolist(), "r": r_all, "ci95": [lo, hi],
                                                 "effects": effect_rows, "settings": vars(args)})
     md = f"""### Linear counterfactual ('{args.concept}', erase objective, ff weights, {args.seeds} trajectories)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import others_of
+from common import RESULTS, others_of
 from cad_common import contrast, load, meets_goal, options, save_json, table, write_section
 
 
@@ -121,7 +121,7 @@ def main() -> None:
     _plot_sweep(sweep, before, img / "cad_erase_tradeoff.png")
 
     n = args.repeats
-    save_json(img / "cad_erase_results.json", {"before": before, "results": results, "sweep": sweep,
+    save_json(RESULTS / "cad_erase_results.json", {"before": before, "results": results, "sweep": sweep,
                                                 "scopes": scope_rows, "settings": vars(args)})
     passed = sum(r[-1] == "yes" for r in rows)
     md = f"""### Erase, all 15 concepts (ratio {args.ratio} per row of the '{args.components}' weights, {args.seeds} trajectories per concept)

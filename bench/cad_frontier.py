@@ -1,10 +1,10 @@
 """The erase frontier over all 15 concepts: for each preserve variant and ratio of some cad_preserve sweeps, the mean
 target accuracy after the edit against the mean worst kept accuracy, as a table and one plot (no measuring: it reads
-the sweeps' JSONs). Writes the section `cad_frontier` of docs/cad-results.md:
+the sweeps' JSONs). Writes the section `cad_frontier` of bench/results/cad-results.md:
 
-    .venv/bin/python bench/cad_frontier.py --sweeps docs/img/cad_sweep_16_early.json \
-        docs/img/cad_sweep_16_early_guard.json docs/img/cad_sweep_16_early_abs.json \
-        docs/img/cad_sweep_16_early_guard_wide.json
+    .venv/bin/python bench/cad_frontier.py --sweeps bench/results/cad_sweep_16_early.json \
+        bench/results/cad_sweep_16_early_guard.json bench/results/cad_sweep_16_early_abs.json \
+        bench/results/cad_sweep_16_early_guard_wide.json
 """
 
 from __future__ import annotations

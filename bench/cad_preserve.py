@@ -9,7 +9,7 @@ Scores are linear in the gradients, so every variant comes from the same 15 plai
     attribute-guard: a_c - mean(relu(a_o), o in c's attribute)    all-guard: a_c - max(relu(a_o), o != c)
     attribute-abs: a_c - mean(|a_o|, o in c's attribute)          all-abs: a_c - max(|a_o|, o != c)
 (`cadiff.attribute(pipe, c, preserve=P)` computes the mean form; tests/attribution checks that it equals the difference).
-Writes the section `cad_preserve` of docs/cad-results.md:
+Writes the section `cad_preserve` of bench/results/cad-results.md:
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_preserve.py --concepts circle square star red striped
 """
@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from common import others_of
+from common import RESULTS, others_of
 from cad_common import contrast, goal_axes, load, meets_goal, options, save_figure, save_json, table, write_section
 
 VARIANTS = ("plain", "attribute", "all", "all-max", "attribute-guard", "all-guard", "attribute-abs", "all-abs",
@@ -115,7 +115,7 @@ def measure(args) -> tuple[dict, float]:
                     m = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=args.repeats), [concept])
                 results[f"{concept}/{variant}/{ratio}"] = {**m, "zeroed": len(mask), "goal": meets_goal(m)}
                 print(concept, variant, ratio, f"{m['target_after']:.2f} {m['kept_min']:.2f}", flush=True)
-    save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results,
+    save_json(RESULTS / f"{args.section}.json", {"before": before, "results": results,
                                                      "attribution_seconds": t_attr, "settings": vars(args)})
     return results, t_attr
 

@@ -1,7 +1,7 @@
 """CAD-Erase in rounds on the embedded model, all 15 concepts: each round re-scores the model with the mask so far
 zeroed and adds the top `--ratio` per row of the new scores (`cadiff.erase(..., rounds=N)`).
 
-Writes the section `cad_rounds` of docs/cad-results.md. Run:
+Writes the section `cad_rounds` of bench/results/cad-results.md. Run:
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_rounds.py --components linear --ratio 0.02 --rounds 2
 """
 
@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from cadiff.attribution.attribute import PRESERVE_RULES
-from common import others_of
+from common import RESULTS, others_of
 from cad_common import load, meets_goal, options, save_json, table, window_label, write_section
 
 
@@ -73,7 +73,7 @@ def main() -> None:
                 measuring[0] += time.perf_counter() - t
 
         t0 = time.perf_counter()
-        result = cadiff.erase(pipe, concept, preserve=keep, ratio=args.ratio, rounds=args.rounds, seeds=args.seeds,
+        result = cadiff.editing.erase(pipe, concept, preserve=keep, ratio=args.ratio, rounds=args.rounds, seeds=args.seeds,
                               components=args.components, at_steps=args.at_steps,
                               preserve_rule=args.preserve_rule if keep else "mean", progress=False, on_round=measure)
         attrs, mask = result.attributions, result.mask
@@ -93,7 +93,7 @@ def main() -> None:
                      f"{m['kept_min']:.2f} ({m['kept_min_concept']})", len(mask), f"{seconds:.0f}",
                      "yes" if goal else "no"])
         print(rows[-1], flush=True)
-    save_json(Path(args.img) / f"{args.section}.json", {"before": before, "results": results, "settings": vars(args)})
+    save_json(RESULTS / f"{args.section}.json", {"before": before, "results": results, "settings": vars(args)})
     met = sum(r["goal"] for r in results.values())
     scores, preserve = ("plain scores", "")  # the heading's word for the scores, and the call's preserve argument
     if args.preserve:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from cad_common import load, options, save_json, table, write_section
+from cad_common import RESULTS, load, options, save_json, table, write_section
 
 SHAPES_KEEP = ["square", "triangle", "star", "cross", "heart"]
 
@@ -136,7 +136,7 @@ def main() -> None:
     seeds = list(range(len(prompts)))
     gen = {"original": [], "edited": []}
     with tempfile.TemporaryDirectory() as tmp:
-        edited = cadiff.erase(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, components=args.components,
+        edited = cadiff.editing.erase(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, components=args.components,
                               progress=False).pipeline
         export_pipeline(edited, Path(tmp) / "edited")
         loaded = cadiff.load_pipeline(Path(tmp) / "edited")
@@ -155,7 +155,7 @@ def main() -> None:
     spread = {m: f"{min(v):.2f}-{max(v):.2f}" for m, v in timings.items()}
     rows = [[m, med[m], spread[m], med[m] / med["floor"], memory[m]["peak_rss_mb"], memory[m]["rss_growth_mb"]]
             for m in timings]
-    save_json(Path(args.img) / f"{section}.json", {"timings": timings, "memory": memory, "efficacy": eff,
+    save_json(RESULTS / f"{section}.json", {"timings": timings, "memory": memory, "efficacy": eff,
                                                    "preserve_seconds": t_pres, "generation": gen,
                                                    "settings": vars(args)})
     md = f"""### Speed and memory ('circle', {args.seeds} trajectories, {steps} steps, {args.components} weights, {args.threads} CPU threads)

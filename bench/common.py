@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+RESULTS = Path(__file__).resolve().parent / "results"  # every benchmark's JSON
+
 
 def options(description: str, doc: Path, img: Path) -> argparse.ArgumentParser:
     """The options every benchmark takes: model, evaluator, quick mode, where the doc section and pictures go."""

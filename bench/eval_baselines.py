@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from eval_common import Timer, load, options, save_json, table, write_section
-from common import hardware, others_of
+from common import RESULTS, hardware, others_of
 
 METHODS = ("cad", "cad-preserve", "esd", "prune", "magnitude")
 
@@ -52,17 +52,17 @@ def edit(method: str, pipe, concept: str, args) -> tuple[object, dict]:
     cad_settings = {"ratio": args.cad_ratio or "default", "components": args.cad_components or "default",
                     "seeds": args.cad_seeds}
     if method == "cad":
-        return cadiff.erase(pipe, concept, **amount).pipeline, cad_settings
+        return cadiff.editing.erase(pipe, concept, **amount).pipeline, cad_settings
     if method == "cad-preserve":
-        return (cadiff.erase(pipe, concept, preserve=others_of(concept), **amount).pipeline,
+        return (cadiff.editing.erase(pipe, concept, preserve=others_of(concept), **amount).pipeline,
                 {**cad_settings, "preserve": others_of(concept)})
     if method == "magnitude":  # CAD's components and amount, no concept
         same = {k: v for k, v in amount.items() if k != "seeds"}
-        return cadiff.erase(pipe, concept, method="magnitude", **same).pipeline, {**cad_settings, "seeds": None}
+        return cadiff.editing.erase(pipe, concept, method="magnitude", **same).pipeline, {**cad_settings, "seeds": None}
     if method == "esd":
-        result = cadiff.erase(pipe, concept, method="esd", iterations=args.esd_iterations, lr=args.esd_lr)
+        result = cadiff.editing.erase(pipe, concept, method="esd", iterations=args.esd_iterations, lr=args.esd_lr)
         return result.pipeline, {"iterations": args.esd_iterations, "lr": args.esd_lr}
-    result = cadiff.erase(pipe, concept, method="prune", sparsity=args.prune_sparsity, seeds=args.prune_seeds)
+    result = cadiff.editing.erase(pipe, concept, method="prune", sparsity=args.prune_sparsity, seeds=args.prune_seeds)
     return result.pipeline, {"sparsity": args.prune_sparsity, "seeds": args.prune_seeds}
 
 
@@ -174,7 +174,7 @@ def main() -> None:
             if method == "esd" and concept in args.recall:
                 esd_models[concept] = edited
             print(concept, method, results[concept][method], flush=True)
-        save_json(img / f"{args.section}.json", {"results": results, "settings": vars(args), "partial": True})
+        save_json(RESULTS / f"{args.section}.json", {"results": results, "settings": vars(args), "partial": True})
 
     for concept in concepts[: args.grids]:
         names = {"unedited": work / "unedited", **{m: work / f"{m}-{concept}" for m in methods}}
@@ -211,7 +211,7 @@ def main() -> None:
             recall[concept] = {"unedited": results[concept]["unedited"], "esd": results[concept]["esd"],
                                "esd+amplify": {**s, "seconds": t.seconds}}
 
-    save_json(img / f"{args.section}.json", {"results": results, "sweep": sweep, "recall": recall,
+    save_json(RESULTS / f"{args.section}.json", {"results": results, "sweep": sweep, "recall": recall,
                                             "settings": vars(args), "hardware": hardware(args),
                                             "n_images": len(prompts), "total_seconds": time.time() - started})
     write_section(args.doc, args.section, report(results, methods, sweep, recall, args, len(prompts), hardware(args)))

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 import common
-from common import Timer, save_json  # noqa: F401  (re-exported for the scripts)
+from common import RESULTS, Timer, save_json  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "evaluation.md"

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from eval_common import Timer, load, options, save_json, table, write_section
+from eval_common import RESULTS, Timer, load, options, save_json, table, write_section
 
 
 class Stop(Exception):
@@ -67,7 +67,7 @@ def main() -> None:
         "resume_overhead_seconds": first.seconds + resumed.seconds - full.seconds,
         "shape_accuracy": summary["metrics"]["shapes"]["accuracy"],
     }
-    save_json(Path(args.img) / "eval_throughput.json", result)
+    save_json(RESULTS / "eval_throughput.json", result)
     rows = [
         ["uninterrupted", n, round(full.seconds, 1), round(n / full.seconds, 2)],
         ["interrupted after batch 1", args.batch_size, round(first.seconds, 1), "–"],

@@ -17,6 +17,8 @@ import torch
 import cadiff
 from cadiff.models import describe_model, sampling_defaults
 from cadiff.report import image_grid
+
+RESULTS = Path(__file__).resolve().parent / "results"
 from cadiff.files.runs import versions
 from cadiff.worlds.shapes import COLOURS, SHAPES, TEXTURES, full_caption, load_evaluator
 
@@ -118,7 +120,7 @@ def main() -> None:
         "",
     ]
     out.write_text("\n".join(lines))
-    Path(args.docs, "img", "shapes_quality.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / "shapes_quality.json").write_text(json.dumps(result, indent=2))
     print("\n".join(lines))
 
 
