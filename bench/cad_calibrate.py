@@ -15,10 +15,10 @@ import json
 import time
 from pathlib import Path
 
-from common import options, save_json, table, write_section
+from common import RESULTS, options, save_json, table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "cad_calibrate.json"
+OUT = RESULTS / "cad_calibrate.json"
 
 # The recipes table of docs/cad.md before the calibrated erase (all with components linear, 16 trajectories).
 EARLY_GUARD = {"at_steps": "early", "preserve_rule": "guard", "others": True}
@@ -59,7 +59,7 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="rewrite the section from the JSON")
     args = p.parse_args()
     if args.report_only:
-        write_section(args.doc, args.section, report(json.loads(RESULTS.read_text())), title="# CAD")
+        write_section(args.doc, args.section, report(json.loads(OUT.read_text())), title="# CAD")
         return
 
     import torch
@@ -77,7 +77,7 @@ def main() -> None:
     concepts = args.concepts or list(world.concepts())
     img = Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.concepts else {"concepts": {}}
+    results = json.loads(OUT.read_text()) if OUT.exists() and args.concepts else {"concepts": {}}
     results["concepts"] = results.get("concepts", {})
 
     certificates = {}
@@ -91,7 +91,7 @@ def main() -> None:
         print(f"{concept}: {'passed' if cert.passed else 'NOT MET'} {cert.point.label()} "
               f"target {cert.target_max:.2f} kept {cert.kept_min:.3f} in {results['concepts'][concept]['seconds']} s",
               flush=True)
-        save_json(RESULTS, results)
+        save_json(OUT, results)
 
     if not args.no_recipes:
         judge = as_judge(None, pipe=pipe)
@@ -113,7 +113,7 @@ def main() -> None:
                    "kept_min_concept": min(kept, key=kept.get), "zeroed": len(edit.mask)}
             results["recipes"].append(row)
             print(f"recipe {concept} {row['flags']}: {row['target']:.2f} / {row['kept_min']:.3f}", flush=True)
-            save_json(RESULTS, results)
+            save_json(OUT, results)
 
     write_section(args.doc, args.section, report(results), title="# CAD")
 
@@ -127,7 +127,6 @@ def report(results: dict) -> str:
         c = r["certificate"]
         conf = c["confirmation"]
         goal = Goal(c["goal"]["target"], c["goal"]["keep"])
-        worst = min((k for k in conf["concepts"].values() if "kept" in k), key=lambda k: k["kept"])
         target = conf["concepts"][concept]["after"]
         mine = [x for x in recipes if x["concept"] == concept]
         d_cal = goal.distance(conf["target_max"], conf["kept_min"])

@@ -225,3 +225,14 @@ def test_the_embedded_model_defaults_keep_every_other_concept_and_its_judge(shap
     assert cert.judge == {"judge": "world", "world": "shapes"} and len(cert.keep) == 14 and "circle" not in cert.keep
     assert cert.after["circle"].n == 6 and cert.after["solid"].n == 12  # the design: 6 per shape, 12 per texture
     assert len(cert.tried) == 1 and cert.probes["confirm"]["seeds"] == [200_000, 200_035]
+
+
+def test_two_targets_are_calibrated_jointly_one_mask_each_judged(sd2):
+    targets = ["a circle", "a red shape"]
+    result = calibrated_erase(sd2, targets, preserve=KEEP, judge=lambda images, c: np.full(len(images), c not in targets),
+                              **FAST)
+    cert = result.certificate
+    assert cert.passed and set(cert.point.target) == set(targets) and len(result.attributions) == 2
+    assert all(cert.after[t].n == 12 for t in targets)
+    parts = result.mask.metadata["parts"]  # one mask, united from each target's selection
+    assert [p["concepts"] for p in parts] == [[t] for t in targets]

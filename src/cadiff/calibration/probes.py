@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from cadiff.attribution import concept_prompt
 from cadiff.editing.ablate import ablated
+from cadiff.files.stats import wilson
 from cadiff.models.generate import generate
 from cadiff.worlds import World
 
@@ -41,12 +41,7 @@ class Rate:
 
     def interval(self, z: float = 1.96) -> tuple[float, float]:
         """The Wilson score interval (95 % by default), rounded to 3 places."""
-        if not self.n:
-            return (0.0, 1.0)
-        p, n = self.value, self.n
-        centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-        return (round(max(0.0, (centre - half) / (1 + z * z / n)), 3),
-                round(min(1.0, (centre + half) / (1 + z * z / n)), 3))
+        return wilson(self.hits, self.n, z)
 
     def to_dict(self) -> dict:
         return {"accuracy": round(self.value, 4), "hits": self.hits, "n": self.n, "ci95": list(self.interval())}

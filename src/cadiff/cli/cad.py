@@ -23,13 +23,12 @@ from dataclasses import fields
 from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import OBJECTIVES
 from cadiff.calibration import CalibrationConfig
-from cadiff.cli.common import (add_config_flags, add_model_options, add_output_options, given_options,
+from cadiff.cli.common import (GOAL_NOT_MET, add_config_flags, add_model_options, add_output_options, given_options,
                                load_from_args, positive_int, renamed)
 from cadiff.editing.methods import get_method, methods_for
 from cadiff.editing.result import slugs
 from cadiff.files.io import check_new
 
-GOAL_NOT_MET = 3  # exit code of a calibrated erase whose confirmation missed the goal
 
 
 def _check_concepts(args: argparse.Namespace, pipe=None, objective: str = "erase", base_prompt: str = "") -> None:

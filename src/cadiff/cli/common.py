@@ -11,6 +11,8 @@ from cadiff.files.config import positive_int  # noqa: F401  (the CLI modules' ar
 from cadiff.files.io import OutputExistsError, OutputPathError
 from cadiff.models.loading import ModelLoadError
 
+GOAL_NOT_MET = 3  # exit code of a calibrated erase that missed its goal (its run folder is complete)
+
 # Errors caused by the user's input: reported as one line, exit code 2, no traceback.
 UserError = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, ModelLoadError,
              OutputExistsError, OutputPathError, KeyError)

@@ -1,12 +1,14 @@
-"""One entry point per verb: `erase` and `amplify` run a registered edit method (`method="cad"` by default) and
-return an EditResult; the input pipeline is left unchanged.
+"""The plain edit, one entry point per verb: `erase` and `amplify` run a registered edit method (`method="cad"` by
+default) with the settings given and return an EditResult; the input pipeline is left unchanged. (`cadiff.erase`
+is the calibrated erase of `cadiff.calibration`, which searches CAD's settings and comes here when they are given.)
 
 Example:
     >>> import cadiff
+    >>> from cadiff.editing import erase
     >>> pipe = cadiff.load_pipeline()
-    >>> result = cadiff.erase(pipe, "circle", components="linear", seeds=16)          # CAD, the default method
+    >>> result = erase(pipe, "circle", components="linear", seeds=16, ratio=0.02)    # CAD, the default method
     >>> result.pipeline.save_pretrained("no-circles")      # a plain diffusers folder; the sampling settings travel
-    >>> esd = cadiff.erase(pipe, "circle", method="esd", iterations=100, lr=3e-4)     # a baseline, same call
+    >>> esd = erase(pipe, "circle", method="esd", iterations=100, lr=3e-4)           # a baseline, same call
 """
 
 from __future__ import annotations
