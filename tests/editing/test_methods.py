@@ -188,8 +188,10 @@ def test_an_edit_result_saves_everything_it_holds(pipe, tmp_path):
     result = cadiff.erase(pipe, ["a circle", "a red square"], ratio=0.25, rounds=2, seeds=1, steps=2, progress=False)
     out = result.save(tmp_path / "run")
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["a_circle.round2.attr.safetensors", "a_red_square.round2.attr.safetensors", "edit.json",
-                     "mask.round1.safetensors", "mask.safetensors", "pipeline"]
+    assert names == ["a_circle.round2.attr.png", "a_circle.round2.attr.safetensors", "a_circle.round2.summary.json",
+                     "a_red_square.round2.attr.png", "a_red_square.round2.attr.safetensors",
+                     "a_red_square.round2.summary.json", "edit.json", "mask.round1.safetensors", "mask.safetensors",
+                     "pipeline"]
     assert len(Mask.load(out / "mask.safetensors")) == len(result.mask)
     assert Attribution.load(out / "a_circle.round2.attr.safetensors").metadata["concepts"] == ["a circle"]
     record = json.loads((out / "edit.json").read_text())

@@ -12,10 +12,10 @@ import signal
 import sys
 
 from cadiff._version import __version__
-from cadiff.cli.common import UserError, report_error, report_os_error
+from cadiff.cli.common import GOAL_NOT_MET, UserError, report_error, report_os_error
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
-COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae"]
+COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "report"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if code in (0, GOAL_NOT_MET):
+            from cadiff.cli.report import write_run_report
+
+            write_run_report(args)
+        return code
     except UserError as exc:
         return report_error(exc)
     except OSError as exc:  # an unwritable or vanished place, a full disk: the system's reason, in one line

@@ -69,12 +69,15 @@ class EditResult:
 
     def write(self, folder: str | Path, export: bool = True) -> None:
         """Write the artefacts into the existing `folder`: mask.safetensors (and mask.roundK.safetensors for the
-        earlier rounds), <concept>.attr.safetensors (.roundK when scored on an edited model), and with `export` the
+        earlier rounds), <concept>.attr.safetensors (.roundK when scored on an edited model) with its per-layer
+        plot (.attr.png) and summary (.summary.json, per layer and per attention head), and with `export` the
         edited pipeline as pipeline/ (stock diffusers loads it)."""
         folder = Path(folder)
         last = "" if len(self.rounds) <= 1 else f".round{len(self.rounds)}"
         for name, attr in zip(slugs(self.concepts), self.attributions):
             attr.save(folder / f"{name}{last}.attr.safetensors")
+            attr.plot(folder / f"{name}{last}.attr.png")
+            write_json(folder / f"{name}{last}.summary.json", attr.summary())
         if self.mask is not None:
             self.mask.save(folder / "mask.safetensors")
         for k, mask in sorted(self.rounds.items())[:-1]:

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cadiff.files.stats import wilson
+
 from cadiff.evaluation.metrics.base import ImageSource, Metric
 from cadiff.evaluation.prompts import PromptRow
 from cadiff.worlds.shapes.world import ATTRIBUTES, attribute_of, caption_labels
@@ -46,8 +48,11 @@ def erase_keep(table: list[dict[str, Any]], concept: str) -> dict[str, Any]:
                                           [{attribute: r[truth]} for r in labelled], [concept])[concept]
     others = [r[pred] == r[truth] for r in labelled if r[truth] != concept]
     mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
-    return {"attribute": attribute, "target": None if target is None else round(target, 4), "others": mean(others),
-            "n_target": sum(r[truth] == concept for r in labelled), "n_others": len(others)}
+    n_target = sum(r[truth] == concept for r in labelled)
+    hits = round((target or 0.0) * n_target)
+    return {"attribute": attribute, "target": None if target is None else round(target, 4),
+            "target_ci95": list(wilson(hits, n_target)), "n_target": n_target, "others": mean(others),
+            "others_ci95": list(wilson(sum(others), len(others))), "n_others": len(others)}
 
 
 class ShapesAccuracy(Metric):
