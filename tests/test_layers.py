@@ -1,5 +1,5 @@
 """No package imports one above it: files at the bottom, then models and the denoiser adapters, worlds, attribution,
-editing, evaluation, calibration / sae, cli."""
+editing, evaluation, calibration, attacks / sae, cli."""
 
 import ast
 from pathlib import Path
@@ -7,7 +7,8 @@ from pathlib import Path
 import cadiff
 
 ROOT = Path(cadiff.__file__).parent
-BELOW = {"_version": set(), "files": {"_version"}, "report": set()}
+BELOW = {"_version": set(), "files": {"_version"}}
+BELOW["report"] = {"_version", "files"}
 BELOW["adapters"] = {"_version", "files", "adapters"}
 BELOW["models"] = BELOW["adapters"] | {"models"}
 BELOW["worlds"] = BELOW["models"] | {"worlds", "report"}
@@ -15,8 +16,9 @@ BELOW["attribution"] = BELOW["worlds"] | {"attribution"}
 BELOW["editing"] = BELOW["attribution"] | {"editing", "report"}
 BELOW["evaluation"] = BELOW["editing"] | {"evaluation"}
 BELOW["calibration"] = BELOW["evaluation"] | {"calibration"}
+BELOW["attacks"] = BELOW["calibration"] | {"attacks"}
 BELOW["sae"] = BELOW["worlds"] | {"sae"}
-BELOW["cli"] = BELOW["calibration"] | BELOW["sae"] | {"cli"}
+BELOW["cli"] = BELOW["attacks"] | BELOW["sae"] | {"cli"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -15,7 +15,7 @@ from cadiff._version import __version__
 from cadiff.cli.common import GOAL_NOT_MET, UserError, report_error, report_os_error
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
-COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "report"]
+COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "attack", "report"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -76,6 +76,15 @@ class World:
             out[concept] = sum(hits) / len(hits) if hits else None
         return out
 
+    def phrasings(self, concept: str) -> list[str]:
+        """Every prompt the vocabulary allows that asks for `concept`: alone, with every other attribute, words
+        reordered, and described without its word where the vocabulary has the words (an attack's prompt list)."""
+        raise NotImplementedError
+
+    def concept_images(self, concept: str, n: int, seed: int = 0) -> tuple[Any, list[str]]:
+        """n rendered images (N, H, W, 3) uint8 that show `concept`, with their captions (which name it)."""
+        raise NotImplementedError
+
     def image_metadata(self, images, prompts: Sequence[str], judge=None) -> dict[str, Any]:
         """What the SAE analyses read per image (labels, masks), as tensors; none by default."""
         return {}

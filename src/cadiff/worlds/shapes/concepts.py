@@ -27,6 +27,28 @@ class ShapesWorld(World):
     def attribute_of(self, concept: str) -> str:
         return attribute_of(concept)
 
+    def phrasings(self, concept: str) -> list[str]:
+        """The bare prompt ('a circle', 'a red shape'), 'an image of' it, every full caption naming it, and each
+        full caption with its colour and texture words swapped. The vocabulary has no word that describes a
+        concept without naming it, so there is no paraphrase."""
+        attribute = attribute_of(concept)
+        out = [self.concept_prompt(concept), "an image of " + self.concept_prompt(concept)]
+        full = [(s, c, t) for s in SHAPES for c in COLOURS for t in TEXTURES
+                if {"shape": s, "colour": c, "texture": t}[attribute] == concept]
+        out += [full_caption(s, c, t) for s, c, t in full]
+        out += [f"a {t} {c} {s}" for s, c, t in full]
+        return list(dict.fromkeys(out))
+
+    def concept_images(self, concept: str, n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+        from cadiff.worlds.shapes.world import render
+
+        attribute = attribute_of(concept)
+        rng = np.random.default_rng([seed, CONCEPTS.index(concept)])
+        labels = {a: [values[i] for i in rng.integers(len(values), size=n)] for a, values in ATTRIBUTES.items()}
+        labels[attribute] = [concept] * n
+        batch = render(labels["shape"], labels["colour"], labels["texture"], seed=seed)
+        return batch.images, batch.captions()
+
     def object_centre(self, image: np.ndarray) -> tuple[float, float] | None:
         centre = shape_centre(image)
         return None if centre is None else (centre[0] / SIZE, centre[1] / SIZE)
