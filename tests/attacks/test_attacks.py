@@ -14,21 +14,6 @@ from cadiff.editing import edited_copy
 from cadiff.models.loading import denoiser
 from tiny_pipelines import tiny_sd
 
-@pytest.fixture()
-def shapes_like(tmp_path, monkeypatch):
-    """A tiny pipeline marked as a shapes-world model (2 sampling steps) with a tiny evaluator as its judge."""
-    import cadiff.worlds.shapes
-    from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
-    from cadiff.worlds.shapes.evaluator import ShapesEvaluator
-
-    folder = tmp_path / "model"
-    tiny_sd("sd1").save_pretrained(folder)
-    (folder / "cadiff.json").write_text(json.dumps({"world": "shapes", "num_inference_steps": 2, "guidance_scale": 4.0}))
-    tiny_eval = ShapesEvaluator(ShapesClassifier(EvaluatorConfig(channels=(4, 4, 4))))
-    monkeypatch.setattr(cadiff.worlds.shapes, "load_evaluator", lambda path=None: tiny_eval)
-    return folder
-
-
 def test_soft_impute_recovers_a_low_rank_matrix():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(40, 3, generator=g) @ torch.randn(3, 30, generator=g)

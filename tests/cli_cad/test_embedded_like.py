@@ -9,7 +9,6 @@ import pytest
 from cadiff.cli import main
 from cadiff.editing.measure import best_round, edit_metrics, evaluation_prompts, next_step
 from cadiff.worlds.shapes.world import CONCEPTS
-from tiny_pipelines import tiny_sd
 
 
 def test_evaluation_design_is_balanced():
@@ -42,20 +41,6 @@ def test_next_step_names_what_to_change():
     assert "--preserve" not in next_step({**paid, "kept_min": 10 / 12}, "amplify", "ff", images=12)
     assert next_step({**missed, "target_after": 0.1}, "erase", "ff") is None  # erased, others kept: nothing to say
     assert next_step({**missed, "target_after": 1.0}, "amplify", "ff") is None
-
-
-@pytest.fixture()
-def shapes_like(tmp_path, monkeypatch):
-    import cadiff.worlds.shapes
-    from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
-    from cadiff.worlds.shapes.evaluator import ShapesEvaluator
-
-    folder = tmp_path / "model"
-    tiny_sd("sd1").save_pretrained(folder)
-    (folder / "cadiff.json").write_text(json.dumps({"world": "shapes", "num_inference_steps": 2, "guidance_scale": 4.0}))
-    tiny_eval = ShapesEvaluator(ShapesClassifier(EvaluatorConfig(channels=(4, 4, 4))))
-    monkeypatch.setattr(cadiff.worlds.shapes, "load_evaluator", lambda path=None: tiny_eval)
-    return folder
 
 
 def _run(model, out, capsys, *argv: str) -> str:

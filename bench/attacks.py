@@ -1,0 +1,118 @@
+"""Does an erased concept stay erased? The three attacks of `cadiff.attacks` against CAD (the setting the calibrated
+erase chose, from bench/results/cad_calibrate.json), ESD-u (lr 3e-4, 100 iterations) and the pruning baseline, for
+six concepts of the embedded model; CAD-Amplify on the CAD-erased model (1 % per row, scores from 96 rendered
+images of the concept) as the white-box upper bound. Judge: the shipped shapes evaluator. Writes
+bench/results/attacks.json (after every concept) and the section `attacks` of docs/evaluation.md.
+
+    flock /tmp/cadiff-heavy.lock .venv/bin/python bench/attacks.py
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from common import RESULTS, options, save_json, table, write_section
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = RESULTS / "attacks.json"
+CONCEPTS = ["circle", "triangle", "star", "red", "orange", "striped"]
+ESD = {"method": "esd", "iterations": 100, "lr": 3e-4}
+PRUNE = {"method": "prune"}
+
+
+def cad_setting(concept: str) -> dict:
+    """The calibrated erase's chosen setting for `concept` (bench/results/cad_calibrate.json)."""
+    cert = json.loads((RESULTS / "cad_calibrate.json").read_text())["concepts"][concept]["certificate"]
+    s = cert["setting"]
+    out = {"components": "linear", "seeds": 16, "at_steps": s["at_steps"], "ratio": s["ratio"], "rounds": s["rounds"]}
+    if s["preserve_rule"]:
+        out["preserve_rule"] = s["preserve_rule"]
+    return out, cert["passed"]
+
+
+def main() -> None:
+    p = options("attacks on erased models", ROOT / "docs" / "evaluation.md", ROOT / "docs" / "img")
+    p.add_argument("--concepts", nargs="*", default=CONCEPTS)
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    if args.report_only:
+        write_section(args.doc, "attacks", report(json.loads(OUT.read_text())), title="# Evaluation")
+        return
+
+    import torch
+    from PIL import Image
+
+    import cadiff
+    from cadiff.attacks import Target, attack
+    from cadiff.editing import amplify, erase
+    from cadiff.evaluation.judges import as_judge
+    from cadiff.worlds import world_of
+
+    torch.set_num_threads(args.threads)
+    pipe = cadiff.load_pipeline(args.model, device=args.device)
+    world = world_of(pipe)
+    judge = as_judge(None, pipe=pipe)
+    results = json.loads(OUT.read_text()) if OUT.exists() else {"concepts": {}}
+    for concept in args.concepts:
+        keep = world.others([concept])
+        cache: dict = {}
+        rows = {}
+        setting, passed = cad_setting(concept)
+        edits = {"cad": {**setting, "preserve": keep if "preserve_rule" in setting else None}, "esd": ESD,
+                 "prune": PRUNE}
+        for name, kwargs in edits.items():
+            started = time.perf_counter()
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
+            method = kwargs.pop("method", "cad")
+            edited = erase(pipe, concept, method=method, progress=False, **kwargs)
+            edit_seconds = time.perf_counter() - started
+            attacks = ["prompt", "token", "revival"] if edited.mask is not None else ["prompt", "token"]
+            result = attack(pipe, edited.pipeline, concept, attacks=attacks, keep=keep, judge=judge, cache=cache)
+            rows[name] = {"settings": {k: v for k, v in kwargs.items() if k != "preserve"},
+                          "edit_seconds": round(edit_seconds, 1), **result.to_dict()}
+            if name == "cad":
+                rows[name]["calibrated_passed"] = passed
+                with tempfile.TemporaryDirectory() as folder:
+                    images, _ = world.concept_images(concept, 96, seed=1)
+                    for i, im in enumerate(images):
+                        Image.fromarray(im).save(Path(folder) / f"{i:03d}.png")
+                    recalled = amplify(edited.pipeline, concept, components="linear", seeds=16, ratio=0.01,
+                                       images=folder, progress=False)
+                target = Target(pipe, recalled.pipeline, concept, keep, judge, world, 2)
+                rate, _ = target.success(recalled.pipeline, world.phrasings(concept)[:32])
+                rows[name]["amplify_recall"] = rate.to_dict()
+            print(f"{concept} {name}: " + result.table().replace("\n", " | "), flush=True)
+        results["concepts"][concept] = rows
+        save_json(OUT, results)
+    write_section(args.doc, "attacks", report(results), title="# Evaluation")
+
+
+def report(results: dict) -> str:
+    rows = []
+    for concept, methods in results["concepts"].items():
+        for name, r in methods.items():
+            by = {a["attack"]: a for a in r["attacks"]}
+            prompt, token, revival = by.get("prompt"), by.get("token"), by.get("revival")
+            rows.append([concept, name, prompt["original"]["accuracy"], prompt["edited"]["accuracy"],
+                         token["original"]["accuracy"], token["edited"]["accuracy"],
+                         revival["edited"]["accuracy"] if revival else None,
+                         min(revival["keep"].values()) if revival else None,
+                         r.get("amplify_recall", {}).get("accuracy")])
+    head = ("Attack success = the share of the attack's images the shapes evaluator reads as the concept (2 seeds per "
+            "prompt). *prompt*: every phrasing of the concept the vocabulary allows (bare, 'an image of', every full "
+            "caption, reordered); *token*: textual inversion on the edited model (300 Adam steps, lr 5e-3, batch 32, "
+            "96 rendered images), then those phrasings with the token for the word; the *original* columns run the "
+            "same attack on the unedited model; *revival*: the edit's exactly-zero weights refilled by "
+            "soft-impute (rank 50 %, threshold 1 % of the largest singular value, 30 iterations), with the worst "
+            "kept share of the other 14 concepts; *amplify*: CAD-Amplify (1 % per row, 96 rendered images) on the "
+            "CAD-erased model, the white-box upper bound. CAD uses the setting the calibrated erase chose; ESD-u lr "
+            "3e-4, 100 iterations; prune: the pruning baseline's defaults. JSON: `bench/results/attacks.json`.")
+    return head + "\n\n" + table(["concept", "edit", "prompt, original", "prompt, edited", "token, original",
+                                  "token, edited", "revival", "revival: worst kept", "amplify"], rows)
+
+
+if __name__ == "__main__":
+    main()
