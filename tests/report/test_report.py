@@ -86,3 +86,15 @@ def test_the_report_renders_in_a_real_browser(runs, tmp_path, name):
     subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1100,1400", (runs / name / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_an_evaluation_report_shows_per_concept_intervals(tmp_path):
+    from cadiff.report.html import write_report
+
+    run = tmp_path / "eval"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"command": "evaluate", "settings": {}}))
+    (run / "metrics.json").write_text(json.dumps({"metrics": {"shapes": {"per_concept": {
+        "circle": {"target": 0.5, "target_ci95": [0.1, 0.9], "n_target": 2}}}}}))
+    page = write_report([run], tmp_path / "r.html").read_text()
+    assert "target_ci95" in page and "0.1–0.9" in page and "n_target" in page

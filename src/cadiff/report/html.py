@@ -244,18 +244,23 @@ def _mask(per_parameter: dict, edit: dict) -> list[str]:
             f"(model {_e(edit.get('model_fingerprint'))})</p>", table(["parameter", "zeroed"], top)]
 
 
+def _cell(value: Any) -> bool:
+    """Whether a value fits one table cell: a scalar or a short list of numbers (an interval)."""
+    return not isinstance(value, (dict, list)) or (len(value) <= 4 and all(isinstance(v, (int, float)) for v in value))
+
+
 def _nested(d: dict, depth: int = 0) -> list[str]:
     """Dicts as tables: scalars as key / value rows, a dict of flat dicts as one table."""
     scalars = [[k, v] for k, v in d.items() if not isinstance(v, (dict, list))]
     out = [table(["key", "value"], scalars)] if scalars else []
     for k, v in d.items():
-        if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
-            cols = list(dict.fromkeys(c for x in v.values() for c in x if not isinstance(x[c], (dict, list))))
+        if isinstance(v, dict) and v and all(isinstance(x, dict) and all(map(_cell, x.values())) for x in v.values()):
+            cols = list(dict.fromkeys(c for x in v.values() for c in x if _cell(x[c])))
             out += [f"<p><b>{_e(k)}</b></p>", table([k, *cols], [[n, *[x.get(c) for c in cols]] for n, x in v.items()])]
         elif isinstance(v, dict) and depth < 2:
             out += [f"<p><b>{_e(k)}</b></p>", *_nested(v, depth + 1)]
         elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            cols = list(dict.fromkeys(c for x in v for c in x if not isinstance(x[c], (dict, list))))
+            cols = list(dict.fromkeys(c for x in v for c in x if _cell(x[c])))
             out += [f"<p><b>{_e(k)}</b></p>", table(cols, [[x.get(c) for c in cols] for x in v])]
     return out
 
