@@ -23,8 +23,8 @@ ESD = {"method": "esd", "iterations": 100, "lr": 3e-4}
 PRUNE = {"method": "prune"}
 
 
-def cad_setting(concept: str) -> dict:
-    """The calibrated erase's chosen setting for `concept` (bench/results/cad_calibrate.json)."""
+def cad_setting(concept: str) -> tuple[dict, bool]:
+    """The calibrated erase's chosen setting for `concept` and whether it passed (bench/results/cad_calibrate.json)."""
     cert = json.loads((RESULTS / "cad_calibrate.json").read_text())["concepts"][concept]["certificate"]
     s = cert["setting"]
     out = {"components": "linear", "seeds": 16, "at_steps": s["at_steps"], "ratio": s["ratio"], "rounds": s["rounds"]}

@@ -65,7 +65,7 @@ def main() -> None:
     import torch
 
     import cadiff
-    from cadiff.calibration.certificate import kept_shares
+    from cadiff.editing.measure import kept_shares
     from cadiff.calibration.probes import make_probe, measure
     from cadiff.editing import erase as plain_erase
     from cadiff.evaluation.judges import as_judge

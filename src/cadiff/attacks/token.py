@@ -15,6 +15,7 @@ import torch
 from cadiff.adapters import adapter_for
 from cadiff.attacks import Attack, Outcome, Target, register_attack
 from cadiff.attribution.estimators import image_latents
+from cadiff.editing.copies import with_components
 from cadiff.files.config import Config, option, positive_int
 from cadiff.models.loading import denoiser, resolve_sampling
 
@@ -100,8 +101,7 @@ def learn_token(pipe, pixels: torch.Tensor, captions: list[str], cfg: TokenConfi
     vector = torch.nn.Parameter(table.weight[init].detach().clone().float())
     hook = table.register_forward_hook(
         lambda module, args, out: torch.where((args[0] == row)[..., None], vector.to(out.dtype), out))
-    learned = copy.copy(pipe)
-    learned.register_modules(tokenizer=tokenizer, text_encoder=encoder)
+    learned = with_components(pipe, tokenizer=tokenizer, text_encoder=encoder)
     net = denoiser(pipe)
     adapter = adapter_for(net)
     steps, _ = resolve_sampling(pipe, None, None)

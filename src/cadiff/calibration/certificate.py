@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cadiff.calibration.probes import Rate
+from cadiff.editing.measure import kept_shares
 
 TOLERANCE = 1e-9
 
@@ -24,17 +25,15 @@ class Goal:
     target: float = 0.05
     keep: float = 0.95
 
+    def keeps(self, kept_min: float) -> bool:
+        return kept_min >= self.keep - TOLERANCE
+
     def meets(self, target_max: float, kept_min: float) -> bool:
-        return target_max <= self.target + TOLERANCE and kept_min >= self.keep - TOLERANCE
+        return target_max <= self.target + TOLERANCE and self.keeps(kept_min)
 
     def distance(self, target_max: float, kept_min: float) -> float:
         """How far a point is from the goal: the target's excess plus the keep shortfall (0 inside it)."""
         return max(0.0, target_max - self.target) + max(0.0, self.keep - kept_min)
-
-
-def kept_shares(before: dict[str, float], after: dict[str, float], keep) -> dict[str, float]:
-    """after / before per concept to keep (1.0 where it was never judged present: nothing to lose)."""
-    return {c: (after[c] / before[c] if before[c] > 0 else 1.0) for c in keep}
 
 
 @dataclass

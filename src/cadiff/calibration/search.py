@@ -32,10 +32,11 @@ import torch
 
 from cadiff.attribution import Attribution, attribute, check_known_words, concept_prompts
 from cadiff.attribution.result import EmptySelectionError
-from cadiff.calibration.certificate import Certificate, Goal, Point, kept_shares
+from cadiff.calibration.certificate import Certificate, Goal, Point
 from cadiff.calibration.config import CalibrationConfig
 from cadiff.calibration.probes import make_probe, measure
 from cadiff.editing.copies import edited_copy
+from cadiff.editing.measure import kept_shares
 from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
 from cadiff.editing.result import EditResult
 from cadiff.evaluation.judges import Judge, as_judge
@@ -148,12 +149,12 @@ class _Search:
     def _rank(self, p: Point) -> tuple:
         if self.goal.meets(p.target_max, p.kept_min):
             return (0, 0.0, p.order)
-        if p.kept_min >= self.goal.keep - 1e-9:
+        if self.goal.keeps(p.kept_min):
             return (1, p.target_max, p.zeroed)
         return (2, self.goal.distance(p.target_max, p.kept_min), p.zeroed)
 
     def keeps(self, p: Point) -> bool:
-        return p.kept_min >= self.goal.keep - 1e-9
+        return self.goal.keeps(p.kept_min)
 
     @staticmethod
     def select(mask, attrs: list, cfg: CADConfig, k: int = 1):

@@ -60,6 +60,7 @@ def load_edited(path: str, original):
 
 def run(args: argparse.Namespace) -> int:
     from cadiff.attacks import ATTACKS, attack
+    from cadiff.evaluation.judges import as_judge
     from cadiff.files.io import check_new, write_json
     from cadiff.files.runs import run_folder
     from cadiff.models import describe_model
@@ -75,8 +76,6 @@ def run(args: argparse.Namespace) -> int:
     original = load_from_args(args)
     edited, source = load_edited(args.edited, original)
     judge_options = {"weights": args.clip_weights} if args.clip_weights else {}
-    from cadiff.evaluation.judges import as_judge
-
     judge = as_judge(args.judge, pipe=original, **judge_options)
     settings = {"edited": source, "concept": args.concept, "attacks": args.attacks, "keep": args.keep,
                 "seeds": args.seeds, "options": options, "model": args.model}

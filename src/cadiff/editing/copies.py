@@ -28,8 +28,13 @@ def with_denoiser(pipe, net: torch.nn.Module):
     (A shallow copy of the pipeline object: `DiffusionPipeline.from_pipe` would cast every shared component to
     one dtype in place, which would change `pipe` itself when its components differ in dtype.)"""
     key = "unet" if getattr(pipe, "unet", None) is denoiser(pipe) else "transformer"
+    return with_components(pipe, **{key: net})
+
+
+def with_components(pipe, **modules):
+    """A new pipeline sharing every component with `pipe` except `modules` (name -> module), which replace theirs."""
     new = copy.copy(pipe)
-    new.register_modules(**{key: net})
+    new.register_modules(**modules)
     new.set_progress_bar_config(disable=True)
     return new
 

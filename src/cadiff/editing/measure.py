@@ -52,10 +52,15 @@ def concept_accuracies(pipe, judge=None, repeats: int = 1, seed: int = 1000, bat
     return world.accuracy((judge or world.judge()).predict(images), [labels for _, labels in design])
 
 
+def kept_shares(before: dict[str, float], after: dict[str, float], keep: Sequence[str]) -> dict[str, float]:
+    """after / before per concept to keep (1.0 where it was never judged present: nothing to lose)."""
+    return {c: (after[c] / before[c] if before[c] > 0 else 1.0) for c in keep}
+
+
 def edit_metrics(before: dict[str, float], after: dict[str, float], targets: Sequence[str]) -> dict:
     """Target accuracy before/after, and how much of its accuracy every other concept keeps (after / before)."""
     others = [c for c in before if c not in targets]
-    kept = {c: (after[c] / before[c] if before[c] > 0 else 1.0) for c in others}
+    kept = kept_shares(before, after, others)
     return {
         "target_before": float(np.mean([before[t] for t in targets])),
         "target_after": float(np.mean([after[t] for t in targets])),
