@@ -106,6 +106,46 @@ def test_a_line_ends_when_a_kept_concept_falls(sd2, monkeypatch):
     assert all(p.kept_min_concept == "a star" and p.kept_min == 0.0 for p in tried)
 
 
+def test_a_round_that_breaks_keep_is_tried_again_at_the_smaller_ratio(sd2, monkeypatch):
+    """Scripted on the point's setting: with the guard rule, round 2 takes the target; at 3 % it also takes 'a star',
+    at 2 % (the same round-2 scores, not taken again) it keeps it: the search finds 3 % then 2 %, and the chosen
+    setting, given to the plain edit, makes the same mask."""
+    import cadiff.calibration.search as search
+
+    now, rounds_scored = {}, []
+    try_point, score_round = search._Search.try_point, search.score_round
+
+    def staged(self, line, cfg, *args):
+        now.update(cfg=cfg)
+        return try_point(self, line, cfg, *args)
+
+    def judge(images, concept):
+        cfg = now.get("cfg")
+        late = cfg is not None and cfg.rounds >= 2 and cfg.preserve_rule == "guard"
+        present = not late if concept == "a circle" else not (late and cfg.ratio_in(cfg.rounds) == RATIOS[-1])
+        return np.full(len(images), present)
+
+    def counted(*args, **kwargs):
+        rounds_scored.append(kwargs["mask"])
+        return score_round(*args, **kwargs)
+
+    monkeypatch.setattr(search._Search, "try_point", staged)
+    monkeypatch.setattr(search, "score_round", counted)
+    result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **FAST)
+    tried = [(p.setting["preserve_rule"], p.setting["rounds"], p.setting.get("round_ratios"), p.kept_min)
+             for p in result.certificate.tried if p.setting["preserve_rule"]]
+    assert tried == [("guard", 1, None, 1.0), ("guard", 1, None, 1.0), ("guard", 2, None, 0.0),
+                     ("guard", 2, [RATIOS[-1], RATIOS[0]], 1.0)]
+    assert len(rounds_scored) == 1  # the retry re-selected round 2's scores
+    assert result.certificate.passed and result.config.round_ratios == (RATIOS[-1], RATIOS[0])
+    assert "0.03 + 0.02 per row, 2 rounds" in result.certificate.point.label()
+    plain = cadiff.erase(sd2, "a circle", calibrate=False, preserve=KEEP, preserve_rule="guard",
+                         at_steps=result.config.at_steps, round_ratios=result.config.round_ratios,
+                         **{k: v for k, v in FAST.items() if "_" not in k})
+    assert {n: i.tolist() for n, i in plain.mask.indices.items()} == \
+        {n: i.tolist() for n, i in result.mask.indices.items()}
+
+
 def test_rows_too_narrow_for_every_ratio_are_a_clear_error(sd2):
     with pytest.raises(ValueError, match="no setting of the search selects a weight on this model"):
         calibrated_erase(sd2, "a circle", preserve=KEEP, judge=bright, **{**FAST, "scope": "row"})

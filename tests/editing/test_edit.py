@@ -146,5 +146,13 @@ def test_rounds_rescore_the_edited_model_and_grow_the_mask(sd1):
     assert last[0].metadata["fingerprint"] != cadiff.model_fingerprint(sd1)  # round 2 scored the edited model
     with pytest.raises(ValueError, match="rounds"):
         cadiff.erase(sd1, "a circle", ratio=0.1, rounds=0, **KW)
+    mixed = cadiff.erase(sd1, "a circle", round_ratios=(0.1, 0.05), **KW)
+    assert mixed.config.rounds == 2 and mixed.config.ratio == 0.1
+    assert {n: i.tolist() for n, i in mixed.rounds[1].indices.items()} == {n: i.tolist() for n, i in one.indices.items()}
+    added = len(mixed.rounds[2]) - len(one)
+    assert 0 < added < len(two) - len(one)  # round 2 zeroes its own, smaller share
+    for bad in ({"ratio": 0.2}, {"rounds": 3}, {"count": 4}):
+        with pytest.raises(ValueError, match="round_ratios sets the ratio and the number of rounds"):
+            cadiff.erase(sd1, "a circle", round_ratios=(0.1, 0.05), **bad, **KW)
     with pytest.raises(TypeError, match="plan_edit.* is now cadiff.erase"):
         cadiff.editing.plan_edit(sd1, "a circle", "erase")

@@ -62,6 +62,8 @@ class Point:
         s = self.setting
         rule = f", {s['preserve_rule']} rule" if s.get("preserve_rule") else ""
         rounds = f", {s['rounds']} rounds" if s["rounds"] > 1 else ""
+        if s.get("round_ratios"):
+            return f"{s['at_steps']} steps{rule}, {' + '.join(f'{r:g}' for r in s['round_ratios'])} per row{rounds}"
         return f"{s['at_steps']} steps{rule}, {s['ratio']:g} per row{rounds}"
 
     def to_dict(self) -> dict:

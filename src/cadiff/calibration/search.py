@@ -6,6 +6,8 @@ The search, cheapest first (`SEARCH`, `RATIOS`):
 1. the target's own scores over the early steps, then over all steps, at 2 % and 3 % per row;
 2. the scores less, per weight, the largest positive score of any concept to keep (the guard rule), early steps,
    at 2 % and 3 % per row, then up to 3 rounds (re-scored on the edited model) at the largest ratio that kept;
+   a round that breaks a concept to keep is tried again at the next smaller ratio (same scores), and the rounds
+   go on at that ratio;
 3. the same with every score in shares of its concept's J (the relative rule), up to 2 rounds.
 Round-1 scores are computed once per step window and re-selected at every ratio and rule: the guard and the
 relative rule are folded from the same per-concept scores. Within a line a larger ratio or another round is
@@ -57,7 +59,7 @@ class Line:
 
 SEARCH = (Line("early"), Line("all"), Line("early", "guard", 3), Line("early", "relative", 2))
 RATIOS = (0.02, 0.03)
-SEARCHED = ("ratio", "count", "rounds", "at_steps", "preserve_rule")  # CAD options the search sets
+SEARCHED = ("ratio", "count", "rounds", "round_ratios", "at_steps", "preserve_rule")  # CAD options the search sets
 DEFAULTS = {"seeds": 16, "components": "linear"}  # measured on the embedded model (docs/cad.md)
 
 
@@ -112,7 +114,11 @@ class _Search:
     def done(self) -> bool:
         return self.found or len(self.points) >= self.budget
 
-    def config(self, line: Line, ratio: float, rounds: int = 1) -> CADConfig:
+    def config(self, line: Line, ratio: float, rounds: int = 1, ratios: tuple = ()) -> CADConfig:
+        """CAD's settings of a point: `ratio` for `rounds` rounds, or one ratio per round when they differ."""
+        if len(set(ratios)) > 1:
+            return CADConfig(**self.fixed, at_steps=line.at_steps, preserve_rule=line.rule or "mean",
+                             round_ratios=tuple(ratios))
         return CADConfig(**self.fixed, at_steps=line.at_steps, preserve_rule=line.rule or "mean", ratio=ratio,
                          rounds=rounds)
 
@@ -130,12 +136,14 @@ class _Search:
                 self._keep_max[line.at_steps] = keep_maxima(self.pipe, self.keep, settings)
             return [with_keep_rule(a, *self._keep_max[line.at_steps], line.rule, self.keep) for a in own]
 
-    def try_point(self, line: Line, ratio: float, k: int, mask, rounds: dict, attrs: list) -> Point:
+    def try_point(self, line: Line, cfg: CADConfig, mask, rounds: dict, attrs: list) -> Point:
         with self.timed("judging"):
             after = measure(self.pipe, self.screen, self.judge, [*self.targets, *self.keep], mask=mask,
                             steps=self.fixed.get("steps"), guidance=self.fixed.get("guidance"))
         values = {c: r.value for c, r in after.items()}
-        setting = {"at_steps": line.at_steps, "preserve_rule": line.rule, "ratio": ratio, "rounds": k}
+        setting = {"at_steps": line.at_steps, "preserve_rule": line.rule, "ratio": cfg.ratio, "rounds": cfg.rounds}
+        if cfg.round_ratios:
+            setting["round_ratios"] = list(cfg.round_ratios)
         point = Point(len(self.points) + 1, setting, len(mask), {t: values[t] for t in self.targets},
                       kept_shares(self.before, values, self.keep))
         self.points.append(point)
@@ -172,33 +180,43 @@ class _Search:
         for ratio in RATIOS:
             if self.done():
                 return
+            cfg = self.config(line, ratio)
             with self.timed("selection"):
-                mask = self.select(None, attrs, self.config(line, ratio))
+                mask = self.select(None, attrs, cfg)
             if mask is None:  # this ratio picks no weight on this model's rows: try the next
                 continue
-            point = self.try_point(line, ratio, 1, mask, {1: mask}, attrs)
+            point = self.try_point(line, cfg, mask, {1: mask}, attrs)
             if self.found or not self.keeps(point):
                 break
             held = (ratio, mask)
         if held is None or line.rounds == 1 or self.found:
             return
         ratio, mask = held
-        rounds = {1: mask}
-        for k in range(2, line.rounds + 1):
-            if self.done():
-                return
-            cfg = self.config(line, ratio, k)
-            with self.timed("attribution"):
-                attrs = score_round(self.pipe, self.targets, cfg, objective="erase",
-                                    preserve=self.keep if line.rule else [], mask=mask, progress=False)
+        self.run_rounds(line, [r for r in RATIOS if r <= ratio][::-1], mask)
+
+    def run_rounds(self, line: Line, ratios: list[float], mask) -> None:
+        """Rounds 2.. of `line` from round 1's `mask`, at `ratios[0]`; when a round breaks a concept to keep, the
+        same round (same scores) is tried at the next smaller ratio, and the rounds go on at that one."""
+        rounds, used = {1: mask}, [ratios[0]]
+        k, attrs = 2, None
+        while k <= line.rounds and ratios and not self.done():
+            cfg = self.config(line, ratios[0], k, (*used, ratios[0]))
+            if attrs is None:
+                with self.timed("attribution"):
+                    attrs = score_round(self.pipe, self.targets, cfg, objective="erase",
+                                        preserve=self.keep if line.rule else [], mask=mask, progress=False)
             with self.timed("selection"):
-                mask = self.select(mask, attrs, cfg, k)
-            if mask is None:
+                new = self.select(mask, attrs, cfg, k)
+            if new is None:
                 return
-            rounds[k] = mask
-            point = self.try_point(line, ratio, k, mask, rounds, attrs)
-            if self.found or not self.keeps(point):
+            point = self.try_point(line, cfg, new, {**rounds, k: new}, attrs)
+            if self.found:
                 return
+            if self.keeps(point):
+                mask, rounds[k], k, attrs = new, new, k + 1, None
+                used.append(ratios[0])
+            else:
+                ratios = ratios[1:]
 
 
 def keep_maxima(pipe, keep: Sequence[str], settings: dict) -> tuple[dict, dict]:
@@ -289,8 +307,9 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
                                                   "screen_repeats": cal.screen_repeats,
                                                   "confirm_repeats": cal.confirm_repeats}, seconds)
     s = best.point.setting
-    cfg = CADConfig(**fixed, at_steps=s["at_steps"], preserve_rule=s["preserve_rule"] or "mean", ratio=s["ratio"],
-                    rounds=s["rounds"])
+    amount = ({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios")
+              else {"ratio": s["ratio"], "rounds": s["rounds"]})
+    cfg = CADConfig(**fixed, at_steps=s["at_steps"], preserve_rule=s["preserve_rule"] or "mean", **amount)
     info = {"prompts": prompts, "calibration": {**cal.to_dict(), "passed": certificate.passed,
                                                 "screened": len(search.points), "seconds": seconds}}
     return CalibratedEdit(edited_copy(pipe, best.mask, check=False), "cad", "erase", targets,

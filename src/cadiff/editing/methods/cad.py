@@ -19,8 +19,14 @@ from cadiff.editing.ablate import ablated
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
-from cadiff.editing.selection import SelectionConfig
+from cadiff.editing.selection import SelectionConfig, ratio_type
 from cadiff.files.config import option, positive_int
+
+
+def ratios_type(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated fractions in (0, 1], one per round."""
+    return tuple(ratio_type(part) for part in text.split(","))
+
 
 @dataclass(frozen=True)
 class CADConfig(AttributionConfig, SelectionConfig):
@@ -29,12 +35,32 @@ class CADConfig(AttributionConfig, SelectionConfig):
 
     rounds: int = option(1, "re-score on the edited model and zero another --ratio, this many times in all "
                             "(default 1); every round's mask is kept (mask.roundK.safetensors)", type=positive_int)
+    round_ratios: tuple[float, ...] | None = option(
+        None, "a ratio per round, comma separated (e.g. 0.03,0.03,0.02): as many rounds as ratios, instead of "
+              "--ratio and --rounds", type=ratios_type)
 
     def __post_init__(self):
         AttributionConfig.__post_init__(self)
+        if self.round_ratios is not None:
+            self._take_round_ratios()
         SelectionConfig.__post_init__(self)
         if int(self.rounds) != self.rounds or self.rounds < 1:
             raise ValueError(f"rounds must be a positive integer, got {self.rounds}")
+
+    def _take_round_ratios(self) -> None:
+        ratios = tuple(float(r) for r in self.round_ratios)
+        if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
+            raise ValueError(f"round_ratios must be fractions in (0, 1], one per round, got {self.round_ratios}")
+        if self.count is not None or self.ratio not in (None, ratios[0]) or self.rounds not in (1, len(ratios)):
+            raise ValueError("round_ratios sets the ratio and the number of rounds: give it without ratio, count "
+                             "and rounds (--round-ratios 0.03,0.03,0.02)")
+        object.__setattr__(self, "round_ratios", ratios)
+        object.__setattr__(self, "ratio", ratios[0])
+        object.__setattr__(self, "rounds", len(ratios))
+
+    def ratio_in(self, k: int) -> float | None:
+        """The ratio round `k` (from 1) zeroes: its entry of round_ratios, else `ratio`."""
+        return self.round_ratios[k - 1] if self.round_ratios else self.ratio
 
     def attribution(self) -> dict:
         """The settings `attribute()` takes."""
@@ -75,13 +101,13 @@ def score_round(pipe, concepts, cfg: CADConfig, *, objective: str, preserve, mas
                          progress=progress, **cfg.attribution())
 
 
-def add_selection(mask, attrs, cfg: SelectionConfig, objective: str, k: int = 1):
-    """`mask` (None before round 1) united with every attribution's top `cfg.ratio` (or count) per scope, on the
-    objective's side of zero; round `k` > 1 scores were taken on the edited model, whose indices address the
+def add_selection(mask, attrs, cfg: CADConfig, objective: str, k: int = 1):
+    """`mask` (None before round 1) united with every attribution's top `cfg.ratio_in(k)` (or count) per scope, on
+    the objective's side of zero; round `k` > 1 scores were taken on the edited model, whose indices address the
     original one, so its selections carry the original model's fingerprint."""
     sign = get_objective(objective).select_sign
     for a in attrs:
-        new = a.select(ratio=cfg.ratio, count=cfg.count, sign=sign, scope=cfg.scope)
+        new = a.select(ratio=cfg.ratio_in(k), count=cfg.count, sign=sign, scope=cfg.scope)
         if mask is not None:
             new.metadata.update(fingerprint=mask.fingerprint, round=k)
         mask = new if mask is None else mask | new
