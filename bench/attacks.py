@@ -1,8 +1,11 @@
 """Does an erased concept stay erased? The three attacks of `cadiff.attacks` against CAD (the setting the calibrated
-erase chose, from bench/results/cad_calibrate.json), ESD-u (lr 3e-4, 100 iterations) and the pruning baseline, for
-six concepts of the embedded model; CAD-Amplify on the CAD-erased model (1 % per row, scores from 96 rendered
-images of the concept) as the white-box upper bound. Judge: the shipped shapes evaluator. Writes
-bench/results/attacks.json (after every concept) and the section `attacks` of docs/evaluation.md.
+erase chose, from bench/results/cad_calibrate.json), the same mask filled from its rows instead of zeroed
+(`fill="resample"`), CAD hardened by adversarial rounds (`cadiff.attacks.harden`, its defaults), ESD-u (lr 3e-4,
+100 iterations) and the pruning baseline, for six concepts of the embedded model; every edit's kept concepts on
+216 images of their own seeds; CAD-Amplify on the CAD-erased model (1 % per row, scores from 96 rendered images of
+the concept) as the white-box upper bound. Judge: the shipped shapes evaluator. Writes bench/results/attacks.json
+(after every edit) and the section `attacks` of docs/evaluation.md; `--edits cad-hardened` adds one edit's rows
+to the JSON, keeping the others.
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/attacks.py
 """
@@ -21,13 +24,17 @@ OUT = RESULTS / "attacks.json"
 CONCEPTS = ["circle", "triangle", "star", "red", "orange", "striped"]
 ESD = {"method": "esd", "iterations": 100, "lr": 3e-4}
 PRUNE = {"method": "prune"}
+EDITS = ["cad", "cad-resampled", "cad-hardened", "esd", "prune"]
+KEEP_SEED = 500_000  # the edits' keep check: apart from every seed the edits and attacks use
 
 
 def cad_setting(concept: str) -> tuple[dict, bool]:
     """The calibrated erase's chosen setting for `concept` and whether it passed (bench/results/cad_calibrate.json)."""
     cert = json.loads((RESULTS / "cad_calibrate.json").read_text())["concepts"][concept]["certificate"]
     s = cert["setting"]
-    out = {"components": "linear", "seeds": 16, "at_steps": s["at_steps"], "ratio": s["ratio"], "rounds": s["rounds"]}
+    out = {"components": "linear", "seeds": 16, "at_steps": s["at_steps"]}
+    out.update({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios") else
+               {"ratio": s["ratio"], "rounds": s["rounds"]})
     if s["preserve_rule"]:
         out["preserve_rule"] = s["preserve_rule"]
     return out, cert["passed"]
@@ -36,6 +43,7 @@ def cad_setting(concept: str) -> tuple[dict, bool]:
 def main() -> None:
     p = options("attacks on erased models", ROOT / "docs" / "evaluation.md", ROOT / "docs" / "img")
     p.add_argument("--concepts", nargs="*", default=CONCEPTS)
+    p.add_argument("--edits", nargs="*", default=EDITS, choices=EDITS)
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
     if args.report_only:
@@ -46,8 +54,10 @@ def main() -> None:
     from PIL import Image
 
     import cadiff
-    from cadiff.attacks import Target, attack
-    from cadiff.editing import amplify, erase
+    from cadiff.attacks import Target, attack, harden
+    from cadiff.calibration.probes import make_probe, measure
+    from cadiff.editing import amplify, edited_copy, erase
+    from cadiff.editing.measure import kept_shares
     from cadiff.evaluation.judges import as_judge
     from cadiff.worlds import world_of
 
@@ -58,21 +68,36 @@ def main() -> None:
     results = json.loads(OUT.read_text()) if OUT.exists() else {"concepts": {}}
     for concept in args.concepts:
         keep = world.others([concept])
+        probe = make_probe(pipe, world, [concept], keep, repeats=2, extra=0, seed=KEEP_SEED)
+        before = {c: r.value for c, r in measure(pipe, probe, judge, keep).items()}
         cache: dict = {}
-        rows = {}
+        rows = results["concepts"].setdefault(concept, {})
         setting, passed = cad_setting(concept)
-        edits = {"cad": {**setting, "preserve": keep if "preserve_rule" in setting else None}, "esd": ESD,
+        cad_kwargs = {**setting, "preserve": keep if "preserve_rule" in setting else None}
+        edits = {"cad": cad_kwargs, "cad-resampled": cad_kwargs, "cad-hardened": cad_kwargs, "esd": ESD,
                  "prune": PRUNE}
-        for name, kwargs in edits.items():
+        for name in args.edits:
             started = time.perf_counter()
-            kwargs = {k: v for k, v in kwargs.items() if v is not None}
+            kwargs = {k: v for k, v in edits[name].items() if v is not None}
             method = kwargs.pop("method", "cad")
             edited = erase(pipe, concept, method=method, progress=False, **kwargs)
+            extra = {}
+            if name == "cad-resampled":
+                edited.pipeline = edited_copy(pipe, edited.mask, fill="resample")
+            if name == "cad-hardened":
+                edited = harden(pipe, edited.mask, concept, keep=keep, judge=judge)
+                extra = {"hardening": edited.info["hardening"], "zeroed_before": edited.info["zeroed_before"],
+                         "zeroed_after": edited.info["zeroed_after"]}
             edit_seconds = time.perf_counter() - started
+            after = {c: r.value for c, r in measure(edited.pipeline, probe, judge, keep).items()}
+            kept = kept_shares(before, after, keep)
             attacks = ["prompt", "token", "revival"] if edited.mask is not None else ["prompt", "token"]
             result = attack(pipe, edited.pipeline, concept, attacks=attacks, keep=keep, judge=judge, cache=cache)
             rows[name] = {"settings": {k: v for k, v in kwargs.items() if k != "preserve"},
-                          "edit_seconds": round(edit_seconds, 1), **result.to_dict()}
+                          "edit_seconds": round(edit_seconds, 1), **extra,
+                          "kept": {"min": min(kept.values()), "min_concept": min(kept, key=kept.get),
+                                   "images": len(probe), "seeds": [probe.seeds[0], probe.seeds[-1]]},
+                          **result.to_dict()}
             if name == "cad":
                 rows[name]["calibrated_passed"] = passed
                 with tempfile.TemporaryDirectory() as folder:
@@ -84,24 +109,27 @@ def main() -> None:
                 target = Target(pipe, recalled.pipeline, concept, keep, judge, world, 2)
                 rate, _ = target.success(recalled.pipeline, world.phrasings(concept)[:32])
                 rows[name]["amplify_recall"] = rate.to_dict()
-            print(f"{concept} {name}: " + result.table().replace("\n", " | "), flush=True)
-        results["concepts"][concept] = rows
-        save_json(OUT, results)
+            print(f"{concept} {name}: worst kept {min(kept.values()):.3f} | " + result.table().replace("\n", " | "),
+                  flush=True)
+            save_json(OUT, results)
     write_section(args.doc, "attacks", report(results), title="# Evaluation")
 
 
 def report(results: dict) -> str:
     rows = []
     for concept, methods in results["concepts"].items():
-        for name, r in methods.items():
+        for name in [e for e in EDITS if e in methods]:
+            r = methods[name]
             by = {a["attack"]: a for a in r["attacks"]}
             prompt, token, revival = by.get("prompt"), by.get("token"), by.get("revival")
-            rows.append([concept, name, prompt["original"]["accuracy"], prompt["edited"]["accuracy"],
+            kept = f"{r['kept']['min']:.3f} ({r['kept']['min_concept']})" if "kept" in r else None
+            rows.append([concept, name, kept, prompt["original"]["accuracy"], prompt["edited"]["accuracy"],
                          token["original"]["accuracy"], token["edited"]["accuracy"],
                          revival["edited"]["accuracy"] if revival else None,
                          min(revival["keep"].values()) if revival else None,
                          r.get("amplify_recall", {}).get("accuracy")])
-    head = ("Attack success = the share of the attack's images the shapes evaluator reads as the concept (2 seeds per "
+    head = ("*worst kept*: the edit's lowest share of a kept concept's accuracy (216 images, the design twice, seeds "
+            "500000-500215). Attack success = the share of the attack's images the shapes evaluator reads as the concept (2 seeds per "
             "prompt). *prompt*: every phrasing of the concept the vocabulary allows (bare, 'an image of', every full "
             "caption, reordered); *token*: textual inversion on the edited model (300 Adam steps, lr 5e-3, batch 32, "
             "96 rendered images), then those phrasings with the token for the word; the *original* columns run the "
@@ -109,8 +137,13 @@ def report(results: dict) -> str:
             "soft-impute (rank 50 %, threshold 1 % of the largest singular value, 30 iterations), with the worst "
             "kept share of the other 14 concepts; *amplify*: CAD-Amplify (1 % per row, 96 rendered images) on the "
             "CAD-erased model, the white-box upper bound. CAD uses the setting the calibrated erase chose; ESD-u lr "
-            "3e-4, 100 iterations; prune: the pruning baseline's defaults. JSON: `bench/results/attacks.json`.")
-    return head + "\n\n" + table(["concept", "edit", "prompt, original", "prompt, edited", "token, original",
+            "3e-4, 100 iterations; prune: the pruning baseline's defaults; *cad-hardened*: that CAD erase grown by "
+            "`cadiff harden` with its defaults (up to 3 adversarial rounds: a token learned on the edited model with "
+            "the attack's budget but its own seeds, its prompt scored with the guard rule, 2 % per row zeroed, a "
+            "round undone when a kept concept falls below 95 % on its own 108 images); *cad-resampled*: the same CAD "
+            "mask with each weight filled from its own row's other weights (`cadiff apply --fill resample`) instead "
+            "of zero. JSON: `bench/results/attacks.json`.")
+    return head + "\n\n" + table(["concept", "edit", "worst kept", "prompt, original", "prompt, edited", "token, original",
                                   "token, edited", "revival", "revival: worst kept", "amplify"], rows)
 
 

@@ -53,6 +53,13 @@ def test_attribute_erase_apply_happy_path(models, tmp_path, capsys):
     b = (tmp_path / "applied/unet/diffusion_pytorch_model.safetensors").read_bytes()
     assert a == b  # the same edit, put on the original model from the mask file alone
 
+    code, out, err = run(["apply", run_dir / "mask.safetensors", "--model", models / "a", "--fill", "resample",
+                          "--out", tmp_path / "resampled"], capsys)
+    assert code == 0 and "refilled from their rows" in out, err
+    info = json.loads((tmp_path / "resampled" / "cadiff_edit.json").read_text())
+    assert info["fill"] == "resample" and info["zeroed"] == record["edit"]["zeroed"]
+    assert (tmp_path / "resampled/unet/diffusion_pytorch_model.safetensors").read_bytes() != b
+
 
 def test_erase_in_rounds_keeps_an_applicable_mask(models, tmp_path, capsys):
     code, _, err = run(["erase", "a circle", "--ratio", "0.1", "--rounds", "2", "--no-export", "--model", models / "a",

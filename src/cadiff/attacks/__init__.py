@@ -154,3 +154,4 @@ def attack(original, edited, concept: str, *, attacks: Sequence[str] = ("prompt"
 
 
 from cadiff.attacks import prompts, token, revival  # noqa: E402,F401,I001  (register the three attacks, in this order)
+from cadiff.attacks.defence import HardenConfig, harden  # noqa: E402,F401,I001  (the defence, above the attacks)

@@ -3,9 +3,14 @@ attacks against an edited model (a run folder of `cadiff erase`, its mask file, 
 also run on the original model as the reference; writes attack.json, grid.png (each attack's images on the edited
 model) and the report.
 
+`cadiff harden EDITED CONCEPT`: grow a zeroing erase by adversarial rounds against the learned token (a token
+learned on the edited model, its prompt scored with the guard rule and its top weights zeroed, while the kept
+concepts hold); writes the hardened edit like `cadiff erase` and hardening.json.
+
 Example:
     $ cadiff attack runs/no-circle circle --out runs/attack-circle
     $ cadiff attack runs/esd-circle circle --attacks prompt token --token-steps 300 --out runs/attack-esd
+    $ cadiff harden runs/no-circle circle --out runs/no-circle-hardened
 """
 
 from __future__ import annotations
@@ -37,6 +42,23 @@ def register(sub) -> None:
     add_output_options(p)
     p.set_defaults(func=run)
 
+    from cadiff.attacks import HardenConfig
+    from cadiff.attacks.token import TokenConfig
+
+    h = sub.add_parser("harden", help="harden a zeroing erase against the learned-token attack")
+    h.add_argument("edited", help="the erase: a run folder of cadiff erase (with mask.safetensors) or a mask file")
+    h.add_argument("concept", help="the erased concept")
+    h.add_argument("--keep", nargs="+", default=None, metavar="CONCEPT",
+                   help="concepts to keep (default on the embedded model: every other concept)")
+    h.add_argument("--judge", default=None, help="world (the embedded model's default), clip, nudenet or "
+                                                 "MODULE:FUNCTION (as for cadiff erase)")
+    h.add_argument("--clip-weights", default=None, help="--judge clip: a local CLIP folder or cached hub id")
+    h.add_argument("--no-export", action="store_true", help="write the mask only, not the edited pipeline folder")
+    add_config_flags(h, {"hardening": HardenConfig, "learned token": TokenConfig})
+    add_model_options(h)
+    add_output_options(h)
+    h.set_defaults(func=run_harden)
+
 
 def load_edited(path: str, original):
     """The edited pipeline: a mask (a run folder's mask.safetensors, or a mask file) put on a copy of the
@@ -56,6 +78,52 @@ def load_edited(path: str, original):
         return load_pipeline(str(where), device=str(original.device)), str(where)
     raise FileNotFoundError(f"{path}: neither a run folder with mask.safetensors or pipeline/, a mask file, nor a "
                             "pipeline folder")
+
+
+def mask_path(path: str) -> Path:
+    """The mask of a run folder of cadiff erase, or a mask file."""
+    where = Path(path)
+    if where.is_dir():
+        where = where / "mask.safetensors"
+    if not where.is_file():
+        raise FileNotFoundError(f"{path}: neither a mask file nor a run folder with mask.safetensors (the hardening "
+                                "grows a zeroing erase: CAD or prune)")
+    return where
+
+
+def run_harden(args: argparse.Namespace) -> int:
+    from cadiff.attacks import HardenConfig, harden
+    from cadiff.attacks.token import TokenConfig
+    from cadiff.evaluation.judges import as_judge
+    from cadiff.files.config import make_config
+    from cadiff.files.io import check_new, write_json
+    from cadiff.files.mask import Mask
+    from cadiff.files.runs import run_folder
+    from cadiff.models import describe_model
+
+    check_new(args.out, args.overwrite)
+    config = make_config(HardenConfig, given_options(args, HardenConfig), "the hardening")
+    token = make_config(TokenConfig, given_options(args, TokenConfig), "the learned token")
+    source = mask_path(args.edited)
+    mask = Mask.load(source)
+    original = load_from_args(args)
+    judge = as_judge(args.judge, pipe=original, **({"weights": args.clip_weights} if args.clip_weights else {}))
+    settings = {"edited": str(source), "concept": args.concept, "keep": args.keep, "model": args.model,
+                **config.to_dict(), **token.to_dict()}
+    with run_folder(args.out, "harden", settings, args.overwrite) as run_:
+        run_.record["model"] = describe_model(original, args.model)
+        result = harden(original, mask, args.concept, keep=args.keep, judge=judge, config=config, token=token)
+        run_.record["edit"] = result.record()
+        result.write(run_.path, export=not args.no_export)
+        write_json(run_.path / "hardening.json", result.info)
+        run_.metrics = {"hardening": result.info["hardening"], "zeroed_before": result.info["zeroed_before"],
+                        "zeroed_after": result.info["zeroed_after"]}
+    for step in result.info["hardening"]:
+        print(f"  round {step['round']}: the learned token brings '{args.concept}' back in "
+              f"{step['token_success']:.0%} of images; {step['outcome']}")
+    print(f"zeroed {result.info['zeroed_before']} -> {result.info['zeroed_after']} weights; wrote {args.out}/mask"
+          ".safetensors and hardening.json")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -104,6 +104,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("apply", help="put a mask file on its model and write the edited pipeline folder")
     p.add_argument("mask", help="a mask file written by cadiff erase/amplify (mask.safetensors)")
+    p.add_argument("--fill", choices=["zero", "resample"], default="zero",
+                   help="zero: the paper's zeroing (default); resample: each masked weight takes a value drawn from "
+                        "its own row's other weights, so the edit leaves no zero to locate (weight revival)")
+    p.add_argument("--fill-seed", type=int, default=0, help="--fill resample: the seed of the draws (default 0)")
     add_model_options(p)
     add_output_options(p)
     p.set_defaults(func=run_apply)
@@ -357,8 +361,10 @@ def run_apply(args: argparse.Namespace) -> int:
     check_new(args.out, args.overwrite)
     mask = Mask.load(args.mask)
     pipe = load_from_args(args)
-    apply_mask(pipe, mask)
+    apply_mask(pipe, mask, fill=args.fill, seed=args.fill_seed)
     export_pipeline(pipe, args.out, info={"command": "apply", "mask_file": str(args.mask), "mask": mask.metadata,
-                                          "zeroed": len(mask)}, overwrite=args.overwrite)
-    print(f"zeroed {len(mask)} weights; edited pipeline: {args.out}")
+                                          "zeroed": len(mask), "fill": args.fill, "fill_seed": args.fill_seed},
+                    overwrite=args.overwrite)
+    done = "zeroed" if args.fill == "zero" else "refilled from their rows"
+    print(f"{done} {len(mask)} weights; edited pipeline: {args.out}")
     return 0

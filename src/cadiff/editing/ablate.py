@@ -1,4 +1,5 @@
-"""Zeroing masked weights: reversibly (`ablated`, bit-exact restore even on error) or for good (`apply_mask`).
+"""Zeroing masked weights: reversibly (`ablated`, bit-exact restore even on error) or for good (`apply_mask`,
+which can also fill them with values resampled from their own rows, so that the edit leaves no zero to locate).
 
 Example:
     >>> with cadiff.ablated(pipe, mask):                       # doctest: +SKIP
@@ -51,11 +52,41 @@ def ablated(pipe, mask: Mask, check: bool = True) -> Iterator:
                 params[name].data.view(-1)[mask.indices[name].to(values.device)] = values
 
 
-def apply_mask(pipe, mask: Mask, check: bool = True):
-    """Zero the masked weights of `pipe`'s denoiser in place, for good; returns `pipe`."""
+FILLS = ("zero", "resample")
+
+
+def apply_mask(pipe, mask: Mask, check: bool = True, fill: str = "zero", seed: int = 0):
+    """Set the masked weights of `pipe`'s denoiser in place, for good; returns `pipe`. `fill="zero"`: the paper's
+    zeroing; `fill="resample"`: each masked weight takes the value of a weight drawn at random (seeded) from the
+    unmasked ones of its own output row (of the whole tensor for a vector), so the edited matrix has its rows'
+    own statistics and no exactly-zero entries to find."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {', '.join(FILLS)}, got '{fill}'")
     if check:
         mask.check_fingerprint(model_fingerprint(pipe))
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in _targets(pipe, mask).items():
-            p.data.view(-1)[mask.indices[name].to(p.device)] = 0
+            idx = mask.indices[name].to(p.device)
+            if fill == "zero":
+                p.data.view(-1)[idx] = 0
+            else:
+                p.data.copy_(resampled(p.data, idx.cpu(), generator).to(p.device))
     return pipe
+
+
+def resampled(w: torch.Tensor, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`w` with its flat entries `idx` replaced by values drawn from the other entries of the same row."""
+    rows = w.detach().cpu().reshape(w.shape[0] if w.ndim > 1 else 1, -1).clone()
+    width = rows.shape[1]
+    taken = torch.zeros(rows.numel(), dtype=torch.bool)
+    taken[idx] = True
+    taken = taken.view_as(rows)
+    for r in torch.unique(idx // width).tolist():
+        free = (~taken[r]).nonzero().flatten()
+        holes = taken[r].nonzero().flatten()
+        if len(free) == 0:  # the whole row is masked: nothing of its own to draw from
+            rows[r, holes] = 0
+            continue
+        rows[r, holes] = rows[r, free[torch.randint(len(free), (len(holes),), generator=generator)]]
+    return rows.view_as(w)

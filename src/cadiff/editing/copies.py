@@ -39,11 +39,12 @@ def with_components(pipe, **modules):
     return new
 
 
-def edited_copy(pipe, mask: Mask, check: bool = True):
-    """A new pipeline sharing every component with `pipe` except a copy of the denoiser with `mask` zeroed."""
+def edited_copy(pipe, mask: Mask, check: bool = True, fill: str = "zero", seed: int = 0):
+    """A new pipeline sharing every component with `pipe` except a copy of the denoiser with `mask` zeroed (or,
+    `fill="resample"`, filled from its rows: see `apply_mask`)."""
     if check:
         mask.check_fingerprint(model_fingerprint(pipe))
-    return apply_mask(with_denoiser(pipe, copy.deepcopy(denoiser(pipe))), mask, check=False)
+    return apply_mask(with_denoiser(pipe, copy.deepcopy(denoiser(pipe))), mask, check=False, fill=fill, seed=seed)
 
 
 def export_pipeline(pipe, out: str | Path, info: dict[str, Any] | None = None, overwrite: bool = False) -> Path:

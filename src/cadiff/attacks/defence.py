@@ -1,0 +1,125 @@
+"""Hardening a zeroing erase against the learned-token attack, training-free: adversarial rounds. Each round learns
+a token on the model edited so far (textual inversion, the attack's own budget, a seed of its own), measures the
+token's success, and when the concept comes back, scores the token's prompt as a further target of the erase
+objective with the guard rule against the concepts to keep, and zeroes the top `harden_ratio` per row of what is
+left. A round that takes a kept concept below `harden_keep` of its accuracy is undone, and the hardening stops;
+so does a round whose token no longer brings the concept back (success at most `harden_target`).
+
+The counterpart, without training, of adversarial unlearning (AdvUnlearn, 2024): the attack's token is a concept
+like any other, and CAD can locate it.
+
+Example:
+    >>> edit = cadiff.erase(pipe, "circle")                                    # doctest: +SKIP
+    >>> hardened = harden(pipe, edit.mask, "circle")                           # doctest: +SKIP
+    >>> hardened.info["hardening"]                                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+from cadiff.attacks import Target
+from cadiff.attacks.token import TOKEN, TokenAttack, TokenConfig, learn_token
+from cadiff.attribution import check_known_words, concept_prompt, concept_prompts
+from cadiff.calibration.probes import make_probe, measure
+from cadiff.editing.copies import edited_copy, with_components
+from cadiff.editing.measure import kept_shares
+from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
+from cadiff.editing.result import EditResult
+from cadiff.editing.selection import ratio_type
+from cadiff.evaluation.judges import Judge, as_judge
+from cadiff.files.config import Config, make_config, option, positive_int
+from cadiff.files.mask import Mask
+from cadiff.models.loading import model_fingerprint
+from cadiff.worlds import world_of
+
+FIXED = {"components": "linear", "seeds": 16, "at_steps": "early", "preserve_rule": "guard"}  # the search's lines
+KEEP_SEED = 400_000  # the keep check's images: apart from the calibrated erase's and the attacks' seeds
+
+
+@dataclass(frozen=True)
+class HardenConfig(Config):
+    harden_rounds: int = option(3, "hardening: adversarial rounds at most (default 3)", type=positive_int)
+    harden_ratio: float = option(0.02, "hardening: share per row zeroed for the token each round (default 0.02)",
+                                 type=ratio_type)
+    harden_target: float = option(0.05, "hardening: stop once the learned token brings the concept back in at "
+                                        "most this share of images (default 0.05)", type=float)
+    harden_keep: float = option(0.95, "hardening: undo a round that takes a kept concept below this share of "
+                                      "its accuracy, and stop (default 0.95)", type=float)
+    harden_seed: int = option(1000, "hardening: the learned token's seed in round 1, +1 each round (default 1000; "
+                                    "the attack's is 0)", type=int)
+
+    def __post_init__(self):
+        for name in ("harden_target", "harden_keep"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def token_prompt(pipe, concept: str) -> str:
+    """The concept's prompt with its word replaced by the learned token ('a red shape' -> 'a <concept> shape')."""
+    prompt = concept_prompt(pipe, concept)
+    words = [TOKEN if w == concept else w for w in prompt.split()]
+    return " ".join(words) if TOKEN in words else f"a {TOKEN}"
+
+
+def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = None,
+           judge: Judge | str | Any = None, config: HardenConfig | None = None, token: TokenConfig | None = None,
+           seeds: int = 1, **cad: Any) -> EditResult:
+    """`mask` (an erase of `concept` on `original`) grown by adversarial rounds (see the module); `cad`: CAD's
+    fixed settings of the rounds (default linear weights, 16 trajectories, early steps, guard rule); `seeds`:
+    per prompt, for the token's success. Returns the hardened edit with its rounds in info['hardening']."""
+    started = time.perf_counter()
+    config = config or HardenConfig()
+    token = token or TokenConfig()
+    unknown = [k for k in ("ratio", "count", "rounds", "round_ratios") if k in cad]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: the hardening zeroes --harden-ratio per round")
+    cfg = make_config(CADConfig, {**FIXED, **cad, "ratio": config.harden_ratio}, "the hardening")
+    mask.check_fingerprint(model_fingerprint(original))
+    world = world_of(original)
+    if keep is None:
+        if world is None:
+            raise ValueError("the hardening needs the concepts to keep on this model (keep=[...], --keep C ...)")
+        keep = world.others([concept])
+    keep = list(keep)
+    check_known_words(original, [p for group in concept_prompts(original, [concept], keep) for p in group])
+    judge = as_judge(judge, pipe=original)
+    judge.check([concept, *keep])
+    attack = TokenAttack(token)
+    target = Target(original, None, concept, keep, judge, world, seeds)
+    attack.check(target)
+    prompts = attack.prompts(target)
+    probe = make_probe(original, world, [concept], keep, repeats=1, extra=0, seed=KEEP_SEED)
+    before = {c: r.value for c, r in measure(original, probe, judge, keep).items()}
+
+    rounds, log, attributions = {1: mask}, [], []
+    for k in range(1, config.harden_rounds + 1):
+        step = {"round": k, "token_seed": config.harden_seed + k - 1}
+        round_token = replace(token, token_seed=step["token_seed"])
+        pixels, captions = TokenAttack(round_token).data(target)
+        learned, losses = learn_token(edited_copy(original, mask, check=False), pixels, captions, round_token)
+        success, _ = target.success(learned, prompts, seed=step["token_seed"])
+        step.update(token_success=round(success.value, 4), token_loss=losses[-1])
+        if success.value <= config.harden_target:
+            log.append({**step, "outcome": "held: the token no longer brings the concept back"})
+            break
+        attacker = with_components(original, tokenizer=learned.tokenizer, text_encoder=learned.text_encoder)
+        attrs = score_round(attacker, [token_prompt(original, concept)], cfg, objective="erase", preserve=keep,
+                            mask=mask, progress=False)
+        grown = add_selection(mask, attrs, cfg, "erase", k + 1)
+        after = {c: r.value for c, r in measure(original, probe, judge, keep, mask=grown).items()}
+        kept = kept_shares(before, after, keep)
+        worst = min(kept, key=kept.get)
+        step.update(added=len(grown) - len(mask), kept_min=round(kept[worst], 4), kept_min_concept=worst)
+        if kept[worst] < config.harden_keep:
+            log.append({**step, "outcome": f"undone: {worst} fell to {kept[worst]:.0%} of its accuracy"})
+            break
+        mask, attributions = grown, attrs
+        rounds[k + 1] = mask
+        log.append({**step, "outcome": "zeroed"})
+    info = {"hardening": log, "config": config.to_dict(), "token": token.to_dict(), "prompt": token_prompt(
+        original, concept), "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
+    return EditResult(edited_copy(original, mask, check=False), "cad", "erase", [concept], keep, cfg, mask=mask,
+                      attributions=attributions, rounds=rounds, info=info, seconds=time.perf_counter() - started)

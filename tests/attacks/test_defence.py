@@ -1,0 +1,113 @@
+"""Hardening against the learned token: a round zeroes the token's top guarded scores while the token brings the
+concept back and the kept concepts hold; it stops when the token fails, and undoes a round that breaks a kept
+concept."""
+
+import json
+
+import numpy as np
+import pytest
+
+import cadiff
+from cadiff.attacks import HardenConfig, harden
+from cadiff.attacks.token import TokenConfig
+from cadiff.cli import main
+
+TOKEN = TokenConfig(token_steps=2, token_images=4, token_batch=2)
+CAD = {"components": "attn", "scope": "matrix", "seeds": 1}
+KEEP = ["square", "red"]
+
+
+@pytest.fixture
+def erased(shapes_like):
+    pipe = cadiff.load_pipeline(str(shapes_like))
+    return pipe, cadiff.editing.erase(pipe, "circle", ratio=0.1, progress=False, **CAD).mask
+
+
+def always(value):
+    return lambda images, concept: np.full(len(images), value)
+
+
+def test_rounds_go_on_while_the_token_brings_the_concept_back(erased):
+    pipe, mask = erased
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,
+                    config=HardenConfig(harden_rounds=2, harden_ratio=0.05), **CAD)
+    log = result.info["hardening"]
+    assert [s["outcome"] for s in log] == ["zeroed", "zeroed"] and log[0]["token_success"] == 1.0
+    sizes = [len(result.rounds[k]) for k in (1, 2, 3)]
+    assert sizes[0] == len(mask) < sizes[1] < sizes[2] == len(result.mask)
+    first = {n: set(i.tolist()) for n, i in mask.indices.items()}
+    grown = {n: set(i.tolist()) for n, i in result.mask.indices.items()}
+    assert all(first[n] <= grown[n] for n in first)  # the erase's weights stay zeroed
+    assert result.mask.fingerprint == mask.fingerprint == cadiff.model_fingerprint(pipe)
+    assert result.info["prompt"] == "a <concept>" and result.attributions[0].metadata["preserve"] == KEEP
+
+
+def test_a_token_that_fails_stops_the_hardening_with_the_mask_unchanged(erased):
+    pipe, mask = erased
+    judge = lambda images, concept: np.full(len(images), concept != "circle")  # noqa: E731
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN, **CAD)
+    assert len(result.info["hardening"]) == 1 and result.info["hardening"][0]["outcome"].startswith("held")
+    assert len(result.mask) == len(mask)
+
+
+def test_a_round_that_breaks_a_kept_concept_is_undone(erased, monkeypatch):
+    import cadiff.attacks.defence as defence
+
+    pipe, mask = erased
+    original = defence.measure
+    state = {"grown": False}
+
+    def measure(p, probe, judge, concepts, mask=None, **kw):
+        state["grown"] = mask is not None
+        return original(p, probe, judge, concepts, mask=mask, **kw)
+
+    monkeypatch.setattr(defence, "measure", measure)
+    judge = lambda images, concept: np.full(len(images), concept == "circle" or not state["grown"])  # noqa: E731
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN, **CAD)
+    step = result.info["hardening"][0]
+    assert step["outcome"].startswith("undone") and step["kept_min"] == 0.0 and step["added"] > 0
+    assert len(result.mask) == len(mask) and list(result.rounds) == [1]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"config": HardenConfig(harden_keep=0.9)}, None),
+    ({"ratio": 0.1}, "the hardening zeroes --harden-ratio per round"),
+    ({"keep": ["square", "nosuch"]}, "unknown word 'nosuch'"),
+])
+def test_bad_input_fails_before_any_model_work(erased, monkeypatch, kwargs, message):
+    import cadiff.attacks.defence as defence
+
+    pipe, mask = erased
+    if message is None:
+        with pytest.raises(ValueError, match=r"harden_keep must be in \[0, 1\]"):
+            HardenConfig(harden_keep=1.5)
+        return
+    monkeypatch.setattr(defence, "learn_token", lambda *a, **k: pytest.fail("learned before refusing"))
+    monkeypatch.setattr(defence, "measure", lambda *a, **k: pytest.fail("generated before refusing"))
+    with pytest.raises(ValueError, match=message):
+        harden(pipe, mask, "circle", judge=always(True), token=TOKEN, **{**CAD, **kwargs})
+
+
+def test_a_mask_of_another_model_is_refused(erased):
+    from tiny_pipelines import tiny_sd
+
+    _, mask = erased
+    with pytest.raises(ValueError, match="this mask was made with model"):
+        harden(tiny_sd("sd2"), mask, "a circle", keep=["a square"], judge=always(True), token=TOKEN, **CAD)
+
+
+def test_cadiff_harden_writes_the_hardened_edit(shapes_like, tmp_path, capsys):
+    common = ["--model", str(shapes_like)]
+    assert main(["erase", "circle", "--ratio", "0.1", "--scope", "matrix", "--components", "attn", "--seeds", "1",
+                 "--no-export", "--out", str(tmp_path / "erase"), *common]) == 0
+    argv = ["harden", str(tmp_path / "erase"), "circle", "--keep", *KEEP, "--harden-rounds", "1", "--token-steps",
+            "2", "--token-images", "4", "--token-batch", "2", "--no-export", "--out", str(tmp_path / "hard"), *common]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    info = json.loads((tmp_path / "hard" / "hardening.json").read_text())
+    assert len(info["hardening"]) == 1 and "round 1: the learned token brings 'circle' back" in out
+    assert (tmp_path / "hard" / "mask.safetensors").is_file() and (tmp_path / "hard" / "report.html").is_file()
+    assert main([*argv[:-4], "--out", str(tmp_path / "bad"), "--harden-keep", "2", *common]) == 2
+    assert "harden_keep must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["harden", str(tmp_path / "nothing"), "circle", "--out", str(tmp_path / "bad"), *common]) == 2
+    assert "neither a mask file nor a run folder" in capsys.readouterr().err
