@@ -146,6 +146,34 @@ def test_a_round_that_breaks_keep_is_tried_again_at_the_smaller_ratio(sd2, monke
         {n: i.tolist() for n, i in result.mask.indices.items()}
 
 
+def test_settings_tied_as_the_best_point_are_screened_again_on_their_own_seeds(sd2, monkeypatch):
+    """Scripted: on the screening images the target never goes, so every setting ties; on the tie-break images the
+    setting with the most weights zeroed takes it away, and is chosen over the fewest-weights default."""
+    import cadiff.calibration.search as search
+
+    seen, sizes = {}, []
+    original = search.measure
+
+    def measure(pipe, probe, judge, concepts, mask=None, **sampling):
+        seen.update(mask=mask, probe=probe)
+        if mask is not None and probe.seeds[0] != 150_000:
+            sizes.append(len(mask))
+        return original(pipe, probe, judge, concepts, mask=mask, **sampling)
+
+    def judge(images, concept):
+        gone = seen["probe"].seeds[0] == 150_000 and seen["mask"] is not None and len(seen["mask"]) == max(sizes)
+        return np.full(len(images), not (gone and concept == "a circle"))
+
+    monkeypatch.setattr(search, "measure", measure)
+    cert = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **FAST).certificate
+    assert len(cert.ties) == len(cert.tried) and {t["order"] for t in cert.ties} == {p.order for p in cert.tried}
+    assert cert.point.zeroed == max(sizes) and cert.probes["ties"]["seeds"][0] == 150_000
+    best = next(t for t in cert.ties if t["order"] == cert.point.order)
+    assert best["target_max"] == 0.5 and "screened again" in cert.text()  # half of the pooled images
+    with pytest.raises(ValueError, match="overlap the search's"):
+        calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **{**FAST, "tie_seed": 199_990})
+
+
 def test_rows_too_narrow_for_every_ratio_are_a_clear_error(sd2):
     with pytest.raises(ValueError, match="no setting of the search selects a weight on this model"):
         calibrated_erase(sd2, "a circle", preserve=KEEP, judge=bright, **{**FAST, "scope": "row"})

@@ -87,6 +87,7 @@ class Certificate:
     after: dict[str, Rate]
     probes: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    ties: list[dict] = field(default_factory=list)  # tied best settings screened again: their pooled numbers
 
     @property
     def point(self) -> Point:
@@ -128,7 +129,8 @@ class Certificate:
                                  **({"kept": round(self.kept[c], 4)} if c in self.kept else {})}
                              for c in [*self.targets, *self.keep]},
                 "target_max": self.target_max, "kept_min": self.kept_min},
-            "probes": self.probes, "tried": [p.to_dict() for p in self.tried], "seconds": self.seconds,
+            "probes": self.probes, "tried": [p.to_dict() for p in self.tried], "tie_break": self.ties,
+            "seconds": self.seconds,
         }
 
     def text(self) -> str:
@@ -142,6 +144,9 @@ class Certificate:
                  f"{len(self.tried)} screened settings" + ("" if self.met_in_screening else
                                                            ", none of which met the goal: the best point reached"),
                  f"  confirmed on {n} new images:"]
+        if self.ties:
+            lines.insert(2, f"  {len(self.ties)} settings tied as the best point; screened again on "
+                            f"{self.ties[0]['images']} more images, chosen on the pooled counts")
         for c in [*self.targets, *self.keep]:
             b, a = self.before[c], self.after[c]
             lo, hi = a.interval()

@@ -46,6 +46,8 @@ class CalibrationConfig(Config):
     confirm_repeats: int = option(4, "confirmation images: the design this many times, on new seeds (default 4: "
                                      "144 on the embedded model)", type=positive_int)
     screen_seed: int = option(100_000, "first seed of the screening images (default 100000)", type=count)
+    tie_seed: int = option(150_000, "first seed of the images that break a tie between the best settings when "
+                                    "none met the goal (default 150000)", type=count)
     confirm_seed: int = option(200_000, "first seed of the confirmation images (default 200000)", type=count)
 
     def __post_init__(self):
@@ -58,6 +60,6 @@ class CalibrationConfig(Config):
         for name in ("screen_repeats", "confirm_repeats"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("screen_extra", "screen_seed", "confirm_seed"):
+        for name in ("screen_extra", "screen_seed", "tie_seed", "confirm_seed"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")

@@ -39,6 +39,10 @@ class Rate:
     def value(self) -> float:
         return self.hits / self.n if self.n else 0.0
 
+    def __add__(self, other: "Rate") -> "Rate":
+        """The pooled counts of two image sets."""
+        return Rate(self.hits + other.hits, self.n + other.n)
+
     def interval(self, z: float = 1.96) -> tuple[float, float]:
         """The Wilson score interval (95 % by default), rounded to 3 places."""
         return wilson(self.hits, self.n, z)

@@ -14,8 +14,9 @@ relative rule are folded from the same per-concept scores. Within a line a large
 tried only while the concepts to keep held; a line ends when one falls below the goal.
 
 Choice (on the screening numbers only): the first setting that meets the goal; if none does, the best point
-reached: of the settings that kept every concept, the lowest target (fewest weights zeroed on ties), else the
-one nearest the goal (target excess plus keep shortfall).
+reached: of the settings that kept every concept, the lowest target, else the one nearest the goal (target excess
+plus keep shortfall); settings tied there are screened again on images of their own seeds (`tie_seed`) and chosen
+on the pooled counts by the same rule, then by fewest weights zeroed.
 
 Example:
     >>> result = calibrated_erase(pipe, "circle")                 # doctest: +SKIP
@@ -36,7 +37,7 @@ from cadiff.attribution import Attribution, attribute, check_known_words, concep
 from cadiff.attribution.result import EmptySelectionError
 from cadiff.calibration.certificate import Certificate, Goal, Point
 from cadiff.calibration.config import CalibrationConfig
-from cadiff.calibration.probes import make_probe, measure
+from cadiff.calibration.probes import Rate, make_probe, measure
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.measure import kept_shares
 from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
@@ -100,8 +101,10 @@ class _Search:
     points: list[Point] = field(default_factory=list)
     best: _Candidate | None = None
     found: bool = False
+    ties: list[dict] = field(default_factory=list)
     _own: dict = field(default_factory=dict)
     _keep_max: dict = field(default_factory=dict)
+    _tried: dict = field(default_factory=dict)  # order -> (candidate, screening rates)
 
     @contextlib.contextmanager
     def timed(self, what: str):
@@ -147,8 +150,10 @@ class _Search:
         point = Point(len(self.points) + 1, setting, len(mask), {t: values[t] for t in self.targets},
                       kept_shares(self.before, values, self.keep))
         self.points.append(point)
+        candidate = _Candidate(point, mask, dict(rounds), attrs)
+        self._tried[point.order] = (candidate, after)
         if self.best is None or self._rank(point) < self._rank(self.best.point):
-            self.best = _Candidate(point, mask, dict(rounds), attrs)
+            self.best = candidate
         self.found = self.goal.meets(point.target_max, point.kept_min)
         if self.on_point is not None:
             self.on_point(point)
@@ -160,6 +165,33 @@ class _Search:
         if self.goal.keeps(p.kept_min):
             return (1, p.target_max, p.zeroed)
         return (2, self.goal.distance(p.target_max, p.kept_min), p.zeroed)
+
+    def break_ties(self, probe, before: dict[str, Rate]) -> None:
+        """When no setting met the goal and the best point ties with others on the screening numbers, screen the
+        tied ones again on `probe` (seeds of its own) and choose among them on the pooled counts, by the same
+        rule; each tied setting's pooled numbers go to `ties`."""
+        if self.found or self.best is None:
+            return
+        tied = [p for p in self.points if self._rank(p)[:2] == self._rank(self.best.point)[:2]]
+        if len(tied) < 2:
+            return
+        with self.timed("judging"):
+            base = measure(self.pipe, probe, self.judge, [*self.targets, *self.keep], steps=self.fixed.get("steps"),
+                           guidance=self.fixed.get("guidance"))
+            pooled_before = {c: (before[c] + base[c]).value for c in self.keep}
+            ranked = []
+            for p in tied:
+                candidate, rates = self._tried[p.order]
+                again = measure(self.pipe, probe, self.judge, [*self.targets, *self.keep], mask=candidate.mask,
+                                steps=self.fixed.get("steps"), guidance=self.fixed.get("guidance"))
+                values = {c: (rates[c] + again[c]).value for c in [*self.targets, *self.keep]}
+                both = Point(p.order, p.setting, p.zeroed, {t: values[t] for t in self.targets},
+                             kept_shares(pooled_before, values, self.keep))
+                self.ties.append({"order": p.order, "label": p.label(), "target_max": both.target_max,
+                                  "kept_min": both.kept_min, "kept_min_concept": both.kept_min_concept,
+                                  "images": len(probe)})
+                ranked.append((self._rank(both)[:2] + (p.zeroed, p.order), candidate))
+        self.best = min(ranked, key=lambda r: r[0])[1]
 
     def keeps(self, p: Point) -> bool:
         return self.goal.keeps(p.kept_min)
@@ -280,17 +312,21 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
     goal = Goal(cal.goal_target, cal.goal_keep)
     screen = make_probe(pipe, world, targets, keep, repeats=cal.screen_repeats, extra=cal.screen_extra,
                         seed=cal.screen_seed)
+    ties = make_probe(pipe, world, targets, keep, repeats=cal.screen_repeats, extra=cal.screen_extra,
+                      seed=cal.tie_seed)
     confirm = make_probe(pipe, world, targets, keep, repeats=cal.confirm_repeats, extra=0, seed=cal.confirm_seed)
-    _check_seeds(screen.seeds, confirm.seeds, CADConfig(**fixed).seed_list())
+    _check_seeds(screen.seeds + ties.seeds, confirm.seeds, CADConfig(**fixed).seed_list())
     sampling = {"steps": fixed.get("steps"), "guidance": fixed.get("guidance")}
     concepts_all = [*targets, *keep]
 
     judging = time.perf_counter()
-    before = {c: r.value for c, r in measure(pipe, screen, judge, concepts_all, **sampling).items()}
+    before_rates = measure(pipe, screen, judge, concepts_all, **sampling)
+    before = {c: r.value for c, r in before_rates.items()}
     search = _Search(pipe, targets, keep, judge, goal, cal.budget, fixed, screen, before, on_point)
     search.seconds["judging"] += time.perf_counter() - judging
     for line in SEARCH:
         search.run_line(line)
+    search.break_ties(ties, before_rates)
     best = search.best
     if best is None:
         raise ValueError(f"no setting of the search selects a weight on this model: {', '.join(map(str, RATIOS))} "
@@ -303,9 +339,10 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
                "confirmation": round(time.perf_counter() - confirming, 2)}
     seconds["total"] = round(time.perf_counter() - started, 2)
     certificate = Certificate(goal, targets, keep, judge.info(), search.points, best.point.order - 1, search.found,
-                              before_c, after_c, {"screen": screen.describe(), "confirm": confirm.describe(),
+                              before_c, after_c, {"screen": screen.describe(), "ties": ties.describe(),
+                                                  "confirm": confirm.describe(),
                                                   "screen_repeats": cal.screen_repeats,
-                                                  "confirm_repeats": cal.confirm_repeats}, seconds)
+                                                  "confirm_repeats": cal.confirm_repeats}, seconds, search.ties)
     s = best.point.setting
     amount = ({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios")
               else {"ratio": s["ratio"], "rounds": s["rounds"]})
@@ -318,7 +355,8 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
 
 
 def _check_seeds(screen: list[int], confirm: list[int], attribution: list[int]) -> None:
-    """The confirmation must use seeds no step of the search used: not the screening images', not the scores'."""
+    """The confirmation must use seeds no step of the search used: not the screening (and tie-break) images', not
+    the scores'."""
     shared = set(confirm) & (set(screen) | set(attribution))
     if shared:
         raise ValueError(f"the confirmation seeds {min(confirm)}-{max(confirm)} overlap the search's (screening "
