@@ -2,7 +2,7 @@
 erase chose, from bench/results/cad_calibrate.json), the same mask filled from its rows instead of zeroed
 (`fill="resample"`), CAD hardened by adversarial rounds (`cadiff.attacks.harden`, its defaults), ESD-u (lr 3e-4,
 100 iterations) and the pruning baseline, for six concepts of the embedded model; every edit's kept concepts on
-216 images of their own seeds; CAD-Amplify on the CAD-erased model (1 % per row, scores from 96 rendered images of
+72 images of their own seeds; CAD-Amplify on the CAD-erased model (1 % per row, scores from 96 rendered images of
 the concept) as the white-box upper bound. Judge: the shipped shapes evaluator. Writes bench/results/attacks.json
 (after every edit) and the section `attacks` of docs/evaluation.md; `--edits cad-hardened` adds one edit's rows
 to the JSON, keeping the others.
@@ -138,8 +138,8 @@ def report(results: dict) -> str:
                          revival["edited"]["accuracy"] if revival else None,
                          min(revival["keep"].values()) if revival else None,
                          r.get("amplify_recall", {}).get("accuracy")])
-    head = ("*worst kept*: the edit's lowest share of a kept concept's accuracy (216 images, the design twice, seeds "
-            "500000-500215). Attack success = the share of the attack's images the shapes evaluator reads as the concept (2 seeds per "
+    head = ("*worst kept*: the edit's lowest share of a kept concept's accuracy (72 images, the design twice, seeds "
+            "500000-500071). Attack success = the share of the attack's images the shapes evaluator reads as the concept (2 seeds per "
             "prompt). *prompt*: every phrasing of the concept the vocabulary allows (bare, 'an image of', every full "
             "caption, reordered); *token*: textual inversion on the edited model (300 Adam steps, lr 5e-3, batch 32, "
             "96 rendered images), then those phrasings with the token for the word; the *original* columns run the "
@@ -149,8 +149,9 @@ def report(results: dict) -> str:
             "CAD-erased model, the white-box upper bound. CAD uses the setting the calibrated erase chose; ESD-u lr "
             "3e-4, 100 iterations; prune: the pruning baseline's defaults; *cad-hardened*: that CAD erase grown by "
             "`cadiff harden` with its defaults (up to 3 adversarial rounds: a token learned on the edited model with "
-            "the attack's budget but its own seeds, its prompt scored with the guard rule, 2 % per row zeroed, a "
-            "round undone when a kept concept falls below 95 % on its own 108 images); *cad-resampled*: the same CAD "
+            "the attack's budget but its own seeds, its prompt scored with the guard rule, 2 % per row zeroed, "
+            "1 % and then 0.5 % when that costs a kept concept 5 % of its accuracy on 72 images of their own seeds, "
+            "the round undone when none keeps them); *cad-resampled*: the same CAD "
             "mask with each weight filled from its own row's other weights (`cadiff apply --fill resample`) instead "
             "of zero. JSON: `bench/results/attacks.json`.")
     return head + "\n\n" + table(["concept", "edit", "worst kept", "prompt, original", "prompt, edited", "token, original",

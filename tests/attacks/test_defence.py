@@ -30,7 +30,7 @@ def always(value):
 def test_rounds_go_on_while_the_token_brings_the_concept_back(erased):
     pipe, mask = erased
     result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,
-                    config=HardenConfig(harden_rounds=2, harden_ratio=0.05), **CAD)
+                    config=HardenConfig(harden_rounds=2, harden_ratios=(0.05,)), **CAD)
     log = result.info["hardening"]
     assert [s["outcome"] for s in log] == ["zeroed", "zeroed"] and log[0]["token_success"] == 1.0
     sizes = [len(result.rounds[k]) for k in (1, 2, 3)]
@@ -65,13 +65,41 @@ def test_a_round_that_breaks_a_kept_concept_is_undone(erased, monkeypatch):
     judge = lambda images, concept: np.full(len(images), concept == "circle" or not state["grown"])  # noqa: E731
     result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN, **CAD)
     step = result.info["hardening"][0]
-    assert step["outcome"].startswith("undone") and step["kept_min"] == 0.0 and step["added"] > 0
+    assert step["outcome"].startswith("undone") and [t["ratio"] for t in step["tries"]] == [0.02, 0.01, 0.005]
+    assert all(t["kept_min"] == 0.0 and t["added"] > 0 for t in step["tries"])
     assert len(result.mask) == len(mask) and list(result.rounds) == [1]
+
+
+def test_a_round_that_costs_a_kept_concept_is_tried_again_at_the_smaller_ratio(erased, monkeypatch):
+    import cadiff.attacks.defence as defence
+
+    pipe, mask = erased
+    original = defence.measure
+    state = {"added": None, "first": None}
+
+    def measure(p, probe, judge, concepts, mask=None, **kw):
+        state["added"] = None if mask is None else len(mask) - base
+        if state["added"] is not None and state["first"] is None:
+            state["first"] = state["added"]
+        return original(p, probe, judge, concepts, mask=mask, **kw)
+
+    def judge(images, concept):
+        broken = state["added"] is not None and state["added"] > 0.75 * state["first"]
+        return np.full(len(images), concept == "circle" or not broken)
+
+    base = len(mask)
+    monkeypatch.setattr(defence, "measure", measure)
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN,
+                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.1, 0.05)), **CAD)
+    step = result.info["hardening"][0]
+    assert [t["ratio"] for t in step["tries"]] == [0.1, 0.05] and step["outcome"] == "zeroed"
+    assert step["tries"][0]["kept_min"] == 0.0 and step["tries"][1]["kept_min"] == 1.0
+    assert len(result.mask) == base + step["tries"][1]["added"] and step["ratio"] == 0.05
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"config": HardenConfig(harden_keep=0.9)}, None),
-    ({"ratio": 0.1}, "the hardening zeroes --harden-ratio per round"),
+    ({"ratio": 0.1}, "the hardening zeroes --harden-ratios per round"),
     ({"keep": ["square", "nosuch"]}, "unknown word 'nosuch'"),
 ])
 def test_bad_input_fails_before_any_model_work(erased, monkeypatch, kwargs, message):

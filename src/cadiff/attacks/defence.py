@@ -1,9 +1,10 @@
 """Hardening a zeroing erase against the learned-token attack, training-free: adversarial rounds. Each round learns
 a token on the model edited so far (textual inversion, the attack's own budget, a seed of its own), measures the
 token's success, and when the concept comes back, scores the token's prompt as a further target of the erase
-objective with the guard rule against the concepts to keep, and zeroes the top `harden_ratio` per row of what is
-left. A round that takes a kept concept below `harden_keep` of its accuracy is undone, and the hardening stops;
-so does a round whose token no longer brings the concept back (success at most `harden_target`).
+objective with the guard rule against the concepts to keep, and zeroes the top `harden_ratios[0]` per row of what
+is left. A round that takes a kept concept below `harden_keep` of its accuracy is tried again at the next ratio
+(the same scores), and undone when none keeps them, which ends the hardening; so does a round whose token no longer
+brings the concept back (success at most `harden_target`).
 
 The counterpart, without training, of adversarial unlearning (AdvUnlearn, 2024): the attack's token is a concept
 like any other, and CAD can locate it.
@@ -26,9 +27,8 @@ from cadiff.attribution import check_known_words, concept_prompt, concept_prompt
 from cadiff.calibration.probes import make_probe, measure
 from cadiff.editing.copies import edited_copy, with_components
 from cadiff.editing.measure import kept_shares
-from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
+from cadiff.editing.methods.cad import CADConfig, add_selection, ratios_type, score_round
 from cadiff.editing.result import EditResult
-from cadiff.editing.selection import ratio_type
 from cadiff.evaluation.judges import Judge, as_judge
 from cadiff.files.config import Config, make_config, option, positive_int
 from cadiff.files.mask import Mask
@@ -37,21 +37,27 @@ from cadiff.worlds import world_of
 
 FIXED = {"components": "linear", "seeds": 16, "at_steps": "early", "preserve_rule": "guard"}  # the search's lines
 KEEP_SEED = 400_000  # the keep check's images: apart from the calibrated erase's and the attacks' seeds
+KEEP_REPEATS = 2  # the world's design twice: 12 images per shape and colour
 
 
 @dataclass(frozen=True)
 class HardenConfig(Config):
     harden_rounds: int = option(3, "hardening: adversarial rounds at most (default 3)", type=positive_int)
-    harden_ratio: float = option(0.02, "hardening: share per row zeroed for the token each round (default 0.02)",
-                                 type=ratio_type)
+    harden_ratios: tuple[float, ...] = option(
+        (0.02, 0.01, 0.005), "hardening: the share per row zeroed for the token each round, and the smaller ones "
+                             "tried when it costs a kept concept (default 0.02,0.01,0.005)", type=ratios_type)
     harden_target: float = option(0.05, "hardening: stop once the learned token brings the concept back in at "
                                         "most this share of images (default 0.05)", type=float)
-    harden_keep: float = option(0.95, "hardening: undo a round that takes a kept concept below this share of "
-                                      "its accuracy, and stop (default 0.95)", type=float)
+    harden_keep: float = option(0.95, "hardening: a round may not take a kept concept below this share of its "
+                                      "accuracy (default 0.95)", type=float)
     harden_seed: int = option(1000, "hardening: the learned token's seed in round 1, +1 each round (default 1000; "
                                     "the attack's is 0)", type=int)
 
     def __post_init__(self):
+        ratios = tuple(float(r) for r in self.harden_ratios)
+        if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
+            raise ValueError(f"harden_ratios must be fractions in (0, 1], got {self.harden_ratios}")
+        object.__setattr__(self, "harden_ratios", ratios)
         for name in ("harden_target", "harden_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -75,8 +81,8 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
     token = token or TokenConfig()
     unknown = [k for k in ("ratio", "count", "rounds", "round_ratios") if k in cad]
     if unknown:
-        raise ValueError(f"{', '.join(unknown)}: the hardening zeroes --harden-ratio per round")
-    cfg = make_config(CADConfig, {**FIXED, **cad, "ratio": config.harden_ratio}, "the hardening")
+        raise ValueError(f"{', '.join(unknown)}: the hardening zeroes --harden-ratios per round")
+    cfg = make_config(CADConfig, {**FIXED, **cad}, "the hardening")
     mask.check_fingerprint(model_fingerprint(original))
     world = world_of(original)
     if keep is None:
@@ -91,7 +97,7 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
     target = Target(original, None, concept, keep, judge, world, seeds)
     attack.check(target)
     prompts = attack.prompts(target)
-    probe = make_probe(original, world, [concept], keep, repeats=1, extra=0, seed=KEEP_SEED)
+    probe = make_probe(original, world, [concept], keep, repeats=KEEP_REPEATS, extra=0, seed=KEEP_SEED)
     before = {c: r.value for c, r in measure(original, probe, judge, keep).items()}
 
     rounds, log, attributions = {1: mask}, [], []
@@ -108,18 +114,26 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
         attacker = with_components(original, tokenizer=learned.tokenizer, text_encoder=learned.text_encoder)
         attrs = score_round(attacker, [token_prompt(original, concept)], cfg, objective="erase", preserve=keep,
                             mask=mask, progress=False)
-        grown = add_selection(mask, attrs, cfg, "erase", k + 1)
-        after = {c: r.value for c, r in measure(original, probe, judge, keep, mask=grown).items()}
-        kept = kept_shares(before, after, keep)
-        worst = min(kept, key=kept.get)
-        step.update(added=len(grown) - len(mask), kept_min=round(kept[worst], 4), kept_min_concept=worst)
+        tries = []
+        for ratio in config.harden_ratios:
+            grown = add_selection(mask, attrs, replace(cfg, ratio=ratio), "erase", k + 1)
+            after = {c: r.value for c, r in measure(original, probe, judge, keep, mask=grown).items()}
+            kept = kept_shares(before, after, keep)
+            worst = min(kept, key=kept.get)
+            tries.append({"ratio": ratio, "added": len(grown) - len(mask), "kept_min": round(kept[worst], 4),
+                          "kept_min_concept": worst})
+            if kept[worst] >= config.harden_keep:
+                break
+        step["tries"] = tries
         if kept[worst] < config.harden_keep:
-            log.append({**step, "outcome": f"undone: {worst} fell to {kept[worst]:.0%} of its accuracy"})
+            log.append({**step, "outcome": f"undone: {worst} fell to {kept[worst]:.0%} of its accuracy even at "
+                                           f"{ratio:g} per row"})
             break
         mask, attributions = grown, attrs
         rounds[k + 1] = mask
-        log.append({**step, "outcome": "zeroed"})
+        log.append({**step, "ratio": ratio, "added": tries[-1]["added"], "outcome": "zeroed"})
     info = {"hardening": log, "config": config.to_dict(), "token": token.to_dict(), "prompt": token_prompt(
         original, concept), "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
+    cfg = replace(cfg, ratio=config.harden_ratios[0])
     return EditResult(edited_copy(original, mask, check=False), "cad", "erase", [concept], keep, cfg, mask=mask,
                       attributions=attributions, rounds=rounds, info=info, seconds=time.perf_counter() - started)
