@@ -150,8 +150,8 @@ def report(results: dict) -> str:
             "3e-4, 100 iterations; prune: the pruning baseline's defaults; *cad-hardened*: that CAD erase grown by "
             "`cadiff harden` with its defaults (up to 3 adversarial rounds: a token learned on the edited model with "
             "the attack's budget but its own seeds, its prompt scored with the guard rule, 2 % per row zeroed, "
-            "1 % and then 0.5 % when that costs a kept concept 5 % of its accuracy on 72 images of their own seeds, "
-            "the round undone when none keeps them); *cad-resampled*: the same CAD "
+            "1 % and then 0.5 % when that costs a kept concept 5 % of its accuracy on 72 images of their own seeds "
+            "or brings the concept back by its own prompts, the round undone when no ratio passes); *cad-resampled*: the same CAD "
             "mask with each weight filled from its own row's other weights (`cadiff apply --fill resample`) instead "
             "of zero. JSON: `bench/results/attacks.json`.")
     return head + "\n\n" + table(["concept", "edit", "worst kept", "prompt, original", "prompt, edited", "token, original",

@@ -139,3 +139,34 @@ def test_cadiff_harden_writes_the_hardened_edit(shapes_like, tmp_path, capsys):
     assert "harden_keep must be in [0, 1]" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main(["harden", str(tmp_path / "nothing"), "circle", "--out", str(tmp_path / "bad"), *common]) == 2
     assert "neither a mask file nor a run folder" in capsys.readouterr().err
+
+
+def test_a_round_that_brings_the_concept_back_by_its_own_prompts_is_undone(erased, monkeypatch):
+    """Scripted: the learned token shows the concept; any weight zeroed beyond the erase brings it back by its own
+    prompts too. Every ratio fails that check, so the round is undone."""
+    import cadiff.attacks.defence as defence
+    from cadiff.attacks.token import TOKEN as WORD
+    from cadiff.models.loading import denoiser
+
+    pipe, mask = erased
+    zeros = lambda p: sum(int((w == 0).sum()) for w in denoiser(p).parameters())  # noqa: E731
+    erased_zeros = zeros(cadiff.editing.edited_copy(pipe, mask))
+    state = {}
+    success = defence.Target.success
+
+    def watched(self, p, texts, seed=0):
+        state["pipe"] = p
+        return success(self, p, texts, seed=seed)
+
+    def judge(images, concept):
+        p = state["pipe"]
+        shown = WORD in p.tokenizer.get_vocab() or zeros(p) > erased_zeros
+        return np.full(len(images), shown if concept == "circle" else True)
+
+    monkeypatch.setattr(defence.Target, "success", watched)
+    state["pipe"] = pipe
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN, **CAD)
+    step = result.info["hardening"][0]
+    assert result.info["concept_before"] == 0.0 and step["token_success"] == 1.0
+    assert step["outcome"].startswith("undone") and [t["concept"] for t in step["tries"]] == [1.0, 1.0, 1.0]
+    assert len(result.mask) == len(mask)

@@ -2,9 +2,10 @@
 a token on the model edited so far (textual inversion, the attack's own budget, a seed of its own), measures the
 token's success, and when the concept comes back, scores the token's prompt as a further target of the erase
 objective with the guard rule against the concepts to keep, and zeroes the top `harden_ratios[0]` per row of what
-is left. A round that takes a kept concept below `harden_keep` of its accuracy is tried again at the next ratio
-(the same scores), and undone when none keeps them, which ends the hardening; so does a round whose token no longer
-brings the concept back (success at most `harden_target`).
+is left. A round that takes a kept concept below `harden_keep` of its accuracy, or brings the concept back by its
+own prompts (more often than the erase left it, or than `harden_target`), is tried again at the next ratio (the
+same scores), and undone when no ratio passes both checks, which ends the hardening; so does a round whose token no
+longer brings the concept back (success at most `harden_target`).
 
 The counterpart, without training, of adversarial unlearning (AdvUnlearn, 2024): the attack's token is a concept
 like any other, and CAD can locate it.
@@ -99,6 +100,9 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
     prompts = attack.prompts(target)
     probe = make_probe(original, world, [concept], keep, repeats=KEEP_REPEATS, extra=0, seed=KEEP_SEED)
     before = {c: r.value for c, r in measure(original, probe, judge, keep).items()}
+    plain = [concept_prompt(original, concept)] if world is None else world.phrasings(concept)[:32]
+    left = target.success(edited_copy(original, mask, check=False), plain, seed=KEEP_SEED)[0].value
+    limit = max(left, config.harden_target)  # a round may not bring the concept back by its own prompts
 
     rounds, log, attributions = {1: mask}, [], []
     for k in range(1, config.harden_rounds + 1):
@@ -114,26 +118,28 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
         attacker = with_components(original, tokenizer=learned.tokenizer, text_encoder=learned.text_encoder)
         attrs = score_round(attacker, [token_prompt(original, concept)], cfg, objective="erase", preserve=keep,
                             mask=mask, progress=False)
-        tries = []
+        tries, passed = [], False
         for ratio in config.harden_ratios:
             grown = add_selection(mask, attrs, replace(cfg, ratio=ratio), "erase", k + 1)
             after = {c: r.value for c, r in measure(original, probe, judge, keep, mask=grown).items()}
             kept = kept_shares(before, after, keep)
             worst = min(kept, key=kept.get)
+            back = target.success(edited_copy(original, grown, check=False), plain, seed=KEEP_SEED)[0].value
             tries.append({"ratio": ratio, "added": len(grown) - len(mask), "kept_min": round(kept[worst], 4),
-                          "kept_min_concept": worst})
-            if kept[worst] >= config.harden_keep:
+                          "kept_min_concept": worst, "concept": round(back, 4)})
+            passed = kept[worst] >= config.harden_keep and back <= limit
+            if passed:
                 break
         step["tries"] = tries
-        if kept[worst] < config.harden_keep:
-            log.append({**step, "outcome": f"undone: {worst} fell to {kept[worst]:.0%} of its accuracy even at "
-                                           f"{ratio:g} per row"})
+        if not passed:
+            log.append({**step, "outcome": f"undone: at every ratio a kept concept fell below "
+                                           f"{config.harden_keep:.0%} or '{concept}' came back above {limit:.0%}"})
             break
         mask, attributions = grown, attrs
         rounds[k + 1] = mask
         log.append({**step, "ratio": ratio, "added": tries[-1]["added"], "outcome": "zeroed"})
-    info = {"hardening": log, "config": config.to_dict(), "token": token.to_dict(), "prompt": token_prompt(
-        original, concept), "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
+    info = {"hardening": log, "concept_before": round(left, 4), "config": config.to_dict(), "token": token.to_dict(),
+            "prompt": token_prompt(original, concept), "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
     cfg = replace(cfg, ratio=config.harden_ratios[0])
     return EditResult(edited_copy(original, mask, check=False), "cad", "erase", [concept], keep, cfg, mask=mask,
                       attributions=attributions, rounds=rounds, info=info, seconds=time.perf_counter() - started)
