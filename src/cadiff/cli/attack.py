@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cadiff.cli.common import add_config_flags, add_model_options, add_output_options, given_options, \
-    load_from_args, positive_int
+from cadiff.cli.common import add_config_flags, add_judge_options, add_model_options, add_output_options, \
+    given_options, judge_from_args, load_from_args, positive_int
 
 
 def register(sub) -> None:
@@ -31,11 +31,7 @@ def register(sub) -> None:
     p.add_argument("concept", help="the erased concept")
     p.add_argument("--attacks", nargs="+", choices=list(ATTACKS), default=list(ATTACKS),
                    help="the attacks to run (default: all)")
-    p.add_argument("--keep", nargs="+", default=None, metavar="CONCEPT",
-                   help="concepts to keep (default on the embedded model: every other concept)")
-    p.add_argument("--judge", default=None, help="world (the embedded model's default), clip, nudenet or "
-                                                 "MODULE:FUNCTION (as for cadiff erase)")
-    p.add_argument("--clip-weights", default=None, help="--judge clip: a local CLIP folder or cached hub id")
+    _add_keep_and_judge(p)
     p.add_argument("--seeds", type=positive_int, default=2, help="seeds per prompt (default 2)")
     add_config_flags(p, {name: ATTACKS.lookup(name).config_class for name in ATTACKS})
     add_model_options(p)
@@ -48,16 +44,18 @@ def register(sub) -> None:
     h = sub.add_parser("harden", help="harden a zeroing erase against the learned-token attack")
     h.add_argument("edited", help="the erase: a run folder of cadiff erase (with mask.safetensors) or a mask file")
     h.add_argument("concept", help="the erased concept")
-    h.add_argument("--keep", nargs="+", default=None, metavar="CONCEPT",
-                   help="concepts to keep (default on the embedded model: every other concept)")
-    h.add_argument("--judge", default=None, help="world (the embedded model's default), clip, nudenet or "
-                                                 "MODULE:FUNCTION (as for cadiff erase)")
-    h.add_argument("--clip-weights", default=None, help="--judge clip: a local CLIP folder or cached hub id")
+    _add_keep_and_judge(h)
     h.add_argument("--no-export", action="store_true", help="write the mask only, not the edited pipeline folder")
     add_config_flags(h, {"hardening": HardenConfig, "learned token": TokenConfig})
     add_model_options(h)
     add_output_options(h)
     h.set_defaults(func=run_harden)
+
+
+def _add_keep_and_judge(p) -> None:
+    p.add_argument("--keep", nargs="+", default=None, metavar="CONCEPT",
+                   help="concepts to keep (default on the embedded model: every other concept)")
+    add_judge_options(p)
 
 
 def load_edited(path: str, original):
@@ -94,7 +92,6 @@ def mask_path(path: str) -> Path:
 def run_harden(args: argparse.Namespace) -> int:
     from cadiff.attacks import HardenConfig, harden
     from cadiff.attacks.token import TokenConfig
-    from cadiff.evaluation.judges import as_judge
     from cadiff.files.config import make_config
     from cadiff.files.io import check_new, write_json
     from cadiff.files.mask import Mask
@@ -107,7 +104,7 @@ def run_harden(args: argparse.Namespace) -> int:
     source = mask_path(args.edited)
     mask = Mask.load(source)
     original = load_from_args(args)
-    judge = as_judge(args.judge, pipe=original, **({"weights": args.clip_weights} if args.clip_weights else {}))
+    judge = judge_from_args(args, original)
     settings = {"edited": str(source), "concept": args.concept, "keep": args.keep, "model": args.model,
                 **config.to_dict(), **token.to_dict()}
     with run_folder(args.out, "harden", settings, args.overwrite) as run_:
@@ -128,7 +125,6 @@ def run_harden(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from cadiff.attacks import ATTACKS, attack
-    from cadiff.evaluation.judges import as_judge
     from cadiff.files.io import check_new, write_json
     from cadiff.files.runs import run_folder
     from cadiff.models import describe_model
@@ -143,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
                          f"(--attacks {' '.join(args.attacks)})")
     original = load_from_args(args)
     edited, source = load_edited(args.edited, original)
-    judge_options = {"weights": args.clip_weights} if args.clip_weights else {}
-    judge = as_judge(args.judge, pipe=original, **judge_options)
+    judge = judge_from_args(args, original)
     settings = {"edited": source, "concept": args.concept, "attacks": args.attacks, "keep": args.keep,
                 "seeds": args.seeds, "options": options, "model": args.model}
     with run_folder(args.out, "attack", settings, args.overwrite) as run_:

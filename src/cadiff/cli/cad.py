@@ -23,12 +23,13 @@ from dataclasses import fields
 from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import OBJECTIVES
 from cadiff.calibration import CalibrationConfig
-from cadiff.cli.common import (GOAL_NOT_MET, add_config_flags, add_model_options, add_output_options, given_options,
-                               load_from_args, positive_int, renamed)
+from cadiff.cli.common import (GOAL_NOT_MET, add_config_flags, add_judge_options, add_model_options,
+                               add_output_options, given_options, judge_from_args, load_from_args, positive_int,
+                               renamed)
+from cadiff.editing.ablate import FILLS
 from cadiff.editing.methods import get_method, methods_for
 from cadiff.editing.result import slugs
 from cadiff.files.io import check_new
-
 
 
 def _check_concepts(args: argparse.Namespace, pipe=None, objective: str = "erase", base_prompt: str = "") -> None:
@@ -75,11 +76,7 @@ def _edit_parser(sub, objective: str, help: str) -> None:
         cal.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
                          help="search the setting against the goal and confirm it (default: yes, unless a setting "
                               "the search chooses is given: --ratio, --count, --rounds, --at-steps, --preserve-rule)")
-        cal.add_argument("--judge", default=None,
-                         help="says whether an image shows a concept: world (the embedded model's evaluator, its "
-                              "default), clip (--clip-weights), nudenet, or MODULE:FUNCTION / FILE.py:FUNCTION "
-                              "(images, concept) -> bools")
-        cal.add_argument("--clip-weights", default=None, help="--judge clip: a local CLIP folder or cached hub id")
+        add_judge_options(cal)
         add_config_flags(cal, {"calibration": CalibrationConfig})
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
     p.add_argument("--eval-repeats", type=positive_int, default=1,
@@ -104,7 +101,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("apply", help="put a mask file on its model and write the edited pipeline folder")
     p.add_argument("mask", help="a mask file written by cadiff erase/amplify (mask.safetensors)")
-    p.add_argument("--fill", choices=["zero", "resample"], default="zero",
+    p.add_argument("--fill", choices=FILLS, default="zero",
                    help="zero: the paper's zeroing (default); resample: each masked weight takes a value drawn from "
                         "its own row's other weights, so the edit leaves no zero to locate (weight revival)")
     p.add_argument("--fill-seed", type=int, default=0, help="--fill resample: the seed of the draws (default 0)")
@@ -275,7 +272,6 @@ def run_calibrated(args: argparse.Namespace) -> int:
     certificate; exit GOAL_NOT_MET when the confirmation missed the goal."""
     from cadiff.calibration import calibrated_erase
     from cadiff.editing.methods.cad import CADConfig
-    from cadiff.evaluation.judges import as_judge
     from cadiff.files.config import make_config
     from cadiff.files.runs import run_folder
     from cadiff.models import describe_model
@@ -292,7 +288,7 @@ def run_calibrated(args: argparse.Namespace) -> int:
     if not args.preserve and world_of(pipe) is None:
         raise ValueError("the calibrated erase needs concepts to keep on this model: --preserve CONCEPT ... or "
                          "--preserve-file FILE (or --no-calibrate for the plain edit)")
-    judge = as_judge(args.judge, pipe=pipe, **({"weights": args.clip_weights} if args.clip_weights else {}))
+    judge = judge_from_args(args, pipe)
     judge.check(args.concepts + args.preserve)
 
     def show(point) -> None:

@@ -93,6 +93,22 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="torch device (default: cuda when there is one)")
 
 
+def add_judge_options(p) -> None:
+    """--judge and --clip-weights: what says whether an image shows a concept (calibrated erase, attacks, hardening)."""
+    p.add_argument("--judge", default=None,
+                   help="says whether an image shows a concept: world (the embedded model's evaluator, its "
+                        "default), clip (--clip-weights), nudenet, or MODULE:FUNCTION / FILE.py:FUNCTION "
+                        "(images, concept) -> bools")
+    p.add_argument("--clip-weights", default=None, help="--judge clip: a local CLIP folder or cached hub id")
+
+
+def judge_from_args(args: argparse.Namespace, pipe):
+    """The judge `add_judge_options`' flags name, for `pipe`."""
+    from cadiff.evaluation.judges import as_judge
+
+    return as_judge(args.judge, pipe=pipe, **({"weights": args.clip_weights} if args.clip_weights else {}))
+
+
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")

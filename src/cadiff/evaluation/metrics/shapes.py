@@ -18,10 +18,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cadiff.files.stats import wilson
-
 from cadiff.evaluation.metrics.base import ImageSource, Metric
 from cadiff.evaluation.prompts import PromptRow
+from cadiff.files.stats import wilson
 from cadiff.worlds.shapes.world import ATTRIBUTES, attribute_of, caption_labels
 
 
