@@ -22,6 +22,11 @@ from cadiff.models.loading import denoiser, resolve_sampling
 TOKEN = "<concept>"
 
 
+def with_token(text: str, concept: str) -> str:
+    """`text` with every word that is `concept` replaced by the learned token ('a red circle' -> 'a red <concept>')."""
+    return " ".join(TOKEN if w == concept else w for w in text.split())
+
+
 @dataclass(frozen=True)
 class TokenConfig(Config):
     token_steps: int = option(300, "learned token: optimisation steps (default 300)", type=positive_int)
@@ -65,18 +70,14 @@ class TokenAttack(Attack):
             return pixels, [f"a {TOKEN}"] * len(pixels)
         images, captions = target.world.concept_images(target.concept, cfg.token_images, seed=cfg.token_seed)
         pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        return pixels, [" ".join(TOKEN if w == target.concept else w for w in c.split()) for c in captions]
+        return pixels, [with_token(c, target.concept) for c in captions]
 
     def prompts(self, target: Target) -> list[str]:
         """The concept's phrasings with its word replaced by the token (the world's), or 'a <token>'."""
         if target.world is None:
             return [f"a {TOKEN}", f"an image of a {TOKEN}"]
-        out = []
-        for p in target.world.phrasings(target.concept):
-            words = p.split()
-            if target.concept in words:
-                out.append(" ".join(TOKEN if w == target.concept else w for w in words))
-        return list(dict.fromkeys(out))[:32]
+        out = [with_token(p, target.concept) for p in target.world.phrasings(target.concept)]
+        return list(dict.fromkeys(p for p in out if TOKEN in p.split()))[:32]
 
     def run(self, target: Target) -> Outcome:
         pixels, captions = self.data(target)
