@@ -23,10 +23,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 from cadiff.attacks import Target
-from cadiff.attacks.token import TOKEN, TokenAttack, TokenConfig, learn_token
+from cadiff.attacks.token import TOKEN, TokenAttack, TokenConfig, learn_token, with_token
 from cadiff.attribution import check_known_words, concept_prompt, concept_prompts
 from cadiff.calibration.probes import make_probe, measure
-from cadiff.editing.copies import edited_copy, with_components
+from cadiff.editing.ablate import ablated
+from cadiff.editing.copies import edited_copy
 from cadiff.editing.measure import kept_shares
 from cadiff.editing.methods.cad import CADConfig, add_selection, ratios_type, score_round
 from cadiff.editing.result import EditResult
@@ -66,9 +67,8 @@ class HardenConfig(Config):
 
 def token_prompt(pipe, concept: str) -> str:
     """The concept's prompt with its word replaced by the learned token ('a red shape' -> 'a <concept> shape')."""
-    prompt = concept_prompt(pipe, concept)
-    words = [TOKEN if w == concept else w for w in prompt.split()]
-    return " ".join(words) if TOKEN in words else f"a {TOKEN}"
+    prompt = with_token(concept_prompt(pipe, concept), concept)
+    return prompt if TOKEN in prompt.split() else f"a {TOKEN}"
 
 
 def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = None,
@@ -101,30 +101,32 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
     probe = make_probe(original, world, [concept], keep, repeats=KEEP_REPEATS, extra=0, seed=KEEP_SEED)
     before = {c: r.value for c, r in measure(original, probe, judge, keep).items()}
     plain = [concept_prompt(original, concept)] if world is None else world.phrasings(concept)[:32]
-    left = target.success(edited_copy(original, mask, check=False), plain, seed=KEEP_SEED)[0].value
+    with ablated(original, mask, check=False):
+        left = target.success(original, plain, seed=KEEP_SEED)[0].value
     limit = max(left, config.harden_target)  # a round may not bring the concept back by its own prompts
+    prompt = token_prompt(original, concept)
 
     rounds, log, attributions = {1: mask}, [], []
     for k in range(1, config.harden_rounds + 1):
         step = {"round": k, "token_seed": config.harden_seed + k - 1}
         round_token = replace(token, token_seed=step["token_seed"])
         pixels, captions = TokenAttack(round_token).data(target)
-        learned, losses = learn_token(edited_copy(original, mask, check=False), pixels, captions, round_token)
-        success, _ = target.success(learned, prompts, seed=step["token_seed"])
+        with ablated(original, mask, check=False):  # the model edited so far, in place: no copy of the denoiser
+            learned, losses = learn_token(original, pixels, captions, round_token)
+            success, _ = target.success(learned, prompts, seed=step["token_seed"])
         step.update(token_success=round(success.value, 4), token_loss=losses[-1])
         if success.value <= config.harden_target:
             log.append({**step, "outcome": "held: the token no longer brings the concept back"})
             break
-        attacker = with_components(original, tokenizer=learned.tokenizer, text_encoder=learned.text_encoder)
-        attrs = score_round(attacker, [token_prompt(original, concept)], cfg, objective="erase", preserve=keep,
-                            mask=mask, progress=False)
+        attrs = score_round(learned, [prompt], cfg, objective="erase", preserve=keep, mask=mask, progress=False)
         tries, passed = [], False
         for ratio in config.harden_ratios:
             grown = add_selection(mask, attrs, replace(cfg, ratio=ratio), "erase", k + 1)
             after = {c: r.value for c, r in measure(original, probe, judge, keep, mask=grown).items()}
             kept = kept_shares(before, after, keep)
             worst = min(kept, key=kept.get)
-            back = target.success(edited_copy(original, grown, check=False), plain, seed=KEEP_SEED)[0].value
+            with ablated(original, grown, check=False):
+                back = target.success(original, plain, seed=KEEP_SEED)[0].value
             tries.append({"ratio": ratio, "added": len(grown) - len(mask), "kept_min": round(kept[worst], 4),
                           "kept_min_concept": worst, "concept": round(back, 4)})
             passed = kept[worst] >= config.harden_keep and back <= limit
@@ -139,7 +141,7 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
         rounds[k + 1] = mask
         log.append({**step, "ratio": ratio, "added": tries[-1]["added"], "outcome": "zeroed"})
     info = {"hardening": log, "concept_before": round(left, 4), "config": config.to_dict(), "token": token.to_dict(),
-            "prompt": token_prompt(original, concept), "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
+            "prompt": prompt, "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
     cfg = replace(cfg, ratio=config.harden_ratios[0])
     return EditResult(edited_copy(original, mask, check=False), "cad", "erase", [concept], keep, cfg, mask=mask,
                       attributions=attributions, rounds=rounds, info=info, seconds=time.perf_counter() - started)
