@@ -1,7 +1,8 @@
 """Does an erased concept stay erased? The three attacks of `cadiff.attacks` against CAD (the setting the calibrated
 erase chose, from bench/results/cad_calibrate.json), the same mask filled from its rows instead of zeroed
-(`fill="resample"`), CAD hardened by adversarial rounds (`cadiff.attacks.harden`, its defaults), ESD-u (lr 3e-4,
-100 iterations) and the pruning baseline, for six concepts of the embedded model; every edit's kept concepts on
+(`fill="resample"`), CAD hardened by adversarial rounds (`cadiff.attacks.harden`: its defaults, cutting only the
+text's weights, or scoring the concept's own prompt too), ESD-u (lr 3e-4, 100 and 25 iterations) and the pruning
+baseline, for six concepts of the embedded model; every edit's kept concepts on
 72 images of their own seeds; CAD-Amplify on the CAD-erased model (1 % per row, scores from 96 rendered images of
 the concept) as the white-box upper bound. Judge: the shipped shapes evaluator. Writes bench/results/attacks.json
 (after every edit) and the section `attacks` of docs/evaluation.md; `--edits cad-hardened` adds one edit's rows
@@ -24,8 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "attacks.json"
 CONCEPTS = ["circle", "triangle", "star", "red", "orange", "striped"]
 ESD = {"method": "esd", "iterations": 100, "lr": 3e-4}
+ESD_25 = {"method": "esd", "iterations": 25, "lr": 3e-4}  # ESD's first setting as strong as CAD's erase
 PRUNE = {"method": "prune"}
-EDITS = ["cad", "cad-resampled", "cad-hardened", "esd", "prune"]
+HARDENED = {"cad-hardened": {}, "cad-hardened-text": {"components": "text"},  # harden()'s levers
+            "cad-hardened-concept": {"harden_with": "token+concept"}}
+EDITS = ["cad", "cad-resampled", *HARDENED, "esd", "esd-25", "prune"]
 KEEP_SEED = 500_000  # the edits' keep check: apart from every seed the edits and attacks use
 
 
@@ -55,7 +59,7 @@ def main() -> None:
     from PIL import Image
 
     import cadiff
-    from cadiff.attacks import Target, attack, harden
+    from cadiff.attacks import HardenConfig, Target, attack, harden
     from cadiff.calibration.probes import make_probe, measure
     from cadiff.editing import amplify, edited_copy, erase
     from cadiff.editing.measure import kept_shares
@@ -75,8 +79,8 @@ def main() -> None:
         rows = results["concepts"].setdefault(concept, {})
         setting, passed = cad_setting(concept)
         cad_kwargs = {**setting, "preserve": keep if "preserve_rule" in setting else None}
-        edits = {"cad": cad_kwargs, "cad-resampled": cad_kwargs, "cad-hardened": cad_kwargs, "esd": ESD,
-                 "prune": PRUNE}
+        edits = {"cad": cad_kwargs, "cad-resampled": cad_kwargs, **{name: cad_kwargs for name in HARDENED},
+                 "esd": ESD, "esd-25": ESD_25, "prune": PRUNE}
         cad_edit = None  # one CAD erase per concept, shared by its three rows
         for name in args.edits:
             started = time.perf_counter()
@@ -94,10 +98,12 @@ def main() -> None:
             if name == "cad-resampled":
                 edited = copy.copy(edited)
                 edited.pipeline = edited_copy(pipe, edited.mask, fill="resample")
-            if name == "cad-hardened":
-                edited = harden(pipe, edited.mask, concept, keep=keep, judge=judge)
+            if name in HARDENED:
+                lever = dict(HARDENED[name])
+                config = HardenConfig(**{k: lever.pop(k) for k in list(lever) if k.startswith("harden_")})
+                edited = harden(pipe, edited.mask, concept, keep=keep, judge=judge, config=config, **lever)
                 extra = {"hardening": edited.info["hardening"], "zeroed_before": edited.info["zeroed_before"],
-                         "zeroed_after": edited.info["zeroed_after"]}
+                         "zeroed_after": edited.info["zeroed_after"], "lever": HARDENED[name]}
             edit_seconds += time.perf_counter() - started
             after = {c: r.value for c, r in measure(edited.pipeline, probe, judge, keep).items()}
             kept = kept_shares(before, after, keep)
@@ -147,11 +153,15 @@ def report(results: dict) -> str:
             "soft-impute (rank 50 %, threshold 1 % of the largest singular value, 30 iterations), with the worst "
             "kept share of the other 14 concepts; *amplify*: CAD-Amplify (1 % per row, 96 rendered images) on the "
             "CAD-erased model, the white-box upper bound. CAD uses the setting the calibrated erase chose; ESD-u lr "
-            "3e-4, 100 iterations; prune: the pruning baseline's defaults; *cad-hardened*: that CAD erase grown by "
+            "3e-4, 100 iterations; *esd-25*: 25 iterations, its first setting that erases as strongly as CAD's (docs' "
+            "`eval_baselines_cpu`); prune: the pruning baseline's defaults; *cad-hardened*: that CAD erase grown by "
             "`cadiff harden` with its defaults (up to 3 adversarial rounds: a token learned on the edited model with "
             "the attack's budget but its own seeds, its prompt scored with the guard rule, 2 % per row zeroed, "
             "1 % and then 0.5 % when that costs a kept concept 5 % of its accuracy on 72 images of their own seeds "
-            "or brings the concept back by its own prompts, the round undone when no ratio passes); *cad-resampled*: the same CAD "
+            "or brings the concept back by its own prompts, the round undone when no ratio passes); *cad-hardened-text*: the "
+            "same rounds cutting only the weights that read the text (`--components text`: cross-attention keys and "
+            "values); *cad-hardened-concept*: each round scores the concept's own prompt beside the token's "
+            "(`--harden-with token+concept`); *cad-resampled*: the same CAD "
             "mask with each weight filled from its own row's other weights (`cadiff apply --fill resample`) instead "
             "of zero. JSON: `bench/results/attacks.json`.")
     return head + "\n\n" + table(["concept", "edit", "worst kept", "prompt, original", "prompt, edited", "token, original",

@@ -125,8 +125,9 @@ def test_trajectory_and_restart_agree(family):
 
 def test_component_groups_name_the_joint_blocks_weights(sd3):
     net = sd3.transformer
-    ff, attn, linear = (set(select_parameters(net, g)) for g in ("ff", "attn", "linear"))
+    ff, attn, text, linear = (set(select_parameters(net, g)) for g in ("ff", "attn", "text", "linear"))
     assert any(".ff_context." in n for n in ff) and any(".ff." in n for n in ff)
+    assert text and all(n.endswith(("add_q_proj.weight", "add_k_proj.weight", "add_v_proj.weight")) for n in text)
     assert any(n.endswith("attn.add_q_proj.weight") for n in attn) and any(n.endswith("attn.to_q.weight") for n in attn)
     assert ff | attn < linear and all(n.startswith("transformer_blocks.") for n in linear)
     assert adapter_for(net).name == "sd3"
@@ -134,8 +135,9 @@ def test_component_groups_name_the_joint_blocks_weights(sd3):
 
 def test_pixart_component_groups_are_its_blocks_attn1_attn2_and_ff(pixart):
     net = pixart.transformer
-    attn = set(select_parameters(net, "attn"))
+    attn, text = set(select_parameters(net, "attn")), set(select_parameters(net, "text"))
     assert any(".attn2.to_k." in n for n in attn) and all(".attn1." in n or ".attn2." in n for n in attn)
+    assert text < attn and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in text)
     assert adapter_for(net).name == "pixart"
 
 

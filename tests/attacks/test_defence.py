@@ -170,3 +170,35 @@ def test_a_round_that_brings_the_concept_back_by_its_own_prompts_is_undone(erase
     assert result.info["concept_before"] == 0.0 and step["token_success"] == 1.0
     assert step["outcome"].startswith("undone") and [t["concept"] for t in step["tries"]] == [1.0, 1.0, 1.0]
     assert len(result.mask) == len(mask)
+
+
+def test_token_and_concept_targets_score_both_prompts_and_cut_their_union(erased, monkeypatch):
+    import cadiff.attacks.defence as defence
+
+    pipe, mask = erased
+    scored = []
+    score_round = defence.score_round
+
+    def spy(p, concepts, cfg, **kw):
+        scored.append(list(concepts))
+        return score_round(p, concepts, cfg, **kw)
+
+    monkeypatch.setattr(defence, "score_round", spy)
+    run = lambda how: harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,  # noqa: E731
+                             config=HardenConfig(harden_rounds=1, harden_ratios=(0.05,), harden_with=how), **CAD)
+    alone, both = run("token"), run("token+concept")
+    assert scored == [["a <concept>"], ["a <concept>", "a circle"]] and both.info["targets"] == scored[1]
+    token_only = {n: set(i.tolist()) for n, i in alone.mask.indices.items()}
+    union = {n: set(i.tolist()) for n, i in both.mask.indices.items()}
+    assert all(token_only[n] <= union.get(n, set()) for n in token_only) and len(both.mask) > len(alone.mask)
+    with pytest.raises(ValueError, match="harden_with must be one of token, token\\+concept"):
+        HardenConfig(harden_with="word")
+
+
+def test_the_text_group_confines_the_rounds_to_the_cross_attention_keys_and_values(erased):
+    pipe, mask = erased
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,
+                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.05,)), **{**CAD, "components": "text"})
+    first = {n: set(i.tolist()) for n, i in mask.indices.items()}
+    added = {n for n, i in result.mask.indices.items() if set(i.tolist()) - first.get(n, set())}
+    assert added and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in added)

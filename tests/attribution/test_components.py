@@ -18,6 +18,15 @@ def test_groups():
     assert set(select_parameters(unet, r"mid_block.*ff\.net\.2\.weight")) < set(ff)
 
 
+def test_text_group_is_the_cross_attention_keys_and_values():
+    unet = tiny_sd("sd1").unet
+    text = select_parameters(unet, "text")
+    cross = unet.config.cross_attention_dim
+    assert text and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in text)
+    assert all(p.shape[1] == cross for p in text.values())  # the text embedding is their input
+    assert len(text) == 2 * sum(1 for n, _ in unet.named_parameters() if n.endswith("attn2.to_q.weight"))
+
+
 def test_empty_or_invalid_selection():
     unet = tiny_sd("sd1").unet
     with pytest.raises(ValueError, match="selects no parameter"):

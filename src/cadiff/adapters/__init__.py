@@ -20,7 +20,7 @@ import torch
 
 from cadiff.files.registry import Registry
 
-GROUPS = ("ff", "attn", "linear", "all")
+GROUPS = ("ff", "attn", "text", "linear", "all")
 
 
 class DenoiserAdapter:
@@ -33,6 +33,7 @@ class DenoiserAdapter:
     ff: ClassVar[str]                      # regex: feed-forward weights of those blocks
     attn: ClassVar[str]                    # regex: attention weights of those blocks
     cross_attention: ClassVar[str]         # regex: the weights that read the text (ESD-x trains these)
+    text_input: ClassVar[str]              # regex: the weights the text embedding is the input of (keys, values)
     esd_frozen: ClassVar[str]              # regex: output layers and time embedding (ESD-u leaves these)
 
     def forward(self, denoiser: torch.nn.Module, latent: torch.Tensor, timestep: torch.Tensor,
@@ -49,12 +50,14 @@ class DenoiserAdapter:
         return output
 
     def in_group(self, name: str, param: torch.Tensor, group: str) -> bool:
-        """Whether a parameter belongs to a component group ('ff', 'attn', 'linear', 'all')."""
+        """Whether a parameter belongs to a component group ('ff', 'attn', 'text', 'linear', 'all')."""
         block_2d = re.search(self.block, f".{name}") is not None and param.ndim == 2
         if group == "ff":
             return block_2d and re.search(self.ff, name) is not None
         if group == "attn":
             return block_2d and re.search(self.attn, name) is not None
+        if group == "text":
+            return block_2d and re.search(self.text_input, name) is not None
         if group == "linear":
             return block_2d
         return group == "all"

@@ -29,6 +29,7 @@ class BasicBlockGroups:
     ff = r"ff\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn[12]\."
     cross_attention = r"\.attn2\."
+    text_input = r"\.attn2\.to_[kv]\.weight$"
 
 
 class DDPMSchedule:

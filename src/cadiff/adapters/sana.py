@@ -22,6 +22,7 @@ class SanaAdapter(SD3Adapter):
     ff = POINTWISE
     attn = r"\.attn[12]\."
     cross_attention = r"\.attn2\."
+    text_input = r"\.attn2\.to_[kv]\.weight$"
     esd_frozen = r"^(proj_out|norm_out|time_embed|scale_shift_table|caption_projection)"  # output, time, text in
 
     def in_group(self, name, param, group):

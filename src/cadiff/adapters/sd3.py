@@ -18,6 +18,7 @@ class SD3Adapter(DenoiserAdapter):
     ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$"
     attn = r"\.attn2?\."
     cross_attention = r"\.attn\.(add_[qkv]_proj|to_add_out)\."  # joint attention: the text stream's projections
+    text_input = r"\.attn\.add_[qkv]_proj\.weight$"
     esd_frozen = r"^(proj_out|norm_out|time_text_embed|context_embedder)\."
 
     def output_scale(self, scheduler, timestep):

@@ -1,8 +1,9 @@
 """Hardening a zeroing erase against the learned-token attack, training-free: adversarial rounds. Each round learns
 a token on the model edited so far (textual inversion, the attack's own budget, a seed of its own), measures the
-token's success, and when the concept comes back, scores the token's prompt as a further target of the erase
-objective with the guard rule against the concepts to keep, and zeroes the top `harden_ratios[0]` per row of what
-is left. A round that takes a kept concept below `harden_keep` of its accuracy, or brings the concept back by its
+token's success, and when the concept comes back, scores the token's prompt (with `harden_with="token+concept"`
+also the concept's own prompt) as a further target of the erase objective with the guard rule against the
+concepts to keep, and zeroes the top `harden_ratios[0]` per row of what is left (of the weights `components`
+names: `components="text"` cuts only where the text is read). A round that takes a kept concept below `harden_keep` of its accuracy, or brings the concept back by its
 own prompts (more often than the erase left it, or than `harden_target`), is tried again at the next ratio (the
 same scores), and undone when no ratio passes both checks, which ends the hardening; so does a round whose token no
 longer brings the concept back (success at most `harden_target`).
@@ -40,6 +41,7 @@ from cadiff.worlds import world_of
 FIXED = {"components": "linear", "seeds": 16, "at_steps": "early", "preserve_rule": "guard"}  # the search's lines
 KEEP_SEED = 400_000  # the keep check's images: apart from the calibrated erase's and the attacks' seeds
 KEEP_REPEATS = 2  # the world's design twice: 12 images per shape and colour
+TARGETS = ("token", "token+concept")  # what a round scores: the token's prompt, or it and the concept's own
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,17 @@ class HardenConfig(Config):
                                       "accuracy (default 0.95)", type=float)
     harden_seed: int = option(1000, "hardening: the learned token's seed in round 1, +1 each round (default 1000; "
                                     "the attack's is 0)", type=int)
+    harden_with: str = option("token", "hardening: the targets each round scores: the learned token's prompt "
+                                       "(token, default), or it and the concept's own prompt (token+concept)",
+                              choices=TARGETS)
 
     def __post_init__(self):
         ratios = tuple(float(r) for r in self.harden_ratios)
         if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
             raise ValueError(f"harden_ratios must be fractions in (0, 1], got {self.harden_ratios}")
         object.__setattr__(self, "harden_ratios", ratios)
+        if self.harden_with not in TARGETS:
+            raise ValueError(f"harden_with must be one of {', '.join(TARGETS)}, got '{self.harden_with}'")
         for name in ("harden_target", "harden_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -105,6 +112,7 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
         left = target.success(original, plain, seed=KEEP_SEED)[0].value
     limit = max(left, config.harden_target)  # a round may not bring the concept back by its own prompts
     prompt = token_prompt(original, concept)
+    targets = [prompt] + ([concept_prompt(original, concept)] if config.harden_with == "token+concept" else [])
 
     rounds, log, attributions = {1: mask}, [], []
     for k in range(1, config.harden_rounds + 1):
@@ -118,7 +126,7 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
         if success.value <= config.harden_target:
             log.append({**step, "outcome": "held: the token no longer brings the concept back"})
             break
-        attrs = score_round(learned, [prompt], cfg, objective="erase", preserve=keep, mask=mask, progress=False)
+        attrs = score_round(learned, targets, cfg, objective="erase", preserve=keep, mask=mask, progress=False)
         tries, passed = [], False
         for ratio in config.harden_ratios:
             grown = add_selection(mask, attrs, replace(cfg, ratio=ratio), "erase", k + 1)
@@ -141,7 +149,7 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
         rounds[k + 1] = mask
         log.append({**step, "ratio": ratio, "added": tries[-1]["added"], "outcome": "zeroed"})
     info = {"hardening": log, "concept_before": round(left, 4), "config": config.to_dict(), "token": token.to_dict(),
-            "prompt": prompt, "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
+            "prompt": prompt, "targets": targets, "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
     cfg = replace(cfg, ratio=config.harden_ratios[0])
     return EditResult(edited_copy(original, mask, check=False), "cad", "erase", [concept], keep, cfg, mask=mask,
                       attributions=attributions, rounds=rounds, info=info, seconds=time.perf_counter() - started)

@@ -4,6 +4,8 @@ A component is one scalar weight. Groups select weight tensors by name:
 - "ff" (default, the paper's set): 2-D feed-forward weights of transformer blocks
   (`ff.net.0.proj.weight`, `ff.net.2.weight`; in MMDiTs also the text stream's `ff_context`);
 - "attn": 2-D attention weights of transformer blocks (U-Net `attn1.*`, `attn2.*`; MMDiT `attn.*`);
+- "text": the weights the text embedding is the input of: cross-attention keys and values (U-Net, PixArt, Sana
+  `attn2.to_k/v`), in MMDiTs the joint attention's text-stream projections (`add_q/k/v_proj`);
 - "linear": every 2-D weight of transformer blocks;
 - "all": every parameter of the denoiser;
 - anything else is a regular expression matched (re.search) against parameter names.
@@ -25,7 +27,8 @@ from cadiff.adapters import GROUPS, adapter_for  # noqa: F401  (GROUPS re-export
 
 
 def select_parameters(module: torch.nn.Module, components: str = "ff") -> dict[str, torch.nn.Parameter]:
-    """The parameters named by a group ('ff', 'attn', 'linear', 'all') or a regex; ValueError if none match."""
+    """The parameters named by a group ('ff', 'attn', 'text', 'linear', 'all') or a regex; ValueError if none
+    match."""
     if components in GROUPS:
         adapter = adapter_for(module)
         chosen = {n: p for n, p in module.named_parameters() if adapter.in_group(n, p, components)}

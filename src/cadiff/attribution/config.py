@@ -25,7 +25,8 @@ class AttributionConfig(Config):
                                         type=positive_int)
     steps: int | None = option(None, "sampling steps (default: the model's)", type=positive_int)
     guidance: float | None = option(None, "guidance scale (default: the model's)", type=float)
-    components: str = option("ff", "ff (default, the paper's), attn, linear, all, or a name regex")
+    components: str = option("ff", "ff (default, the paper's), attn, text (the weights that read the text: "
+                                   "cross-attention keys and values), linear, all, or a name regex")
     estimator: str = option("trajectory", "erase objective's estimator: one pass per trajectory (default) or the "
                                           "reference re-sampling (slow)", choices=ESTIMATORS)
     base_prompt: str = option("", "erase objective's reference prompt (default: empty)")
