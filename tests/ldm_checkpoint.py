@@ -1,6 +1,6 @@
 """Test-only: write a diffusers Stable Diffusion 1.x or SDXL pipeline back into the original single-file (LDM / CompVis)
 layout, the inverse of diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`,
-`convert_ldm_clip_checkpoint` and (SDXL's second text encoder) `convert_open_clip_checkpoint`.
+`convert_ldm_clip_checkpoint` and (SDXL's second text encoder) `convert_open_clip_checkpoint`; SD3 and Flux below.
 
 Every key is renamed by its longest matching module prefix, built from the models' own block structure; a key no
 prefix covers raises, so nothing is dropped silently.
@@ -200,4 +200,66 @@ def to_sd3_single_file(pipe) -> dict[str, torch.Tensor]:
     state.update(_ldm_vae_state(pipe.vae))
     state.update(_sd3_clip_state(pipe.text_encoder, "text_encoders.clip_l.transformer."))
     state.update(_sd3_clip_state(pipe.text_encoder_2, "text_encoders.clip_g.transformer."))
+    return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+
+# --- Flux ------------------------------------------------------------------------------------------------------------
+# The inverse of diffusers' `convert_flux_transformer_checkpoint_to_diffusers`: the transformer alone, in Black Forest
+# Labs' key names at the top level (as flux1-dev.safetensors is published; the VAE and text encoders come from the
+# config folder). Dev files carry `guidance_in.*`, schnell files do not.
+
+FLUX_TOP = {"time_text_embed.timestep_embedder.linear_1.": "time_in.in_layer.",
+            "time_text_embed.timestep_embedder.linear_2.": "time_in.out_layer.",
+            "time_text_embed.text_embedder.linear_1.": "vector_in.in_layer.",
+            "time_text_embed.text_embedder.linear_2.": "vector_in.out_layer.",
+            "time_text_embed.guidance_embedder.linear_1.": "guidance_in.in_layer.",
+            "time_text_embed.guidance_embedder.linear_2.": "guidance_in.out_layer.",
+            "context_embedder.": "txt_in.", "x_embedder.": "img_in.", "proj_out.": "final_layer.linear.",
+            "norm_out.linear.": "final_layer.adaLN_modulation.1."}
+FLUX_DOUBLE = {  # diffusers module inside transformer_blocks.N. -> original module inside double_blocks.N.
+    "norm1.linear.": "img_mod.lin.", "norm1_context.linear.": "txt_mod.lin.",
+    "attn.qkv.": "img_attn.qkv.", "attn.add_qkv.": "txt_attn.qkv.",
+    "attn.norm_q.weight": "img_attn.norm.query_norm.scale", "attn.norm_k.weight": "img_attn.norm.key_norm.scale",
+    "attn.norm_added_q.weight": "txt_attn.norm.query_norm.scale",
+    "attn.norm_added_k.weight": "txt_attn.norm.key_norm.scale",
+    "ff.net.0.proj.": "img_mlp.0.", "ff.net.2.": "img_mlp.2.",
+    "ff_context.net.0.proj.": "txt_mlp.0.", "ff_context.net.2.": "txt_mlp.2.",
+    "attn.to_out.0.": "img_attn.proj.", "attn.to_add_out.": "txt_attn.proj.",
+}
+FLUX_SINGLE = {  # diffusers module inside single_transformer_blocks.N. -> original module inside single_blocks.N.
+    "norm.linear.": "modulation.lin.", "linear1.": "linear1.", "proj_out.": "linear2.",
+    "attn.norm_q.weight": "norm.query_norm.scale", "attn.norm_k.weight": "norm.key_norm.scale",
+}
+FLUX_FUSED = {  # fused as cat(parts) along the output dimension, in this order
+    "transformer_blocks": {"attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+                           "attn.add_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")},
+    "single_transformer_blocks": {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")},
+}
+
+
+def _flux_prefixes(transformer) -> dict[str, tuple[str, dict]]:
+    p = {old: (new, {}) for old, new in FLUX_TOP.items()}
+    for blocks, table, original in (("transformer_blocks", FLUX_DOUBLE, "double_blocks"),
+                                    ("single_transformer_blocks", FLUX_SINGLE, "single_blocks")):
+        for n in range(len(getattr(transformer, blocks))):
+            p.update({f"{blocks}.{n}.{old}": (f"{original}.{n}.{new}", {}) for old, new in table.items()})
+    return p
+
+
+def _flux_state(transformer) -> dict[str, torch.Tensor]:
+    state = dict(transformer.state_dict())
+    for blocks, fused in FLUX_FUSED.items():
+        for n in range(len(getattr(transformer, blocks))):
+            for name, parts in fused.items():
+                for part in ("weight", "bias"):
+                    tensors = [state.pop(f"{blocks}.{n}.{x}.{part}") for x in parts]
+                    state[f"{blocks}.{n}.{name}.{part}"] = torch.cat(tensors)
+    for part in ("weight", "bias"):  # the final norm stores (shift, scale); diffusers (scale, shift)
+        state[f"norm_out.linear.{part}"] = _swap_halves(state[f"norm_out.linear.{part}"])
+    return state
+
+
+def to_flux_single_file(pipe) -> dict[str, torch.Tensor]:
+    """The transformer of a Flux pipeline, keyed as Black Forest Labs' original single file."""
+    state = _rename(_flux_state(pipe.transformer), _flux_prefixes(pipe.transformer), "")
     return {k: v.detach().contiguous().clone() for k, v in state.items()}

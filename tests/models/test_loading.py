@@ -269,3 +269,75 @@ def test_sd3_single_file_loads_with_its_local_config(tmp_path):
 
     assert type(loaded).__name__ == "StableDiffusion3Pipeline"
     _same_weights(pipe, loaded, ("transformer", "vae", "text_encoder", "text_encoder_2"))
+
+
+@pytest.fixture
+def flux_at_tiny_width(monkeypatch):
+    """diffusers' Flux converter splits each single block's fused linear1 at Flux's real width (q, k, v of 3072 rows
+    and an MLP of 4 x 3072): here at the file's own width (linear1 holds 7 x the width), the same split otherwise."""
+    from diffusers.loaders import single_file_utils
+
+    class TorchAtFileWidth:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def split(tensor, sizes, dim=0):
+            if list(sizes) == [3072, 3072, 3072, 4 * 3072] and tensor.shape[dim] != 7 * 3072:
+                width = tensor.shape[dim] // 7
+                sizes = [width, width, width, 4 * width]
+            return torch.split(tensor, sizes, dim)
+
+    monkeypatch.setattr(single_file_utils, "torch", TorchAtFileWidth())
+
+
+def test_flux_single_file_of_the_transformer_loads_with_its_local_config(tmp_path, flux_at_tiny_width):
+    from safetensors.torch import save_file
+
+    from ldm_checkpoint import to_flux_single_file
+
+    pipe = tiny_sd("flux")
+    checkpoint = to_flux_single_file(pipe)  # the transformer alone, as flux1-dev.safetensors is published
+    assert {"double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight", "guidance_in.in_layer.bias",
+            "final_layer.adaLN_modulation.1.weight"} <= checkpoint.keys()
+    assert not any(k.startswith(("transformer_blocks.", "single_transformer_blocks.", "vae.")) for k in checkpoint)
+    save_file(checkpoint, str(tmp_path / "flux.safetensors"))
+    bias = pipe.transformer.x_embedder.bias
+    kept = bias.detach().clone()
+    with torch.no_grad():  # the folder's own transformer differs: the loaded one must come from the file
+        bias.add_(1.0)
+        pipe.save_pretrained(tmp_path / "folder")
+        bias.copy_(kept)
+
+    loaded = load_pipeline(tmp_path / "flux.safetensors", config=str(tmp_path / "folder"))
+
+    assert type(loaded).__name__ == "FluxPipeline"
+    _same_weights(pipe, loaded, ("transformer", "vae", "text_encoder", "text_encoder_2"))
+    a = cadiff.generate(pipe, ["a red circle"], [0], steps=2, guidance=3.5, height=16, width=16)
+    b = cadiff.generate(loaded, ["a red circle"], [0], steps=2, guidance=3.5, height=16, width=16)
+    assert a.shape == (1, 16, 16, 3) and len(set(a.ravel().tolist())) > 10  # a real image, not a constant
+    assert (a == b).all()
+
+
+def test_flux_schnell_file_loads_with_a_schnell_config_and_a_dev_config_is_refused(tmp_path, flux_at_tiny_width):
+    from diffusers import FluxTransformer2DModel
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from safetensors.torch import save_file
+
+    from ldm_checkpoint import to_flux_single_file
+
+    dev = tiny_sd("flux")
+    dev.save_pretrained(tmp_path / "dev")
+    torch.manual_seed(1)
+    dev.transformer = FluxTransformer2DModel.from_config({**dev.transformer.config, "guidance_embeds": False})
+    dev.save_pretrained(tmp_path / "schnell")
+    checkpoint = to_flux_single_file(dev)
+    assert not any(k.startswith("guidance_in.") for k in checkpoint)
+    assert infer_diffusers_model_type(checkpoint) == "flux-schnell"
+    save_file(checkpoint, str(tmp_path / "schnell.safetensors"))
+
+    loaded = load_pipeline(tmp_path / "schnell.safetensors", config=str(tmp_path / "schnell"))
+    assert loaded.transformer.config.guidance_embeds is False
+    _same_weights(dev, loaded, ("transformer",))
+    with pytest.raises(ModelLoadError, match="FluxTransformer2DModel.*check that --config belongs"):
+        load_pipeline(tmp_path / "schnell.safetensors", config=str(tmp_path / "dev"))

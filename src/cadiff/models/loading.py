@@ -26,6 +26,8 @@ CADIFF_INFO = "cadiff.json"
 SD_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Key prefixes of the VAE and text encoders in single-file checkpoints: a file with none holds the denoiser alone
+NOT_DENOISER = ("first_stage_model.", "vae.", "cond_stage_model.", "conditioner.", "text_encoders.")
 
 
 def embedded_model_path() -> Path:
@@ -57,7 +59,7 @@ def _absent_components(index: Path) -> dict:
     return extra
 
 
-def _from_folder(path: Path, dtype: torch.dtype | None):
+def _from_folder(path: Path, dtype: torch.dtype | None, **components):
     from diffusers import DiffusionPipeline
 
     index = path / "model_index.json"
@@ -67,7 +69,7 @@ def _from_folder(path: Path, dtype: torch.dtype | None):
     extra = _absent_components(index)
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     try:
-        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, **extra, **kwargs)
+        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, **extra, **components, **kwargs)
     except Exception as exc:  # diffusers raises many types for broken folders
         raise ModelLoadError(f"could not load the pipeline in {path}: {exc}") from exc
     legacy = path / CADIFF_INFO
@@ -147,6 +149,28 @@ def _pipeline_class(config: Path):
     return cls
 
 
+def _denoiser_from_file(path: Path, folder: Path, dtype: torch.dtype | None):
+    """The pipeline of a file that holds only its denoiser (Flux files as published: the transformer alone): the
+    denoiser from the file, the rest from the config folder. (diffusers' pipeline `from_single_file` would look for
+    the VAE and text encoders in the file, and in the folder only under diffusers' weight names, which transformers'
+    text encoders do not use.)"""
+    import diffusers
+
+    entries = json.loads((folder / "model_index.json").read_text())
+    name = next((n for n in ("transformer", "unet") if isinstance(entries.get(n), list)), None)
+    cls = getattr(diffusers, str(entries[name][1]), None) if name else None
+    if cls is None or not hasattr(cls, "from_single_file"):
+        raise ModelLoadError(f"{path} holds only a denoiser, and the config folder {folder} names none that loads "
+                             "from a single file; pass --config <pipeline folder>")
+    kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+    try:
+        module = cls.from_single_file(str(path), config=str(folder), subfolder=name, local_files_only=True, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"could not build a {cls.__name__} from {path} with the config in {folder}/{name}: "
+                             f"{exc}; check that --config belongs to this checkpoint") from exc
+    return _from_folder(folder, dtype, **{name: module})
+
+
 def _from_file(path: Path, dtype: torch.dtype | None, config: str | None):
     from safetensors import safe_open
 
@@ -158,11 +182,14 @@ def _from_file(path: Path, dtype: torch.dtype | None, config: str | None):
     try:
         with safe_open(str(path), framework="pt") as handle:
             folder = _single_file_config(path, handle, config)
+            denoiser_only = not any(key.startswith(NOT_DENOISER) for key in handle.keys())
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a readable safetensors file ({exc}); the file may be truncated") from exc
     cls = _pipeline_class(folder)
+    if denoiser_only:
+        return _denoiser_from_file(path, folder, dtype)
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     kwargs.update(_absent_components(folder / "model_index.json"))
     try:
