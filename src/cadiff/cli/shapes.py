@@ -1,4 +1,5 @@
-"""`cadiff shapes train`: rebuild the embedded model and evaluator from a seed."""
+"""`cadiff shapes train`: rebuild the embedded model and evaluator from a seed, or train its transformer sibling
+(`--denoiser dit`: an SD3-style MMDiT on the shipped VAE)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ def register(sub) -> None:
     t = shapes_sub.add_parser("train", help="train the embedded model and its evaluator from scratch")
     t.add_argument("--out", required=True, help="folder to create: pipeline/, evaluator/, train_log.json")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--unet-steps", type=positive_int, default=None, help="override the UNet training steps")
-    t.add_argument("--unet-batch", type=positive_int, default=None, help="override the UNet batch size")
+    t.add_argument("--denoiser", choices=("unet", "dit"), default="unet",
+                   help="unet (default: the embedded model, with its evaluator and VAE) or dit (an SD3-style MMDiT "
+                        "with rectified flow, on the shipped VAE and judged by the shipped evaluator)")
+    t.add_argument("--steps", "--unet-steps", dest="steps", type=positive_int, default=None,
+                   help="override the denoiser's training steps")
+    t.add_argument("--batch", "--unet-batch", dest="batch", type=positive_int, default=None,
+                   help="override the denoiser's batch size")
     t.add_argument("--device", type=device, default="cpu", help="torch device to train on (cpu, cuda); the data and noise "
                    "are drawn on the CPU either way")
     t.add_argument("--tiny", action="store_true", help="seconds-long settings (smoke test, not a usable model)")
@@ -26,15 +32,17 @@ def train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from cadiff.files.io import check_new
+    from cadiff.worlds.shapes.dit import DiTTrainConfig, train_shapes_dit
     from cadiff.worlds.shapes.train import TrainConfig, train_shapes_model
 
     check_new(args.out, args.overwrite)
-    cfg = TrainConfig.tiny() if args.tiny else TrainConfig()
-    cfg = replace(cfg, seed=args.seed)
-    if args.unet_steps is not None:
-        cfg = replace(cfg, unet_steps=args.unet_steps)
-    if args.unet_batch is not None:
-        cfg = replace(cfg, unet_batch=args.unet_batch)
-    train_shapes_model(args.out, cfg, overwrite=args.overwrite, device=args.device)
+    config, run, steps, batch = {"unet": (TrainConfig, train_shapes_model, "unet_steps", "unet_batch"),
+                                 "dit": (DiTTrainConfig, train_shapes_dit, "steps", "batch")}[args.denoiser]
+    cfg = replace(config.tiny() if args.tiny else config(), seed=args.seed)
+    if args.steps is not None:
+        cfg = replace(cfg, **{steps: args.steps})
+    if args.batch is not None:
+        cfg = replace(cfg, **{batch: args.batch})
+    run(args.out, cfg, overwrite=args.overwrite, device=args.device)
     print(f"wrote {args.out}/pipeline, {args.out}/evaluator and {args.out}/train_log.json")
     return 0
