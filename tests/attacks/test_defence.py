@@ -197,8 +197,11 @@ def test_token_and_concept_targets_score_both_prompts_and_cut_their_union(erased
 
 def test_the_text_group_confines_the_rounds_to_the_cross_attention_keys_and_values(erased):
     pipe, mask = erased
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,
-                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.05,)), **{**CAD, "components": "text"})
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,  # 0.001 selects nothing
+                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.001, 0.5)), **{**CAD, "components": "text",
+                                                                                         "scope": "row"})
+    assert [t["ratio"] for t in result.info["hardening"][0]["tries"]] == [0.001, 0.5]
+    assert result.info["hardening"][0]["tries"][0]["outcome"] == "selects nothing"
     first = {n: set(i.tolist()) for n, i in mask.indices.items()}
     added = {n for n, i in result.mask.indices.items() if set(i.tolist()) - first.get(n, set())}
     assert added and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in added)

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from cadiff.attacks import Target
 from cadiff.attacks.token import TOKEN, TokenAttack, TokenConfig, learn_token, with_token
 from cadiff.attribution import check_known_words, concept_prompt, concept_prompts
+from cadiff.attribution.result import EmptySelectionError
 from cadiff.calibration.probes import make_probe, measure
 from cadiff.editing.ablate import ablated
 from cadiff.editing.copies import edited_copy
@@ -129,7 +130,11 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
         attrs = score_round(learned, targets, cfg, objective="erase", preserve=keep, mask=mask, progress=False)
         tries, passed = [], False
         for ratio in config.harden_ratios:
-            grown = add_selection(mask, attrs, replace(cfg, ratio=ratio), "erase", k + 1)
+            try:
+                grown = add_selection(mask, attrs, replace(cfg, ratio=ratio), "erase", k + 1)
+            except EmptySelectionError:  # a ratio below 1 / the rows' inputs selects nothing: no try at it
+                tries.append({"ratio": ratio, "added": 0, "outcome": "selects nothing"})
+                continue
             after = {c: r.value for c, r in measure(original, probe, judge, keep, mask=grown).items()}
             kept = kept_shares(before, after, keep)
             worst = min(kept, key=kept.get)
