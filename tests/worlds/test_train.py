@@ -57,3 +57,21 @@ def test_cli_says_when_there_is_no_cuda(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["shapes", "train", "--tiny", "--device", "cuda", "--out", str(tmp_path / "x")])
     assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_model_that_never_saw_a_concept(tmp_path, capsys):
+    from cadiff.worlds.shapes import render_random
+
+    batch = render_random(200, seed=0)
+    rest = batch.without(["circle", "red"])
+    assert 0 < len(rest) < len(batch) and rest.images.shape[0] == len(rest.shapes) == len(rest.radii)
+    assert 0 not in rest.shapes.tolist() and 0 not in rest.colours.tolist()  # circle and red are index 0
+    with pytest.raises(ValueError, match="unknown value"):
+        batch.without(["circel"])
+    out = tmp_path / "no-circle"
+    assert main(["shapes", "train", "--tiny", "--exclude", "circle", "--out", str(out)]) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["config"]["exclude"] == ["circle"] and 0 < log["phases"]["data"]["denoiser_images"] < 96
+    assert main(["shapes", "train", "--tiny", "--denoiser", "dit", "--exclude", "circle", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "--exclude trains the U-Net only" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from cadiff.cli.common import device, positive_int
+from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES
 
 
 def register(sub) -> None:
@@ -21,6 +22,9 @@ def register(sub) -> None:
                    help="override the denoiser's training steps")
     t.add_argument("--batch", "--unet-batch", dest="batch", type=positive_int, default=None,
                    help="override the denoiser's batch size")
+    t.add_argument("--exclude", nargs="+", default=(), choices=SHAPES + COLOURS + TEXTURES, metavar="VALUE",
+                   help="values (shapes, colours, textures) the U-Net never sees in training: a model that never saw "
+                        "a concept, the scale of the learned-token attack (the evaluator and VAE see everything)")
     t.add_argument("--device", type=device, default="cpu", help="torch device to train on (cpu, cuda); the data and noise "
                    "are drawn on the CPU either way")
     t.add_argument("--tiny", action="store_true", help="seconds-long settings (smoke test, not a usable model)")
@@ -35,6 +39,8 @@ def train(args: argparse.Namespace) -> int:
     from cadiff.worlds.shapes.dit import DiTTrainConfig, train_shapes_dit
     from cadiff.worlds.shapes.train import TrainConfig, train_shapes_model
 
+    if args.exclude and args.denoiser != "unet":
+        raise ValueError("--exclude trains the U-Net only; leave out --denoiser dit")
     check_new(args.out, args.overwrite)
     config, run, steps, batch = {"unet": (TrainConfig, train_shapes_model, "unet_steps", "unet_batch"),
                                  "dit": (DiTTrainConfig, train_shapes_dit, "steps", "batch")}[args.denoiser]
@@ -43,6 +49,8 @@ def train(args: argparse.Namespace) -> int:
         cfg = replace(cfg, **{steps: args.steps})
     if args.batch is not None:
         cfg = replace(cfg, **{batch: args.batch})
+    if args.exclude:
+        cfg = replace(cfg, exclude=tuple(args.exclude))
     run(args.out, cfg, overwrite=args.overwrite, device=args.device)
     print(f"wrote {args.out}/pipeline, {args.out}/evaluator and {args.out}/train_log.json")
     return 0

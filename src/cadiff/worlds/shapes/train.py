@@ -62,6 +62,7 @@ class TrainConfig:
     unet_min_lr: float = 1e-4
     warmup: int = 100
     ema: float = 0.998
+    exclude: tuple[str, ...] = ()  # values the denoiser never sees (a model that never saw a concept)
     model: ShapesModelConfig = field(default_factory=ShapesModelConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
 
@@ -252,6 +253,10 @@ def train_shapes_model(out_dir: str | Path, cfg: TrainConfig | None = None, over
             rec_u8 = (rec.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
         log.phase("vae", evaluator_accuracy_on_reconstructions=classifier_accuracy(evaluator, rec_u8, val.labels()),
                   reconstruction_mse=float((((rec_u8.astype(np.float32) - val.images) / 255) ** 2).mean()))
+        if cfg.exclude:  # the evaluator and the VAE see everything; the denoiser never sees these values
+            keep = torch.from_numpy(data.shows_none(cfg.exclude)).to(mean.device)
+            data, mean, std = data.without(cfg.exclude), mean[keep], std[keep]
+            log.phase("data", excluded=list(cfg.exclude), denoiser_images=len(data))
         unet, text_encoder, tokenizer = _train_denoiser(cfg, data, mean, std, vae.config.scaling_factor, log, dev)
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,

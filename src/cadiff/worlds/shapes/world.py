@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import numpy as np
@@ -133,6 +133,21 @@ class ShapesBatch:
     def labels(self) -> dict[str, np.ndarray]:
         """Label indices per attribute, as the evaluator reports them."""
         return {"shape": self.shapes, "colour": self.colours, "texture": self.textures}
+
+    def shows_none(self, values: Sequence[str]) -> np.ndarray:
+        """Per image, whether it shows none of `values` (shape, colour or texture names)."""
+        unknown = sorted(set(values) - set(SHAPES) - set(COLOURS) - set(TEXTURES))
+        if unknown:
+            raise ValueError(f"unknown value(s) {', '.join(unknown)}; choose from {', '.join(SHAPES + COLOURS + TEXTURES)}")
+        shown = np.zeros(len(self), dtype=bool)
+        for names, indices in ((SHAPES, self.shapes), (COLOURS, self.colours), (TEXTURES, self.textures)):
+            shown |= np.isin(indices, [names.index(v) for v in values if v in names])
+        return ~shown
+
+    def without(self, values: Sequence[str]) -> "ShapesBatch":
+        """The images that show none of `values`."""
+        keep = self.shows_none(values)
+        return ShapesBatch(*(getattr(self, f.name)[keep] for f in fields(self)))
 
 
 def full_caption(shape: str, colour: str, texture: str) -> str:
