@@ -50,6 +50,8 @@ def main() -> None:
     p.add_argument("--concepts", nargs="*", default=CONCEPTS)
     p.add_argument("--edits", nargs="*", default=EDITS, choices=EDITS)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--never-saw", metavar="DIR", help="the scale instead: a pipeline folder trained without "
+                   "--concepts[0] (`cadiff shapes train --exclude C`), its learned-token success with the attack's budget")
     args = p.parse_args()
     if args.report_only:
         write_section(args.doc, "attacks", report(json.loads(OUT.read_text())), title="# Evaluation")
@@ -67,6 +69,12 @@ def main() -> None:
     from cadiff.worlds import world_of
 
     torch.set_num_threads(args.threads)
+    if args.never_saw:
+        results = json.loads(OUT.read_text())
+        results.setdefault("never_saw", {})[args.concepts[0]] = never_saw(args.never_saw, args.concepts[0])
+        save_json(OUT, results)
+        write_section(args.doc, "attacks", report(results), title="# Evaluation")
+        return
     pipe = cadiff.load_pipeline(args.model, device=args.device)
     world = world_of(pipe)
     judge = as_judge(None, pipe=pipe)
@@ -131,6 +139,31 @@ def main() -> None:
     write_section(args.doc, "attacks", report(results), title="# Evaluation")
 
 
+def never_saw(folder: str, concept: str) -> dict:
+    """The learned-token attack's budget on a model that never saw `concept`: how far the token alone takes it."""
+    import cadiff
+    from cadiff.attacks import Target
+    from cadiff.attacks.token import TokenAttack, TokenConfig, learn_token
+    from cadiff.evaluation.judges import as_judge
+    from cadiff.models.loading import model_fingerprint
+    from cadiff.worlds import world_of
+
+    pipe = cadiff.load_pipeline(folder)
+    world = world_of(pipe)
+    judge = as_judge(None, pipe=pipe)
+    target = Target(pipe, pipe, concept, world.others([concept]), judge, world, 2)
+    token = TokenAttack(TokenConfig())
+    pixels, captions = token.data(target)
+    learned, losses = learn_token(pipe, pixels, captions, token.config)
+    rate, _ = target.success(learned, token.prompts(target))
+    plain, _ = target.success(pipe, world.phrasings(concept)[:32])
+    log = json.loads((Path(folder).parent / "train_log.json").read_text())
+    return {"model": model_fingerprint(pipe), "train": {k: log["config"][k] for k in ("unet_steps", "unet_batch",
+                                                                                      "exclude", "seed")},
+            "prompt": plain.to_dict(), "token": rate.to_dict(), "token_settings": token.config.to_dict(),
+            "loss_first": losses[0], "loss_last": losses[-1]}
+
+
 def report(results: dict) -> str:
     rows = []
     for concept, methods in results["concepts"].items():
@@ -164,7 +197,12 @@ def report(results: dict) -> str:
             "(`--harden-with token+concept`); *cad-resampled*: the same CAD "
             "mask with each weight filled from its own row's other weights (`cadiff apply --fill resample`) instead "
             "of zero. JSON: `bench/results/attacks.json`.")
-    return head + "\n\n" + table(["concept", "edit", "worst kept", "prompt, original", "prompt, edited", "token, original",
+    scale = "".join(
+        f"\n\n**The scale: a model that never saw {c}** (the recipe at batch {r['train']['unet_batch']}, "
+        f"{r['train']['unet_steps']} steps, `cadiff shapes train --exclude {c}`): by its word {r['prompt']['accuracy']:.2f}, "
+        f"with the learned token (the same budget) {r['token']['accuracy']:.2f}."
+        for c, r in results.get("never_saw", {}).items())
+    return head + scale + "\n\n" + table(["concept", "edit", "worst kept", "prompt, original", "prompt, edited", "token, original",
                                   "token, edited", "revival", "revival: worst kept", "amplify"], rows)
 
 
