@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from cadiff.files.runs import versions
 from cadiff.models.loading import mark_model
 from cadiff.worlds.shapes.architecture import MAX_TOKENS, VOCAB, build_tokenizer
 from cadiff.worlds.shapes.evaluator import shipped_path
+from cadiff.worlds.shapes.train import _device_name, _lr, _to_float, optimise
 from cadiff.worlds.shapes.world import render_random, training_caption
 
 T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length: its zero T5 tokens
@@ -148,8 +150,6 @@ class DiTTrainConfig:
 
 
 def _latents(vae, images: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    from cadiff.worlds.shapes.train import _to_float
-
     vae = vae.to(device)
     mean, std = [], []
     with torch.no_grad():
@@ -162,8 +162,6 @@ def _latents(vae, images: np.ndarray, device: torch.device) -> tuple[torch.Tenso
 
 
 def _train(pipe, cfg: DiTTrainConfig, data, log: dict, device: torch.device):
-    from cadiff.worlds.shapes.train import _lr
-
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     rng = np.random.default_rng(cfg.seed + 3)
     t0 = time.time()
@@ -192,14 +190,7 @@ def _train(pipe, cfg: DiTTrainConfig, data, log: dict, device: torch.device):
             g["lr"] = _lr(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup)
         pred = pipe.transformer(hidden_states=zt, timestep=sigma * 1000, encoder_hidden_states=embeds,
                                 pooled_projections=pooled, return_dict=False)[0]
-        loss = F.mse_loss(pred, noise - z0)  # the velocity
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - cfg.ema)
-        losses.append(loss.item())
+        losses.append(optimise(opt, F.mse_loss(pred, noise - z0), params, ema_params, cfg.ema))  # the velocity
         bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
     log["dit"] = {"steps": cfg.steps, "seconds": round(time.time() - t0, 1),
                   "seconds_per_step": round((time.time() - t0) / max(1, cfg.steps), 3),
@@ -213,10 +204,6 @@ def train_shapes_dit(out_dir: str | Path, cfg: DiTTrainConfig | None = None, ove
     """Train the shapes MMDiT and its two text encoders into `out_dir` (new): `pipeline/` (a stock diffusers
     StableDiffusion3Pipeline on the shipped VAE), `evaluator/` (the shipped one) and `train_log.json`. Every random
     draw comes from CPU generators seeded from `cfg.seed`, so a GPU run follows the same recipe."""
-    import shutil
-
-    from cadiff.worlds.shapes.train import _device_name
-
     cfg = cfg or DiTTrainConfig()
     dev = torch.device(device)
     torch.manual_seed(cfg.seed)

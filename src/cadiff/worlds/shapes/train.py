@@ -208,18 +208,22 @@ def _train_denoiser(cfg: TrainConfig, data, mean: torch.Tensor, std: torch.Tenso
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg.unet_steps, cfg.unet_lr, cfg.unet_min_lr, cfg.warmup)
         pred = unet(zt, t, encoder_hidden_states=text_encoder(ids)[0]).sample
-        loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - cfg.ema)
-        losses.append(loss.item())
+        losses.append(optimise(opt, F.mse_loss(pred, target), params, ema_params, cfg.ema))
         bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
     log.phase("unet", steps=cfg.unet_steps, seconds=round(time.time() - t0, 1), final_loss=float(np.mean(losses[-100:])),
               loss_curve=losses[:: max(1, cfg.unet_steps // 100)])
     return ema_unet.cpu().eval(), ema_text.cpu().eval(), tokenizer
+
+
+def optimise(opt, loss: torch.Tensor, params: list, ema_params: list, ema: float) -> float:
+    """One step of a denoiser's training: the gradient clipped at norm 1, the optimiser step, the EMA update."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(ema_params, params, 1 - ema)
+    return loss.item()
 
 
 def _device_name(dev: torch.device) -> str:
