@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = RESULTS / "attacks.json"
 CONCEPTS = ["circle", "triangle", "star", "red", "orange", "striped"]
 ESD = {"method": "esd", "iterations": 100, "lr": 3e-4}
-ESD_25 = {"method": "esd", "iterations": 25, "lr": 3e-4}  # ESD's first setting as strong as CAD's erase
+ESD_25 = {"method": "esd", "iterations": 25, "lr": 3e-4}  # where ESD first matched CAD's erase of circle (docs' sweep)
 PRUNE = {"method": "prune"}
 HARDENED = {"cad-hardened": {}, "cad-hardened-text": {"components": "text"},  # harden()'s levers
             "cad-hardened-concept": {"harden_with": "token+concept"}}
@@ -186,8 +186,8 @@ def report(results: dict) -> str:
             "soft-impute (rank 50 %, threshold 1 % of the largest singular value, 30 iterations), with the worst "
             "kept share of the other 14 concepts; *amplify*: CAD-Amplify (1 % per row, 96 rendered images) on the "
             "CAD-erased model, the white-box upper bound. CAD uses the setting the calibrated erase chose; ESD-u lr "
-            "3e-4, 100 iterations; *esd-25*: 25 iterations, its first setting that erases as strongly as CAD's (docs' "
-            "`eval_baselines_cpu`); prune: the pruning baseline's defaults; *cad-hardened*: that CAD erase grown by "
+            "3e-4, 100 iterations; *esd-25*: 25 iterations, where ESD first matched CAD's erase of circle in the docs' "
+            "sweep (`eval_baselines_sweep`); prune: the pruning baseline's defaults; *cad-hardened*: that CAD erase grown by "
             "`cadiff harden` with its defaults (up to 3 adversarial rounds: a token learned on the edited model with "
             "the attack's budget but its own seeds, its prompt scored with the guard rule, 2 % per row zeroed, "
             "1 % and then 0.5 % when that costs a kept concept 5 % of its accuracy on 72 images of their own seeds "

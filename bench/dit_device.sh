@@ -5,22 +5,23 @@
 # up to 16 MB each), the quality page and its pictures, the log.
 #
 # Here, once:   echo /.whl/ >> .git/info/exclude; .venv/bin/python -m pip download --no-deps -d .whl diffusers==0.42.1
-# Then:         device run, carry [".whl"], command: bash bench/dit_device.sh   (STEPS=8000 bash ... for more steps)
+# Then:         device run, carry [".whl"], command: bash bench/dit_device.sh   (STEPS=8000 bash ... for other than the recipe's steps)
 # Back here:    mkdir -p build/shapes-dit && tar -xzf <files_at>/pipeline.tar.gz -C build/shapes-dit, then copy
 #               <files_at>/transformer.safetensors to build/shapes-dit/pipeline/transformer/ and the shipped VAE's
 #               weights (frozen in training) to build/shapes-dit/pipeline/vae/, both as diffusion_pytorch_model.safetensors
-# A check of the script itself on the CPU: DEVICE=cpu TRAIN_ARGS=--tiny OUT=/tmp/o bash bench/dit_device.sh
+# A check of the script itself on the CPU: PY=.venv/bin/python DEVICE=cpu TRAIN_ARGS=--tiny QUALITY_ARGS="--seeds 1" \
+#               OUT=/tmp/o bash bench/dit_device.sh
 set -euo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+mkdir -p "$OUT"
+"${PY:=python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 out=/tmp/shapes-dit
 rm -rf "$out"
-python3 -m cadiff shapes train --denoiser dit --device "${DEVICE:-cuda}" --out "$out" --steps "${STEPS:-4000}" \
+"$PY" -m cadiff shapes train --denoiser dit --device "${DEVICE:-cuda}" --out "$out" ${STEPS:+--steps "$STEPS"} \
     ${TRAIN_ARGS:-} 2>&1 \
     | tr '\r' '\n' | grep -v "it/s\]$\|step/s" | tee "$OUT/train.log" | tail -20
 cp "$out/train_log.json" "$OUT/"
 cp "$out/pipeline/transformer/diffusion_pytorch_model.safetensors" "$OUT/transformer.safetensors"
 tar -C "$out" --exclude diffusion_pytorch_model.safetensors -czf "$OUT/pipeline.tar.gz" pipeline
-python3 bench/shapes_quality.py --model "$out/pipeline" --device "${DEVICE:-cuda}" --docs "$OUT/docs" \
-    ${QUALITY_ARGS:-} 2>&1 | tail -30
-cp bench/results/shapes_quality.json "$OUT/shapes_quality.json"
+"$PY" bench/shapes_quality.py --model "$out/pipeline" --device "${DEVICE:-cuda}" --docs "$OUT/docs" \
+    --results "$OUT" ${QUALITY_ARGS:-} 2>&1 | tail -30

@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--docs", default=str(DOCS))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--results", default=str(RESULTS), help="folder of shapes_quality.json (default bench/results)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     pipe, ev = cadiff.load_pipeline(args.model, device=args.device), load_evaluator(args.evaluator)
@@ -120,7 +121,7 @@ def main() -> None:
         "",
     ]
     out.write_text("\n".join(lines))
-    (RESULTS / "shapes_quality.json").write_text(json.dumps(result, indent=2))
+    (Path(args.results) / "shapes_quality.json").write_text(json.dumps(result, indent=2))
     print("\n".join(lines))
 
 

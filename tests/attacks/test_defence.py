@@ -205,3 +205,11 @@ def test_the_text_group_confines_the_rounds_to_the_cross_attention_keys_and_valu
     first = {n: set(i.tolist()) for n, i in mask.indices.items()}
     added = {n for n, i in result.mask.indices.items() if set(i.tolist()) - first.get(n, set())}
     assert added and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in added)
+
+
+def test_a_round_whose_every_ratio_selects_nothing_is_undone_and_says_so(erased):
+    pipe, mask = erased
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,
+                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.001,)), **{**CAD, "scope": "row"})
+    assert result.info["hardening"][0]["outcome"].startswith("undone: no ratio selects a weight")
+    assert len(result.mask) == len(mask)

@@ -341,3 +341,14 @@ def test_flux_schnell_file_loads_with_a_schnell_config_and_a_dev_config_is_refus
     _same_weights(dev, loaded, ("transformer",))
     with pytest.raises(ModelLoadError, match="FluxTransformer2DModel.*check that --config belongs"):
         load_pipeline(tmp_path / "schnell.safetensors", config=str(tmp_path / "dev"))
+
+
+def test_a_denoiser_only_file_with_a_config_folder_that_is_no_pipeline_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from ldm_checkpoint import to_flux_single_file
+
+    save_file(to_flux_single_file(tiny_sd("flux")), str(tmp_path / "flux.safetensors"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="holds only a denoiser.*has no model_index.json: pass --config"):
+        load_pipeline(tmp_path / "flux.safetensors", config=str(tmp_path / "empty"))

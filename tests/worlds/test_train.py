@@ -68,6 +68,11 @@ def test_a_model_that_never_saw_a_concept(tmp_path, capsys):
     assert 0 not in rest.shapes.tolist() and 0 not in rest.colours.tolist()  # circle and red are index 0
     with pytest.raises(ValueError, match="unknown value"):
         batch.without(["circel"])
+    assert TrainConfig(exclude="circle").exclude == ("circle",)
+    with pytest.raises(ValueError, match="unknown value"):
+        TrainConfig(exclude=("circel",))
+    with pytest.raises(ValueError, match="leaves no image"):
+        TrainConfig(exclude=("solid", "striped", "outlined"))
     out = tmp_path / "no-circle"
     assert main(["shapes", "train", "--tiny", "--exclude", "circle", "--out", str(out)]) == 0
     log = json.loads((out / "train_log.json").read_text())

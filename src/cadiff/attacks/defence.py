@@ -3,9 +3,10 @@ a token on the model edited so far (textual inversion, the attack's own budget, 
 token's success, and when the concept comes back, scores the token's prompt (with `harden_with="token+concept"`
 also the concept's own prompt) as a further target of the erase objective with the guard rule against the
 concepts to keep, and zeroes the top `harden_ratios[0]` per row of what is left (of the weights `components`
-names: `components="text"` cuts only where the text is read). A round that takes a kept concept below `harden_keep` of its accuracy, or brings the concept back by its
-own prompts (more often than the erase left it, or than `harden_target`), is tried again at the next ratio (the
-same scores), and undone when no ratio passes both checks, which ends the hardening; so does a round whose token no
+names: `components="text"` cuts only where the text is read). A round that takes a kept concept below
+`harden_keep` of its accuracy, or brings the concept back by its own prompts (more often than the erase left it,
+or than `harden_target`), is tried again at the next ratio (the same scores; a ratio that selects no weight is
+skipped), and undone when no ratio passes both checks, which ends the hardening; so does a round whose token no
 longer brings the concept back (success at most `harden_target`).
 
 The counterpart, without training, of adversarial unlearning (AdvUnlearn, 2024): the attack's token is a concept
@@ -146,6 +147,9 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
             if passed:
                 break
         step["tries"] = tries
+        if not any("concept" in t for t in tries):
+            log.append({**step, "outcome": "undone: no ratio selects a weight (each is below 1 / a row's inputs)"})
+            break
         if not passed:
             log.append({**step, "outcome": f"undone: at every ratio a kept concept fell below "
                                            f"{config.harden_keep:.0%} or '{concept}' came back above {limit:.0%}"})

@@ -107,9 +107,10 @@ def _cached_folder(model_id: str) -> Path | None:
         return None
 
 
-def _single_file_config(path: Path, handle, config: str | None) -> Path:
+def _single_file_config(path: Path, handle, config: str | None, denoiser_only: bool = False) -> Path:
     """The local diffusers config folder for the single-file checkpoint `path`: `config` (a folder or a cached hub
-    id) or, without one, the cached copy of the config diffusers would fetch for this kind of checkpoint."""
+    id) or, without one, the cached copy of the config diffusers would fetch for this kind of checkpoint (for a file
+    holding only the denoiser, the whole pipeline: its VAE and text encoders come from there)."""
     from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
 
     if config is not None:
@@ -129,10 +130,12 @@ def _single_file_config(path: Path, handle, config: str | None) -> Path:
                              "hub id> (CLI: --config)") from None
     folder = _cached_folder(repo)
     if folder is None:
+        fetch = (f"hf download {repo} --exclude 'transformer/*' 'unet/*'" if denoiser_only else
+                 f"hf download {repo} --exclude '*.safetensors' '*.bin' '*.ckpt'")
         raise ModelLoadError(f"{path} is a single-file '{kind}' checkpoint, which needs its diffusers config locally: "
                              "pass config=<pipeline folder or cached hub id> (CLI: --config), or put the configs of "
                              f"'{repo}' in the local Hugging Face cache (cadiff never downloads; where there is "
-                             f"network: hf download {repo} --exclude '*.safetensors' '*.bin' '*.ckpt')")
+                             f"network: {fetch})")
     return folder
 
 
@@ -156,7 +159,11 @@ def _denoiser_from_file(path: Path, folder: Path, dtype: torch.dtype | None):
     text encoders do not use.)"""
     import diffusers
 
-    entries = json.loads((folder / "model_index.json").read_text())
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ModelLoadError(f"{path} holds only a denoiser; its VAE and text encoders come from a pipeline folder, "
+                             f"and {folder} has no model_index.json: pass --config <pipeline folder>")
+    entries = json.loads(index.read_text())
     name = next((n for n in ("transformer", "unet") if isinstance(entries.get(n), list)), None)
     cls = getattr(diffusers, str(entries[name][1]), None) if name else None
     if cls is None or not hasattr(cls, "from_single_file"):
@@ -166,8 +173,9 @@ def _denoiser_from_file(path: Path, folder: Path, dtype: torch.dtype | None):
     try:
         module = cls.from_single_file(str(path), config=str(folder), subfolder=name, local_files_only=True, **kwargs)
     except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(f"could not build a {cls.__name__} from {path} with the config in {folder}/{name}: "
-                             f"{exc}; check that --config belongs to this checkpoint") from exc
+                             f"{reason}; check that --config belongs to this checkpoint") from exc
     return _from_folder(folder, dtype, **{name: module})
 
 
@@ -181,15 +189,15 @@ def _from_file(path: Path, dtype: torch.dtype | None, config: str | None):
         raise ModelLoadError(f"{path}: single-file checkpoints must be .safetensors")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            folder = _single_file_config(path, handle, config)
             denoiser_only = not any(key.startswith(NOT_DENOISER) for key in handle.keys())
+            folder = _single_file_config(path, handle, config, denoiser_only)
     except ModelLoadError:
         raise
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a readable safetensors file ({exc}); the file may be truncated") from exc
-    cls = _pipeline_class(folder)
     if denoiser_only:
         return _denoiser_from_file(path, folder, dtype)
+    cls = _pipeline_class(folder)
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     kwargs.update(_absent_components(folder / "model_index.json"))
     try:

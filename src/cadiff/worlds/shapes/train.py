@@ -37,7 +37,7 @@ from cadiff.worlds.shapes.architecture import (
     scheduler_kwargs,
 )
 from cadiff.worlds.shapes.evaluator import ShapesEvaluator, save_evaluator
-from cadiff.worlds.shapes.world import render_random, training_caption
+from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES, render_random, training_caption
 
 
 SHAPES_MODEL_INFO = {"world": "shapes", "num_inference_steps": 25, "guidance_scale": 4.0}
@@ -65,6 +65,15 @@ class TrainConfig:
     exclude: tuple[str, ...] = ()  # values the denoiser never sees (a model that never saw a concept)
     model: ShapesModelConfig = field(default_factory=ShapesModelConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+
+    def __post_init__(self):
+        self.exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
+        unknown = sorted(set(self.exclude) - set(SHAPES + COLOURS + TEXTURES))
+        if unknown:
+            raise ValueError(f"exclude: unknown value(s) {', '.join(unknown)}; choose shapes, colours or textures")
+        for values in (SHAPES, COLOURS, TEXTURES):
+            if set(values) <= set(self.exclude):
+                raise ValueError(f"exclude leaves no image to train on: it names every one of {', '.join(values)}")
 
     @classmethod
     def tiny(cls) -> "TrainConfig":
