@@ -147,6 +147,7 @@ def never_saw(folder: str, concept: str) -> dict:
     from cadiff.evaluation.judges import as_judge
     from cadiff.models.loading import model_fingerprint
     from cadiff.worlds import world_of
+    from cadiff.worlds.shapes import SHAPES
 
     pipe = cadiff.load_pipeline(folder)
     world = world_of(pipe)
@@ -157,10 +158,14 @@ def never_saw(folder: str, concept: str) -> dict:
     learned, losses = learn_token(pipe, pixels, captions, token.config)
     rate, _ = target.success(learned, token.prompts(target))
     plain, _ = target.success(pipe, world.phrasings(concept)[:32])
+    others = {}  # is the rest of the model usable? the other shapes by their word
+    for other in [c for c in world.others([concept]) if c in SHAPES]:
+        seen = Target(pipe, pipe, other, world.others([other]), judge, world, 1)
+        others[other] = round(seen.success(pipe, world.phrasings(other)[:16])[0].value, 4)
     log = json.loads((Path(folder).parent / "train_log.json").read_text())
     return {"model": model_fingerprint(pipe), "train": {k: log["config"][k] for k in ("unet_steps", "unet_batch",
                                                                                       "exclude", "seed")},
-            "prompt": plain.to_dict(), "token": rate.to_dict(), "token_settings": token.config.to_dict(),
+            "prompt": plain.to_dict(), "token": rate.to_dict(), "other_shapes": others, "token_settings": token.config.to_dict(),
             "loss_first": losses[0], "loss_last": losses[-1]}
 
 
@@ -200,7 +205,8 @@ def report(results: dict) -> str:
     scale = "".join(
         f"\n\n**The scale: a model that never saw {c}** (the recipe at batch {r['train']['unet_batch']}, "
         f"{r['train']['unet_steps']} steps, `cadiff shapes train --exclude {c}`): by its word {r['prompt']['accuracy']:.2f}, "
-        f"with the learned token (the same budget) {r['token']['accuracy']:.2f}."
+        f"with the learned token (the same budget) {r['token']['accuracy']:.2f}; the other shapes by their word "
+        f"{min(r['other_shapes'].values()):.2f}-{max(r['other_shapes'].values()):.2f}."
         for c, r in results.get("never_saw", {}).items())
     return head + scale + "\n\n" + table(["concept", "edit", "worst kept", "prompt, original", "prompt, edited", "token, original",
                                   "token, edited", "revival", "revival: worst kept", "amplify"], rows)
