@@ -147,7 +147,7 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
             if passed:
                 break
         step["tries"] = tries
-        if not any("concept" in t for t in tries):
+        if all(t.get("outcome") == "selects nothing" for t in tries):
             log.append({**step, "outcome": "undone: no ratio selects a weight (each is below 1 / a row's inputs)"})
             break
         if not passed:

@@ -32,7 +32,7 @@ from cadiff.files.runs import versions
 from cadiff.models.loading import mark_model
 from cadiff.worlds.shapes.architecture import MAX_TOKENS, VOCAB, build_tokenizer
 from cadiff.worlds.shapes.evaluator import shipped_path
-from cadiff.worlds.shapes.train import _device_name, _lr, _to_float, optimise
+from cadiff.worlds.shapes.train import _device_name, _lr, _to_float, latent_statistics, optimise
 from cadiff.worlds.shapes.world import render_random, training_caption
 
 T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length: its zero T5 tokens
@@ -149,23 +149,12 @@ class DiTTrainConfig:
         return cls(n_images=64, steps=3, batch=8, warmup=1, model=DiTConfig.tiny())
 
 
-def _latents(vae, images: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    vae = vae.to(device)
-    mean, std = [], []
-    with torch.no_grad():
-        for i in range(0, len(images), 256):
-            post = vae.encode(_to_float(images[i:i + 256]).to(device) * 2 - 1).latent_dist
-            mean.append(post.mean)
-            std.append(post.std)
-    vae.cpu()
-    return torch.cat(mean), torch.cat(std)
-
-
 def _train(pipe, cfg: DiTTrainConfig, data, log: dict, device: torch.device):
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     rng = np.random.default_rng(cfg.seed + 3)
     t0 = time.time()
-    mean, std = _latents(pipe.vae, data.images, device)
+    mean, std = latent_statistics(pipe.vae.to(device), _to_float(data.images).to(device) * 2 - 1)
+    pipe.vae.cpu()
     log["latents"] = {"seconds": round(time.time() - t0, 1)}
     nets = [pipe.transformer, pipe.text_encoder, pipe.text_encoder_2]
     for net in nets:

@@ -37,7 +37,7 @@ from cadiff.worlds.shapes.architecture import (
     scheduler_kwargs,
 )
 from cadiff.worlds.shapes.evaluator import ShapesEvaluator, save_evaluator
-from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES, render_random, training_caption
+from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES, check_values, render_random, training_caption
 
 
 SHAPES_MODEL_INFO = {"world": "shapes", "num_inference_steps": 25, "guidance_scale": 4.0}
@@ -68,9 +68,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
-        unknown = sorted(set(self.exclude) - set(SHAPES + COLOURS + TEXTURES))
-        if unknown:
-            raise ValueError(f"exclude: unknown value(s) {', '.join(unknown)}; choose shapes, colours or textures")
+        check_values(self.exclude)
         for values in (SHAPES, COLOURS, TEXTURES):
             if set(values) <= set(self.exclude):
                 raise ValueError(f"exclude leaves no image to train on: it names every one of {', '.join(values)}")
@@ -172,19 +170,24 @@ def _train_vae(cfg: TrainConfig, data, log: _Log, device: torch.device):
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     vae.eval()
-    with torch.no_grad():  # latent statistics of the whole data set, for the denoiser phase
-        mean, std = [], []
-        for i in range(0, len(x_all), 256):
-            post = vae.encode(x_all[i : i + 256]).latent_dist
-            mean.append(post.mean)
-            std.append(post.std)
-        mean_t, std_t = torch.cat(mean), torch.cat(std)
+    mean_t, std_t = latent_statistics(vae, x_all)  # of the whole data set, for the denoiser phase
     scaling = float(1.0 / mean_t.std())
     vae.cpu()
     vae.register_to_config(scaling_factor=scaling)
     log.phase("vae", steps=cfg.vae_steps, seconds=round(time.time() - t0, 1), final_loss=float(np.mean(losses[-50:])),
               scaling_factor=scaling, loss_curve=losses[:: max(1, cfg.vae_steps // 100)])
     return vae, mean_t, std_t
+
+
+def latent_statistics(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std of `vae`'s posterior for every image of `x` (N, 3, H, W) in [-1, 1], 256 at a time."""
+    mean, std = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), 256):
+            post = vae.encode(x[i : i + 256]).latent_dist
+            mean.append(post.mean)
+            std.append(post.std)
+    return torch.cat(mean), torch.cat(std)
 
 
 def _train_denoiser(cfg: TrainConfig, data, mean: torch.Tensor, std: torch.Tensor, scaling: float, log: _Log,
@@ -267,8 +270,9 @@ def train_shapes_model(out_dir: str | Path, cfg: TrainConfig | None = None, over
         log.phase("vae", evaluator_accuracy_on_reconstructions=classifier_accuracy(evaluator, rec_u8, val.labels()),
                   reconstruction_mse=float((((rec_u8.astype(np.float32) - val.images) / 255) ** 2).mean()))
         if cfg.exclude:  # the evaluator and the VAE see everything; the denoiser never sees these values
-            keep = torch.from_numpy(data.shows_none(cfg.exclude)).to(mean.device)
-            data, mean, std = data.without(cfg.exclude), mean[keep], std[keep]
+            keep = data.shows_none(cfg.exclude)
+            on_device = torch.from_numpy(keep).to(mean.device)
+            data, mean, std = data[keep], mean[on_device], std[on_device]
             log.phase("data", excluded=list(cfg.exclude), denoiser_images=len(data))
         unet, text_encoder, tokenizer = _train_denoiser(cfg, data, mean, std, vae.config.scaling_factor, log, dev)
         pipe = StableDiffusionPipeline(

@@ -134,11 +134,13 @@ class ShapesBatch:
         """Label indices per attribute, as the evaluator reports them."""
         return {"shape": self.shapes, "colour": self.colours, "texture": self.textures}
 
+    def __getitem__(self, index) -> "ShapesBatch":
+        """The images `index` (a boolean mask or indices) picks, with their labels."""
+        return ShapesBatch(*(getattr(self, f.name)[index] for f in fields(self)))
+
     def shows_none(self, values: Sequence[str]) -> np.ndarray:
         """Per image, whether it shows none of `values` (shape, colour or texture names)."""
-        unknown = sorted(set(values) - set(SHAPES) - set(COLOURS) - set(TEXTURES))
-        if unknown:
-            raise ValueError(f"unknown value(s) {', '.join(unknown)}; choose from {', '.join(SHAPES + COLOURS + TEXTURES)}")
+        check_values(values)
         shown = np.zeros(len(self), dtype=bool)
         for names, indices in ((SHAPES, self.shapes), (COLOURS, self.colours), (TEXTURES, self.textures)):
             shown |= np.isin(indices, [names.index(v) for v in values if v in names])
@@ -146,8 +148,14 @@ class ShapesBatch:
 
     def without(self, values: Sequence[str]) -> "ShapesBatch":
         """The images that show none of `values`."""
-        keep = self.shows_none(values)
-        return ShapesBatch(*(getattr(self, f.name)[keep] for f in fields(self)))
+        return self[self.shows_none(values)]
+
+
+def check_values(values: Sequence[str]) -> None:
+    """ValueError naming any of `values` that is no shape, colour or texture of the world."""
+    unknown = sorted(set(values) - set(SHAPES) - set(COLOURS) - set(TEXTURES))
+    if unknown:
+        raise ValueError(f"unknown value(s) {', '.join(unknown)}; choose from {', '.join(SHAPES + COLOURS + TEXTURES)}")
 
 
 def full_caption(shape: str, colour: str, texture: str) -> str:
