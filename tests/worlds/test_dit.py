@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from cadiff.models.loading import model_info
 from cadiff.worlds.shapes import load_evaluator
 from cadiff.worlds.shapes.dit import (T5_TOKENS, DiTConfig, DiTTrainConfig, RepeatedLastToken, shapes_dit_pipeline,
                                       train_shapes_dit)
@@ -55,6 +56,19 @@ def test_tiny_dit_training_writes_a_stock_sd3_pipeline_the_evaluator_and_a_log(t
     assert set(log["phases"]) >= {"data", "latents", "dit", "total"} and len(log["phases"]["dit"]["loss_curve"]) == 3
     assert log["config"]["model"]["layers"] == 2 and log["versions"]["torch"]
     assert set(load_evaluator(tiny_dit / "evaluator").predict(img.images)) == {"shape", "colour", "texture"}
+
+
+def test_dit_training_snapshots_the_ema_model_along_the_way(tiny_dit):
+    from diffusers import StableDiffusion3Pipeline
+    from safetensors.torch import load_file
+
+    assert sorted(p.name for p in (tiny_dit / "snapshots").iterdir()) == ["step-2"]  # every 2 of 3 steps, not the end
+    snapshot = StableDiffusion3Pipeline.from_pretrained(str(tiny_dit / "snapshots" / "step-2"), text_encoder_3=None,
+                                                        tokenizer_3=None)
+    name = "transformer/diffusion_pytorch_model.safetensors"
+    early, final = load_file(str(tiny_dit / "snapshots" / "step-2" / name)), load_file(str(tiny_dit / "pipeline" / name))
+    assert early.keys() == final.keys() and any(not torch.equal(early[k], final[k]) for k in early)
+    assert model_info(snapshot)["world"] == "shapes"
 
 
 def test_dit_training_is_reproducible_from_the_seed(tiny_dit, tmp_path):

@@ -138,18 +138,28 @@ class DiTTrainConfig:
     n_images: int = 30_000
     steps: int = 4_000
     batch: int = 256
-    lr: float = 5e-4
-    min_lr: float = 5e-5
+    lr: float = 1e-3
+    min_lr: float = 1e-4
     warmup: int = 200
     ema: float = 0.998
+    snapshot_every: int = 1_000  # also save the EMA model every this many steps (snapshots/step-N/); 0: none
     model: DiTConfig = field(default_factory=DiTConfig)
 
     @classmethod
     def tiny(cls) -> "DiTTrainConfig":
-        return cls(n_images=64, steps=3, batch=8, warmup=1, model=DiTConfig.tiny())
+        return cls(n_images=64, steps=3, batch=8, warmup=1, snapshot_every=2, model=DiTConfig.tiny())
 
 
-def _train(pipe, cfg: DiTTrainConfig, data, log: dict, device: torch.device):
+def _with_nets(pipe, nets):
+    """The pipeline `pipe` with its transformer and two text encoders replaced by `nets` (CPU copies, for saving)."""
+    from diffusers import StableDiffusion3Pipeline
+
+    transformer, text_encoder, text_encoder_2 = (copy.deepcopy(net).cpu().eval() for net in nets)
+    return StableDiffusion3Pipeline(**{**pipe.components, "transformer": transformer, "text_encoder": text_encoder,
+                                       "text_encoder_2": text_encoder_2})
+
+
+def _train(pipe, cfg: DiTTrainConfig, data, log: dict, device: torch.device, snapshots: Path | None = None):
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     rng = np.random.default_rng(cfg.seed + 3)
     t0 = time.time()
@@ -181,6 +191,11 @@ def _train(pipe, cfg: DiTTrainConfig, data, log: dict, device: torch.device):
                                 pooled_projections=pooled, return_dict=False)[0]
         losses.append(optimise(opt, F.mse_loss(pred, noise - z0), params, ema_params, cfg.ema))  # the velocity
         bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+        if snapshots is not None and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 \
+                and step + 1 < cfg.steps:
+            snapshot = _with_nets(pipe, emas)
+            mark_model(snapshot, DIT_MODEL_INFO)
+            snapshot.save_pretrained(snapshots / f"step-{step + 1}")
     log["dit"] = {"steps": cfg.steps, "seconds": round(time.time() - t0, 1),
                   "seconds_per_step": round((time.time() - t0) / max(1, cfg.steps), 3),
                   "final_loss": float(np.mean(losses[-100:])), "loss_curve": losses[:: max(1, cfg.steps // 100)]}
@@ -191,7 +206,8 @@ def _train(pipe, cfg: DiTTrainConfig, data, log: dict, device: torch.device):
 def train_shapes_dit(out_dir: str | Path, cfg: DiTTrainConfig | None = None, overwrite: bool = False,
                      device: str = "cpu") -> Path:
     """Train the shapes MMDiT and its two text encoders into `out_dir` (new): `pipeline/` (a stock diffusers
-    StableDiffusion3Pipeline on the shipped VAE), `evaluator/` (the shipped one) and `train_log.json`. Every random
+    StableDiffusion3Pipeline on the shipped VAE), `evaluator/` (the shipped one), `train_log.json` and, every
+    `cfg.snapshot_every` steps, the EMA model so far in `snapshots/step-N/` (same layout as `pipeline/`). Every random
     draw comes from CPU generators seeded from `cfg.seed`, so a GPU run follows the same recipe."""
     cfg = cfg or DiTTrainConfig()
     dev = torch.device(device)
@@ -201,7 +217,7 @@ def train_shapes_dit(out_dir: str | Path, cfg: DiTTrainConfig | None = None, ove
         t0 = time.time()
         data = render_random(cfg.n_images, seed=cfg.seed)
         log["data"] = {"n_images": cfg.n_images, "seconds": round(time.time() - t0, 1)}
-        pipe = _train(shapes_dit_pipeline(cfg.model), cfg, data, log, dev)
+        pipe = _train(shapes_dit_pipeline(cfg.model), cfg, data, log, dev, snapshots=tmp / "snapshots")
         mark_model(pipe, DIT_MODEL_INFO)
         pipe.save_pretrained(tmp / "pipeline")
         shutil.copytree(shipped_path("evaluator"), tmp / "evaluator")
