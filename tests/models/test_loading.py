@@ -352,3 +352,17 @@ def test_a_denoiser_only_file_with_a_config_folder_that_is_no_pipeline_is_refuse
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="holds only a denoiser.*has no model_index.json: pass --config"):
         load_pipeline(tmp_path / "flux.safetensors", config=str(tmp_path / "empty"))
+
+
+def test_embedded_models_are_named_embedded_colon_name(monkeypatch, tmp_path):
+    from cadiff.models import loading
+
+    default, named = load_pipeline(), load_pipeline("embedded:unet")
+    assert model_fingerprint(default) == model_fingerprint(named)
+    assert loading.describe_model(default, None)["source"] == "embedded:unet"
+    assert loading.source_name("embedded:dit") == "embedded:dit" and loading.source_name("a/b") == "a/b"
+    with pytest.raises(ModelLoadError, match="no embedded model 'vit': use one of embedded:unet, embedded:dit"):
+        load_pipeline("embedded:vit")
+    monkeypatch.setitem(loading.EMBEDDED, "dit", str(tmp_path / "absent"))  # an install without the DiT
+    with pytest.raises(ModelLoadError, match="embedded:dit is not in this install.*cadiff shapes train --denoiser dit"):
+        load_pipeline("embedded:dit")

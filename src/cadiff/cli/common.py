@@ -86,7 +86,8 @@ def device(text: str) -> str:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help="diffusers folder, .safetensors file, or cached hub id (default: the embedded shapes model)")
+                   help="diffusers folder, .safetensors file, cached hub id, or embedded:dit (the embedded model's MMDiT "
+                        "sibling; default: the embedded shapes U-Net)")
     p.add_argument("--config", default=None, help="with a single .safetensors file: its diffusers config folder/id")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="weights dtype (default: as saved)")
     p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu",

@@ -213,7 +213,7 @@ def evaluate(
     files) use it instead of `guidance`. `progress(n)` is told, once every input is checked, of the rows resumed
     (maybe 0), then after every batch of the rows it finished."""
     from cadiff.models.generate import generate
-    from cadiff.models.loading import resolve_sampling
+    from cadiff.models.loading import resolve_sampling, source_name
     from cadiff.models.vocabulary import check_known_words
     from cadiff.files.runs import versions
 
@@ -236,7 +236,7 @@ def evaluate(
     (out / "images").mkdir(parents=True, exist_ok=True)
     record = previous or {"command": "evaluate", "identity": identity, "prompt_source": prompt_set.source,
                           "seeds": [r.seed for r in prompt_set.rows],
-                          "model_source": model_source or "embedded:shapes", "versions": versions(), "sessions": []}
+                          "model_source": source_name(model_source), "versions": versions(), "sessions": []}
     record["status"] = "running"
     write_json(out / "run.json", record)
 

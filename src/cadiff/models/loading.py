@@ -30,14 +30,33 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 NOT_DENOISER = ("first_stage_model.", "vae.", "cond_stage_model.", "conditioner.", "text_encoders.")
 
 
-def embedded_model_path() -> Path:
-    """The folder of the embedded shapes model, shipped inside the package (found by path: the shapes world, which
-    trains and judges it, sits above this layer)."""
-    return Path(str(resources.files("cadiff") / "worlds" / "shapes" / "assets" / "pipeline"))
-
-
 class ModelLoadError(ValueError):
     """The model could not be loaded from local files; the message says what is missing and how to provide it."""
+
+
+# The embedded shapes models, by the name `--model embedded:<name>` takes, and their folders among the shipped assets
+EMBEDDED = {"unet": "pipeline", "dit": "dit"}
+EMBEDDED_DEFAULT = "unet"
+
+
+def embedded_model_path(name: str = EMBEDDED_DEFAULT) -> Path:
+    """The folder of an embedded shapes model ('unet', the default, or 'dit'), shipped inside the package (found by
+    path: the shapes world, which trains and judges it, sits above this layer)."""
+    if name not in EMBEDDED:
+        raise ModelLoadError(f"no embedded model '{name}': use one of "
+                             f"{', '.join('embedded:' + n for n in EMBEDDED)} (or omit --model for embedded:unet)")
+    return Path(str(resources.files("cadiff") / "worlds" / "shapes" / "assets" / EMBEDDED[name]))
+
+
+def embedded_name(model: str | Path | None) -> str | None:
+    """The embedded model `model` names (None: the default one; 'embedded:dit': 'dit'), else None."""
+    if model is None:
+        return EMBEDDED_DEFAULT
+    text = str(model)
+    if text == "embedded" or text == "embedded:shapes":
+        return EMBEDDED_DEFAULT
+    return text.split(":", 1)[1] if text.startswith("embedded:") else None
+
 
 
 def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -222,11 +241,16 @@ def _from_cache(model_id: str, dtype: torch.dtype | None):
 
 def load_pipeline(model: str | Path | None = None, dtype: str | torch.dtype | None = None, device: str = "cpu",
                   config: str | None = None):
-    """Load a diffusers pipeline from local files: None (the embedded shapes model), a folder, a .safetensors file,
-    or a hub id already in the local cache. Never downloads."""
+    """Load a diffusers pipeline from local files: None (the embedded shapes U-Net), 'embedded:dit' (its MMDiT
+    sibling), a folder, a .safetensors file, or a hub id already in the local cache. Never downloads."""
     torch_dtype = _dtype(dtype)
-    if model is None:
-        pipe = _from_folder(embedded_model_path(), torch_dtype)
+    name = embedded_name(model)
+    if name is not None:
+        folder = embedded_model_path(name)
+        if not (folder / "model_index.json").is_file():
+            raise ModelLoadError(f"embedded:{name} is not in this install ({folder}); build it with `cadiff shapes "
+                                 f"train --denoiser {name} --out DIR` and pass --model DIR/pipeline")
+        pipe = _from_folder(folder, torch_dtype)
     else:
         path = Path(model).expanduser()
         if path.is_dir():
@@ -237,9 +261,14 @@ def load_pipeline(model: str | Path | None = None, dtype: str | torch.dtype | No
             pipe = _from_cache(str(model), torch_dtype)
         else:
             raise ModelLoadError(f"model '{model}' not found: give an existing folder, a .safetensors file, "
-                                 "or a hub id in the local cache (omit --model for the embedded shapes model)")
+                                 "a hub id in the local cache, or embedded:dit (omit --model for the embedded shapes model)")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def source_name(model: str | Path | None) -> str:
+    """How a result names the model it was loaded from: 'embedded:unet' / 'embedded:dit', else the path or id."""
+    return f"embedded:{embedded_name(model)}" if embedded_name(model) else str(model)
 
 
 def model_info(pipe) -> dict:
@@ -302,7 +331,7 @@ def model_fingerprint(module_or_pipe) -> str:
 def describe_model(pipe, model: str | Path | None) -> dict:
     """What a result file records about the model it was made with."""
     return {
-        "source": "embedded:shapes" if model is None else str(model),
+        "source": source_name(model),
         "pipeline": type(pipe).__name__,
         "fingerprint": model_fingerprint(pipe),
         "dtype": str(denoiser(pipe).dtype).replace("torch.", ""),
