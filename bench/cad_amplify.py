@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cad_common import RESULTS, load, options, save_json, table, write_section
+from common import tagged
 
 KEEP = ["square", "triangle", "star", "cross", "heart"]
 
@@ -43,6 +44,8 @@ def main() -> None:
     from cadiff.worlds.shapes import COLOURS, TEXTURES, render
 
     pipe, evaluator = load(args)
+    name = tagged(args, "cad_amplify")
+    Path(args.img).mkdir(parents=True, exist_ok=True)
     keep = [k for k in KEEP if k != args.concept]
     original = concept_accuracies(pipe, evaluator, repeats=args.repeats)
     weak_attr = cadiff.attribute(pipe, args.concept, preserve=keep, seeds=args.seeds, components=args.components,
@@ -84,25 +87,26 @@ def main() -> None:
                     best = (m["target_after"], mask, f"{source}, ratio {ratio:g}")
         amplified = edited_copy(weak, best[1], check=False)
         before_after_grid(weak, amplified, grid_prompts([args.concept]),
-                          title=f"after CAD-Amplify ({best[2]})").save(Path(args.img) / "cad_amplify.png")
-    save_json(RESULTS / "cad_amplify.json", {"original": original, "weakened": weakened,
+                          title=f"after CAD-Amplify ({best[2]})").save(Path(args.img) / f"{name}.png")
+    save_json(RESULTS / f"{name}.json", {"original": original, "weakened": weakened,
                                                     "results": results, "settings": vars(args)})
     n_img = 36 * args.repeats
-    md = f"""### Amplify a weakened concept ('{args.concept}')
+    sampling = ("its 25 flow-matching steps, target the velocity" if type(pipe).__name__.startswith("StableDiffusion3")
+                else "all 25 DDIM timesteps, target per the scheduler's v-prediction")
+    md = f"""### Amplify a weakened concept ('{args.concept}', {args.model or 'embedded:unet'})
 
 '{args.concept}' was weakened by zeroing the top {args.weaken_ratio:g} per row of its erase scores on the
 '{args.components}' weights (preserve set: the other shapes), then
-CAD-Amplify (objective: minus the denoising loss over all 25 DDIM timesteps, target per the scheduler's
-v-prediction; preserve = the other shapes) zeroed the most negative scores per row. Accuracies over {n_img} images
+CAD-Amplify (objective: minus the denoising loss over {sampling}; preserve = the other shapes) zeroed the most negative scores per row. Accuracies over {n_img} images
 ({6 * args.repeats} naming '{args.concept}'), so one image moves the target by {1 / (6 * args.repeats):.2f}.
 
 {table(["model", "ratio", "zeroed", f"{args.concept} accuracy", "others (mean)"], rows)}
 
 Top rows = weakened model (before amplify), bottom = the amplify setting that raised '{args.concept}' most:
 
-![amplify](img/cad_amplify.png)
+![amplify](img/{name}.png)
 """
-    write_section(args.doc, "cad_amplify", md)
+    write_section(args.doc, name, md)
     print(md)
 
 

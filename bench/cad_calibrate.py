@@ -4,7 +4,8 @@ For each of the 15 shapes-world concepts: `cadiff.erase(pipe, concept)` with its
 confirmation on 144 images of seeds no search step used), its certificate, time split and frontier picture; then
 every hand recipe (the best measured flags per concept, found over many runs before the search existed) measured
 on the same confirmation images with the same judge. Writes bench/results/cad_calibrate.json (after every
-concept), the frontier pictures docs/img/calibrate/<concept>.png and the section `cad_calibrate` of docs/cad.md.
+concept; with --tag T, cad_calibrate_T.json), the frontier pictures docs/img/calibrate/<concept>.png and the
+section `cad_calibrate` (`cad_calibrate_T`) of docs/cad.md.
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_calibrate.py
 """
@@ -15,10 +16,9 @@ import json
 import time
 from pathlib import Path
 
-from common import RESULTS, options, save_json, table, write_section
+from common import RESULTS, options, save_json, table, tagged, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = RESULTS / "cad_calibrate.json"
 
 # The recipes table of docs/cad.md before the calibrated erase (all with components linear, 16 trajectories).
 EARLY_GUARD = {"at_steps": "early", "preserve_rule": "guard", "others": True}
@@ -55,11 +55,13 @@ def main() -> None:
                 ROOT / "docs" / "img" / "calibrate")
     p.add_argument("--concepts", nargs="*", default=None)
     p.add_argument("--no-recipes", action="store_true")
-    p.add_argument("--section", default="cad_calibrate")
+    p.add_argument("--section", default=None, help="the doc section to write (default: cad_calibrate[_TAG])")
     p.add_argument("--report-only", action="store_true", help="rewrite the section from the JSON")
     args = p.parse_args()
+    out = RESULTS / f"{tagged(args, 'cad_calibrate')}.json"
+    args.section = args.section or tagged(args, "cad_calibrate")
     if args.report_only:
-        write_section(args.doc, args.section, report(json.loads(OUT.read_text())), title="# CAD")
+        write_section(args.doc, args.section, report(json.loads(out.read_text()), out.stem), title="# CAD")
         return
 
     import torch
@@ -77,7 +79,7 @@ def main() -> None:
     concepts = args.concepts or list(world.concepts())
     img = Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
-    results = json.loads(OUT.read_text()) if OUT.exists() and args.concepts else {"concepts": {}}
+    results = json.loads(out.read_text()) if out.exists() and args.concepts else {"concepts": {}}
     results["concepts"] = results.get("concepts", {})
 
     certificates = {}
@@ -91,7 +93,7 @@ def main() -> None:
         print(f"{concept}: {'passed' if cert.passed else 'NOT MET'} {cert.point.label()} "
               f"target {cert.target_max:.2f} kept {cert.kept_min:.3f} in {results['concepts'][concept]['seconds']} s",
               flush=True)
-        save_json(OUT, results)
+        save_json(out, results)
 
     if not args.no_recipes:
         judge = as_judge(None, pipe=pipe)
@@ -113,12 +115,12 @@ def main() -> None:
                    "kept_min_concept": min(kept, key=kept.get), "zeroed": len(edit.mask)}
             results["recipes"].append(row)
             print(f"recipe {concept} {row['flags']}: {row['target']:.2f} / {row['kept_min']:.3f}", flush=True)
-            save_json(OUT, results)
+            save_json(out, results)
 
-    write_section(args.doc, args.section, report(results), title="# CAD")
+    write_section(args.doc, args.section, report(results, out.stem), title="# CAD")
 
 
-def report(results: dict) -> str:
+def report(results: dict, name: str = "cad_calibrate") -> str:
     from cadiff.calibration.certificate import Goal
 
     rows, passed, times = [], 0, []
@@ -152,7 +154,7 @@ def report(results: dict) -> str:
             f"{min(times):.0f}-{max(times):.0f} s (median {sorted(times)[len(times) // 2]:.0f} s) on 2 CPU threads. "
             "Confirmation: 144 images (the design 4 times, seeds 200000-200143) that no step of the search used; "
             "the judge is the shipped shapes evaluator. Frontier pictures: `docs/img/calibrate/<concept>.png`; the "
-            "JSON: `bench/results/cad_calibrate.json`.")
+            f"JSON: `bench/results/{name}.json`.")
     return head + "\n\n" + text
 
 

@@ -12,7 +12,7 @@ import common
 from common import RESULTS, save_json  # noqa: F401  (re-exported for the scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "cad-results.md"
+DOC = common.RESULTS / "cad-results.md"  # the lab notebook; docs/cad.md is the curated page
 IMG = ROOT / "docs" / "img"
 
 

@@ -16,14 +16,17 @@ import numpy as np
 import torch
 
 from cad_common import RESULTS, load, options, save_json, table, write_section
+from common import tagged
 
 
 @torch.no_grad()
 def objective(unet, steps, weight: float) -> float:
-    """J on recorded steps with the current weights (targets fixed)."""
-    total = 0.0
+    """J on recorded steps with the current weights (targets fixed), in the model's own output units."""
+    from cadiff.adapters import adapter_for
+
+    adapter, total = adapter_for(unet), 0.0
     for s in steps:
-        out = unet(s.sample, s.timestep, **s.kwargs, return_dict=False)[0]
+        out = adapter.forward(unet, s.sample, s.timestep, s.kwargs)
         diff = (out.float() - s.target.float()) * s.scale.view(-1, 1, 1, 1)
         total += weight * float(diff.pow(2).sum())
     return total
@@ -47,11 +50,12 @@ def main() -> None:
     from cadiff.files.mask import Mask
     from cadiff.editing.measure import concept_accuracies, edit_metrics
     from cadiff.models import model_fingerprint, sampling_defaults
+    from cadiff.models.loading import denoiser
 
     pipe, evaluator = load(args)
     img = Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
-    unet = pipe.unet
+    unet = denoiser(pipe)
     d = sampling_defaults(pipe)
     prompt = concept_prompt(pipe, args.concept)
     rows = [Row(prompt, s, 0) for s in range(args.seeds)]
@@ -96,7 +100,7 @@ def main() -> None:
         i = rng.integers(0, len(pred), len(pred))
         boot.append(np.corrcoef(pred[i], actual[i])[0, 1])
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    _scatter(pred, actual, fracs, r_all, img / "cad_counterfactual.png")
+    _scatter(pred, actual, fracs, r_all, img / f"{tagged(args, 'cad_counterfactual')}.png")
 
     # negative components, per layer, and what removing them does
     summary = attr.summary()
@@ -113,10 +117,11 @@ def main() -> None:
         m = edit_metrics(before, after, [args.concept])
         predicted = -sum(float(scores[n].reshape(-1)[i].sum()) for n, i in mask.indices.items())
         effect_rows.append([f"{label} (row {ratio:g})", len(mask), predicted, dj, m["target_after"], m["others_after"]])
-    save_json(RESULTS / "cad_counterfactual.json", {"J": j0, "pred": pred.tolist(), "actual": actual.tolist(),
-                                                "fractions": fracs.tolist(), "r": r_all, "ci95": [lo, hi],
-                                                "effects": effect_rows, "settings": vars(args)})
-    md = f"""### Linear counterfactual ('{args.concept}', erase objective, ff weights, {args.seeds} trajectories)
+    save_json(RESULTS / f"{tagged(args, 'cad_counterfactual')}.json", {
+        "J": j0, "pred": pred.tolist(), "actual": actual.tolist(), "fractions": fracs.tolist(), "r": r_all,
+        "ci95": [lo, hi], "effects": effect_rows, "settings": vars(args)})
+    model = args.model or "embedded:unet"
+    md = f"""### Linear counterfactual ('{args.concept}', erase objective, ff weights, {args.seeds} trajectories, {model})
 
 Over {len(pred)} random ablations (random subsets of {', '.join(f'{f:.1%}' for f in args.fractions)} of the
 {len(flat):,} ff weights), Pearson r between the predicted change of J (-sum of the ablated scores) and the actual
@@ -125,7 +130,7 @@ J = {j0:.3f} before any ablation. {seconds:.0f} s for all ablations.
 
 {table(["fraction ablated", "ablations", "Pearson r"], per_frac)}
 
-![counterfactual scatter](img/cad_counterfactual.png)
+![counterfactual scatter](img/{tagged(args, 'cad_counterfactual')}.png)
 
 ### Negative components
 
@@ -142,7 +147,7 @@ Removing them (J change predicted vs actual; accuracy of '{args.concept}' and me
 
 Before any edit: {args.concept} accuracy {before[args.concept]:.2f}, others {np.mean([v for k, v in before.items() if k != args.concept]):.2f}.
 """
-    write_section(args.doc, "cad_counterfactual", md)
+    write_section(args.doc, tagged(args, "cad_counterfactual"), md)
     print(md)
 
 

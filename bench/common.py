@@ -25,7 +25,14 @@ def options(description: str, doc: Path, img: Path) -> argparse.ArgumentParser:
     p.add_argument("--img", default=str(img), help="folder for pictures")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="torch device of the model (timings in docs are on 2 CPU threads)")
+    p.add_argument("--tag", default="", help="suffix of this run's JSON, doc section and pictures (e.g. dit), so a "
+                                             "second model's run sits beside the first")
     return p
+
+
+def tagged(args, name: str) -> str:
+    """`name` with the run's --tag appended (cad_amplify -> cad_amplify_dit), or as it is without one."""
+    return f"{name}_{args.tag}" if args.tag else name
 
 
 def hardware(args) -> str:

@@ -16,9 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "sae.md"
 IMG = ROOT / "docs" / "img"
 CACHE = Path("/tmp/cadiff-sae-bench")
-# The shared data set: the mid block (4x4x128) and a finer up block (8x8x64), every step, both branches.
-HOOKS = ["mid_block.attentions.0", "up_blocks.1.attentions.0"]
-SHORT = {"mid_block.attentions.0": "mid", "up_blocks.1.attentions.0": "up1"}
+# The shared data set, every step, both branches. U-Net: the mid block (4x4x128) and a finer up block (8x8x64);
+# the shapes MMDiT (6 joint blocks, 8x8 image tokens of width 128): its middle block and its last (the image stream).
+HOOKS_OF = {"UNet2DConditionModel": ["mid_block.attentions.0", "up_blocks.1.attentions.0"],
+            "SD3Transformer2DModel": ["transformer_blocks.3", "transformer_blocks.5"]}
+SHORT = {"mid_block.attentions.0": "mid", "up_blocks.1.attentions.0": "up1", "transformer_blocks.3": "b3",
+         "transformer_blocks.5": "b5"}
+
+
+def hooks(pipe) -> list[str]:
+    """The benches' two hookpoints on this pipeline's denoiser (the first is the one probes and steering read)."""
+    from cadiff.models.loading import denoiser
+
+    name = type(denoiser(pipe)).__name__
+    if name not in HOOKS_OF:
+        raise SystemExit(f"the SAE benches know hookpoints for {', '.join(HOOKS_OF)}, not {name}")
+    return HOOKS_OF[name]
 
 
 def options(description: str) -> argparse.ArgumentParser:
@@ -31,7 +44,13 @@ def options(description: str) -> argparse.ArgumentParser:
     p.add_argument("--cache", default=str(CACHE), help="where the shared activation folders live")
     p.add_argument("--images", type=int, default=128, help="images in the shared activation set")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tag", default="", help="suffix of this run's doc sections, pictures and cache folders (e.g. "
+                                             "dit), so a second model's run sits beside the first")
     return p
+
+
+def tagged(args, name: str) -> str:
+    return common.tagged(args, name)
 
 
 def load(args):
@@ -51,16 +70,16 @@ def random_prompts(n: int, seed: int) -> list[str]:
 
 
 def shared_store(args, pipe):
-    """The shared activation folder (HOOKS, every step; collected once, resumable), sized by --images / --quick."""
+    """The shared activation folder (the two bench hookpoints, every step; collected once, resumable), sized by --images / --quick."""
     from tqdm.auto import tqdm
 
     from cadiff.sae import collect_activations
 
     n = 64 if args.quick else args.images
-    out = Path(args.cache) / f"{'quick' if args.quick else 'full'}_store"
+    out = Path(args.cache) / tagged(args, f"{'quick' if args.quick else 'full'}_store")
     prompts = random_prompts(n, seed=0)
     with tqdm(total=n, desc="collect", unit="img", file=sys.stderr) as bar:
-        return collect_activations(pipe, prompts, list(range(n)), out, HOOKS, at_steps="all", shard_size=32,
+        return collect_activations(pipe, prompts, list(range(n)), out, hooks(pipe), at_steps="all", shard_size=32,
                                    dtype="float16", model_source=args.model, progress=bar.update)
 
 
@@ -93,7 +112,7 @@ def cached_sae(args, store, hookpoint: str, steps: list[int], name: str, **cfg_k
 
     from cadiff.sae import SAETrainConfig, TopKSAE, train_sae
 
-    path = Path(args.cache) / f"{'quick' if args.quick else 'full'}_sae_{name}"
+    path = Path(args.cache) / tagged(args, f"{'quick' if args.quick else 'full'}_sae_{name}")
     if (path / "cfg.json").is_file():
         sae = TopKSAE.load(path, hookpoint=hookpoint)
         return sae, json.loads((path / "metrics.json").read_text())

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sae_common import HOOKS, SHORT, load, options, shared_store, table, window_sae, write_section
+from sae_common import SHORT, hooks, load, options, shared_store, table, tagged, window_sae, write_section
 
 from cadiff.sae.composition import object_map_iou, probe_scores
 from cadiff.sae.concepts import cohesion_separability, concept_cards, concept_dictionary, latent_codes, pick_latents
@@ -28,7 +28,8 @@ def main() -> None:
     img.mkdir(parents=True, exist_ok=True)
     concept_rows, comp_rows = [], []
     store = shared_store(args, pipe)
-    for hook in HOOKS:
+    first, second = hooks(pipe)
+    for hook in (first, second):
         for step, window in STEP_WINDOW.items():
             sae, m = window_sae(args, store, hook, window)
             codes = latent_codes(store, sae, step)
@@ -44,13 +45,13 @@ def main() -> None:
                               om["ceiling_grid"], om["object_latents"], om["background_latents"]])
             if step in (0, 24):
                 sheet = concept_cards(codes, entries, pick_latents(entries, 12))
-                sheet.save(img / f"sae_cards_{SHORT[hook]}_step{step}.png")
+                sheet.save(img / f"sae_cards_{SHORT[hook]}_step{step}.png")  # SHORT names the model too
 
     # probes from the mid block at every stored step: how much of the final image is already readable
     probe_rows, curves = [], {}
     for step in store.steps:
-        res = probe_scores(store, HOOKS[0], step)
-        open_ = probe_scores(store, HOOKS[0], step, only_open=True)
+        res = probe_scores(store, first, step)
+        open_ = probe_scores(store, first, step, only_open=True)
         for key in ("shape", "colour", "texture", "position"):
             curves.setdefault(key, []).append(res[key]["accuracy"] if key in res else np.nan)
             if key != "position":
@@ -60,7 +61,8 @@ def main() -> None:
                                         else "-" for k in ("shape", "colour", "texture", "position")]
                               + [f"{open_[k]['accuracy']:.2f} (n={open_[k]['n_test']})" if k in open_ else "-"
                                  for k in ("shape", "colour", "texture")])
-    _plot(store.steps, curves, img / "sae_probes_by_step.png")
+    probes_png = f"{tagged(args, 'sae_probes_by_step')}.png"
+    _plot(store.steps, curves, img / probes_png, SHORT[first])
     n_img = store.num_images()
     concepts = f"""### Concept dictionary per step
 
@@ -79,10 +81,10 @@ shapes evaluator reads off the final image.
 
 Concept cards (top images of each latent, lit by its activation map; dark = silent):
 
-![up1, first step](img/sae_cards_up1_step0.png)
-![up1, last step](img/sae_cards_up1_step24.png)
-![mid, first step](img/sae_cards_mid_step0.png)
-![mid, last step](img/sae_cards_mid_step24.png)
+![{SHORT[second]}, first step](img/sae_cards_{SHORT[second]}_step0.png)
+![{SHORT[second]}, last step](img/sae_cards_{SHORT[second]}_step24.png)
+![{SHORT[first]}, first step](img/sae_cards_{SHORT[first]}_step0.png)
+![{SHORT[first]}, last step](img/sae_cards_{SHORT[first]}_step24.png)
 """
     composition = f"""### Early composition
 
@@ -95,21 +97,21 @@ and upsampled again (the best any map on that grid can do).
 {table(["block", "step", "IoU: top latent is object", "IoU: top latent not background", "blob baseline",
         "grid ceiling", "object latents", "background latents"], comp_rows)}
 
-Linear probes (ridge, 70/30 split) from the mid block's conditional activations at a step to the final image: shape,
+Linear probes (ridge, 70/30 split) from `{first}`'s conditional activations at a step to the final image: shape,
 colour, texture as the evaluator reads them, position = quadrant of the object's centre. "open" = only images whose
 prompt did not name that attribute, so the noise, not the text, decides it.
 
 {table(["step", "shape", "colour", "texture", "position", "shape (open)", "colour (open)", "texture (open)"],
        probe_rows)}
 
-![probe accuracy by step](img/sae_probes_by_step.png)
+![probe accuracy by step](img/{probes_png})
 """
-    write_section(args.doc, "concepts", concepts)
-    write_section(args.doc, "composition", composition)
+    write_section(args.doc, tagged(args, "concepts"), concepts)
+    write_section(args.doc, tagged(args, "composition"), composition)
     print(concepts + composition)
 
 
-def _plot(steps, curves, path):
+def _plot(steps, curves, path, block: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +125,7 @@ def _plot(steps, curves, path):
     ax.set_ylabel("held-out probe accuracy")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7, ncol=2)
-    ax.set_title("what the mid block already says about the final image")
+    ax.set_title(f"what {block} already says about the final image")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -3,7 +3,7 @@ spatial (push the object's latents into a target quadrant) and global (add a col
 
 Spatial success = the generated shape's centre lies in the target quadrant (chance 0.25); style success = the
 shapes evaluator sees the requested colour; change = mean absolute pixel difference to the unsteered image.
-One SAE per window (mid block, conditional branch). Writes the section `steer` of docs/sae.md and the grids
+One SAE per window (the model's first bench hookpoint: the U-Net's mid block; conditional branch). Writes the section `steer` of docs/sae.md and the grids
 docs/img/sae_steer_spatial.png, docs/img/sae_steer_global.png.
 Run: flock /tmp/cadiff-heavy.lock .venv/bin/python bench/sae_steer.py [--quick]
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sae_common import HOOKS, SHORT, load, options, shared_store, table, window_sae, write_section
+from sae_common import SHORT, hooks, load, options, shared_store, table, tagged, window_sae, write_section
 
 import cadiff
 from cadiff.report import image_grid, stack_grids
@@ -36,11 +36,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8, help="images per (prompt set, quadrant / colour)")
     ap.add_argument("--strength", type=float, default=3.0,
                     help="edit size in units of the mean norm of the update at a position (sets beta)")
-    ap.add_argument("--hook", default="mid_block.attentions.0", choices=HOOKS, help="hookpoint of the SAEs")
+    ap.add_argument("--hook", default=None, choices=sorted(SHORT),
+                    help="hookpoint of the SAEs (default: the model's first bench hookpoint, the U-Net's mid block)")
     args = ap.parse_args()
-    HOOK = args.hook
-    name = "steer" if HOOK == "mid_block.attentions.0" else f"steer_{SHORT[HOOK]}"
     pipe = load(args)
+    HOOK = args.hook or hooks(pipe)[0]
+    if HOOK not in hooks(pipe):
+        raise SystemExit(f"--hook {HOOK} is not one of this model's bench hookpoints: {', '.join(hooks(pipe))}")
+    name = tagged(args, "steer" if HOOK == hooks(pipe)[0] else f"steer_{SHORT[HOOK]}")
     ev = load_evaluator(args.evaluator)
     store = shared_store(args, pipe)
     n_steps = store.meta["num_inference_steps"]

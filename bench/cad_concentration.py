@@ -1,0 +1,107 @@
+"""How concentrated CAD's scores are, per weight, per attention head and per block, on the embedded U-Net and its
+MMDiT sibling side by side: is concept knowledge as localised in a DiT as in a U-Net?
+
+For each model and each of the 15 concepts, the plain erase attribution (`cadiff.attribute`, trajectory estimator,
+every linear weight of the denoiser) and from its positive score mass:
+- weights: the share held by the top 0.1 % and top 1 % of scored weights;
+- heads: the share of the attention heads' mass held by the top head and by the top 10 % of heads, and the top
+  head's share times the number of heads (1 = spread evenly, n_heads = all in one head);
+- blocks: the share held by the top block (U-Net: `down_blocks.1`, `mid_block`, ...; MMDiT: `transformer_blocks.3`).
+
+    flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_concentration.py --models embedded:unet embedded:dit
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from cad_common import options, save_json, table, write_section
+from common import RESULTS, hardware
+
+BLOCK = re.compile(r"^(down_blocks\.\d+|up_blocks\.\d+|mid_block|transformer_blocks\.\d+|single_transformer_blocks\.\d+"
+                   r"|[^.]+)")
+
+
+def block_of(name: str) -> str:
+    """The block a weight belongs to: its path up to the first block index (or its first part)."""
+    return BLOCK.match(name).group(1)
+
+
+def concentration(result) -> dict:
+    """The shares above for one Attribution."""
+    summary = result.summary()
+    heads = sorted(summary["heads"].values(), reverse=True)
+    head_total = sum(heads)
+    blocks: dict[str, float] = {}
+    for name, layer in summary["layers"].items():
+        blocks[block_of(name)] = blocks.get(block_of(name), 0.0) + layer["mass_positive"]
+    top_block = max(blocks, key=blocks.get)
+    n_top = max(1, round(0.1 * len(heads)))
+    return {
+        "weights_top_0.1%": summary["concentration"]["top_0.1%"],
+        "weights_top_1%": summary["concentration"]["top_1%"],
+        "n_heads": len(heads),
+        "head_top1": heads[0] / head_total if head_total > 0 else 0.0,
+        "head_top10%": sum(heads[:n_top]) / head_total if head_total > 0 else 0.0,
+        "head_top1_x_uniform": heads[0] / head_total * len(heads) if head_total > 0 else 0.0,
+        "attention_share": head_total / summary["mass_positive"] if summary["mass_positive"] > 0 else 0.0,
+        "top_block": top_block,
+        "top_block_share": blocks[top_block] / summary["mass_positive"] if summary["mass_positive"] > 0 else 0.0,
+        "n_blocks": len(blocks),
+    }
+
+
+def main() -> None:
+    p = options(__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["embedded:unet", "embedded:dit"],
+                   help="pipeline folders or embedded:unet / embedded:dit, measured side by side")
+    p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--components", default="linear")
+    p.add_argument("--concepts", nargs="*", default=None, help="default: all 15 of the shapes world")
+    p.add_argument("--out", default=str(RESULTS / "cad_concentration.json"))
+    args = p.parse_args()
+
+    import numpy as np
+    import torch
+
+    import cadiff
+    from cadiff.worlds.shapes.world import CONCEPTS
+
+    concepts = args.concepts or (list(CONCEPTS)[:2] if args.quick else list(CONCEPTS))
+    seeds = 1 if args.quick else args.seeds
+    torch.set_num_threads(args.threads)
+    record = {"settings": {"seeds": seeds, "components": args.components, "concepts": concepts,
+                           "hardware": hardware(args)}, "models": {}}
+    for model in args.models:
+        pipe = cadiff.load_pipeline(model, device=args.device)
+        t0 = time.time()
+        results = cadiff.attribute(pipe, concepts, seeds=seeds, components=args.components, progress=False)
+        seconds = time.time() - t0
+        per = {c: concentration(r) for c, r in zip(concepts, results)}
+        record["models"][model] = {"pipeline": type(pipe).__name__, "seconds": round(seconds, 1), "concepts": per}
+        print(model, f"{seconds:.0f} s", {k: v for k, v in per[concepts[0]].items()})
+    save_json(args.out, record)
+
+    keys = ["weights_top_0.1%", "weights_top_1%", "head_top1", "head_top10%", "head_top1_x_uniform",
+            "attention_share", "top_block_share"]
+    rows = []
+    for model, m in record["models"].items():
+        per = m["concepts"].values()
+        rows.append([model, next(iter(per))["n_heads"]] + [float(np.mean([c[k] for c in per])) for k in keys])
+    per_concept = []
+    for c in concepts:
+        per_concept.append([c] + [v for m in record["models"].values()
+                                  for v in (m["concepts"][c]["head_top1_x_uniform"], m["concepts"][c]["top_block"])])
+    md = (f"Plain erase attribution, {seeds} seeds, components `{args.components}`, {len(concepts)} concepts; mean over "
+          f"concepts of the positive score mass's shares ({hardware(args)}; `{args.out}`).\n\n"
+          + table(["model", "heads", "top 0.1 % weights", "top 1 % weights", "top head", "top 10 % heads",
+                   "top head x n_heads", "attention share", "top block"], rows)
+          + "\n\nPer concept: the top head's share x n_heads, and the top block.\n\n"
+          + table(["concept"] + [f"{m} {k}" for m in record["models"] for k in ("top head x n", "block")],
+                  per_concept))
+    write_section(args.doc, "cad_concentration", md)
+
+
+if __name__ == "__main__":
+    main()
