@@ -6,7 +6,10 @@ every linear weight of the denoiser) and from its positive score mass:
 - weights: the share held by the top 0.1 % and top 1 % of scored weights;
 - heads: the share of the attention heads' mass held by the top head and by the top 10 % of heads, and the top
   head's share times the number of heads (1 = spread evenly, n_heads = all in one head);
-- blocks: the share held by the top block (U-Net: `down_blocks.1`, `mid_block`, ...; MMDiT: `transformer_blocks.3`).
+- blocks: the share held by the top block (U-Net: `down_blocks.1`, `mid_block`, ...; MMDiT: `transformer_blocks.3`);
+- density: the densest head's (block's) mass per weight over the mean mass per weight of all heads (blocks). The
+  U-Net's heads and blocks differ in size (its blocks differ in width), the MMDiT's do not: the shares above
+  favour the U-Net's big heads, the densities do not (1 = as dense as the average).
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_concentration.py --models embedded:unet embedded:dit
 """
@@ -28,14 +31,34 @@ def block_of(name: str) -> str:
     return BLOCK.match(name).group(1)
 
 
+def densest(mass: dict, size: dict) -> float:
+    """The largest mass per weight among the parts, over the mean mass per weight of all of them."""
+    mean = sum(mass.values()) / sum(size.values())
+    return max(mass[k] / size[k] for k in mass) / mean if mean > 0 else 0.0
+
+
+def head_sizes(result) -> dict[str, int]:
+    """Scored weights per attention head, named as in `summary()["heads"]`."""
+    from cadiff.files.select import head_slices
+
+    sizes: dict[str, int] = {}
+    for name, (module, axis, n) in (result.metadata.get("heads") or {}).items():
+        if name in result.scores:
+            for h, idx in enumerate(head_slices(tuple(result.scores[name].shape), axis, n)):
+                sizes[f"{module}/head{h}"] = sizes.get(f"{module}/head{h}", 0) + idx.numel()
+    return sizes
+
+
 def concentration(result) -> dict:
     """The shares above for one Attribution."""
     summary = result.summary()
     heads = sorted(summary["heads"].values(), reverse=True)
     head_total = sum(heads)
     blocks: dict[str, float] = {}
+    block_sizes: dict[str, int] = {}
     for name, layer in summary["layers"].items():
         blocks[block_of(name)] = blocks.get(block_of(name), 0.0) + layer["mass_positive"]
+        block_sizes[block_of(name)] = block_sizes.get(block_of(name), 0) + layer["n"]
     top_block = max(blocks, key=blocks.get)
     n_top = max(1, round(0.1 * len(heads)))
     return {
@@ -49,6 +72,8 @@ def concentration(result) -> dict:
         "top_block": top_block,
         "top_block_share": blocks[top_block] / summary["mass_positive"] if summary["mass_positive"] > 0 else 0.0,
         "n_blocks": len(blocks),
+        "head_density": densest(summary["heads"], head_sizes(result)) if head_total > 0 else 0.0,
+        "block_density": densest(blocks, block_sizes),
     }
 
 
@@ -84,7 +109,7 @@ def main() -> None:
     save_json(args.out, record)
 
     keys = ["weights_top_0.1%", "weights_top_1%", "head_top1", "head_top10%", "head_top1_x_uniform",
-            "attention_share", "top_block_share"]
+            "head_density", "attention_share", "top_block_share", "block_density"]
     rows = []
     for model, m in record["models"].items():
         per = m["concepts"].values()
@@ -92,13 +117,13 @@ def main() -> None:
     per_concept = []
     for c in concepts:
         per_concept.append([c] + [v for m in record["models"].values()
-                                  for v in (m["concepts"][c]["head_top1_x_uniform"], m["concepts"][c]["top_block"])])
+                                  for v in (m["concepts"][c]["head_density"], m["concepts"][c]["top_block"])])
     md = (f"Plain erase attribution, {seeds} seeds, components `{args.components}`, {len(concepts)} concepts; mean over "
           f"concepts of the positive score mass's shares ({hardware(args)}; `{args.out}`).\n\n"
           + table(["model", "heads", "top 0.1 % weights", "top 1 % weights", "top head", "top 10 % heads",
-                   "top head x n_heads", "attention share", "top block"], rows)
-          + "\n\nPer concept: the top head's share x n_heads, and the top block.\n\n"
-          + table(["concept"] + [f"{m} {k}" for m in record["models"] for k in ("top head x n", "block")],
+                   "top head x n_heads", "densest head", "attention share", "top block", "densest block"], rows)
+          + "\n\nPer concept: the densest head (mass per weight over the heads' mean), and the top block.\n\n"
+          + table(["concept"] + [f"{m} {k}" for m in record["models"] for k in ("densest head", "top block")],
                   per_concept))
     write_section(args.doc, "cad_concentration", md)
 
