@@ -18,13 +18,15 @@ def main() -> None:
     p.add_argument("--concept", default="circle")
     p.add_argument("--groups", nargs="*", default=["ff", "attn", "linear"])
     p.add_argument("--ratios", nargs="*", type=float, default=[0.002, 0.005, 0.01, 0.02])
+    p.add_argument("--scopes", nargs="*", default=["row", "global"], help="selection scopes (row: the paper's)")
     p.add_argument("--seeds", type=int, default=4)
     p.set_defaults(model="embedded:dit")
     args = p.parse_args()
     if args.quick:
-        args.groups, args.ratios, args.seeds = ["ff"], [0.01], 1
+        args.groups, args.ratios, args.seeds, args.scopes = ["ff"], [0.01], 1, ["global"]
 
     import cadiff
+    from cadiff.attribution.result import EmptySelectionError
     from cadiff.editing import ablated
     from cadiff.editing.measure import concept_accuracies, edit_metrics
 
@@ -34,21 +36,26 @@ def main() -> None:
     rows, results = [], {}
     for group in args.groups:
         attr = cadiff.attribute(pipe, args.concept, seeds=args.seeds, components=group, progress=False)
-        for ratio in args.ratios:
-            mask = attr.select(ratio=ratio)
-            with ablated(pipe, mask, check=False):
-                after = concept_accuracies(pipe, evaluator, repeats=1)
-            m = edit_metrics(before, after, [args.concept])
-            results[f"{group}/{ratio}"] = {**m, "zeroed": len(mask)}
-            rows.append([group, ratio, len(mask), m["target_after"], m["kept_min"], m["others_after"]])
-            print(group, ratio, len(mask), m["target_after"], m["kept_min"], flush=True)
+        for scope in args.scopes:
+            for ratio in args.ratios:
+                try:
+                    mask = attr.select(ratio=ratio, scope=scope)
+                except EmptySelectionError:
+                    rows.append([group, scope, ratio, 0, "selects nothing", None, None])
+                    continue
+                with ablated(pipe, mask, check=False):
+                    after = concept_accuracies(pipe, evaluator, repeats=1)
+                m = edit_metrics(before, after, [args.concept])
+                results[f"{group}/{scope}/{ratio}"] = {**m, "zeroed": len(mask)}
+                rows.append([group, scope, ratio, len(mask), m["target_after"], m["kept_min"], m["others_after"]])
+                print(group, scope, ratio, len(mask), m["target_after"], m["kept_min"], flush=True)
     name = tagged(args, f"cad_dit_probe_{args.concept}")
     save_json(RESULTS / f"{name}.json", {"before": before, "results": results, "settings": vars(args),
                                          "seconds": round(time.time() - t0, 1)})
-    md = (f"### Plain erase of '{args.concept}' on {args.model}: component group x ratio per row\n\n"
+    md = (f"### Plain erase of '{args.concept}' on {args.model}: component group x selection scope x ratio\n\n"
           f"{args.seeds} trajectories; judged on 36 images (6 naming '{args.concept}'); kept = worst share of another "
           f"concept's accuracy ({hardware(args)}, {time.time() - t0:.0f} s).\n\n"
-          + table(["group", "ratio", "zeroed", "target after", "worst kept", "others after (mean)"], rows))
+          + table(["group", "scope", "ratio", "zeroed", "target after", "worst kept", "others after (mean)"], rows))
     write_section(args.doc, name, md)
     print(md)
 
