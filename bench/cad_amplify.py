@@ -81,7 +81,7 @@ def main() -> None:
                     after = concept_accuracies(weak, evaluator, repeats=args.repeats)
                 m = edit_metrics(weakened, after, [args.concept])
                 results[f"{source}/{ratio}"] = {**m, "zeroed": len(mask)}
-                rows.append([f"amplify from {source}", ratio, len(mask), m["target_after"], m["others_after"]])
+                rows.append([f"amplify from {source}", f"{ratio:g}", len(mask), m["target_after"], m["others_after"]])
                 print(source, ratio, m["target_after"], m["others_after"], flush=True)
                 if best is None or m["target_after"] > best[0]:
                     best = (m["target_after"], mask, f"{source}, ratio {ratio:g}")
