@@ -41,13 +41,13 @@ def main() -> None:
                 try:
                     mask = attr.select(ratio=ratio, scope=scope)
                 except EmptySelectionError:
-                    rows.append([group, scope, ratio, 0, "selects nothing", None, None])
+                    rows.append([group, scope, f"{ratio:g}", 0, "selects nothing", None, None])
                     continue
                 with ablated(pipe, mask, check=False):
                     after = concept_accuracies(pipe, evaluator, repeats=1)
                 m = edit_metrics(before, after, [args.concept])
                 results[f"{group}/{scope}/{ratio}"] = {**m, "zeroed": len(mask)}
-                rows.append([group, scope, ratio, len(mask), m["target_after"], m["kept_min"], m["others_after"]])
+                rows.append([group, scope, f"{ratio:g}", len(mask), m["target_after"], m["kept_min"], m["others_after"]])
                 print(group, scope, ratio, len(mask), m["target_after"], m["kept_min"], flush=True)
     name = tagged(args, f"cad_dit_probe_{args.concept}")
     save_json(RESULTS / f"{name}.json", {"before": before, "results": results, "settings": vars(args),
