@@ -19,6 +19,9 @@ def main() -> None:
     p.add_argument("--groups", nargs="*", default=["ff", "attn", "linear"])
     p.add_argument("--ratios", nargs="*", type=float, default=[0.002, 0.005, 0.01, 0.02])
     p.add_argument("--scopes", nargs="*", default=["row", "global"], help="selection scopes (row: the paper's)")
+    p.add_argument("--rule", default=None, choices=["mean", "guard", "relative"],
+                   help="score against every other concept of the world with this preserve rule (default: plain)")
+    p.add_argument("--at-steps", default="all", help="steps the erase objective sums over (all, early, ...)")
     p.add_argument("--seeds", type=int, default=4)
     p.set_defaults(model="embedded:dit")
     args = p.parse_args()
@@ -29,13 +32,16 @@ def main() -> None:
     from cadiff.attribution.result import EmptySelectionError
     from cadiff.editing import ablated
     from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.worlds import world_of
 
     pipe, evaluator = load(args)
+    keep = [c for c in world_of(pipe).concepts() if c != args.concept] if args.rule else None
     t0 = time.time()
     before = concept_accuracies(pipe, evaluator, repeats=1)
     rows, results = [], {}
     for group in args.groups:
-        attr = cadiff.attribute(pipe, args.concept, seeds=args.seeds, components=group, progress=False)
+        attr = cadiff.attribute(pipe, args.concept, seeds=args.seeds, components=group, preserve=keep,
+                                preserve_rule=args.rule or "mean", at_steps=args.at_steps, progress=False)
         for scope in args.scopes:
             for ratio in args.ratios:
                 try:
@@ -52,7 +58,8 @@ def main() -> None:
     name = tagged(args, f"cad_dit_probe_{args.concept}")
     save_json(RESULTS / f"{name}.json", {"before": before, "results": results, "settings": vars(args),
                                          "seconds": round(time.time() - t0, 1)})
-    md = (f"### Plain erase of '{args.concept}' on {args.model}: component group x selection scope x ratio\n\n"
+    how = f"{args.rule} rule against the other 14 concepts" if args.rule else "plain"
+    md = (f"### Erase of '{args.concept}' on {args.model} ({how}, steps {args.at_steps}): group x scope x ratio\n\n"
           f"{args.seeds} trajectories; judged on 36 images (6 naming '{args.concept}'); kept = worst share of another "
           f"concept's accuracy ({hardware(args)}, {time.time() - t0:.0f} s).\n\n"
           + table(["group", "scope", "ratio", "zeroed", "target after", "worst kept", "others after (mean)"], rows))
