@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import common
+from common import tagged
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "sae.md"
@@ -47,10 +48,6 @@ def options(description: str) -> argparse.ArgumentParser:
     p.add_argument("--tag", default="", help="suffix of this run's doc sections, pictures and cache folders (e.g. "
                                              "dit), so a second model's run sits beside the first")
     return p
-
-
-def tagged(args, name: str) -> str:
-    return common.tagged(args, name)
 
 
 def load(args):

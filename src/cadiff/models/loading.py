@@ -58,7 +58,6 @@ def embedded_name(model: str | Path | None) -> str | None:
     return text.split(":", 1)[1] if text.startswith("embedded:") else None
 
 
-
 def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -268,7 +267,8 @@ def load_pipeline(model: str | Path | None = None, dtype: str | torch.dtype | No
 
 def source_name(model: str | Path | None) -> str:
     """How a result names the model it was loaded from: 'embedded:unet' / 'embedded:dit', else the path or id."""
-    return f"embedded:{embedded_name(model)}" if embedded_name(model) else str(model)
+    name = embedded_name(model)
+    return f"embedded:{name}" if name else str(model)
 
 
 def model_info(pipe) -> dict:
