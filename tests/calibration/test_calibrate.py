@@ -106,6 +106,64 @@ def test_a_line_ends_when_a_kept_concept_falls(sd2, monkeypatch):
     assert all(p.kept_min_concept == "a star" and p.kept_min == 0.0 for p in tried)
 
 
+def _scripted(monkeypatch, present):
+    """Judge every screened point by its setting: `present(cfg, concept)`; unedited images show everything."""
+    import cadiff.calibration.search as search
+
+    now = {}
+    try_point, measure = search._Search.try_point, search.measure
+
+    def staged(self, line, cfg, *args):
+        now.update(cfg=cfg)
+        return try_point(self, line, cfg, *args)
+
+    def measured(pipe, probe, judge, concepts, mask=None, **sampling):
+        now.update(edited=mask is not None)
+        return measure(pipe, probe, judge, concepts, mask=mask, **sampling)
+
+    monkeypatch.setattr(search._Search, "try_point", staged)
+    monkeypatch.setattr(search, "measure", measured)
+    return lambda images, concept: np.full(len(images), not now["edited"] or present(now["cfg"], concept))
+
+
+def test_an_edit_too_large_for_the_model_halves_its_ratio_until_the_concepts_hold(sd2, monkeypatch):
+    """Scripted: any edit takes the target; 'a star' goes at the search's ratios and stays at a quarter of them.
+    The first line halves twice and meets the goal there; the setting, given to the plain edit, is the same mask."""
+    judge = _scripted(monkeypatch, lambda cfg, c: c != "a circle" and (c != "a star" or cfg.ratio < RATIOS[0] / 3))
+    result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **FAST)
+    tried = [(p.setting["at_steps"], p.setting["ratio"], p.kept_min) for p in result.certificate.tried]
+    first = SEARCH[0].at_steps
+    assert tried == [(first, RATIOS[0], 0.0), (first, RATIOS[0] / 2, 0.0), (first, RATIOS[0] / 4, 1.0)]
+    assert result.certificate.passed and result.config.ratio == RATIOS[0] / 4
+    plain = cadiff.erase(sd2, "a circle", calibrate=False, ratio=RATIOS[0] / 4, at_steps=first,
+                         **{k: v for k, v in FAST.items() if "_" not in k})
+    assert {n: i.tolist() for n, i in plain.mask.indices.items()} == \
+        {n: i.tolist() for n, i in result.mask.indices.items()}
+
+
+def test_a_line_does_not_halve_when_the_target_stayed(sd2, monkeypatch):
+    """Scripted: the target never goes and 'a star' goes with any edit: a smaller edit cannot help, so every line
+    screens its first ratio only (no halving)."""
+    judge = _scripted(monkeypatch, lambda cfg, c: c != "a star")
+    tried = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **FAST).certificate.tried
+    assert [p.setting["ratio"] for p in tried] == [RATIOS[0]] * len(SEARCH)
+
+
+def test_the_halving_line_stops_when_the_target_comes_back(sd2, monkeypatch):
+    """Scripted: the target goes only at the search's ratios, where 'a star' goes too: the first line halves once,
+    sees the target back, and the search goes on to the next line; the guard line's rounds go on at the halved
+    ratio, where every concept held."""
+    judge = _scripted(monkeypatch, lambda cfg, c: (cfg.ratio < RATIOS[0]) if c == "a circle"
+                      else (c != "a star" or cfg.ratio < RATIOS[0]))
+    result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **FAST)
+    first = [p.setting["ratio"] for p in result.certificate.tried if p.setting["at_steps"] == SEARCH[0].at_steps
+             and p.setting["preserve_rule"] is None]
+    assert first == [RATIOS[0], RATIOS[0] / 2] and not result.certificate.passed
+    guard = [(p.setting["ratio"], p.setting["rounds"]) for p in result.certificate.tried
+             if p.setting["preserve_rule"] == "guard"]
+    assert guard == [(RATIOS[0], 1), (RATIOS[0] / 2, 1), (RATIOS[0] / 2, 2), (RATIOS[0] / 2, 3)]
+
+
 def test_a_round_that_breaks_keep_is_tried_again_at_the_smaller_ratio(sd2, monkeypatch):
     """Scripted on the point's setting: with the guard rule, round 2 takes the target; at 3 % it also takes 'a star',
     at 2 % (the same round-2 scores, not taken again) it keeps it: the search finds 3 % then 2 %, and the chosen

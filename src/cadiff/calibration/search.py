@@ -9,6 +9,9 @@ The search, cheapest first (`SEARCH`, `RATIOS`):
    a round that breaks a concept to keep is tried again at the next smaller ratio (same scores), and the rounds
    go on at that ratio;
 3. the same with every score in shares of its concept's J (the relative rule), up to 2 rounds.
+The ratios are the scale measured on the U-Net. Where a line's smallest ratio takes the target away but breaks a
+concept to keep (the edit is too large for this model, as on the MMDiT), the line halves the ratio until the
+concepts hold, the target comes back, or the rule picks no weight; its rounds go on from the ratio that held.
 Round-1 scores are computed once per step window and re-selected at every ratio and rule: the guard and the
 relative rule are folded from the same per-concept scores. Within a line a larger ratio or another round is
 tried only while the concepts to keep held; a line ends when one falls below the goal.
@@ -208,23 +211,50 @@ class _Search:
         if self.done():
             return
         attrs = self.first_round(line)
-        held = None
+        held, first = None, None
         for ratio in RATIOS:
             if self.done():
                 return
-            cfg = self.config(line, ratio)
-            with self.timed("selection"):
-                mask = self.select(None, attrs, cfg)
-            if mask is None:  # this ratio picks no weight on this model's rows: try the next
+            point, mask = self.screen_ratio(line, attrs, ratio)
+            if point is None:  # this ratio picks no weight on this model's rows: try the next
                 continue
-            point = self.try_point(line, cfg, mask, {1: mask}, attrs)
+            first = first or point
             if self.found or not self.keeps(point):
                 break
             held = (ratio, mask)
+        if held is None and first is not None and self.overshot(first):
+            held = self.descend(line, attrs, first.setting["ratio"])
         if held is None or line.rounds == 1 or self.found:
             return
         ratio, mask = held
-        self.run_rounds(line, [r for r in RATIOS if r <= ratio][::-1], mask)
+        self.run_rounds(line, [r for r in RATIOS if r <= ratio][::-1] or [ratio], mask)
+
+    def screen_ratio(self, line: Line, attrs: list, ratio: float) -> tuple[Point | None, Any]:
+        """Round 1 of `line` at `ratio`, screened; (None, None) when the rule picks no weight."""
+        cfg = self.config(line, ratio)
+        with self.timed("selection"):
+            mask = self.select(None, attrs, cfg)
+        if mask is None:
+            return None, None
+        return self.try_point(line, cfg, mask, {1: mask}, attrs), mask
+
+    def overshot(self, p: Point) -> bool:
+        """The edit took the target away but broke a concept to keep: too large for this model."""
+        return self.goal.meets(p.target_max, 1.0) and not self.keeps(p)
+
+    def descend(self, line: Line, attrs: list, ratio: float) -> tuple[float, Any] | None:
+        """Halve `ratio` while the edit overshoots; (ratio, mask) of the first that keeps every concept, None when
+        none does (the target came back, the rule picks no weight, or the budget ran out)."""
+        while not self.done():
+            ratio /= 2
+            point, mask = self.screen_ratio(line, attrs, ratio)
+            if point is None or self.found:
+                return None
+            if self.keeps(point):
+                return ratio, mask
+            if not self.overshot(point):
+                return None
+        return None
 
     def run_rounds(self, line: Line, ratios: list[float], mask) -> None:
         """Rounds 2.. of `line` from round 1's `mask`, at `ratios[0]`; when a round breaks a concept to keep, the
