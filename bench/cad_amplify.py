@@ -32,6 +32,10 @@ def main() -> None:
     p.add_argument("--images", type=int, default=16)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--components", default="ff", help="component group of both edits (ff = the paper's)")
+    p.add_argument("--weaken-rule", default="mean", choices=["mean", "guard"],
+                   help="the weakening erase's preserve rule: mean (against the other shapes) or guard (against "
+                        "every other concept of the world)")
+    p.add_argument("--weaken-at-steps", default="all", help="steps the weakening erase's objective sums over")
     args = p.parse_args()
     if args.quick:
         args.ratios, args.seeds, args.images, args.repeats, args.weaken_ratios = [0.1], 1, 4, 1, [0.05]
@@ -41,6 +45,7 @@ def main() -> None:
     import cadiff
     from cadiff.editing import ablated, edited_copy
     from cadiff.editing.measure import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
+    from cadiff.worlds import world_of
     from cadiff.worlds.shapes import COLOURS, TEXTURES, render
 
     pipe, evaluator = load(args)
@@ -48,7 +53,9 @@ def main() -> None:
     Path(args.img).mkdir(parents=True, exist_ok=True)
     keep = [k for k in KEEP if k != args.concept]
     original = concept_accuracies(pipe, evaluator, repeats=args.repeats)
-    weak_attr = cadiff.attribute(pipe, args.concept, preserve=keep, seeds=args.seeds, components=args.components,
+    weak_keep = keep if args.weaken_rule == "mean" else world_of(pipe).others([args.concept])
+    weak_attr = cadiff.attribute(pipe, args.concept, preserve=weak_keep, preserve_rule=args.weaken_rule,
+                                 at_steps=args.weaken_at_steps, seeds=args.seeds, components=args.components,
                                  progress=False)
     for weaken_ratio in args.weaken_ratios:
         weak = edited_copy(pipe, weak_attr.select(ratio=weaken_ratio))
@@ -91,12 +98,16 @@ def main() -> None:
     save_json(RESULTS / f"{name}.json", {"original": original, "weakened": weakened,
                                                     "results": results, "settings": vars(args)})
     n_img = 36 * args.repeats
+    weakening = ("preserve set: the other shapes" if args.weaken_rule == "mean"
+                 else "the guard rule against every other concept")
+    if args.weaken_at_steps != "all":
+        weakening += f", objective on the {args.weaken_at_steps} steps"
     sampling = ("its 25 flow-matching steps, target the velocity" if type(pipe).__name__.startswith("StableDiffusion3")
                 else "all 25 DDIM timesteps, target per the scheduler's v-prediction")
     md = f"""### Amplify a weakened concept ('{args.concept}', {args.model or 'embedded:unet'})
 
 '{args.concept}' was weakened by zeroing the top {args.weaken_ratio:g} per row of its erase scores on the
-'{args.components}' weights (preserve set: the other shapes), then
+'{args.components}' weights ({weakening}), then
 CAD-Amplify (objective: minus the denoising loss over {sampling}; preserve = the other shapes) zeroed the most negative scores per row. Accuracies over {n_img} images
 ({6 * args.repeats} naming '{args.concept}'), so one image moves the target by {1 / (6 * args.repeats):.2f}.
 

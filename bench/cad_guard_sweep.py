@@ -38,7 +38,14 @@ def main() -> None:
     p.add_argument("--ratios", nargs="*", type=float, default=[0.005, 0.01, 0.02, 0.03])
     p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--at-steps", default="early")
+    p.add_argument("--report-only", action="store_true", help="rewrite the section from the JSON")
     args = p.parse_args()
+    if args.report_only:
+        import json
+
+        results = json.loads((RESULTS / f"{tagged(args, 'cad_guard_sweep')}.json").read_text())
+        write_section(args.doc, tagged(args, "cad_guard_sweep"), report(results, args.model, hardware(args)))
+        return
     if args.quick:
         args.concepts, args.groups, args.ratios, args.seeds = ["circle"], ["ff"], [0.01], 1
 
@@ -75,7 +82,6 @@ def main() -> None:
     names = {g: group_names(denoiser, g) for g in args.groups}
     results = {"settings": vars(args), "score_seconds": seconds, "before": before,
                "before_confirm": before_confirm, "concepts": {}}
-    rows = []
     for target in concepts:
         own = scores[target]
         guard = {}
@@ -121,23 +127,55 @@ def main() -> None:
         results["concepts"][target] = {"points": [{k: v for k, v in q.items() if k != "mask"} for q in points],
                                        "chosen": {k: v for k, v in best.items() if k != "mask"},
                                        "confirmed": confirmed}
-        rows.append([target, f"{best['group']}, {best['ratio']:g} per row", best["zeroed"],
-                     f"{best['target']:.2f} / {best['kept_min']:.2f}",
-                     f"{confirmed['target']:.2f} / {confirmed['kept_min']:.2f} ({confirmed['kept_min_concept']})",
-                     "yes" if confirmed["met"] else "no",
-                     "; ".join(f"{q['group']} {q['ratio']:g}: {q['target']:.2f}/{q['kept_min']:.2f}" for q in points)])
         save_json(RESULTS / f"{name}.json", {**results, "seconds": round(time.time() - t0, 1)})
-    met = sum(r["confirmed"]["met"] for r in results["concepts"].values())
-    md = (f"### Guard-rule erase of every concept on {args.model}: group x ratio ({args.at_steps} steps, per row)\n\n"
-          f"One attribution per concept ({args.seeds} trajectories, linear weights); the guard rule against the "
-          f"other {len(everyone) - 1} concepts. Points judged on 36 images; the best point per concept (the "
-          f"calibrated search's rule) confirmed on 72 images of seeds {confirm_seed}-{confirm_seed + 71}. Goal met "
-          f"on the confirmation for **{met} of {len(results['concepts'])}** concepts ({hardware(args)}, "
-          f"{time.time() - t0:.0f} s).\n\n"
-          + table(["concept", "best setting", "zeroed", "screening: target / worst kept",
-                   "confirmation: target / worst kept", "goal met", "every point (target/worst kept)"], rows))
-    write_section(args.doc, name, md)
-    print(md)
+    results["seconds"] = round(time.time() - t0, 1)
+    save_json(RESULTS / f"{name}.json", results)
+    write_section(args.doc, name, report(results, args.model, hardware(args)))
+
+
+def report(results: dict, model: str, hardware_text: str) -> str:
+    """The section: per concept the chosen point and its confirmation, and the frontier in two numbers: the lowest
+    target any point reached while keeping every other concept at >= 95 %, and the best worst-kept share of the
+    points that took the target to <= 5 %."""
+    from cadiff.calibration.certificate import Goal
+
+    goal, s = Goal(), results["settings"]
+    rows, met, low, cost = [], 0, [], []
+    for target, r in results["concepts"].items():
+        points, best, conf = r["points"], r["chosen"], r["confirmed"]
+        met += conf["met"]
+        kept = [q["target"] for q in points if goal.keeps(q["kept_min"])]
+        gone = [q for q in points if q["target"] <= goal.target]
+        low.append(min(kept) if kept else None)
+        kindest = max(gone, key=lambda q: (q["kept_min"], -q["zeroed"])) if gone else None
+        cost.append(kindest["kept_min"] if gone else None)
+        rows.append([target, f"{min(kept):.2f}" if kept else "none keeps",
+                     (f"{cost[-1]:.2f} ({kindest['group']} {kindest['ratio']:g})" if gone else "never gone"),
+                     f"{best['group']}, {best['ratio']:g} per row", best["zeroed"],
+                     f"{conf['target']:.2f} / {conf['kept_min']:.2f}", "yes" if conf["met"] else "no",
+                     "; ".join(f"{q['group']} {q['ratio']:g}: {q['target']:.2f}/{q['kept_min']:.2f}" for q in points)])
+    reached = [x for x in low if x is not None]
+    costs = [x for x in cost if x is not None]
+    n = len(results["concepts"])
+    summary = ""
+    if reached:
+        mean_cost = sum(costs) / len(costs) if costs else 0.0
+        summary = (f"Over the {n} concepts: the lowest target that keeps every other concept is "
+                   f"{sum(reached) / len(reached):.2f} on average ({sum(x <= goal.target for x in reached)} reach "
+                   f"the goal's 5 %); {len(costs)} can be taken to <= 5 % at all, keeping at best {mean_cost:.2f} of "
+                   "the worst other concept on average.")
+    return (f"### Guard-rule erase of every concept on {model}: group x ratio ({s['at_steps']} steps, per row)\n\n"
+            f"One attribution per concept ({s['seeds']} trajectories, linear weights); the guard rule against the "
+            f"other {len(results['before']) - 1} concepts; groups {', '.join(s['groups'])} (attn+ff: the linear "
+            "weights less the adaptive-norm modulation); per group the ratios go up until the target is gone or "
+            "another concept falls below half. Points judged on 36 images (6 naming a shape or colour, 12 a "
+            "texture); the point the calibrated search's rule would choose confirmed on 72 images of seeds "
+            "200000-200071. Goal met on the "
+            f"confirmation for **{met} of {n}** concepts ({hardware_text}, {results.get('seconds', 0):.0f} s). "
+            f"{summary}\n\n"
+            + table(["concept", "lowest target keeping >= 95 %", "best worst-kept at target <= 5 % (setting)",
+                     "chosen setting", "zeroed", "confirmation: target / worst kept", "goal met",
+                     "every point (target / worst kept)"], rows))
 
 
 if __name__ == "__main__":

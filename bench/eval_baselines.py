@@ -161,7 +161,7 @@ def main() -> None:
 
     started = time.time()
     base = score(pipe, "unedited", None)
-    results, seconds, folders = {}, {}, {}
+    results, seconds = {}, {}
     esd_models = {}
     for concept in concepts:
         results[concept] = {"unedited": views(base, concept)}

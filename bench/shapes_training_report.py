@@ -4,7 +4,6 @@ Run: .venv/bin/python bench/shapes_training_report.py build/shapes-v2/train_log.
 """
 
 import json
-import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -39,7 +39,7 @@ class CalibrationConfig(Config):
                                       "(default 0.05)", type=fraction)
     goal_keep: float = option(0.95, "goal: every concept to keep keeps at least this share of its accuracy "
                                     "(default 0.95)", type=fraction)
-    budget: int = option(12, "most settings the search screens (default 12: all of it)", type=positive_int)
+    budget: int = option(12, "most settings the search screens (default 12)", type=positive_int)
     screen_repeats: int = option(1, "screening images: the world's design this many times (36 images each on the "
                                     "embedded model; elsewhere 12 per concept) (default 1)", type=positive_int)
     screen_extra: int = option(12, "screening images naming each target beyond those (default 12)", type=count)
