@@ -123,7 +123,11 @@ def _scripted(monkeypatch, present):
 
     monkeypatch.setattr(search._Search, "try_point", staged)
     monkeypatch.setattr(search, "measure", measured)
-    return lambda images, concept: np.full(len(images), not now["edited"] or present(now["cfg"], concept))
+    def judge(images, concept):
+        shown = True if not now["edited"] else present(now["cfg"], concept)
+        return np.resize(np.asarray(shown, bool), len(images))
+
+    return judge
 
 
 def test_an_edit_too_large_for_the_model_halves_its_ratio_until_the_concepts_hold(sd2, monkeypatch):
@@ -139,6 +143,19 @@ def test_an_edit_too_large_for_the_model_halves_its_ratio_until_the_concepts_hol
                          **{k: v for k, v in FAST.items() if "_" not in k})
     assert {n: i.tolist() for n, i in plain.mask.indices.items()} == \
         {n: i.tolist() for n, i in result.mask.indices.items()}
+
+
+def test_an_edit_that_halves_the_target_and_breaks_a_kept_concept_halves_its_ratio_too(sd2, monkeypatch):
+    """Scripted: every edit leaves the target in a third of its images (not gone, but more than halved); 'a star'
+    goes at the search's ratios: the first line halves once, where every concept holds."""
+    third = np.arange(3) == 0
+    judge = _scripted(monkeypatch, lambda cfg, c: third if c == "a circle"
+                      else (c != "a star" or cfg.ratio < RATIOS[0]))
+    tried = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **FAST).certificate.tried
+    first = [(p.setting["ratio"], p.kept_min) for p in tried if p.setting["at_steps"] == SEARCH[0].at_steps
+             and p.setting["preserve_rule"] is None]
+    assert first == [(RATIOS[0], 0.0), (RATIOS[0] / 2, 1.0)]
+    assert 0.2 < tried[0].target_max < 0.5
 
 
 def test_a_line_does_not_halve_when_the_target_stayed(sd2, monkeypatch):

@@ -9,9 +9,10 @@ The search, cheapest first (`SEARCH`, `RATIOS`):
    a round that breaks a concept to keep is tried again at the next smaller ratio (same scores), and the rounds
    go on at that ratio;
 3. the same with every score in shares of its concept's J (the relative rule), up to 2 rounds.
-The ratios are the scale measured on the U-Net. Where a line's smallest ratio takes the target away but breaks a
-concept to keep (the edit is too large for this model, as on the MMDiT), the line halves the ratio until the
-concepts hold, the target comes back, or the rule picks no weight; its rounds go on from the ratio that held.
+The ratios are the scale measured on the U-Net. Where a line's smallest ratio breaks a concept to keep while it
+takes the target to half its accuracy or less (the edit works but is too large for this model, as on the MMDiT),
+the line halves the ratio until the concepts hold, the target comes back above half, or the rule picks no weight;
+its rounds go on from the ratio that held.
 Round-1 scores are computed once per step window and re-selected at every ratio and rule: the guard and the
 relative rule are folded from the same per-concept scores. Within a line a larger ratio or another round is
 tried only while the concepts to keep held; a line ends when one falls below the goal.
@@ -239,12 +240,13 @@ class _Search:
         return self.try_point(line, cfg, mask, {1: mask}, attrs), mask
 
     def overshot(self, p: Point) -> bool:
-        """The edit took the target away but broke a concept to keep: too large for this model."""
-        return self.goal.meets(p.target_max, 1.0) and not self.keeps(p)
+        """The edit broke a concept to keep while it took every target to half its accuracy or less: it works on the
+        target but is too large for this model."""
+        return not self.keeps(p) and all(p.target[t] <= self.before[t] / 2 for t in self.targets)
 
     def descend(self, line: Line, attrs: list, ratio: float) -> tuple[float, Any] | None:
         """Halve `ratio` while the edit overshoots; (ratio, mask) of the first that keeps every concept, None when
-        none does (the target came back, the rule picks no weight, or the budget ran out)."""
+        none does (the target came back above half, the rule picks no weight, or the budget ran out)."""
         while not self.done():
             ratio /= 2
             point, mask = self.screen_ratio(line, attrs, ratio)
