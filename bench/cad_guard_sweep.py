@@ -49,12 +49,11 @@ def main() -> None:
     if args.quick:
         args.concepts, args.groups, args.ratios, args.seeds = ["circle"], ["ff"], [0.01], 1
 
-    import torch
-
     import cadiff
     from cadiff.attribution import Attribution
     from cadiff.attribution.result import EmptySelectionError
     from cadiff.calibration.certificate import Goal
+    from cadiff.calibration.search import fold_maxima, with_keep_rule
     from cadiff.editing import ablated
     from cadiff.editing.measure import concept_accuracies, edit_metrics
     from cadiff.models.loading import denoiser as loaded_denoiser
@@ -83,18 +82,11 @@ def main() -> None:
     results = {"settings": vars(args), "score_seconds": seconds, "before": before,
                "before_confirm": before_confirm, "concepts": {}}
     for target in concepts:
-        own = scores[target]
-        guard = {}
-        for other in everyone:
-            if other == target:
-                continue
-            for n, s in scores[other].scores.items():
-                positive = s.clamp_min(0)
-                guard[n] = torch.maximum(guard[n], positive) if n in guard else positive
-        guarded = {n: s - guard[n] for n, s in own.scores.items()}
+        others = [c for c in everyone if c != target]
+        guarded = with_keep_rule(scores[target], *fold_maxima(scores[c] for c in others), "guard", others)
         points = []
         for group in args.groups:
-            attr = Attribution({n: s for n, s in guarded.items() if n in names[group]}, own.metadata)
+            attr = Attribution({n: s for n, s in guarded.scores.items() if n in names[group]}, guarded.metadata)
             for ratio in args.ratios:
                 try:
                     mask = attr.select(ratio=ratio, scope="row")
@@ -111,14 +103,7 @@ def main() -> None:
                 if m["target_after"] <= goal.target or m["kept_min"] < 0.5:
                     break
 
-        def rank(q):
-            if goal.meets(q["target"], q["kept_min"]):
-                return (0, q["zeroed"])
-            if goal.keeps(q["kept_min"]):
-                return (1, q["target"], q["zeroed"])
-            return (2, goal.distance(q["target"], q["kept_min"]), q["zeroed"])
-
-        best = min(points, key=rank)
+        best = min(points, key=lambda q: (*goal.rank(q["target"], q["kept_min"]), q["zeroed"]))
         with ablated(pipe, best["mask"], check=False):
             after = concept_accuracies(pipe, evaluator, repeats=2, seed=confirm_seed)
         m = edit_metrics(before_confirm, after, [target])

@@ -35,6 +35,15 @@ class Goal:
         """How far a point is from the goal: the target's excess plus the keep shortfall (0 inside it)."""
         return max(0.0, target_max - self.target) + max(0.0, self.keep - kept_min)
 
+    def rank(self, target_max: float, kept_min: float) -> tuple[int, float]:
+        """The choice among points, smallest first: those that meet the goal, then those that keep every concept
+        by their target, then the rest by their distance to the goal."""
+        if self.meets(target_max, kept_min):
+            return (0, 0.0)
+        if self.keeps(kept_min):
+            return (1, target_max)
+        return (2, self.distance(target_max, kept_min))
+
 
 @dataclass
 class Point:

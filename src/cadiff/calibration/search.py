@@ -33,7 +33,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -164,11 +164,9 @@ class _Search:
         return point
 
     def _rank(self, p: Point) -> tuple:
-        if self.goal.meets(p.target_max, p.kept_min):
-            return (0, 0.0, p.order)
-        if self.goal.keeps(p.kept_min):
-            return (1, p.target_max, p.zeroed)
-        return (2, self.goal.distance(p.target_max, p.kept_min), p.zeroed)
+        """The goal's rank, then the first screened among those that meet it, else the fewest weights zeroed."""
+        rank = self.goal.rank(p.target_max, p.kept_min)
+        return (*rank, p.order if rank[0] == 0 else p.zeroed)
 
     def break_ties(self, probe, before: dict[str, Rate]) -> None:
         """When no setting met the goal and the best point ties with others on the screening numbers, screen the
@@ -286,10 +284,14 @@ class _Search:
 def keep_maxima(pipe, keep: Sequence[str], settings: dict) -> tuple[dict, dict]:
     """Per weight, the largest positive score of any concept to keep, as such and in shares of each concept's J
     (the guard and the relative rule), scoring one concept at a time."""
+    return fold_maxima(attribute(pipe, concept, progress=False, **settings) for concept in keep)
+
+
+def fold_maxima(attributions: Iterable[Attribution]) -> tuple[dict, dict]:
+    """`keep_maxima` of attributions already computed (for `with_keep_rule`), taken one at a time."""
     guard: dict[str, torch.Tensor] = {}
     relative: dict[str, torch.Tensor] = {}
-    for concept in keep:
-        a = attribute(pipe, concept, progress=False, **settings)
+    for a in attributions:
         unit = 1.0 / a.metadata["J"] if a.metadata["J"] > 0 else 0.0
         for name, s in a.scores.items():
             positive = s.clamp_min(0)
