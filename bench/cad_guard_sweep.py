@@ -53,7 +53,7 @@ def main() -> None:
     from cadiff.attribution import Attribution
     from cadiff.attribution.result import EmptySelectionError
     from cadiff.calibration.certificate import Goal
-    from cadiff.calibration.search import fold_maxima, with_keep_rule
+    from cadiff.attribution.keep_rules import fold_maxima, with_keep_rule
     from cadiff.editing import ablated
     from cadiff.editing.measure import concept_accuracies, edit_metrics
     from cadiff.models.loading import denoiser as loaded_denoiser
@@ -83,7 +83,7 @@ def main() -> None:
                "before_confirm": before_confirm, "concepts": {}}
     for target in concepts:
         others = [c for c in everyone if c != target]
-        guarded = with_keep_rule(scores[target], *fold_maxima(scores[c] for c in others), "guard", others)
+        guarded = with_keep_rule(scores[target], fold_maxima(scores[c] for c in others), "guard")
         points = []
         for group in args.groups:
             attr = Attribution({n: s for n, s in guarded.scores.items() if n in names[group]}, guarded.metadata)

@@ -38,6 +38,7 @@ from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa:
 from cadiff.attribution.estimators import Row
 from cadiff.attribution.objectives import get_objective
 from cadiff.attribution.gradients import accumulate
+from cadiff.attribution.keep_rules import fold_maxima, with_keep_rule
 from cadiff.attribution.result import Attribution
 from cadiff.models.loading import denoiser, model_fingerprint, resolve_sampling
 from cadiff.models.steps import resolve_steps
@@ -68,104 +69,75 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
                                                 base_prompt=base_prompt if goal.uses_base_prompt else None)
     check_known_words(pipe, prompts + preserve_prompts + [base_prompt])
     goal.check(estimator=estimator, images=images, targets=len(targets))
+    if preserve_rule != "mean":  # the guard rules: folded from per-concept attributions (keep_rules)
+        def alone(concepts, concept_prompts_):
+            return _attribute(pipe, config, objective, concepts, concept_prompts_, [], [], images, progress)
+
+        own = alone(targets, prompts)
+        maxima = fold_maxima(alone([c], [p])[0] for c, p in zip(preserve, preserve_prompts))
+        results = [with_keep_rule(a, maxima, preserve_rule) for a in own]
+    else:
+        results = _attribute(pipe, config, objective, targets, prompts, preserve, preserve_prompts, images, progress)
+    return results[0] if single else results
+
+
+def _attribute(pipe, config: AttributionConfig, objective: str, targets: list[str], prompts: list[str],
+               preserve: list[str], preserve_prompts: list[str], images, progress: bool) -> list[Attribution]:
+    """One Attribution per target, computed together (the mean rule's preserve set as one more group)."""
+    goal = get_objective(objective)
     seed_list = config.seed_list()
-    steps, guidance = resolve_sampling(pipe, steps, guidance)
+    steps, guidance = resolve_sampling(pipe, config.steps, config.guidance)
     steps, guidance = int(steps), float(guidance)
-    chosen = resolve_steps(at_steps, steps)
+    chosen = resolve_steps(config.at_steps, steps)
     only = None if len(chosen) == steps else set(chosen)
 
     unet = denoiser(pipe)
-    params = select_parameters(unet, components)
+    params = select_parameters(unet, config.components)
     fingerprint = model_fingerprint(pipe)
     started = time.time()
 
-    keep = len(targets)  # group id of the preserve set (guard rules: of its first concept, one group each)
-    guarded = preserve_rule != "mean"
-    keep_groups = [keep + i for i in range(len(preserve))] if guarded else [keep] * len(preserve)
+    keep = len(targets)  # group id of the preserve set
     rows = [Row(p, s, g) for g, p in enumerate(prompts) for s in seed_list]
-    rows += [Row(p, s, g) for p, g in zip(preserve_prompts, keep_groups) for s in seed_list]
+    rows += [Row(p, s, keep) for p in preserve_prompts for s in seed_list]
     with tqdm(desc=f"{objective}: sample", unit="call", disable=not progress, leave=False) as bar:
-        made = goal.samples(pipe, unet, rows, steps=steps, guidance=guidance, estimator=estimator,
-                            base_prompt=base_prompt, batch_size=batch_size, images=images, only=only, tick=bar.update)
+        made = goal.samples(pipe, unet, rows, steps=steps, guidance=guidance, estimator=config.estimator,
+                            base_prompt=config.base_prompt, batch_size=config.batch_size, images=images, only=only,
+                            tick=bar.update)
     rows, samples = made.rows, made.steps
     groups = sorted({r.group for r in rows})
     weights = {g: 1.0 / sum(r.group == g for r in rows) for g in groups}
-    n_chunks = -(-len(rows) // batch_size)
-    sign = goal.sign
-    preserve_groups = sorted(set(keep_groups))
-    one_at_a_time = preserve_groups if guarded else []
-    relative = preserve_rule == "relative"
-    together = {g: w for g, w in weights.items() if g not in one_at_a_time}
-    passes = len(samples) * (1 + len(one_at_a_time))
-    with tqdm(total=passes, desc=f"{objective}: backward", unit="step", disable=not progress, leave=False) as bar:
-        grads, values = accumulate(unet, params, samples, together, sign=sign, tick=bar.update)
-        largest = None
-        if one_at_a_time:
-            largest, guard_values = _largest_positive_scores(unet, params, samples, weights, one_at_a_time, sign,
-                                                             bar.update, relative)
-            values.update(guard_values)
+    n_chunks = -(-len(rows) // config.batch_size)
+    with tqdm(total=len(samples), desc=f"{objective}: backward", unit="step", disable=not progress,
+              leave=False) as bar:
+        grads, values = accumulate(unet, params, samples, weights, sign=goal.sign, tick=bar.update)
     seconds = time.time() - started
 
     results = []
     for g, (concept, prompt) in enumerate(zip(targets, prompts)):
         with torch.no_grad():  # scores live on the CPU whatever the model's device
-            unit = _unit(values[g]) if relative else 1.0
-            scores = {n: _score(p.detach().float(), grads, g, n, preserve_groups, largest, unit).cpu()
+            scores = {n: _score(p.detach().float(), grads, g, n, keep if preserve else None).cpu()
                       for n, p in params.items()}
         meta = {"objective": objective, "concepts": [concept], "prompts": [prompt], "preserve": preserve,
-                "preserve_prompts": preserve_prompts, "preserve_rule": preserve_rule if preserve else None,
-                "base_prompt": base_prompt, "seeds": seed_list,
+                "preserve_prompts": preserve_prompts, "preserve_rule": "mean" if preserve else None,
+                "base_prompt": config.base_prompt, "seeds": seed_list,
                 "steps": steps, "at_steps": "all" if only is None else chosen, "guidance": guidance,
-                "components": components,
+                "components": config.components,
                 "n_components": count_components(params),
                 "heads": {n: v for n, v in adapter_for(unet).head_layout(unet).items() if n in params},
-                "estimator": estimator if goal.uses_base_prompt else None,
+                "estimator": config.estimator if goal.uses_base_prompt else None,
                 "images": None if images is None else str(images), "n_images": made.info.get("n_images"),
-                "J": values[g], "J_preserve": _preserve_values(values, preserve_groups, preserve_rule),
+                "J": values[g], "J_preserve": values[keep] if preserve else None,
                 "fingerprint": fingerprint,
                 "denoiser": type(unet).__name__, "dtype": str(unet.dtype).replace("torch.", ""),
                 "cadiff_version": _version(), "seconds": round(seconds, 3), "sampling_chunks": n_chunks}
         results.append(Attribution(scores, meta))
-    return results[0] if single else results
+    return results
 
 
-def _largest_positive_scores(unet, params: dict, samples: list, weights: dict, groups: list[int], sign: float,
-                             tick, relative: bool = False) -> tuple[dict[str, torch.Tensor], dict[int, float]]:
-    """Per weight, max over `groups` of max(w * dJ_k/dw, 0) (divided by J_k if `relative`), one group at a time
-    (one gradient copy alive)."""
-    largest = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
-    values = {}
-    for k in groups:
-        grads, one = accumulate(unet, params, samples, {k: weights[k]}, sign=sign, tick=tick)
-        unit = _unit(one[k]) if relative else 1.0
-        with torch.no_grad():
-            for n, p in params.items():
-                torch.maximum(largest[n], p.detach().float() * grads[k][n] * unit, out=largest[n])
-        values.update(one)
-        del grads
-    return largest, values
-
-
-def _unit(j: float) -> float:
-    """1 / J, the factor that puts a concept's scores in shares of its own J (J = 0: nothing to share)."""
-    return 1.0 / j if j > 0 else 0.0
-
-
-def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: list[int], largest: dict | None,
-           unit: float = 1.0) -> torch.Tensor:
-    """The score of one parameter for target group `g`: w * grad (times `unit`), less the preserve set's part (the
-    guard rules' `largest` positive preserve scores, or else the mean rule's one preserve group)."""
-    own = w * grads[g][name] * unit
-    if largest is not None:
-        return own - largest[name]
-    return own - w * grads[keep[0]][name] if keep else own
-
-
-def _preserve_values(values: dict, keep: list[int], rule: str) -> float | list[float] | None:
-    """J of the preserve set: one number for the mean rule, one per preserve concept for the guard rules."""
-    if not keep:
-        return None
-    return values[keep[0]] if rule == "mean" else [values[k] for k in keep]
+def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: int | None) -> torch.Tensor:
+    """The score of one parameter for target group `g`: w * grad, less the mean rule's preserve group `keep`."""
+    own = w * grads[g][name]
+    return own - w * grads[keep][name] if keep is not None else own
 
 
 def _version() -> str:

@@ -33,11 +33,11 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
-import torch
 
 from cadiff.attribution import Attribution, attribute, check_known_words, concept_prompts
+from cadiff.attribution.keep_rules import KeepMaxima, fold_maxima, with_keep_rule
 from cadiff.attribution.result import EmptySelectionError
 from cadiff.calibration.certificate import Certificate, Goal, Point
 from cadiff.calibration.config import CalibrationConfig
@@ -141,7 +141,7 @@ class _Search:
                 return own
             if line.at_steps not in self._keep_max:
                 self._keep_max[line.at_steps] = keep_maxima(self.pipe, self.keep, settings)
-            return [with_keep_rule(a, *self._keep_max[line.at_steps], line.rule, self.keep) for a in own]
+            return [with_keep_rule(a, self._keep_max[line.at_steps], line.rule) for a in own]
 
     def try_point(self, line: Line, cfg: CADConfig, mask, rounds: dict, attrs: list) -> Point:
         with self.timed("judging"):
@@ -281,35 +281,10 @@ class _Search:
                 ratios = ratios[1:]
 
 
-def keep_maxima(pipe, keep: Sequence[str], settings: dict) -> tuple[dict, dict]:
+def keep_maxima(pipe, keep: Sequence[str], settings: dict) -> KeepMaxima:
     """Per weight, the largest positive score of any concept to keep, as such and in shares of each concept's J
-    (the guard and the relative rule), scoring one concept at a time."""
+    (the guard and the relative rule), scoring one concept at a time: what `attribute(..., preserve=keep)` folds."""
     return fold_maxima(attribute(pipe, concept, progress=False, **settings) for concept in keep)
-
-
-def fold_maxima(attributions: Iterable[Attribution]) -> tuple[dict, dict]:
-    """`keep_maxima` of attributions already computed (for `with_keep_rule`), taken one at a time."""
-    guard: dict[str, torch.Tensor] = {}
-    relative: dict[str, torch.Tensor] = {}
-    for a in attributions:
-        unit = 1.0 / a.metadata["J"] if a.metadata["J"] > 0 else 0.0
-        for name, s in a.scores.items():
-            positive = s.clamp_min(0)
-            guard[name] = torch.maximum(guard[name], positive) if name in guard else positive
-            shares = positive * unit
-            relative[name] = torch.maximum(relative[name], shares) if name in relative else shares
-    return guard, relative
-
-
-def with_keep_rule(own: Attribution, guard: dict, relative: dict, rule: str, keep: Sequence[str]) -> Attribution:
-    """The target's scores under `rule` from its own scores and `keep_maxima`: what `attribute(...,
-    preserve=keep, preserve_rule=rule)` computes."""
-    if rule == "guard":
-        scores = {n: s - guard[n] for n, s in own.scores.items()}
-    else:
-        unit = 1.0 / own.metadata["J"] if own.metadata["J"] > 0 else 0.0
-        scores = {n: s * unit - relative[n] for n, s in own.scores.items()}
-    return Attribution(scores, {**own.metadata, "preserve": list(keep), "preserve_rule": rule})
 
 
 def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
