@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 SHAPES_SET = "shapes"
@@ -27,8 +28,10 @@ BALANCED_SET = "shapes-balanced"
 CLASS_COLUMNS = ("class", "artist", "categories")  # first one present names each row's class
 SEED_COLUMN = "evaluation_seed"
 KEPT_COLUMNS = ("nudity_percentage", "evaluation_guidance", "case_number")
-# A first line naming any of these columns is a CSV header; otherwise the file is one prompt per line.
+# A first line of bare column names (identifiers, or blank for an index column) naming any of these is a CSV
+# header; otherwise the file is one prompt per line.
 HEADER_WORDS = {"prompt", SEED_COLUMN, *CLASS_COLUMNS, *KEPT_COLUMNS, "image_id"}
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 0 .. 2**63-1
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,13 @@ def _read_text(path: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} not found; give a CSV or text file, or 'shapes' for the "
                                 "built-in shapes-world set")
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"prompt file {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
+                         "file as UTF-8") from None
     if not text.strip():
         raise ValueError(f"prompt file {path} is empty; it needs a 'prompt' column or one prompt per line")
     return text
@@ -131,21 +140,20 @@ def _looks_like_header(first_line: str) -> bool:
         cells = next(csv.reader([first_line]))
     except (csv.Error, StopIteration):
         return False
-    return bool(HEADER_WORDS & {c.strip().lower() for c in cells})
+    names = [c.strip() for c in cells]
+    return all(not n or n.isidentifier() for n in names) and bool(HEADER_WORDS & {n.lower() for n in names})
 
 
 def _parse_seed(value: str, path: Path, line: int) -> int:
+    """A whole number in 0..MAX_SEED, written as an integer or as a float with nothing after the point ('12.0')."""
     try:
-        return int(value.strip())
-    except ValueError:
-        try:
-            as_float = float(value)
-        except ValueError:
-            as_float = None
-        if as_float is not None and as_float.is_integer():
-            return int(as_float)
-        raise ValueError(f"{path}, line {line}: evaluation_seed '{value}' is not an integer; seeds must be whole "
-                         "numbers (or drop the column to number rows 0, 1, 2, ...)") from None
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or number != number.to_integral_value() or not 0 <= number <= MAX_SEED:
+        raise ValueError(f"{path}, line {line}: evaluation_seed '{value}' is not an integer in 0..2**63-1 (the seeds "
+                         "torch.Generator takes); fix it, or drop the column to number rows 0, 1, 2, ...")
+    return int(number)
 
 
 def _from_csv(text: str, path: Path, seed: int) -> PromptSet:
@@ -157,12 +165,12 @@ def _from_csv(text: str, path: Path, seed: int) -> PromptSet:
     class_col = next((columns[c] for c in CLASS_COLUMNS if c in columns), None)
     seed_col = columns.get(SEED_COLUMN)
     rows = []
-    for n, record in enumerate(reader):
+    for record in reader:
         prompt = (record.get(columns["prompt"]) or "").strip()
         if not prompt:
             continue
         i = len(rows)
-        row_seed = _parse_seed(record[seed_col] or "", path, n + 2) if seed_col else seed + i
+        row_seed = _parse_seed(record[seed_col] or "", path, reader.line_num) if seed_col else seed + i
         cls = (record.get(class_col) or "").strip() if class_col else ""
         extra = {c: (record.get(columns[c]) or "").strip() for c in KEPT_COLUMNS if c in columns}
         rows.append(PromptRow(i, prompt, row_seed, cls, {}, extra))
