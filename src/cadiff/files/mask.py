@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def read_header(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], d
 def write_with_header(path: str | Path, tensors: dict[str, torch.Tensor], info: dict[str, Any],
                       overwrite: bool = False) -> Path:
     """Atomically write tensors + cadiff metadata (JSON in the safetensors header)."""
-    check_new(path, overwrite)
+    check_new(path, overwrite, folder=False)
     with atomic_file(path) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp),
                   metadata={HEADER_KEY: json.dumps(info, default=str)})
@@ -102,7 +103,25 @@ class Mask:
     def load(cls, path: str | Path) -> "Mask":
         """Read a mask file written by `save`."""
         tensors, info = read_header(path, "mask")
-        shapes = {k: tuple(v) for k, v in info.pop("shapes").items()}
+        shapes = {k: tuple(v) for k, v in (info.pop("shapes", None) or {}).items()}
         for key in ("kind", "count"):
             info.pop(key, None)
+        for name, idx in tensors.items():
+            _check_indices(path, name, idx, shapes.get(name))
         return cls({k: v.to(torch.int64) for k, v in tensors.items()}, shapes, info)
+
+
+def _check_indices(path: str | Path, name: str, idx: torch.Tensor, shape: tuple[int, ...] | None) -> None:
+    """ValueError unless `idx` are flat integer indices inside a parameter of `shape` (a negative or too large one
+    would wrap or fail on another weight)."""
+    where = f"mask file {path}: parameter {name}"
+    if shape is None:
+        raise ValueError(f"{where} has no shape in the file's header; write masks with cadiff erase/amplify or Mask.save")
+    if idx.dtype == torch.bool or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.ndim != 1:
+        raise ValueError(f"{where} holds {str(idx.dtype).removeprefix('torch.')} indices of shape {tuple(idx.shape)}; "
+                         "a mask holds flat integer indices (write it with cadiff erase/amplify or Mask.save)")
+    numel = math.prod(shape)
+    bad = idx[(idx < 0) | (idx >= numel)]
+    if bad.numel():
+        raise ValueError(f"{where} has index {int(bad[0])} outside [0, {numel}) (its shape {list(shape)}); the file "
+                         "is damaged or was edited: recompute the mask with cadiff erase/amplify")

@@ -5,7 +5,9 @@ accuracy before and after with n and 95 % interval, every screened setting) and 
 before/after accuracies and rounds; the pictures the command wrote (grids, frontier, attribution plots, concept
 cards, per-class grids of an evaluation); attribution summaries per layer and per attention head; mask
 statistics; every metric; and the provenance block (model fingerprint, mask, seeds, sampler, library versions).
-Several runs given at once open with one table side by side.
+Several runs given at once open with one table side by side. A run folder may come from someone else: every value
+read from its files is shown as text (escaped; a number is formatted only once it is one), and only PNG files inside
+the folder are inlined.
 
 Example:
     >>> from cadiff.report.html import write_report
@@ -15,12 +17,14 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 REPORT = "report.html"
+PNG = b"\x89PNG\r\n\x1a\n"  # the signature every inlined picture starts with
 MAX_IMAGES = 24  # pictures per run (an evaluation may write one grid per class)
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.4}
@@ -41,7 +45,7 @@ def write_report(runs: Sequence[str | Path], out: str | Path, overwrite: bool = 
     for folder in folders:
         if not (folder / "run.json").is_file():
             raise FileNotFoundError(f"{folder} is not a run folder (no run.json): give folders cadiff commands wrote")
-    check_new(out, overwrite)
+    check_new(out, overwrite, folder=False)
     with atomic_file(out, overwrite=overwrite) as tmp:
         Path(tmp).write_text(render(folders), encoding="utf-8")
     return Path(out)
@@ -49,26 +53,52 @@ def write_report(runs: Sequence[str | Path], out: str | Path, overwrite: bool = 
 
 def render(folders: Sequence[Path]) -> str:
     runs = [_load(f) for f in folders]
-    title = "cadiff report: " + ", ".join(_title(r) for r in runs)
+    for r in runs:
+        with _blame(r["folder"]):
+            r["title"] = _title(r)
+            r["headline"], r["section"] = _headline(r), _run_section(r)
+    title = "cadiff report: " + ", ".join(r["title"] for r in runs)
     body = [f"<h1>{_e(title)}</h1>"]
     if len(runs) > 1:
         body += ["<h2>Side by side</h2>", _comparison(runs)]
     for r in runs:
-        body += _run_section(r)
+        body += r["section"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title><style>{STYLE}</style></head>\n<body>\n" + "\n".join(body)
             + "\n</body></html>\n")
 
 
-def _load(folder: Path) -> dict[str, Any]:
-    def read(name: str):
-        path = folder / name
-        return json.loads(path.read_text()) if path.is_file() else None
+@contextlib.contextmanager
+def _blame(folder: Path):
+    """A run file of an unexpected shape (a missing key, a list for a dict) as one ValueError naming the folder."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        raise ValueError(f"{folder}: its run files are not as cadiff writes them ({type(exc).__name__}: {exc}); "
+                         "report folders that cadiff commands wrote") from None
 
-    return {"folder": folder, "run": read("run.json") or {}, "metrics": read("metrics.json"),
-            "certificate": read("certificate.json"),
-            "summaries": {p.name.removesuffix(".summary.json"): json.loads(p.read_text())
-                          for p in sorted(folder.glob("*.summary.json"))}}
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether `path` is a plain file inside `folder` (a link out of the folder is not read)."""
+    return path.is_file() and path.resolve().is_relative_to(folder.resolve())
+
+
+def _load(folder: Path) -> dict[str, Any]:
+    def read(path: Path):
+        if not _inside(folder, path):
+            return None
+        try:
+            value = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not JSON ({exc}); report folders that cadiff commands wrote") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{path} holds a {type(value).__name__}, not the object cadiff writes")
+        return value
+
+    return {"folder": folder, "run": read(folder / "run.json") or {}, "metrics": read(folder / "metrics.json"),
+            "certificate": read(folder / "certificate.json"),
+            "summaries": {p.name.removesuffix(".summary.json"): summary for p in sorted(folder.glob("*.summary.json"))
+                          if (summary := read(p)) is not None}}
 
 
 def _title(r: dict) -> str:
@@ -78,7 +108,23 @@ def _title(r: dict) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value))
+    """`value` as HTML text, safe in an element and in a quoted attribute."""
+    return html.escape(str(value), quote=True)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _num(value: Any, spec: str) -> str:
+    """`value` formatted with `spec` when it is a number, else as escaped text (a file may hold anything)."""
+    return format(value, spec) if _real(value) else _e(_fmt(value))
+
+
+def _size(value: Any) -> float:
+    """A sort key: the number, or a mass of a dict {"mass_positive": ...}; anything else counts as 0."""
+    value = value.get("mass_positive") if isinstance(value, dict) else value
+    return float(value) if _real(value) else 0.0
 
 
 def _fmt(value: Any) -> str:
@@ -110,14 +156,28 @@ def _image(path: Path, caption: str) -> str:
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _pictures(folder: Path) -> list[str]:
+BEFORE_AFTER = "before (top) and after (bottom), same seeds"
+GRID_CAPTIONS = {"erase": BEFORE_AFTER, "amplify": BEFORE_AFTER,
+                 "generate": "one row per prompt, one column per seed",
+                 "sae steer": "unsteered (top) and steered (bottom), same seeds",
+                 "attack": "each attack's images on the edited model, one row per attack"}
+CAPTIONS = {"frontier.png": "frontier: target accuracy against the worst kept share of every screened setting",
+            "cards.png": "concept cards"}
+
+
+def _is_png(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(PNG)) == PNG
+
+
+def _pictures(folder: Path, command: str) -> list[str]:
+    """The PNG files inside the folder, each captioned (grid.png by the command that drew it)."""
     order = ["grid.png", "frontier.png", "cards.png"]
-    found = [folder / n for n in order if (folder / n).is_file()]
+    found = [folder / n for n in order]
     found += sorted(p for p in folder.glob("*.png") if p.name not in order)
-    found += sorted((folder / "grids").glob("*.png")) if (folder / "grids").is_dir() else []
-    captions = {"grid.png": "before (top) and after (bottom), same seeds" , "frontier.png":
-                "frontier: target accuracy against the worst kept share of every screened setting",
-                "cards.png": "concept cards"}
+    found += sorted((folder / "grids").glob("*.png"))
+    found = [p for p in found if _inside(folder, p) and _is_png(p)]
+    captions = {**CAPTIONS, "grid.png": GRID_CAPTIONS.get(command, "grid.png")}
     return [_image(p, captions.get(p.name, str(p.relative_to(folder)))) for p in found[:MAX_IMAGES]]
 
 
@@ -139,21 +199,21 @@ def _headline(r: dict) -> dict[str, Any]:
 
 
 def _comparison(runs: list[dict]) -> str:
-    rows = [_headline(r) for r in runs]
+    rows = [r["headline"] for r in runs]
     keys = list(dict.fromkeys(k for row in rows for k in row))
     return table(["run", *keys], [[r["folder"].name, *[row.get(k) for k in keys]] for r, row in zip(runs, rows)])
 
 
 def _run_section(r: dict) -> list[str]:
     run, folder = r["run"], r["folder"]
-    out = [f"<h2>{_e(_title(r))}</h2>"]
+    out = [f"<h2>{_e(r['title'])}</h2>"]
     if r["certificate"]:
         out += _certificate(r["certificate"])
     elif r["metrics"] and "before" in r["metrics"] and "after" in r["metrics"]:
         out += _edit_metrics(r["metrics"])
     elif r["metrics"] and "attacks" in r["metrics"]:
         out += _attacks(r["metrics"])
-    pictures = _pictures(folder)
+    pictures = _pictures(folder, str(run.get("command")))
     if pictures:
         out += ["<h3>Pictures</h3>", "".join(pictures)]
     for name, summary in r["summaries"].items():
@@ -167,14 +227,22 @@ def _run_section(r: dict) -> list[str]:
     return out
 
 
+OUTCOMES = {"proven": ("pass", "goal met, proven"), "met": ("fail", "goal met on point estimates, not proven"),
+            "missed": ("fail", "goal not met")}
+
+
 def _certificate(c: dict) -> list[str]:
-    verdict = ("<span class=\"pass\">goal met</span>" if c["passed"] else "<span class=\"fail\">goal not met</span>")
-    goal = c["goal"]
-    lines = [f"<p>Calibrated erase: {verdict} on {c['probes']['confirm']['images']} confirmation images (seeds "
-             f"{_fmt(c['probes']['confirm']['seeds'])}, used by no step of the search). Goal: target at most "
-             f"{goal['target']:.0%}, every kept concept at least {goal['keep']:.0%} of its accuracy. Judge: "
-             f"{_e(c['judge'].get('judge'))}. Setting: <b>{_e(c['chosen']['label'])}</b> "
-             f"({c['chosen']['zeroed']} weights zeroed).</p>"]
+    old = ("pass", "goal met") if c["passed"] is True else ("fail", "goal not met")  # a certificate without outcome
+    kind, words = OUTCOMES.get(str(c.get("outcome")), old)
+    verdict = f"<span class=\"{kind}\">{words}</span>"
+    goal, confirm = c["goal"], c["probes"]["confirm"]
+    seeds = [s for p in [confirm, *confirm.get("looks", [])] for s in p.get("seeds", [])]  # one probe or its looks
+    seeds = [min(seeds), max(seeds)] if seeds and all(map(_real, seeds)) else seeds
+    lines = [f"<p>Calibrated erase: {verdict} on {_e(_fmt(confirm['images']))} confirmation images (seeds "
+             f"{_e(_fmt(seeds))}, used by no step of the search). Goal: target at most "
+             f"{_num(goal['target'], '.0%')}, every kept concept at least {_num(goal['keep'], '.0%')} of its "
+             f"accuracy. Judge: {_e(c['judge'].get('judge'))}. Setting: <b>{_e(c['chosen']['label'])}</b> "
+             f"({_e(_fmt(c['chosen']['zeroed']))} weights zeroed).</p>"]
     lines += [f"<p class=\"fail\">misses: {_e(m)}</p>" for m in c.get("misses", [])]
     rows = []
     for concept, v in c["confirmation"]["concepts"].items():
@@ -194,8 +262,8 @@ def _certificate(c: dict) -> list[str]:
 def _edit_metrics(m: dict) -> list[str]:
     rows = [[c, m["before"][c], m["after"].get(c)] for c in m["before"]]
     out = ["<h3>Accuracy before and after</h3>",
-           f"<p>target {m['target_before']:.2f} → {m['target_after']:.2f}; worst kept {m['kept_min']:.0%} "
-           f"({_e(m['kept_min_concept'])}) on {m.get('n_images', '?')} images</p>",
+           f"<p>target {_num(m['target_before'], '.2f')} → {_num(m['target_after'], '.2f')}; worst kept "
+           f"{_num(m['kept_min'], '.0%')} ({_e(m['kept_min_concept'])}) on {_e(m.get('n_images', '?'))} images</p>",
            table(["concept", "before", "after"], rows)]
     if m.get("rounds"):
         out += ["<h3>Rounds</h3>", table(["round", "zeroed", "target after", "worst kept", "worst kept concept",
@@ -208,10 +276,10 @@ def _edit_metrics(m: dict) -> list[str]:
 def _attacks(m: dict) -> list[str]:
     rows = []
     for a in m["attacks"]:
-        refs = "; ".join(f"{k} {v['accuracy']:.2f}" for k, v in a.get("references", {}).items())
+        refs = "; ".join(f"{k} {_fmt(v['accuracy'])}" for k, v in a.get("references", {}).items())
+        keep = [v for v in (a.get("keep") or {}).values() if _real(v)]
         rows.append([a["attack"], a["edited"]["accuracy"], a["edited"]["n"], a["edited"]["ci95"],
-                     a["original"]["accuracy"], refs or None, min(a["keep"].values()) if a.get("keep") else None,
-                     a.get("seconds")])
+                     a["original"]["accuracy"], refs or None, min(keep) if keep else None, a.get("seconds")])
     return [f"<h3>Attack success for {_e(m['concept'])}</h3>",
             "<p>the share of each attack's images the judge reads as the concept, on the edited model and, as the "
             f"reference, on the original (judge: {_e(m.get('judge', {}).get('judge'))})</p>",
@@ -221,17 +289,16 @@ def _attacks(m: dict) -> list[str]:
 
 def _attribution(name: str, s: dict) -> list[str]:
     layers = s.get("layers", {})
-    top = sorted(layers.items(), key=lambda kv: -kv[1].get("mass_positive", 0))[:12]
+    top = sorted(layers.items(), key=lambda kv: -_size(kv[1]))[:12]
     out = [f"<h3>Attribution of {_e(name)}</h3>",
-           f"<p>{s.get('n_positive')} positive / {s.get('n_negative')} negative components of {s.get('n')}; "
-           f"concentration of the positive mass: {_e(_fmt(s.get('concentration')))}</p>"]
+           f"<p>{_e(_fmt(s.get('n_positive')))} positive / {_e(_fmt(s.get('n_negative')))} negative components of "
+           f"{_e(_fmt(s.get('n')))}; concentration of the positive mass: {_e(_fmt(s.get('concentration')))}</p>"]
     if top:
         cols = [k for k in top[0][1] if not isinstance(top[0][1][k], (dict, list))]
         out.append(table(["layer", *cols], [[n, *[v.get(k) for k in cols]] for n, v in top]))
     heads = s.get("heads") or {}
     if heads:
-        best = sorted(heads.items(), key=lambda kv: -float(kv[1] if not isinstance(kv[1], dict) else
-                                                           kv[1].get("mass_positive", 0)))[:12]
+        best = sorted(heads.items(), key=lambda kv: -_size(kv[1]))[:12]
         out += ["<p>attention heads with the largest positive mass</p>",
                 table(["head", "positive mass"], [[h, v if not isinstance(v, dict) else v.get("mass_positive")]
                                                    for h, v in best])]
@@ -239,8 +306,8 @@ def _attribution(name: str, s: dict) -> list[str]:
 
 
 def _mask(per_parameter: dict, edit: dict) -> list[str]:
-    top = sorted(per_parameter.items(), key=lambda kv: -kv[1])[:12]
-    return ["<h3>Mask</h3>", f"<p>{edit.get('zeroed')} weights zeroed in {len(per_parameter)} parameters "
+    top = sorted(per_parameter.items(), key=lambda kv: -_size(kv[1]))[:12]
+    return ["<h3>Mask</h3>", f"<p>{_e(_fmt(edit.get('zeroed')))} weights zeroed in {len(per_parameter)} parameters "
             f"(model {_e(edit.get('model_fingerprint'))})</p>", table(["parameter", "zeroed"], top)]
 
 

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -25,6 +26,12 @@ class Judge:
 
     name: ClassVar[str]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every judge's `present` is checked: its answer must be one bool (or 0/1) per image (`answers`)."""
+        super().__init_subclass__(**kwargs)
+        if "present" in vars(cls):
+            cls.present = _checked(vars(cls)["present"])
+
     def present(self, images: np.ndarray, concept: str, others: Sequence[str] = ()) -> np.ndarray:
         raise NotImplementedError
 
@@ -34,6 +41,36 @@ class Judge:
     def info(self) -> dict[str, Any]:
         """What a certificate records about the judge."""
         return {"judge": self.name}
+
+
+def answers(out: Any, n: int, judge: str, concept: str) -> np.ndarray:
+    """A judge's answer as `n` bools; ValueError naming `judge` unless it is one bool or 0/1 integer per image (a
+    score, NaN or a word is never read by its truthiness)."""
+    try:
+        a = np.asarray(out)
+    except (ValueError, TypeError):
+        a = np.asarray(out, dtype=object) if isinstance(out, (list, tuple)) else np.asarray(None)
+    if a.shape != (n,):
+        raise ValueError(f"the judge '{judge}' returned {a.size} answers for {n} images of '{concept}' (shape "
+                         f"{a.shape}); return one bool per image")
+    if a.dtype == bool or n == 0:
+        return a.astype(bool)
+    bad = a[(a != 0) & (a != 1)] if a.dtype.kind in "iu" else a
+    if not bad.size:
+        return a.astype(bool)
+    example = bad.flat[0].item() if isinstance(bad.flat[0], np.generic) else bad.flat[0]
+    raise ValueError(f"the judge '{judge}' returned {a.dtype} answers (e.g. {example!r}) for '{concept}'; return one "
+                     "bool (or 0/1) per image, not a score or a word")
+
+
+def _checked(present: Callable) -> Callable:
+    """`present` whose answer goes through `answers`, under the judge's label (a function's 'MODULE:FUNCTION')."""
+    @functools.wraps(present)
+    def checked(self: Judge, images: np.ndarray, concept: str, others: Sequence[str] = ()) -> np.ndarray:
+        label = getattr(self, "label", None) or self.name
+        return answers(present(self, images, concept, others), len(images), label, concept)
+
+    return checked
 
 
 JUDGES = Registry("judge")
@@ -62,7 +99,7 @@ def as_judge(spec: "Judge | str | Callable | None", pipe=None, **options: Any) -
         return CallableJudge(_load_function(spec), label=spec)
     if spec not in JUDGES:
         raise ValueError(f"unknown judge '{spec}': choose one of {', '.join(JUDGES)} or MODULE:FUNCTION")
-    return get_judge(spec, **({"pipe": pipe} if spec == "world" else {}), **options)
+    return get_judge(spec, **({"pipe": pipe} if issubclass(JUDGES.lookup(spec), WorldJudge) else {}), **options)
 
 
 def _world(pipe):
@@ -106,7 +143,11 @@ class WorldJudge(Judge):
         if self.world is None:
             raise ValueError("the world judge needs a model of a world (the embedded shapes model); for another model "
                              "choose --judge clip (local CLIP weights), nudenet, or pass a function")
-        self.judge = self.world.judge(path)
+        self.judge = self.reader(path)
+
+    def reader(self, path=None):
+        """What reads the world's labels off images (`.predict(images) -> {attribute: labels}`): its evaluator."""
+        return self.world.judge(path)
 
     def check(self, concepts):
         unknown = [c for c in concepts if c not in self.world.concepts()]
@@ -132,14 +173,10 @@ class CallableJudge(Judge):
         self.fn, self.label = fn, label
 
     def present(self, images, concept, others=()):
-        out = np.asarray(self.fn(images, concept), dtype=bool)
-        if out.shape != (len(images),):
-            raise ValueError(f"the judge function returned {out.shape} answers for {len(images)} images; return one "
-                             "bool per image")
-        return out
+        return self.fn(images, concept)  # checked like every judge's answer (`answers`)
 
     def info(self):
         return {"judge": self.name, "function": self.label}
 
 
-from cadiff.evaluation.judges import clip, nudity  # noqa: E402,F401  (register CLIP zero-shot and NudeNet)
+from cadiff.evaluation.judges import clip, nudity, pixels  # noqa: E402,F401  (register CLIP, NudeNet, pixels)
