@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from cadiff.files.mask import Mask, check_fingerprint, read_header, write_with_header
-from cadiff.models.loading import model_fingerprint
+from cadiff.models.loading import check_finite, model_fingerprint
 from cadiff.files.select import head_scores, select_indices
 
 
@@ -31,6 +31,12 @@ class Attribution:
 
     scores: dict[str, torch.Tensor]
     metadata: dict[str, Any]
+
+    def __post_init__(self):
+        """ValueError naming the scores that are NaN or infinite: no weight could be ranked by them."""
+        check_finite(self.scores, "the attribution's score of",
+                     "the gradients overflowed or the model is damaged; compute it in fp32 (--dtype fp32) on an "
+                     "intact model")
 
     @property
     def fingerprint(self) -> str | None:

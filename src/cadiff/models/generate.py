@@ -15,7 +15,7 @@ import torch
 
 from cadiff.files.renames import renamed
 from cadiff.adapters import adapter_for
-from cadiff.models.loading import denoiser, resolve_sampling
+from cadiff.models.loading import check_weights, denoiser, nonfinite_count, resolve_sampling
 from cadiff.models.vocabulary import check_known_words
 
 # Set on a pipeline during `generate` when it does not say itself whether it guides (PixArt-α keeps
@@ -35,11 +35,13 @@ def generate(
     **pipe_kwargs,
 ) -> np.ndarray:
     """Images (N, H, W, 3) uint8 for each (prompt, seed); unset settings are the model's (`resolve_sampling`).
-    ValueError before any generation for a word the model's (closed) vocabulary lacks."""
+    ValueError before any generation for a word the model's (closed) vocabulary lacks or a denoiser with NaN or
+    infinite weights, and for an image with NaN or infinite pixel values (which would turn black)."""
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     check_known_words(pipe, list(dict.fromkeys(prompts)))
     steps, guidance = resolve_sampling(pipe, steps, guidance)
+    check_weights(pipe)
     if not hasattr(type(pipe), "do_classifier_free_guidance"):
         setattr(pipe, GUIDED_ATTRIBUTE, adapter_for(denoiser(pipe)).guided_batch(guidance))
     out = []
@@ -48,7 +50,20 @@ def generate(
         generators = [torch.Generator().manual_seed(int(s)) for s in chunk_s]  # CPU: same noise on any device
         result = pipe(chunk_p, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
                       output_type="np", **pipe_kwargs)
+        _check_pixels(pipe, np.asarray(result.images), chunk_p, chunk_s)
         out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))
         if progress is not None:
             progress(len(chunk_p))
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def _check_pixels(pipe, images: np.ndarray, prompts: Sequence[str], seeds: Sequence[int]) -> None:
+    """ValueError naming the first (prompt, seed) whose image has NaN or infinite pixel values, or the pipeline
+    component whose weights caused them."""
+    if np.isfinite(images).all():
+        return
+    check_weights(pipe, whole_pipeline=True)
+    i = next(i for i, image in enumerate(images) if not np.isfinite(image).all())
+    count = nonfinite_count(torch.from_numpy(images[i]))
+    raise ValueError(f"the image of '{prompts[i]}' (seed {seeds[i]}) has {count} among its pixels (which would turn "
+                     "black): the model overflowed; load it in fp32 (--dtype fp32) or lower the guidance")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -290,10 +292,26 @@ def sampling_defaults(pipe) -> dict:
 
 
 def resolve_sampling(pipe, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
-    """The sampling steps and guidance to use: those given, else the model's recommended ones (`sampling_defaults`)."""
+    """The sampling steps and guidance to use: those given, else the model's recommended ones (`sampling_defaults`).
+    ValueError for steps that are not a positive integer or a guidance that is not a finite number >= 0."""
     defaults = sampling_defaults(pipe)
-    return (steps or defaults["num_inference_steps"],
-            defaults["guidance_scale"] if guidance is None else guidance)
+    steps = _checked(steps, "steps", defaults["num_inference_steps"], "num_inference_steps", "a positive integer",
+                     lambda v: float(v).is_integer() and v > 0)
+    guidance = _checked(guidance, "guidance", defaults["guidance_scale"], "guidance_scale", "a finite number >= 0",
+                        lambda v: math.isfinite(v) and v >= 0)
+    return int(steps), guidance
+
+
+def _checked(value, name: str, default, key: str, rule: str, ok):
+    """`value`, else the model's recorded `default` (its `key`); ValueError unless it is a number for which `ok`
+    holds."""
+    given = value is not None
+    value = value if given else default
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and ok(value)):
+        what = name if given else f"the model's recorded {key}"
+        hint = "" if given else f"; give {name}= yourself (CLI: --{name})"
+        raise ValueError(f"{what} must be {rule}, got {value}{hint}")
+    return value
 
 
 def sampling_source(pipe) -> str:
@@ -317,9 +335,48 @@ def denoiser(pipe) -> torch.nn.Module:
     raise ModelLoadError(f"{type(pipe).__name__} has no unet or transformer denoiser")
 
 
+def nonfinite_count(tensor: torch.Tensor) -> str | None:
+    """'3 NaN values', '1 infinite value', '2 NaN and 1 infinite values' for a tensor holding such values, else None."""
+    if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+        return None
+    nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+    parts = [f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else ""]
+    return f"{' and '.join(p for p in parts if p)} value{'s' if nan + inf > 1 else ''}"
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], what: str, fix: str) -> None:
+    """ValueError naming the first of `tensors` that holds NaN or infinite values (and how many others do):
+    '<what> <name> has 3 NaN values (and 2 more: <names>): <fix>'."""
+    bad = {name: count for name, tensor in tensors.items() if (count := nonfinite_count(tensor))}
+    if bad:
+        name, *rest = bad
+        more = f" (and {len(rest)} more: {', '.join(rest[:3])}{', ...' if len(rest) > 3 else ''})" if rest else ""
+        raise ValueError(f"{what} {name} has {bad[name]}{more}: {fix}")
+
+
+DAMAGED_MODEL = ("the model file is damaged (every result computed from it would be NaN); use an intact copy of the "
+                 "model (re-download or re-export it)")
+
+
+def check_weights(module_or_pipe, whole_pipeline: bool = False) -> None:
+    """ValueError naming the denoiser's NaN or infinite weights (with `whole_pipeline`, those of every component:
+    text encoders, VAE, ...); `model_fingerprint` checks the denoiser's."""
+    if isinstance(module_or_pipe, torch.nn.Module):
+        modules = {"denoiser": module_or_pipe}
+    else:
+        modules = {"denoiser": denoiser(module_or_pipe)}
+        if whole_pipeline:
+            modules.update((name, m) for name, m in module_or_pipe.components.items()
+                           if isinstance(m, torch.nn.Module) and m is not modules["denoiser"])
+    for what, module in modules.items():
+        check_finite(module.state_dict(), f"the {what}'s weight", DAMAGED_MODEL)
+
+
 def model_fingerprint(module_or_pipe) -> str:
-    """A short sha256 of the denoiser's parameter names, shapes and values: equal weights, equal fingerprint."""
+    """A short sha256 of the denoiser's parameter names, shapes and values: equal weights, equal fingerprint.
+    ValueError naming them for NaN or infinite weights (`check_weights`), so nothing is computed from a damaged model."""
     module = module_or_pipe if isinstance(module_or_pipe, torch.nn.Module) else denoiser(module_or_pipe)
+    check_weights(module)
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())

@@ -7,8 +7,11 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
+import math
+import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -65,6 +68,13 @@ class Metric:
     name = "metric"
     library = ""
 
+    def __init_subclass__(cls, **kwargs):
+        """Every metric's `score` and `summarize` refuse NaN or infinite values (`check_finite_values`)."""
+        super().__init_subclass__(**kwargs)
+        for method in ("score", "summarize"):
+            if method in vars(cls):
+                setattr(cls, method, _finite_values(vars(cls)[method], per_image=method == "score"))
+
     def settings(self) -> dict[str, Any]:
         """The settings a reader needs to reproduce the numbers."""
         return {}
@@ -85,6 +95,44 @@ class Metric:
     def summarize(self, table: list[dict[str, Any]], images: "ImageSource") -> dict[str, Any]:
         """The set-level numbers from all rows (and, for set metrics like FID, all images)."""
         return {}
+
+
+def _finite_values(method, per_image: bool):
+    """A Metric's `score` (`per_image`: its values are for the rows it is given) or `summarize` that refuses the NaN
+    or infinite values it would return."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        values = method(self, *args, **kwargs)
+        rows = (args[1] if len(args) > 1 else kwargs.get("rows")) if per_image else None
+        check_finite_values(self.name, values, rows)
+        return values
+
+    return checked
+
+
+def _leaves(value: Any, path: tuple = ()):
+    """(path, value) of every value nested in dicts, lists and arrays."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        for i, v in enumerate(value):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path, value
+
+
+def check_finite_values(metric: str, values: Any, rows: Sequence[PromptRow] | None = None) -> None:
+    """ValueError naming the first NaN or infinite number among a metric's values: its per-image columns (`score`,
+    with the `rows` they are for) or its summary (`summarize`)."""
+    for path, value in _leaves(values):
+        if isinstance(value, numbers.Real) and not math.isfinite(value):
+            if rows is not None and len(path) > 1 and path[1] < len(rows):
+                where = f"{path[0]} = {value} for the image of '{rows[path[1]].prompt}' (seed {rows[path[1]].seed})"
+            else:
+                where = f"{'.'.join(map(str, path))} = {value}"
+            raise ValueError(f"the metric '{metric}' computed {where}, which is not a finite number: check its "
+                             "weights and reference images (a set metric like FID needs at least 2 images)")
 
 
 class ImageSource:
