@@ -104,6 +104,7 @@ def test_atomic_dir_removes_its_folder_on_any_exception(tmp_path):
 def test_overwrite_moves_the_old_output_aside_until_the_new_one_is_in_place(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("old")
+    (tmp_path / "out" / "run.json").write_text('{"command": "generate", "versions": {"cadiff": "0"}}')  # a cadiff run folder
     with pytest.raises(RuntimeError):
         with atomic_dir(tmp_path / "out", overwrite=True) as tmp:
             (tmp / "new.txt").write_text("new")

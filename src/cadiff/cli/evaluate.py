@@ -66,11 +66,14 @@ def _apply_mask(pipe, path: str) -> tuple[object, dict]:
 def run(args: argparse.Namespace) -> int:
     from cadiff.evaluation import evaluate, load_prompts
     from cadiff.evaluation.metrics import MissingDependencyError
+    from cadiff.evaluation.runner import check_out, check_seeds
     from cadiff.models.loading import resolve_sampling, sampling_source
     from cadiff.worlds import world_of
 
     try:
         prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
+        check_seeds(prompts.rows, prompts.source)
+        check_out(args.out, args.overwrite)  # before loading the model
         if args.mask and not Path(args.mask).is_file():
             raise FileNotFoundError(f"mask file {args.mask} not found; make one with `cadiff attribute` or "
                                     "`cadiff erase`")

@@ -4,7 +4,8 @@ A results folder holds run.json (what was run: model fingerprint, edit, prompts,
 settings), rows.csv (one line per finished row, appended after each batch), images/ (one PNG per row), and, when
 every row is done, metrics.json and grids/ (one image grid per class). Running again on the same folder with the
 same model, edit and settings continues where it stopped and never regenerates a finished row; a folder that
-holds another run is refused, never mixed.
+holds another run is refused, never mixed, and so is one another process is writing (it is locked while a run writes
+it). Every input (seeds, row guidance, batch size, the folder) is checked before the folder is made.
 
 Example:
     >>> import cadiff
@@ -16,11 +17,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import math
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,11 +33,13 @@ import numpy as np
 
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
-from cadiff.files.io import atomic_dir, atomic_file, check_new, write_json
+from cadiff.files.io import (atomic_dir, atomic_file, check_new, check_target, made_by_cadiff, output_lock,
+                             write_json)
 from cadiff.files.renames import renamed
 
 BASE_COLUMNS = ("index", "prompt", "seed", "class")
 GRID_LIMIT = 64
+MAX_SEED = 2**63 - 1  # the largest seed torch.Generator.manual_seed takes as itself
 
 
 class ResultsMismatchError(ValueError):
@@ -134,9 +140,12 @@ def row_guidance_of(row: PromptRow, default: float) -> float:
     if not text:
         return default
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ValueError(f"row {row.index}: evaluation_guidance '{text}' is not a number") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"row {row.index}: evaluation_guidance '{text}' is not a number")
+    return value
 
 
 def _generate(generate: Callable, pipe, batch: Sequence[PromptRow], steps: int, guidance: float,
@@ -159,21 +168,59 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "all"
 
 
-def _open_folder(out: Path, identity: dict) -> dict | None:
-    """Prepare `out`; return the previous run.json when resuming the same run, None when starting fresh."""
-    record_path = out / "run.json"
-    if record_path.is_file():
-        previous = json.loads(record_path.read_text())
-        diff = _differences(previous.get("identity", {}), identity)
-        if diff:
-            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
-            raise ResultsMismatchError(f"{out} holds another evaluation ({shown}); its results are kept and were not "
-                                       "mixed: choose another --out, or pass --overwrite to replace it")
-        return previous
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ResultsMismatchError(f"{out} exists and is not an evaluation results folder; choose another --out or "
+def _empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def _not_results(out: Path) -> ResultsMismatchError:
+    return ResultsMismatchError(f"{out} exists and is not an evaluation results folder (no run.json written by "
+                                "cadiff); choose another --out")
+
+
+def check_seed(seed: Any, what: str) -> None:
+    """ValueError unless `seed` is a whole number from 0 to MAX_SEED (what torch.Generator takes); `what` says whose."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{what}: seed {seed} is out of range; seeds are whole numbers from 0 to {MAX_SEED}")
+
+
+def check_seeds(rows: Sequence[PromptRow], source: str = "") -> None:
+    """`check_seed` on every row's seed, naming the first bad row."""
+    for r in rows:
+        check_seed(r.seed, f"{source}, row {r.index}" if source else f"row {r.index}")
+
+
+def check_out(out: str | Path, overwrite: bool = False) -> Path:
+    """Fail clearly, writing nothing, when `out` cannot take an evaluation: another process writes it; it is a file
+    or a folder cadiff did not make (refused even with `overwrite`); it holds another cadiff command's run (unless
+    `overwrite`); or it cannot be created. An empty folder is used as it is."""
+    out = check_target(out)
+    if _empty_dir(out):
+        return out
+    if not (out.exists() or out.is_symlink()):
+        return check_new(out)
+    if overwrite:
+        return check_new(out, overwrite=True)
+    if not made_by_cadiff(out) or not (out / "run.json").is_file():
+        raise _not_results(out)
+    command = json.loads((out / "run.json").read_text()).get("command")
+    if command != "evaluate":
+        raise ResultsMismatchError(f"{out} holds a cadiff {command} run, not an evaluation; choose another --out, or "
                                    "pass --overwrite to replace it")
-    return None
+    return out
+
+
+def _open_folder(out: Path, identity: dict) -> dict | None:
+    """Check `out` (locked) again; return the previous run.json when resuming the same run, None when starting fresh."""
+    check_out(out)
+    if _empty_dir(out) or not out.exists():
+        return None
+    previous = json.loads((out / "run.json").read_text())
+    diff = _differences(previous.get("identity", {}), identity)
+    if diff:
+        shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+        raise ResultsMismatchError(f"{out} holds another evaluation ({shown}); its results are kept and were not "
+                                   "mixed: choose another --out, or pass --overwrite to replace it")
+    return previous
 
 
 def _grids(out: Path, rows: Sequence[PromptRow], images: ImageSource) -> list[str]:
@@ -218,6 +265,13 @@ def evaluate(
     from cadiff.files.runs import versions
 
     prompt_set = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts)
+    check_seeds(prompt_set.rows, prompt_set.source)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+    if row_guidance:
+        for r in prompt_set.rows:
+            row_guidance_of(r, 0.0)
+    out = check_out(out, overwrite)
     check_known_words(pipe, list(dict.fromkeys(r.prompt for r in prompt_set.rows)))
     built = [m for m in metrics if isinstance(m, Metric)]
     built += build_metrics([m for m in metrics if not isinstance(m, Metric)], metric_options)
@@ -225,18 +279,54 @@ def evaluate(
         metric.check_rows(prompt_set.rows, prompt_set.source)
     steps, guidance = resolve_sampling(pipe, steps, guidance)
     identity = _identity(pipe, prompt_set, built, steps, guidance, row_guidance, edit)
-    out = Path(out)
-    if overwrite and out.exists():  # run afresh beside it; the old results go only once the new ones are complete
-        with atomic_dir(out, overwrite=True) as tmp:
-            return evaluate(pipe, prompt_set, tmp, built, None, steps, guidance, batch_size, edit,
-                            model_source, False, progress, row_guidance)
-    if not out.exists():
-        check_new(out)  # a clear message for a place that cannot be written, before any work
-    previous = _open_folder(out, identity)
+    record = {"command": "evaluate", "identity": identity, "prompt_source": prompt_set.source,
+              "seeds": [r.seed for r in prompt_set.rows], "model_source": source_name(model_source),
+              "versions": versions(), "sessions": []}
+    work = (generate, pipe, prompt_set, built, steps, guidance, batch_size, row_guidance, progress)
+    if overwrite and (out.exists() or out.is_symlink()) and not _empty_dir(out):
+        with atomic_dir(out, overwrite=True) as tmp:  # afresh beside it; the old results go once the new are complete
+            return _run(tmp, record, *work)
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):  # one process at a time writes a results folder
+        previous = _open_folder(out, identity)
+        return _run(out, previous or record, *work)
+
+
+def _run(out: Path, record: dict, generate: Callable, pipe, prompt_set: PromptSet, built: Sequence[Metric],
+         steps: int, guidance: float, batch_size: int, row_guidance: bool,
+         progress: Callable[[int], None] | None) -> dict[str, Any]:
+    """Generate and score the rows of `prompt_set` not yet in `out` (locked, checked): `record` is its run.json. A
+    failure before the first row is finished removes what this call made in a fresh folder; after it, run.json says
+    "stopped" and the rows stay for the next run to continue."""
+    fresh = not record["sessions"]
+    existed = out.exists()
+    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows_reused": 0, "rows_generated": 0,
+               "generate_seconds": 0.0, "metric_seconds": 0.0}
+    try:
+        return _fill(out, record, session, generate, pipe, prompt_set, built, steps, guidance, batch_size,
+                     row_guidance, progress)
+    except BaseException:
+        if fresh and not session["rows_generated"]:
+            if existed:  # an empty folder the user gave: empty again
+                for p in list(out.iterdir()):
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+        elif record.get("status") == "running":
+            record["status"] = "stopped"
+            with contextlib.suppress(OSError, ValueError):  # the first failure is the one to report
+                write_json(out / "run.json", record)
+        raise
+
+
+def _fill(out: Path, record: dict, session: dict, generate: Callable, pipe, prompt_set: PromptSet,
+          built: Sequence[Metric], steps: int, guidance: float, batch_size: int, row_guidance: bool,
+          progress: Callable[[int], None] | None) -> dict[str, Any]:
+    identity = record["identity"]
     (out / "images").mkdir(parents=True, exist_ok=True)
-    record = previous or {"command": "evaluate", "identity": identity, "prompt_source": prompt_set.source,
-                          "seeds": [r.seed for r in prompt_set.rows],
-                          "model_source": source_name(model_source), "versions": versions(), "sessions": []}
     record["status"] = "running"
     write_json(out / "run.json", record)
 
@@ -253,8 +343,7 @@ def evaluate(
     if progress is not None:  # the checks passed, the work starts: the rows already done (maybe 0)
         progress(len(done))
 
-    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows_reused": len(done), "rows_generated": 0,
-               "generate_seconds": 0.0, "metric_seconds": 0.0}
+    session["rows_reused"] = len(done)
     record["sessions"].append(session)
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
@@ -282,7 +371,7 @@ def evaluate(
         "rows": len(table),
         "prompts": {"source": prompt_set.source, **identity["prompts"]},
         "model": identity["model"],
-        "edit": edit,
+        "edit": identity["edit"],
         "sampling": {k: v for k, v in identity["sampling"].items() if k != "scheduler_config"},
         "metrics": {m.name: {**m.info(), **m.summarize(table, images)} for m in built},
     }

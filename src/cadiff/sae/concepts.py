@@ -136,7 +136,7 @@ def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def cohesion_separability(codes: LatentCodes, entries: list[dict]) -> dict[str, dict[str, float]]:
+def cohesion_separability(codes: LatentCodes, entries: list[dict]) -> dict[str, dict[str, float | None]]:
     """Per attribute: cohesion = mean purity of the object latents' top images; separability = mean over the
     attribute's values of the best single latent's AUROC (image peak activation, value vs the rest)."""
     strength = codes.codes.flatten(1, 2).amax(1).numpy()
@@ -151,8 +151,8 @@ def cohesion_separability(codes: LatentCodes, entries: list[dict]) -> dict[str, 
             positive = labels[known] == v
             if positive.any() and (~positive).any():
                 aucs.append(max(_auroc(strength[known, c], positive) for c in range(strength.shape[1])))
-        out[attribute] = {"cohesion": float(np.mean(purities)) if purities else float("nan"),
-                          "separability": float(np.mean(aucs)) if aucs else float("nan"),
+        out[attribute] = {"cohesion": float(np.mean(purities)) if purities else None,  # None: no latent to judge
+                          "separability": float(np.mean(aucs)) if aucs else None,
                           "object_latents": len(purities)}
     return out
 
