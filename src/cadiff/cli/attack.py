@@ -58,12 +58,15 @@ def _add_keep_and_judge(p) -> None:
     add_judge_options(p)
 
 
-def load_edited(path: str, original):
+def load_edited(path: str, original, args: argparse.Namespace | None = None):
     """The edited pipeline: a mask (a run folder's mask.safetensors, or a mask file) put on a copy of the
-    original, or an edited pipeline folder (a run folder's pipeline/)."""
+    original, or an edited pipeline folder (a run folder's pipeline/), loaded with the model options of `args`
+    (--dtype, --device, --truncate) as the original was, or without `args` on the original's device; either way
+    it cuts long prompts when the original does (`allow_truncation`)."""
     from cadiff.editing import edited_copy
     from cadiff.files.mask import Mask
     from cadiff.models import load_pipeline
+    from cadiff.models.vocabulary import TRUNCATE_ATTRIBUTE, allow_truncation
 
     where = Path(path)
     if where.is_dir() and (where / "mask.safetensors").is_file():
@@ -73,7 +76,13 @@ def load_edited(path: str, original):
     if where.is_file():
         return edited_copy(original, Mask.load(where)), str(where)
     if (where / "model_index.json").is_file():
-        return load_pipeline(str(where), device=str(original.device)), str(where)
+        if args is not None:  # the same loading as the original's, every model option but which model
+            edited = load_from_args(argparse.Namespace(**{**vars(args), "model": str(where), "config": None}))
+        else:
+            edited = load_pipeline(str(where), device=str(original.device))
+        if hasattr(original, TRUNCATE_ATTRIBUTE) and not hasattr(edited, TRUNCATE_ATTRIBUTE):
+            allow_truncation(edited)
+        return edited, str(where)
     raise FileNotFoundError(f"{path}: neither a run folder with mask.safetensors or pipeline/, a mask file, nor a "
                             "pipeline folder")
 
@@ -106,7 +115,7 @@ def run_harden(args: argparse.Namespace) -> int:
     original = load_from_args(args)
     judge = judge_from_args(args, original)
     settings = {"edited": str(source), "concept": args.concept, "keep": args.keep, "model": args.model,
-                **config.to_dict(), **token.to_dict()}
+                "truncate": args.truncate, **config.to_dict(), **token.to_dict()}
     with run_folder(args.out, "harden", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(original, args.model)
         result = harden(original, mask, args.concept, keep=args.keep, judge=judge, config=config, token=token)
@@ -138,10 +147,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in foreign)}: options of attacks not run "
                          f"(--attacks {' '.join(args.attacks)})")
     original = load_from_args(args)
-    edited, source = load_edited(args.edited, original)
+    edited, source = load_edited(args.edited, original, args)
     judge = judge_from_args(args, original)
     settings = {"edited": source, "concept": args.concept, "attacks": args.attacks, "keep": args.keep,
-                "seeds": args.seeds, "options": options, "model": args.model}
+                "seeds": args.seeds, "options": options, "model": args.model, "truncate": args.truncate}
     with run_folder(args.out, "attack", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(original, args.model)
         result = attack(original, edited, args.concept, attacks=args.attacks, judge=judge, keep=args.keep,

@@ -23,20 +23,26 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cadiff.evaluation.runner import check_seed
     from cadiff.models import describe_model, generate
     from cadiff.models.loading import resolve_sampling
+    from cadiff.models.vocabulary import check_known_words
     from cadiff.report import image_grid
     from cadiff.files.runs import run_folder
 
+    seeds = [args.seed + i for i in range(args.num_images)]
+    for seed in (seeds[0], seeds[-1]):
+        check_seed(seed, f"--seed {args.seed} with -n {args.num_images}")
     check_new(args.out, args.overwrite)
     pipe = load_from_args(args)
-    seeds = [args.seed + i for i in range(args.num_images)]
+    check_known_words(pipe, args.prompts)  # before the bar and the run folder: a bad prompt is one error line
     prompts = [p for p in args.prompts for _ in seeds]
     all_seeds = seeds * len(args.prompts)
     kwargs = sampling_kwargs(args)
     steps, guidance = resolve_sampling(pipe, kwargs["steps"], kwargs["guidance"])
     resolved = {"steps": steps, "guidance": guidance}
-    settings = {"prompts": args.prompts, "seeds": seeds, **resolved, "scheduler": type(pipe.scheduler).__name__}
+    settings = {"prompts": args.prompts, "seeds": seeds, **resolved, "scheduler": type(pipe.scheduler).__name__,
+                "truncate": args.truncate}
     with run_folder(args.out, "generate", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(pipe, args.model)
         with tqdm(total=len(prompts), desc="generate", unit="img") as bar:

@@ -225,6 +225,26 @@ def inspect_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_concepts(path: str) -> list[dict]:
+    """The latent entries of a concepts.json written by `cadiff sae inspect`, read as UTF-8; a one-line ValueError
+    naming the file for a missing one, one that is not UTF-8 or not JSON, or JSON of another shape."""
+    from cadiff.evaluation.prompts import read_text_file
+
+    what = f"--concepts {path}"
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what}: no such file; give the concepts.json that `cadiff sae inspect` wrote")
+    try:
+        entries = json.loads(read_text_file(path, "--concepts"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); give the "
+                         "concepts.json that `cadiff sae inspect` wrote") from None
+    keys = {"latent", "fires", "labels", "purity"}  # what latents_for reads of each entry
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and keys <= set(e) for e in entries):
+        raise ValueError(f"{what}: not a concepts.json of `cadiff sae inspect` (a list of latents with their "
+                         "purity); give the one it wrote")
+    return entries
+
+
 def steer_cmd(args: argparse.Namespace) -> int:
     from cadiff.files.io import check_new
     from cadiff.models import describe_model, generate
@@ -237,14 +257,14 @@ def steer_cmd(args: argparse.Namespace) -> int:
     from cadiff.sae.steering_eval import change, spatial_success, style_success
 
     check_new(args.out, args.overwrite)
-    pipe = load_from_args(args)
-    sae = TopKSAE.load(args.sae)
-    if args.concept is not None:
+    if args.concept is not None:  # the concepts file is checked before any model work
         if args.concepts is None:
             raise ValueError("--concept needs --concepts concepts.json (from `cadiff sae inspect`)")
-        latents = latents_for(json.loads(Path(args.concepts).read_text()), args.concept)
+        latents = latents_for(read_concepts(args.concepts), args.concept)
     else:
         latents = args.latents
+    pipe = load_from_args(args)
+    sae = TopKSAE.load(args.sae)
     world = world_of(pipe)
     evaluator = world.judge() if world is not None and args.mode == "global" and args.concept is not None else None
     n_steps, _ = resolve_sampling(pipe, args.steps)
@@ -258,7 +278,7 @@ def steer_cmd(args: argparse.Namespace) -> int:
                quadrant=args.quadrant if args.mode == "spatial" else None, steps=n_steps):
         after = generate(pipe, prompts, all_seeds, **kw)
     settings = {"prompts": args.prompts, "seeds": seeds, "sae": args.sae, "latents": latents, "mode": args.mode,
-                "beta": args.beta, "at_steps": window, "quadrant": args.quadrant, **kw}
+                "beta": args.beta, "at_steps": window, "quadrant": args.quadrant, **kw, "truncate": args.truncate}
     with run_folder(args.out, "sae steer", settings, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
         grids = [image_grid(before, cols=args.num_images, row_labels=args.prompts),

@@ -119,17 +119,23 @@ def shapes_balanced(repeats: int = 1, seed: int = 0) -> PromptSet:
     return PromptSet(rows, BALANCED_SET if repeats == 1 else f"{BALANCED_SET} x{repeats}")
 
 
+def read_text_file(path: str | Path, what: str = "prompt file") -> str:
+    """The text of the file at `path`, read strictly as UTF-8 (a leading byte-order mark dropped), whatever the
+    locale; a byte that is not UTF-8 is a one-line ValueError naming `what`, the file and the line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{what} {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
+                         "file as UTF-8") from None
+
+
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} not found; give a CSV or text file, or 'shapes' for the "
                                 "built-in shapes-world set")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(f"prompt file {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
-                         "file as UTF-8") from None
+    text = read_text_file(path)
     if not text.strip():
         raise ValueError(f"prompt file {path} is empty; it needs a 'prompt' column or one prompt per line")
     return text
