@@ -17,7 +17,7 @@ from cadiff.evaluation.judges import Judge
 from tiny_pipelines import tiny_sd
 
 FAST = {"steps": 2, "seeds": 1, "guidance": 4.0, "components": "attn", "scope": "matrix", "screen_repeats": 1,
-        "screen_extra": 2, "confirm_repeats": 1}  # the tiny model's rows are too narrow for 2 % per row
+        "screen_extra": 2, "confirm_repeats": 1, "confirm_max_repeats": 1}  # rows too narrow for 2 % per row
 KEEP = ["a star", "a square"]
 
 
@@ -56,14 +56,17 @@ def test_a_judge_that_never_sees_the_target_stops_the_search_at_the_first_settin
     result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=lambda images, c: np.zeros(len(images), bool)
                               if c == "a circle" else np.ones(len(images), bool), **FAST)
     cert = result.certificate
-    assert isinstance(result, CalibratedEdit) and cert.passed and cert.met_in_screening
+    # one judge and 12 images a concept: the point estimates meet the goal, nothing more is proven
+    assert isinstance(result, CalibratedEdit) and cert.outcome == "met" and not cert.passed and cert.met_in_screening
+    assert any("one judge only" in why for why in cert.unproven())
     assert len(cert.tried) == 1 and cert.point.setting == {"at_steps": SEARCH[0].at_steps, "preserve_rule": None,
                                                            "ratio": RATIOS[0], "rounds": 1}
     assert result.config.ratio == RATIOS[0] and result.config.components == "attn" and len(result.mask) > 0
     assert cert.after["a circle"].n == 12 + 0 and cert.before["a star"].n == 12  # 12 a repeat, no extra: confirm
     result.save(tmp_path / "run")
     data = json.loads((tmp_path / "run" / "certificate.json").read_text())
-    assert data["passed"] and data["setting"]["ratio"] == RATIOS[0] and len(data["tried"]) == 1
+    assert data["outcome"] == "met" and not data["passed"] and data["setting"]["ratio"] == RATIOS[0]
+    assert len(data["tried"]) == 1 and data["confidence"] == 0.95 and data["unproven"]
     assert (tmp_path / "run" / "frontier.png").stat().st_size > 0 and (tmp_path / "run" / "mask.safetensors").exists()
 
 
@@ -71,7 +74,7 @@ def test_a_target_that_never_goes_tries_every_setting_in_order_and_says_so(sd2):
     seen = []
     result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=lambda images, c: np.ones(len(images), bool), on_point=seen.append, **FAST)
     cert = result.certificate
-    assert not cert.passed and not cert.met_in_screening
+    assert cert.outcome == "missed" and not cert.met_in_screening
     assert [p.order for p in seen] == list(range(1, len(seen) + 1)) and len(cert.tried) == len(seen)
     lines = [(p.setting["at_steps"], p.setting["preserve_rule"]) for p in seen]
     expected = [(line.at_steps, line.rule) for line in SEARCH]
@@ -80,7 +83,7 @@ def test_a_target_that_never_goes_tries_every_setting_in_order_and_says_so(sd2):
     assert all(p.kept_min == 1.0 and p.target_max == 1.0 for p in seen)
     assert cert.point.zeroed == min(p.zeroed for p in seen)  # all as far from the goal: the fewest weights zeroed
     assert any("a circle still judged present in 100%" in m for m in cert.misses())
-    assert "NOT MET" in cert.text()
+    assert "MISSED" in cert.text()
 
 
 def test_the_budget_caps_the_screened_settings(sd2):
@@ -141,7 +144,7 @@ def test_an_edit_too_large_for_the_model_halves_its_ratio_until_the_concepts_hol
     tried = [(p.setting["at_steps"], p.setting["ratio"], p.kept_min) for p in result.certificate.tried]
     first = SEARCH[0].at_steps
     assert tried == [(first, RATIOS[0], 0.0), (first, RATIOS[0] / 2, 0.0), (first, RATIOS[0] / 4, 1.0)]
-    assert result.certificate.passed and result.config.ratio == RATIOS[0] / 4
+    assert result.certificate.outcome == "met" and result.config.ratio == RATIOS[0] / 4
     plain = cadiff.erase(sd2, "a circle", calibrate=False, ratio=RATIOS[0] / 4, at_steps=first,
                          **{k: v for k, v in FAST.items() if "_" not in k})
     assert {n: i.tolist() for n, i in plain.mask.indices.items()} == \
@@ -178,7 +181,7 @@ def test_the_halving_line_stops_when_the_target_comes_back(sd2, monkeypatch):
     result = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=judge, **FAST)
     first = [p.setting["ratio"] for p in result.certificate.tried if p.setting["at_steps"] == SEARCH[0].at_steps
              and p.setting["preserve_rule"] is None]
-    assert first == [RATIOS[0], RATIOS[0] / 2] and not result.certificate.passed
+    assert first == [RATIOS[0], RATIOS[0] / 2] and result.certificate.outcome == "missed"
     guard = [(p.setting["ratio"], p.setting["rounds"]) for p in result.certificate.tried
              if p.setting["preserve_rule"] == "guard"]
     assert guard == [(RATIOS[0], 1), (RATIOS[0] / 2, 1), (RATIOS[0] / 2, 2), (RATIOS[0] / 2, 3)]
@@ -215,7 +218,7 @@ def test_a_round_that_breaks_keep_is_tried_again_at_the_smaller_ratio(sd2, monke
     assert tried == [("guard", 1, None, 1.0), ("guard", 1, None, 1.0), ("guard", 2, None, 0.0),
                      ("guard", 2, [RATIOS[-1], RATIOS[0]], 1.0)]
     assert len(rounds_scored) == 1  # the retry re-selected round 2's scores
-    assert result.certificate.passed and result.config.round_ratios == (RATIOS[-1], RATIOS[0])
+    assert result.certificate.outcome == "met" and result.config.round_ratios == (RATIOS[-1], RATIOS[0])
     assert "0.03 + 0.02 per row, 2 rounds" in result.certificate.point.label()
     plain = cadiff.erase(sd2, "a circle", calibrate=False, preserve=KEEP, preserve_rule="guard",
                          at_steps=result.config.at_steps, round_ratios=result.config.round_ratios,
@@ -317,12 +320,12 @@ def test_the_command_runs_end_to_end_with_a_users_judge(kind, tmp_path, capsys):
     code = main(["erase", "a circle", "--preserve-file", str(tmp_path / "keep.txt"),
                  "--judge", f"{tmp_path / 'judges.py'}:judge", "--model", str(tmp_path / "model"),
                  "--steps", "2", "--seeds", "1", "--guidance", "4", "--components", "attn", "--scope", "matrix", "--screen-extra", "2",
-                 "--confirm-repeats", "1", "--no-export", "--out", str(tmp_path / "run")])
+                 "--confirm-repeats", "1", "--confirm-max-repeats", "1", "--no-export", "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
-    assert code == 0, out
+    assert code == 4, out  # one judge, 12 images a concept: met on point estimates, not proven
     cert = json.loads((tmp_path / "run" / "certificate.json").read_text())
-    assert cert["passed"] and cert["keep"] == KEEP and cert["judge"]["judge"] == "function"
-    assert "PASSED" in out and "a star" in out and "(n=12, 95% CI" in out
+    assert cert["outcome"] == "met" and cert["keep"] == KEEP and cert["judge"]["judge"] == "function"
+    assert "MET, NOT PROVEN" in out and "a star" in out and "(n=12, kept >= " in out and "not proven (exit 4)" in out
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["settings"]["calibrated"] and record["edit"]["ratio"] == RATIOS[0]
     for name in ("frontier.png", "grid.png", "mask.safetensors"):
@@ -339,7 +342,7 @@ def test_a_missed_goal_exits_with_its_own_code_and_keeps_the_best_edit(tmp_path,
                  "--no-export", "--out", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert code == 3
-    assert "NOT MET" in out and "the goal was not met (exit 3)" in out and "a circle still judged present" in out
+    assert "MISSED" in out and "the goal was not met (exit 3)" in out and "a circle still judged present" in out
     assert (tmp_path / "run" / "mask.safetensors").exists()
     assert not json.loads((tmp_path / "run" / "certificate.json").read_text())["passed"]
 
@@ -366,11 +369,14 @@ def test_calibration_flags_with_a_plain_edit_are_refused(tmp_path, capsys):
 
 
 def test_the_embedded_model_defaults_keep_every_other_concept_and_its_judge(shapes_pipe):
-    result = cadiff.erase(shapes_pipe, "circle", steps=4, seeds=1, budget=1, screen_extra=0, confirm_repeats=1)
+    result = cadiff.erase(shapes_pipe, "circle", steps=4, seeds=1, budget=1, screen_extra=0, confirm_repeats=1,
+                          confirm_max_repeats=1)
     cert = result.certificate
     assert cert.judge == {"judge": "world", "world": "shapes"} and len(cert.keep) == 14 and "circle" not in cert.keep
+    assert cert.judges[1] == {"judge": "pixels", "world": "shapes"} and cert.independent  # confirmed by pixels too
+    assert {c.judge for c in cert.confirmation.claims} == {"world:shapes", "pixels:shapes"}
     assert cert.after["circle"].n == 6 and cert.after["solid"].n == 12  # the design: 6 per shape, 12 per texture
-    assert len(cert.tried) == 1 and cert.probes["confirm"]["seeds"] == [200_000, 200_035]
+    assert len(cert.tried) == 1 and cert.probes["confirm"]["looks"] == [{"images": 36, "seeds": [200_000, 200_035]}]
 
 
 def test_two_targets_are_calibrated_jointly_one_mask_each_judged(sd2):
@@ -378,7 +384,7 @@ def test_two_targets_are_calibrated_jointly_one_mask_each_judged(sd2):
     result = calibrated_erase(sd2, targets, preserve=KEEP, judge=lambda images, c: np.full(len(images), c not in targets),
                               **FAST)
     cert = result.certificate
-    assert cert.passed and set(cert.point.target) == set(targets) and len(result.attributions) == 2
+    assert cert.outcome == "met" and set(cert.point.target) == set(targets) and len(result.attributions) == 2
     assert all(cert.after[t].n == 12 for t in targets)
     parts = result.mask.metadata["parts"]  # one mask, united from each target's selection
     assert [p["concepts"] for p in parts] == [[t] for t in targets]

@@ -11,7 +11,8 @@ import pytest
 from cadiff.cli import main
 from tiny_pipelines import tiny_sd
 
-JUDGE = "import numpy as np\ndef judge(images, concept):\n    return np.full(len(images), concept != 'a circle')\n"
+JUDGE = ("import numpy as np\ndef judge(images, concept):\n    return np.full(len(images), concept != 'a circle')\n"
+         "second = judge\n")
 FAST = ["--steps", "2", "--seeds", "1", "--guidance", "4", "--components", "attn", "--scope", "matrix"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -41,14 +42,16 @@ def runs(tmp_path_factory):
     (root / "judges.py").write_text(JUDGE)
     common = ["--model", str(root / "model"), "--no-export", *FAST]
     assert main(["erase", "a circle", "--preserve", "a star", "a square", "--judge", f"{root / 'judges.py'}:judge",
-                 "--screen-extra", "2", "--confirm-repeats", "1", "--out", str(root / "calibrated"), *common]) == 0
+                 "--second-judge", f"{root / 'judges.py'}:second", "--goal-target", "0.2", "--goal-keep", "0.8",
+                 "--screen-extra", "2", "--confirm-repeats", "2", "--confirm-max-repeats", "2",
+                 "--out", str(root / "calibrated"), *common]) == 0  # two judges, 24 images a concept: proven
     assert main(["erase", "a circle", "--ratio", "0.1", "--rounds", "2", "--out", str(root / "plain"), *common]) == 0
     return root
 
 
 def test_every_run_folder_gets_a_self_contained_report(runs, capsys):
     page = (runs / "calibrated" / "report.html").read_text()
-    assert "goal met" in page and "Confirmation" in page and "Settings screened" in page
+    assert "goal met, proven" in page and "Confirmation" in page and "Settings screened" in page
     assert "Provenance" in page and "version of diffusers" in page
     assert re.search(r"<img src=\"data:image/png;base64,", page) and "http" not in page.replace("http-equiv", "")
     assert "<script" not in page

@@ -48,12 +48,13 @@ def wants_calibration(method: str, calibrate: bool | None, options: dict[str, An
 
 
 def erase(pipe, concepts: str | Sequence[str], *, method: str = "cad", calibrate: bool | None = None,
-          judge: Any = None, preserve: Sequence[str] | None = None,
+          judge: Any = None, second_judge: Any = None, preserve: Sequence[str] | None = None,
           on_point: Callable[[Point], None] | None = None, **options: Any) -> EditResult:
-    """Erase `concepts`: calibrated by default (see the module; `judge`, `preserve` and the CalibrationConfig's
-    options apply), or the plain edit of `method` with `options` as its settings."""
+    """Erase `concepts`: calibrated by default (see the module; `judge`, `second_judge`, `preserve` and the
+    CalibrationConfig's options apply), or the plain edit of `method` with `options` as its settings."""
     if wants_calibration(method, calibrate, options):
-        return calibrated_erase(pipe, concepts, preserve=preserve, judge=judge, on_point=on_point, **options)
-    if judge is not None:
-        raise ValueError("judge= serves the calibrated erase; a plain edit is not judged")
+        return calibrated_erase(pipe, concepts, preserve=preserve, judge=judge, second_judge=second_judge,
+                                on_point=on_point, **options)
+    if judge is not None or second_judge is not None:
+        raise ValueError("judge= and second_judge= serve the calibrated erase; a plain edit is not judged")
     return edit(pipe, concepts, "erase", method=method, preserve=preserve, **options)

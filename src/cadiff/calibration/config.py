@@ -44,7 +44,12 @@ class CalibrationConfig(Config):
                                     "embedded model; elsewhere 12 per concept) (default 1)", type=positive_int)
     screen_extra: int = option(12, "screening images naming each target beyond those (default 12)", type=count)
     confirm_repeats: int = option(4, "confirmation images: the design this many times, on new seeds (default 4: "
-                                     "144 on the embedded model)", type=positive_int)
+                                     "144 on the embedded model), looked at first", type=positive_int)
+    confirm_max_repeats: int = option(16, "most confirmation images: while a claim is undecided the design is added "
+                                          "again, doubling the total up to this many times (default 16: 576 on the "
+                                          "embedded model)", type=positive_int)
+    confidence: float = option(0.95, "confidence of the certificate's one-sided bounds (default 0.95)",
+                               type=fraction)
     screen_seed: int = option(100_000, "first seed of the screening images (default 100000)", type=count)
     tie_seed: int = option(150_000, "first seed of the images that break a tie between the best settings when "
                                     "none met the goal (default 150000)", type=count)
@@ -57,9 +62,14 @@ class CalibrationConfig(Config):
                 raise ValueError(f"{name} must be in [0, 1], got {value} (--{name.replace('_', '-')})")
         if int(self.budget) != self.budget or self.budget < 1:
             raise ValueError(f"the search budget must be at least one setting, got {self.budget} (--budget)")
-        for name in ("screen_repeats", "confirm_repeats"):
+        for name in ("screen_repeats", "confirm_repeats", "confirm_max_repeats"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.confirm_max_repeats < self.confirm_repeats:
+            raise ValueError(f"confirm_max_repeats ({self.confirm_max_repeats}) is below confirm_repeats "
+                             f"({self.confirm_repeats}); raise --confirm-max-repeats")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence} (--confidence)")
         for name in ("screen_extra", "screen_seed", "tie_seed", "confirm_seed"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")

@@ -35,12 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tqdm.auto import tqdm
+
 
 from cadiff.attribution import Attribution, attribute, check_known_words, concept_prompts
 from cadiff.attribution.keep_rules import KeepMaxima, fold_maxima, with_keep_rule
 from cadiff.attribution.result import EmptySelectionError
 from cadiff.calibration.certificate import Certificate, Goal, Point
 from cadiff.calibration.config import CalibrationConfig
+from cadiff.calibration.confirm import confirm, look_probes
 from cadiff.calibration.probes import Rate, make_probe, measure
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.measure import kept_shares
@@ -100,6 +103,7 @@ class _Search:
     screen: Any
     before: dict[str, float]
     on_point: Callable[[Point], None] | None
+    progress: bool = True
     seconds: dict[str, float] = field(default_factory=lambda: {"attribution": 0.0, "selection": 0.0,
                                                                "judging": 0.0})
     points: list[Point] = field(default_factory=list)
@@ -135,18 +139,19 @@ class _Search:
         settings.pop("preserve_rule")
         with self.timed("attribution"):
             if line.at_steps not in self._own:
-                self._own[line.at_steps] = attribute(self.pipe, self.targets, progress=False, **settings)
+                self._own[line.at_steps] = attribute(self.pipe, self.targets, progress=self.progress, **settings)
             own = self._own[line.at_steps]
             if line.rule is None:
                 return own
             if line.at_steps not in self._keep_max:
-                self._keep_max[line.at_steps] = keep_maxima(self.pipe, self.keep, settings)
+                self._keep_max[line.at_steps] = keep_maxima(self.pipe, self.keep, settings, self.progress)
             return [with_keep_rule(a, self._keep_max[line.at_steps], line.rule) for a in own]
 
     def try_point(self, line: Line, cfg: CADConfig, mask, rounds: dict, attrs: list) -> Point:
-        with self.timed("judging"):
+        with self.timed("judging"), _bar(self.progress, len(self.screen),
+                                         f"setting {len(self.points) + 1}/{self.budget}: screening") as bar:
             after = measure(self.pipe, self.screen, self.judge, [*self.targets, *self.keep], mask=mask,
-                            steps=self.fixed.get("steps"), guidance=self.fixed.get("guidance"))
+                            steps=self.fixed.get("steps"), guidance=self.fixed.get("guidance"), progress=bar.update)
         values = {c: r.value for c, r in after.items()}
         setting = {"at_steps": line.at_steps, "preserve_rule": line.rule, "ratio": cfg.ratio, "rounds": cfg.rounds}
         if cfg.round_ratios:
@@ -266,7 +271,8 @@ class _Search:
             if attrs is None:
                 with self.timed("attribution"):
                     attrs = score_round(self.pipe, self.targets, cfg, objective="erase",
-                                        preserve=self.keep if line.rule else [], mask=mask, progress=False)
+                                        preserve=self.keep if line.rule else [], mask=mask,
+                                        progress=self.progress)
             with self.timed("selection"):
                 new = self.select(mask, attrs, cfg, k)
             if new is None:
@@ -281,14 +287,15 @@ class _Search:
                 ratios = ratios[1:]
 
 
-def keep_maxima(pipe, keep: Sequence[str], settings: dict) -> KeepMaxima:
+def keep_maxima(pipe, keep: Sequence[str], settings: dict, progress: bool = False) -> KeepMaxima:
     """Per weight, the largest positive score of any concept to keep, as such and in shares of each concept's J
     (the guard and the relative rule), scoring one concept at a time: what `attribute(..., preserve=keep)` folds."""
-    return fold_maxima(attribute(pipe, concept, progress=False, **settings) for concept in keep)
+    return fold_maxima(attribute(pipe, concept, progress=progress, **settings) for concept in keep)
 
 
 def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
-                     judge: Judge | str | Callable | None = None, on_point: Callable[[Point], None] | None = None,
+                     judge: Judge | str | Callable | None = None, second_judge: Judge | str | Callable | None = None,
+                     on_point: Callable[[Point], None] | None = None, progress: bool = True,
                      **options: Any) -> CalibratedEdit:
     """Erase `concepts` with the setting the search finds (see the module) and confirm it on new seeds.
 
@@ -317,21 +324,26 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
     prompts, keep_prompts = concept_prompts(pipe, targets, keep, base_prompt=fixed.get("base_prompt", ""))
     check_known_words(pipe, prompts + keep_prompts)
     judge = as_judge(judge, pipe=pipe)
-    judge.check([*targets, *keep])
+    judges = [judge, *second_judges(pipe, world, second_judge)]
+    for j in judges:
+        j.check([*targets, *keep])
     goal = Goal(cal.goal_target, cal.goal_keep)
     screen = make_probe(pipe, world, targets, keep, repeats=cal.screen_repeats, extra=cal.screen_extra,
                         seed=cal.screen_seed)
     ties = make_probe(pipe, world, targets, keep, repeats=cal.screen_repeats, extra=cal.screen_extra,
                       seed=cal.tie_seed)
-    confirm = make_probe(pipe, world, targets, keep, repeats=cal.confirm_repeats, extra=0, seed=cal.confirm_seed)
-    _check_seeds(screen.seeds + ties.seeds, confirm.seeds, CADConfig(**fixed).seed_list())
+    looks = look_probes(lambda repeats, seed: make_probe(pipe, world, targets, keep, repeats=repeats, extra=0,
+                                                         seed=seed),
+                        cal.confirm_repeats, cal.confirm_max_repeats, cal.confirm_seed)
+    _check_seeds(screen.seeds + ties.seeds, [s for probe in looks for s in probe.seeds],
+                 CADConfig(**fixed).seed_list())
     sampling = {"steps": fixed.get("steps"), "guidance": fixed.get("guidance")}
     concepts_all = [*targets, *keep]
 
     judging = time.perf_counter()
     before_rates = measure(pipe, screen, judge, concepts_all, **sampling)
     before = {c: r.value for c, r in before_rates.items()}
-    search = _Search(pipe, targets, keep, judge, goal, cal.budget, fixed, screen, before, on_point)
+    search = _Search(pipe, targets, keep, judge, goal, cal.budget, fixed, screen, before, on_point, progress)
     search.seconds["judging"] += time.perf_counter() - judging
     for line in SEARCH:
         search.run_line(line)
@@ -342,25 +354,42 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
                          f"of a row picks none of its rows (scope '{CADConfig(**fixed).scope}'); give --scope matrix, "
                          "or --no-calibrate with --count")
     confirming = time.perf_counter()
-    before_c = measure(pipe, confirm, judge, concepts_all, **sampling)
-    after_c = measure(pipe, confirm, judge, concepts_all, mask=best.mask, **sampling)
+    with _bar(progress, sum(2 * len(probe) for probe in looks), "confirmation") as bar:
+        confirmation = confirm(pipe, best.mask, judges, goal, targets, keep, looks, alpha=1 - cal.confidence,
+                               sampling=sampling, progress=bar.update)
     seconds = {**{k: round(v, 2) for k, v in search.seconds.items()},
                "confirmation": round(time.perf_counter() - confirming, 2)}
     seconds["total"] = round(time.perf_counter() - started, 2)
-    certificate = Certificate(goal, targets, keep, judge.info(), search.points, best.point.order - 1, search.found,
-                              before_c, after_c, {"screen": screen.describe(), "ties": ties.describe(),
-                                                  "confirm": confirm.describe(),
-                                                  "screen_repeats": cal.screen_repeats,
-                                                  "confirm_repeats": cal.confirm_repeats}, seconds, search.ties)
+    certificate = Certificate(goal, targets, keep, [j.info() for j in judges], search.points, best.point.order - 1,
+                              search.found, confirmation,
+                              {"screen": screen.describe(), "ties": ties.describe(),
+                               "confirm": {"images": confirmation.images, "looks": [p.describe() for p in looks]},
+                               "screen_repeats": cal.screen_repeats, "confirm_repeats": cal.confirm_repeats,
+                               "confirm_max_repeats": cal.confirm_max_repeats}, seconds, search.ties)
     s = best.point.setting
     amount = ({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios")
               else {"ratio": s["ratio"], "rounds": s["rounds"]})
     cfg = CADConfig(**fixed, at_steps=s["at_steps"], preserve_rule=s["preserve_rule"] or "mean", **amount)
-    info = {"prompts": prompts, "calibration": {**cal.to_dict(), "passed": certificate.passed,
+    info = {"prompts": prompts, "calibration": {**cal.to_dict(), "outcome": certificate.outcome,
                                                 "screened": len(search.points), "seconds": seconds}}
     return CalibratedEdit(edited_copy(pipe, best.mask, check=False), "cad", "erase", targets,
                           keep if s["preserve_rule"] else [], cfg, mask=best.mask, attributions=best.attributions,
                           rounds=best.rounds, info=info, seconds=seconds["total"], certificate=certificate)
+
+
+def second_judges(pipe, world, spec) -> list[Judge]:
+    """The independent judge that confirms beside the search's: `spec` as `as_judge` reads it, else the world's
+    pixel reader on a model of a world that has one, else none."""
+    if spec is not None:
+        return [as_judge(spec, pipe=pipe)]
+    if world is not None and world.reader() is not None:
+        return [as_judge("pixels", pipe=pipe)]
+    return []
+
+
+def _bar(progress: bool, total: int, desc: str):
+    """A progress bar with a total (and so an estimate) while a long step runs; gone when it ends."""
+    return tqdm(total=total, desc=desc, unit="img", leave=False, disable=not progress)
 
 
 def _check_seeds(screen: list[int], confirm: list[int], attribution: list[int]) -> None:

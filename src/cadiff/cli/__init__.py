@@ -12,7 +12,7 @@ import signal
 import sys
 
 from cadiff._version import __version__
-from cadiff.cli.common import GOAL_NOT_MET, UserError, report_error, report_os_error
+from cadiff.cli.common import GOAL_NOT_MET, NOT_PROVEN, UserError, report_error, report_os_error
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
 COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "attack", "report"]
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = int(args.func(args) or 0)
-        if code in (0, GOAL_NOT_MET):
+        if code in (0, GOAL_NOT_MET, NOT_PROVEN):
             from cadiff.cli.report import write_run_report
 
             write_run_report(args)

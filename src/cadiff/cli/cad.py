@@ -23,9 +23,9 @@ from dataclasses import fields
 from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import OBJECTIVES
 from cadiff.calibration import CalibrationConfig
-from cadiff.cli.common import (GOAL_NOT_MET, add_config_flags, add_judge_options, add_model_options,
-                               add_output_options, given_options, judge_from_args, load_from_args, positive_int,
-                               renamed)
+from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_judge_options, add_model_options,
+                               add_output_options, add_second_judge_options, given_options, judge_from_args,
+                               load_from_args, positive_int, renamed, second_judge_from_args)
 from cadiff.editing.ablate import FILLS
 from cadiff.editing.methods import get_method, methods_for
 from cadiff.editing.result import slugs
@@ -77,6 +77,7 @@ def _edit_parser(sub, objective: str, help: str) -> None:
                          help="search the setting against the goal and confirm it (default: yes, unless a setting "
                               "the search chooses is given: --ratio, --count, --rounds, --at-steps, --preserve-rule)")
         add_judge_options(cal)
+        add_second_judge_options(cal)
         add_config_flags(cal, {"calibration": CalibrationConfig})
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
     p.add_argument("--eval-repeats", type=positive_int, default=1,
@@ -105,6 +106,9 @@ def register(sub) -> None:
                    help="zero: the paper's zeroing (default); resample: each masked weight takes a value drawn from "
                         "its own row's other weights, so the edit leaves no zero to locate (weight revival)")
     p.add_argument("--fill-seed", type=int, default=0, help="--fill resample: the seed of the draws (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="apply a mask file that records no model fingerprint, skipping the check that --model is the "
+                        "model the mask was made for")
     add_model_options(p)
     add_output_options(p)
     p.set_defaults(func=run_apply)
@@ -127,12 +131,15 @@ def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
 
 
 def read_concept_file(path: str) -> list[str]:
-    """Concepts one per line; blank lines and # comments skipped. ValueError for a missing or empty file."""
+    """Concepts one per line, read as UTF-8; blank lines and # comments skipped. ValueError for a missing or empty
+    file, or one that is not UTF-8 text."""
     from pathlib import Path
+
+    from cadiff.evaluation.prompts import read_text_file
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"--preserve-file {path}: no such file")
-    lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
+    lines = [line.split("#", 1)[0].strip() for line in read_text_file(path, "--preserve-file").splitlines()]
     concepts = [line for line in lines if line]
     if not concepts:
         raise ValueError(f"--preserve-file {path} names no concept; write one concept per line")
@@ -142,7 +149,8 @@ def read_concept_file(path: str) -> list[str]:
 def _inputs(args: argparse.Namespace) -> dict:
     """What run.json records besides the method's settings: the concepts and the model options."""
     keys = ("concepts", "preserve", "preserve_others", "preserve_file", "images", "objective", "eval_repeats",
-            "no_export", "calibrate", "judge", "clip_weights", "model", "config", "dtype", "device")
+            "no_export", "calibrate", "judge", "clip_weights", "second_judge", "second_clip_weights", "model", "config",
+            "dtype", "device", "truncate")
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
@@ -207,7 +215,8 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     check_new(args.out, args.overwrite)
     if objective == "erase" and _calibrating(args):
         return run_calibrated(args)
-    calibration = [f"--{k.replace('_', '-')}" for k in ("judge", "clip_weights") if getattr(args, k, None)]
+    calibration = [f"--{k.replace('_', '-')}" for k in ("judge", "clip_weights", "second_judge", "second_clip_weights")
+                   if getattr(args, k, None)]
     calibration += [f"--{k.replace('_', '-')}" for k in given_options(args, CalibrationConfig)]
     if calibration:
         raise ValueError(f"{', '.join(calibration)}: options of the calibrated erase, which this command does not "
@@ -269,7 +278,8 @@ def _calibrating(args: argparse.Namespace) -> bool:
 
 def run_calibrated(args: argparse.Namespace) -> int:
     """The calibrated erase: search, confirm, write the edit with certificate.json and frontier.png, print the
-    certificate; exit GOAL_NOT_MET when the confirmation missed the goal."""
+    certificate; exit GOAL_NOT_MET when the confirmation missed the goal, NOT_PROVEN when it met it on point
+    estimates only."""
     from cadiff.calibration import calibrated_erase
     from cadiff.editing.methods.cad import CADConfig
     from cadiff.files.config import make_config
@@ -288,8 +298,10 @@ def run_calibrated(args: argparse.Namespace) -> int:
     if not args.preserve and world_of(pipe) is None:
         raise ValueError("the calibrated erase needs concepts to keep on this model: --preserve CONCEPT ... or "
                          "--preserve-file FILE (or --no-calibrate for the plain edit)")
-    judge = judge_from_args(args, pipe)
-    judge.check(args.concepts + args.preserve)
+    judge, second = judge_from_args(args, pipe), second_judge_from_args(args, pipe)
+    for j in [judge, second]:
+        if j is not None:
+            j.check(args.concepts + args.preserve)
 
     def show(point) -> None:
         print(f"  {point.order:>2}. {point.label():<42} target {point.target_max:.2f}, worst kept "
@@ -300,7 +312,8 @@ def run_calibrated(args: argparse.Namespace) -> int:
         run.record["model"] = describe_model(pipe, args.model)
         print(f"searching a setting for {', '.join(args.concepts)} (goal: target <= {cal.goal_target:.0%}, kept "
               f">= {cal.goal_keep:.0%}; at most {cal.budget} settings):", flush=True)
-        result = calibrated_erase(pipe, args.concepts, preserve=args.preserve, judge=judge, on_point=show, **options)
+        result = calibrated_erase(pipe, args.concepts, preserve=args.preserve, judge=judge, second_judge=second,
+                                  on_point=show, **options)
         run.record["edit"] = result.record()
         result.write(run.path, export=not args.no_export)
         run.metrics = result.certificate.to_dict()
@@ -310,9 +323,14 @@ def run_calibrated(args: argparse.Namespace) -> int:
           f"{args.out}/grid.png")
     if not args.no_export:
         print(f"edited pipeline: {args.out}/pipeline (loads in stock diffusers)")
-    if not result.certificate.passed:
+    outcome = result.certificate.outcome
+    if outcome == "missed":
         print(f"cadiff: the goal was not met (exit {GOAL_NOT_MET}); the best edit reached is written", flush=True)
         return GOAL_NOT_MET
+    if outcome == "met":
+        print(f"cadiff: the goal is met on point estimates but not proven (exit {NOT_PROVEN}); the edit is written",
+              flush=True)
+        return NOT_PROVEN
     return 0
 
 
@@ -356,6 +374,9 @@ def run_apply(args: argparse.Namespace) -> int:
 
     check_new(args.out, args.overwrite)
     mask = Mask.load(args.mask)
+    if mask.fingerprint is None and not args.force:
+        raise ValueError(f"{args.mask} records no model fingerprint, so nothing can check that --model is the model it "
+                         "was made for: recompute it with cadiff erase/amplify, or pass --force to apply it anyway")
     pipe = load_from_args(args)
     apply_mask(pipe, mask, fill=args.fill, seed=args.fill_seed)
     export_pipeline(pipe, args.out, info={"command": "apply", "mask_file": str(args.mask), "mask": mask.metadata,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import torch
@@ -12,6 +13,7 @@ from cadiff.files.io import OutputExistsError, OutputPathError
 from cadiff.models.loading import ModelLoadError
 
 GOAL_NOT_MET = 3  # exit code of a calibrated erase that missed its goal (its run folder is complete)
+NOT_PROVEN = 4  # exit code of a calibrated erase that met its goal on point estimates, not proven by its bounds
 
 # Errors caused by the user's input: reported as one line, exit code 2, no traceback.
 UserError = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, ModelLoadError,
@@ -74,14 +76,30 @@ def renamed(p: argparse.ArgumentParser, old: str, new: str) -> None:
 
 
 def device(text: str) -> str:
-    """A torch device name that this machine has ('cpu', 'cuda', 'cuda:1', ...)."""
+    """A torch device name that this machine has and cadiff runs on ('cpu', 'cuda', 'cuda:1', 'mps' on a Mac)."""
     try:
         dev = torch.device(text)
     except RuntimeError:
-        raise argparse.ArgumentTypeError(f"unknown device '{text}': use cpu or cuda[:N]") from None
+        raise argparse.ArgumentTypeError(f"unknown device '{text}': use --device cpu, cuda[:N] or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"cadiff cannot run on device '{text}': use --device cpu, cuda[:N] or mps")
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise argparse.ArgumentTypeError(f"no CUDA device '{text}' on this machine: use --device cpu")
+    if dev.type == "mps" and (not torch.backends.mps.is_available() or (dev.index or 0) > 0):
+        raise argparse.ArgumentTypeError(f"no MPS device '{text}' on this machine (Apple silicon only): "
+                                         "use --device cpu")
     return text
+
+
+def guidance_scale(text: str) -> float:
+    """argparse type: a classifier-free guidance scale, a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -92,6 +110,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="weights dtype (default: as saved)")
     p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default: cuda when there is one)")
+    p.add_argument("--truncate", action="store_true",
+                   help="cut prompts longer than the text encoder reads, with a warning naming what was cut "
+                        "(default: refuse them)")
 
 
 def add_judge_options(p) -> None:
@@ -103,6 +124,15 @@ def add_judge_options(p) -> None:
     p.add_argument("--clip-weights", default=None, help="--judge clip: a local CLIP folder or cached hub id")
 
 
+def add_second_judge_options(p) -> None:
+    """--second-judge and --second-clip-weights: the calibrated erase's independent confirming judge."""
+    p.add_argument("--second-judge", default=None,
+                   help="an independent judge that confirms a calibrated erase beside --judge (the certificate is "
+                        "proven only where both agree): as --judge (default: the world's pixel reader on the "
+                        "embedded model; elsewhere none, and the certificate is at most 'met, not proven')")
+    p.add_argument("--second-clip-weights", default=None, help="--second-judge clip: a local CLIP folder or hub id")
+
+
 def judge_from_args(args: argparse.Namespace, pipe):
     """The judge `add_judge_options`' flags name, for `pipe`."""
     from cadiff.evaluation.judges import as_judge
@@ -110,9 +140,19 @@ def judge_from_args(args: argparse.Namespace, pipe):
     return as_judge(args.judge, pipe=pipe, **({"weights": args.clip_weights} if args.clip_weights else {}))
 
 
+def second_judge_from_args(args: argparse.Namespace, pipe):
+    """The independent judge `--second-judge` names, for `pipe` (None: the calibrated erase's default)."""
+    from cadiff.evaluation.judges import as_judge
+
+    if args.second_judge is None:
+        return None
+    weights = {"weights": args.second_clip_weights} if args.second_clip_weights else {}
+    return as_judge(args.second_judge, pipe=pipe, **weights)
+
+
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    p.add_argument("--guidance", type=guidance_scale, default=None, help="classifier-free guidance (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=64)
 
 
@@ -123,8 +163,10 @@ def add_output_options(p: argparse.ArgumentParser, required: bool = True) -> Non
 
 def load_from_args(args: argparse.Namespace):
     from cadiff.models import load_pipeline
+    from cadiff.models.vocabulary import allow_truncation
 
-    return load_pipeline(args.model, dtype=args.dtype, device=args.device, config=args.config)
+    pipe = load_pipeline(args.model, dtype=args.dtype, device=args.device, config=args.config)
+    return allow_truncation(pipe) if getattr(args, "truncate", False) else pipe
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:

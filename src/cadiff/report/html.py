@@ -250,7 +250,19 @@ def _certificate(c: dict) -> list[str]:
         rows.append([concept, "target" if concept in c["targets"] else "keep", v["before"]["accuracy"],
                      a["accuracy"], a["n"], a["ci95"], v.get("kept")])
     lines += ["<h3>Confirmation</h3>",
-              table(["concept", "role", "before", "after", "n", "95 % interval", "kept share"], rows),
+              table(["concept", "role", "before", "after", "n", "95 % interval", "kept share"], rows)]
+    proof = c["confirmation"].get("claims")
+    if isinstance(proof, list):  # certificates that prove: every claim of every judge with its one-sided bound
+        level = _num(c.get("confidence"), ".0%")
+        lines += [f"<h3>Proof ({level} one-sided bounds, {_e(_fmt(c['confirmation'].get('looks')))} of at most "
+                  f"{_e(_fmt(c['confirmation'].get('looks_planned')))} looks)</h3>",
+                  "<p>a target is proven erased when the upper bound on its rate is at most the goal; a kept concept "
+                  "is proven kept when the lower bound on its kept share is at least the goal</p>",
+                  table(["judge", "concept", "role", "value", "bound", "n", "status", "images to prove"],
+                        [[x.get("judge"), x.get("concept"), x.get("kind"), x.get("value"), x.get("bound"),
+                          (x.get("after") or {}).get("n"), x.get("status"), x.get("images_to_prove")]
+                         for x in proof if isinstance(x, dict)])]
+    lines += [
               "<h3>Settings screened (in order)</h3>",
               table(["#", "setting", "target", "worst kept", "worst kept concept", "zeroed"],
                     [[p["order"], p["label"], p["target_max"], p["kept_min"], p["kept_min_concept"], p["zeroed"]]

@@ -65,6 +65,11 @@ class World:
         """The judge of the world's images: `.predict(images) -> {attribute: [label per image]}`."""
         raise NotImplementedError
 
+    def reader(self):
+        """An independent judge of the world's images read by rules from pixels (no training), with the judge's
+        `.predict` contract; None when the world has none."""
+        return None
+
     def accuracy(self, predicted: dict[str, Sequence[str]], labels: Sequence[dict[str, str]],
                  concepts: Sequence[str] | None = None) -> dict[str, float | None]:
         """The one accuracy engine: per concept, the share of the images labelled with it whose judged label for

@@ -89,6 +89,12 @@ class ShapesWorld(World):
 
         return load_evaluator(path)
 
+    def reader(self):
+        """The pixel reader: shape, colour and texture read by the world's own rules (`pixels.PixelReader`)."""
+        from cadiff.worlds.shapes.pixels import PixelReader
+
+        return PixelReader()
+
     def image_metadata(self, images: np.ndarray, prompts: Sequence[str], judge=None) -> dict[str, torch.Tensor]:
         """Object mask of each final image, the label indices its prompt names (-1 where open) and, with a judge,
         the ones it reads off the image (`seen_<attribute>`)."""

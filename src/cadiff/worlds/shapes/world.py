@@ -105,8 +105,25 @@ def _polygon_sdf(points: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, -dist, dist)
 
 
+def unit_sdf(kind: str, points: torch.Tensor) -> torch.Tensor:
+    """Signed distance (negative inside) from points (N, G, 2) in unit-shape coordinates (pixel offset from the
+    centre over the radius) to the unit shape `kind`; times the radius it is the distance in pixels."""
+    if kind == "circle":
+        return points.norm(dim=-1) - 0.9
+    return _polygon_sdf(points, _POLYGONS[kind][None].expand(len(points), -1, -1))
+
+
 def _coverage(d: torch.Tensor) -> torch.Tensor:
     return (0.5 - d).clamp(0, 1)
+
+
+def texture_alpha(sdf: torch.Tensor, u: torch.Tensor, textures: torch.Tensor) -> torch.Tensor:
+    """How much of the shape's colour each pixel shows (0..1): `sdf` its signed distance in pixels, `u` its diagonal
+    coordinate (x + y) / sqrt(2) plus the stripe phase, `textures` the texture indices (all broadcast together)."""
+    fill = _coverage(sdf)
+    band = fill - _coverage(sdf + OUTLINE_PX)
+    stripe = _coverage((torch.remainder(u / STRIPE_PERIOD_PX, 1.0) - 0.5).abs() * STRIPE_PERIOD_PX - STRIPE_HALF_WIDTH_PX)
+    return torch.where(textures == 0, fill, torch.where(textures == 1, torch.maximum(band, fill * stripe), band))
 
 
 @dataclass
@@ -212,18 +229,9 @@ def render(
         local = (pix[None] - centre_t[idx, None, :]) / r_t[idx, None, None]  # in unit-shape coordinates
         for chunk in np.array_split(np.arange(len(idx)), max(1, len(idx) // 256)):
             sel = idx[chunk]
-            if kind == "circle":
-                d_unit = local[chunk].norm(dim=-1) - 0.9
-            else:
-                verts = _POLYGONS[kind][None].expand(len(sel), -1, -1)
-                d_unit = _polygon_sdf(local[chunk], verts)
-            sdf[sel] = d_unit * r_t[sel, None]  # back to pixels
-    fill = _coverage(sdf)
-    band = fill - _coverage(sdf + OUTLINE_PX)
+            sdf[sel] = unit_sdf(kind, local[chunk]) * r_t[sel, None]  # back to pixels
     u_diag = (pix[:, 0] + pix[:, 1])[None] / math.sqrt(2) + torch.tensor(phase, dtype=torch.float32)[:, None]
-    stripe = _coverage((torch.remainder(u_diag / STRIPE_PERIOD_PX, 1.0) - 0.5).abs() * STRIPE_PERIOD_PX - STRIPE_HALF_WIDTH_PX)
-    texture_t = torch.tensor(t)[:, None]
-    alpha = torch.where(texture_t == 0, fill, torch.where(texture_t == 1, torch.maximum(band, fill * stripe), band))
+    alpha = texture_alpha(sdf, u_diag, torch.tensor(t)[:, None])
 
     y_rel = (yy.flatten() / SIZE - 0.5) * 2
     bg = torch.tensor(level + tint, dtype=torch.float32)[:, None, :] + torch.tensor(gradient, dtype=torch.float32)[
