@@ -36,11 +36,12 @@ from cadiff.attribution.components import count_components, select_parameters
 from cadiff.attribution.concepts import check_known_words, concept_prompts
 from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa: F401  (PRESERVE_RULES: re-exported)
 from cadiff.attribution.estimators import Row
-from cadiff.attribution.objectives import get_objective
+from cadiff.attribution.objectives import Samples, get_objective
 from cadiff.attribution.gradients import accumulate
 from cadiff.attribution.keep_rules import fold_maxima, with_keep_rule
 from cadiff.attribution.result import Attribution
 from cadiff.models.loading import denoiser, model_fingerprint, resolve_sampling
+from cadiff.models.memory import check_fits, tensor_bytes
 from cadiff.models.steps import resolve_steps
 
 def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
@@ -99,10 +100,7 @@ def _attribute(pipe, config: AttributionConfig, objective: str, targets: list[st
     keep = len(targets)  # group id of the preserve set
     rows = [Row(p, s, g) for g, p in enumerate(prompts) for s in seed_list]
     rows += [Row(p, s, keep) for p in preserve_prompts for s in seed_list]
-    with tqdm(desc=f"{objective}: sample", unit="call", disable=not progress, leave=False) as bar:
-        made = goal.samples(pipe, unet, rows, steps=steps, guidance=guidance, estimator=config.estimator,
-                            base_prompt=config.base_prompt, batch_size=config.batch_size, images=images, only=only,
-                            tick=bar.update)
+    made = _sample(pipe, unet, goal, rows, config, steps, guidance, images, only, progress)
     rows, samples = made.rows, made.steps
     groups = sorted({r.group for r in rows})
     weights = {g: 1.0 / sum(r.group == g for r in rows) for g in groups}
@@ -132,6 +130,32 @@ def _attribute(pipe, config: AttributionConfig, objective: str, targets: list[st
                 "cadiff_version": _version(), "seconds": round(seconds, 3), "sampling_chunks": n_chunks}
         results.append(Attribution(scores, meta))
     return results
+
+
+def _sample(pipe, unet, goal, rows: list[Row], config: AttributionConfig, steps: int, guidance: float, images,
+            only: set[int] | None, progress: bool) -> Samples:
+    """The objective's samples, one batch of rows at a time (the estimators batch the same way, so the samples are
+    those of one call), behind a bar with a total; after the first batch, the memory the rest would take is
+    estimated from it, and a request that would not fit is refused before the rest runs."""
+    batches = [rows] if images is not None else [rows[i : i + config.batch_size]
+                                                 for i in range(0, len(rows), config.batch_size)]
+    made = Samples([], [], {})
+    with tqdm(total=len(batches), desc=f"{goal.name}: sample", unit="batch", disable=not progress,
+              leave=False) as bar:
+        for k, batch in enumerate(batches):
+            part = goal.samples(pipe, unet, batch, steps=steps, guidance=guidance, estimator=config.estimator,
+                                base_prompt=config.base_prompt, batch_size=config.batch_size, images=images,
+                                only=only, tick=None)
+            made.rows += part.rows
+            made.steps += part.steps
+            made.info.update(part.info)
+            bar.update(1)
+            if k == 0 and len(batches) > 1:
+                per_row = tensor_bytes(part.steps) / max(len(part.rows), 1)
+                check_fits(per_row * (len(rows) - len(part.rows)), unet.device,
+                           f"recording {len(rows)} trajectories of {steps} steps",
+                           "ask for fewer seeds (--seeds), fewer steps or a step window (--at-steps)")
+    return made
 
 
 def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: int | None) -> torch.Tensor:
