@@ -28,10 +28,3 @@ __all__ = [
     # sparse autoencoders
     "ActivationStore", "SAETrainConfig", "TopKSAE", "collect_activations", "steer", "train_sae",
 ]
-
-
-def __getattr__(name: str):
-    if name == "erase_with":  # removed: say what replaced it
-        raise AttributeError("cadiff.erase_with(method, pipe, concept) is now cadiff.erase(pipe, concept, "
-                             "method=...), which returns an EditResult (result.pipeline, result.info)")
-    raise AttributeError(f"module 'cadiff' has no attribute '{name}'")

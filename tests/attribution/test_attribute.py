@@ -300,8 +300,6 @@ def test_a_new_objective_is_one_registered_class(sd2, monkeypatch):
         attribute(sd2, "a circle", objective="forget", **kw)
 
 
-def test_the_old_schedule_name_says_its_new_one(sd2):
-    with pytest.raises(ValueError, match="schedule= is now estimator="):
-        attribute(sd2, "a circle", schedule="restart", progress=False)
+def test_amplify_refuses_an_estimator_it_does_not_have(sd2):
     with pytest.raises(ValueError, match="has the estimator"):
         attribute(sd2, "a circle", objective="amplify", estimator="restart", progress=False)

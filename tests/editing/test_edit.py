@@ -154,5 +154,3 @@ def test_rounds_rescore_the_edited_model_and_grow_the_mask(sd1):
     for bad in ({"ratio": 0.2}, {"rounds": 3}, {"count": 4}):
         with pytest.raises(ValueError, match="round_ratios sets the ratio and the number of rounds"):
             cadiff.erase(sd1, "a circle", round_ratios=(0.1, 0.05), **bad, **KW)
-    with pytest.raises(TypeError, match="plan_edit.* is now cadiff.erase"):
-        cadiff.editing.plan_edit(sd1, "a circle", "erase")

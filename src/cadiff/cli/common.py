@@ -66,15 +66,6 @@ def given_options(args: argparse.Namespace, *configs: type) -> dict:
     return {k: v for k, v in vars(args).items() if k in names}
 
 
-def renamed(p: argparse.ArgumentParser, old: str, new: str) -> None:
-    """Keep `old` for one release as a flag that fails naming `new`."""
-    class Renamed(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            parser.error(f"{old} is now {new}")
-
-    p.add_argument(old, action=Renamed, nargs="?", help=argparse.SUPPRESS)
-
-
 def device(text: str) -> str:
     """A torch device name that this machine has and cadiff runs on ('cpu', 'cuda', 'cuda:1', 'mps' on a Mac)."""
     try:
@@ -133,21 +124,15 @@ def add_second_judge_options(p) -> None:
     p.add_argument("--second-clip-weights", default=None, help="--second-judge clip: a local CLIP folder or hub id")
 
 
-def judge_from_args(args: argparse.Namespace, pipe):
-    """The judge `add_judge_options`' flags name, for `pipe`."""
+def judge_from_args(args: argparse.Namespace, pipe, second: bool = False):
+    """The judge `add_judge_options`' flags name, for `pipe`; with `second`, the one `--second-judge` names (None
+    when not given: the calibrated erase's default)."""
     from cadiff.evaluation.judges import as_judge
 
-    return as_judge(args.judge, pipe=pipe, **({"weights": args.clip_weights} if args.clip_weights else {}))
-
-
-def second_judge_from_args(args: argparse.Namespace, pipe):
-    """The independent judge `--second-judge` names, for `pipe` (None: the calibrated erase's default)."""
-    from cadiff.evaluation.judges import as_judge
-
-    if args.second_judge is None:
+    spec, weights = ((args.second_judge, args.second_clip_weights) if second else (args.judge, args.clip_weights))
+    if second and spec is None:
         return None
-    weights = {"weights": args.second_clip_weights} if args.second_clip_weights else {}
-    return as_judge(args.second_judge, pipe=pipe, **weights)
+    return as_judge(spec, pipe=pipe, **({"weights": weights} if weights else {}))
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, load_from_args,
-                               positive_int, renamed)
+                               positive_int)
 
 
 def _csv(text: str) -> list[str]:
@@ -40,7 +40,6 @@ def register(sub) -> None:
     c.add_argument("--hookpoints", type=_csv, default=["mid_block.attentions.0"], help="comma-separated module paths")
     c.add_argument("--at-steps", default="first,mid,last",
                    help="sampling steps to capture: all | early | middle | final | first,mid,last | indices 0,12,24")
-    renamed(c, "--capture-steps", "--at-steps")
     c.add_argument("--readout", choices=["update", "output"], default="update",
                    help="residual update (output - input, default) or the module output")
     c.add_argument("--branches", type=_csv, default=["cond", "uncond"])
@@ -58,7 +57,6 @@ def register(sub) -> None:
     t.add_argument("--branch", default="cond", choices=["cond", "uncond"])
     t.add_argument("--at-steps", default=None, help="stored sampling steps to train on: a window or indices "
                                                      "(default: all stored)")
-    renamed(t, "--train-steps", "--at-steps")
     t.add_argument("--k", type=positive_int, default=10)
     t.add_argument("--expansion", type=positive_int, default=4, help="dictionary size / activation width")
     t.add_argument("--d-sae", type=positive_int, default=None, help="dictionary size (overrides --expansion)")
@@ -75,7 +73,6 @@ def register(sub) -> None:
     i.add_argument("activations", help="folder written by `cadiff sae collect` (shapes world, for labels)")
     i.add_argument("--sae", required=True, help="SAE folder written by `cadiff sae train`")
     i.add_argument("--at-steps", type=int, default=None, help="the sampling step to read (default: the SAE's first)")
-    renamed(i, "--step", "--at-steps")
     i.add_argument("--cards", type=positive_int, default=16, help="latents on the concept-card sheet")
     add_output_options(i)
     i.set_defaults(func=inspect_cmd)
@@ -90,7 +87,6 @@ def register(sub) -> None:
     st.add_argument("--mode", choices=["spatial", "global"], default="global")
     st.add_argument("--beta", type=float, default=8.0, help="strength")
     st.add_argument("--at-steps", default="middle", help="steps to steer at: early | middle | final | indices 0,1,2")
-    renamed(st, "--window", "--at-steps")
     st.add_argument("--quadrant", default="top-left", help="target quadrant for --mode spatial")
     st.add_argument("-n", "--num-images", type=positive_int, default=8)
     st.add_argument("--seed", type=int, default=0)

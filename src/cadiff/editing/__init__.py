@@ -3,12 +3,12 @@ magnitude control) behind `erase` / `amplify`, each returning an EditResult, and
 
 from cadiff.editing.ablate import ablated, apply_mask
 from cadiff.editing.copies import edited_copy, export_pipeline, with_denoiser
-from cadiff.editing.edit import amplify, edit, erase, plan_edit
+from cadiff.editing.edit import amplify, edit, erase
 from cadiff.editing.methods import METHODS, EditMethod, get_method, method_config, methods_for, register_method
 from cadiff.editing.result import EditResult
 from cadiff.files.mask import Mask
 from cadiff.files.select import select_indices
 
 __all__ = ["METHODS", "EditMethod", "EditResult", "Mask", "ablated", "amplify", "apply_mask", "edit", "edited_copy",
-           "erase", "export_pipeline", "get_method", "method_config", "methods_for", "plan_edit", "register_method",
+           "erase", "export_pipeline", "get_method", "method_config", "methods_for", "register_method",
            "select_indices", "with_denoiser"]

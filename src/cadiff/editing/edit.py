@@ -50,9 +50,3 @@ def amplify(pipe, concepts: str | Sequence[str], *, method: str = "cad", **optio
     """CAD-Amplify: zero the most negative components of the amplify objective (minus the denoising loss on the
     concept's images)."""
     return edit(pipe, concepts, "amplify", method=method, **options)
-
-
-def plan_edit(*args, **kwargs):
-    raise TypeError("plan_edit(pipe, concepts, objective, ...) is now cadiff.erase / cadiff.amplify(pipe, concepts, "
-                    "...), which return an EditResult (result.attributions, result.mask, result.rounds); "
-                    "on_round=... still sees every round")

@@ -95,10 +95,3 @@ class EditResult:
             self.write(tmp, export=export)
             write_json(tmp / "edit.json", self.record())
         return Path(folder)
-
-    def __getattr__(self, name: str):
-        # cadiff.erase / amplify returned the edited pipeline itself before; say where it went
-        if not name.startswith("_") and hasattr(self.__dict__.get("pipeline"), name):
-            raise AttributeError(f"cadiff.erase / cadiff.amplify return an EditResult now; the edited pipeline is "
-                                 f"its .pipeline (result.pipeline.{name})")
-        raise AttributeError(f"'EditResult' object has no attribute '{name}'")

@@ -13,7 +13,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from cadiff.files.renames import renamed
 from cadiff.adapters import adapter_for
 from cadiff.models.loading import check_weights, denoiser, nonfinite_count, resolve_sampling
 from cadiff.models.vocabulary import check_known_words
@@ -23,7 +22,6 @@ from cadiff.models.vocabulary import check_known_words
 GUIDED_ATTRIBUTE = "_cadiff_guided"
 
 
-@renamed(num_inference_steps="steps", guidance_scale="guidance")
 def generate(
     pipe,
     prompts: Sequence[str],

@@ -321,11 +321,6 @@ def sampling_source(pipe) -> str:
     return "Stable Diffusion's defaults, since the model records none; set them with --steps / --guidance"
 
 
-def is_embedded(pipe) -> bool:
-    raise TypeError("is_embedded(pipe) is now cadiff.worlds.world_of(pipe), the pipeline's world (None for a model "
-                    "of no world)")
-
-
 def denoiser(pipe) -> torch.nn.Module:
     """The pipeline's denoiser (UNet or transformer)."""
     for name in ("unet", "transformer"):

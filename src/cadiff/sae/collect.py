@@ -17,7 +17,6 @@ from typing import Callable, Sequence
 import torch
 
 from cadiff.files.io import atomic_dir, check_new, check_target, output_lock, write_json
-from cadiff.files.renames import check_count, renamed
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, resolve_sampling
 from cadiff.sae.capture import ActivationCapture
@@ -49,7 +48,6 @@ def _plan_matches(old: dict, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys) and old["model"]["fingerprint"] == new["model"]["fingerprint"]
 
 
-@renamed(num_inference_steps="steps", guidance_scale="guidance")
 def collect_activations(
     pipe,
     prompts: Sequence[str],
@@ -73,7 +71,6 @@ def collect_activations(
 
     If `out` holds an interrupted capture with the same settings, only its missing shards are made; `overwrite`
     captures afresh beside an existing `out` and replaces it only once the capture is complete."""
-    check_count("steps", steps)
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from cadiff.adapters import adapter_for
-from cadiff.files.renames import check_count, renamed
 from cadiff.models.loading import denoiser, resolve_sampling
 from cadiff.sae.capture import StepTracker, split_branches
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps
@@ -76,13 +75,11 @@ def steering_change(sae: TopKSAE, delta: torch.Tensor, latents: Sequence[int], m
 
 
 @contextlib.contextmanager
-@renamed(num_inference_steps="steps")
 def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta: float = 8.0,
           at_steps: str | Sequence[int] = "middle", region: np.ndarray | None = None, quadrant: str | None = None,
           steps: int | None = None) -> Iterator[None]:
     """While active, every pipeline call of `steps` sampling steps is steered at the SAE's hookpoint, conditional
     branch, at the steps `at_steps` names (a window or step indices)."""
-    check_count("steps", steps)
     hookpoint = sae.hookpoint
     if hookpoint is None:
         raise ValueError("this SAE does not record its hookpoint (metadata.hook_name); cannot attach it")

@@ -21,7 +21,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cadiff.files.io import write_json
-from cadiff.files.renames import renamed
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore, ShardPart
 
@@ -163,7 +162,6 @@ def _load_checkpoint(path: Path, sae: TopKSAE, opt: torch.optim.Optimizer) -> di
     return state
 
 
-@renamed(steps="at_steps")
 def train_sae(
     store: ActivationStore,
     hookpoint: str,

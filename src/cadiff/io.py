@@ -1,3 +1,0 @@
-"""Moved: this module is now `cadiff.files.io`."""
-
-raise ImportError("cadiff.io is now cadiff.files.io: import from there")
