@@ -1,9 +1,11 @@
-"""Shared fixtures: the shipped shapes model (loaded once) and tiny random pipelines built from configs."""
+"""Shared fixtures: the shipped shapes model (loaded once), tiny random pipelines built from configs and a tiny
+random shapes evaluator on disk."""
 
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -21,6 +23,47 @@ def evaluator():
     from cadiff.worlds.shapes import load_evaluator
 
     return load_evaluator()
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from tiny_pipelines import tiny_sd
+
+    return tiny_sd("sd1")
+
+
+@pytest.fixture(scope="session")
+def tiny_evaluator(tmp_path_factory):
+    from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
+    from cadiff.worlds.shapes.evaluator import save_evaluator
+
+    torch.manual_seed(0)
+    cfg = EvaluatorConfig(channels=(4, 8))
+    path = tmp_path_factory.mktemp("evaluator") / "evaluator"
+    save_evaluator(ShapesClassifier(cfg), cfg, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random CLIP folder (model, the closed-vocabulary tokenizer, an image processor for 32 px)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from cadiff.worlds.shapes.architecture import VOCAB, build_tokenizer
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=8, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2),
+        projection_dim=8)
+    path = tmp_path_factory.mktemp("clip") / "clip"
+    CLIPModel(config).save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
 
 
 @pytest.fixture()

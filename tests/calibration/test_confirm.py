@@ -170,3 +170,18 @@ def test_a_bad_confidence_or_look_budget_is_refused_before_work(sd2):
         calibrated_erase(sd2, "a circle", preserve=KEEP, judge=agree, confidence=1.0)
     with pytest.raises(ValueError, match="below confirm_repeats"):
         calibrated_erase(sd2, "a circle", preserve=KEEP, judge=agree, confirm_repeats=4, confirm_max_repeats=2)
+
+
+def test_the_search_and_the_confirmation_show_bars_with_totals(sd2, capsys):
+    """While a setting is screened and while the confirmation runs, a bar says which step it is on and how many
+    images it has left (a total, hence an estimate)."""
+    calibrated_erase(sd2, "a circle", preserve=KEEP, judge=agree, steps=2, seeds=1, guidance=4.0, components="attn",
+                     scope="matrix", screen_repeats=1, screen_extra=2, confirm_repeats=1, confirm_max_repeats=1,
+                     budget=1)
+    err = capsys.readouterr().err
+    assert "setting 1/1: screening" in err and "/38" in err  # 12 images a concept and 2 naming the target
+    assert "confirmation" in err and "/72" in err  # 36 images, before and after
+    quiet = calibrated_erase(sd2, "a circle", preserve=KEEP, judge=agree, steps=2, seeds=1, guidance=4.0,
+                             components="attn", scope="matrix", screen_repeats=1, screen_extra=2, confirm_repeats=1,
+                             confirm_max_repeats=1, budget=1, progress=False)
+    assert quiet.certificate.outcome == "met" and "screening" not in capsys.readouterr().err

@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import cadiff.files.io as cadiff_io
 from cadiff.cli import main
@@ -21,25 +20,6 @@ from cadiff.files.runs import versions
 
 generation = importlib.import_module("cadiff.models.generate")
 FOREIGN = "is not a cadiff run folder (no run.json written by cadiff)"
-
-
-@pytest.fixture(scope="module")
-def tiny_pipe():
-    from tiny_pipelines import tiny_sd
-
-    return tiny_sd("sd1")
-
-
-@pytest.fixture(scope="module")
-def tiny_evaluator(tmp_path_factory):
-    from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
-    from cadiff.worlds.shapes.evaluator import save_evaluator
-
-    torch.manual_seed(0)
-    cfg = EvaluatorConfig(channels=(4, 8))
-    path = tmp_path_factory.mktemp("evaluator") / "evaluator"
-    save_evaluator(ShapesClassifier(cfg), cfg, path)
-    return path
 
 
 def _evaluate(pipe, out, evaluator, prompts, **kw):

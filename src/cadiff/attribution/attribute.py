@@ -49,14 +49,12 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
               steps: int | None = None, guidance: float | None = None, components: str = "ff",
               estimator: str = "trajectory", base_prompt: str = "", at_steps: str | Sequence[int] = "all",
               preserve_rule: str = "mean", batch_size: int = 16,
-              progress: bool = True, schedule: str | None = None) -> Attribution | list[Attribution]:
+              progress: bool = True) -> Attribution | list[Attribution]:
     """CAD attribution of `concepts` (one -> an Attribution; a list -> one Attribution each, computed together).
 
     `seeds` trajectories (or noise draws) per concept; `preserve` concepts are subtracted (`preserve_rule`: their
     mean score; "guard": per weight their largest positive score; "relative": the guard on scores divided by
     each concept's J)."""
-    if schedule is not None:
-        raise ValueError(f"schedule= is now estimator= (estimator='{schedule}'); --schedule is now --estimator")
     config = AttributionConfig(seeds=seeds, steps=steps, guidance=guidance, components=components,
                                estimator=estimator, base_prompt=base_prompt, at_steps=at_steps,
                                preserve_rule=preserve_rule, batch_size=batch_size)
@@ -70,20 +68,24 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
                                                 base_prompt=base_prompt if goal.uses_base_prompt else None)
     check_known_words(pipe, prompts + preserve_prompts + [base_prompt])
     goal.check(estimator=estimator, images=images, targets=len(targets))
+    fingerprint = model_fingerprint(pipe)  # once: every concept below is scored on the same weights
     if preserve_rule != "mean":  # the guard rules: folded from per-concept attributions (keep_rules)
         def alone(concepts, concept_prompts_):
-            return _attribute(pipe, config, objective, concepts, concept_prompts_, [], [], images, progress)
+            return _attribute(pipe, config, objective, concepts, concept_prompts_, [], [], images, progress,
+                              fingerprint)
 
         own = alone(targets, prompts)
         maxima = fold_maxima(alone([c], [p])[0] for c, p in zip(preserve, preserve_prompts))
         results = [with_keep_rule(a, maxima, preserve_rule) for a in own]
     else:
-        results = _attribute(pipe, config, objective, targets, prompts, preserve, preserve_prompts, images, progress)
+        results = _attribute(pipe, config, objective, targets, prompts, preserve, preserve_prompts, images, progress,
+                             fingerprint)
     return results[0] if single else results
 
 
 def _attribute(pipe, config: AttributionConfig, objective: str, targets: list[str], prompts: list[str],
-               preserve: list[str], preserve_prompts: list[str], images, progress: bool) -> list[Attribution]:
+               preserve: list[str], preserve_prompts: list[str], images, progress: bool,
+               fingerprint: str) -> list[Attribution]:
     """One Attribution per target, computed together (the mean rule's preserve set as one more group)."""
     goal = get_objective(objective)
     seed_list = config.seed_list()
@@ -94,7 +96,6 @@ def _attribute(pipe, config: AttributionConfig, objective: str, targets: list[st
 
     unet = denoiser(pipe)
     params = select_parameters(unet, config.components)
-    fingerprint = model_fingerprint(pipe)
     started = time.time()
 
     keep = len(targets)  # group id of the preserve set

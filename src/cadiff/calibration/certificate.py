@@ -165,12 +165,10 @@ class Certificate:
         """Why a certificate whose point estimates meet the goal is not proven, and what would prove it."""
         out = [] if self.independent else ["one judge only, the one the search optimised against: give a second, "
                                            "independent one (second_judge=, --second-judge)"]
-        alpha = self.confirmation.alpha_per_look
         for c in self.confirmation.open():
-            need = c.images_to_prove(alpha)
             what = (f"rate <= {c.bound:.3f}" if c.kind == "target" else f"kept >= {c.bound:.3f}")
-            more = f"; about {need} images naming it at this rate would prove it" if need else ""
-            out.append(f"{c.concept} ({c.judge}): {what} at {self.confidence:.0%} on n={c.after.n}{more}")
+            more = f"; about {c.needed} images naming it at this rate would prove it" if c.needed else ""
+            out.append(f"{c.concept} ({c.judge}): {what} on n={c.after.n}{more}")
         return out
 
     @property
@@ -190,7 +188,8 @@ class Certificate:
                 "concepts": {c: {"before": self.before[c].to_dict(), "after": self.after[c].to_dict(),
                                  **({"kept": round(self.kept[c], 4)} if c in self.kept else {})}
                              for c in [*self.targets, *self.keep]},
-                "target_max": self.target_max, "kept_min": self.kept_min, **self.confirmation.to_dict()},
+                "target_max": self.target_max, "kept_min": self.kept_min, **self.confirmation.to_dict(),
+                "outcome": self.outcome},
             "probes": self.probes, "tried": [p.to_dict() for p in self.tried], "tie_break": self.ties,
             "seconds": self.seconds,
         }
@@ -200,14 +199,14 @@ class Certificate:
         conf = self.confirmation
         verdict = {PROVEN: "PROVEN", MET: "MET, NOT PROVEN", MISSED: "MISSED"}[self.outcome]
         lines = [f"calibrated erase of {', '.join(self.targets)}: {verdict} (goal: target <= {self.goal.target:.0%}, "
-                 f"every kept concept >= {self.goal.keep:.0%} of its accuracy; {self.confidence:.0%} one-sided "
-                 f"bounds; judges: {', '.join(c for c in dict.fromkeys(x.judge for x in conf.claims))})",
+                 f"every kept concept >= {self.goal.keep:.0%} of its accuracy; proven at {self.confidence:.0%} "
+                 f"confidence; judges: {', '.join(c for c in dict.fromkeys(x.judge for x in conf.claims))})",
                  f"  setting: {self.point.label()} ({self.point.zeroed} weights zeroed), chosen after "
                  f"{len(self.tried)} screened settings" + ("" if self.met_in_screening else
                                                            ", none of which met the goal: the best point reached"),
                  f"  confirmed on {conf.images} new images in {conf.looks} look(s) of at most {conf.looks_planned} "
-                 f"(error {conf.alpha:g} spent as {conf.alpha_per_look:.4g} a look; proven = every claim of every "
-                 "judge clears its bound):"]
+                 f"(error {conf.alpha:g} spent as {conf.alpha_per_look:.4g} a look, each bound one-sided at that "
+                 "look's error; proven = every claim of every judge clears its bound):"]
         if self.ties:
             lines.insert(2, f"  {len(self.ties)} settings tied as the best point; screened again on "
                             f"{self.ties[0]['images']} more images, chosen on the pooled counts")

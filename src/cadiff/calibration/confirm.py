@@ -9,8 +9,9 @@ Claims, one per (judge, concept):
   refuted when the upper bound over the lower bound is below it.
 
 Looks: the probes are looked at in order (the design `confirm_repeats` times, then as many again, doubling up to
-`confirm_max_repeats`); a look adds images only while a claim is undecided, and a decided claim keeps the counts it
-was decided on. The error `alpha` = 1 - confidence is spent evenly over the looks planned (alpha / looks each, a
+`confirm_max_repeats`); a look adds images only while a claim is undecided and none is refuted (a refuted claim is a
+miss whatever comes), images before the edit only while a kept concept's claim is open, and a decided claim keeps
+the counts it was decided on. The error `alpha` = 1 - confidence is spent evenly over the looks planned (alpha / looks each, a
 Bonferroni spending rule), so looking again never inflates it: each claim is wrong with probability at most alpha.
 Many claims at once: the certificate is PROVEN only when every claim of every judge is proven, an intersection-union
 test, whose error is at most alpha without splitting it across claims (each claim alone being a level-alpha test);
@@ -51,6 +52,7 @@ class Claim:
     status: str = "open"  # "proven", "refuted" or "open"
     bound: float | None = None  # target: upper bound on the rate; keep: lower bound on the kept share
     look: int = 0
+    needed: int | None = None  # an open claim: about how many images would prove it (`images_to_prove`)
 
     @property
     def value(self) -> float:
@@ -93,10 +95,11 @@ class Claim:
             elif hi < self.goal - TOLERANCE:
                 self.status = "refuted"
 
-    def images_to_prove(self, alpha: float, limit: int = 1 << 20) -> int | None:
+    def images_to_prove(self, alpha: float, limit: int = 1 << 16) -> int | None:
         """About how many images naming the concept would prove the claim at its present rate (at error `alpha`
-        per look); None when its point estimate does not meet the goal (no number of images proves it)."""
-        if not self.meets or self.after.n == 0:
+        per look), to a factor of two; None when its point estimate does not meet the goal with room to spare (no
+        number of images proves it) or would need more than `limit`."""
+        if not self.meets or self.after.n == 0 or abs(self.value - self.goal) <= TOLERANCE:
             return None
         rate_after, rate_before = self.after.value, self.before.value
         n = max(self.after.n, 1)
@@ -113,7 +116,7 @@ class Claim:
         out = {"judge": self.judge, "concept": self.concept, "kind": self.kind, "goal": self.goal,
                "value": round(self.value, 4), "meets": self.meets, "status": self.status,
                "bound": None if self.bound is None else round(self.bound, 4), "look": self.look,
-               "after": {"hits": self.after.hits, "n": self.after.n}}
+               "images_to_prove": self.needed, "after": {"hits": self.after.hits, "n": self.after.n}}
         if self.kind == "keep":
             out["before"] = {"hits": self.before.hits, "n": self.before.n}
         return out
@@ -136,6 +139,7 @@ class Confirmation:
 
     @property
     def outcome(self) -> str:
+        """What the claims establish (a certificate adds whether its judges were independent)."""
         if all(c.status == "proven" for c in self.claims):
             return PROVEN
         if all(c.meets and c.status != "refuted" for c in self.claims):
@@ -146,13 +150,12 @@ class Confirmation:
         return [c for c in self.claims if c.status != "proven"]
 
     def to_dict(self) -> dict:
-        return {"outcome": self.outcome, "confidence": round(1 - self.alpha, 6), "alpha": self.alpha,
+        return {"confidence": round(1 - self.alpha, 6), "alpha": self.alpha,
                 "looks": self.looks, "looks_planned": self.looks_planned,
                 "alpha_per_look": self.alpha_per_look, "images": self.images,
                 "multiplicity": "intersection-union: proven only when every claim of every judge is proven, each a "
                                 "level-alpha test; alpha spent evenly over the planned looks",
-                "claims": [{**c.to_dict(), "images_to_prove": None if c.status == "proven"
-                            else c.images_to_prove(self.alpha_per_look)} for c in self.claims]}
+                "claims": [c.to_dict() for c in self.claims]}
 
 
 def confirm(pipe, mask, judges: Sequence, goal, targets: Sequence[str], keep: Sequence[str],
@@ -169,23 +172,29 @@ def confirm(pipe, mask, judges: Sequence, goal, targets: Sequence[str], keep: Se
                                       "after": {c: Rate(0, 0) for c in concepts}} for label in labels})
     sampling = sampling or {}
     for look, probe in enumerate(probes, 1):
-        if not [c for c in claims if c.status == "open"]:
+        open_ = [c for c in claims if c.status == "open"]
+        if not open_ or any(c.status == "refuted" for c in claims):  # all decided, or missed whatever comes
             break
-        before = generate(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
+        images = {"after": None, "before": None}
         with ablated(pipe, mask, check=False):
-            after = generate(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
+            images["after"] = generate(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
+        if look == 1 or any(c.kind == "keep" for c in open_):  # a target's claim needs no image before the edit
+            images["before"] = generate(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
         out.looks, out.images = look, out.images + len(probe)
         for judge, label in zip(judges, labels):
-            seen = {"before": judge_rates(before, probe, judge, concepts),
-                    "after": judge_rates(after, probe, judge, concepts)}
-            for when in ("before", "after"):
+            seen = {when: judge_rates(x, probe, judge, concepts) for when, x in images.items() if x is not None}
+            for when, rates in seen.items():
                 for c in concepts:
-                    out.rates[label][when][c] = out.rates[label][when][c] + seen[when][c]
-            for claim in claims:
-                if claim.judge == label and claim.status == "open":
+                    out.rates[label][when][c] = out.rates[label][when][c] + rates[c]
+            for claim in open_:
+                if claim.judge != label:
+                    continue
+                if "before" in seen:
                     claim.before = claim.before + seen["before"][claim.concept]
-                    claim.after = claim.after + seen["after"][claim.concept]
-                    claim.decide(out.alpha_per_look, look)
+                claim.after = claim.after + seen["after"][claim.concept]
+                claim.decide(out.alpha_per_look, look)
+    for claim in out.open():
+        claim.needed = claim.images_to_prove(out.alpha_per_look)
     return out
 
 

@@ -25,7 +25,7 @@ from cadiff.attribution.objectives import OBJECTIVES
 from cadiff.calibration import CalibrationConfig
 from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_judge_options, add_model_options,
                                add_output_options, add_second_judge_options, given_options, judge_from_args,
-                               load_from_args, positive_int, renamed, second_judge_from_args)
+                               load_from_args, positive_int)
 from cadiff.editing.ablate import FILLS
 from cadiff.editing.methods import get_method, methods_for
 from cadiff.editing.result import slugs
@@ -70,7 +70,6 @@ def _edit_parser(sub, objective: str, help: str) -> None:
     p.add_argument("--method", choices=names, default="cad",
                    help="; ".join(f"{n}: {get_method(n).summary}" for n in names))
     add_config_flags(p, {n: get_method(n).config_class for n in names})
-    renamed(p, "--schedule", "--estimator")
     if objective == "erase":
         cal = p.add_argument_group("calibrated erase (the default for --method cad)")
         cal.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
@@ -91,7 +90,6 @@ def register(sub) -> None:
     p = sub.add_parser("attribute", help="CAD scores of every component for concepts (safetensors + summary + plot)")
     _concept_options(p, None)
     add_config_flags(p, {"attribute": AttributionConfig})
-    renamed(p, "--schedule", "--estimator")
     add_model_options(p)
     add_output_options(p)
     p.set_defaults(func=run_attribute)
@@ -298,10 +296,7 @@ def run_calibrated(args: argparse.Namespace) -> int:
     if not args.preserve and world_of(pipe) is None:
         raise ValueError("the calibrated erase needs concepts to keep on this model: --preserve CONCEPT ... or "
                          "--preserve-file FILE (or --no-calibrate for the plain edit)")
-    judge, second = judge_from_args(args, pipe), second_judge_from_args(args, pipe)
-    for j in [judge, second]:
-        if j is not None:
-            j.check(args.concepts + args.preserve)
+    judge, second = judge_from_args(args, pipe), judge_from_args(args, pipe, second=True)  # checked by the search
 
     def show(point) -> None:
         print(f"  {point.order:>2}. {point.label():<42} target {point.target_max:.2f}, worst kept "

@@ -35,7 +35,6 @@ from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
 from cadiff.files.io import (atomic_dir, atomic_file, check_new, check_target, made_by_cadiff, output_lock,
                              write_json)
-from cadiff.files.renames import renamed
 
 BASE_COLUMNS = ("index", "prompt", "seed", "class")
 GRID_LIMIT = 64
@@ -143,8 +142,8 @@ def row_guidance_of(row: PromptRow, default: float) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(f"row {row.index}: evaluation_guidance '{text}' is not a number")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"row {row.index}: evaluation_guidance '{text}' is not a number >= 0")
     return value
 
 
@@ -238,7 +237,6 @@ def _grids(out: Path, rows: Sequence[PromptRow], images: ImageSource) -> list[st
     return written
 
 
-@renamed(num_inference_steps="steps", guidance_scale="guidance")
 def evaluate(
     pipe,
     prompts: PromptSet | str | Path,

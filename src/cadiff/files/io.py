@@ -74,7 +74,10 @@ def made_by_cadiff(path: str | Path) -> bool:
 
 
 def _lock_path(path: Path) -> Path:
-    return path.absolute().parent / f".{path.name}.lock"
+    """The lock file of output `path`, the same however the path is spelled."""
+    path = path.absolute()
+    path = path.parent.resolve() / path.name
+    return path.parent / f".{path.name}.lock"
 
 
 _held: set[Path] = set()  # the locks this process holds

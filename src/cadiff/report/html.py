@@ -75,7 +75,7 @@ def _blame(folder: Path):
         yield
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
         raise ValueError(f"{folder}: its run files are not as cadiff writes them ({type(exc).__name__}: {exc}); "
-                         "report folders that cadiff commands wrote") from None
+                         "report folders that cadiff commands wrote") from exc
 
 
 def _inside(folder: Path, path: Path) -> bool:
