@@ -1,4 +1,4 @@
-"""No package imports one above it: files at the bottom, then models and the denoiser adapters, worlds, attribution,
+"""No package imports one above it: errors and files at the bottom, then models and the denoiser adapters, worlds, attribution,
 editing, evaluation, calibration, attacks / sae, cli."""
 
 import ast
@@ -7,9 +7,9 @@ from pathlib import Path
 import cadiff
 
 ROOT = Path(cadiff.__file__).parent
-BELOW = {"_version": set(), "files": {"_version"}}
-BELOW["report"] = {"_version", "files"}
-BELOW["adapters"] = {"_version", "files", "adapters"}
+BELOW = {"_version": set(), "errors": set(), "files": {"_version", "errors"}}
+BELOW["report"] = {"_version", "errors", "files"}
+BELOW["adapters"] = {"_version", "errors", "files", "adapters"}
 BELOW["models"] = BELOW["adapters"] | {"models"}
 BELOW["worlds"] = BELOW["models"] | {"worlds", "report"}
 BELOW["attribution"] = BELOW["worlds"] | {"attribution"}

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from cadiff.errors import BadInput
 from cadiff.files.registry import Registry
 
 GROUPS = ("ff", "attn", "text", "linear", "all")
@@ -159,8 +160,8 @@ class DenoiserAdapter:
 def _square_grid(tokens: int) -> tuple[int, int]:
     side = int(round(tokens ** 0.5))
     if side * side != tokens:
-        raise ValueError(f"{tokens} image tokens do not form a square grid, and the denoiser call did not say its "
-                         "grid; read this model's blocks on square images")
+        raise BadInput(f"{tokens} image tokens do not form a square grid, and the denoiser call did not say its "
+                       "grid; read this model's blocks on square images")
     return side, side
 
 
@@ -175,7 +176,7 @@ def adapter_for(denoiser: torch.nn.Module) -> DenoiserAdapter:
         if names & set(cls.denoisers):
             return cls()
     supported = ", ".join(f"{n} ({a.name})" for a in ADAPTERS.values() for n in a.denoisers)
-    raise ValueError(f"cadiff does not support the {type(denoiser).__name__} denoiser yet; supported: {supported}")
+    raise BadInput(f"cadiff does not support the {type(denoiser).__name__} denoiser yet; supported: {supported}")
 
 
 # the built-in families register themselves, U-Nets first

@@ -7,17 +7,19 @@ import math
 
 import torch
 
+from cadiff.errors import BadInput
+
 
 def _abar(scheduler, timestep: torch.Tensor) -> float:
     if not hasattr(scheduler, "alphas_cumprod"):
-        raise ValueError(f"{type(scheduler).__name__} has no alphas_cumprod; this denoiser needs a DDPM-family scheduler")
+        raise BadInput(f"{type(scheduler).__name__} has no alphas_cumprod; this denoiser needs a DDPM-family scheduler")
     return float(scheduler.alphas_cumprod[int(round(float(timestep.reshape(-1)[0])))])
 
 
 def _prediction_type(scheduler) -> str:
     kind = scheduler.config.prediction_type
     if kind not in ("epsilon", "v_prediction", "sample"):
-        raise ValueError(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
+        raise BadInput(f"unsupported prediction_type '{kind}' (epsilon, v_prediction or sample)")
     return kind
 
 

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from cadiff.calibration.probes import Rate
+from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
 from cadiff.files.config import Config, make_config
 from cadiff.files.registry import Registry
@@ -129,13 +130,13 @@ def attack(original, edited, concept: str, *, attacks: Sequence[str] = ("prompt"
     options = options or {}
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
-        raise ValueError(f"unknown attack {', '.join(map(repr, unknown))}; choose from {', '.join(ATTACKS)}")
+        raise BadInput(f"unknown attack {', '.join(map(repr, unknown))}; choose from {', '.join(ATTACKS)}")
     if int(seeds) != seeds or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds}")
+        raise BadInput(f"seeds must be a positive integer, got {seeds}")
     world = world_of(original)
     if keep is None:
         if world is None:
-            raise ValueError("the attacks need the concepts to keep on this model (keep=[...], --keep C ...)")
+            raise BadInput("the attacks need the concepts to keep on this model (keep=[...], --keep C ...)")
         keep = world.others([concept])
     judge = as_judge(judge, pipe=original)
     judge.check([concept, *keep])

@@ -31,9 +31,10 @@ from cadiff.attribution.result import EmptySelectionError
 from cadiff.calibration.probes import make_probe, measure
 from cadiff.editing.ablate import ablated
 from cadiff.editing.copies import edited_copy
-from cadiff.editing.measure import kept_shares
+from cadiff.editing.measure import GOAL_TARGET, KEEP_GOAL, kept_shares
 from cadiff.editing.methods.cad import CADConfig, add_selection, ratios_type, score_round
 from cadiff.editing.result import EditResult
+from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
 from cadiff.files.config import Config, make_config, option, positive_int
 from cadiff.files.mask import Mask
@@ -52,9 +53,9 @@ class HardenConfig(Config):
     harden_ratios: tuple[float, ...] = option(
         (0.02, 0.01, 0.005), "hardening: the share per row zeroed for the token each round, and the smaller ones "
                              "tried when it costs a kept concept (default 0.02,0.01,0.005)", type=ratios_type)
-    harden_target: float = option(0.05, "hardening: stop once the learned token brings the concept back in at "
+    harden_target: float = option(GOAL_TARGET, "hardening: stop once the learned token brings the concept back in at "
                                         "most this share of images (default 0.05)", type=float)
-    harden_keep: float = option(0.95, "hardening: a round may not take a kept concept below this share of its "
+    harden_keep: float = option(KEEP_GOAL, "hardening: a round may not take a kept concept below this share of its "
                                       "accuracy (default 0.95)", type=float)
     harden_seed: int = option(1000, "hardening: the learned token's seed in round 1, +1 each round (default 1000; "
                                     "the attack's is 0)", type=int)
@@ -65,13 +66,13 @@ class HardenConfig(Config):
     def __post_init__(self):
         ratios = tuple(float(r) for r in self.harden_ratios)
         if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
-            raise ValueError(f"harden_ratios must be fractions in (0, 1], got {self.harden_ratios}")
+            raise BadInput(f"harden_ratios must be fractions in (0, 1], got {self.harden_ratios}")
         object.__setattr__(self, "harden_ratios", ratios)
         if self.harden_with not in TARGETS:
-            raise ValueError(f"harden_with must be one of {', '.join(TARGETS)}, got '{self.harden_with}'")
+            raise BadInput(f"harden_with must be one of {', '.join(TARGETS)}, got '{self.harden_with}'")
         for name in ("harden_target", "harden_keep"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise BadInput(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def token_prompt(pipe, concept: str) -> str:
@@ -91,13 +92,13 @@ def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = N
     token = token or TokenConfig()
     unknown = [k for k in ("ratio", "count", "rounds", "round_ratios") if k in cad]
     if unknown:
-        raise ValueError(f"{', '.join(unknown)}: the hardening zeroes --harden-ratios per round")
+        raise BadInput(f"{', '.join(unknown)}: the hardening zeroes --harden-ratios per round")
     cfg = make_config(CADConfig, {**FIXED, **cad}, "the hardening")
     mask.check_fingerprint(model_fingerprint(original))
     world = world_of(original)
     if keep is None:
         if world is None:
-            raise ValueError("the hardening needs the concepts to keep on this model (keep=[...], --keep C ...)")
+            raise BadInput("the hardening needs the concepts to keep on this model (keep=[...], --keep C ...)")
         keep = world.others([concept])
     keep = list(keep)
     check_known_words(original, [p for group in concept_prompts(original, [concept], keep) for p in group])

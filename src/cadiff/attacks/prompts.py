@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cadiff.attacks import Attack, Outcome, Target, register_attack
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, option
 
 
@@ -33,8 +34,8 @@ class PromptAttack(Attack):
 
     def check(self, target: Target) -> None:
         if not self.config.prompts and target.world is None:
-            raise ValueError("the prompt attack needs a prompt file on this model (--prompts FILE.csv: "
-                             "Ring-A-Bell, UnlearnDiffAtk or MMA prompts)")
+            raise BadInput("the prompt attack needs a prompt file on this model (--prompts FILE.csv: "
+                           "Ring-A-Bell, UnlearnDiffAtk or MMA prompts)")
         from cadiff.models.vocabulary import check_known_words
 
         check_known_words(target.original, self.prompts(target))

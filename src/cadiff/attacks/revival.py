@@ -13,6 +13,7 @@ import torch
 
 from cadiff.attacks import Attack, Outcome, Target, register_attack
 from cadiff.editing.copies import with_denoiser
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
 from cadiff.models.loading import denoiser
 
@@ -64,10 +65,10 @@ class RevivalAttack(Attack):
     def check(self, target: Target) -> None:
         cfg = self.config
         if not 0 < cfg.revival_rank <= 1 or not 0 <= cfg.revival_threshold < 1:
-            raise ValueError("--revival-rank must be in (0, 1] and --revival-threshold in [0, 1)")
+            raise BadInput("--revival-rank must be in (0, 1] and --revival-threshold in [0, 1)")
         if target.world is None:
-            raise ValueError("the revival attack measures the concepts to keep through the world's design; on this "
-                             "model leave out --attacks revival")
+            raise BadInput("the revival attack measures the concepts to keep through the world's design; on this "
+                           "model leave out --attacks revival")
 
     def run(self, target: Target) -> Outcome:
         from cadiff.calibration.probes import make_probe, measure

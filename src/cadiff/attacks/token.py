@@ -16,6 +16,7 @@ from cadiff.adapters import adapter_for
 from cadiff.attacks import Attack, Outcome, Target, register_attack
 from cadiff.attribution.estimators import image_latents
 from cadiff.editing.copies import with_components
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
 from cadiff.models.loading import denoiser, resolve_sampling
 
@@ -52,13 +53,13 @@ class TokenAttack(Attack):
 
     def check(self, target: Target) -> None:
         if not _single_encoder(target.original):
-            raise ValueError(f"the learned-token attack supports pipelines with one text encoder (SD 1.x/2.x, the "
-                             f"embedded model), not {type(target.original).__name__}; leave out --attacks token")
+            raise BadInput(f"the learned-token attack supports pipelines with one text encoder (SD 1.x/2.x, the "
+                           f"embedded model), not {type(target.original).__name__}; leave out --attacks token")
         if self.config.token_folder is None and target.world is None:
-            raise ValueError("the learned-token attack needs concept images on this model: --token-folder DIR")
+            raise BadInput("the learned-token attack needs concept images on this model: --token-folder DIR")
         ids = target.original.tokenizer(self.config.token_init, add_special_tokens=False).input_ids
         if len(ids) != 1 or ids[0] == target.original.tokenizer.unk_token_id:
-            raise ValueError(f"--token-init '{self.config.token_init}' is not one word of the tokenizer; give one")
+            raise BadInput(f"--token-init '{self.config.token_init}' is not one word of the tokenizer; give one")
 
     def data(self, target: Target):
         cfg = self.config

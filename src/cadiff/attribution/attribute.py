@@ -40,6 +40,7 @@ from cadiff.attribution.objectives import Samples, get_objective
 from cadiff.attribution.gradients import accumulate
 from cadiff.attribution.keep_rules import fold_maxima, with_keep_rule
 from cadiff.attribution.result import Attribution
+from cadiff.errors import BadInput
 from cadiff.models.loading import denoiser, model_fingerprint, resolve_sampling
 from cadiff.models.memory import check_fits, tensor_bytes
 from cadiff.models.steps import resolve_steps
@@ -60,7 +61,7 @@ def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | 
                                preserve_rule=preserve_rule, batch_size=batch_size)
     goal = get_objective(objective)
     if preserve_rule != "mean" and not preserve:
-        raise ValueError(f"preserve_rule='{preserve_rule}' needs concepts to keep; give preserve=[...] (--preserve)")
+        raise BadInput(f"preserve_rule='{preserve_rule}' needs concepts to keep; give preserve=[...] (--preserve)")
     single = isinstance(concepts, str)
     targets = [concepts] if single else list(concepts)
     preserve = list(preserve or [])

@@ -24,6 +24,7 @@ import re
 import torch
 
 from cadiff.adapters import GROUPS, adapter_for  # noqa: F401  (GROUPS re-exported)
+from cadiff.errors import BadInput
 
 
 def select_parameters(module: torch.nn.Module, components: str = "ff") -> dict[str, torch.nn.Parameter]:
@@ -36,12 +37,12 @@ def select_parameters(module: torch.nn.Module, components: str = "ff") -> dict[s
         try:
             pattern = re.compile(components)
         except re.error as exc:
-            raise ValueError(f"components '{components}' is neither a group ({', '.join(GROUPS)}) "
-                             f"nor a valid regular expression: {exc}") from exc
+            raise BadInput(f"components '{components}' is neither a group ({', '.join(GROUPS)}) "
+                           f"nor a valid regular expression: {exc}") from exc
         chosen = {n: p for n, p in module.named_parameters() if pattern.search(n)}
     if not chosen:
-        raise ValueError(f"components '{components}' selects no parameter of this {type(module).__name__}; "
-                         f"use a group ({', '.join(GROUPS)}) or a regex matching its parameter names")
+        raise BadInput(f"components '{components}' selects no parameter of this {type(module).__name__}; "
+                       f"use a group ({', '.join(GROUPS)}) or a regex matching its parameter names")
     return chosen
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from cadiff.errors import BadInput
 from cadiff.models.vocabulary import check_known_words, unknown_words  # noqa: F401  (re-exported)
 from cadiff.worlds import world_of
 
@@ -32,15 +33,15 @@ def concept_prompt(pipe, concept: str) -> str:
 def check_concept_names(targets: Sequence[str], preserve: Sequence[str] = ()) -> None:
     """What can be checked without the model: ValueError for no target, a blank concept, or one written twice."""
     if not targets:
-        raise ValueError("give at least one concept")
+        raise BadInput("give at least one concept")
     for role, names in (("concept", targets), ("concept to keep", preserve)):
         for name in names:
             if not isinstance(name, str) or not name.strip():
-                raise ValueError(f"a {role} is empty ({name!r}): name it, e.g. 'circle' or 'a red circle'")
+                raise BadInput(f"a {role} is empty ({name!r}): name it, e.g. 'circle' or 'a red circle'")
         seen = [" ".join(n.split()) for n in names]
         twice = sorted({n for n in seen if seen.count(n) > 1})
         if twice:
-            raise ValueError(f"{role} '{twice[0]}' is given twice; name each {role} once")
+            raise BadInput(f"{role} '{twice[0]}' is given twice; name each {role} once")
 
 
 def concept_prompts(pipe, targets: Sequence[str], preserve: Sequence[str] = (), base_prompt: str | None = None
@@ -56,18 +57,18 @@ def concept_prompts(pipe, targets: Sequence[str], preserve: Sequence[str] = (), 
         for i, prompt in enumerate(made):
             if prompt in made[:i]:
                 first = names[made.index(prompt)]
-                raise ValueError(f"{role}s '{first}' and '{names[i]}' are the same (both become the prompt "
-                                 f"'{prompt}'); name it once")
+                raise BadInput(f"{role}s '{first}' and '{names[i]}' are the same (both become the prompt "
+                               f"'{prompt}'); name it once")
     for name, prompt in zip(targets, prompts):
         if prompt in keep:
             other = preserve[keep.index(prompt)]
             same = "" if other == name else f" ('{other}'; both become the prompt '{prompt}')"
-            raise ValueError(f"'{name}' is both a target and a concept to keep{same}; remove it from the concepts "
-                             "to keep")
+            raise BadInput(f"'{name}' is both a target and a concept to keep{same}; remove it from the concepts "
+                           "to keep")
     if base_prompt is not None:
         base = " ".join(base_prompt.split())
         for name, prompt in zip([*targets, *preserve], [*prompts, *keep]):
             if prompt == base:
-                raise ValueError(f"'{name}' becomes the prompt '{prompt}', which is the base prompt: the erase "
-                                 "objective compares the two and would be zero; choose another concept or base prompt")
+                raise BadInput(f"'{name}' becomes the prompt '{prompt}', which is the base prompt: the erase "
+                               "objective compares the two and would be zero; choose another concept or base prompt")
     return prompts, keep

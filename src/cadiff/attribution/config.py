@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from cadiff.attribution.objectives import ESTIMATORS
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
 
 PRESERVE_RULES = ("mean", "guard", "relative")
@@ -40,17 +41,17 @@ class AttributionConfig(Config):
     def __post_init__(self):
         if isinstance(self.seeds, int):
             if self.seeds < 1:
-                raise ValueError(f"seeds must be a positive count or a list of seeds, got {self.seeds}")
+                raise BadInput(f"seeds must be a positive count or a list of seeds, got {self.seeds}")
         elif not list(self.seeds):
-            raise ValueError("seeds is empty; give a count (e.g. 4) or a list of seeds")
+            raise BadInput("seeds is empty; give a count (e.g. 4) or a list of seeds")
         if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got '{self.estimator}'")
+            raise BadInput(f"estimator must be one of {', '.join(ESTIMATORS)}, got '{self.estimator}'")
         if self.preserve_rule not in PRESERVE_RULES:
-            raise ValueError(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{self.preserve_rule}'")
+            raise BadInput(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{self.preserve_rule}'")
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value}")
+                raise BadInput(f"{name} must be a positive integer, got {value}")
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else [int(s) for s in self.seeds]

@@ -18,6 +18,7 @@ from typing import Iterable
 import torch
 
 from cadiff.attribution.result import Attribution
+from cadiff.errors import BadInput
 
 
 @dataclass
@@ -64,7 +65,7 @@ def with_keep_rule(own: Attribution, maxima: KeepMaxima, rule: str) -> Attributi
         share = unit(own.metadata["J"])
         scores = {n: s * share - maxima.relative[n] for n, s in own.scores.items()}
     else:
-        raise ValueError(f"unknown keep rule '{rule}': guard or relative")
+        raise BadInput(f"unknown keep rule '{rule}': guard or relative")
     meta = {**own.metadata, "preserve": list(maxima.concepts), "preserve_prompts": list(maxima.prompts),
             "preserve_rule": rule, "J_preserve": list(maxima.J),
             "seconds": round(own.metadata.get("seconds", 0.0) + maxima.seconds, 3)}

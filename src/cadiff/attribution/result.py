@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
+from cadiff.errors import BadInput
 from cadiff.files.mask import Mask, check_fingerprint, read_header, write_with_header
 from cadiff.models.loading import check_finite, model_fingerprint
 from cadiff.files.select import head_scores, select_indices
 
 
-class EmptySelectionError(ValueError):
+class EmptySelectionError(BadInput):
     """A selection rule that picks no weight (e.g. a per-row ratio below 1 / the row's width)."""
 
 

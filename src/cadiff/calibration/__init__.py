@@ -21,6 +21,7 @@ from cadiff.calibration.config import CalibrationConfig
 from cadiff.calibration.search import RATIOS, SEARCH, SEARCHED, CalibratedEdit, calibrated_erase
 from cadiff.editing import edit
 from cadiff.editing.result import EditResult
+from cadiff.errors import BadInput
 
 __all__ = ["CalibratedEdit", "CalibrationConfig", "Certificate", "Goal", "Point", "RATIOS", "SEARCH",
            "calibrated_erase", "erase", "wants_calibration"]
@@ -36,14 +37,14 @@ def wants_calibration(method: str, calibrate: bool | None, options: dict[str, An
     if calibrate is None:
         calibrate = method == "cad" and not fixed
     if calibrate and method != "cad":
-        raise ValueError(f"the calibrated erase searches CAD's settings; --method {method} runs as given "
-                         "(drop --calibrate)")
+        raise BadInput(f"the calibrated erase searches CAD's settings; --method {method} runs as given "
+                       "(drop --calibrate)")
     if calibrate and fixed:
-        raise ValueError(f"{', '.join(fixed)}: set by the calibrated erase's search; drop them, or pass "
-                         "calibrate=False (--no-calibrate) to run the edit with the settings given")
+        raise BadInput(f"{', '.join(fixed)}: set by the calibrated erase's search; drop them, or pass "
+                       "calibrate=False (--no-calibrate) to run the edit with the settings given")
     if not calibrate and goal:
-        raise ValueError(f"{', '.join(goal)}: options of the calibrated erase, which this call does not run "
-                         "(it is a plain edit: settings given, --no-calibrate, or another --method)")
+        raise BadInput(f"{', '.join(goal)}: options of the calibrated erase, which this call does not run "
+                       "(it is a plain edit: settings given, --no-calibrate, or another --method)")
     return calibrate
 
 
@@ -56,5 +57,5 @@ def erase(pipe, concepts: str | Sequence[str], *, method: str = "cad", calibrate
         return calibrated_erase(pipe, concepts, preserve=preserve, judge=judge, second_judge=second_judge,
                                 on_point=on_point, **options)
     if judge is not None or second_judge is not None:
-        raise ValueError("judge= and second_judge= serve the calibrated erase; a plain edit is not judged")
+        raise BadInput("judge= and second_judge= serve the calibrated erase; a plain edit is not judged")
     return edit(pipe, concepts, "erase", method=method, preserve=preserve, **options)

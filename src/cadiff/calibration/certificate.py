@@ -18,15 +18,15 @@ from typing import Any
 
 from cadiff.calibration.confirm import MET, MISSED, PROVEN, Confirmation
 from cadiff.calibration.probes import Rate
-from cadiff.editing.measure import kept_shares
+from cadiff.editing.measure import GOAL_TARGET, KEEP_GOAL, kept_shares
 
 TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
 class Goal:
-    target: float = 0.05
-    keep: float = 0.95
+    target: float = GOAL_TARGET
+    keep: float = KEEP_GOAL
 
     def keeps(self, kept_min: float) -> bool:
         return kept_min >= self.keep - TOLERANCE

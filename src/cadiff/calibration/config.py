@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from cadiff.errors import BadInput
+from cadiff.editing.measure import GOAL_TARGET, KEEP_GOAL
 from cadiff.files.config import Config, option, positive_int
 
 
@@ -35,9 +37,9 @@ class CalibrationConfig(Config):
     `goal_keep` of its accuracy before the edit. The search screens at most `budget` settings on the screening
     images and confirms its choice on others."""
 
-    goal_target: float = option(0.05, "goal: the target judged present in at most this share of its images "
+    goal_target: float = option(GOAL_TARGET, "goal: the target judged present in at most this share of its images "
                                       "(default 0.05)", type=fraction)
-    goal_keep: float = option(0.95, "goal: every concept to keep keeps at least this share of its accuracy "
+    goal_keep: float = option(KEEP_GOAL, "goal: every concept to keep keeps at least this share of its accuracy "
                                     "(default 0.95)", type=fraction)
     budget: int = option(12, "most settings the search screens (default 12)", type=positive_int)
     screen_repeats: int = option(1, "screening images: the world's design this many times (36 images each on the "
@@ -59,17 +61,17 @@ class CalibrationConfig(Config):
         for name in ("goal_target", "goal_keep"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value} (--{name.replace('_', '-')})")
+                raise BadInput(f"{name} must be in [0, 1], got {value} (--{name.replace('_', '-')})")
         if int(self.budget) != self.budget or self.budget < 1:
-            raise ValueError(f"the search budget must be at least one setting, got {self.budget} (--budget)")
+            raise BadInput(f"the search budget must be at least one setting, got {self.budget} (--budget)")
         for name in ("screen_repeats", "confirm_repeats", "confirm_max_repeats"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                raise BadInput(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.confirm_max_repeats < self.confirm_repeats:
-            raise ValueError(f"confirm_max_repeats ({self.confirm_max_repeats}) is below confirm_repeats "
-                             f"({self.confirm_repeats}); raise --confirm-max-repeats")
+            raise BadInput(f"confirm_max_repeats ({self.confirm_max_repeats}) is below confirm_repeats "
+                           f"({self.confirm_repeats}); raise --confirm-max-repeats")
         if not 0.5 <= self.confidence < 1.0:
-            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence} (--confidence)")
+            raise BadInput(f"confidence must be in [0.5, 1), got {self.confidence} (--confidence)")
         for name in ("screen_extra", "screen_seed", "tie_seed", "confirm_seed"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+                raise BadInput(f"{name} must be 0 or more, got {getattr(self, name)}")

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -131,6 +132,7 @@ class Confirmation:
     looks_planned: int
     looks: int = 0
     images: int = 0
+    seconds: list[float] = field(default_factory=list)  # each look's time: generating and judging its images
     rates: dict[str, dict[str, dict[str, Rate]]] = field(default_factory=dict)  # judge -> before/after -> concept
 
     @property
@@ -152,7 +154,7 @@ class Confirmation:
     def to_dict(self) -> dict:
         return {"confidence": round(1 - self.alpha, 6), "alpha": self.alpha,
                 "looks": self.looks, "looks_planned": self.looks_planned,
-                "alpha_per_look": self.alpha_per_look, "images": self.images,
+                "alpha_per_look": self.alpha_per_look, "images": self.images, "seconds": self.seconds,
                 "multiplicity": "intersection-union: proven only when every claim of every judge is proven, each a "
                                 "level-alpha test; alpha spent evenly over the planned looks",
                 "claims": [c.to_dict() for c in self.claims]}
@@ -175,6 +177,7 @@ def confirm(pipe, mask, judges: Sequence, goal, targets: Sequence[str], keep: Se
         open_ = [c for c in claims if c.status == "open"]
         if not open_ or any(c.status == "refuted" for c in claims):  # all decided, or missed whatever comes
             break
+        started = time.perf_counter()
         images = {"after": None, "before": None}
         with ablated(pipe, mask, check=False):
             images["after"] = generate(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
@@ -193,6 +196,7 @@ def confirm(pipe, mask, judges: Sequence, goal, targets: Sequence[str], keep: Se
                     claim.before = claim.before + seen["before"][claim.concept]
                 claim.after = claim.after + seen["after"][claim.concept]
                 claim.decide(out.alpha_per_look, look)
+        out.seconds.append(round(time.perf_counter() - started, 2))
     for claim in out.open():
         claim.needed = claim.images_to_prove(out.alpha_per_look)
     return out

@@ -49,6 +49,7 @@ from cadiff.editing.copies import edited_copy
 from cadiff.editing.measure import kept_shares
 from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
 from cadiff.editing.result import EditResult
+from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
 from cadiff.files.config import make_config
 from cadiff.files.io import write_json
@@ -306,8 +307,8 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
     started = time.perf_counter()
     searched = [k for k in SEARCHED if k in options]
     if searched:
-        raise ValueError(f"{', '.join(searched)}: set by the calibrated erase's search; pass calibrate=False "
-                         "(--no-calibrate) to run the edit with the settings given")
+        raise BadInput(f"{', '.join(searched)}: set by the calibrated erase's search; pass calibrate=False "
+                       "(--no-calibrate) to run the edit with the settings given")
     cal = make_config(CalibrationConfig, {k: options.pop(k) for k in CalibrationConfig.names() if k in options},
                       "the calibrated erase")
     fixed = {**DEFAULTS, **options}
@@ -319,8 +320,8 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
     elif world is not None:
         keep = world.others(targets)
     else:
-        raise ValueError("the calibrated erase needs concepts to keep on this model: give preserve=[...] "
-                         "(--preserve CONCEPT ... or --preserve-file FILE)")
+        raise BadInput("the calibrated erase needs concepts to keep on this model: give preserve=[...] "
+                       "(--preserve CONCEPT ... or --preserve-file FILE)")
     prompts, keep_prompts = concept_prompts(pipe, targets, keep, base_prompt=fixed.get("base_prompt", ""))
     check_known_words(pipe, prompts + keep_prompts)
     judge = as_judge(judge, pipe=pipe)
@@ -350,9 +351,9 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
     search.break_ties(ties, before_rates)
     best = search.best
     if best is None:
-        raise ValueError(f"no setting of the search selects a weight on this model: {', '.join(map(str, RATIOS))} "
-                         f"of a row picks none of its rows (scope '{CADConfig(**fixed).scope}'); give --scope matrix, "
-                         "or --no-calibrate with --count")
+        raise BadInput(f"no setting of the search selects a weight on this model: {', '.join(map(str, RATIOS))} "
+                       f"of a row picks none of its rows (scope '{CADConfig(**fixed).scope}'); give --scope matrix, "
+                       "or --no-calibrate with --count")
     confirming = time.perf_counter()
     with _bar(progress, sum(2 * len(probe) for probe in looks), "confirmation") as bar:
         confirmation = confirm(pipe, best.mask, judges, goal, targets, keep, looks, alpha=1 - cal.confidence,
@@ -397,6 +398,6 @@ def _check_seeds(screen: list[int], confirm: list[int], attribution: list[int]) 
     the scores'."""
     shared = set(confirm) & (set(screen) | set(attribution))
     if shared:
-        raise ValueError(f"the confirmation seeds {min(confirm)}-{max(confirm)} overlap the search's (screening "
-                         f"{min(screen)}-{max(screen)}, scores {min(attribution)}-{max(attribution)}); choose "
-                         "--confirm-seed past them")
+        raise BadInput(f"the confirmation seeds {min(confirm)}-{max(confirm)} overlap the search's (screening "
+                       f"{min(screen)}-{max(screen)}, scores {min(attribution)}-{max(attribution)}); choose "
+                       "--confirm-seed past them")

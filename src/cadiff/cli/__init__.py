@@ -12,7 +12,8 @@ import signal
 import sys
 
 from cadiff._version import __version__
-from cadiff.cli.common import GOAL_NOT_MET, NOT_PROVEN, UserError, report_error, report_os_error
+from cadiff.cli.common import GOAL_NOT_MET, NOT_PROVEN, report_error, report_os_error
+from cadiff.errors import CadiffError
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
 COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "attack", "report"]
@@ -65,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
 
             write_run_report(args)
         return code
-    except UserError as exc:
+    except CadiffError as exc:  # the user's to fix: one line; anything else is a bug and keeps its traceback
         return report_error(exc)
-    except OSError as exc:  # an unwritable or vanished place, a full disk: the system's reason, in one line
-        return report_os_error(exc)
+    except OSError as exc:
+        if exc.errno is None:  # raised without the system's reason: a bug, not an unwritable place
+            raise
+        return report_os_error(exc)  # an unwritable or vanished place, a full disk: the system's reason, one line
     except (KeyboardInterrupt, Terminated) as exc:
         signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
         print(f"cadiff: interrupted ({signal.Signals(signum).name}); unfinished outputs were removed, finished ones "

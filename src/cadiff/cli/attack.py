@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cadiff.cli.common import add_config_flags, add_judge_options, add_model_options, add_output_options, \
     given_options, judge_from_args, load_from_args, positive_int
+from cadiff.errors import BadInput, MissingFile
 
 
 def register(sub) -> None:
@@ -83,8 +84,8 @@ def load_edited(path: str, original, args: argparse.Namespace | None = None):
         if hasattr(original, TRUNCATE_ATTRIBUTE) and not hasattr(edited, TRUNCATE_ATTRIBUTE):
             allow_truncation(edited)
         return edited, str(where)
-    raise FileNotFoundError(f"{path}: neither a run folder with mask.safetensors or pipeline/, a mask file, nor a "
-                            "pipeline folder")
+    raise MissingFile(f"{path}: neither a run folder with mask.safetensors or pipeline/, a mask file, nor a "
+                      "pipeline folder")
 
 
 def mask_path(path: str) -> Path:
@@ -93,8 +94,8 @@ def mask_path(path: str) -> Path:
     if where.is_dir():
         where = where / "mask.safetensors"
     if not where.is_file():
-        raise FileNotFoundError(f"{path}: neither a mask file nor a run folder with mask.safetensors (the hardening "
-                                "grows a zeroing erase: CAD or prune)")
+        raise MissingFile(f"{path}: neither a mask file nor a run folder with mask.safetensors (the hardening "
+                          "grows a zeroing erase: CAD or prune)")
     return where
 
 
@@ -144,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
     foreign = sorted(set(given_options(args, *(ATTACKS.lookup(n).config_class for n in ATTACKS)))
                      - {k for o in options.values() for k in o})
     if foreign:
-        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in foreign)}: options of attacks not run "
-                         f"(--attacks {' '.join(args.attacks)})")
+        raise BadInput(f"{', '.join('--' + k.replace('_', '-') for k in foreign)}: options of attacks not run "
+                       f"(--attacks {' '.join(args.attacks)})")
     original = load_from_args(args)
     edited, source = load_edited(args.edited, original, args)
     judge = judge_from_args(args, original)

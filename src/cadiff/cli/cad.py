@@ -29,6 +29,7 @@ from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_j
 from cadiff.editing.ablate import FILLS
 from cadiff.editing.methods import get_method, methods_for
 from cadiff.editing.result import slugs
+from cadiff.errors import BadInput, MissingFile
 from cadiff.files.io import check_new
 
 
@@ -123,8 +124,8 @@ def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
         return
     world = world_of(pipe)
     if world is None:
-        raise ValueError("--preserve-others needs the embedded shapes model (a model of a world, whose concepts are a "
-                         "closed list); name the concepts to keep with --preserve CONCEPT ...")
+        raise BadInput("--preserve-others needs the embedded shapes model (a model of a world, whose concepts are a "
+                       "closed list); name the concepts to keep with --preserve CONCEPT ...")
     args.preserve = world.others(args.concepts)
 
 
@@ -136,11 +137,11 @@ def read_concept_file(path: str) -> list[str]:
     from cadiff.evaluation.prompts import read_text_file
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--preserve-file {path}: no such file")
+        raise MissingFile(f"--preserve-file {path}: no such file")
     lines = [line.split("#", 1)[0].strip() for line in read_text_file(path, "--preserve-file").splitlines()]
     concepts = [line for line in lines if line]
     if not concepts:
-        raise ValueError(f"--preserve-file {path} names no concept; write one concept per line")
+        raise BadInput(f"--preserve-file {path} names no concept; write one concept per line")
     return concepts
 
 
@@ -196,8 +197,8 @@ def _method_config(args: argparse.Namespace, objective: str):
     if foreign:
         flags = {f.name: flag_name(f) for n in methods_for(objective) for f in fields(get_method(n).config_class)}
         takes = ", ".join(flag_name(f) for f in fields(cls))
-        raise ValueError(f"{', '.join(flags[k] for k in foreign)}: not an option of --method {args.method} "
-                         f"(its options: {takes})")
+        raise BadInput(f"{', '.join(flags[k] for k in foreign)}: not an option of --method {args.method} "
+                       f"(its options: {takes})")
     return method_config(args.method, **given)
 
 
@@ -217,12 +218,12 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
                    if getattr(args, k, None)]
     calibration += [f"--{k.replace('_', '-')}" for k in given_options(args, CalibrationConfig)]
     if calibration:
-        raise ValueError(f"{', '.join(calibration)}: options of the calibrated erase, which this command does not "
-                         "run (a setting the search chooses was given, --no-calibrate, or another --method)")
+        raise BadInput(f"{', '.join(calibration)}: options of the calibrated erase, which this command does not "
+                       "run (a setting the search chooses was given, --no-calibrate, or another --method)")
     config = _method_config(args, objective)
     _check_concepts(args)
     if args.preserve_others and not get_method(args.method).takes_preserve:
-        raise ValueError(f"method '{args.method}' has no concepts to keep; drop --preserve-others")
+        raise BadInput(f"method '{args.method}' has no concepts to keep; drop --preserve-others")
     pipe = load_from_args(args)
     _resolve_preserve(args, pipe)
     get_method(args.method)(config).check(args.concepts, objective, args.preserve, args.images)
@@ -294,8 +295,8 @@ def run_calibrated(args: argparse.Namespace) -> int:
     _resolve_preserve(args, pipe)
     _check_concepts(args, pipe, "erase", options.get("base_prompt", ""))
     if not args.preserve and world_of(pipe) is None:
-        raise ValueError("the calibrated erase needs concepts to keep on this model: --preserve CONCEPT ... or "
-                         "--preserve-file FILE (or --no-calibrate for the plain edit)")
+        raise BadInput("the calibrated erase needs concepts to keep on this model: --preserve CONCEPT ... or "
+                       "--preserve-file FILE (or --no-calibrate for the plain edit)")
     judge, second = judge_from_args(args, pipe), judge_from_args(args, pipe, second=True)  # checked by the search
 
     def show(point) -> None:
@@ -370,8 +371,8 @@ def run_apply(args: argparse.Namespace) -> int:
     check_new(args.out, args.overwrite)
     mask = Mask.load(args.mask)
     if mask.fingerprint is None and not args.force:
-        raise ValueError(f"{args.mask} records no model fingerprint, so nothing can check that --model is the model it "
-                         "was made for: recompute it with cadiff erase/amplify, or pass --force to apply it anyway")
+        raise BadInput(f"{args.mask} records no model fingerprint, so nothing can check that --model is the model it "
+                       "was made for: recompute it with cadiff erase/amplify, or pass --force to apply it anyway")
     pipe = load_from_args(args)
     apply_mask(pipe, mask, fill=args.fill, seed=args.fill_seed)
     export_pipeline(pipe, args.out, info={"command": "apply", "mask_file": str(args.mask), "mask": mask.metadata,

@@ -9,22 +9,15 @@ import sys
 import torch
 
 from cadiff.files.config import positive_int  # noqa: F401  (the CLI modules' argparse type)
-from cadiff.files.io import OutputExistsError, OutputPathError
-from cadiff.models.loading import ModelLoadError
 
 GOAL_NOT_MET = 3  # exit code of a calibrated erase that missed its goal (its run folder is complete)
 NOT_PROVEN = 4  # exit code of a calibrated erase that met its goal on point estimates, not proven by its bounds
 
-# Errors caused by the user's input: reported as one line, exit code 2, no traceback.
-UserError = (ValueError, FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, ModelLoadError,
-             OutputExistsError, OutputPathError, KeyError)
-
-
 def report_error(exc: BaseException) -> int:
+    """A CadiffError (something the user can fix) as one line; exit code 2."""
     if isinstance(exc, OSError) and exc.errno is not None:  # raised by the system, not by cadiff's own checks
         return report_os_error(exc)
-    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    print(f"cadiff: error: {message}", file=sys.stderr)
+    print(f"cadiff: error: {exc}", file=sys.stderr)
     return 2
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cadiff.cli.common import (UserError, add_model_options, add_sampling_options, load_from_args, positive_int,
-                               report_error)
+from cadiff.cli.common import add_model_options, add_sampling_options, load_from_args, positive_int
+from cadiff.errors import BadInput, MissingFile
 
 
 def register(sub) -> None:
@@ -65,52 +65,46 @@ def _apply_mask(pipe, path: str) -> tuple[object, dict]:
 
 def run(args: argparse.Namespace) -> int:
     from cadiff.evaluation import evaluate, load_prompts
-    from cadiff.evaluation.metrics import MissingDependencyError
     from cadiff.evaluation.runner import check_out, check_seeds
     from cadiff.models.loading import resolve_sampling, sampling_source
     from cadiff.worlds import world_of
 
+    prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
+    check_seeds(prompts.rows, prompts.source)
+    check_out(args.out, args.overwrite)  # before loading the model
+    if args.mask and not Path(args.mask).is_file():
+        raise MissingFile(f"mask file {args.mask} not found; make one with `cadiff attribute` or "
+                          "`cadiff erase`")
+    pipe = load_from_args(args)
+    edit = None
+    if args.mask:
+        pipe, edit = _apply_mask(pipe, args.mask)
+    if args.metrics is None and world_of(pipe) is None:
+        raise BadInput("choose metrics with --metrics (e.g. clip,nudenet): the shapes evaluator only reads the "
+                       "embedded shapes model's images")
+    names = [m.strip() for m in (args.metrics or "shapes").split(",") if m.strip()]
+    options = {k: getattr(args, k) for k in ("evaluator", "clip_weights", "resnet_weights", "fid_reference",
+                                             "fid_weights", "lpips_reference", "lpips_net", "lpips_weights",
+                                             "lpips_heads", "nudenet_threshold")}
+    steps, guidance = resolve_sampling(pipe, args.steps, args.guidance)
+    unset = args.steps is None or args.guidance is None
+    print(f"sampling: {steps} steps, guidance {guidance:g}" + (f" (unset ones: {sampling_source(pipe)})" if unset
+                                                               else ""))
+    bars = []  # the bar appears once evaluate has checked its inputs (its first progress call)
+
+    def progress(n: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=len(prompts), desc="evaluate", unit="img"))
+        bars[0].update(n)
+
     try:
-        prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
-        check_seeds(prompts.rows, prompts.source)
-        check_out(args.out, args.overwrite)  # before loading the model
-        if args.mask and not Path(args.mask).is_file():
-            raise FileNotFoundError(f"mask file {args.mask} not found; make one with `cadiff attribute` or "
-                                    "`cadiff erase`")
-        pipe = load_from_args(args)
-        edit = None
-        if args.mask:
-            pipe, edit = _apply_mask(pipe, args.mask)
-        if args.metrics is None and world_of(pipe) is None:
-            raise ValueError("choose metrics with --metrics (e.g. clip,nudenet): the shapes evaluator only reads the "
-                             "embedded shapes model's images")
-        names = [m.strip() for m in (args.metrics or "shapes").split(",") if m.strip()]
-        options = {k: getattr(args, k) for k in ("evaluator", "clip_weights", "resnet_weights", "fid_reference",
-                                                 "fid_weights", "lpips_reference", "lpips_net", "lpips_weights",
-                                                 "lpips_heads", "nudenet_threshold")}
-        steps, guidance = resolve_sampling(pipe, args.steps, args.guidance)
-        unset = args.steps is None or args.guidance is None
-        print(f"sampling: {steps} steps, guidance {guidance:g}" + (f" (unset ones: {sampling_source(pipe)})" if unset
-                                                                   else ""))
-        bars = []  # the bar appears once evaluate has checked its inputs (its first progress call)
-
-        def progress(n: int) -> None:
-            if not bars:
-                bars.append(tqdm(total=len(prompts), desc="evaluate", unit="img"))
-            bars[0].update(n)
-
-        try:
-            summary = evaluate(pipe, prompts, args.out, metrics=names, metric_options=options,
-                               steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
-                               edit=edit, model_source=args.model, overwrite=args.overwrite, progress=progress,
-                               row_guidance=args.row_guidance)
-        finally:
-            for bar in bars:
-                bar.close()
-    except MissingDependencyError as exc:
-        return report_error(exc)
-    except UserError:
-        raise
+        summary = evaluate(pipe, prompts, args.out, metrics=names, metric_options=options,
+                           steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
+                           edit=edit, model_source=args.model, overwrite=args.overwrite, progress=progress,
+                           row_guidance=args.row_guidance)
+    finally:
+        for bar in bars:
+            bar.close()
     for line in headline(summary):
         print(line)
     print(f"wrote {args.out}/metrics.json ({summary['rows']} rows), rows.csv, images/ and grids/")

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, load_from_args,
                                positive_int)
+from cadiff.errors import BadInput, MissingFile
 
 
 def _csv(text: str) -> list[str]:
@@ -130,7 +131,7 @@ def collect_cmd(args: argparse.Namespace) -> int:
     elif world_of(pipe) is not None:
         prompts = _random_prompts(256, args.seed)
     else:
-        raise ValueError("give prompts (or --random-prompts N with the shapes model)")
+        raise BadInput("give prompts (or --random-prompts N with the shapes model)")
     seeds = [args.seed + i for i in range(len(prompts))]
     resuming = Path(args.out, "meta.json").is_file() and not args.overwrite
     if resuming:
@@ -159,8 +160,8 @@ def train_cmd(args: argparse.Namespace) -> int:
     store = ActivationStore(args.activations)
     hookpoint = args.hookpoint or (store.hookpoints[0] if len(store.hookpoints) == 1 else None)
     if hookpoint is None:
-        raise ValueError(f"{args.activations} holds several hookpoints; pick one with --hookpoint "
-                         f"({', '.join(store.hookpoints)})")
+        raise BadInput(f"{args.activations} holds several hookpoints; pick one with --hookpoint "
+                       f"({', '.join(store.hookpoints)})")
     steps = store.steps if args.at_steps is None else resolve_steps(args.at_steps, store.meta["num_inference_steps"])
     cfg = SAETrainConfig(expansion=args.expansion, d_sae=args.d_sae, k=args.k, lr=args.lr,
                          batch_size=args.batch_size, epochs=args.epochs, max_tokens=args.max_tokens,
@@ -202,7 +203,7 @@ def inspect_cmd(args: argparse.Namespace) -> int:
     step = args.at_steps if args.at_steps is not None else (sae.metadata.get("steps") or store.steps)[0]
     codes = latent_codes(store, sae, step)
     if codes.masks is None:
-        raise ValueError(f"{args.activations} has no object masks: inspect needs activations of the shapes world")
+        raise BadInput(f"{args.activations} has no object masks: inspect needs activations of the shapes world")
     entries = concept_dictionary(codes)
     with run_folder(args.out, "sae inspect", {"activations": args.activations, "sae": args.sae, "step": step},
                     args.overwrite) as run:
@@ -228,16 +229,16 @@ def read_concepts(path: str) -> list[dict]:
 
     what = f"--concepts {path}"
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{what}: no such file; give the concepts.json that `cadiff sae inspect` wrote")
+        raise MissingFile(f"{what}: no such file; give the concepts.json that `cadiff sae inspect` wrote")
     try:
         entries = json.loads(read_text_file(path, "--concepts"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{what}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); give the "
-                         "concepts.json that `cadiff sae inspect` wrote") from None
+        raise BadInput(f"{what}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); give the "
+                       "concepts.json that `cadiff sae inspect` wrote") from None
     keys = {"latent", "fires", "labels", "purity"}  # what latents_for reads of each entry
     if not isinstance(entries, list) or not all(isinstance(e, dict) and keys <= set(e) for e in entries):
-        raise ValueError(f"{what}: not a concepts.json of `cadiff sae inspect` (a list of latents with their "
-                         "purity); give the one it wrote")
+        raise BadInput(f"{what}: not a concepts.json of `cadiff sae inspect` (a list of latents with their "
+                       "purity); give the one it wrote")
     return entries
 
 
@@ -255,7 +256,7 @@ def steer_cmd(args: argparse.Namespace) -> int:
     check_new(args.out, args.overwrite)
     if args.concept is not None:  # the concepts file is checked before any model work
         if args.concepts is None:
-            raise ValueError("--concept needs --concepts concepts.json (from `cadiff sae inspect`)")
+            raise BadInput("--concept needs --concepts concepts.json (from `cadiff sae inspect`)")
         latents = latents_for(read_concepts(args.concepts), args.concept)
     else:
         latents = args.latents

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from cadiff.cli.common import device, positive_int
+from cadiff.errors import BadInput
 from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES
 
 
@@ -40,7 +41,7 @@ def train(args: argparse.Namespace) -> int:
     from cadiff.worlds.shapes.train import TrainConfig, train_shapes_model
 
     if args.exclude and args.denoiser != "unet":
-        raise ValueError("--exclude trains the U-Net only; leave out --denoiser dit")
+        raise BadInput("--exclude trains the U-Net only; leave out --denoiser dit")
     check_new(args.out, args.overwrite)
     config, run, steps, batch = {"unet": (TrainConfig, train_shapes_model, "unet_steps", "unet_batch"),
                                  "dit": (DiTTrainConfig, train_shapes_dit, "steps", "batch")}[args.denoiser]

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import torch
 
+from cadiff.errors import BadInput
 from cadiff.files.mask import Mask
 from cadiff.models.loading import denoiser, model_fingerprint
 
@@ -22,11 +23,11 @@ def _targets(pipe, mask: Mask) -> dict[str, torch.nn.Parameter]:
     params = dict(denoiser(pipe).named_parameters())
     missing = [n for n in mask.indices if n not in params]
     if missing:
-        raise ValueError(f"the mask names {len(missing)} parameters this model lacks (e.g. {missing[0]}); "
-                         "use it with the model it was made for")
+        raise BadInput(f"the mask names {len(missing)} parameters this model lacks (e.g. {missing[0]}); "
+                       "use it with the model it was made for")
     for name, idx in mask.indices.items():
         if idx.numel() and int(idx.max()) >= params[name].numel():
-            raise ValueError(f"mask indices for {name} exceed its size; the mask is for another model")
+            raise BadInput(f"mask indices for {name} exceed its size; the mask is for another model")
     return {n: params[n] for n in mask.indices}
 
 
@@ -61,7 +62,7 @@ def apply_mask(pipe, mask: Mask, check: bool = True, fill: str = "zero", seed: i
     unmasked ones of its own output row (of the whole tensor for a vector), so the edited matrix has its rows'
     own statistics and no exactly-zero entries to find."""
     if fill not in FILLS:
-        raise ValueError(f"fill must be one of {', '.join(FILLS)}, got '{fill}'")
+        raise BadInput(f"fill must be one of {', '.join(FILLS)}, got '{fill}'")
     if check:
         mask.check_fingerprint(model_fingerprint(pipe))
     generator = torch.Generator().manual_seed(seed)

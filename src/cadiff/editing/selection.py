@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
 from cadiff.files.select import SCOPES, check_amount
 
@@ -34,4 +35,4 @@ class SelectionConfig(Config):
             object.__setattr__(self, "ratio", DEFAULT_RATIO)
         check_amount(self.ratio, self.count)
         if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")
+            raise BadInput(f"scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from cadiff.errors import BadInput, MissingFile
+
 SHAPES_SET = "shapes"
 BALANCED_SET = "shapes-balanced"
 CLASS_COLUMNS = ("class", "artist", "categories")  # first one present names each row's class
@@ -69,9 +71,9 @@ class PromptSet:
         seeds = list(range(len(prompts))) if seeds is None else seeds
         classes = [""] * len(prompts) if classes is None else classes
         if not (len(prompts) == len(seeds) == len(classes)):
-            raise ValueError("prompts, seeds and classes must have the same length")
+            raise BadInput("prompts, seeds and classes must have the same length")
         if not prompts:
-            raise ValueError("a prompt set needs at least one prompt")
+            raise BadInput("a prompt set needs at least one prompt")
         rows = tuple(PromptRow(i, p, int(s), c) for i, (p, s, c) in enumerate(zip(prompts, seeds, classes)))
         return cls(rows, source)
 
@@ -93,8 +95,8 @@ def shapes_prompts(concepts: list[str] | None = None, per_prompt: int = 1, seed:
 
     wanted = {attribute_of(c): c for c in (concepts or [])}
     if len(wanted) < len(set(concepts or [])):
-        raise ValueError(f"no shapes prompt names all of {', '.join(concepts or [])}; give at most one value per "
-                         "attribute (shape, colour, texture)")
+        raise BadInput(f"no shapes prompt names all of {', '.join(concepts or [])}; give at most one value per "
+                       "attribute (shape, colour, texture)")
     rows = []
     for shape in SHAPES:
         for colour in COLOURS:
@@ -127,17 +129,17 @@ def read_text_file(path: str | Path, what: str = "prompt file") -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{what} {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
-                         "file as UTF-8") from None
+        raise BadInput(f"{what} {path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the "
+                       "file as UTF-8") from None
 
 
 def _read_text(path: Path) -> str:
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} not found; give a CSV or text file, or 'shapes' for the "
-                                "built-in shapes-world set")
+        raise MissingFile(f"prompt file {path} not found; give a CSV or text file, or 'shapes' for the "
+                          "built-in shapes-world set")
     text = read_text_file(path)
     if not text.strip():
-        raise ValueError(f"prompt file {path} is empty; it needs a 'prompt' column or one prompt per line")
+        raise BadInput(f"prompt file {path} is empty; it needs a 'prompt' column or one prompt per line")
     return text
 
 
@@ -157,8 +159,8 @@ def _parse_seed(value: str, path: Path, line: int) -> int:
     except InvalidOperation:
         number = None
     if number is None or not number.is_finite() or number != number.to_integral_value() or not 0 <= number <= MAX_SEED:
-        raise ValueError(f"{path}, line {line}: evaluation_seed '{value}' is not an integer in 0..2**63-1 (the seeds "
-                         "torch.Generator takes); fix it, or drop the column to number rows 0, 1, 2, ...")
+        raise BadInput(f"{path}, line {line}: evaluation_seed '{value}' is not an integer in 0..2**63-1 (the seeds "
+                       "torch.Generator takes); fix it, or drop the column to number rows 0, 1, 2, ...")
     return int(number)
 
 
@@ -166,8 +168,8 @@ def _from_csv(text: str, path: Path, seed: int) -> PromptSet:
     reader = csv.DictReader(io.StringIO(text))
     columns = {c.strip().lower(): c for c in (reader.fieldnames or []) if c is not None}
     if "prompt" not in columns:
-        raise ValueError(f"{path} has no 'prompt' column (columns: {', '.join(columns) or 'none'}); name the prompt "
-                         "column 'prompt', or give a headerless file with one prompt per line")
+        raise BadInput(f"{path} has no 'prompt' column (columns: {', '.join(columns) or 'none'}); name the prompt "
+                       "column 'prompt', or give a headerless file with one prompt per line")
     class_col = next((columns[c] for c in CLASS_COLUMNS if c in columns), None)
     seed_col = columns.get(SEED_COLUMN)
     rows = []
@@ -181,7 +183,7 @@ def _from_csv(text: str, path: Path, seed: int) -> PromptSet:
         extra = {c: (record.get(columns[c]) or "").strip() for c in KEPT_COLUMNS if c in columns}
         rows.append(PromptRow(i, prompt, row_seed, cls, {}, extra))
     if not rows:
-        raise ValueError(f"{path} has a header but no prompts; add rows with a non-empty 'prompt'")
+        raise BadInput(f"{path} has a header but no prompts; add rows with a non-empty 'prompt'")
     return PromptSet(tuple(rows), str(path))
 
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cadiff.errors import BadInput
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
 from cadiff.files.io import (atomic_dir, atomic_file, check_new, check_target, made_by_cadiff, output_lock,
@@ -41,7 +42,7 @@ GRID_LIMIT = 64
 MAX_SEED = 2**63 - 1  # the largest seed torch.Generator.manual_seed takes as itself
 
 
-class ResultsMismatchError(ValueError):
+class ResultsMismatchError(BadInput):
     """The results folder holds another run (other model, edit, prompts or settings); nothing was mixed."""
 
 
@@ -143,7 +144,7 @@ def row_guidance_of(row: PromptRow, default: float) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"row {row.index}: evaluation_guidance '{text}' is not a number >= 0")
+        raise BadInput(f"row {row.index}: evaluation_guidance '{text}' is not a number >= 0")
     return value
 
 
@@ -179,7 +180,7 @@ def _not_results(out: Path) -> ResultsMismatchError:
 def check_seed(seed: Any, what: str) -> None:
     """ValueError unless `seed` is a whole number from 0 to MAX_SEED (what torch.Generator takes); `what` says whose."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{what}: seed {seed} is out of range; seeds are whole numbers from 0 to {MAX_SEED}")
+        raise BadInput(f"{what}: seed {seed} is out of range; seeds are whole numbers from 0 to {MAX_SEED}")
 
 
 def check_seeds(rows: Sequence[PromptRow], source: str = "") -> None:
@@ -265,7 +266,7 @@ def evaluate(
     prompt_set = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts)
     check_seeds(prompt_set.rows, prompt_set.source)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+        raise BadInput(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
     if row_guidance:
         for r in prompt_set.rows:
             row_guidance_of(r, 0.0)

@@ -18,6 +18,8 @@ import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Sequence
 
+from cadiff.errors import BadInput
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
@@ -56,8 +58,8 @@ def make_config(cls: type[Config], options: dict[str, Any], what: str) -> Config
     known = cls.names()
     unknown = [k for k in options if k not in known]
     if unknown:
-        raise ValueError(f"{what} takes no option {', '.join(repr(k) for k in unknown)}; its options: "
-                         f"{', '.join(known) or 'none'}")
+        raise BadInput(f"{what} takes no option {', '.join(repr(k) for k in unknown)}; its options: "
+                       f"{', '.join(known) or 'none'}")
     return cls(**options)
 
 

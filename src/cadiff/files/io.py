@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from cadiff.errors import BadInput, CadiffError
 
-class OutputExistsError(FileExistsError):
+
+class OutputExistsError(CadiffError, FileExistsError):
     """The output path exists and the user did not ask to overwrite it (or cadiff did not make it)."""
 
 
@@ -27,7 +29,7 @@ class OutputBusyError(OutputExistsError):
     """Another cadiff process is writing the output path now."""
 
 
-class OutputPathError(ValueError):
+class OutputPathError(BadInput):
     """The output path cannot be created (its parent is a file, or not writable); nothing was written."""
 
 
@@ -257,8 +259,8 @@ def write_json(path: str | Path, data: Any, overwrite: bool = True) -> Path:
         where, value = _non_finite(data) if "Out of range float" in str(exc) else (None, "")
         if where is None:
             raise
-        raise ValueError(f"{Path(path).name}: {where or 'the value'} is {value}; JSON has no NaN or infinity, so "
-                         "nothing was written: fix what produced it (or record a missing value as null)") from None
+        raise BadInput(f"{Path(path).name}: {where or 'the value'} is {value}; JSON has no NaN or infinity, so "
+                       "nothing was written: fix what produced it (or record a missing value as null)") from None
     with atomic_file(path, overwrite) as tmp:
         tmp.write_text(text)
     return Path(path)

@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from cadiff.errors import BadInput, MissingFile
 from cadiff.files.io import atomic_file, check_new
 
 HEADER_KEY = "cadiff"
@@ -29,18 +30,18 @@ def read_header(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], d
     """Tensors and cadiff metadata of a safetensors file written by cadiff; clear errors otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{kind} file {path} not found")
+        raise MissingFile(f"{kind} file {path} not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
-        raise ValueError(f"{path} is not a readable safetensors file ({exc})") from exc
+        raise BadInput(f"{path} is not a readable safetensors file ({exc})") from exc
     if HEADER_KEY not in meta:
-        raise ValueError(f"{path} has no cadiff metadata: not a {kind} file written by cadiff")
+        raise BadInput(f"{path} has no cadiff metadata: not a {kind} file written by cadiff")
     info = json.loads(meta[HEADER_KEY])
     if info.get("kind") != kind:
-        raise ValueError(f"{path} is a cadiff {info.get('kind')} file, not a {kind} file")
+        raise BadInput(f"{path} is a cadiff {info.get('kind')} file, not a {kind} file")
     return tensors, info
 
 
@@ -57,8 +58,8 @@ def write_with_header(path: str | Path, tensors: dict[str, torch.Tensor], info: 
 def check_fingerprint(expected: str | None, actual: str, what: str) -> None:
     """ValueError when the model of fingerprint `actual` is not the one `what` was made with (`expected`)."""
     if expected is not None and actual != expected:
-        raise ValueError(f"{what} was made with model {expected}, but this model is {actual}; "
-                         "use it with the same (unedited) model it was computed on")
+        raise BadInput(f"{what} was made with model {expected}, but this model is {actual}; "
+                       "use it with the same (unedited) model it was computed on")
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Mask:
 
     def __or__(self, other: "Mask") -> "Mask":
         if self.fingerprint != other.fingerprint:
-            raise ValueError(f"cannot unite masks of different models ({self.fingerprint} and {other.fingerprint})")
+            raise BadInput(f"cannot unite masks of different models ({self.fingerprint} and {other.fingerprint})")
         names = sorted(set(self.indices) | set(other.indices))
         empty = torch.zeros(0, dtype=torch.int64)
         indices = {n: torch.unique(torch.cat([self.indices.get(n, empty), other.indices.get(n, empty)])) for n in names}
@@ -116,12 +117,12 @@ def _check_indices(path: str | Path, name: str, idx: torch.Tensor, shape: tuple[
     would wrap or fail on another weight)."""
     where = f"mask file {path}: parameter {name}"
     if shape is None:
-        raise ValueError(f"{where} has no shape in the file's header; write masks with cadiff erase/amplify or Mask.save")
+        raise BadInput(f"{where} has no shape in the file's header; write masks with cadiff erase/amplify or Mask.save")
     if idx.dtype == torch.bool or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.ndim != 1:
-        raise ValueError(f"{where} holds {str(idx.dtype).removeprefix('torch.')} indices of shape {tuple(idx.shape)}; "
-                         "a mask holds flat integer indices (write it with cadiff erase/amplify or Mask.save)")
+        raise BadInput(f"{where} holds {str(idx.dtype).removeprefix('torch.')} indices of shape {tuple(idx.shape)}; "
+                       "a mask holds flat integer indices (write it with cadiff erase/amplify or Mask.save)")
     numel = math.prod(shape)
     bad = idx[(idx < 0) | (idx >= numel)]
     if bad.numel():
-        raise ValueError(f"{where} has index {int(bad[0])} outside [0, {numel}) (its shape {list(shape)}); the file "
-                         "is damaged or was edited: recompute the mask with cadiff erase/amplify")
+        raise BadInput(f"{where} has index {int(bad[0])} outside [0, {numel}) (its shape {list(shape)}); the file "
+                       "is damaged or was edited: recompute the mask with cadiff erase/amplify")

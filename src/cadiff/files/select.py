@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from cadiff.errors import BadInput
+
 SCOPES = ("row", "matrix", "global", "head")
 SIGNS = ("positive", "negative")
 
@@ -25,16 +27,16 @@ SIGNS = ("positive", "negative")
 def check_amount(ratio: float | None, count: int | None) -> None:
     """Exactly one of ratio in (0, 1] or a positive integer count; ValueError otherwise."""
     if (ratio is None) == (count is None):
-        raise ValueError("give exactly one of ratio (a fraction in (0, 1]) or count (a number of weights)")
+        raise BadInput("give exactly one of ratio (a fraction in (0, 1]) or count (a number of weights)")
     if ratio is not None and not (0.0 < float(ratio) <= 1.0):
-        raise ValueError(f"ratio must be in (0, 1], got {ratio}; e.g. 0.03 zeroes 3 % of each row")
+        raise BadInput(f"ratio must be in (0, 1], got {ratio}; e.g. 0.03 zeroes 3 % of each row")
     if count is not None and (int(count) != count or count < 1):
-        raise ValueError(f"count must be a positive integer, got {count}")
+        raise BadInput(f"count must be a positive integer, got {count}")
 
 
 def _oriented(score: torch.Tensor, sign: str) -> torch.Tensor:
     if sign not in SIGNS:
-        raise ValueError(f"sign must be one of {', '.join(SIGNS)}, got '{sign}'")
+        raise BadInput(f"sign must be one of {', '.join(SIGNS)}, got '{sign}'")
     s = score.detach().float()
     return s if sign == "positive" else -s
 
@@ -74,8 +76,8 @@ def head_scores(scores: dict[str, torch.Tensor], heads: dict[str, list], sign: s
 def _select_heads(scores: dict[str, torch.Tensor], heads: dict[str, list] | None, ratio: float | None,
                   count: int | None, sign: str) -> dict[str, torch.Tensor]:
     if not heads:
-        raise ValueError("scope='head' needs the scores' head layout, which these scores do not record (their "
-                         "selection holds no attention projection); use components that include attention")
+        raise BadInput("scope='head' needs the scores' head layout, which these scores do not record (their "
+                       "selection holds no attention projection); use components that include attention")
     totals = head_scores(scores, heads, sign)
     k = int(count) if count is not None else int(float(ratio) * len(totals))
     chosen = {key for key, v in sorted(totals.items(), key=lambda kv: -kv[1])[:k] if v > 0}
@@ -94,7 +96,7 @@ def select_indices(scores: dict[str, torch.Tensor], ratio: float | None = None, 
     """Sorted flat indices to zero per parameter under the rule (see module doc); parameters with none are left out."""
     check_amount(ratio, count)
     if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
+        raise BadInput(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
     if scope == "head":
         return _select_heads(scores, heads, ratio, count, sign)
     out: dict[str, torch.Tensor] = {}

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cadiff.adapters import adapter_for
+from cadiff.errors import BadInput
 from cadiff.models.loading import check_weights, denoiser, nonfinite_count, resolve_sampling
 from cadiff.models.vocabulary import check_known_words
 
@@ -36,7 +37,7 @@ def generate(
     ValueError before any generation for a word the model's (closed) vocabulary lacks or a denoiser with NaN or
     infinite weights, and for an image with NaN or infinite pixel values (which would turn black)."""
     if len(prompts) != len(seeds):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+        raise BadInput(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     check_known_words(pipe, list(dict.fromkeys(prompts)))
     steps, guidance = resolve_sampling(pipe, steps, guidance)
     check_weights(pipe)
@@ -63,5 +64,5 @@ def _check_pixels(pipe, images: np.ndarray, prompts: Sequence[str], seeds: Seque
     check_weights(pipe, whole_pipeline=True)
     i = next(i for i, image in enumerate(images) if not np.isfinite(image).all())
     count = nonfinite_count(torch.from_numpy(images[i]))
-    raise ValueError(f"the image of '{prompts[i]}' (seed {seeds[i]}) has {count} among its pixels (which would turn "
-                     "black): the model overflowed; load it in fp32 (--dtype fp32) or lower the guidance")
+    raise BadInput(f"the image of '{prompts[i]}' (seed {seeds[i]}) has {count} among its pixels (which would turn "
+                   "black): the model overflowed; load it in fp32 (--dtype fp32) or lower the guidance")

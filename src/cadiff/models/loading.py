@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from cadiff.errors import BadInput
+
 
 # A model's recommended sampling settings and world live in its scheduler's config under this key: diffusers keeps
 # such a key through save_pretrained, from_pretrained and a scheduler swap (from_config), so the settings travel with
@@ -32,7 +34,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 NOT_DENOISER = ("first_stage_model.", "vae.", "cond_stage_model.", "conditioner.", "text_encoders.")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(BadInput):
     """The model could not be loaded from local files; the message says what is missing and how to provide it."""
 
 
@@ -66,7 +68,7 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
              "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if dtype not in table:
-        raise ValueError(f"unknown dtype '{dtype}'; use one of {', '.join(table)}")
+        raise BadInput(f"unknown dtype '{dtype}'; use one of {', '.join(table)}")
     return table[dtype]
 
 
@@ -310,7 +312,7 @@ def _checked(value, name: str, default, key: str, rule: str, ok):
     if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and ok(value)):
         what = name if given else f"the model's recorded {key}"
         hint = "" if given else f"; give {name}= yourself (CLI: --{name})"
-        raise ValueError(f"{what} must be {rule}, got {value}{hint}")
+        raise BadInput(f"{what} must be {rule}, got {value}{hint}")
     return value
 
 
@@ -346,7 +348,7 @@ def check_finite(tensors: Mapping[str, torch.Tensor], what: str, fix: str) -> No
     if bad:
         name, *rest = bad
         more = f" (and {len(rest)} more: {', '.join(rest[:3])}{', ...' if len(rest) > 3 else ''})" if rest else ""
-        raise ValueError(f"{what} {name} has {bad[name]}{more}: {fix}")
+        raise BadInput(f"{what} {name} has {bad[name]}{more}: {fix}")
 
 
 DAMAGED_MODEL = ("the model file is damaged (every result computed from it would be NaN); use an intact copy of the "

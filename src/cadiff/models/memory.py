@@ -12,6 +12,8 @@ from typing import Any, Iterable
 
 import torch
 
+from cadiff.errors import BadInput
+
 
 def tensor_bytes(objects: Iterable[Any]) -> int:
     """The bytes of every tensor in `objects` (tensors, or dataclasses, dicts, lists and tuples holding them), each
@@ -67,4 +69,4 @@ def check_fits(nbytes: float, device: torch.device, what: str, fix: str) -> None
     """ValueError when `nbytes` more would not fit in what `device` has free (saying the estimate and `fix`)."""
     free = free_bytes(device)
     if free is not None and nbytes > free:
-        raise ValueError(f"{what} would hold about {gib(nbytes)} on {device.type}, and {gib(free)} is free; {fix}")
+        raise BadInput(f"{what} would hold about {gib(nbytes)} on {device.type}, and {gib(free)} is free; {fix}")

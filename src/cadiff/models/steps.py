@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from cadiff.errors import BadInput
+
 # The paper's stages as ranges of t = 1 - step / (N - 1): early [0.6, 1], middle [0.2, 0.6), final [0, 0.2).
 WINDOWS: dict[str, tuple[float, float]] = {"early": (0.6, 1.0), "middle": (0.2, 0.6), "final": (0.0, 0.2)}
 
@@ -24,7 +26,7 @@ def step_time(step: int, num_steps: int) -> float:
 def window_steps(window: str, num_steps: int) -> list[int]:
     """The steps of a named window ('early', 'middle', 'final'); 'final' includes t = 0, 'early' t = 1."""
     if window not in WINDOWS:
-        raise ValueError(f"unknown window '{window}'; use one of {', '.join(WINDOWS)} or explicit steps like 0,1,2")
+        raise BadInput(f"unknown window '{window}'; use one of {', '.join(WINDOWS)} or explicit steps like 0,1,2")
     lo, hi = WINDOWS[window]
     steps = [s for s in range(num_steps) if lo <= step_time(s, num_steps) < hi or (hi == 1.0 and s == 0)]
     return steps
@@ -48,12 +50,12 @@ def resolve_steps(spec: str | Sequence[int], num_steps: int) -> list[int]:
             elif part.lstrip("-").isdigit():
                 steps.append(int(part))
             else:
-                raise ValueError(f"cannot read step '{part}'; use all, early, middle, final, first, mid, last or integers")
+                raise BadInput(f"cannot read step '{part}'; use all, early, middle, final, first, mid, last or integers")
     else:
         steps = [int(s) for s in spec]
     bad = [s for s in steps if not 0 <= s < num_steps]
     if bad:
-        raise ValueError(f"step(s) {bad} outside the schedule of {num_steps} steps; use steps 0..{num_steps - 1}")
+        raise BadInput(f"step(s) {bad} outside the schedule of {num_steps} steps; use steps 0..{num_steps - 1}")
     if not steps:
-        raise ValueError("no steps selected; give e.g. 'first,mid,last' or '0,12,24'")
+        raise BadInput("no steps selected; give e.g. 'first,mid,last' or '0,12,24'")
     return sorted(set(steps))

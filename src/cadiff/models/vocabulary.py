@@ -18,6 +18,8 @@ import inspect
 import warnings
 from typing import Sequence
 
+from cadiff.errors import BadInput
+
 # Set on a pipeline by `allow_truncation`: the prompts already warned about (one warning each).
 TRUNCATE_ATTRIBUTE = "_cadiff_truncated"
 
@@ -74,8 +76,8 @@ def check_prompt_lengths(pipe, prompts: Sequence[str]) -> None:
             said = (f"prompt '{prompt}' is {count} tokens, but the model's text encoder reads at most {limit} "
                     "(special tokens included)")
             if warned is None:
-                raise ValueError(f"{said}: '{cut}' would be cut; shorten the prompt, or pass --truncate (Python: "
-                                 "cadiff.models.vocabulary.allow_truncation(pipe)) to cut it with a warning")
+                raise BadInput(f"{said}: '{cut}' would be cut; shorten the prompt, or pass --truncate (Python: "
+                               "cadiff.models.vocabulary.allow_truncation(pipe)) to cut it with a warning")
             if prompt not in warned:
                 warned.add(prompt)
                 warnings.warn(f"{said}: '{cut}' was cut", stacklevel=3)
@@ -94,6 +96,6 @@ def check_known_words(pipe, prompts: Sequence[str]) -> None:
                 if vocab:
                     words = [w for w in sorted(vocab, key=vocab.get) if not w.startswith("<|")]
                     known = f"; the model knows: {', '.join(words)}"
-                raise ValueError(f"unknown word '{bad[0]}' in prompt '{prompt}': the model's tokenizer has no token "
-                                 f"for it, so it would read as <unk>{known}")
+                raise BadInput(f"unknown word '{bad[0]}' in prompt '{prompt}': the model's tokenizer has no token "
+                               f"for it, so it would read as <unk>{known}")
     check_prompt_lengths(pipe, prompts)

@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from cadiff.errors import BadInput, MissingFile
+
 REPORT = "report.html"
 PNG = b"\x89PNG\r\n\x1a\n"  # the signature every inlined picture starts with
 MAX_IMAGES = 24  # pictures per run (an evaluation may write one grid per class)
@@ -44,7 +46,7 @@ def write_report(runs: Sequence[str | Path], out: str | Path, overwrite: bool = 
     folders = [Path(r) for r in runs]
     for folder in folders:
         if not (folder / "run.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a run folder (no run.json): give folders cadiff commands wrote")
+            raise MissingFile(f"{folder} is not a run folder (no run.json): give folders cadiff commands wrote")
     check_new(out, overwrite, folder=False)
     with atomic_file(out, overwrite=overwrite) as tmp:
         Path(tmp).write_text(render(folders), encoding="utf-8")
@@ -74,8 +76,8 @@ def _blame(folder: Path):
     try:
         yield
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
-        raise ValueError(f"{folder}: its run files are not as cadiff writes them ({type(exc).__name__}: {exc}); "
-                         "report folders that cadiff commands wrote") from exc
+        raise BadInput(f"{folder}: its run files are not as cadiff writes them ({type(exc).__name__}: {exc}); "
+                       "report folders that cadiff commands wrote") from exc
 
 
 def _inside(folder: Path, path: Path) -> bool:
@@ -90,9 +92,9 @@ def _load(folder: Path) -> dict[str, Any]:
         try:
             value = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is not JSON ({exc}); report folders that cadiff commands wrote") from None
+            raise BadInput(f"{path} is not JSON ({exc}); report folders that cadiff commands wrote") from None
         if not isinstance(value, dict):
-            raise ValueError(f"{path} holds a {type(value).__name__}, not the object cadiff writes")
+            raise BadInput(f"{path} holds a {type(value).__name__}, not the object cadiff writes")
         return value
 
     return {"folder": folder, "run": read(folder / "run.json") or {}, "metrics": read(folder / "metrics.json"),

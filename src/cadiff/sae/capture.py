@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 
 from cadiff.adapters import adapter_for
+from cadiff.errors import BadInput
 from cadiff.models.generate import GUIDED_ATTRIBUTE
 from cadiff.models.loading import denoiser
 from cadiff.sae.hookpoints import resolve_hookpoint
@@ -77,9 +78,9 @@ class ActivationCapture:
     def __init__(self, pipe, hookpoints: Sequence[str], at_steps: Sequence[int], readout: str = "update",
                  branches: Sequence[str] = ("cond", "uncond"), dtype: torch.dtype = torch.float32):
         if readout not in READOUTS:
-            raise ValueError(f"unknown readout '{readout}'; use 'update' (output - input) or 'output'")
+            raise BadInput(f"unknown readout '{readout}'; use 'update' (output - input) or 'output'")
         if not branches or not set(branches) <= {"cond", "uncond"}:
-            raise ValueError(f"unknown branches {list(branches)}; use 'cond' and/or 'uncond'")
+            raise BadInput(f"unknown branches {list(branches)}; use 'cond' and/or 'uncond'")
         self.pipe, self.steps, self.readout, self.branches, self.dtype = pipe, list(at_steps), readout, branches, dtype
         self.modules = {name: resolve_hookpoint(pipe, name) for name in hookpoints}
         self.adapter = adapter_for(denoiser(pipe))

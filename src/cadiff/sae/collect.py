@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from cadiff.errors import BadInput
 from cadiff.files.io import atomic_dir, check_new, check_target, output_lock, write_json
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, resolve_sampling
@@ -73,11 +74,11 @@ def collect_activations(
     captures afresh beside an existing `out` and replaces it only once the capture is complete."""
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     if len(prompts) != len(seeds):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
+        raise BadInput(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     if not prompts:
-        raise ValueError("no prompts given; nothing to capture")
+        raise BadInput("no prompts given; nothing to capture")
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+        raise BadInput(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
     for name in hookpoints:
         resolve_hookpoint(pipe, name)
     n_steps, guidance = resolve_sampling(pipe, steps, guidance)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cadiff.errors import BadInput
 from cadiff.sae.concepts import LatentCodes, concept_dictionary, image_labels, iou, store_attributes
 from cadiff.sae.store import ActivationStore
 
@@ -37,7 +38,7 @@ def _upsample(grid_maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def object_map_iou(codes: LatentCodes, test_fraction: float = 0.3, seed: int = 0) -> dict[str, float]:
     """Mean IoU between the predicted object map (top latent per position is an object latent) and the final mask."""
     if codes.masks is None:
-        raise ValueError("these activations carry no object masks (not the shapes world); cannot score composition")
+        raise BadInput("these activations carry no object masks (not the shapes world); cannot score composition")
     train, test = split(len(codes.images), test_fraction, seed)
     entries = concept_dictionary(codes.subset(train))
     objects = torch.tensor([e["kind"] == "object" for e in entries])

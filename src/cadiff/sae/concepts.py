@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cadiff.errors import BadInput
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore
 from cadiff.worlds import world_of_store
@@ -75,11 +76,11 @@ def latent_codes(store: ActivationStore, sae: TopKSAE, step: int, branch: str | 
     """Encode the stored activations of the SAE's hookpoint at `step` (default branch: the SAE's)."""
     hookpoint = sae.hookpoint
     if hookpoint is None:
-        raise ValueError("this SAE does not record its hookpoint (metadata.hook_name)")
+        raise BadInput("this SAE does not record its hookpoint (metadata.hook_name)")
     branch = branch or sae.metadata.get("branch", "cond")
     store.check(hookpoint, branch, [step])
     if store.channels(hookpoint) != sae.d_in:
-        raise ValueError(f"the SAE reads {sae.d_in}-dim activations but {hookpoint} has {store.channels(hookpoint)}")
+        raise BadInput(f"the SAE reads {sae.d_in}-dim activations but {hookpoint} has {store.channels(hookpoint)}")
     h, w = store.grid(hookpoint)
     codes = torch.cat([sae.encode(x[:, 0]).reshape(len(x), h, w, -1) for x in store.activations(hookpoint, branch,
                                                                                                [step])])
@@ -192,7 +193,7 @@ def latents_for(entries: list[dict], value: str, n: int = 1) -> list[int]:
     attribute = next((a for e in entries for a, p in e["purity"].items() if p["value"] == value), None)
     candidates = [e for e in entries if e["purity"].get(attribute, {}).get("value") == value]
     if not candidates:
-        raise ValueError(f"no latent of this SAE stands for '{value}'; try another step or a wider SAE")
+        raise BadInput(f"no latent of this SAE stands for '{value}'; try another step or a wider SAE")
     ranked = sorted(candidates, key=lambda e: (-e["purity"][attribute]["purity"],
                                                e["labels"].get(attribute) != value, -e["fires"]))
     return [e["latent"] for e in ranked[:n]]

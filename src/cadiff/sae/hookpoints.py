@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from cadiff.adapters import adapter_for
+from cadiff.errors import BadInput
 from cadiff.models.loading import denoiser
 from cadiff.models.steps import WINDOWS, resolve_steps, step_time, window_steps  # noqa: F401 (re-exported)
 
@@ -26,7 +27,7 @@ def hookpoints(pipe_or_unet) -> list[str]:
     net = pipe_or_unet if isinstance(pipe_or_unet, torch.nn.Module) else denoiser(pipe_or_unet)
     names = adapter_for(net).hookpoints(net)
     if not names:
-        raise ValueError(f"this {type(net).__name__} has no blocks an SAE can read")
+        raise BadInput(f"this {type(net).__name__} has no blocks an SAE can read")
     return names
 
 
@@ -34,6 +35,6 @@ def resolve_hookpoint(pipe_or_unet, name: str) -> torch.nn.Module:
     """The module at hookpoint `name`; ValueError listing the valid hookpoints if there is none."""
     valid = hookpoints(pipe_or_unet)
     if name not in valid:
-        raise ValueError(f"unknown hookpoint '{name}'; this model's hookpoints are: {', '.join(valid)}")
+        raise BadInput(f"unknown hookpoint '{name}'; this model's hookpoints are: {', '.join(valid)}")
     unet = pipe_or_unet if isinstance(pipe_or_unet, torch.nn.Module) else denoiser(pipe_or_unet)
     return unet.get_submodule(name)

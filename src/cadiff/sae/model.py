@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cadiff.errors import BadInput, MissingFile
 from cadiff.files.io import atomic_dir
 
 CFG = "cfg.json"
@@ -33,7 +34,7 @@ class TopKSAE(nn.Module):
     def __init__(self, d_in: int, d_sae: int, k: int, metadata: dict[str, Any] | None = None):
         super().__init__()
         if not 0 < k <= d_sae:
-            raise ValueError(f"k={k} must be between 1 and the dictionary size d_sae={d_sae}; lower k or widen the SAE")
+            raise BadInput(f"k={k} must be between 1 and the dictionary size d_sae={d_sae}; lower k or widen the SAE")
         self.d_in, self.d_sae, self.k = d_in, d_sae, k
         self.metadata: dict[str, Any] = dict(metadata or {})
         w = torch.randn(d_sae, d_in)
@@ -104,30 +105,30 @@ class TopKSAE(nn.Module):
         """Load an SAE folder (cadiff's or SAELens's TopK); ValueError if it is for another hookpoint or size."""
         path = Path(path)
         if not (path / CFG).is_file() or not (path / WEIGHTS).is_file():
-            raise FileNotFoundError(f"{path} is not an SAE folder (needs {CFG} and {WEIGHTS}); "
-                                    "train one with `cadiff sae train`")
+            raise MissingFile(f"{path} is not an SAE folder (needs {CFG} and {WEIGHTS}); "
+                              "train one with `cadiff sae train`")
         cfg = json.loads((path / CFG).read_text())
         if cfg.get("architecture", "topk") != "topk":
-            raise ValueError(f"{path} holds a '{cfg['architecture']}' SAE; cadiff uses TopK SAEs only")
+            raise BadInput(f"{path} holds a '{cfg['architecture']}' SAE; cadiff uses TopK SAEs only")
         meta = dict(cfg.get("metadata") or {})
         if "hook_name" not in meta and "hook_name" in cfg:  # older SAELens layout: hook_name at the top level
             meta["hook_name"] = cfg["hook_name"]
         if hookpoint is not None and meta.get("hook_name") not in (None, hookpoint):
-            raise ValueError(f"{path} is an SAE for hookpoint '{meta['hook_name']}', not '{hookpoint}'; "
-                             "use the SAE trained on that hookpoint")
+            raise BadInput(f"{path} is an SAE for hookpoint '{meta['hook_name']}', not '{hookpoint}'; "
+                           "use the SAE trained on that hookpoint")
         for name, want in (("d_in", d_in), ("d_sae", d_sae)):
             if want is not None and cfg[name] != want:
-                raise ValueError(f"{path} has {name}={cfg[name]} but {want} is needed here; "
-                                 "use an SAE trained on these activations")
+                raise BadInput(f"{path} has {name}={cfg[name]} but {want} is needed here; "
+                               "use an SAE trained on these activations")
         sae = cls(int(cfg["d_in"]), int(cfg["d_sae"]), int(cfg["k"]), meta)
         try:
             state = load_file(str(path / WEIGHTS))
         except Exception as exc:
-            raise ValueError(f"{path / WEIGHTS} is not readable ({exc}); the file may be truncated") from exc
+            raise BadInput(f"{path / WEIGHTS} is not readable ({exc}); the file may be truncated") from exc
         expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items() if k in expected}
         if got != expected:
-            raise ValueError(f"{path / WEIGHTS} does not match its cfg.json: weights {got}, expected {expected}")
+            raise BadInput(f"{path / WEIGHTS} does not match its cfg.json: weights {got}, expected {expected}")
         state = {k: state[k].float() for k in expected}
         if cfg.get("rescale_acts_by_decoder_norm"):  # SAELens option: fold the decoder norms into the encoder
             norm = state["W_dec"].norm(dim=1)

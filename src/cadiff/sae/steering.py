@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from cadiff.adapters import adapter_for
+from cadiff.errors import BadInput
 from cadiff.models.loading import denoiser, resolve_sampling
 from cadiff.sae.capture import StepTracker, split_branches
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps
@@ -34,7 +35,7 @@ def quadrant_region(grid: tuple[int, int], quadrant: str) -> np.ndarray:
     """Boolean (H, W) mask of one quadrant: 'top-left', 'top-right', 'bottom-left' or 'bottom-right'."""
     names = ("top-left", "top-right", "bottom-left", "bottom-right")
     if quadrant not in names:
-        raise ValueError(f"unknown quadrant '{quadrant}'; use one of {', '.join(names)}")
+        raise BadInput(f"unknown quadrant '{quadrant}'; use one of {', '.join(names)}")
     h, w = grid
     region = np.zeros((h, w), bool)
     rows = slice(0, h // 2) if quadrant.startswith("top") else slice(h // 2, h)
@@ -53,18 +54,18 @@ def steering_change(sae: TopKSAE, delta: torch.Tensor, latents: Sequence[int], m
                     region: torch.Tensor | None = None) -> torch.Tensor:
     """What steering adds to the update `delta` (B, P, C): sum_c (new_c - z_c) f_c, or the global term."""
     if mode not in MODES:
-        raise ValueError(f"unknown steering mode '{mode}'; use 'spatial' or 'global'")
+        raise BadInput(f"unknown steering mode '{mode}'; use 'spatial' or 'global'")
     if not latents:
         return torch.zeros_like(delta)
     bad = [c for c in latents if not 0 <= c < sae.d_sae]
     if bad:
-        raise ValueError(f"latent(s) {bad} outside the dictionary of {sae.d_sae}")
+        raise BadInput(f"latent(s) {bad} outside the dictionary of {sae.d_sae}")
     z = sae.encode(delta.float())
     norm = z.norm(dim=-1, keepdim=True)  # ||Z[i,j]||, (B, P, 1)
     f = sae.W_dec[list(latents)].to(delta.dtype)  # (L, C)
     if mode == "spatial":
         if region is None:
-            raise ValueError("spatial steering needs a target region")
+            raise BadInput("spatial steering needs a target region")
         inside = region.to(delta.device).reshape(1, -1, 1).float()
         new = beta * norm * inside  # (B, P, 1), the same for each chosen latent
         change = (new - z[..., list(latents)]) @ f.float()
@@ -82,24 +83,24 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
     branch, at the steps `at_steps` names (a window or step indices)."""
     hookpoint = sae.hookpoint
     if hookpoint is None:
-        raise ValueError("this SAE does not record its hookpoint (metadata.hook_name); cannot attach it")
+        raise BadInput("this SAE does not record its hookpoint (metadata.hook_name); cannot attach it")
     module = resolve_hookpoint(pipe, hookpoint)
     width = getattr(getattr(module, "config", None), "in_channels", None)
     if width is not None and width != sae.d_in:
-        raise ValueError(f"the SAE reads {sae.d_in}-dim activations but {hookpoint} of this model has {width} "
-                         "channels; use an SAE trained on this model")
+        raise BadInput(f"the SAE reads {sae.d_in}-dim activations but {hookpoint} of this model has {width} "
+                       "channels; use an SAE trained on this model")
     n_steps, _ = resolve_sampling(pipe, steps)
     chosen = set(resolve_steps(at_steps, n_steps))
     if mode not in MODES:
-        raise ValueError(f"unknown steering mode '{mode}'; use 'spatial' or 'global'")
+        raise BadInput(f"unknown steering mode '{mode}'; use 'spatial' or 'global'")
     grid = tuple(sae.metadata.get("grid") or ())
     if mode == "spatial":
         if quadrant is not None:
             if not grid:
-                raise ValueError("this SAE does not record its feature grid; pass region= explicitly")
+                raise BadInput("this SAE does not record its feature grid; pass region= explicitly")
             region = quadrant_region(grid, quadrant)
         if region is None:
-            raise ValueError("spatial steering needs region= (H, W) bool or quadrant=")
+            raise BadInput("spatial steering needs region= (H, W) bool or quadrant=")
     tracker = StepTracker(pipe)
     adapter = adapter_for(denoiser(pipe))
     sae = sae.to(next(module.parameters()).device)
@@ -112,7 +113,7 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
                                f"{len(tracker.pipe.scheduler.timesteps)}; pass steps= to steer()")
         inp, out, (h, w) = adapter.block_tokens(args, kwargs, output, tracker.grid)  # (B, P, C) image tokens
         if region is not None and tuple(region.shape) != (h, w):
-            raise ValueError(f"region has shape {tuple(region.shape)} but {hookpoint} has a {h}x{w} grid")
+            raise BadInput(f"region has shape {tuple(region.shape)} but {hookpoint} has a {h}x{w} grid")
         delta = out - inp
         parts = split_branches(pipe, delta)
         reg = torch.from_numpy(np.asarray(region)).flatten() if region is not None else None

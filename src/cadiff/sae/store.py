@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from cadiff.errors import BadInput, MissingFile
 from cadiff.files.io import atomic_file
 
 FORMAT = "cadiff-activations/1"
@@ -52,10 +53,10 @@ def open_shard(shard: Path):
         f = safe_open(str(shard), framework="pt")
         keys = list(f.keys())
     except Exception as exc:
-        raise ValueError(f"activation shard {shard} is truncated or corrupt ({exc}); delete it and rerun "
-                         "`cadiff sae collect` with the same settings to capture it again") from exc
+        raise BadInput(f"activation shard {shard} is truncated or corrupt ({exc}); delete it and rerun "
+                       "`cadiff sae collect` with the same settings to capture it again") from exc
     if "seed" not in keys or f.get_slice("seed").get_shape()[0] == 0:
-        raise ValueError(f"activation shard {shard} is empty; delete it and rerun `cadiff sae collect`")
+        raise BadInput(f"activation shard {shard} is empty; delete it and rerun `cadiff sae collect`")
     return f
 
 
@@ -65,15 +66,15 @@ class ActivationStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / META).is_file():
-            raise FileNotFoundError(f"{self.path} is not an activation folder (no {META}); "
-                                    "create one with `cadiff sae collect` / cadiff.sae.collect_activations")
+            raise MissingFile(f"{self.path} is not an activation folder (no {META}); "
+                              "create one with `cadiff sae collect` / cadiff.sae.collect_activations")
         self.meta = json.loads((self.path / META).read_text())
         if self.meta.get("format") != FORMAT:
-            raise ValueError(f"{self.path}/{META} has format {self.meta.get('format')!r}, expected {FORMAT!r}")
+            raise BadInput(f"{self.path}/{META} has format {self.meta.get('format')!r}, expected {FORMAT!r}")
         self.shards = sorted(self.path.glob("shard_*.safetensors"))
         if not self.shards:
-            raise ValueError(f"{self.path} holds no activation shards; the capture wrote nothing yet - rerun "
-                             "`cadiff sae collect` with the same settings to resume it")
+            raise BadInput(f"{self.path} holds no activation shards; the capture wrote nothing yet - rerun "
+                           "`cadiff sae collect` with the same settings to resume it")
 
     # what is stored
     @property
@@ -100,13 +101,13 @@ class ActivationStore:
     def check(self, hookpoint: str, branch: str | None = None, steps: Sequence[int] | None = None) -> None:
         """ValueError naming what is stored when `hookpoint`, `branch` or `steps` were not captured."""
         if hookpoint not in self.meta["hookpoints"]:
-            raise ValueError(f"hookpoint '{hookpoint}' was not captured in {self.path}; "
-                             f"it holds: {', '.join(self.hookpoints)}")
+            raise BadInput(f"hookpoint '{hookpoint}' was not captured in {self.path}; "
+                           f"it holds: {', '.join(self.hookpoints)}")
         if branch is not None and branch not in self.branches:
-            raise ValueError(f"branch '{branch}' was not captured in {self.path}; it holds: {', '.join(self.branches)}")
+            raise BadInput(f"branch '{branch}' was not captured in {self.path}; it holds: {', '.join(self.branches)}")
         missing = [s for s in (steps or []) if s not in self.steps]
         if missing:
-            raise ValueError(f"steps {missing} were not captured in {self.path}; it holds steps {self.steps}")
+            raise BadInput(f"steps {missing} were not captured in {self.path}; it holds steps {self.steps}")
 
     # reading
     def read(self, shard: Path, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from cadiff.errors import BadInput
 from cadiff.files.io import write_json
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore, ShardPart
@@ -86,7 +87,7 @@ def evaluate_sae(sae: TopKSAE, batches: Iterator[torch.Tensor]) -> dict[str, flo
         fired |= (z > 0).any(0)
         n += len(x)
     if n == 0:
-        raise ValueError("no activations to evaluate on")
+        raise BadInput("no activations to evaluate on")
     variance = total_sq - (total.pow(2).sum() / n).item()
     return {"explained_variance": 1 - sq_err / max(variance, 1e-12), "l0": l0 / n,
             "dead_fraction": 1 - fired.float().mean().item(), "eval_tokens": n}
@@ -122,8 +123,8 @@ def _split(store: ActivationStore, cfg: SAETrainConfig) -> tuple[list[ShardPart]
         return list(range(n - hold)), list(range(n - hold, n))
     images = store.shard_images(0)
     if images < 2:
-        raise ValueError(f"{store.path} holds {images} image; training needs at least 2 (the last ones are held out "
-                         "to measure the SAE): collect more with `cadiff sae collect`")
+        raise BadInput(f"{store.path} holds {images} image; training needs at least 2 (the last ones are held out "
+                       "to measure the SAE): collect more with `cadiff sae collect`")
     hold = max(1, images // 8)
     return [(0, 0, images - hold)], [(0, images - hold, images)]
 
@@ -196,7 +197,7 @@ def train_sae(
     if checkpoint is not None and (checkpoint / "state.json").is_file():
         saved = json.loads((checkpoint / "state.json").read_text())
         if saved.get("meta") != json.loads(json.dumps(meta)):
-            raise ValueError(f"checkpoint {checkpoint} is from a run with other settings; delete it to start afresh")
+            raise BadInput(f"checkpoint {checkpoint} is from a run with other settings; delete it to start afresh")
         state = _load_checkpoint(checkpoint, sae, opt)
     else:
         sample = torch.cat(list(_take(store.batches(hookpoint, branch, steps, 4096, cfg.seed, shards=train_shards),
@@ -222,7 +223,7 @@ def train_sae(
                                                         "since_fired": state["since_fired"].clone()})
     seconds = state["seconds"] + time.perf_counter() - start
     if state["tokens"] == 0:
-        raise ValueError("no training tokens: the store is empty or everything is held out; collect more images")
+        raise BadInput("no training tokens: the store is empty or everything is held out; collect more images")
     metrics = evaluate_sae(sae, store.batches(hookpoint, branch, steps, 8192, shuffle=False, shards=eval_shards))
     metrics.update(train_tokens=state["tokens"], train_steps=state["step"], train_seconds=round(seconds, 2),
                    tokens_per_second=state["tokens"] / max(seconds, 1e-9),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Sequence
 
+from cadiff.errors import BadInput
 from cadiff.files.registry import Registry
 from cadiff.models.loading import model_info
 
@@ -38,7 +39,7 @@ class World:
         for attribute, values in self.attributes().items():
             if concept in values:
                 return attribute
-        raise ValueError(f"'{concept}' is not a concept of the {self.name} world; known: {', '.join(self.concepts())}")
+        raise BadInput(f"'{concept}' is not a concept of the {self.name} world; known: {', '.join(self.concepts())}")
 
     def concept_prompt(self, concept: str) -> str:
         """The prompt a bare concept word becomes ('circle' -> 'a circle'); other text is returned as it is."""

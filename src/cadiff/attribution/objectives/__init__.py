@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from cadiff.attribution.estimators import Row, Step
+from cadiff.errors import BadInput
 from cadiff.files.registry import Registry
 
 ESTIMATORS = ("trajectory", "restart")
@@ -41,10 +42,10 @@ class Objective:
     def check(self, *, estimator: str, images: str | Path | None, targets: int) -> None:
         """ValueError, before any model work, for settings this objective does not take."""
         if estimator not in self.estimators:
-            raise ValueError(f"the {self.name} objective has the estimator(s) {', '.join(self.estimators)}, "
-                             f"not '{estimator}'")
+            raise BadInput(f"the {self.name} objective has the estimator(s) {', '.join(self.estimators)}, "
+                           f"not '{estimator}'")
         if images is not None and not (self.takes_images and targets == 1):
-            raise ValueError("an image folder goes with objective='amplify' and exactly one concept")
+            raise BadInput("an image folder goes with objective='amplify' and exactly one concept")
 
     def samples(self, pipe, denoiser, rows: list[Row], *, steps: int, guidance: float, estimator: str,
                 base_prompt: str, batch_size: int, images: str | Path | None, only: set[int] | None,

@@ -12,6 +12,7 @@ import torch
 from cadiff.adapters import adapter_for
 from cadiff.attribution.estimators import Row, amplify_samples, generated_latents, image_latents
 from cadiff.attribution.objectives import Objective, Samples, register_objective
+from cadiff.errors import BadInput, MissingFile
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -22,17 +23,17 @@ def read_image_folder(folder: str | Path, size: int) -> torch.Tensor:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise NotADirectoryError(f"image folder {folder} does not exist or is not a folder")
+        raise MissingFile(f"image folder {folder} does not exist or is not a folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put concept images there")
+        raise BadInput(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put concept images there")
     arrays = []
     for f in files:
         try:
             with Image.open(f) as im:
                 arrays.append(np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC)))
         except Exception as exc:
-            raise ValueError(f"cannot read image {f}: {exc}; remove or replace it") from exc
+            raise BadInput(f"cannot read image {f}: {exc}; remove or replace it") from exc
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, ClassVar, Sequence
 
 from cadiff.editing.result import EditResult
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, make_config
 from cadiff.files.registry import Registry
 
@@ -36,14 +37,14 @@ class EditMethod:
     def check(self, concepts: Sequence[str], objective: str, preserve: Sequence[str], images: str | None) -> None:
         """ValueError, before any work, for a run this method cannot do."""
         if images is not None and not self.takes_images:
-            raise ValueError(f"method '{self.name}' takes no concept images; drop images (--images)")
+            raise BadInput(f"method '{self.name}' takes no concept images; drop images (--images)")
         if objective not in self.objectives:
-            raise ValueError(f"method '{self.name}' does not {objective}; methods that do: "
-                             f"{', '.join(methods_for(objective))}")
+            raise BadInput(f"method '{self.name}' does not {objective}; methods that do: "
+                           f"{', '.join(methods_for(objective))}")
         if preserve and not self.takes_preserve:
-            raise ValueError(f"method '{self.name}' has no concepts to keep; drop preserve (--preserve)")
+            raise BadInput(f"method '{self.name}' has no concepts to keep; drop preserve (--preserve)")
         if self.concepts_at_once is not None and len(concepts) > self.concepts_at_once:
-            raise ValueError(f"method '{self.name}' edits {self.concepts_at_once} concept per run; give one concept")
+            raise BadInput(f"method '{self.name}' edits {self.concepts_at_once} concept per run; give one concept")
 
     def run(self, pipe, concepts: list[str], *, objective: str, preserve: list[str], progress: bool = True,
             images: str | None = None, seed: int = 0,

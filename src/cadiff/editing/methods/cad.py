@@ -20,6 +20,7 @@ from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import SelectionConfig, ratio_type
+from cadiff.errors import BadInput
 from cadiff.files.config import option, positive_int
 
 
@@ -45,15 +46,15 @@ class CADConfig(AttributionConfig, SelectionConfig):
             self._take_round_ratios()
         SelectionConfig.__post_init__(self)
         if int(self.rounds) != self.rounds or self.rounds < 1:
-            raise ValueError(f"rounds must be a positive integer, got {self.rounds}")
+            raise BadInput(f"rounds must be a positive integer, got {self.rounds}")
 
     def _take_round_ratios(self) -> None:
         ratios = tuple(float(r) for r in self.round_ratios)
         if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
-            raise ValueError(f"round_ratios must be fractions in (0, 1], one per round, got {self.round_ratios}")
+            raise BadInput(f"round_ratios must be fractions in (0, 1], one per round, got {self.round_ratios}")
         if self.count is not None or self.ratio not in (None, ratios[0]) or self.rounds not in (1, len(ratios)):
-            raise ValueError("round_ratios sets the ratio and the number of rounds: give it without ratio, count "
-                             "and rounds (--round-ratios 0.03,0.03,0.02)")
+            raise BadInput("round_ratios sets the ratio and the number of rounds: give it without ratio, count "
+                           "and rounds (--round-ratios 0.03,0.03,0.02)")
         object.__setattr__(self, "round_ratios", ratios)
         object.__setattr__(self, "ratio", ratios[0])
         object.__setattr__(self, "rounds", len(ratios))

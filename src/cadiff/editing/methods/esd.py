@@ -32,6 +32,7 @@ from cadiff.adapters import adapter_for
 from cadiff.editing.copies import with_denoiser
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
 from cadiff.models.loading import denoiser
 
@@ -53,16 +54,16 @@ class ESDConfig(Config):
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown ESD variant '{self.variant}'; use 'u' (objects, nudity) or 'x' (styles)")
+            raise BadInput(f"unknown ESD variant '{self.variant}'; use 'u' (objects, nudity) or 'x' (styles)")
         if self.iterations < 1 or self.lr <= 0:
-            raise ValueError("ESD needs iterations >= 1 and lr > 0")
+            raise BadInput("ESD needs iterations >= 1 and lr > 0")
 
 
 def esd_parameter_names(net: torch.nn.Module, variant: str) -> list[str]:
     """Names of the parameters ESD-x ('x': cross-attention) or ESD-u ('u': the rest, less the output layers and the
     time embedding) fine-tunes, as the denoiser's adapter names them (U-Nets: attn2, conv_out, time_embedding)."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown ESD variant '{variant}'; use 'u' (objects, nudity) or 'x' (styles)")
+        raise BadInput(f"unknown ESD variant '{variant}'; use 'u' (objects, nudity) or 'x' (styles)")
     adapter = adapter_for(net)
     names = []
     for name, _ in net.named_parameters():

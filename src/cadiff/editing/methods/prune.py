@@ -21,6 +21,7 @@ import torch
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, register_method
 from cadiff.editing.result import EditResult
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
 from cadiff.files.mask import Mask
 from cadiff.models.loading import denoiser
@@ -41,14 +42,14 @@ class PruneConfig(Config):
 
     def __post_init__(self):
         if not 0 < self.sparsity < 1 or not 0 < self.timestep_fraction <= 1:
-            raise ValueError("prune needs 0 < sparsity < 1 and 0 < timestep_fraction <= 1")
+            raise BadInput("prune needs 0 < sparsity < 1 and 0 < timestep_fraction <= 1")
 
 
 def prunable_layers(unet: torch.nn.Module, suffix: str) -> dict[str, torch.nn.Linear]:
     """The Linear layers whose name ends with `suffix`, by name."""
     layers = {n: m for n, m in unet.named_modules() if n.endswith(suffix) and isinstance(m, torch.nn.Linear)}
     if not layers:
-        raise ValueError(f"no Linear layer of the denoiser ends with '{suffix}'; give another --layers suffix")
+        raise BadInput(f"no Linear layer of the denoiser ends with '{suffix}'; give another --layers suffix")
     return layers
 
 

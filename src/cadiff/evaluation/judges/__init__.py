@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
+from cadiff.errors import BadInput, MissingFile
 from cadiff.files.registry import Registry
 
 
@@ -51,16 +52,16 @@ def answers(out: Any, n: int, judge: str, concept: str) -> np.ndarray:
     except (ValueError, TypeError):
         a = np.asarray(out, dtype=object) if isinstance(out, (list, tuple)) else np.asarray(None)
     if a.shape != (n,):
-        raise ValueError(f"the judge '{judge}' returned {a.size} answers for {n} images of '{concept}' (shape "
-                         f"{a.shape}); return one bool per image")
+        raise BadInput(f"the judge '{judge}' returned {a.size} answers for {n} images of '{concept}' (shape "
+                       f"{a.shape}); return one bool per image")
     if a.dtype == bool or n == 0:
         return a.astype(bool)
     bad = a[(a != 0) & (a != 1)] if a.dtype.kind in "iu" else a
     if not bad.size:
         return a.astype(bool)
     example = bad.flat[0].item() if isinstance(bad.flat[0], np.generic) else bad.flat[0]
-    raise ValueError(f"the judge '{judge}' returned {a.dtype} answers (e.g. {example!r}) for '{concept}'; return one "
-                     "bool (or 0/1) per image, not a score or a word")
+    raise BadInput(f"the judge '{judge}' returned {a.dtype} answers (e.g. {example!r}) for '{concept}'; return one "
+                   "bool (or 0/1) per image, not a score or a word")
 
 
 def _checked(present: Callable) -> Callable:
@@ -90,15 +91,15 @@ def as_judge(spec: "Judge | str | Callable | None", pipe=None, **options: Any) -
         return spec
     if spec is None:
         if pipe is None or _world(pipe) is None:
-            raise ValueError("this model has no judge of its own (only the embedded shapes model has one): choose "
-                             "--judge clip (local CLIP weights), nudenet, or MODULE:FUNCTION (judge=...)")
+            raise BadInput("this model has no judge of its own (only the embedded shapes model has one): choose "
+                           "--judge clip (local CLIP weights), nudenet, or MODULE:FUNCTION (judge=...)")
         return WorldJudge(pipe=pipe)
     if callable(spec):
         return CallableJudge(spec, label=getattr(spec, "__qualname__", repr(spec)))
     if ":" in spec:
         return CallableJudge(_load_function(spec), label=spec)
     if spec not in JUDGES:
-        raise ValueError(f"unknown judge '{spec}': choose one of {', '.join(JUDGES)} or MODULE:FUNCTION")
+        raise BadInput(f"unknown judge '{spec}': choose one of {', '.join(JUDGES)} or MODULE:FUNCTION")
     return get_judge(spec, **({"pipe": pipe} if issubclass(JUDGES.lookup(spec), WorldJudge) else {}), **options)
 
 
@@ -118,16 +119,16 @@ def _load_function(spec: str) -> Callable:
         if where.endswith(".py"):
             loader = importlib.util.spec_from_file_location(Path(where).stem, where)
             if loader is None or not Path(where).is_file():
-                raise FileNotFoundError(where)
+                raise MissingFile(where)
             module = importlib.util.module_from_spec(loader)
             loader.loader.exec_module(module)
         else:
             module = importlib.import_module(where)
     except (ImportError, FileNotFoundError) as exc:
-        raise ValueError(f"cannot load the judge '{spec}': {exc}; give MODULE:FUNCTION or FILE.py:FUNCTION") from None
+        raise BadInput(f"cannot load the judge '{spec}': {exc}; give MODULE:FUNCTION or FILE.py:FUNCTION") from None
     fn = getattr(module, name, None)
     if not callable(fn):
-        raise ValueError(f"the judge '{spec}': {where} has no function '{name}'")
+        raise BadInput(f"the judge '{spec}': {where} has no function '{name}'")
     return fn
 
 
@@ -141,8 +142,8 @@ class WorldJudge(Judge):
     def __init__(self, pipe=None, world=None, path=None):
         self.world = world or (_world(pipe) if pipe is not None else None)
         if self.world is None:
-            raise ValueError("the world judge needs a model of a world (the embedded shapes model); for another model "
-                             "choose --judge clip (local CLIP weights), nudenet, or pass a function")
+            raise BadInput("the world judge needs a model of a world (the embedded shapes model); for another model "
+                           "choose --judge clip (local CLIP weights), nudenet, or pass a function")
         self.judge = self.reader(path)
 
     def reader(self, path=None):
@@ -152,8 +153,8 @@ class WorldJudge(Judge):
     def check(self, concepts):
         unknown = [c for c in concepts if c not in self.world.concepts()]
         if unknown:
-            raise ValueError(f"the {self.world.name} world's judge cannot judge {', '.join(map(repr, unknown))}: it "
-                             f"knows {', '.join(self.world.concepts())}")
+            raise BadInput(f"the {self.world.name} world's judge cannot judge {', '.join(map(repr, unknown))}: it "
+                           f"knows {', '.join(self.world.concepts())}")
 
     def present(self, images, concept, others=()):
         attribute = self.world.attribute_of(concept)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, register_judge
 from cadiff.evaluation.metrics.base import hf_folder
 from cadiff.evaluation.metrics.clip_score import DEFAULT_CLIP, _tensor
@@ -31,7 +32,7 @@ class ClipJudge(Judge):
     @torch.no_grad()
     def present(self, images, concept, others=()):
         if not others:
-            raise ValueError("the CLIP judge tells a concept apart from others: give the concepts to keep (others=)")
+            raise BadInput("the CLIP judge tells a concept apart from others: give the concepts to keep (others=)")
         texts = [self.template.format(c) for c in (concept, *others)]
         tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
                                 max_length=self.model.config.text_config.max_position_embeddings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, register_judge
 
 CONCEPTS = ("nudity", "nude", "naked")
@@ -22,8 +23,8 @@ class NudeNetJudge(Judge):
     def check(self, concepts):
         for concept in concepts:
             if concept.lower() not in CONCEPTS:
-                raise ValueError(f"the NudeNet judge judges nudity ({', '.join(CONCEPTS)}), not '{concept}'; choose "
-                                 "--judge clip for other concepts")
+                raise BadInput(f"the NudeNet judge judges nudity ({', '.join(CONCEPTS)}), not '{concept}'; choose "
+                               "--judge clip for other concepts")
 
     def present(self, images, concept, others=()):
         self.check([concept])

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from cadiff.errors import BadInput
 from cadiff.evaluation.judges import WorldJudge, register_judge
 
 
@@ -21,5 +22,5 @@ class PixelJudge(WorldJudge):
     def reader(self, path=None):
         reader = self.world.reader()
         if reader is None:
-            raise ValueError(f"the {self.world.name} world has no pixel reader; choose another --second-judge")
+            raise BadInput(f"the {self.world.name} world has no pixel reader; choose another --second-judge")
         return reader

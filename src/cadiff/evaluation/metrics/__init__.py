@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cadiff.errors import BadInput
 from cadiff.evaluation.metrics.base import ImageSource, Metric, MissingDependencyError
 from cadiff.evaluation.metrics.clip_score import ClipScore
 from cadiff.evaluation.metrics.fid import FID
@@ -37,17 +38,17 @@ def build_metrics(names: list[str], options: dict[str, Any] | None = None) -> li
             out.append(ObjectAccuracy(o["resnet_weights"]) if "resnet_weights" in o else ObjectAccuracy())
         elif name == "fid":
             if "fid_reference" not in o:
-                raise ValueError("the fid metric needs reference images: pass --fid-reference DIR (a folder of real "
-                                 "images)")
+                raise BadInput("the fid metric needs reference images: pass --fid-reference DIR (a folder of real "
+                               "images)")
             out.append(FID(o["fid_reference"], weights=o.get("fid_weights")))
         elif name == "lpips":
             if "lpips_reference" not in o:
-                raise ValueError("the lpips metric compares with the unedited model's images: pass --lpips-reference "
-                                 "RESULTS_DIR (an evaluation of the unedited model with the same prompts)")
+                raise BadInput("the lpips metric compares with the unedited model's images: pass --lpips-reference "
+                               "RESULTS_DIR (an evaluation of the unedited model with the same prompts)")
             out.append(LPIPS(o["lpips_reference"], net=o.get("lpips_net", "alex"), weights=o.get("lpips_weights"),
                              heads=o.get("lpips_heads")))
         else:
-            raise ValueError(f"unknown metric '{name}'; choose from {', '.join(METRICS)}")
+            raise BadInput(f"unknown metric '{name}'; choose from {', '.join(METRICS)}")
     return out
 
 

@@ -17,10 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cadiff.errors import BadInput, MissingDependency, MissingFile
 from cadiff.evaluation.prompts import PromptRow
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(MissingDependency):
     """A metric's library is not installed; the message names the pip extra that brings it."""
 
 
@@ -55,7 +56,7 @@ def hf_folder(name_or_path: str | Path, what: str, flag: str) -> str:
 
         return snapshot_download(str(name_or_path), local_files_only=True)
     except Exception:
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{what} weights '{name_or_path}' are neither a local folder nor in the local Hugging Face cache, and "
             f"cadiff never downloads: run `hf download {name_or_path}` where there is network, or pass {flag} DIR"
         ) from None
@@ -131,8 +132,8 @@ def check_finite_values(metric: str, values: Any, rows: Sequence[PromptRow] | No
                 where = f"{path[0]} = {value} for the image of '{rows[path[1]].prompt}' (seed {rows[path[1]].seed})"
             else:
                 where = f"{'.'.join(map(str, path))} = {value}"
-            raise ValueError(f"the metric '{metric}' computed {where}, which is not a finite number: check its "
-                             "weights and reference images (a set metric like FID needs at least 2 images)")
+            raise BadInput(f"the metric '{metric}' computed {where}, which is not a finite number: check its "
+                           "weights and reference images (a set metric like FID needs at least 2 images)")
 
 
 class ImageSource:
@@ -149,5 +150,5 @@ class ImageSource:
 
         missing = [i for i in indices if not self.path(i).is_file()]
         if missing:
-            raise FileNotFoundError(f"{self.folder} lacks {len(missing)} images (first: {self.path(missing[0]).name})")
+            raise MissingFile(f"{self.folder} lacks {len(missing)} images (first: {self.path(missing[0]).name})")
         return np.stack([np.asarray(Image.open(self.path(i)).convert("RGB")) for i in indices])

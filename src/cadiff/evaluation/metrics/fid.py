@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cadiff.errors import BadInput, MissingFile
 from cadiff.evaluation.metrics.base import ImageSource, Metric, require
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -25,7 +26,7 @@ def inception_weights(path: str | Path | None) -> Path:
     """The FID Inception weights file: `path`, or the torch hub cache copy; FileNotFoundError naming it if absent."""
     candidate = Path(path).expanduser() if path else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     if not candidate.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"FID Inception weights not found at {candidate}; cadiff never downloads. Copy {INCEPTION_FILE} (from "
             "the torch-fidelity release) there or pass --fid-weights FILE")
     return candidate
@@ -39,11 +40,11 @@ def reference_images(folder: str | Path, limit: int | None = None) -> np.ndarray
     if (folder / "images").is_dir():
         folder = folder / "images"
     if not folder.is_dir():
-        raise FileNotFoundError(f"FID reference folder {folder} not found; give a folder of real images")
+        raise MissingFile(f"FID reference folder {folder} not found; give a folder of real images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if len(files) < 2:
-        raise ValueError(f"FID reference folder {folder} holds {len(files)} images; FID needs at least 2 (thousands "
-                         "for a stable estimate)")
+        raise BadInput(f"FID reference folder {folder} holds {len(files)} images; FID needs at least 2 (thousands "
+                       "for a stable estimate)")
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files])
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cadiff.errors import BadInput, MissingFile
 from cadiff.evaluation.metrics.base import ImageSource, Metric, require
 from cadiff.evaluation.prompts import PromptRow
 
@@ -70,7 +71,7 @@ class LPIPSNetwork(nn.Module):
     def __init__(self, net: str = "alex"):
         super().__init__()
         if net not in _BACKBONES:
-            raise ValueError(f"unknown LPIPS network '{net}'; use one of {', '.join(_BACKBONES)}")
+            raise BadInput(f"unknown LPIPS network '{net}'; use one of {', '.join(_BACKBONES)}")
         self.net = net
         self.features, self.taps = _BACKBONES[net]()
         widths = [self.features[i - 1].out_channels for i in self.taps]
@@ -87,14 +88,14 @@ class LPIPSNetwork(nn.Module):
         features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         wanted = set(model.features.state_dict())
         if not wanted <= set(features):
-            raise ValueError(f"{backbone} is not a torchvision {net} weights file: it lacks "
-                             f"features.{sorted(wanted - set(features))[0]}")
+            raise BadInput(f"{backbone} is not a torchvision {net} weights file: it lacks "
+                           f"features.{sorted(wanted - set(features))[0]}")
         model.features.load_state_dict({k: features[k] for k in wanted})
         state = torch.load(heads, map_location="cpu", weights_only=True)
         for k, head in enumerate(model.heads):
             key = next((name for name in state if name.startswith(f"lin{k}.") and name.endswith(".weight")), None)
             if key is None or state[key].shape != head.weight.shape:
-                raise ValueError(f"{heads} is not an LPIPS v0.1 heads file for '{net}' (lin{k} missing or misshapen)")
+                raise BadInput(f"{heads} is not an LPIPS v0.1 heads file for '{net}' (lin{k} missing or misshapen)")
             head.weight.copy_(state[key])
         return model
 
@@ -117,24 +118,24 @@ def default_heads(net: str) -> Path:
     spec = importlib.util.find_spec("torchmetrics.functional.image")
     path = Path(spec.origin).parent / "lpips_models" / f"{net}.pth"  # type: ignore[union-attr,arg-type]
     if not path.is_file():
-        raise FileNotFoundError(f"LPIPS heads {path} not found in the installed torchmetrics; pass --lpips-heads FILE "
-                                "(the lpips package's weights/v0.1/<net>.pth)")
+        raise MissingFile(f"LPIPS heads {path} not found in the installed torchmetrics; pass --lpips-heads FILE "
+                          "(the lpips package's weights/v0.1/<net>.pth)")
     return path
 
 
 def backbone_weights(net: str, path: str | Path | None) -> Path:
     """The backbone file: `path`, or torchvision's file in the torch hub cache; FileNotFoundError naming it."""
     if net not in BACKBONE_FILES:
-        raise ValueError(f"unknown LPIPS network '{net}'; use one of {', '.join(BACKBONE_FILES)}")
+        raise BadInput(f"unknown LPIPS network '{net}'; use one of {', '.join(BACKBONE_FILES)}")
     if path is not None:
         candidate = Path(path).expanduser()
         if not candidate.is_file():
-            raise FileNotFoundError(f"LPIPS backbone weights file {candidate} not found")
+            raise MissingFile(f"LPIPS backbone weights file {candidate} not found")
         return candidate
     candidate = Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]
     if not candidate.is_file():
-        raise FileNotFoundError(f"LPIPS backbone weights not found at {candidate}; cadiff never downloads. Copy "
-                                f"torchvision's {BACKBONE_FILES[net]} there or pass --lpips-weights FILE")
+        raise MissingFile(f"LPIPS backbone weights not found at {candidate}; cadiff never downloads. Copy "
+                          f"torchvision's {BACKBONE_FILES[net]} there or pass --lpips-weights FILE")
     return candidate
 
 
@@ -149,11 +150,11 @@ class LPIPS(Metric):
         self.backbone = backbone_weights(net, weights)
         self.heads = Path(heads).expanduser() if heads else default_heads(net)
         if not self.heads.is_file():
-            raise FileNotFoundError(f"LPIPS heads file {self.heads} not found")
+            raise MissingFile(f"LPIPS heads file {self.heads} not found")
         reference = Path(reference).expanduser()
         if not (reference / "images").is_dir():
-            raise FileNotFoundError(f"LPIPS reference {reference} is not a results folder (no images/); evaluate the "
-                                    "unedited model first with the same prompts and give its folder")
+            raise MissingFile(f"LPIPS reference {reference} is not a results folder (no images/); evaluate the "
+                              "unedited model first with the same prompts and give its folder")
         self.reference, self.net = reference, net
         self.network = LPIPSNetwork.from_files(net, self.backbone, self.heads)
 
@@ -165,7 +166,7 @@ class LPIPS(Metric):
     def score(self, images: np.ndarray, rows: Sequence[PromptRow]) -> dict[str, list]:
         reference = ImageSource(self.reference / "images").load([r.index for r in rows])
         if reference.shape != images.shape:
-            raise ValueError(f"LPIPS reference images are {reference.shape[1:3]}, generated ones {images.shape[1:3]}")
+            raise BadInput(f"LPIPS reference images are {reference.shape[1:3]}, generated ones {images.shape[1:3]}")
         a, b = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 for x in (images, reference))
         if a.shape[-1] < MIN_SIZE:
             a, b = (torch.nn.functional.interpolate(x, size=(MIN_SIZE, MIN_SIZE), mode="nearest") for x in (a, b))

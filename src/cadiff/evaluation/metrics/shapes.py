@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cadiff.errors import BadInput
 from cadiff.evaluation.metrics.base import ImageSource, Metric
 from cadiff.evaluation.prompts import PromptRow
 from cadiff.files.stats import wilson
@@ -73,9 +74,9 @@ class ShapesAccuracy(Metric):
 
     def check_rows(self, rows: Sequence[PromptRow], source: str) -> None:
         if not any(expected_labels(r) for r in rows):
-            raise ValueError(f"the shapes metric scores a row against the shape, colour or texture its prompt or "
-                             f"class names, and no row of {source} names one; use a shapes prompt set (--prompts "
-                             "shapes) or choose other --metrics")
+            raise BadInput(f"the shapes metric scores a row against the shape, colour or texture its prompt or "
+                           f"class names, and no row of {source} names one; use a shapes prompt set (--prompts "
+                           "shapes) or choose other --metrics")
 
     def score(self, images: np.ndarray, rows: Sequence[PromptRow]) -> dict[str, list]:
         predicted = self.evaluator.predict(images)

@@ -32,11 +32,10 @@ from cadiff.files.runs import versions
 from cadiff.models.loading import mark_model
 from cadiff.worlds.shapes.architecture import MAX_TOKENS, VOCAB, build_tokenizer
 from cadiff.worlds.shapes.evaluator import shipped_path
-from cadiff.worlds.shapes.train import _device_name, _lr, _to_float, latent_statistics, optimise
+from cadiff.worlds.shapes.train import SHAPES_MODEL_INFO, _device_name, _lr, _to_float, latent_statistics, optimise
 from cadiff.worlds.shapes.world import render_random, training_caption
 
 T5_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length: its zero T5 tokens
-DIT_MODEL_INFO = {"world": "shapes", "num_inference_steps": 25, "guidance_scale": 4.0}
 
 
 @dataclass
@@ -194,7 +193,7 @@ def _train(pipe, cfg: DiTTrainConfig, data, log: dict, device: torch.device, sna
         if snapshots is not None and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 \
                 and step + 1 < cfg.steps:
             snapshot = _with_nets(pipe, emas)
-            mark_model(snapshot, DIT_MODEL_INFO)
+            mark_model(snapshot, SHAPES_MODEL_INFO)
             snapshot.save_pretrained(snapshots / f"step-{step + 1}")
     log["dit"] = {"steps": cfg.steps, "seconds": round(time.time() - t0, 1),
                   "seconds_per_step": round((time.time() - t0) / max(1, cfg.steps), 3),
@@ -218,7 +217,7 @@ def train_shapes_dit(out_dir: str | Path, cfg: DiTTrainConfig | None = None, ove
         data = render_random(cfg.n_images, seed=cfg.seed)
         log["data"] = {"n_images": cfg.n_images, "seconds": round(time.time() - t0, 1)}
         pipe = _train(shapes_dit_pipeline(cfg.model), cfg, data, log, dev, snapshots=tmp / "snapshots")
-        mark_model(pipe, DIT_MODEL_INFO)
+        mark_model(pipe, SHAPES_MODEL_INFO)
         pipe.save_pretrained(tmp / "pipeline")
         shutil.copytree(shipped_path("evaluator"), tmp / "evaluator")
         log["total"] = {"seconds": round(time.time() - t0, 1)}

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from cadiff.errors import MissingFile
 from cadiff.files.io import atomic_dir
 from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
 from cadiff.worlds.shapes.world import ATTRIBUTES, SIZE
@@ -76,7 +77,7 @@ def load_evaluator(path: str | Path | None = None) -> ShapesEvaluator:
     """Load an evaluator folder (default: the one shipped with cadiff)."""
     path = Path(path) if path is not None else shipped_path("evaluator")
     if not (path / "model.safetensors").is_file() or not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a shapes evaluator folder (needs config.json and model.safetensors)")
+        raise MissingFile(f"{path} is not a shapes evaluator folder (needs config.json and model.safetensors)")
     raw = json.loads((path / "config.json").read_text())
     cfg = EvaluatorConfig(channels=tuple(raw["channels"]), heads=raw["heads"])
     model = ShapesClassifier(cfg)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cadiff.errors import BadInput
 from cadiff.files.io import atomic_dir, write_json
 from cadiff.models.loading import mark_model
 from cadiff.files.runs import versions
@@ -71,7 +72,7 @@ class TrainConfig:
         check_values(self.exclude)
         for values in (SHAPES, COLOURS, TEXTURES):
             if set(values) <= set(self.exclude):
-                raise ValueError(f"exclude leaves no image to train on: it names every one of {', '.join(values)}")
+                raise BadInput(f"exclude leaves no image to train on: it names every one of {', '.join(values)}")
 
     @classmethod
     def tiny(cls) -> "TrainConfig":

@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from cadiff.errors import BadInput
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "heart")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
 TEXTURES: tuple[str, ...] = ("solid", "striped", "outlined")
@@ -46,7 +48,7 @@ def attribute_of(word: str) -> str:
         if word in values:
             return attribute
     known = ", ".join(SHAPES + COLOURS + TEXTURES)
-    raise ValueError(f"'{word}' is not a shapes-world concept; known concepts: {known}")
+    raise BadInput(f"'{word}' is not a shapes-world concept; known concepts: {known}")
 
 
 def caption_labels(prompt: str) -> dict[str, str]:
@@ -84,7 +86,7 @@ def _polygon(kind: str) -> np.ndarray:
         pts = np.stack([x, y], 1)
         pts -= (pts.max(0) + pts.min(0)) / 2
         return pts / np.abs(pts).max() * 0.98
-    raise ValueError(kind)
+    raise BadInput(kind)
 
 
 _POLYGONS = {kind: torch.tensor(_polygon(kind), dtype=torch.float32) for kind in SHAPES if kind != "circle"}
@@ -172,7 +174,7 @@ def check_values(values: Sequence[str]) -> None:
     """ValueError naming any of `values` that is no shape, colour or texture of the world."""
     unknown = sorted(set(values) - set(SHAPES) - set(COLOURS) - set(TEXTURES))
     if unknown:
-        raise ValueError(f"unknown value(s) {', '.join(unknown)}; choose from {', '.join(SHAPES + COLOURS + TEXTURES)}")
+        raise BadInput(f"unknown value(s) {', '.join(unknown)}; choose from {', '.join(SHAPES + COLOURS + TEXTURES)}")
 
 
 def full_caption(shape: str, colour: str, texture: str) -> str:
@@ -185,7 +187,7 @@ def _indices(values: Sequence[str] | Sequence[int] | np.ndarray, names: tuple[st
     for v in values:
         if isinstance(v, str):
             if v not in names:
-                raise ValueError(f"unknown value '{v}'; expected one of {', '.join(names)}")
+                raise BadInput(f"unknown value '{v}'; expected one of {', '.join(names)}")
             out.append(names.index(v))
         else:
             out.append(int(v))
@@ -204,7 +206,7 @@ def render(
     s, c, t = _indices(shapes, SHAPES), _indices(colours, COLOURS), _indices(textures, TEXTURES)
     n = len(s)
     if not (len(c) == len(t) == n):
-        raise ValueError("shapes, colours and textures must have the same length")
+        raise BadInput("shapes, colours and textures must have the same length")
     rng = np.random.default_rng(seed)
     r = rng.uniform(*RADIUS_RANGE, n) if radii is None else np.asarray(radii, dtype=np.float64)
     u = rng.uniform(0, 1, (n, 2))
