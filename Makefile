@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/cadiff demo --out runs/demo --overwrite
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests bench docs
 	$(BIN)/python -m pytest
 
 clean:

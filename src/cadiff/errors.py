@@ -28,5 +28,9 @@ class MissingFile(CadiffError, FileNotFoundError):
     """A file or folder the user named does not exist."""
 
 
+class NotAFolder(CadiffError, NotADirectoryError):
+    """A path the user named as a folder is missing or is not a folder."""
+
+
 class MissingDependency(CadiffError, ImportError):
     """An optional package a chosen feature needs is not installed (the message says which extra installs it)."""

@@ -137,10 +137,13 @@ def judge(images, concept):
 
 def sees(images, concept):
     return np.ones(len(images), bool)
+
+def second(images, concept):
+    return judge(images, concept)
 '''
 
 
-@pytest.mark.parametrize("second, code, verdict", [("judge", 0, "PROVEN"), (None, 4, "MET, NOT PROVEN"),
+@pytest.mark.parametrize("second, code, verdict", [("second", 0, "PROVEN"), (None, 4, "MET, NOT PROVEN"),
                                                     ("sees", 3, "MISSED")])
 def test_the_three_outcomes_and_their_exit_codes(tmp_path, capsys, second, code, verdict):
     """Proven by two judges (exit 0); one judge only: met on point estimates, not proven (exit 4); the second judge
@@ -156,7 +159,7 @@ def test_the_three_outcomes_and_their_exit_codes(tmp_path, capsys, second, code,
         argv += ["--second-judge", f"{tmp_path / 'judges.py'}:{second}"]
     assert main(argv) == code
     out = capsys.readouterr().out
-    assert f": {verdict} (goal" in out and "90% one-sided" in out
+    assert f": {verdict} (goal" in out and "proven at 90% confidence" in out
     cert = json.loads((tmp_path / "run" / "certificate.json").read_text())
     assert cert["outcome"] == {0: "proven", 4: "met", 3: "missed"}[code] and cert["confidence"] == 0.9
     claims = cert["confirmation"]["claims"]
@@ -165,11 +168,13 @@ def test_the_three_outcomes_and_their_exit_codes(tmp_path, capsys, second, code,
     assert target["bound"] == pytest.approx(upper_bound(0, 24, 0.1), abs=1e-4) and not math.isnan(target["bound"])
 
 
-def test_a_bad_confidence_or_look_budget_is_refused_before_work(sd2):
+def test_a_bad_confidence_or_look_budget_or_the_same_judge_twice_is_refused_before_work(sd2):
     with pytest.raises(ValueError, match="confidence must be in"):
         calibrated_erase(sd2, "a circle", preserve=KEEP, judge=agree, confidence=1.0)
     with pytest.raises(ValueError, match="below confirm_repeats"):
         calibrated_erase(sd2, "a circle", preserve=KEEP, judge=agree, confirm_repeats=4, confirm_max_repeats=2)
+    with pytest.raises(ValueError, match="the second judge is the first one again"):
+        calibrated_erase(sd2, "a circle", preserve=KEEP, judge=agree, second_judge=agree)
 
 
 def test_the_search_and_the_confirmation_show_bars_with_totals(sd2, capsys):

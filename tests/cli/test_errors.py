@@ -4,14 +4,14 @@ keeps its traceback; a registry refuses a second part of the same name."""
 import pytest
 
 from cadiff.cli import main
-from cadiff.errors import BadInput, CadiffError, MissingDependency, MissingFile
+from cadiff.errors import BadInput, CadiffError, MissingDependency, MissingFile, NotAFolder
 from cadiff.files.io import OutputExistsError, OutputPathError
 from cadiff.files.registry import Registry
 from cadiff.models.loading import ModelLoadError
 
 
 def test_every_error_of_the_users_is_a_cadiff_error_and_its_builtin():
-    for cls, builtin in [(BadInput, ValueError), (MissingFile, FileNotFoundError),
+    for cls, builtin in [(BadInput, ValueError), (MissingFile, FileNotFoundError), (NotAFolder, NotADirectoryError),
                          (MissingDependency, ImportError), (ModelLoadError, ValueError),
                          (OutputExistsError, FileExistsError), (OutputPathError, ValueError)]:
         assert issubclass(cls, CadiffError) and issubclass(cls, builtin), cls

@@ -39,4 +39,4 @@ def test_the_clip_judge_picks_the_most_similar_of_the_concept_and_the_others(tin
         judge.present(images, "circle")
     with pytest.raises(FileNotFoundError, match="never downloads"):
         get_judge("clip", weights="nobody/no-such-clip")
-    assert list(JUDGES) == ["world", "function", "clip", "nudenet"]
+    assert list(JUDGES) == ["world", "function", "clip", "nudenet", "pixels"]

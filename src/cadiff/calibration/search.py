@@ -43,7 +43,7 @@ from cadiff.attribution.keep_rules import KeepMaxima, fold_maxima, with_keep_rul
 from cadiff.attribution.result import EmptySelectionError
 from cadiff.calibration.certificate import Certificate, Goal, Point
 from cadiff.calibration.config import CalibrationConfig
-from cadiff.calibration.confirm import confirm, look_probes
+from cadiff.calibration.confirm import confirm, judge_label, look_probes
 from cadiff.calibration.probes import Rate, make_probe, measure
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.measure import kept_shares
@@ -326,6 +326,9 @@ def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[
     check_known_words(pipe, prompts + keep_prompts)
     judge = as_judge(judge, pipe=pipe)
     judges = [judge, *second_judges(pipe, world, second_judge)]
+    if len({judge_label(j) for j in judges}) < len(judges):
+        raise BadInput(f"the second judge is the first one again ({judge_label(judge)}): give an independent one "
+                       "(another model, or another function), or none")
     for j in judges:
         j.check([*targets, *keep])
     goal = Goal(cal.goal_target, cal.goal_keep)

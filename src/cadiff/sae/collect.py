@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from cadiff.errors import BadInput
-from cadiff.files.io import atomic_dir, check_new, check_target, output_lock, write_json
+from cadiff.files.io import OutputExistsError, atomic_dir, check_new, check_target, output_lock, write_json
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, resolve_sampling
 from cadiff.sae.capture import ActivationCapture
@@ -109,12 +109,12 @@ def collect_activations(
         if (out / META).is_file():
             old = json.loads((out / META).read_text())
             if not _plan_matches(old, plan):
-                raise FileExistsError(f"{out} holds a capture with other settings or another model; "
-                                      "choose another --out or pass --overwrite")
+                raise OutputExistsError(f"{out} holds a capture with other settings or another model; "
+                                        "choose another --out or pass --overwrite")
             plan["hookpoints"] = old.get("hookpoints", {})
         else:
             if out.exists() and (not out.is_dir() or any(out.iterdir())):
-                raise FileExistsError(f"{out} already exists and holds no capture; choose another --out")
+                raise OutputExistsError(f"{out} already exists and holds no capture; choose another --out")
             out.mkdir(parents=True, exist_ok=True)
             plan["hookpoints"] = {}
             write_json(out / META, plan)

@@ -12,7 +12,7 @@ import torch
 from cadiff.adapters import adapter_for
 from cadiff.attribution.estimators import Row, amplify_samples, generated_latents, image_latents
 from cadiff.attribution.objectives import Objective, Samples, register_objective
-from cadiff.errors import BadInput, MissingFile
+from cadiff.errors import BadInput, NotAFolder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -23,7 +23,7 @@ def read_image_folder(folder: str | Path, size: int) -> torch.Tensor:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise MissingFile(f"image folder {folder} does not exist or is not a folder")
+        raise NotAFolder(f"image folder {folder} does not exist or is not a folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BadInput(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put concept images there")
