@@ -34,7 +34,7 @@ import numpy as np
 from cadiff.errors import BadInput
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
-from cadiff.files.io import (atomic_dir, atomic_file, check_new, check_target, made_by_cadiff, output_lock,
+from cadiff.files.io import (atomic_file, check_new, check_target, is_empty_dir, made_by_cadiff, resumable_dir,
                              write_json)
 
 BASE_COLUMNS = ("index", "prompt", "seed", "class")
@@ -168,10 +168,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "all"
 
 
-def _empty_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
-
-
 def _not_results(out: Path) -> ResultsMismatchError:
     return ResultsMismatchError(f"{out} exists and is not an evaluation results folder (no run.json written by "
                                 "cadiff); choose another --out")
@@ -194,7 +190,7 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
     or a folder cadiff did not make (refused even with `overwrite`); it holds another cadiff command's run (unless
     `overwrite`); or it cannot be created. An empty folder is used as it is."""
     out = check_target(out)
-    if _empty_dir(out):
+    if is_empty_dir(out):
         return out
     if not (out.exists() or out.is_symlink()):
         return check_new(out)
@@ -212,7 +208,7 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
 def _open_folder(out: Path, identity: dict) -> dict | None:
     """Check `out` (locked) again; return the previous run.json when resuming the same run, None when starting fresh."""
     check_out(out)
-    if _empty_dir(out) or not out.exists():
+    if is_empty_dir(out) or not out.exists():
         return None
     previous = json.loads((out / "run.json").read_text())
     diff = _differences(previous.get("identity", {}), identity)
@@ -282,13 +278,9 @@ def evaluate(
               "seeds": [r.seed for r in prompt_set.rows], "model_source": source_name(model_source),
               "versions": versions(), "sessions": []}
     work = (generate, pipe, prompt_set, built, steps, guidance, batch_size, row_guidance, progress)
-    if overwrite and (out.exists() or out.is_symlink()) and not _empty_dir(out):
-        with atomic_dir(out, overwrite=True) as tmp:  # afresh beside it; the old results go once the new are complete
-            return _run(tmp, record, *work)
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out):  # one process at a time writes a results folder
-        previous = _open_folder(out, identity)
-        return _run(out, previous or record, *work)
+    with resumable_dir(out, overwrite) as (folder, fresh):
+        previous = None if fresh else _open_folder(folder, identity)
+        return _run(folder, previous or record, *work)
 
 
 def _run(out: Path, record: dict, generate: Callable, pipe, prompt_set: PromptSet, built: Sequence[Metric],

@@ -233,6 +233,27 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def is_empty_dir(path: Path) -> bool:
+    """A real folder (not a link) with nothing in it."""
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+@contextlib.contextmanager
+def resumable_dir(out: str | Path, overwrite: bool = False) -> Iterator[tuple[Path, bool]]:
+    """The folder a resumable command writes in place, and continues when run again: yields (folder, fresh). With
+    `overwrite` and an `out` that holds something, a fresh temporary folder that replaces `out` only once the body
+    finishes; else `out` itself (made if missing) under its lock, and `fresh` says whether it was empty. The caller
+    checks what an existing folder holds (its manifest) inside the body, under the lock."""
+    out = Path(out)
+    if overwrite and (out.exists() or out.is_symlink()) and not is_empty_dir(out):
+        with atomic_dir(out, overwrite=True) as tmp:
+            yield tmp, True
+        return
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):  # one process at a time writes the folder
+        yield out, not out.exists() or is_empty_dir(out)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; it replaces `path` only if the body finishes."""

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 
 from cadiff.errors import BadInput
-from cadiff.files.io import OutputExistsError, atomic_dir, check_new, check_target, output_lock, write_json
+from cadiff.files.io import OutputExistsError, check_new, check_target, resumable_dir, write_json
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, resolve_sampling
 from cadiff.sae.capture import ActivationCapture
@@ -93,59 +93,60 @@ def collect_activations(
             "world": None if world is None else world.name, "model": describe_model(pipe, model_source),
             "prompts": prompts, "seeds": seeds}
     out = Path(out)
-    empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())
-    if overwrite and (out.exists() or out.is_symlink()) and not empty:
-        with atomic_dir(out, overwrite=True) as tmp:
-            collect_activations(pipe, prompts, seeds, tmp, hookpoints, at_steps=at_steps, readout=readout,
-                                branches=branches, steps=steps, guidance=guidance, shard_size=shard_size, dtype=dtype,
-                                shapes_world=shapes_world, model_source=model_source, progress=progress)
-        return ActivationStore(out)
     if out.exists():
         check_target(out)  # not the current folder, not being written by another process
     else:
         check_new(out)  # and a place that can be written
-    out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out):  # one process at a time writes a capture
-        if (out / META).is_file():
-            old = json.loads((out / META).read_text())
-            if not _plan_matches(old, plan):
-                raise OutputExistsError(f"{out} holds a capture with other settings or another model; "
-                                        "choose another --out or pass --overwrite")
-            plan["hookpoints"] = old.get("hookpoints", {})
-        else:
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
-                raise OutputExistsError(f"{out} already exists and holds no capture; choose another --out")
-            out.mkdir(parents=True, exist_ok=True)
-            plan["hookpoints"] = {}
-            write_json(out / META, plan)
-
-        judge = _judge(world) if world is not None else None
-        capture = ActivationCapture(pipe, hookpoints, captured, readout, branches, DTYPES[dtype])
-        with capture:
-            for i, start in enumerate(range(0, len(prompts), shard_size)):
-                path = out / shard_name(i)
-                chunk_p, chunk_s = prompts[start:start + shard_size], seeds[start:start + shard_size]
-                if path.is_file():
-                    try:
-                        open_shard(path)
-                        if progress:
-                            progress(len(chunk_p))
-                        continue
-                    except ValueError:
-                        path.unlink()  # a damaged shard: capture it again
-                images = generate(pipe, chunk_p, chunk_s, steps=n_steps, guidance=guidance,
-                                  batch_size=shard_size)
-                tensors = {act_key(h, b): t for (h, b), t in capture.take().items()}
-                tensors.update(seed=torch.tensor(chunk_s), index=torch.arange(start, start + len(chunk_p)),
-                               image=torch.from_numpy(images))
-                if world is not None:
-                    tensors.update(world.image_metadata(images, chunk_p, judge))
-                if not plan["hookpoints"]:
-                    plan["hookpoints"] = {h: {"grid": list(capture.grids[h]),
-                                              "channels": int(tensors[act_key(h, branches[0])].shape[-1])}
-                                          for h in hookpoints}
-                    write_json(out / META, plan)
-                write_shard(path, tensors, chunk_p)
-                if progress:
-                    progress(len(chunk_p))
+    with resumable_dir(out, overwrite) as (folder, fresh):
+        _collect(pipe, prompts, seeds, folder, fresh, plan, hookpoints, captured, readout, branches, dtype,
+                 shard_size, world, progress)
     return ActivationStore(out)
+
+
+def _collect(pipe, prompts, seeds, out: Path, fresh: bool, plan: dict, hookpoints, captured, readout, branches,
+             dtype, shard_size, world, progress) -> None:
+    """Capture the shards of `out` not yet written (locked, or a fresh temporary folder), as `plan` says."""
+    n_steps, guidance = plan["num_inference_steps"], plan["guidance_scale"]
+    if not fresh and (out / META).is_file():
+        old = json.loads((out / META).read_text())
+        if not _plan_matches(old, plan):
+            raise OutputExistsError(f"{out} holds a capture with other settings or another model; "
+                                    "choose another --out or pass --overwrite")
+        plan["hookpoints"] = old.get("hookpoints", {})
+    else:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise OutputExistsError(f"{out} already exists and holds no capture; choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        plan["hookpoints"] = {}
+        write_json(out / META, plan)
+
+    judge = _judge(world) if world is not None else None
+    capture = ActivationCapture(pipe, hookpoints, captured, readout, branches, DTYPES[dtype])
+    with capture:
+        for i, start in enumerate(range(0, len(prompts), shard_size)):
+            path = out / shard_name(i)
+            chunk_p, chunk_s = prompts[start:start + shard_size], seeds[start:start + shard_size]
+            if path.is_file():
+                try:
+                    open_shard(path)
+                    if progress:
+                        progress(len(chunk_p))
+                    continue
+                except ValueError:
+                    path.unlink()  # a damaged shard: capture it again
+            images = generate(pipe, chunk_p, chunk_s, steps=n_steps, guidance=guidance,
+                              batch_size=shard_size)
+            tensors = {act_key(h, b): t for (h, b), t in capture.take().items()}
+            tensors.update(seed=torch.tensor(chunk_s), index=torch.arange(start, start + len(chunk_p)),
+                           image=torch.from_numpy(images))
+            if world is not None:
+                tensors.update(world.image_metadata(images, chunk_p, judge))
+            if not plan["hookpoints"]:
+                plan["hookpoints"] = {h: {"grid": list(capture.grids[h]),
+                                          "channels": int(tensors[act_key(h, branches[0])].shape[-1])}
+                                      for h in hookpoints}
+                write_json(out / META, plan)
+            write_shard(path, tensors, chunk_p)
+            if progress:
+                progress(len(chunk_p))
+
