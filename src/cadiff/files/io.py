@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -276,30 +277,33 @@ def write_json(path: str | Path, data: Any, overwrite: bool = True) -> Path:
     which JSON cannot hold."""
     try:
         text = json.dumps(data, indent=2, default=_jsonable, allow_nan=False) + "\n"
-    except ValueError as exc:
-        where, value = _non_finite(data) if "Out of range float" in str(exc) else (None, "")
-        if where is None:
+    except ValueError:
+        found = first_non_finite(data)
+        if found is None:
             raise
-        raise BadInput(f"{Path(path).name}: {where or 'the value'} is {value}; JSON has no NaN or infinity, so "
-                       "nothing was written: fix what produced it (or record a missing value as null)") from None
+        keys, value = found
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".") or "the value"
+        name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        raise BadInput(f"{Path(path).name}: {where} is {name}; JSON has no NaN or infinity, so nothing was written: "
+                       "fix what produced it (or record a missing value as null)") from None
     with atomic_file(path, overwrite) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
-def _non_finite(obj: Any, where: str = "") -> tuple[str | None, str]:
-    """The key path (e.g. `metrics.loss[3]`) and JSON name of the first non-finite number in `obj`, else (None, '')."""
-    if not isinstance(obj, (dict, list, str, int, float, type(None))):
-        obj = _jsonable(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return where, "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
-    children = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+def first_non_finite(obj: Any) -> tuple[tuple, float] | None:
+    """The keys leading to the first NaN or infinite number nested in `obj` (dicts, lists, tuples, arrays and tensors)
+    and that number, else None."""
+    if hasattr(obj, "tolist"):
+        obj = obj.tolist()
+    if isinstance(obj, numbers.Real) and not isinstance(obj, bool):
+        return None if math.isfinite(obj) else ((), float(obj))
+    children = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
     for key, value in children:
-        found = _non_finite(value, f"{where}[{key}]" if isinstance(obj, list) else f"{where}.{key}" if where else
-                            str(key))
-        if found[0] is not None:
-            return found
-    return None, ""
+        found = first_non_finite(value)
+        if found is not None:
+            return (key, *found[0]), found[1]
+    return None
 
 
 def _jsonable(obj: Any) -> Any:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
-import math
-import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from cadiff.errors import BadInput, MissingDependency, MissingFile
 from cadiff.evaluation.prompts import PromptRow
+from cadiff.files.io import first_non_finite
 
 
 class MissingDependencyError(MissingDependency):
@@ -111,29 +110,19 @@ def _finite_values(method, per_image: bool):
     return checked
 
 
-def _leaves(value: Any, path: tuple = ()):
-    """(path, value) of every value nested in dicts, lists and arrays."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _leaves(v, (*path, k))
-    elif isinstance(value, (list, tuple, np.ndarray)):
-        for i, v in enumerate(value):
-            yield from _leaves(v, (*path, i))
-    else:
-        yield path, value
-
-
 def check_finite_values(metric: str, values: Any, rows: Sequence[PromptRow] | None = None) -> None:
     """ValueError naming the first NaN or infinite number among a metric's values: its per-image columns (`score`,
     with the `rows` they are for) or its summary (`summarize`)."""
-    for path, value in _leaves(values):
-        if isinstance(value, numbers.Real) and not math.isfinite(value):
-            if rows is not None and len(path) > 1 and path[1] < len(rows):
-                where = f"{path[0]} = {value} for the image of '{rows[path[1]].prompt}' (seed {rows[path[1]].seed})"
-            else:
-                where = f"{'.'.join(map(str, path))} = {value}"
-            raise BadInput(f"the metric '{metric}' computed {where}, which is not a finite number: check its "
-                           "weights and reference images (a set metric like FID needs at least 2 images)")
+    found = first_non_finite(values)
+    if found is None:
+        return
+    path, value = found
+    if rows is not None and len(path) > 1 and isinstance(path[1], int) and path[1] < len(rows):
+        where = f"{path[0]} = {value} for the image of '{rows[path[1]].prompt}' (seed {rows[path[1]].seed})"
+    else:
+        where = f"{'.'.join(map(str, path))} = {value}"
+    raise BadInput(f"the metric '{metric}' computed {where}, which is not a finite number: check its "
+                   "weights and reference images (a set metric like FID needs at least 2 images)")
 
 
 class ImageSource:
