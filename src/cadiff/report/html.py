@@ -243,7 +243,7 @@ def _certificate(c: dict) -> list[str]:
     lines = [f"<p>Calibrated erase: {verdict} on {_e(_fmt(confirm['images']))} confirmation images (seeds "
              f"{_e(_fmt(seeds))}, used by no step of the search). Goal: target at most "
              f"{_num(goal['target'], '.0%')}, every kept concept at least {_num(goal['keep'], '.0%')} of its "
-             f"accuracy. Judge: {_e(c['judge'].get('judge'))}. Setting: <b>{_e(c['chosen']['label'])}</b> "
+             f"accuracy. Judges: {_e(', '.join(str(j.get('judge')) for j in c.get('judges', [c['judge']]) if isinstance(j, dict)))}. Setting: <b>{_e(c['chosen']['label'])}</b> "
              f"({_e(_fmt(c['chosen']['zeroed']))} weights zeroed).</p>"]
     lines += [f"<p class=\"fail\">misses: {_e(m)}</p>" for m in c.get("misses", [])]
     rows = []
@@ -256,8 +256,9 @@ def _certificate(c: dict) -> list[str]:
     proof = c["confirmation"].get("claims")
     if isinstance(proof, list):  # certificates that prove: every claim of every judge with its one-sided bound
         level = _num(c.get("confidence"), ".0%")
-        lines += [f"<h3>Proof ({level} one-sided bounds, {_e(_fmt(c['confirmation'].get('looks')))} of at most "
-                  f"{_e(_fmt(c['confirmation'].get('looks_planned')))} looks)</h3>",
+        lines += [f"<h3>Proof (proven at {level} confidence; {_e(_fmt(c['confirmation'].get('looks')))} of at most "
+                  f"{_e(_fmt(c['confirmation'].get('looks_planned')))} looks, each bound one-sided at the error "
+                  "spent on its look)</h3>",
                   "<p>a target is proven erased when the upper bound on its rate is at most the goal; a kept concept "
                   "is proven kept when the lower bound on its kept share is at least the goal</p>",
                   table(["judge", "concept", "role", "value", "bound", "n", "status", "images to prove"],
