@@ -37,7 +37,6 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-
 from cadiff.attribution import Attribution, attribute, check_known_words, concept_prompts
 from cadiff.attribution.keep_rules import KeepMaxima, fold_maxima, with_keep_rule
 from cadiff.attribution.result import EmptySelectionError
