@@ -22,33 +22,49 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from cadiff.attacks import Target
 from cadiff.attacks.token import TOKEN, TokenAttack, TokenConfig, learn_token, with_token
-from cadiff.attribution import check_known_words, concept_prompt, concept_prompts
+from cadiff.attribution import Concepts, concept_prompt
+from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig
 from cadiff.attribution.result import EmptySelectionError
 from cadiff.calibration.probes import make_probe, measure
 from cadiff.editing.ablate import ablated
 from cadiff.editing.copies import edited_copy
+from cadiff.editing.edit import edit
 from cadiff.editing.measure import GOAL_TARGET, KEEP_GOAL, kept_shares
+from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.methods.cad import CADConfig, add_selection, ratios_type, score_round
 from cadiff.editing.result import EditResult
+from cadiff.editing.selection import ScopeConfig
 from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
-from cadiff.files.config import Config, make_config, option, positive_int
+from cadiff.files.config import option, positive_int
 from cadiff.files.mask import Mask
 from cadiff.models.loading import model_fingerprint
 from cadiff.worlds import world_of
 
-FIXED = {"components": "linear", "seeds": 16, "at_steps": "early", "preserve_rule": "guard"}  # the search's lines
 KEEP_SEED = 400_000  # the keep check's images: apart from the calibrated erase's and the attacks' seeds
 KEEP_REPEATS = 2  # the world's design twice: 12 images per shape and colour
 TARGETS = ("token", "token+concept")  # what a round scores: the token's prompt, or it and the concept's own
 
 
 @dataclass(frozen=True)
-class HardenConfig(Config):
+class HardenConfig(AttributionConfig, ScopeConfig, TokenConfig):
+    """The hardening: its rounds, the learned token each round trains (TokenConfig's settings) and CAD's scoring
+    of the token's prompt (the defaults are the calibrated search's guarded line: linear weights, 16 trajectories,
+    early steps, the guard rule)."""
+
+    not_options: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("ratio", "count", "rounds", "round_ratios"), "the hardening zeroes --harden-ratios per round")
+
+    seeds: int | Sequence[int] = option(16, "trajectories per prompt a round scores (default 16)", type=positive_int)
+    components: str = option("linear", "the weights a round scores: linear (default), ff, attn, text, all, or a "
+                                       "name regex")
+    at_steps: str | Sequence[int] = option("early", "steps a round's scores sum over (default early)")
+    preserve_rule: str = option("guard", "how the concepts to keep count in a round's scores (default guard)",
+                                choices=PRESERVE_RULES)
     harden_rounds: int = option(3, "hardening: adversarial rounds at most (default 3)", type=positive_int)
     harden_ratios: tuple[float, ...] = option(
         (0.02, 0.01, 0.005), "hardening: the share per row zeroed for the token each round, and the smaller ones "
@@ -62,8 +78,12 @@ class HardenConfig(Config):
     harden_with: str = option("token", "hardening: the targets each round scores: the learned token's prompt "
                                        "(token, default), or it and the concept's own prompt (token+concept)",
                               choices=TARGETS)
+    success_seeds: int = option(1, "hardening: images per prompt when measuring the token's success (default 1)",
+                                type=positive_int)
 
     def __post_init__(self):
+        AttributionConfig.__post_init__(self)
+        ScopeConfig.__post_init__(self)
         ratios = tuple(float(r) for r in self.harden_ratios)
         if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
             raise BadInput(f"harden_ratios must be fractions in (0, 1], got {self.harden_ratios}")
@@ -74,6 +94,14 @@ class HardenConfig(Config):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise BadInput(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
+    def cad(self, ratio: float) -> CADConfig:
+        """CAD's config of a round at `ratio`."""
+        mine = {f: getattr(self, f) for f in (*AttributionConfig.names(), *ScopeConfig.names())}
+        return CADConfig(**mine, ratio=ratio)
+
+    def token(self) -> TokenConfig:
+        return TokenConfig(**{f: getattr(self, f) for f in TokenConfig.names()})
+
 
 def token_prompt(pipe, concept: str) -> str:
     """The concept's prompt with its word replaced by the learned token ('a red shape' -> 'a <concept> shape')."""
@@ -81,85 +109,110 @@ def token_prompt(pipe, concept: str) -> str:
     return prompt if TOKEN in prompt.split() else f"a {TOKEN}"
 
 
-def harden(original, mask: Mask, concept: str, *, keep: Sequence[str] | None = None,
-           judge: Judge | str | Any = None, config: HardenConfig | None = None, token: TokenConfig | None = None,
-           seeds: int = 1, **cad: Any) -> EditResult:
-    """`mask` (an erase of `concept` on `original`) grown by adversarial rounds (see the module); `cad`: CAD's
-    fixed settings of the rounds (default linear weights, 16 trajectories, early steps, guard rule); `seeds`:
-    per prompt, for the token's success. Returns the hardened edit with its rounds in info['hardening']."""
-    started = time.perf_counter()
-    config = config or HardenConfig()
-    token = token or TokenConfig()
-    unknown = [k for k in ("ratio", "count", "rounds", "round_ratios") if k in cad]
-    if unknown:
-        raise BadInput(f"{', '.join(unknown)}: the hardening zeroes --harden-ratios per round")
-    cfg = make_config(CADConfig, {**FIXED, **cad}, "the hardening")
-    mask.check_fingerprint(model_fingerprint(original))
-    world = world_of(original)
-    if keep is None:
-        if world is None:
-            raise BadInput("the hardening needs the concepts to keep on this model (keep=[...], --keep C ...)")
-        keep = world.others([concept])
-    keep = list(keep)
-    check_known_words(original, [p for group in concept_prompts(original, [concept], keep) for p in group])
-    judge = as_judge(judge, pipe=original)
-    judge.check([concept, *keep])
-    attack = TokenAttack(token)
-    target = Target(original, None, concept, keep, judge, world, seeds)
-    attack.check(target)
-    prompts = attack.prompts(target)
-    probe = make_probe(original, world, [concept], keep, repeats=KEEP_REPEATS, extra=0, seed=KEEP_SEED)
-    before = {c: r.value for c, r in measure(original, probe, judge, keep).items()}
-    plain = [concept_prompt(original, concept)] if world is None else world.phrasings(concept)[:32]
-    with ablated(original, mask, check=False):
-        left = target.success(original, plain, seed=KEEP_SEED)[0].value
-    limit = max(left, config.harden_target)  # a round may not bring the concept back by its own prompts
-    prompt = token_prompt(original, concept)
-    targets = [prompt] + ([concept_prompt(original, concept)] if config.harden_with == "token+concept" else [])
+@register_method
+class Harden(EditMethod):
+    """`start` (an erase of the one concept) grown by adversarial rounds (see the module); its judge says whether
+    the token brings the concept back; concepts to keep default to a world's other concepts."""
 
-    rounds, log, attributions = {1: mask}, [], []
-    for k in range(1, config.harden_rounds + 1):
-        step = {"round": k, "token_seed": config.harden_seed + k - 1}
-        round_token = replace(token, token_seed=step["token_seed"])
-        pixels, captions = TokenAttack(round_token).data(target)
-        with ablated(original, mask, check=False):  # the model edited so far, in place: no copy of the denoiser
-            learned, losses = learn_token(original, pixels, captions, round_token)
-            success, _ = target.success(learned, prompts, seed=step["token_seed"])
-        step.update(token_success=round(success.value, 4), token_loss=losses[-1])
-        if success.value <= config.harden_target:
-            log.append({**step, "outcome": "held: the token no longer brings the concept back"})
-            break
-        attrs = score_round(learned, targets, cfg, objective="erase", preserve=keep, mask=mask, progress=False)
-        tries, passed = [], False
-        for ratio in config.harden_ratios:
-            try:
-                grown = add_selection(mask, attrs, replace(cfg, ratio=ratio), "erase", k + 1)
-            except EmptySelectionError:  # a ratio below 1 / the rows' inputs selects nothing: no try at it
-                tries.append({"ratio": ratio, "added": 0, "outcome": "selects nothing"})
-                continue
-            after = {c: r.value for c, r in measure(original, probe, judge, keep, mask=grown).items()}
-            kept = kept_shares(before, after, keep)
-            worst = min(kept, key=kept.get)
-            with ablated(original, grown, check=False):
-                back = target.success(original, plain, seed=KEEP_SEED)[0].value
-            tries.append({"ratio": ratio, "added": len(grown) - len(mask), "kept_min": round(kept[worst], 4),
-                          "kept_min_concept": worst, "concept": round(back, 4)})
-            passed = kept[worst] >= config.harden_keep and back <= limit
-            if passed:
+    name = "harden"
+    summary = "harden a zeroing erase (start=, --start) against the learned-token attack by adversarial rounds"
+    config_class = HardenConfig
+    keeps_world = True
+    judged = True
+    starts_from = True
+    concepts_at_once = 1
+
+    def judges(self, pipe, concepts, judge, second_judge) -> tuple[Judge, ...]:
+        if second_judge is not None:
+            raise BadInput("the hardening has one judge; drop second_judge= (--second-judge)")
+        judge = as_judge(judge, pipe=pipe)
+        judge.check(concepts.all)
+        return (judge,)
+
+    def request(self, pipe, inputs, **options) -> EditRequest:
+        request = super().request(pipe, inputs, **options)
+        request.start.check_fingerprint(model_fingerprint(pipe))
+        TokenAttack(self.config.token()).check(self.target(pipe, request))
+        return request
+
+    def target(self, pipe, request: EditRequest) -> Target:
+        concepts = request.concepts
+        return Target(pipe, None, concepts.targets[0], list(concepts.keep), request.judges[0], world_of(pipe),
+                      self.config.success_seeds)
+
+    def run(self, original, request: EditRequest) -> EditResult:
+        started = time.perf_counter()
+        config, mask = self.config, request.start
+        concepts, world, judge = request.concepts, world_of(original), request.judges[0]
+        concept, keep = concepts.targets[0], list(concepts.keep)
+        token, target = config.token(), self.target(original, request)
+        prompts = TokenAttack(token).prompts(target)
+        probe = make_probe(original, world, [concept], keep, repeats=KEEP_REPEATS, extra=0, seed=KEEP_SEED)
+        before = {c: r.value for c, r in measure(original, probe, judge, keep).items()}
+        plain = [concepts.prompts[0]] if world is None else world.phrasings(concept)[:32]
+        with ablated(original, mask, check=False):
+            left = target.success(original, plain, seed=KEEP_SEED)[0].value
+        limit = max(left, config.harden_target)  # a round may not bring the concept back by its own prompts
+        prompt = token_prompt(original, concept)
+        targets = [prompt] + ([concepts.prompts[0]] if config.harden_with == "token+concept" else [])
+
+        rounds, log, attributions = {1: mask}, [], []
+        for k in range(1, config.harden_rounds + 1):
+            step = {"round": k, "token_seed": config.harden_seed + k - 1}
+            round_token = replace(token, token_seed=step["token_seed"])
+            pixels, captions = TokenAttack(round_token).data(target)
+            with ablated(original, mask, check=False):  # the model edited so far, in place: no copy of the denoiser
+                learned, losses = learn_token(original, pixels, captions, round_token)
+                success, _ = target.success(learned, prompts, seed=step["token_seed"])
+            step.update(token_success=round(success.value, 4), token_loss=losses[-1])
+            if success.value <= config.harden_target:
+                log.append({**step, "outcome": "held: the token no longer brings the concept back"})
                 break
-        step["tries"] = tries
-        if all(t.get("outcome") == "selects nothing" for t in tries):
-            log.append({**step, "outcome": "undone: no ratio selects a weight (each is below 1 / a row's inputs)"})
-            break
-        if not passed:
-            log.append({**step, "outcome": f"undone: at every ratio a kept concept fell below "
-                                           f"{config.harden_keep:.0%} or '{concept}' came back above {limit:.0%}"})
-            break
-        mask, attributions = grown, attrs
-        rounds[k + 1] = mask
-        log.append({**step, "ratio": ratio, "added": tries[-1]["added"], "outcome": "zeroed"})
-    info = {"hardening": log, "concept_before": round(left, 4), "config": config.to_dict(), "token": token.to_dict(),
-            "prompt": prompt, "targets": targets, "zeroed_before": len(rounds[1]), "zeroed_after": len(mask)}
-    cfg = replace(cfg, ratio=config.harden_ratios[0])
-    return EditResult(edited_copy(original, mask, check=False), "cad", "erase", [concept], keep, cfg, mask=mask,
-                      attributions=attributions, rounds=rounds, info=info, seconds=time.perf_counter() - started)
+            scored = Concepts(tuple(targets), concepts.keep, tuple(targets), concepts.keep_prompts)  # ours: trusted
+            attrs = score_round(learned, scored, config.cad(config.harden_ratios[0]), objective="erase", mask=mask,
+                                progress=False)
+            tries, passed = [], False
+            for ratio in config.harden_ratios:
+                try:
+                    grown = add_selection(mask, attrs, config.cad(ratio), "erase", k + 1)
+                except EmptySelectionError:  # a ratio below 1 / the rows' inputs selects nothing: no try at it
+                    tries.append({"ratio": ratio, "added": 0, "outcome": "selects nothing"})
+                    continue
+                after = {c: r.value for c, r in measure(original, probe, judge, keep, mask=grown).items()}
+                kept = kept_shares(before, after, keep)
+                worst = min(kept, key=kept.get)
+                with ablated(original, grown, check=False):
+                    back = target.success(original, plain, seed=KEEP_SEED)[0].value
+                tries.append({"ratio": ratio, "added": len(grown) - len(mask), "kept_min": round(kept[worst], 4),
+                              "kept_min_concept": worst, "concept": round(back, 4)})
+                passed = kept[worst] >= config.harden_keep and back <= limit
+                if passed:
+                    break
+            step["tries"] = tries
+            if all(t.get("outcome") == "selects nothing" for t in tries):
+                log.append({**step,
+                            "outcome": "undone: no ratio selects a weight (each is below 1 / a row's inputs)"})
+                break
+            if not passed:
+                log.append({**step, "outcome": f"undone: at every ratio a kept concept fell below "
+                                               f"{config.harden_keep:.0%} or '{concept}' came back above {limit:.0%}"})
+                break
+            mask, attributions = grown, attrs
+            rounds[k + 1] = mask
+            log.append({**step, "ratio": ratio, "added": tries[-1]["added"], "outcome": "zeroed"})
+        info = {"hardening": log, "concept_before": round(left, 4), "config": config.to_dict(),
+                "token": token.to_dict(), "prompt": prompt, "targets": targets, "zeroed_before": len(rounds[1]),
+                "zeroed_after": len(mask)}
+        return EditResult(edited_copy(original, mask, check=False), "cad", "erase", [concept], keep,
+                          config.cad(config.harden_ratios[0]), mask=mask, attributions=attributions, rounds=rounds,
+                          info=info, seconds=time.perf_counter() - started)
+
+
+def harden(original, mask: Mask, concept: str, config: HardenConfig | None = None, *,
+           keep: Sequence[str] | None = None, judge: Judge | str | Any = None, progress: bool = True,
+           **options: Any) -> EditResult:
+    """`mask` (an erase of `concept` on `original`) grown by adversarial rounds (see the module): `edit` with a
+    HardenConfig (default HardenConfig(); `options` set its fields) starting from `mask`. Returns the hardened
+    edit with its rounds in info['hardening']."""
+    return edit(original, concept, config or HardenConfig(), objective="erase", preserve=keep, judge=judge,
+                start=mask, progress=progress, **options)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from cadiff.adapters import adapter_for
 from cadiff.attribution.components import count_components, select_parameters
-from cadiff.attribution.concepts import check_known_words, concept_prompts
+from cadiff.attribution.concepts import Concepts
 from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa: F401  (PRESERVE_RULES: re-exported)
 from cadiff.attribution.estimators import Row
 from cadiff.attribution.objectives import Samples, get_objective
@@ -45,49 +45,48 @@ from cadiff.models.loading import denoiser, model_fingerprint, resolve_sampling
 from cadiff.models.memory import check_fits, tensor_bytes
 from cadiff.models.steps import resolve_steps
 
-def attribute(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
-              objective: str = "erase", images: str | Path | None = None, seeds: int | Sequence[int] = 4,
-              steps: int | None = None, guidance: float | None = None, components: str = "ff",
-              estimator: str = "trajectory", base_prompt: str = "", at_steps: str | Sequence[int] = "all",
-              preserve_rule: str = "mean", batch_size: int = 16,
-              progress: bool = True) -> Attribution | list[Attribution]:
-    """CAD attribution of `concepts` (one -> an Attribution; a list -> one Attribution each, computed together).
+def attribute(pipe, concepts: str | Sequence[str] | Concepts, config: AttributionConfig | None = None, *,
+              preserve: Sequence[str] | None = None, objective: str = "erase", images: str | Path | None = None,
+              progress: bool = True, **options) -> Attribution | list[Attribution]:
+    """CAD attribution of `concepts` (one name -> an Attribution; a list or a checked `Concepts` -> one Attribution
+    each, computed together).
 
-    `seeds` trajectories (or noise draws) per concept; `preserve` concepts are subtracted (`preserve_rule`: their
-    mean score; "guard": per weight their largest positive score; "relative": the guard on scores divided by
-    each concept's J)."""
-    config = AttributionConfig(seeds=seeds, steps=steps, guidance=guidance, components=components,
-                               estimator=estimator, base_prompt=base_prompt, at_steps=at_steps,
-                               preserve_rule=preserve_rule, batch_size=batch_size)
+    `config` (default AttributionConfig()) holds the settings; `options` set some of them for this call
+    (`seeds=16`), mapped onto the config once. `preserve`: concepts to keep, subtracted as the config's
+    `preserve_rule` says (mean: their mean score; guard: per weight their largest positive score; relative: the
+    guard on scores divided by each concept's J); with a `Concepts`, its keep set is the one used."""
+    config = (config or AttributionConfig()).with_options("attribute()", **options)
     goal = get_objective(objective)
-    if preserve_rule != "mean" and not preserve:
-        raise BadInput(f"preserve_rule='{preserve_rule}' needs concepts to keep; give preserve=[...] (--preserve)")
     single = isinstance(concepts, str)
-    targets = [concepts] if single else list(concepts)
-    preserve = list(preserve or [])
-    prompts, preserve_prompts = concept_prompts(pipe, targets, preserve,
-                                                base_prompt=base_prompt if goal.uses_base_prompt else None)
-    check_known_words(pipe, prompts + preserve_prompts + [base_prompt])
-    goal.check(estimator=estimator, images=images, targets=len(targets))
-    fingerprint = model_fingerprint(pipe)  # once: every concept below is scored on the same weights
-    if preserve_rule != "mean":  # the guard rules: folded from per-concept attributions (keep_rules)
-        def alone(concepts, concept_prompts_):
-            return _attribute(pipe, config, objective, concepts, concept_prompts_, [], [], images, progress,
-                              fingerprint)
-
-        own = alone(targets, prompts)
-        maxima = fold_maxima(alone([c], [p])[0] for c, p in zip(preserve, preserve_prompts))
-        results = [with_keep_rule(a, maxima, preserve_rule) for a in own]
+    if isinstance(concepts, Concepts):
+        if preserve is not None:
+            raise BadInput("give the concepts to keep once: in the Concepts object, not also as preserve=")
     else:
-        results = _attribute(pipe, config, objective, targets, prompts, preserve, preserve_prompts, images, progress,
-                             fingerprint)
+        concepts = Concepts.on(pipe, concepts, preserve)
+    if goal.uses_base_prompt:
+        concepts = concepts.against(pipe, config.base_prompt)
+    if config.preserve_rule != "mean" and not concepts.keep:
+        raise BadInput(f"preserve_rule='{config.preserve_rule}' needs concepts to keep; give preserve=[...] "
+                       "(--preserve)")
+    goal.check(estimator=config.estimator, images=images, targets=len(concepts.targets))
+    fingerprint = model_fingerprint(pipe)  # once: every concept below is scored on the same weights
+    if config.preserve_rule != "mean":  # the guard rules: folded from per-concept attributions (keep_rules)
+        def alone(group: Concepts) -> list[Attribution]:
+            return _attribute(pipe, config, objective, group, images, progress, fingerprint)
+
+        own = alone(concepts.pick(concepts.targets))
+        maxima = fold_maxima(alone(concepts.pick([c]))[0] for c in concepts.keep)
+        results = [with_keep_rule(a, maxima, config.preserve_rule) for a in own]
+    else:
+        results = _attribute(pipe, config, objective, concepts, images, progress, fingerprint)
     return results[0] if single else results
 
 
-def _attribute(pipe, config: AttributionConfig, objective: str, targets: list[str], prompts: list[str],
-               preserve: list[str], preserve_prompts: list[str], images, progress: bool,
+def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concepts, images, progress: bool,
                fingerprint: str) -> list[Attribution]:
-    """One Attribution per target, computed together (the mean rule's preserve set as one more group)."""
+    """One Attribution per target, computed together (the mean rule's keep set as one more group)."""
+    targets, prompts = list(concepts.targets), list(concepts.prompts)
+    preserve, preserve_prompts = list(concepts.keep), list(concepts.keep_prompts)
     goal = get_objective(objective)
     seed_list = config.seed_list()
     steps, guidance = resolve_sampling(pipe, config.steps, config.guidance)

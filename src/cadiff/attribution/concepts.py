@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from cadiff.errors import BadInput
@@ -66,9 +67,61 @@ def concept_prompts(pipe, targets: Sequence[str], preserve: Sequence[str] = (), 
             raise BadInput(f"'{name}' is both a target and a concept to keep{same}; remove it from the concepts "
                            "to keep")
     if base_prompt is not None:
-        base = " ".join(base_prompt.split())
-        for name, prompt in zip([*targets, *preserve], [*prompts, *keep]):
-            if prompt == base:
-                raise BadInput(f"'{name}' becomes the prompt '{prompt}', which is the base prompt: the erase "
-                               "objective compares the two and would be zero; choose another concept or base prompt")
+        _refuse_base([*targets, *preserve], [*prompts, *keep], base_prompt)
     return prompts, keep
+
+
+def _refuse_base(names: Sequence[str], prompts: Sequence[str], base_prompt: str) -> None:
+    """BadInput for a concept whose prompt is the base prompt (its erase objective would be zero)."""
+    base = " ".join(base_prompt.split())
+    for name, prompt in zip(names, prompts):
+        if prompt == base:
+            raise BadInput(f"'{name}' becomes the prompt '{prompt}', which is the base prompt: the erase "
+                           "objective compares the two and would be zero; choose another concept or base prompt")
+
+
+@dataclass(frozen=True)
+class Concepts:
+    """Targets and concepts to keep with the prompts they become on one model, checked once (`Concepts.on`); the
+    layers below take this object and trust it. `base_prompt` is the reference it was checked against, if any."""
+
+    targets: tuple[str, ...]
+    keep: tuple[str, ...] = ()
+    prompts: tuple[str, ...] = ()
+    keep_prompts: tuple[str, ...] = ()
+    base_prompt: str | None = None
+
+    @classmethod
+    def on(cls, pipe, targets: str | Sequence[str], keep: Sequence[str] | None = (),
+           base_prompt: str | None = None) -> Concepts:
+        """`targets` and `keep` checked on `pipe` as `concept_prompts` and `check_known_words` check them (and
+        against `base_prompt`, the erase objective's reference); BadInput naming the problem."""
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        keep = list(keep or [])
+        prompts, keep_prompts = concept_prompts(pipe, targets, keep, base_prompt=base_prompt)
+        check_known_words(pipe, prompts + keep_prompts + ([base_prompt] if base_prompt else []))
+        return cls(tuple(targets), tuple(keep), tuple(prompts), tuple(keep_prompts), base_prompt)
+
+    def against(self, pipe, base_prompt: str) -> Concepts:
+        """These concepts checked against a reference prompt (a config's base prompt), once: no concept becomes it,
+        and the model knows its words."""
+        if base_prompt == self.base_prompt:
+            return self
+        _refuse_base(self.all, [*self.prompts, *self.keep_prompts], base_prompt)
+        check_known_words(pipe, [base_prompt])
+        return Concepts(self.targets, self.keep, self.prompts, self.keep_prompts, base_prompt)
+
+    @property
+    def all(self) -> list[str]:
+        """Targets, then the concepts to keep."""
+        return [*self.targets, *self.keep]
+
+    def prompt(self, concept: str) -> str:
+        names, prompts = self.all, [*self.prompts, *self.keep_prompts]
+        return prompts[names.index(concept)]
+
+    def pick(self, targets: Sequence[str], keep: Sequence[str] = ()) -> Concepts:
+        """Some of these concepts in new roles (a concept to keep scored alone as a target, the targets without
+        their keep set): checked already, as parts of a checked set."""
+        return Concepts(tuple(targets), tuple(keep), tuple(self.prompt(c) for c in targets),
+                        tuple(self.prompt(c) for c in keep), self.base_prompt)

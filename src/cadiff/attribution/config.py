@@ -19,8 +19,9 @@ PRESERVE_RULES = ("mean", "guard", "relative")
 
 
 @dataclass(frozen=True)
-class AttributionConfig(Config):
-    """How CAD scores are computed (the defaults are the paper's, with 4 trajectories)."""
+class ScoringConfig(Config):
+    """What CAD scores are sampled from: the settings no search of cadiff's chooses (the defaults are the paper's,
+    with 4 trajectories)."""
 
     seeds: int | Sequence[int] = option(4, "trajectories (noise draws) per concept, or a list of seeds (default 4)",
                                         type=positive_int)
@@ -31,14 +32,11 @@ class AttributionConfig(Config):
     estimator: str = option("trajectory", "erase objective's estimator: one pass per trajectory (default) or the "
                                           "reference re-sampling (slow)", choices=ESTIMATORS)
     base_prompt: str = option("", "erase objective's reference prompt (default: empty)")
-    at_steps: str | Sequence[int] = option("all", "steps the objective sums over: all (default), early, middle, "
-                                                  "final, or indices like 0,1,2")
-    preserve_rule: str = option("mean", "how --preserve counts: mean (default), guard (per weight, the largest "
-                                        "positive score of any concept to keep) or relative (the guard on scores in "
-                                        "shares of each concept's J)", choices=PRESERVE_RULES)
     batch_size: int = option(16, "rows per pipeline call (default 16)", type=positive_int)
 
     def __post_init__(self):
+        if isinstance(self.seeds, list):
+            object.__setattr__(self, "seeds", tuple(self.seeds))
         if isinstance(self.seeds, int):
             if self.seeds < 1:
                 raise BadInput(f"seeds must be a positive count or a list of seeds, got {self.seeds}")
@@ -46,8 +44,6 @@ class AttributionConfig(Config):
             raise BadInput("seeds is empty; give a count (e.g. 4) or a list of seeds")
         if self.estimator not in ESTIMATORS:
             raise BadInput(f"estimator must be one of {', '.join(ESTIMATORS)}, got '{self.estimator}'")
-        if self.preserve_rule not in PRESERVE_RULES:
-            raise BadInput(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{self.preserve_rule}'")
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
@@ -55,3 +51,20 @@ class AttributionConfig(Config):
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else [int(s) for s in self.seeds]
+
+
+@dataclass(frozen=True)
+class AttributionConfig(ScoringConfig):
+    """How CAD scores are computed: what they are sampled from, the steps they sum over and how the concepts to
+    keep count."""
+
+    at_steps: str | Sequence[int] = option("all", "steps the objective sums over: all (default), early, middle, "
+                                                  "final, or indices like 0,1,2")
+    preserve_rule: str = option("mean", "how --preserve counts: mean (default), guard (per weight, the largest "
+                                        "positive score of any concept to keep) or relative (the guard on scores in "
+                                        "shares of each concept's J)", choices=PRESERVE_RULES)
+
+    def __post_init__(self):
+        ScoringConfig.__post_init__(self)
+        if self.preserve_rule not in PRESERVE_RULES:
+            raise BadInput(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{self.preserve_rule}'")

@@ -1,8 +1,10 @@
-"""The settings of a calibrated erase: the goal, the search budget and the image sets it is judged on.
+"""The settings of a calibrated erase: the goal, the search budget and the image sets it is judged on
+(CalibrationConfig), and with CAD's settings that no search chooses, the calibrated erase's config
+(CalibratedConfig: a method is its config).
 
 Example:
-    >>> CalibrationConfig(goal_target=0.1).goal_keep
-    0.95
+    >>> CalibratedConfig(goal_target=0.1).goal_keep, CalibratedConfig().seeds
+    (0.95, 16)
 """
 
 from __future__ import annotations
@@ -10,8 +12,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from cadiff.errors import BadInput
+from typing import ClassVar, Sequence
+
+from cadiff.attribution.config import ScoringConfig
 from cadiff.editing.measure import GOAL_TARGET, KEEP_GOAL
+from cadiff.editing.methods.cad import CADConfig
+from cadiff.editing.selection import ScopeConfig
+from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
 
 
@@ -75,3 +82,30 @@ class CalibrationConfig(Config):
         for name in ("screen_extra", "screen_seed", "tie_seed", "confirm_seed"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 raise BadInput(f"{name} must be 0 or more, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class CalibratedConfig(ScoringConfig, ScopeConfig, CalibrationConfig):
+    """The calibrated erase: CAD's settings that no search chooses (what the scores are sampled from, the scope of
+    the selection), the goal and the search's budget and image sets. The steps the scores sum over, the keep rule,
+    the ratio and the rounds are the search's to choose (`cad`)."""
+
+    not_options: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("ratio", "count", "rounds", "round_ratios", "at_steps", "preserve_rule"),
+        "chosen by the calibrated erase's search; to run CAD at a setting you give, use CADConfig (--method cad)")
+
+    seeds: int | Sequence[int] = option(16, "trajectories (noise draws) per concept, or a list of seeds (default 16, "
+                                            "measured on the embedded model)", type=positive_int)
+    components: str = option("linear", "the weights scored: linear (default, measured on the embedded model), ff, "
+                                       "attn, text, all, or a name regex")
+
+    def __post_init__(self):
+        ScoringConfig.__post_init__(self)
+        ScopeConfig.__post_init__(self)
+        CalibrationConfig.__post_init__(self)
+
+    def cad(self, **searched) -> CADConfig:
+        """CAD's config at one point of the search: these settings with the `searched` ones (at_steps,
+        preserve_rule, ratio, rounds or round_ratios)."""
+        mine = {f: getattr(self, f) for f in (*ScoringConfig.names(), *ScopeConfig.names())}
+        return CADConfig(**mine, **searched)

@@ -37,20 +37,21 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from cadiff.attribution import Attribution, attribute, check_known_words, concept_prompts
+from cadiff.attribution import Attribution, AttributionConfig, Concepts, attribute
 from cadiff.attribution.keep_rules import KeepMaxima, fold_maxima, with_keep_rule
 from cadiff.attribution.result import EmptySelectionError
 from cadiff.calibration.certificate import Certificate, Goal, Point
-from cadiff.calibration.config import CalibrationConfig
+from cadiff.calibration.config import CalibratedConfig, CalibrationConfig
 from cadiff.calibration.confirm import confirm, judge_label, look_probes
 from cadiff.calibration.probes import Rate, make_probe, measure
 from cadiff.editing.copies import edited_copy
+from cadiff.editing.edit import edit
 from cadiff.editing.measure import kept_shares
+from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
-from cadiff.files.config import make_config
 from cadiff.files.io import write_json
 from cadiff.worlds import world_of
 
@@ -67,8 +68,6 @@ class Line:
 
 SEARCH = (Line("early"), Line("all"), Line("early", "guard", 3), Line("early", "relative", 2))
 RATIOS = (0.02, 0.03)
-SEARCHED = ("ratio", "count", "rounds", "round_ratios", "at_steps", "preserve_rule")  # CAD options the search sets
-DEFAULTS = {"seeds": 16, "components": "linear"}  # measured on the embedded model (docs/cad.md)
 
 
 @dataclass
@@ -94,15 +93,13 @@ class _Candidate:
 @dataclass
 class _Search:
     pipe: Any
-    targets: list[str]
-    keep: list[str]
+    concepts: Concepts
     judge: Judge
     goal: Goal
-    budget: int
-    fixed: dict[str, Any]
+    cal: CalibratedConfig
     screen: Any
     before: dict[str, float]
-    on_point: Callable[[Point], None] | None
+    on_point: Callable[[Point], None]
     progress: bool = True
     seconds: dict[str, float] = field(default_factory=lambda: {"attribution": 0.0, "selection": 0.0,
                                                                "judging": 0.0})
@@ -122,36 +119,46 @@ class _Search:
         finally:
             self.seconds[what] += time.perf_counter() - start
 
+    @property
+    def targets(self) -> list[str]:
+        return list(self.concepts.targets)
+
+    @property
+    def keep(self) -> list[str]:
+        return list(self.concepts.keep)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        return {"steps": self.cal.steps, "guidance": self.cal.guidance}
+
     def done(self) -> bool:
-        return self.found or len(self.points) >= self.budget
+        return self.found or len(self.points) >= self.cal.budget
 
     def config(self, line: Line, ratio: float, rounds: int = 1, ratios: tuple = ()) -> CADConfig:
         """CAD's settings of a point: `ratio` for `rounds` rounds, or one ratio per round when they differ."""
         if len(set(ratios)) > 1:
-            return CADConfig(**self.fixed, at_steps=line.at_steps, preserve_rule=line.rule or "mean",
-                             round_ratios=tuple(ratios))
-        return CADConfig(**self.fixed, at_steps=line.at_steps, preserve_rule=line.rule or "mean", ratio=ratio,
-                         rounds=rounds)
+            return self.cal.cad(at_steps=line.at_steps, preserve_rule=line.rule or "mean", round_ratios=tuple(ratios))
+        return self.cal.cad(at_steps=line.at_steps, preserve_rule=line.rule or "mean", ratio=ratio, rounds=rounds)
 
     def first_round(self, line: Line) -> list[Attribution]:
         """Round-1 scores of the targets for `line`, from per-concept scores computed once per step window."""
-        settings = self.config(line, RATIOS[0]).attribution()
-        settings.pop("preserve_rule")
+        settings = self.config(line, RATIOS[0]).attribution().with_options(preserve_rule="mean")
         with self.timed("attribution"):
             if line.at_steps not in self._own:
-                self._own[line.at_steps] = attribute(self.pipe, self.targets, progress=self.progress, **settings)
+                self._own[line.at_steps] = attribute(self.pipe, self.concepts.pick(self.targets), settings,
+                                                     progress=self.progress)
             own = self._own[line.at_steps]
             if line.rule is None:
                 return own
             if line.at_steps not in self._keep_max:
-                self._keep_max[line.at_steps] = keep_maxima(self.pipe, self.keep, settings, self.progress)
+                self._keep_max[line.at_steps] = keep_maxima(self.pipe, self.concepts, settings, self.progress)
             return [with_keep_rule(a, self._keep_max[line.at_steps], line.rule) for a in own]
 
     def try_point(self, line: Line, cfg: CADConfig, mask, rounds: dict, attrs: list) -> Point:
         with self.timed("judging"), _bar(self.progress, len(self.screen),
-                                         f"setting {len(self.points) + 1}/{self.budget}: screening") as bar:
-            after = measure(self.pipe, self.screen, self.judge, [*self.targets, *self.keep], mask=mask,
-                            steps=self.fixed.get("steps"), guidance=self.fixed.get("guidance"), progress=bar.update)
+                                         f"setting {len(self.points) + 1}/{self.cal.budget}: screening") as bar:
+            after = measure(self.pipe, self.screen, self.judge, self.concepts.all, mask=mask, progress=bar.update,
+                            **self.sampling)
         values = {c: r.value for c, r in after.items()}
         setting = {"at_steps": line.at_steps, "preserve_rule": line.rule, "ratio": cfg.ratio, "rounds": cfg.rounds}
         if cfg.round_ratios:
@@ -164,8 +171,7 @@ class _Search:
         if self.best is None or self._rank(point) < self._rank(self.best.point):
             self.best = candidate
         self.found = self.goal.meets(point.target_max, point.kept_min)
-        if self.on_point is not None:
-            self.on_point(point)
+        self.on_point(point)
         return point
 
     def _rank(self, p: Point) -> tuple:
@@ -183,14 +189,12 @@ class _Search:
         if len(tied) < 2:
             return
         with self.timed("judging"):
-            base = measure(self.pipe, probe, self.judge, [*self.targets, *self.keep], steps=self.fixed.get("steps"),
-                           guidance=self.fixed.get("guidance"))
+            base = measure(self.pipe, probe, self.judge, self.concepts.all, **self.sampling)
             pooled_before = {c: (before[c] + base[c]).value for c in self.keep}
             ranked = []
             for p in tied:
                 candidate, rates = self._tried[p.order]
-                again = measure(self.pipe, probe, self.judge, [*self.targets, *self.keep], mask=candidate.mask,
-                                steps=self.fixed.get("steps"), guidance=self.fixed.get("guidance"))
+                again = measure(self.pipe, probe, self.judge, self.concepts.all, mask=candidate.mask, **self.sampling)
                 values = {c: (rates[c] + again[c]).value for c in [*self.targets, *self.keep]}
                 both = Point(p.order, p.setting, p.zeroed, {t: values[t] for t in self.targets},
                              kept_shares(pooled_before, values, self.keep))
@@ -270,8 +274,8 @@ class _Search:
             cfg = self.config(line, ratios[0], k, (*used, ratios[0]))
             if attrs is None:
                 with self.timed("attribution"):
-                    attrs = score_round(self.pipe, self.targets, cfg, objective="erase",
-                                        preserve=self.keep if line.rule else [], mask=mask,
+                    concepts = self.concepts if line.rule else self.concepts.pick(self.targets)
+                    attrs = score_round(self.pipe, concepts, cfg, objective="erase", mask=mask,
                                         progress=self.progress)
             with self.timed("selection"):
                 new = self.select(mask, attrs, cfg, k)
@@ -287,97 +291,103 @@ class _Search:
                 ratios = ratios[1:]
 
 
-def keep_maxima(pipe, keep: Sequence[str], settings: dict, progress: bool = False) -> KeepMaxima:
-    """Per weight, the largest positive score of any concept to keep, as such and in shares of each concept's J
-    (the guard and the relative rule), scoring one concept at a time: what `attribute(..., preserve=keep)` folds."""
-    return fold_maxima(attribute(pipe, concept, progress=progress, **settings) for concept in keep)
+def keep_maxima(pipe, concepts: Concepts, settings: AttributionConfig, progress: bool = False) -> KeepMaxima:
+    """Per weight, the largest positive score of any of `concepts`' concepts to keep, as such and in shares of each
+    concept's J (the guard and the relative rule), scoring one concept at a time: what `attribute(...,
+    preserve=keep)` folds."""
+    return fold_maxima(attribute(pipe, concepts.pick([c]), settings, progress=progress)[0] for c in concepts.keep)
 
 
-def calibrated_erase(pipe, concepts: str | Sequence[str], *, preserve: Sequence[str] | None = None,
-                     judge: Judge | str | Callable | None = None, second_judge: Judge | str | Callable | None = None,
+@register_method
+class CalibratedErase(EditMethod):
+    """The calibrated erase (see the module): CAD at the setting the search finds, confirmed on new seeds, with its
+    certificate. Its judges: `judge` (default: the world's) and an independent `second_judge` (default: the world's
+    pixel reader where there is one); concepts to keep default to a world's other concepts."""
+
+    name = "calibrated"
+    summary = "the calibrated erase: CAD at the setting a search finds against a goal, with a certificate (default)"
+    config_class = CalibratedConfig
+    default_for = ("erase",)
+    keeps_world = True
+    judged = True
+
+    def judges(self, pipe, concepts: Concepts, judge: Any, second_judge: Any) -> tuple[Judge, ...]:
+        first = as_judge(judge, pipe=pipe)
+        judges = (first, *second_judges(pipe, world_of(pipe), second_judge))
+        if len({judge_label(j) for j in judges}) < len(judges):
+            raise BadInput(f"the second judge is the first one again ({judge_label(first)}): give an independent "
+                           "one (another model, or another function), or none")
+        for j in judges:
+            j.check(concepts.all)
+        return judges
+
+    def run(self, pipe, request: EditRequest) -> CalibratedEdit:
+        started = time.perf_counter()
+        cal, concepts, world = self.config, request.concepts, world_of(pipe)
+        targets, keep = list(concepts.targets), list(concepts.keep)
+        goal = Goal(cal.goal_target, cal.goal_keep)
+
+        def probe(repeats: int, seed: int, extra: int = 0):
+            return make_probe(pipe, world, targets, keep, repeats=repeats, extra=extra, seed=seed)
+
+        screen = probe(cal.screen_repeats, cal.screen_seed, cal.screen_extra)
+        ties = probe(cal.screen_repeats, cal.tie_seed, cal.screen_extra)
+        looks = look_probes(probe, cal.confirm_repeats, cal.confirm_max_repeats, cal.confirm_seed)
+        _check_seeds(screen.seeds + ties.seeds, [s for look in looks for s in look.seeds], cal.seed_list())
+        sampling = {"steps": cal.steps, "guidance": cal.guidance}
+        judge = request.judges[0]
+
+        judging = time.perf_counter()
+        before_rates = measure(pipe, screen, judge, concepts.all, **sampling)
+        before = {c: r.value for c, r in before_rates.items()}
+        search = _Search(pipe, concepts, judge, goal, cal, screen, before, request.step, request.progress)
+        search.seconds["judging"] += time.perf_counter() - judging
+        for line in SEARCH:
+            search.run_line(line)
+        search.break_ties(ties, before_rates)
+        best = search.best
+        if best is None:
+            raise BadInput(f"no setting of the search selects a weight on this model: "
+                           f"{', '.join(map(str, RATIOS))} of a row picks none of its rows (scope '{cal.scope}'); "
+                           "give --scope matrix, or --method cad with --count")
+        confirming = time.perf_counter()
+        with _bar(request.progress, sum(2 * len(look) for look in looks), "confirmation") as bar:
+            confirmation = confirm(pipe, best.mask, request.judges, goal, targets, keep, looks,
+                                   alpha=1 - cal.confidence, sampling=sampling, progress=bar.update)
+        seconds = {**{k: round(v, 2) for k, v in search.seconds.items()},
+                   "confirmation": round(time.perf_counter() - confirming, 2)}
+        seconds["total"] = round(time.perf_counter() - started, 2)
+        certificate = Certificate(goal, targets, keep, [j.info() for j in request.judges], search.points,
+                                  best.point.order - 1, search.found, confirmation,
+                                  {"screen": screen.describe(), "ties": ties.describe(),
+                                   "confirm": {"images": confirmation.images,
+                                               "looks": [look.describe() for look in looks]},
+                                   "screen_repeats": cal.screen_repeats, "confirm_repeats": cal.confirm_repeats,
+                                   "confirm_max_repeats": cal.confirm_max_repeats}, seconds, search.ties)
+        s = best.point.setting
+        amount = ({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios")
+                  else {"ratio": s["ratio"], "rounds": s["rounds"]})
+        cfg = cal.cad(at_steps=s["at_steps"], preserve_rule=s["preserve_rule"] or "mean", **amount)
+        info = {"prompts": list(concepts.prompts),
+                "calibration": {**{k: getattr(cal, k) for k in CalibrationConfig.names()},
+                                "outcome": certificate.outcome, "screened": len(search.points), "seconds": seconds}}
+        return CalibratedEdit(edited_copy(pipe, best.mask, check=False), "cad", "erase", targets,
+                              keep if s["preserve_rule"] else [], cfg, mask=best.mask, attributions=best.attributions,
+                              rounds=best.rounds, info=info, seconds=seconds["total"], certificate=certificate)
+
+
+def calibrated_erase(pipe, concepts: str | Sequence[str], config: CalibratedConfig | None = None, *,
+                     preserve: Sequence[str] | None = None, judge: Judge | str | Callable | None = None,
+                     second_judge: Judge | str | Callable | None = None,
                      on_point: Callable[[Point], None] | None = None, progress: bool = True,
                      **options: Any) -> CalibratedEdit:
-    """Erase `concepts` with the setting the search finds (see the module) and confirm it on new seeds.
+    """Erase `concepts` with the setting the search finds (see the module) and confirm it on new seeds: `edit`
+    with a CalibratedConfig (default CalibratedConfig(); `options` set its fields).
 
     `preserve`: the concepts to keep (default on a model of a world: all its other concepts); `judge`: a Judge,
-    its registered name, or a function (images, concept) -> bools (default: the world's judge); `options`: the
-    CalibrationConfig's (goal_target, goal_keep, budget, ...) and CAD's fixed settings (seeds, components, steps,
-    guidance, base_prompt, estimator, batch_size, scope); the settings the search chooses cannot be given."""
-    started = time.perf_counter()
-    searched = [k for k in SEARCHED if k in options]
-    if searched:
-        raise BadInput(f"{', '.join(searched)}: set by the calibrated erase's search; pass calibrate=False "
-                       "(--no-calibrate) to run the edit with the settings given")
-    cal = make_config(CalibrationConfig, {k: options.pop(k) for k in CalibrationConfig.names() if k in options},
-                      "the calibrated erase")
-    fixed = {**DEFAULTS, **options}
-    make_config(CADConfig, fixed, "the calibrated erase")  # refuse unknown options before any work
-    targets = [concepts] if isinstance(concepts, str) else list(concepts)
-    world = world_of(pipe)
-    if preserve:
-        keep = list(preserve)
-    elif world is not None:
-        keep = world.others(targets)
-    else:
-        raise BadInput("the calibrated erase needs concepts to keep on this model: give preserve=[...] "
-                       "(--preserve CONCEPT ... or --preserve-file FILE)")
-    prompts, keep_prompts = concept_prompts(pipe, targets, keep, base_prompt=fixed.get("base_prompt", ""))
-    check_known_words(pipe, prompts + keep_prompts)
-    judge = as_judge(judge, pipe=pipe)
-    judges = [judge, *second_judges(pipe, world, second_judge)]
-    if len({judge_label(j) for j in judges}) < len(judges):
-        raise BadInput(f"the second judge is the first one again ({judge_label(judge)}): give an independent one "
-                       "(another model, or another function), or none")
-    for j in judges:
-        j.check([*targets, *keep])
-    goal = Goal(cal.goal_target, cal.goal_keep)
-    screen = make_probe(pipe, world, targets, keep, repeats=cal.screen_repeats, extra=cal.screen_extra,
-                        seed=cal.screen_seed)
-    ties = make_probe(pipe, world, targets, keep, repeats=cal.screen_repeats, extra=cal.screen_extra,
-                      seed=cal.tie_seed)
-    looks = look_probes(lambda repeats, seed: make_probe(pipe, world, targets, keep, repeats=repeats, extra=0,
-                                                         seed=seed),
-                        cal.confirm_repeats, cal.confirm_max_repeats, cal.confirm_seed)
-    _check_seeds(screen.seeds + ties.seeds, [s for probe in looks for s in probe.seeds],
-                 CADConfig(**fixed).seed_list())
-    sampling = {"steps": fixed.get("steps"), "guidance": fixed.get("guidance")}
-    concepts_all = [*targets, *keep]
-
-    judging = time.perf_counter()
-    before_rates = measure(pipe, screen, judge, concepts_all, **sampling)
-    before = {c: r.value for c, r in before_rates.items()}
-    search = _Search(pipe, targets, keep, judge, goal, cal.budget, fixed, screen, before, on_point, progress)
-    search.seconds["judging"] += time.perf_counter() - judging
-    for line in SEARCH:
-        search.run_line(line)
-    search.break_ties(ties, before_rates)
-    best = search.best
-    if best is None:
-        raise BadInput(f"no setting of the search selects a weight on this model: {', '.join(map(str, RATIOS))} "
-                       f"of a row picks none of its rows (scope '{CADConfig(**fixed).scope}'); give --scope matrix, "
-                       "or --no-calibrate with --count")
-    confirming = time.perf_counter()
-    with _bar(progress, sum(2 * len(probe) for probe in looks), "confirmation") as bar:
-        confirmation = confirm(pipe, best.mask, judges, goal, targets, keep, looks, alpha=1 - cal.confidence,
-                               sampling=sampling, progress=bar.update)
-    seconds = {**{k: round(v, 2) for k, v in search.seconds.items()},
-               "confirmation": round(time.perf_counter() - confirming, 2)}
-    seconds["total"] = round(time.perf_counter() - started, 2)
-    certificate = Certificate(goal, targets, keep, [j.info() for j in judges], search.points, best.point.order - 1,
-                              search.found, confirmation,
-                              {"screen": screen.describe(), "ties": ties.describe(),
-                               "confirm": {"images": confirmation.images, "looks": [p.describe() for p in looks]},
-                               "screen_repeats": cal.screen_repeats, "confirm_repeats": cal.confirm_repeats,
-                               "confirm_max_repeats": cal.confirm_max_repeats}, seconds, search.ties)
-    s = best.point.setting
-    amount = ({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios")
-              else {"ratio": s["ratio"], "rounds": s["rounds"]})
-    cfg = CADConfig(**fixed, at_steps=s["at_steps"], preserve_rule=s["preserve_rule"] or "mean", **amount)
-    info = {"prompts": prompts, "calibration": {**cal.to_dict(), "outcome": certificate.outcome,
-                                                "screened": len(search.points), "seconds": seconds}}
-    return CalibratedEdit(edited_copy(pipe, best.mask, check=False), "cad", "erase", targets,
-                          keep if s["preserve_rule"] else [], cfg, mask=best.mask, attributions=best.attributions,
-                          rounds=best.rounds, info=info, seconds=seconds["total"], certificate=certificate)
+    its registered name, or a function (images, concept) -> bools (default: the world's judge)."""
+    return edit(pipe, concepts, config or CalibratedConfig(), objective="erase", preserve=preserve, judge=judge,
+                second_judge=second_judge, progress=progress, on_step=on_point, **options)
 
 
 def second_judges(pipe, world, spec) -> list[Judge]:

@@ -12,7 +12,7 @@ import signal
 import sys
 
 from cadiff._version import __version__
-from cadiff.cli.common import GOAL_NOT_MET, NOT_PROVEN, report_error, report_os_error
+from cadiff.cli.common import GOAL_NOT_MET, NOT_PROVEN, peek_flag, replay_defaults, report_error, report_os_error
 from cadiff.errors import CadiffError
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
@@ -34,13 +34,30 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for command line `argv`, which may choose flags: `--method` picks the edit method's."""
     parser = Parser(prog="cadiff", description="Find where a diffusion model keeps a concept, and edit it there.")
     parser.add_argument("--version", action="version", version=f"cadiff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"cadiff.cli.{name}").register(sub)
+        importlib.import_module(f"cadiff.cli.{name}").register(sub, argv or [])
     return parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line parsed; with `--settings RUN/run.json`, the recorded run's settings are the defaults (its
+    method too, unless --method is given)."""
+    settings = peek_flag(argv, "--settings")
+    if settings is None:
+        return build_parser(argv).parse_args(argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(argv)
+    extra = replay_defaults(parser, verb, settings) if verb else []
+    if extra and peek_flag(argv, "--method") is None:
+        argv = [*argv, *extra]
+        parser = build_parser(argv)
+        replay_defaults(parser, verb, settings)
+    return parser.parse_args(argv)
 
 
 def _quiet_libraries() -> None:
@@ -56,7 +73,11 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse(argv)
+    except CadiffError as exc:
+        return report_error(exc)
     _quiet_libraries()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:

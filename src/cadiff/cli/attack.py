@@ -23,7 +23,7 @@ from cadiff.cli.common import add_config_flags, add_judge_options, add_model_opt
 from cadiff.errors import BadInput, MissingFile
 
 
-def register(sub) -> None:
+def register(sub, argv=()) -> None:
     from cadiff.attacks import ATTACKS
 
     p = sub.add_parser("attack", help="attack an erased model: prompts, a learned token, weight revival")
@@ -40,14 +40,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
     from cadiff.attacks import HardenConfig
-    from cadiff.attacks.token import TokenConfig
 
     h = sub.add_parser("harden", help="harden a zeroing erase against the learned-token attack")
     h.add_argument("edited", help="the erase: a run folder of cadiff erase (with mask.safetensors) or a mask file")
     h.add_argument("concept", help="the erased concept")
     _add_keep_and_judge(h)
     h.add_argument("--no-export", action="store_true", help="write the mask only, not the edited pipeline folder")
-    add_config_flags(h, {"hardening": HardenConfig, "learned token": TokenConfig})
+    add_config_flags(h, {"hardening": HardenConfig})
     add_model_options(h)
     add_output_options(h)
     h.set_defaults(func=run_harden)
@@ -101,7 +100,6 @@ def mask_path(path: str) -> Path:
 
 def run_harden(args: argparse.Namespace) -> int:
     from cadiff.attacks import HardenConfig, harden
-    from cadiff.attacks.token import TokenConfig
     from cadiff.files.config import make_config
     from cadiff.files.io import check_new, write_json
     from cadiff.files.mask import Mask
@@ -110,16 +108,15 @@ def run_harden(args: argparse.Namespace) -> int:
 
     check_new(args.out, args.overwrite)
     config = make_config(HardenConfig, given_options(args, HardenConfig), "the hardening")
-    token = make_config(TokenConfig, given_options(args, TokenConfig), "the learned token")
     source = mask_path(args.edited)
     mask = Mask.load(source)
     original = load_from_args(args)
     judge = judge_from_args(args, original)
     settings = {"edited": str(source), "concept": args.concept, "keep": args.keep, "model": args.model,
-                "truncate": args.truncate, **config.to_dict(), **token.to_dict()}
+                "truncate": args.truncate, **config.to_dict()}
     with run_folder(args.out, "harden", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(original, args.model)
-        result = harden(original, mask, args.concept, keep=args.keep, judge=judge, config=config, token=token)
+        result = harden(original, mask, args.concept, config, keep=args.keep, judge=judge)
         run_.record["edit"] = result.record()
         result.write(run_.path, export=not args.no_export)
         write_json(run_.path / "hardening.json", result.info)

@@ -1,16 +1,17 @@
 """`cadiff attribute | erase | amplify | apply`: CAD component attribution and edits, each into a run folder.
 
 The settings flags come from the config dataclasses: `attribute` from AttributionConfig, `erase` / `amplify` from
-the configs of the edit methods that serve them (`--method`), and a flag the chosen method does not take is refused.
+the config of the method `--method` names, read first (`cadiff erase --method esd --help` shows ESD's flags); a
+flag of another method is refused, naming the method that takes it.
 
-`cadiff erase` is calibrated by default: it searches CAD's settings against a goal, judged by a judge, confirms
-the choice on new seeds and writes certificate.json; it exits with GOAL_NOT_MET (3) when no setting met the goal
-(the best edit is still written). A setting the search chooses (--ratio, --rounds, ...) or --no-calibrate runs
-the plain edit as given.
+`cadiff erase` runs the calibrated erase by default (`--method calibrated`): it searches CAD's settings against a
+goal, judged by a judge, confirms the choice on new seeds and writes certificate.json; it exits with GOAL_NOT_MET
+(3) when no setting met the goal (the best edit is still written), NOT_PROVEN (4) when the goal is met but not
+proven. `--method cad` runs CAD at the settings given.
 
 Example:
     $ cadiff erase circle --out runs/no-circle                      # calibrated, the embedded model's judge
-    $ cadiff erase circle --preserve square triangle star cross heart --ratio 0.03 --out runs/plain
+    $ cadiff erase circle --method cad --preserve square triangle star cross heart --ratio 0.03 --out runs/plain
     $ cadiff erase circle --method esd --iterations 100 --lr 3e-4 --out runs/esd-circle
     $ cadiff apply runs/no-circle/mask.safetensors --out no-circle-model
 """
@@ -18,33 +19,20 @@ Example:
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import replace
+from typing import Sequence
 
 from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import OBJECTIVES
-from cadiff.calibration import CalibrationConfig
-from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_judge_options, add_model_options,
-                               add_output_options, add_second_judge_options, given_options, judge_from_args,
-                               load_from_args, positive_int)
+from cadiff.calibration import CalibratedConfig
+from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_foreign_flags, add_judge_options,
+                               add_model_options, add_output_options, add_second_judge_options, given_options,
+                               judge_from_args, load_from_args, peek_flag, positive_int, refuse_foreign_flags)
 from cadiff.editing.ablate import FILLS
-from cadiff.editing.methods import get_method, methods_for
+from cadiff.editing.methods import default_method, get_method, methods_for
 from cadiff.editing.result import slugs
 from cadiff.errors import BadInput, MissingFile
 from cadiff.files.io import check_new
-
-
-def _check_concepts(args: argparse.Namespace, pipe=None, objective: str = "erase", base_prompt: str = "") -> None:
-    """Refuse concepts that would make the result meaningless, before any model work: without `pipe` what the
-    names alone show (blank, repeated), with it the prompts they become (the same concept twice in other words, a
-    target that is also kept or is the base prompt, words the model does not know)."""
-    from cadiff.attribution import check_concept_names, check_known_words, concept_prompts
-
-    if pipe is None:
-        check_concept_names(args.concepts, args.preserve)
-        return
-    base = base_prompt if OBJECTIVES[objective].uses_base_prompt else None
-    prompts, keep = concept_prompts(pipe, args.concepts, args.preserve, base_prompt=base)
-    check_known_words(pipe, prompts + keep + [base_prompt])
 
 
 def _concept_options(p: argparse.ArgumentParser, objective: str | None) -> None:
@@ -64,30 +52,36 @@ def _concept_options(p: argparse.ArgumentParser, objective: str | None) -> None:
                           help="concepts to keep, one per line (# starts a comment)")
 
 
-def _edit_parser(sub, objective: str, help: str) -> None:
-    names = methods_for(objective)
-    p = sub.add_parser(objective, help=help)
+def _edit_parser(sub, objective: str, argv: Sequence[str]) -> None:
+    """The `erase` / `amplify` verb with the flags of the method `--method` names in `argv` (default: the
+    objective's default method); the other methods' flags are parsed only to be refused by name."""
+    names = [n for n in methods_for(objective) if not get_method(n).starts_from]
+    default = default_method(objective).name
+    chosen = peek_flag(argv, "--method") or default
+    method = get_method(chosen) if chosen in names else get_method(default)  # argparse refuses an unknown one
+    p = sub.add_parser(objective, help=f"{objective} concepts (default --method {default}: "
+                                       f"{get_method(default).summary})")
     _concept_options(p, objective)
-    p.add_argument("--method", choices=names, default="cad",
-                   help="; ".join(f"{n}: {get_method(n).summary}" for n in names))
-    add_config_flags(p, {n: get_method(n).config_class for n in names})
-    if objective == "erase":
-        cal = p.add_argument_group("calibrated erase (the default for --method cad)")
-        cal.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
-                         help="search the setting against the goal and confirm it (default: yes, unless a setting "
-                              "the search chooses is given: --ratio, --count, --rounds, --at-steps, --preserve-rule)")
-        add_judge_options(cal)
-        add_second_judge_options(cal)
-        add_config_flags(cal, {"calibration": CalibrationConfig})
+    p.add_argument("--method", choices=names, default=default,
+                   help="; ".join(f"{n}: {get_method(n).summary}" for n in names) + f" (default {default}). "
+                        "Give it first to see that method's flags with --help")
+    add_config_flags(p.add_argument_group(f"--method {method.name}"), {method.name: method.config_class})
+    add_foreign_flags(p, {n: get_method(n).config_class for n in names if n != method.name},
+                      method.config_class)
+    if method.judged:
+        group = p.add_argument_group(f"--method {method.name}: judges")
+        add_judge_options(group)
+        add_second_judge_options(group)
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
     p.add_argument("--eval-repeats", type=positive_int, default=1,
                    help="embedded model: 36 evaluation images per repeat (each shape/colour 6x, texture 12x; default 1)")
     add_model_options(p)
     add_output_options(p)
-    p.set_defaults(func=lambda a: run_edit(a, objective), images=None)
+    p.set_defaults(func=lambda a: run_edit(a, objective), images=None, judge=None, clip_weights=None,
+                   second_judge=None, second_clip_weights=None)
 
 
-def register(sub) -> None:
+def register(sub, argv=()) -> None:
     p = sub.add_parser("attribute", help="CAD scores of every component for concepts (safetensors + summary + plot)")
     _concept_options(p, None)
     add_config_flags(p, {"attribute": AttributionConfig})
@@ -95,9 +89,8 @@ def register(sub) -> None:
     add_output_options(p)
     p.set_defaults(func=run_attribute)
 
-    _edit_parser(sub, "erase", "erase concepts: zero the components that carry them (CAD), or run a baseline; "
-                               "export the edited model")
-    _edit_parser(sub, "amplify", "CAD-Amplify: zero the components that suppress concepts")
+    _edit_parser(sub, "erase", argv)
+    _edit_parser(sub, "amplify", argv)
 
     p = sub.add_parser("apply", help="put a mask file on its model and write the edited pipeline folder")
     p.add_argument("mask", help="a mask file written by cadiff erase/amplify (mask.safetensors)")
@@ -111,22 +104,6 @@ def register(sub) -> None:
     add_model_options(p)
     add_output_options(p)
     p.set_defaults(func=run_apply)
-
-
-def _resolve_preserve(args: argparse.Namespace, pipe) -> None:
-    """--preserve-others: on a model of a world (the embedded model), every concept of the world but the targets
-    becomes --preserve."""
-    from cadiff.worlds import world_of
-
-    if getattr(args, "preserve_file", None):
-        args.preserve = read_concept_file(args.preserve_file)
-    if not args.preserve_others:
-        return
-    world = world_of(pipe)
-    if world is None:
-        raise BadInput("--preserve-others needs the embedded shapes model (a model of a world, whose concepts are a "
-                       "closed list); name the concepts to keep with --preserve CONCEPT ...")
-    args.preserve = world.others(args.concepts)
 
 
 def read_concept_file(path: str) -> list[str]:
@@ -148,27 +125,45 @@ def read_concept_file(path: str) -> list[str]:
 def _inputs(args: argparse.Namespace) -> dict:
     """What run.json records besides the method's settings: the concepts and the model options."""
     keys = ("concepts", "preserve", "preserve_others", "preserve_file", "images", "objective", "eval_repeats",
-            "no_export", "calibrate", "judge", "clip_weights", "second_judge", "second_clip_weights", "model", "config",
+            "no_export", "judge", "clip_weights", "second_judge", "second_clip_weights", "model", "config",
             "dtype", "device", "truncate")
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
 
+def _preserve(args: argparse.Namespace) -> list[str]:
+    """The concepts to keep the flags name (--preserve, or --preserve-file read)."""
+    if getattr(args, "preserve_file", None):
+        return read_concept_file(args.preserve_file)
+    return list(args.preserve)
+
+
+def _keep_world(args: argparse.Namespace, pipe) -> list[str]:
+    """--preserve-others: every concept of the model's world but the targets."""
+    from cadiff.worlds import world_of
+
+    world = world_of(pipe)
+    if world is None:
+        raise BadInput("--preserve-others needs the embedded shapes model (a model of a world, whose concepts are a "
+                       "closed list); name the concepts to keep with --preserve CONCEPT ...")
+    return world.others(args.concepts)
+
+
 def run_attribute(args: argparse.Namespace) -> int:
-    from cadiff.attribution import attribute
+    from cadiff.attribution import Concepts, attribute, check_concept_names
     from cadiff.files.io import write_json
     from cadiff.files.runs import run_folder
     from cadiff.models import describe_model
 
     check_new(args.out, args.overwrite)
     config = AttributionConfig(**given_options(args, AttributionConfig))
-    _check_concepts(args)
+    check_concept_names(args.concepts, args.preserve)
     pipe = load_from_args(args)
-    _resolve_preserve(args, pipe)
-    _check_concepts(args, pipe, args.objective, config.base_prompt)
+    keep = _keep_world(args, pipe) if args.preserve_others else args.preserve
+    uses_base = OBJECTIVES[args.objective].uses_base_prompt
+    concepts = Concepts.on(pipe, args.concepts, keep, base_prompt=config.base_prompt if uses_base else None)
     with run_folder(args.out, "attribute", {**_inputs(args), **config.to_dict()}, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
-        attrs = attribute(pipe, args.concepts, preserve=args.preserve, objective=args.objective, images=args.images,
-                          progress=True, **config.to_dict())
+        attrs = attribute(pipe, concepts, config, objective=args.objective, images=args.images, progress=True)
         for concept, name, attr in zip(args.concepts, slugs(args.concepts), attrs):
             attr.save(run.path / f"{name}.attr.safetensors")
             attr.plot(run.path / f"{name}.attr.png")
@@ -186,58 +181,67 @@ def run_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def _method_config(args: argparse.Namespace, objective: str):
-    """The chosen method's config from the flags given; ValueError naming a flag it does not take."""
+def _method(args: argparse.Namespace):
+    """The chosen method, made with the config its flags give; BadInput for a flag of another method."""
     from cadiff.editing.methods import method_config
-    from cadiff.files.config import flag_name
 
-    cls = get_method(args.method).config_class
-    given = given_options(args, *(get_method(n).config_class for n in methods_for(objective)))
-    foreign = [k for k in given if k not in cls.names()]
-    if foreign:
-        flags = {f.name: flag_name(f) for n in methods_for(objective) for f in fields(get_method(n).config_class)}
-        takes = ", ".join(flag_name(f) for f in fields(cls))
-        raise BadInput(f"{', '.join(flags[k] for k in foreign)}: not an option of --method {args.method} "
-                       f"(its options: {takes})")
-    return method_config(args.method, **given)
+    refuse_foreign_flags(args, f"--method {args.method}")
+    return get_method(args.method)(method_config(args.method, **given_options(args, get_method(args.method)
+                                                                              .config_class)))
 
 
 def run_edit(args: argparse.Namespace, objective: str) -> int:
-    from tqdm.auto import tqdm
-
-    from cadiff.editing import edit
-    from cadiff.editing.measure import best_round, evaluation_prompts, next_step
+    """`cadiff erase | amplify`: the chosen method on the checked request, into a run folder with the edit, the
+    before/after grid and (on a world's concepts) the accuracies before and after; a calibrated erase adds its
+    certificate and exits GOAL_NOT_MET / NOT_PROVEN when it missed or did not prove its goal."""
     from cadiff.files.runs import run_folder
     from cadiff.models import describe_model
-    from cadiff.worlds import world_of
 
     check_new(args.out, args.overwrite)
-    if objective == "erase" and _calibrating(args):
-        return run_calibrated(args)
-    calibration = [f"--{k.replace('_', '-')}" for k in ("judge", "clip_weights", "second_judge", "second_clip_weights")
-                   if getattr(args, k, None)]
-    calibration += [f"--{k.replace('_', '-')}" for k in given_options(args, CalibrationConfig)]
-    if calibration:
-        raise BadInput(f"{', '.join(calibration)}: options of the calibrated erase, which this command does not "
-                       "run (a setting the search chooses was given, --no-calibrate, or another --method)")
-    config = _method_config(args, objective)
-    _check_concepts(args)
-    if args.preserve_others and not get_method(args.method).takes_preserve:
-        raise BadInput(f"method '{args.method}' has no concepts to keep; drop --preserve-others")
+    method = _method(args)
+    inputs = method.inputs(args.concepts, objective, preserve=_preserve(args), images=args.images,
+                           keep_world=args.preserve_others)
     pipe = load_from_args(args)
-    _resolve_preserve(args, pipe)
-    get_method(args.method)(config).check(args.concepts, objective, args.preserve, args.images)
-    _check_concepts(args, pipe, objective, getattr(config, "base_prompt", ""))
-    settings = {**_inputs(args), "method": args.method, **config.to_dict()}
+    if method.judged:
+        inputs = replace(inputs, judge=judge_from_args(args, pipe), second_judge=judge_from_args(args, pipe, True))
+    calibrated = isinstance(method.config, CalibratedConfig)
+    request = method.request(pipe, inputs, on_step=_show_point if calibrated else None)
+    args.preserve = list(request.concepts.keep)
+    settings = {**_inputs(args), "method": args.method, **method.config.to_dict()}
     with run_folder(args.out, objective, settings, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
-        result = edit(pipe, args.concepts, objective, method=args.method, preserve=args.preserve, images=args.images,
-                      **config.to_dict())
+        if calibrated:
+            cal = method.config
+            print(f"searching a setting for {', '.join(args.concepts)} (goal: target <= {cal.goal_target:.0%}, "
+                  f"kept >= {cal.goal_keep:.0%}; at most {cal.budget} settings):", flush=True)
+        result = method.run(pipe, request)
         run.record["edit"] = result.record()
         result.write(run.path, export=not args.no_export)
-        world = world_of(pipe)
-        world = world if world is not None and all(c in world.concepts() for c in args.concepts) else None
-        _pictures_and_metrics(run, pipe, result, args, world, tqdm)
+        if calibrated:
+            run.metrics = result.certificate.to_dict()
+            _grid(run, pipe, result, args, _world_of_concepts(pipe, args.concepts))
+        else:
+            _pictures_and_metrics(run, pipe, result, args, _world_of_concepts(pipe, args.concepts))
+    return _report_calibrated(args, result) if calibrated else _report_edit(args, objective, result, run)
+
+
+def _world_of_concepts(pipe, concepts: list[str]):
+    """The model's world when every concept is one of its own (its judge and images apply), else None."""
+    from cadiff.worlds import world_of
+
+    world = world_of(pipe)
+    return world if world is not None and all(c in world.concepts() for c in concepts) else None
+
+
+def _show_point(point) -> None:
+    print(f"  {point.order:>2}. {point.label():<42} target {point.target_max:.2f}, worst kept "
+          f"{point.kept_min:.0%} ({point.kept_min_concept})", flush=True)
+
+
+def _report_edit(args: argparse.Namespace, objective: str, result, run) -> int:
+    from cadiff.editing.measure import best_round, evaluation_prompts, next_step
+    from cadiff.worlds import world_of
+
     zeroed = len(result.mask) if result.mask is not None else None
     verb = {"erase": "erased", "amplify": "amplified"}[objective]
     prompts = result.info.get("prompts")
@@ -250,10 +254,12 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
         print(f"target accuracy {targets}; other concepts "
               f"{m['others_before']:.2f} -> {m['others_after']:.2f} (worst kept {m['kept_min']:.0%}, "
               f"{m['kept_min_concept']}): {args.out}/metrics.json")
+        world = world_of(result.pipeline)
         n_images = sum(m["kept_min_concept"] in p.split() for p in evaluation_prompts(args.eval_repeats, world))
         for r in m.get("rounds", []):
             print(f"  after round {r['round']}: target {r['target_after']:.2f}, worst kept {r['kept_min']:.0%} "
                   f"({r['kept_min_concept']}), {r['zeroed']} weights zeroed")
+        config = result.config
         hint = next_step(m, objective, config.components, images=n_images, at_steps=config.at_steps) \
             if args.method == "cad" else None
         if hint:
@@ -267,53 +273,9 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     return 0
 
 
-def _calibrating(args: argparse.Namespace) -> bool:
-    from cadiff.calibration import wants_calibration
-    from cadiff.editing.methods.cad import CADConfig
-
-    given = {**given_options(args, CADConfig), **given_options(args, CalibrationConfig)}
-    return wants_calibration(args.method, args.calibrate, given, spell=lambda k: "--" + k.replace("_", "-"))
-
-
-def run_calibrated(args: argparse.Namespace) -> int:
-    """The calibrated erase: search, confirm, write the edit with certificate.json and frontier.png, print the
-    certificate; exit GOAL_NOT_MET when the confirmation missed the goal, NOT_PROVEN when it met it on point
+def _report_calibrated(args: argparse.Namespace, result) -> int:
+    """The certificate; GOAL_NOT_MET when the confirmation missed the goal, NOT_PROVEN when it met it on point
     estimates only."""
-    from cadiff.calibration import calibrated_erase
-    from cadiff.editing.methods.cad import CADConfig
-    from cadiff.files.config import make_config
-    from cadiff.files.runs import run_folder
-    from cadiff.models import describe_model
-    from cadiff.worlds import world_of
-
-    _method_config(args, "erase")  # refuses another method's flags
-    options = {**given_options(args, CADConfig), **given_options(args, CalibrationConfig)}
-    cal = make_config(CalibrationConfig, {k: v for k, v in options.items() if k in CalibrationConfig.names()},
-                      "the calibrated erase")
-    _check_concepts(args)
-    pipe = load_from_args(args)
-    _resolve_preserve(args, pipe)
-    _check_concepts(args, pipe, "erase", options.get("base_prompt", ""))
-    if not args.preserve and world_of(pipe) is None:
-        raise BadInput("the calibrated erase needs concepts to keep on this model: --preserve CONCEPT ... or "
-                       "--preserve-file FILE (or --no-calibrate for the plain edit)")
-    judge, second = judge_from_args(args, pipe), judge_from_args(args, pipe, second=True)  # checked by the search
-
-    def show(point) -> None:
-        print(f"  {point.order:>2}. {point.label():<42} target {point.target_max:.2f}, worst kept "
-              f"{point.kept_min:.0%} ({point.kept_min_concept})", flush=True)
-
-    settings = {**_inputs(args), "method": "cad", "calibrated": True, **cal.to_dict(), **options}
-    with run_folder(args.out, "erase", settings, args.overwrite) as run:
-        run.record["model"] = describe_model(pipe, args.model)
-        print(f"searching a setting for {', '.join(args.concepts)} (goal: target <= {cal.goal_target:.0%}, kept "
-              f">= {cal.goal_keep:.0%}; at most {cal.budget} settings):", flush=True)
-        result = calibrated_erase(pipe, args.concepts, preserve=args.preserve, judge=judge, second_judge=second,
-                                  on_point=show, **options)
-        run.record["edit"] = result.record()
-        result.write(run.path, export=not args.no_export)
-        run.metrics = result.certificate.to_dict()
-        _grid(run, pipe, result, args, world_of(pipe))
     print(result.certificate.text())
     print(f"certificate: {args.out}/certificate.json, frontier: {args.out}/frontier.png, before/after grid: "
           f"{args.out}/grid.png")
@@ -331,11 +293,12 @@ def run_calibrated(args: argparse.Namespace) -> int:
 
 
 def _grid(run, pipe, result, args, world) -> None:
-    """The before/after grid on fixed seeds: prompts naming the targets and other concepts."""
+    """The before/after grid on fixed seeds: prompts naming the targets and other concepts (`world`: the model's
+    world when the targets are its concepts)."""
     from cadiff.attribution import concept_prompt
     from cadiff.editing.measure import before_after_grid, grid_prompts
 
-    if world is not None and all(c in world.concepts() for c in args.concepts):
+    if world is not None:
         prompts = grid_prompts(args.concepts, world=world)
     else:
         prompts = [concept_prompt(pipe, c) for c in args.concepts + args.preserve for _ in range(4)]
@@ -344,9 +307,11 @@ def _grid(run, pipe, result, args, world) -> None:
     grid.save(run.path / "grid.png")
 
 
-def _pictures_and_metrics(run, pipe, result, args, world, tqdm) -> None:
+def _pictures_and_metrics(run, pipe, result, args, world) -> None:
     """Before/after grid on fixed seeds; on a model of a world with the world's concepts, the accuracies of every
     concept before and after (and after every round of a multi-round edit)."""
+    from tqdm.auto import tqdm
+
     from cadiff.editing.measure import measure_edit
 
     _grid(run, pipe, result, args, world)

@@ -53,6 +53,56 @@ def add_config_flags(p: argparse.ArgumentParser, configs: dict[str, type]) -> No
         p.add_argument(flag_name(f), dest=name, default=argparse.SUPPRESS, help=text, **kwargs)
 
 
+FOREIGN = "foreign__"  # the namespace prefix of another method's flags, parsed only to be refused by name
+
+
+def add_foreign_flags(p: argparse.ArgumentParser, configs: dict[str, type], chosen: type) -> None:
+    """The flags of the other methods' configs (`configs`: method -> class) that `chosen` lacks, hidden from
+    --help: given, they are refused by `refuse_foreign_flags` naming the methods that take them (and, where the
+    chosen config says why it lacks one, the reason)."""
+    from dataclasses import fields
+
+    from cadiff.files.config import flag_name
+
+    owners: dict[str, tuple[str, list[str]]] = {}
+    for method, cls in configs.items():
+        for f in fields(cls):
+            if f.name not in chosen.names():
+                owners.setdefault(f.name, (flag_name(f), []))[1].append(method)
+    for name, (flag, methods) in owners.items():
+        p.add_argument(flag, dest=f"{FOREIGN}{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                       metavar=",".join(methods))
+    p.set_defaults(**{f"{FOREIGN}owners": {name: (flag, methods) for name, (flag, methods) in owners.items()},
+                      f"{FOREIGN}chosen": chosen})
+
+
+def refuse_foreign_flags(args: argparse.Namespace, what: str) -> None:
+    """BadInput naming the flags given that belong to methods other than `what` (see `add_foreign_flags`)."""
+    owners, chosen = getattr(args, f"{FOREIGN}owners", {}), getattr(args, f"{FOREIGN}chosen", None)
+    given = [k.removeprefix(FOREIGN) for k in vars(args) if k.startswith(FOREIGN) and k.removeprefix(FOREIGN)
+             in owners]
+    if not given:
+        return
+    from cadiff.errors import BadInput
+
+    name = given[0]
+    flag, methods = owners[name]
+    reason = getattr(chosen, "not_options", {}).get(name)
+    raise BadInput(f"{flag}: " + (reason if reason else f"not an option of {what}; --method "
+                                  f"{' or '.join(methods)} takes it (--method {methods[0]} --help lists its flags)"))
+
+
+def peek_flag(argv, flag: str) -> str | None:
+    """The value of `flag` in a command line before it is parsed ('--method esd' or '--method=esd'), else None."""
+    argv = list(argv or [])
+    for i, item in enumerate(argv):
+        if item == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if item.startswith(flag + "="):
+            return item.split("=", 1)[1]
+    return None
+
+
 def given_options(args: argparse.Namespace, *configs: type) -> dict:
     """The config fields whose flags were given on the command line, with their values."""
     names = {n for cls in configs for n in cls.names()}
@@ -137,6 +187,36 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 def add_output_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--out", required=required, help="run folder to create (must not exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--settings", default=None, metavar="RUN/run.json",
+                   help="replay a run of this command: its recorded settings (concepts, method, every setting) are "
+                        "the defaults, and the flags given here change them")
+
+
+def replay_defaults(parser: argparse.ArgumentParser, verb: str, path: str) -> list[str]:
+    """Make the settings recorded in run.json `path` (a run of `verb`) the defaults of `verb`'s parser; returns
+    the flags to add to the command line (the recorded --method, which picks the flags). BadInput for a file that
+    is not a run of `verb`."""
+    from pathlib import Path
+
+    from cadiff.errors import BadInput, MissingFile
+    from cadiff.files.io import read_json
+
+    if not Path(path).is_file():
+        raise MissingFile(f"--settings {path}: no such file; give a run folder's run.json")
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise BadInput(f"--settings {path}: not a cadiff run.json (it has no settings); give a run folder's run.json")
+    if record.get("command") != verb:
+        raise BadInput(f"--settings {path}: a run of 'cadiff {record.get('command')}', not of 'cadiff {verb}'")
+    settings = record["settings"]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[verb]
+    for action in sub._actions:
+        if action.dest in settings:
+            action.default = settings[action.dest]
+            if not action.option_strings:  # a positional: the recorded value stands in when none is given
+                action.nargs, action.required = "*", False
+    sub.set_defaults(**{k: v for k, v in settings.items() if k not in {a.dest for a in sub._actions}})
+    return ["--method", str(settings["method"])] if "method" in settings else []
 
 
 def load_from_args(args: argparse.Namespace):

@@ -16,7 +16,7 @@ from cadiff.cli.common import GOAL_NOT_MET, NOT_PROVEN
 DEMO_CONCEPT = "circle"
 
 
-def register(sub) -> None:
+def register(sub, argv=()) -> None:
     p = sub.add_parser("demo", help="erase 'circle' from the embedded shapes model, calibrated, and show the "
                                     "certificate")
     p.add_argument("--out", default="runs/demo")
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     argv = ["erase", DEMO_CONCEPT, "--out", args.out] + (["--overwrite"] if args.overwrite else [])
     print("cadiff " + " ".join(argv))
-    erase_args = build_parser().parse_args(argv)
+    erase_args = build_parser(argv).parse_args(argv)
     code = erase_args.func(erase_args)
     if code in (NOT_PROVEN, GOAL_NOT_MET):  # the demo's job is the certificate, whatever it proves
         print(f"cadiff demo: done; the certificate above says what is proven and what is not (`cadiff erase` exits "

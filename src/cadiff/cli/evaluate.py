@@ -18,7 +18,7 @@ from cadiff.cli.common import add_model_options, add_sampling_options, load_from
 from cadiff.errors import BadInput, MissingFile
 
 
-def register(sub) -> None:
+def register(sub, argv=()) -> None:
     p = sub.add_parser("evaluate", help="evaluate a (possibly edited) model on a prompt set; resumable")
     p.add_argument("--prompts", required=True,
                    help="CSV with a 'prompt' column (evaluation_seed, class/artist/categories optional), a text file "

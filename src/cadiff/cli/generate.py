@@ -11,7 +11,7 @@ from cadiff.cli.common import (add_model_options, add_output_options, add_sampli
 from cadiff.files.io import check_new
 
 
-def register(sub) -> None:
+def register(sub, argv=()) -> None:
     p = sub.add_parser("generate", help="generate images on fixed seeds into a run folder")
     p.add_argument("prompts", nargs="+", help="one or more prompts")
     p.add_argument("-n", "--num-images", type=positive_int, default=8, help="images per prompt")

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 
-def register(sub) -> None:
+def register(sub, argv=()) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page for run folders (several: side by side)")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by cadiff commands")
     p.add_argument("--out", required=True, help="the HTML file to write (must not exist)")

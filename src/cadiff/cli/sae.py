@@ -24,7 +24,7 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
 
 
-def register(sub) -> None:
+def register(sub, argv=()) -> None:
     p = sub.add_parser("sae", help="sparse autoencoders on the denoiser: collect, train, inspect, steer")
     s = p.add_subparsers(dest="sae_command", required=True, metavar="COMMAND")
 

@@ -10,7 +10,7 @@ from cadiff.errors import BadInput
 from cadiff.worlds.shapes.world import COLOURS, SHAPES, TEXTURES
 
 
-def register(sub) -> None:
+def register(sub, argv=()) -> None:
     p = sub.add_parser("shapes", help="the shapes world: rebuild the embedded model")
     shapes_sub = p.add_subparsers(dest="shapes_command", required=True, metavar="COMMAND")
     t = shapes_sub.add_parser("train", help="train the embedded model and its evaluator from scratch")

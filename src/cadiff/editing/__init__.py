@@ -4,11 +4,13 @@ magnitude control) behind `erase` / `amplify`, each returning an EditResult, and
 from cadiff.editing.ablate import ablated, apply_mask
 from cadiff.editing.copies import edited_copy, export_pipeline, with_denoiser
 from cadiff.editing.edit import amplify, edit, erase
-from cadiff.editing.methods import METHODS, EditMethod, get_method, method_config, methods_for, register_method
+from cadiff.editing.methods import (METHODS, EditMethod, EditRequest, get_method, method_config, method_for,
+                                    methods_for, register_method)
+from cadiff.editing.methods.cad import CADConfig
 from cadiff.editing.result import EditResult
 from cadiff.files.mask import Mask
 from cadiff.files.select import select_indices
 
-__all__ = ["METHODS", "EditMethod", "EditResult", "Mask", "ablated", "amplify", "apply_mask", "edit", "edited_copy",
-           "erase", "export_pipeline", "get_method", "method_config", "methods_for", "register_method",
+__all__ = ["CADConfig", "METHODS", "EditMethod", "EditRequest", "EditResult", "Mask", "ablated", "amplify", "apply_mask", "edit", "edited_copy",
+           "erase", "export_pipeline", "get_method", "method_config", "method_for", "methods_for", "register_method",
            "select_indices", "with_denoiser"]

@@ -1,52 +1,53 @@
-"""The plain edit, one entry point per verb: `erase` and `amplify` run a registered edit method (`method="cad"` by
-default) with the settings given and return an EditResult; the input pipeline is left unchanged. (`cadiff.erase`
-is the calibrated erase of `cadiff.calibration`, which searches CAD's settings and comes here when they are given.)
+"""One entry point for every edit: `edit(pipe, concepts, config)` runs the registered method whose config `config`
+is, and returns an EditResult; the input pipeline is left unchanged. `erase` and `amplify` are its two names, each
+with a default method: the calibrated erase (it finds its own setting and writes a certificate) and CAD-Amplify.
 
 Example:
     >>> import cadiff
-    >>> from cadiff.editing import erase
+    >>> from cadiff.editing.methods.cad import CADConfig
+    >>> from cadiff.editing.methods.esd import ESDConfig
     >>> pipe = cadiff.load_pipeline()
-    >>> result = erase(pipe, "circle", components="linear", seeds=16, ratio=0.02)    # CAD, the default method
-    >>> result.pipeline.save_pretrained("no-circles")      # a plain diffusers folder; the sampling settings travel
-    >>> esd = erase(pipe, "circle", method="esd", iterations=100, lr=3e-4)           # a baseline, same call
+    >>> result = cadiff.erase(pipe, "circle")                                  # calibrated: the default  # doctest: +SKIP
+    >>> plain = cadiff.erase(pipe, "circle", CADConfig(components="linear", seeds=16, ratio=0.02))
+    >>> plain.pipeline.save_pretrained("no-circles")       # a plain diffusers folder; the sampling settings travel
+    >>> esd = cadiff.erase(pipe, "circle", ESDConfig(iterations=100, lr=3e-4))        # a baseline, same call
+    >>> again = cadiff.erase(pipe, "circle", plain.config, seeds=8)       # options override a config's fields
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from cadiff.attribution.concepts import check_concept_names
 from cadiff.editing.copies import EDIT_INFO, edited_copy, export_pipeline, with_denoiser  # noqa: F401  (public here)
-from cadiff.editing.methods import get_method, method_config
+from cadiff.editing.methods import default_method, method_for
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import DEFAULT_RATIO  # noqa: F401  (public here)
+from cadiff.files.config import Config
 from cadiff.files.mask import Mask
 
 
-def edit(pipe, concepts: str | Sequence[str], objective: str = "erase", *, method: str = "cad",
-         preserve: Sequence[str] | None = None, images: str | None = None, seed: int = 0, progress: bool = True,
-         on_round: Callable[[int, Mask], None] | None = None, **config: Any) -> EditResult:
-    """Edit `concepts` with `method` toward `objective`; `config` sets the method's options (see
-    `cadiff.editing.methods`; an option the method does not take is an error). `preserve`: concepts to keep;
-    `images`: amplify's concept images; `on_round(k, mask)`: CAD sees the mask after every round k."""
-    cls = get_method(method)
-    settings = method_config(method, **config)
-    concepts = [concepts] if isinstance(concepts, str) else list(concepts)
-    preserve = list(preserve or [])
-    check_concept_names(concepts, preserve)
-    instance = cls(settings)
-    instance.check(concepts, objective, preserve, images)
-    return instance.run(pipe, concepts, objective=objective, preserve=preserve, progress=progress, images=images,
-                        seed=seed, on_round=on_round)
+def edit(pipe, concepts: str | Sequence[str], config: Config, *, objective: str = "erase",
+         preserve: Sequence[str] | None = None, images: str | None = None, judge: Any = None,
+         second_judge: Any = None, start: Mask | None = None, progress: bool = True,
+         on_step: Callable[..., None] | None = None, **options: Any) -> EditResult:
+    """Edit `concepts` toward `objective` with the method `config` belongs to; `options` set some of its fields
+    for this call (an option the config lacks is an error). `preserve`: concepts to keep; `images`: amplify's
+    concept images; `judge` / `second_judge`: what judges a method that judges its edit (the calibrated erase,
+    the hardening); `start`: the erase a method grows (the hardening); `on_step`: progress events (CAD: round and
+    mask; the calibrated erase: each screened Point)."""
+    method = method_for(config.with_options(f"{type(config).__name__}", **options))
+    inputs = method.inputs(concepts, objective, preserve=preserve, images=images, judge=judge,
+                           second_judge=second_judge, start=start)
+    return method.run(pipe, method.request(pipe, inputs, progress=progress, on_step=on_step))
 
 
-def erase(pipe, concepts: str | Sequence[str], *, method: str = "cad", **options: Any) -> EditResult:
-    """Erase `concepts` (CAD-Erase by default: zero the top positive components of each concept's erase score);
-    `method="esd" | "prune" | "magnitude"` run a baseline or the control the same way."""
-    return edit(pipe, concepts, "erase", method=method, **options)
+def erase(pipe, concepts: str | Sequence[str], config: Config | None = None, **options: Any) -> EditResult:
+    """Erase `concepts` with the method of `config` (default: the calibrated erase, CalibratedConfig()); the
+    keywords are `edit`'s, and a config's fields (`seeds=16`)."""
+    return edit(pipe, concepts, config or default_method("erase").config_class(), objective="erase", **options)
 
 
-def amplify(pipe, concepts: str | Sequence[str], *, method: str = "cad", **options: Any) -> EditResult:
-    """CAD-Amplify: zero the most negative components of the amplify objective (minus the denoising loss on the
-    concept's images)."""
-    return edit(pipe, concepts, "amplify", method=method, **options)
+def amplify(pipe, concepts: str | Sequence[str], config: Config | None = None, **options: Any) -> EditResult:
+    """CAD-Amplify by default (CADConfig()): zero the most negative components of the amplify objective (minus
+    the denoising loss on the concept's images)."""
+    return edit(pipe, concepts, config or default_method("amplify").config_class(), objective="amplify", **options)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from cadiff.errors import BadInput
 
@@ -38,14 +38,37 @@ def option(default: Any, help: str, *, type: Callable[[str], Any] | None = None,
 
 @dataclass(frozen=True)
 class Config:
-    """Base of every settings dataclass: frozen, its fields are its settings."""
+    """Base of every settings dataclass: frozen, its fields are its settings. `not_options` names settings a user
+    might expect that the config leaves to something else, with the reason its error gives."""
+
+    not_options: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-ready values (tuples become lists); `from_dict` reads them back."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], what: str | None = None) -> Config:
+        """The config `to_dict` wrote (lists read back as the tuples they were); BadInput naming an unknown key."""
+        values = {k: tuple(v) if isinstance(v, list) and _tuple_field(cls, k) else v for k, v in data.items()}
+        return make_config(cls, values, what or cls.__name__)
+
+    def with_options(self, what: str | None = None, **options: Any) -> Config:
+        """A copy with `options` set, checked by the config as a new one is (BadInput for a name it lacks)."""
+        if not options:
+            return self
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        return make_config(type(self), {**current, **options}, what or type(self).__name__, given=options)
 
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def _tuple_field(cls: type, name: str) -> bool:
+    """Whether field `name` of `cls` holds a tuple (its default is one, or its annotation names one)."""
+    f = next((f for f in fields(cls) if f.name == name), None)
+    return f is not None and (isinstance(f.default, tuple) or str(f.type).startswith("tuple"))
 
 
 def flag_name(f) -> str:
@@ -53,10 +76,15 @@ def flag_name(f) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def make_config(cls: type[Config], options: dict[str, Any], what: str) -> Config:
-    """`cls(**options)`, or ValueError naming the options `what` does not take and the ones it does."""
+def make_config(cls: type[Config], options: dict[str, Any], what: str, given: dict[str, Any] | None = None
+                ) -> Config:
+    """`cls(**options)`, or BadInput naming the options `what` does not take (of `given`, default `options`) and
+    the ones it does."""
     known = cls.names()
-    unknown = [k for k in options if k not in known]
+    unknown = [k for k in (options if given is None else given) if k not in known]
+    reasons = [cls.not_options[k] for k in unknown if k in cls.not_options]
+    if reasons:
+        raise BadInput(f"{', '.join(k for k in unknown if k in cls.not_options)}: {reasons[0]}")
     if unknown:
         raise BadInput(f"{what} takes no option {', '.join(repr(k) for k in unknown)}; its options: "
                        f"{', '.join(known) or 'none'}")

@@ -272,6 +272,14 @@ def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise
 
 
+def read_json(path: str | Path) -> Any:
+    """A JSON file's content; BadInput naming the file when it is not JSON text."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{path}: not a JSON file ({exc}); give the file cadiff wrote") from None
+
+
 def write_json(path: str | Path, data: Any, overwrite: bool = True) -> Path:
     """Write `data` as indented JSON, atomically; ValueError (nothing written) naming the key of a NaN or infinity,
     which JSON cannot hold."""

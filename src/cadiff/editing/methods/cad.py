@@ -3,7 +3,7 @@
 so far and each round adds its own top `ratio` (or `count`), the first-order estimate renewed around the edit.
 
 Example:
-    >>> result = cadiff.erase(pipe, "circle", components="linear", seeds=16, ratio=0.03)   # doctest: +SKIP
+    >>> result = cadiff.erase(pipe, "circle", CADConfig(components="linear", seeds=16, ratio=0.03))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass, fields
 
 from cadiff.attribution import attribute
+from cadiff.attribution.concepts import Concepts
 from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import get_objective
 from cadiff.editing.ablate import ablated
 from cadiff.editing.copies import edited_copy
-from cadiff.editing.methods import EditMethod, register_method
+from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
-from cadiff.editing.selection import SelectionConfig, ratio_type
+from cadiff.editing.selection import DEFAULT_RATIO, SelectionConfig, ratio_type
 from cadiff.errors import BadInput
 from cadiff.files.config import option, positive_int
 
@@ -52,7 +53,8 @@ class CADConfig(AttributionConfig, SelectionConfig):
         ratios = tuple(float(r) for r in self.round_ratios)
         if not ratios or not all(0.0 < r <= 1.0 for r in ratios):
             raise BadInput(f"round_ratios must be fractions in (0, 1], one per round, got {self.round_ratios}")
-        if self.count is not None or self.ratio not in (None, ratios[0]) or self.rounds not in (1, len(ratios)):
+        if self.count is not None or self.ratio not in (None, DEFAULT_RATIO, ratios[0]) or \
+                self.rounds not in (1, len(ratios)):
             raise BadInput("round_ratios sets the ratio and the number of rounds: give it without ratio, count "
                            "and rounds (--round-ratios 0.03,0.03,0.02)")
         object.__setattr__(self, "round_ratios", ratios)
@@ -63,43 +65,42 @@ class CADConfig(AttributionConfig, SelectionConfig):
         """The ratio round `k` (from 1) zeroes: its entry of round_ratios, else `ratio`."""
         return self.round_ratios[k - 1] if self.round_ratios else self.ratio
 
-    def attribution(self) -> dict:
+    def attribution(self) -> AttributionConfig:
         """The settings `attribute()` takes."""
-        return {f.name: getattr(self, f.name) for f in fields(AttributionConfig)}
+        return AttributionConfig(**{f.name: getattr(self, f.name) for f in fields(AttributionConfig)})
 
 
 @register_method
 class CAD(EditMethod):
     name = "cad"
-    summary = "CAD: zero the weights whose scores w * dJ/dw carry the concept (default)"
+    summary = "CAD: zero the weights whose scores w * dJ/dw carry the concept, at the settings given"
     config_class = CADConfig
     objectives = ("erase", "amplify")
+    default_for = ("amplify",)
     takes_images = True
 
-    def run(self, pipe, concepts, *, objective, preserve, progress=True, images=None, seed=0, on_round=None):
-        cfg = self.config
+    def run(self, pipe, request: EditRequest) -> EditResult:
+        cfg, concepts = self.config, request.concepts
         started, mask, rounds = time.perf_counter(), None, {}
         for k in range(1, cfg.rounds + 1):
-            attrs = score_round(pipe, concepts, cfg, objective=objective, preserve=preserve, mask=mask,
-                                images=images, progress=progress)
-            mask = add_selection(mask, attrs, cfg, objective, k)
+            attrs = score_round(pipe, concepts, cfg, objective=request.objective, mask=mask, images=request.images,
+                                progress=request.progress)
+            mask = add_selection(mask, attrs, cfg, request.objective, k)
             rounds[k] = mask
-            if on_round is not None:
-                on_round(k, mask)
+            request.step(k, mask)
         seconds = time.perf_counter() - started
-        return EditResult(edited_copy(pipe, mask, check=False), self.name, objective, list(concepts), list(preserve),
-                          cfg, mask=mask, attributions=attrs, rounds=rounds, seconds=seconds,
-                          info={"prompts": [a.metadata["prompts"][0] for a in attrs],
+        return EditResult(edited_copy(pipe, mask, check=False), self.name, request.objective, list(concepts.targets),
+                          list(concepts.keep), cfg, mask=mask, attributions=attrs, rounds=rounds, seconds=seconds,
+                          info={"prompts": list(concepts.prompts),
                                 "attribution_seconds": [a.metadata["seconds"] for a in attrs]})
 
 
-def score_round(pipe, concepts, cfg: CADConfig, *, objective: str, preserve, mask=None, images=None,
+def score_round(pipe, concepts: Concepts, cfg: CADConfig, *, objective: str, mask=None, images=None,
                 progress: bool = True) -> list:
-    """The attributions of `concepts` (one each) with `cfg`'s settings, on the model with `mask` zeroed (the
-    next round's scores) or, without one, on the model itself."""
+    """The attributions of `concepts`' targets (one each, against its keep set) with `cfg`'s settings, on the
+    model with `mask` zeroed (the next round's scores) or, without one, on the model itself."""
     with ablated(pipe, mask) if mask is not None else contextlib.nullcontext():
-        return attribute(pipe, list(concepts), preserve=preserve, objective=objective, images=images,
-                         progress=progress, **cfg.attribution())
+        return attribute(pipe, concepts, cfg.attribution(), objective=objective, images=images, progress=progress)
 
 
 def add_selection(mask, attrs, cfg: CADConfig, objective: str, k: int = 1):

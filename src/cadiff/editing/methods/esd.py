@@ -29,8 +29,9 @@ import torch
 from tqdm.auto import tqdm
 
 from cadiff.adapters import adapter_for
+from cadiff.attribution.concepts import Concepts
 from cadiff.editing.copies import with_denoiser
-from cadiff.editing.methods import EditMethod, register_method
+from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
@@ -51,6 +52,7 @@ class ESDConfig(Config):
                                            "(default 1)", type=float)
     start_guidance: float = option(3.0, "ESD: guidance of the sampling that reaches z_t (default 3)", type=float)
     steps: int | None = option(None, "sampling steps (default: the model's)", type=positive_int)
+    seed: int = option(0, "ESD: seed of the timesteps and noise it trains on (default 0)", type=int)
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -74,21 +76,22 @@ def esd_parameter_names(net: torch.nn.Module, variant: str) -> list[str]:
     return names
 
 
-def esd(pipe, concept: str, config: ESDConfig | None = None, seed: int = 0,
+def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
         on_iteration: Callable[[int, Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of `pipe`'s denoiser with ESD to erase `concept`; return (new pipeline, info); `pipe` is
     kept. Each iteration samples the model being trained (prompt `concept`, guidance `start_guidance`) up to a random
     step k through the stock pipeline call, takes the denoiser's input there, and regresses the student's output
     for the concept onto the frozen model's output guided away from it (in the model's own units: noise for
     U-Nets and PixArt, velocity for SD3 and Flux). `on_iteration(i, edited)` is called after each iteration."""
-    from cadiff.attribution.concepts import check_known_words, concept_prompts
     from cadiff.attribution.estimators import _sample_until
     from cadiff.attribution.recording import capture_conditioning, record_calls
     from cadiff.models.loading import resolve_sampling
 
     config = config or ESDConfig()
-    [prompt], _ = concept_prompts(pipe, [concept], base_prompt="")  # ESD guides away from the empty prompt
-    check_known_words(pipe, [prompt])
+    seed = config.seed
+    if not isinstance(concept, Concepts):  # ESD guides away from the empty prompt
+        concept = Concepts.on(pipe, [concept], base_prompt="")
+    concept, prompt = concept.targets[0], concept.prompts[0]
     steps, _ = resolve_sampling(pipe, config.steps)
     frozen = denoiser(pipe).eval().requires_grad_(False)
     adapter = adapter_for(frozen)
@@ -143,7 +146,8 @@ class ESD(EditMethod):
     takes_preserve = False
     concepts_at_once = 1
 
-    def run(self, pipe, concepts, *, objective, preserve, progress=True, images=None, seed=0, on_round=None):
-        edited, info = esd(pipe, concepts[0], self.config, seed=seed)
-        return EditResult(edited, self.name, objective, list(concepts), [], self.config, info=info,
+    def run(self, pipe, request: EditRequest) -> EditResult:
+        concepts = request.concepts
+        edited, info = esd(pipe, concepts, self.config)
+        return EditResult(edited, self.name, request.objective, list(concepts.targets), [], self.config, info=info,
                           seconds=info["seconds"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cadiff.adapters import adapter_for
 from cadiff.attribution.components import select_parameters
 from cadiff.editing.copies import edited_copy
-from cadiff.editing.methods import EditMethod, register_method
+from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import SelectionConfig
 from cadiff.files.config import option
@@ -50,8 +50,9 @@ class Magnitude(EditMethod):
     config_class = MagnitudeConfig
     takes_preserve = False
 
-    def run(self, pipe, concepts, *, objective, preserve, progress=True, images=None, seed=0, on_round=None):
+    def run(self, pipe, request: EditRequest) -> EditResult:
         started = time.perf_counter()
         mask = magnitude_mask(pipe, self.config)
-        return EditResult(edited_copy(pipe, mask, check=False), self.name, objective, list(concepts), [],
-                          self.config, mask=mask, seconds=time.perf_counter() - started)
+        return EditResult(edited_copy(pipe, mask, check=False), self.name, request.objective,
+                          list(request.concepts.targets), [], self.config, mask=mask,
+                          seconds=time.perf_counter() - started)

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from cadiff.editing.copies import edited_copy
-from cadiff.editing.methods import EditMethod, register_method
+from cadiff.attribution.concepts import Concepts
+from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
 from cadiff.files.config import Config, option, positive_int
@@ -39,6 +40,7 @@ class PruneConfig(Config):
     guidance: float | None = option(None, "guidance scale (default: the model's)", type=float)
     layers: str = option("ff.net.2", "prune: name suffix of the Linear layers scored and pruned (default ff.net.2, "
                                      "the feed-forward output projections)")
+    seed: int = option(0, "prune: first seed of the trajectories it samples (default 0)", type=int)
 
     def __post_init__(self):
         if not 0 < self.sparsity < 1 or not 0 < self.timestep_fraction <= 1:
@@ -93,18 +95,18 @@ def top_mask(weight: torch.Tensor, norms: torch.Tensor, sparsity: float) -> torc
     return mask
 
 
-def prune_mask(pipe, concept: str, preserve: list[str] | None = None, config: PruneConfig | None = None,
-               seed: int = 0) -> tuple[Mask, dict[str, Any]]:
-    """The weights ConceptPrune zeroes for `concept` (reference prompts: `preserve`, default the empty prompt), as
-    a Mask on `pipe`'s denoiser, and what it measured. `pipe` is unchanged."""
-    from cadiff.attribution.concepts import check_known_words, concept_prompts
+def prune_mask(pipe, concepts: Concepts, config: PruneConfig | None = None) -> tuple[Mask, dict[str, Any]]:
+    """The weights ConceptPrune zeroes for the one target of the checked `concepts` (reference prompts: the
+    concepts to keep, else the empty prompt), as a Mask on `pipe`'s denoiser, and what it measured. `pipe` is
+    unchanged."""
     from cadiff.models.loading import model_fingerprint, resolve_sampling
 
     config = config or PruneConfig()
+    seed = config.seed
     steps, guidance = resolve_sampling(pipe, config.steps, config.guidance)
-    [target], reference = concept_prompts(pipe, [concept], preserve or [], base_prompt=None if preserve else "")
-    reference = reference or [""]
-    check_known_words(pipe, [target, *reference])
+    if not concepts.keep:
+        concepts = concepts.against(pipe, "")
+    concept, target, reference = concepts.targets[0], concepts.prompts[0], list(concepts.keep_prompts) or [""]
 
     started = time.perf_counter()
     layers = prunable_layers(denoiser(pipe), config.layers)
@@ -136,8 +138,10 @@ class Prune(EditMethod):
     config_class = PruneConfig
     concepts_at_once = 1
 
-    def run(self, pipe, concepts, *, objective, preserve, progress=True, images=None, seed=0, on_round=None):
-        mask, info = prune_mask(pipe, concepts[0], preserve=preserve or None, config=self.config, seed=seed)
-        return EditResult(edited_copy(pipe, mask, check=False), self.name, objective, list(concepts), list(preserve),
-                          self.config, mask=mask, info=info, seconds=info["seconds"])
+    def run(self, pipe, request: EditRequest) -> EditResult:
+        concepts = request.concepts
+        mask, info = prune_mask(pipe, concepts, config=self.config)
+        return EditResult(edited_copy(pipe, mask, check=False), self.name, request.objective,
+                          list(concepts.targets), list(concepts.keep), self.config, mask=mask, info=info,
+                          seconds=info["seconds"])
 
