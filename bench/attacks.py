@@ -63,7 +63,7 @@ def main() -> None:
     import cadiff
     from cadiff.attacks import HardenConfig, Target, attack, harden
     from cadiff.calibration.probes import make_probe, measure
-    from cadiff.editing import amplify, edited_copy, erase
+    from cadiff.editing import amplify, edited_copy, erase, method_config
     from cadiff.editing.measure import kept_shares
     from cadiff.evaluation.judges import as_judge
     from cadiff.worlds import world_of
@@ -97,7 +97,7 @@ def main() -> None:
             if method == "cad" and cad_edit is not None:
                 edited, edit_seconds = cad_edit
             else:
-                edited = erase(pipe, concept, method=method, progress=False, **kwargs)
+                edited = erase(pipe, concept, method_config(method), progress=False, **kwargs)
                 edit_seconds = time.perf_counter() - started
                 if method == "cad":
                     cad_edit = (edited, edit_seconds)
@@ -108,8 +108,7 @@ def main() -> None:
                 edited.pipeline = edited_copy(pipe, edited.mask, fill="resample")
             if name in HARDENED:
                 lever = dict(HARDENED[name])
-                config = HardenConfig(**{k: lever.pop(k) for k in list(lever) if k.startswith("harden_")})
-                edited = harden(pipe, edited.mask, concept, keep=keep, judge=judge, config=config, **lever)
+                edited = harden(pipe, edited.mask, concept, HardenConfig(**lever), keep=keep, judge=judge)
                 extra = {"hardening": edited.info["hardening"], "zeroed_before": edited.info["zeroed_before"],
                          "zeroed_after": edited.info["zeroed_after"], "lever": HARDENED[name]}
             edit_seconds += time.perf_counter() - started

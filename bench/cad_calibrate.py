@@ -69,7 +69,7 @@ def main() -> None:
     import cadiff
     from cadiff.editing.measure import kept_shares
     from cadiff.calibration.probes import make_probe, measure
-    from cadiff.editing import erase as plain_erase
+    from cadiff import CADConfig
     from cadiff.evaluation.judges import as_judge
     from cadiff.worlds import world_of
 
@@ -104,7 +104,7 @@ def main() -> None:
             cert = certificates[concept]
             keep = world.others([concept])
             options_ = {k: v for k, v in recipe.items() if k != "others"}
-            edit = plain_erase(pipe, concept, components="linear", seeds=16, progress=False,
+            edit = cadiff.erase(pipe, concept, CADConfig(components="linear", seeds=16), progress=False,
                                preserve=keep if recipe.get("others") else None, **options_)
             probe = make_probe(pipe, world, [concept], keep, repeats=cert.probes["confirm_repeats"], extra=0,
                                seed=cert.probes["confirm"]["seeds"][0])

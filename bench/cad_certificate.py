@@ -59,7 +59,7 @@ def main() -> None:
         amount = ({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios")
                   else {"ratio": s["ratio"], "rounds": s["rounds"]})
         started = time.perf_counter()
-        edit = cadiff.erase(pipe, concept, calibrate=False, components="linear", seeds=16, at_steps=s["at_steps"],
+        edit = cadiff.erase(pipe, concept, cadiff.CADConfig(), components="linear", seeds=16, at_steps=s["at_steps"],
                             preserve_rule=s["preserve_rule"] or "mean",
                             preserve=keep if s["preserve_rule"] else None, progress=False, **amount)
         replay = round(time.perf_counter() - started, 1)

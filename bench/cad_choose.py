@@ -114,7 +114,7 @@ def main() -> None:
     for concept, pick in picks.items():
         s = pick["setting"]
         t0 = time.perf_counter()
-        mask = cadiff.editing.erase(pipe, concept, preserve=others_of(concept) if s["preserve"] else None,
+        mask = cadiff.erase(pipe, concept, cadiff.CADConfig(), preserve=others_of(concept) if s["preserve"] else None,
                             ratio=s["ratio"], rounds=s["rounds"], seeds=1 if args.quick else 16,
                             components=s["components"], at_steps=s["at_steps"], base_prompt=s["base_prompt"],
                             progress=False).mask

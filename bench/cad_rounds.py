@@ -73,9 +73,9 @@ def main() -> None:
                 measuring[0] += time.perf_counter() - t
 
         t0 = time.perf_counter()
-        result = cadiff.editing.erase(pipe, concept, preserve=keep, ratio=args.ratio, rounds=args.rounds, seeds=args.seeds,
+        result = cadiff.erase(pipe, concept, cadiff.CADConfig(), preserve=keep, ratio=args.ratio, rounds=args.rounds, seeds=args.seeds,
                               components=args.components, at_steps=args.at_steps,
-                              preserve_rule=args.preserve_rule if keep else "mean", progress=False, on_round=measure)
+                              preserve_rule=args.preserve_rule if keep else "mean", progress=False, on_step=measure)
         attrs, mask = result.attributions, result.mask
         seconds = time.perf_counter() - t0 - measuring[0]
         with ablated(pipe, mask):

@@ -136,7 +136,7 @@ def main() -> None:
     seeds = list(range(len(prompts)))
     gen = {"original": [], "edited": []}
     with tempfile.TemporaryDirectory() as tmp:
-        edited = cadiff.editing.erase(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, components=args.components,
+        edited = cadiff.erase(pipe, "circle", cadiff.CADConfig(), preserve=SHAPES_KEEP, seeds=args.seeds, components=args.components,
                               progress=False).pipeline
         export_pipeline(edited, Path(tmp) / "edited")
         loaded = cadiff.load_pipeline(Path(tmp) / "edited")

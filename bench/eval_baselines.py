@@ -44,6 +44,7 @@ def cad_available() -> bool:
 def edit(method: str, pipe, concept: str, args) -> tuple[object, dict]:
     """(edited pipeline, the settings recorded with its evaluation)."""
     import cadiff
+    from cadiff.editing import method_config
 
     amount = {} if args.cad_ratio is None else {"ratio": args.cad_ratio}
     if args.cad_components:
@@ -52,17 +53,17 @@ def edit(method: str, pipe, concept: str, args) -> tuple[object, dict]:
     cad_settings = {"ratio": args.cad_ratio or "default", "components": args.cad_components or "default",
                     "seeds": args.cad_seeds}
     if method == "cad":
-        return cadiff.editing.erase(pipe, concept, **amount).pipeline, cad_settings
+        return cadiff.erase(pipe, concept, cadiff.CADConfig(), **amount).pipeline, cad_settings
     if method == "cad-preserve":
-        return (cadiff.editing.erase(pipe, concept, preserve=others_of(concept), **amount).pipeline,
+        return (cadiff.erase(pipe, concept, cadiff.CADConfig(), preserve=others_of(concept), **amount).pipeline,
                 {**cad_settings, "preserve": others_of(concept)})
     if method == "magnitude":  # CAD's components and amount, no concept
         same = {k: v for k, v in amount.items() if k != "seeds"}
-        return cadiff.editing.erase(pipe, concept, method="magnitude", **same).pipeline, {**cad_settings, "seeds": None}
+        return cadiff.erase(pipe, concept, method_config("magnitude", **same)).pipeline, {**cad_settings, "seeds": None}
     if method == "esd":
-        result = cadiff.editing.erase(pipe, concept, method="esd", iterations=args.esd_iterations, lr=args.esd_lr)
+        result = cadiff.erase(pipe, concept, method_config("esd", iterations=args.esd_iterations, lr=args.esd_lr))
         return result.pipeline, {"iterations": args.esd_iterations, "lr": args.esd_lr}
-    result = cadiff.editing.erase(pipe, concept, method="prune", sparsity=args.prune_sparsity, seeds=args.prune_seeds)
+    result = cadiff.erase(pipe, concept, method_config("prune", sparsity=args.prune_sparsity, seeds=args.prune_seeds))
     return result.pipeline, {"sparsity": args.prune_sparsity, "seeds": args.prune_seeds}
 
 
