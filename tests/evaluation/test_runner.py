@@ -22,13 +22,13 @@ def run(pipe, out, evaluator, prompts="shapes:circle", **kw):
 def counted(monkeypatch):
     """Counts the prompts every generate() call receives."""
     calls = []
-    real = generation.generate
+    real = generation.render
 
     def counting(pipe, prompts, seeds, **kw):
         calls.append(list(prompts))
         return real(pipe, prompts, seeds, **kw)
 
-    monkeypatch.setattr(generation, "generate", counting)
+    monkeypatch.setattr(generation, "render", counting)
     return calls
 
 
@@ -124,13 +124,13 @@ def test_row_guidance_uses_each_rows_evaluation_guidance(tiny_pipe, tiny_evaluat
     path.write_text(",prompt,categories,evaluation_seed,evaluation_guidance\n0,a red circle,x,5,7\n"
                     "1,a blue star,x,6,3\n2,a red star,y,7,\n3,a blue circle,y,8,7\n")
     seen = []
-    real = generation.generate
+    real = generation.render
 
     def recording(pipe, prompts, seeds, guidance=None, **kw):
         seen.extend((p, guidance) for p in prompts)
         return real(pipe, prompts, seeds, guidance=guidance, **kw)
 
-    monkeypatch.setattr(generation, "generate", recording)
+    monkeypatch.setattr(generation, "render", recording)
     out = evaluate(tiny_pipe, load_prompts(path), tmp_path / "r", metrics=["shapes"],
                    metric_options={"evaluator": tiny_evaluator}, steps=STEPS, guidance=5.0,
                    row_guidance=True)

@@ -29,7 +29,7 @@ from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
 from cadiff.files.config import Config, make_config
 from cadiff.files.registry import Registry
-from cadiff.models.generate import generate
+from cadiff.models.generate import render
 from cadiff.worlds import world_of
 
 
@@ -57,7 +57,7 @@ class Target:
     def success(self, pipe, texts: Sequence[str], seed: int = 0) -> tuple[Rate, np.ndarray]:
         """The share of images (each prompt of `texts` x `seeds`) the judge reads as the concept, and the images."""
         rows = [(p, seed + k * 1000 + i) for i, p in enumerate(texts) for k in range(self.seeds)]
-        images = generate(pipe, [p for p, _ in rows], [s for _, s in rows])
+        images = render(pipe, [p for p, _ in rows], [s for _, s in rows])
         hits = int(np.asarray(self.judge.present(images, self.concept, self.keep), bool).sum())
         return Rate(hits, len(images)), images
 

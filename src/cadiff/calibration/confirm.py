@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 from cadiff.calibration.probes import Probe, Rate, judge_rates
 from cadiff.editing.ablate import ablated
 from cadiff.files.stats import lower_bound, upper_bound
-from cadiff.models.generate import generate
+from cadiff.models.generate import render
 
 TOLERANCE = 1e-9
 PROVEN, MET, MISSED = "proven", "met", "missed"
@@ -180,9 +180,9 @@ def confirm(pipe, mask, judges: Sequence, goal, targets: Sequence[str], keep: Se
         started = time.perf_counter()
         images = {"after": None, "before": None}
         with ablated(pipe, mask, check=False):
-            images["after"] = generate(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
+            images["after"] = render(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
         if look == 1 or any(c.kind == "keep" for c in open_):  # a target's claim needs no image before the edit
-            images["before"] = generate(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
+            images["before"] = render(pipe, probe.prompts, probe.seeds, progress=progress, **sampling)
         out.looks, out.images = look, out.images + len(probe)
         for judge, label in zip(judges, labels):
             seen = {when: judge_rates(x, probe, judge, concepts) for when, x in images.items() if x is not None}

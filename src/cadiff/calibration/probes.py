@@ -22,7 +22,7 @@ import numpy as np
 from cadiff.attribution import concept_prompt
 from cadiff.editing.ablate import ablated
 from cadiff.files.stats import wilson
-from cadiff.models.generate import generate
+from cadiff.models.generate import render
 from cadiff.worlds import World
 
 PER_REPEAT = 12  # images per concept and repeat where the model has no world design
@@ -102,5 +102,5 @@ def judge_rates(images: np.ndarray, probe: Probe, judge, concepts: Sequence[str]
 def measure(pipe, probe: Probe, judge, concepts: Sequence[str], mask=None, **sampling) -> dict[str, Rate]:
     """The rates of `concepts` on `probe`'s images from `pipe`, with `mask` zeroed if given."""
     with ablated(pipe, mask) if mask is not None else contextlib.nullcontext():
-        images = generate(pipe, probe.prompts, probe.seeds, **sampling)
+        images = render(pipe, probe.prompts, probe.seeds, **sampling)
     return judge_rates(images, probe, judge, concepts)

@@ -21,7 +21,7 @@ import numpy as np
 
 from cadiff.editing.ablate import ablated
 from cadiff.errors import BadInput
-from cadiff.models.generate import generate
+from cadiff.models.generate import render
 from cadiff.report.grids import image_grid, stack_grids
 from cadiff.worlds import World, get_world, world_of
 
@@ -50,7 +50,7 @@ def concept_accuracies(pipe, judge=None, repeats: int = 1, seed: int = 1000, bat
     world = _world(pipe, world)
     design = world.design(repeats)
     prompts = [p for p, _ in design]
-    images = generate(pipe, prompts, [seed + i for i in range(len(prompts))], batch_size=batch_size,
+    images = render(pipe, prompts, [seed + i for i in range(len(prompts))], batch_size=batch_size,
                       progress=progress)
     return world.accuracy((judge or world.judge()).predict(images), [labels for _, labels in design])
 
@@ -157,6 +157,6 @@ def before_after_grid(before_pipe, after_pipe, prompts: Sequence[str], seed: int
     """Two rows of images on the same seeds: the original model, then the edited one (`sampling`: generate's
     steps / guidance; unset ones are the model's)."""
     seeds = [seed + i for i in range(len(prompts))]
-    rows = [image_grid(generate(p, list(prompts), seeds, **sampling), cols=len(prompts))
+    rows = [image_grid(render(p, list(prompts), seeds, **sampling), cols=len(prompts))
             for p in (before_pipe, after_pipe)]
     return stack_grids(rows, titles=["before", title])

@@ -254,7 +254,8 @@ def evaluate(
     afresh beside it and replaces it only once complete). `row_guidance`: rows with an `evaluation_guidance` (I2P
     files) use it instead of `guidance`. `progress(n)` is told, once every input is checked, of the rows resumed
     (maybe 0), then after every batch of the rows it finished."""
-    from cadiff.models.generate import generate
+    from cadiff.models.generate import render
+    from cadiff.models.loading import check_weights
     from cadiff.models.loading import resolve_sampling, source_name
     from cadiff.models.vocabulary import check_known_words
     from cadiff.files.runs import versions
@@ -268,6 +269,7 @@ def evaluate(
             row_guidance_of(r, 0.0)
     out = check_out(out, overwrite)
     check_known_words(pipe, list(dict.fromkeys(r.prompt for r in prompt_set.rows)))
+    check_weights(pipe)
     built = [m for m in metrics if isinstance(m, Metric)]
     built += build_metrics([m for m in metrics if not isinstance(m, Metric)], metric_options)
     for metric in built:
@@ -277,7 +279,7 @@ def evaluate(
     record = {"command": "evaluate", "identity": identity, "prompt_source": prompt_set.source,
               "seeds": [r.seed for r in prompt_set.rows], "model_source": source_name(model_source),
               "versions": versions(), "sessions": []}
-    work = (generate, pipe, prompt_set, built, steps, guidance, batch_size, row_guidance, progress)
+    work = (render, pipe, prompt_set, built, steps, guidance, batch_size, row_guidance, progress)
     with resumable_dir(out, overwrite) as (folder, fresh):
         previous = None if fresh else _open_folder(folder, identity)
         return _run(folder, previous or record, *work)

@@ -39,8 +39,17 @@ def generate(
     if len(prompts) != len(seeds):
         raise BadInput(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     check_known_words(pipe, list(dict.fromkeys(prompts)))
-    steps, guidance = resolve_sampling(pipe, steps, guidance)
     check_weights(pipe)
+    return render(pipe, prompts, seeds, steps, guidance, batch_size, progress, **pipe_kwargs)
+
+
+def render(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int | None = None,
+           guidance: float | None = None, batch_size: int = 64, progress: Callable[[int], None] | None = None,
+           **pipe_kwargs) -> np.ndarray:
+    """`generate` for prompts checked already (a Concepts object's, a world's own, a checked prompt set's) on a
+    model whose weights were checked: the layers below an edge call this, so nothing is checked twice. An image
+    with NaN or infinite pixels is still refused."""
+    steps, guidance = resolve_sampling(pipe, steps, guidance)
     if not hasattr(type(pipe), "do_classifier_free_guidance"):
         setattr(pipe, GUIDED_ATTRIBUTE, adapter_for(denoiser(pipe)).guided_batch(guidance))
     out = []
