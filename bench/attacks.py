@@ -62,9 +62,9 @@ def main() -> None:
 
     import cadiff
     from cadiff.attacks import HardenConfig, Target, attack, harden
-    from cadiff.calibration.probes import make_probe, measure
+    from cadiff.evaluation.accuracy import make_probe, measure
     from cadiff.editing import amplify, edited_copy, erase, method_config
-    from cadiff.editing.measure import kept_shares
+    from cadiff.evaluation.accuracy import kept_shares
     from cadiff.evaluation.judges import as_judge
     from cadiff.worlds import world_of
 

@@ -44,7 +44,8 @@ def main() -> None:
 
     import cadiff
     from cadiff.editing import ablated, edited_copy
-    from cadiff.editing.measure import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
+    from cadiff.editing.grids import before_after_grid, grid_prompts
+    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
     from cadiff.worlds import world_of
     from cadiff.worlds.shapes import COLOURS, TEXTURES, render
 

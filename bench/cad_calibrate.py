@@ -67,8 +67,8 @@ def main() -> None:
     import torch
 
     import cadiff
-    from cadiff.editing.measure import kept_shares
-    from cadiff.calibration.probes import make_probe, measure
+    from cadiff.evaluation.accuracy import kept_shares
+    from cadiff.evaluation.accuracy import make_probe, measure
     from cadiff import CADConfig
     from cadiff.evaluation.judges import as_judge
     from cadiff.worlds import world_of
@@ -121,7 +121,7 @@ def main() -> None:
 
 
 def report(results: dict, name: str = "cad_calibrate") -> str:
-    from cadiff.calibration.certificate import Goal
+    from cadiff.editing.goal import Goal
 
     rows, passed, times = [], 0, []
     recipes = results.get("recipes", [])

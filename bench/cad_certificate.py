@@ -40,7 +40,7 @@ def main() -> None:
     import cadiff
     from cadiff.calibration import CalibrationConfig, Goal
     from cadiff.calibration.confirm import confirm, look_probes
-    from cadiff.calibration.probes import make_probe
+    from cadiff.evaluation.accuracy import make_probe
     from cadiff.calibration.search import second_judges
     from cadiff.evaluation.judges import as_judge
     from cadiff.worlds import world_of

@@ -87,7 +87,7 @@ def main() -> None:
 
     import cadiff
     from cadiff.editing import ablated
-    from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
     from cadiff.worlds.shapes.world import CONCEPTS
 
     pool: dict[str, list[dict]] = {}

@@ -25,12 +25,11 @@ def load(args):
     import torch
 
     import cadiff
-    from cadiff.worlds.shapes import load_evaluator
+    from cadiff.evaluation.judges import WorldJudge
 
     torch.set_num_threads(args.threads)
     pipe = cadiff.load_pipeline(args.model, device=args.device)
-    evaluator = load_evaluator(args.evaluator)
-    return pipe, evaluator
+    return pipe, WorldJudge(pipe, path=args.evaluator)  # the judge the accuracy engine counts with
 
 
 def write_section(doc, name: str, markdown: str) -> None:

@@ -48,7 +48,7 @@ def main() -> None:
     from cadiff.attribution.result import short_name
     from cadiff.editing import ablated
     from cadiff.files.mask import Mask
-    from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
     from cadiff.models import model_fingerprint, sampling_defaults
     from cadiff.models.loading import denoiser
 

@@ -31,7 +31,7 @@ def main() -> None:
     import cadiff
     from cadiff.attribution.result import EmptySelectionError
     from cadiff.editing import ablated
-    from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
     from cadiff.worlds import world_of
 
     pipe, evaluator = load(args)

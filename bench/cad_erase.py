@@ -4,7 +4,7 @@ Plain score: a_c = w * dJ_c/dw. Preserve score: a_c - mean of a_o over the other
 (e.g. circle minus the mean of square, triangle, star, cross, heart). Since the score is linear in the gradient,
 both come from the same 15 per-concept attributions (tests/attribution checks that attribute(c, preserve=P) equals
 this difference). Each edit is evaluated with the shapes evaluator on the balanced prompt design of
-cadiff.editing.measure (fixed seeds; per repeat 6 images per shape/colour, 12 per texture).
+cadiff.evaluation.accuracy (fixed seeds; per repeat 6 images per shape/colour, 12 per texture).
 
     flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_erase.py
 """
@@ -40,7 +40,8 @@ def main() -> None:
 
     import cadiff
     from cadiff.editing import ablated
-    from cadiff.editing.measure import before_after_grid, concept_accuracies, edit_metrics, grid_prompts
+    from cadiff.editing.grids import before_after_grid, grid_prompts
+    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
     from cadiff.worlds.shapes.world import CONCEPTS
     from cadiff.worlds import get_world
     concept_prompts = get_world("shapes").prompts_naming

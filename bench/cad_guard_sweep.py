@@ -52,10 +52,10 @@ def main() -> None:
     import cadiff
     from cadiff.attribution import Attribution
     from cadiff.attribution.result import EmptySelectionError
-    from cadiff.calibration.certificate import Goal
+    from cadiff.editing.goal import Goal
     from cadiff.attribution.keep_rules import fold_maxima, with_keep_rule
     from cadiff.editing import ablated
-    from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
     from cadiff.models.loading import denoiser as loaded_denoiser
     from cadiff.worlds import world_of
 
@@ -122,7 +122,7 @@ def report(results: dict, model: str, hardware_text: str) -> str:
     """The section: per concept the chosen point and its confirmation, and the frontier in two numbers: the lowest
     target any point reached while keeping every other concept at >= 95 %, and the best worst-kept share of the
     points that took the target to <= 5 %."""
-    from cadiff.calibration.certificate import Goal
+    from cadiff.editing.goal import Goal
 
     goal, s = Goal(), results["settings"]
     rows, met, low, cost = [], 0, [], []

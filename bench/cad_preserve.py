@@ -92,7 +92,7 @@ def measure(args) -> tuple[dict, float]:
     """Evaluate every concept x variant x ratio; save the JSON. Returns (results, attribution seconds)."""
     import cadiff
     from cadiff.editing import ablated
-    from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
     from cadiff.worlds.shapes.world import CONCEPTS
 
     pipe, evaluator = load(args)

@@ -93,7 +93,7 @@ def main() -> None:
 
     import cadiff
     from cadiff.editing import ablated, export_pipeline
-    from cadiff.editing.measure import concept_accuracies, edit_metrics
+    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
     from cadiff.models import sampling_defaults
 
     pipe, evaluator = load(args)

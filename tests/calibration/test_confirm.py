@@ -9,11 +9,11 @@ import pytest
 
 from cadiff.attribution import attribute
 from cadiff.calibration import calibrated_erase
-from cadiff.calibration.certificate import Goal
+from cadiff.editing.goal import Goal
 from cadiff.calibration.confirm import Claim, confirm, look_probes
-from cadiff.calibration.probes import Rate, make_probe
+from cadiff.evaluation.accuracy import Rate, make_probe
 from cadiff.cli import main
-from cadiff.files.stats import lower_bound, upper_bound
+from cadiff.evaluation.stats import lower_bound, upper_bound
 from tiny_pipelines import tiny_sd
 
 KEEP = ["a star", "a square"]

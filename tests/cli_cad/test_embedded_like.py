@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from cadiff.cli import main
-from cadiff.editing.measure import best_round, edit_metrics, evaluation_prompts, next_step
+from cadiff.editing.goal import best_round, next_step
+from cadiff.evaluation.accuracy import edit_metrics, evaluation_prompts
 from cadiff.worlds.shapes.world import CONCEPTS
 
 

@@ -34,7 +34,7 @@ def test_shapes_accuracy_reads_rendered_images_and_reports_erase_keep(tiny_evalu
 def test_erase_keep_splits_target_and_other_rows():
     table = [{"label_shape": s, "shapes_shape": p} for s, p in
              [("circle", "square"), ("circle", "circle"), ("star", "star"), ("star", "star"), ("heart", "star")]]
-    from cadiff.files.stats import wilson
+    from cadiff.evaluation.stats import wilson
 
     assert erase_keep(table, "circle") == {"attribute": "shape", "target": 0.5, "others": round(2 / 3, 4),
                                            "n_target": 2, "n_others": 3, "target_ci95": list(wilson(1, 2)),

@@ -4,7 +4,7 @@ engine gives `cadiff erase` and `cadiff evaluate` the same numbers on the same i
 import pytest
 import torch
 
-from cadiff.editing.measure import concept_accuracies
+from cadiff.evaluation.accuracy import concept_accuracies
 from cadiff.evaluation import evaluate, load_prompts
 from cadiff.models.loading import mark_model
 from cadiff.worlds import WORLDS, World, get_world, register_world, world_of
@@ -32,9 +32,9 @@ def test_erase_and_evaluate_measure_with_one_engine(tmp_path):
     cfg = EvaluatorConfig(channels=(4, 8))
     model = ShapesClassifier(cfg)
     save_evaluator(model, cfg, tmp_path / "judge")
-    from cadiff.worlds.shapes.evaluator import load_evaluator
+    from cadiff.evaluation.judges import WorldJudge
 
-    judge = load_evaluator(tmp_path / "judge")
+    judge = WorldJudge(pipe, path=tmp_path / "judge")
     by_erase = concept_accuracies(pipe, judge, repeats=1, seed=1000, batch_size=64)
     # the same batching (one batch of the 36 rows) on both sides: batch size changes a matmul's rounding, and an
     # exact comparison of accuracies holds only for the same computation
@@ -43,7 +43,7 @@ def test_erase_and_evaluate_measure_with_one_engine(tmp_path):
     by_evaluate = {c: v["target"] for c, v in summary["metrics"]["shapes"]["per_concept"].items()}
     assert by_evaluate == {c: round(v, 4) for c, v in by_erase.items()}
     assert len(set(by_erase.values())) > 1  # a random judge: the numbers differ, so the match means something
-    assert isinstance(judge, ShapesEvaluator)
+    assert isinstance(judge.judge, ShapesEvaluator)
 
 
 def test_a_new_world_is_one_registered_class(monkeypatch):

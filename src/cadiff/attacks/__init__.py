@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from cadiff.calibration.probes import Rate
+from cadiff.evaluation.accuracy import Probe, Rate, judge_rates
 from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
 from cadiff.files.config import Config, make_config
@@ -57,9 +57,9 @@ class Target:
     def success(self, pipe, texts: Sequence[str], seed: int = 0) -> tuple[Rate, np.ndarray]:
         """The share of images (each prompt of `texts` x `seeds`) the judge reads as the concept, and the images."""
         rows = [(p, seed + k * 1000 + i) for i, p in enumerate(texts) for k in range(self.seeds)]
-        images = render(pipe, [p for p, _ in rows], [s for _, s in rows])
-        hits = int(np.asarray(self.judge.present(images, self.concept, self.keep), bool).sum())
-        return Rate(hits, len(images)), images
+        probe = Probe([p for p, _ in rows], [s for _, s in rows], [frozenset({self.concept})] * len(rows))
+        images = render(pipe, probe.prompts, probe.seeds)
+        return judge_rates(images, probe, self.judge, [self.concept], others=self.keep)[self.concept], images
 
 
 @dataclass

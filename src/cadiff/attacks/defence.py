@@ -29,11 +29,12 @@ from cadiff.attacks.token import TOKEN, TokenAttack, TokenConfig, learn_token, w
 from cadiff.attribution import Concepts, concept_prompt
 from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig
 from cadiff.attribution.result import EmptySelectionError
-from cadiff.calibration.probes import make_probe, measure
+from cadiff.evaluation.accuracy import make_probe, measure
 from cadiff.editing.ablate import ablated
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.edit import edit
-from cadiff.editing.measure import GOAL_TARGET, KEEP_GOAL, kept_shares
+from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL
+from cadiff.evaluation.accuracy import kept_shares
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.methods.cad import CADConfig, add_selection, ratios_type, score_round
 from cadiff.editing.result import EditResult

@@ -71,8 +71,8 @@ class RevivalAttack(Attack):
                            "model leave out --attacks revival")
 
     def run(self, target: Target) -> Outcome:
-        from cadiff.calibration.probes import make_probe, measure
-        from cadiff.editing.measure import kept_shares
+        from cadiff.evaluation.accuracy import make_probe, measure
+        from cadiff.evaluation.accuracy import kept_shares
 
         prompts = target.world.phrasings(target.concept)[:32]
         revived, filled = revive(target.edited, self.config)

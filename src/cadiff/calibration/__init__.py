@@ -12,7 +12,8 @@ Example:
     >>> strict = cadiff.erase(pipe, "circle", CalibratedConfig(goal_target=0.02, budget=20))   # doctest: +SKIP
 """
 
-from cadiff.calibration.certificate import Certificate, Goal, Point
+from cadiff.calibration.certificate import Certificate, Point
+from cadiff.editing.goal import Goal
 from cadiff.calibration.config import CalibratedConfig, CalibrationConfig
 from cadiff.calibration.search import RATIOS, SEARCH, CalibratedEdit, CalibratedErase, calibrated_erase
 

@@ -17,36 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cadiff.calibration.confirm import MET, MISSED, PROVEN, Confirmation
-from cadiff.calibration.probes import Rate
-from cadiff.editing.measure import GOAL_TARGET, KEEP_GOAL, kept_shares
-
-TOLERANCE = 1e-9
-
-
-@dataclass(frozen=True)
-class Goal:
-    target: float = GOAL_TARGET
-    keep: float = KEEP_GOAL
-
-    def keeps(self, kept_min: float) -> bool:
-        return kept_min >= self.keep - TOLERANCE
-
-    def meets(self, target_max: float, kept_min: float) -> bool:
-        return target_max <= self.target + TOLERANCE and self.keeps(kept_min)
-
-    def distance(self, target_max: float, kept_min: float) -> float:
-        """How far a point is from the goal: the target's excess plus the keep shortfall (0 inside it)."""
-        return max(0.0, target_max - self.target) + max(0.0, self.keep - kept_min)
-
-    def rank(self, target_max: float, kept_min: float) -> tuple[int, float]:
-        """The choice among points, smallest first: those that meet the goal, then those that keep every concept
-        by their target, then the rest by their distance to the goal."""
-        if self.meets(target_max, kept_min):
-            return (0, 0.0)
-        if self.keeps(kept_min):
-            return (1, target_max)
-        return (2, self.distance(target_max, kept_min))
-
+from cadiff.editing.goal import Goal
+from cadiff.evaluation.accuracy import Rate, kept_shares
 
 @dataclass
 class Point:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 from cadiff.attribution.config import ScoringConfig
-from cadiff.editing.measure import GOAL_TARGET, KEEP_GOAL
+from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL
 from cadiff.editing.methods.cad import CADConfig
 from cadiff.editing.selection import ScopeConfig
 from cadiff.errors import BadInput

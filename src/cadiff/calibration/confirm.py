@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from cadiff.calibration.probes import Probe, Rate, judge_rates
+from cadiff.evaluation.accuracy import Probe, Rate, judge_rates
 from cadiff.editing.ablate import ablated
-from cadiff.files.stats import lower_bound, upper_bound
+from cadiff.evaluation.stats import lower_bound, upper_bound
 from cadiff.models.generate import render
 
 TOLERANCE = 1e-9

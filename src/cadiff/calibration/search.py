@@ -40,13 +40,14 @@ from tqdm.auto import tqdm
 from cadiff.attribution import Attribution, AttributionConfig, Concepts, attribute
 from cadiff.attribution.keep_rules import KeepMaxima, fold_maxima, with_keep_rule
 from cadiff.attribution.result import EmptySelectionError
-from cadiff.calibration.certificate import Certificate, Goal, Point
+from cadiff.calibration.certificate import Certificate, Point
+from cadiff.editing.goal import Goal
 from cadiff.calibration.config import CalibratedConfig, CalibrationConfig
 from cadiff.calibration.confirm import confirm, judge_label, look_probes
-from cadiff.calibration.probes import Rate, make_probe, measure
+from cadiff.evaluation.accuracy import Rate, make_probe, measure
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.edit import edit
-from cadiff.editing.measure import kept_shares
+from cadiff.evaluation.accuracy import kept_shares
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
 from cadiff.editing.result import EditResult

@@ -239,7 +239,8 @@ def _show_point(point) -> None:
 
 
 def _report_edit(args: argparse.Namespace, objective: str, result, run) -> int:
-    from cadiff.editing.measure import best_round, evaluation_prompts, next_step
+    from cadiff.editing.goal import best_round, next_step
+    from cadiff.evaluation.accuracy import evaluation_prompts
     from cadiff.worlds import world_of
 
     zeroed = len(result.mask) if result.mask is not None else None
@@ -296,7 +297,7 @@ def _grid(run, pipe, result, args, world) -> None:
     """The before/after grid on fixed seeds: prompts naming the targets and other concepts (`world`: the model's
     world when the targets are its concepts)."""
     from cadiff.attribution import concept_prompt
-    from cadiff.editing.measure import before_after_grid, grid_prompts
+    from cadiff.editing.grids import before_after_grid, grid_prompts
 
     if world is not None:
         prompts = grid_prompts(args.concepts, world=world)
@@ -312,7 +313,7 @@ def _pictures_and_metrics(run, pipe, result, args, world) -> None:
     concept before and after (and after every round of a multi-round edit)."""
     from tqdm.auto import tqdm
 
-    from cadiff.editing.measure import measure_edit
+    from cadiff.evaluation.accuracy import measure_edit
 
     _grid(run, pipe, result, args, world)
     if world is None:

@@ -21,7 +21,7 @@ import numpy as np
 from cadiff.errors import BadInput
 from cadiff.evaluation.metrics.base import ImageSource, Metric
 from cadiff.evaluation.prompts import PromptRow
-from cadiff.files.stats import wilson
+from cadiff.evaluation.stats import wilson
 from cadiff.worlds.shapes.world import ATTRIBUTES, attribute_of, caption_labels
 
 
