@@ -36,12 +36,12 @@ from cadiff.editing.edit import edit
 from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL
 from cadiff.evaluation.accuracy import kept_shares
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
-from cadiff.editing.methods.cad import CADConfig, add_selection, ratios_type, score_round
+from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import ScopeConfig
 from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
-from cadiff.files.config import option, positive_int
+from cadiff.files.config import option
 from cadiff.files.mask import Mask
 from cadiff.models.loading import model_fingerprint
 from cadiff.worlds import world_of
@@ -60,27 +60,27 @@ class HardenConfig(AttributionConfig, ScopeConfig, TokenConfig):
     not_options: ClassVar[dict[str, str]] = dict.fromkeys(
         ("ratio", "count", "rounds", "round_ratios"), "the hardening zeroes --harden-ratios per round")
 
-    seeds: int | Sequence[int] = option(16, "trajectories per prompt a round scores (default 16)", type=positive_int)
+    seeds: int | Sequence[int] = option(16, "trajectories per prompt a round scores (default 16)", low=1)
     components: str = option("linear", "the weights a round scores: linear (default), ff, attn, text, all, or a "
                                        "name regex")
     at_steps: str | Sequence[int] = option("early", "steps a round's scores sum over (default early)")
     preserve_rule: str = option("guard", "how the concepts to keep count in a round's scores (default guard)",
                                 choices=PRESERVE_RULES)
-    harden_rounds: int = option(3, "hardening: adversarial rounds at most (default 3)", type=positive_int)
+    harden_rounds: int = option(3, "hardening: adversarial rounds at most (default 3)", low=1)
     harden_ratios: tuple[float, ...] = option(
         (0.02, 0.01, 0.005), "hardening: the share per row zeroed for the token each round, and the smaller ones "
-                             "tried when it costs a kept concept (default 0.02,0.01,0.005)", type=ratios_type)
+                             "tried when it costs a kept concept (default 0.02,0.01,0.005)", low=0, high=1, low_open=True)
     harden_target: float = option(GOAL_TARGET, "hardening: stop once the learned token brings the concept back in at "
-                                        "most this share of images (default 0.05)", type=float)
+                                        "most this share of images (default 0.05)")
     harden_keep: float = option(KEEP_GOAL, "hardening: a round may not take a kept concept below this share of its "
-                                      "accuracy (default 0.95)", type=float)
+                                      "accuracy (default 0.95)")
     harden_seed: int = option(1000, "hardening: the learned token's seed in round 1, +1 each round (default 1000; "
-                                    "the attack's is 0)", type=int)
+                                    "the attack's is 0)")
     harden_with: str = option("token", "hardening: the targets each round scores: the learned token's prompt "
                                        "(token, default), or it and the concept's own prompt (token+concept)",
                               choices=TARGETS)
     success_seeds: int = option(1, "hardening: images per prompt when measuring the token's success (default 1)",
-                                type=positive_int)
+                                low=1)
 
     def __post_init__(self):
         AttributionConfig.__post_init__(self)

@@ -16,7 +16,7 @@ from cadiff.files.config import Config, option
 class PromptConfig(Config):
     prompts: str | None = option(None, "prompt attack: a prompt file (CSV with a prompt column, or one per line; "
                                        "default: the world's phrasings of the concept)")
-    prompt_limit: int = option(64, "prompt attack: at most this many prompts (default 64)", type=int)
+    prompt_limit: int = option(64, "prompt attack: at most this many prompts (default 64)")
 
 
 @register_attack

@@ -14,17 +14,16 @@ import torch
 from cadiff.attacks import Attack, Outcome, Target, register_attack
 from cadiff.editing.copies import with_denoiser
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option, positive_int
+from cadiff.files.config import Config, option
 from cadiff.models.loading import denoiser
 
 
 @dataclass(frozen=True)
 class RevivalConfig(Config):
-    revival_rank: float = option(0.5, "weight revival: the rank kept, as a share of each matrix's (default 0.5)",
-                                 type=float)
+    revival_rank: float = option(0.5, "weight revival: the rank kept, as a share of each matrix's (default 0.5)")
     revival_threshold: float = option(0.01, "weight revival: singular values shrunk by this share of the largest "
-                                            "(default 0.01)", type=float)
-    revival_iterations: int = option(30, "weight revival: soft-impute iterations (default 30)", type=positive_int)
+                                            "(default 0.01)")
+    revival_iterations: int = option(30, "weight revival: soft-impute iterations (default 30)", low=1)
 
 
 def soft_impute(w: torch.Tensor, missing: torch.Tensor, rank: float, threshold: float, iterations: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from cadiff.attacks import Attack, Outcome, Target, register_attack
 from cadiff.attribution.estimators import image_latents
 from cadiff.editing.copies import with_components
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option, positive_int
+from cadiff.files.config import Config, option
 from cadiff.models.loading import denoiser, resolve_sampling
 
 TOKEN = "<concept>"
@@ -30,14 +30,14 @@ def with_token(text: str, concept: str) -> str:
 
 @dataclass(frozen=True)
 class TokenConfig(Config):
-    token_steps: int = option(300, "learned token: optimisation steps (default 300)", type=positive_int)
-    token_lr: float = option(5e-3, "learned token: Adam learning rate (default 5e-3)", type=float)
-    token_batch: int = option(32, "learned token: images per step (default 32)", type=positive_int)
+    token_steps: int = option(300, "learned token: optimisation steps (default 300)", low=1)
+    token_lr: float = option(5e-3, "learned token: Adam learning rate (default 5e-3)")
+    token_batch: int = option(32, "learned token: images per step (default 32)", low=1)
     token_images: int = option(96, "learned token: concept images (default 96, rendered by the world)",
-                               type=positive_int)
+                               low=1)
     token_init: str = option("shape", "learned token: the word its embedding starts from (default 'shape')")
     token_folder: str | None = option(None, "learned token: a folder of concept images instead of rendered ones")
-    token_seed: int = option(0, "learned token: seed of the images, batches and noise (default 0)", type=int)
+    token_seed: int = option(0, "learned token: seed of the images, batches and noise (default 0)")
 
 
 def _single_encoder(pipe) -> bool:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from cadiff.attribution.objectives import ESTIMATORS
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option, positive_int
+from cadiff.files.config import Config, option
 
 PRESERVE_RULES = ("mean", "guard", "relative")
 
@@ -24,15 +24,15 @@ class ScoringConfig(Config):
     with 4 trajectories)."""
 
     seeds: int | Sequence[int] = option(4, "trajectories (noise draws) per concept, or a list of seeds (default 4)",
-                                        type=positive_int)
-    steps: int | None = option(None, "sampling steps (default: the model's)", type=positive_int)
-    guidance: float | None = option(None, "guidance scale (default: the model's)", type=float)
+                                        low=1)
+    steps: int | None = option(None, "sampling steps (default: the model's)", low=1)
+    guidance: float | None = option(None, "guidance scale (default: the model's)", low=0)
     components: str = option("ff", "ff (default, the paper's), attn, text (the weights that read the text: "
                                    "cross-attention keys and values), linear, all, or a name regex")
     estimator: str = option("trajectory", "erase objective's estimator: one pass per trajectory (default) or the "
                                           "reference re-sampling (slow)", choices=ESTIMATORS)
     base_prompt: str = option("", "erase objective's reference prompt (default: empty)")
-    batch_size: int = option(16, "rows per pipeline call (default 16)", type=positive_int)
+    batch_size: int = option(16, "rows per pipeline call (default 16)", low=1)
 
     def __post_init__(self):
         if isinstance(self.seeds, list):

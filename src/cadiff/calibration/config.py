@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from typing import ClassVar, Sequence
@@ -19,23 +18,7 @@ from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL
 from cadiff.editing.methods.cad import CADConfig
 from cadiff.editing.selection import ScopeConfig
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option, positive_int
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
-def count(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+from cadiff.files.config import Config, option
 
 
 @dataclass(frozen=True)
@@ -45,24 +28,24 @@ class CalibrationConfig(Config):
     images and confirms its choice on others."""
 
     goal_target: float = option(GOAL_TARGET, "goal: the target judged present in at most this share of its images "
-                                      "(default 0.05)", type=fraction)
+                                      "(default 0.05)", low=0, high=1)
     goal_keep: float = option(KEEP_GOAL, "goal: every concept to keep keeps at least this share of its accuracy "
-                                    "(default 0.95)", type=fraction)
-    budget: int = option(12, "most settings the search screens (default 12)", type=positive_int)
+                                    "(default 0.95)", low=0, high=1)
+    budget: int = option(12, "most settings the search screens (default 12)", low=1)
     screen_repeats: int = option(1, "screening images: the world's design this many times (36 images each on the "
-                                    "embedded model; elsewhere 12 per concept) (default 1)", type=positive_int)
-    screen_extra: int = option(12, "screening images naming each target beyond those (default 12)", type=count)
+                                    "embedded model; elsewhere 12 per concept) (default 1)", low=1)
+    screen_extra: int = option(12, "screening images naming each target beyond those (default 12)", low=0)
     confirm_repeats: int = option(4, "confirmation images: the design this many times, on new seeds (default 4: "
-                                     "144 on the embedded model), looked at first", type=positive_int)
+                                     "144 on the embedded model), looked at first", low=1)
     confirm_max_repeats: int = option(16, "most confirmation images: while a claim is undecided the design is added "
                                           "again, doubling the total up to this many times (default 16: 576 on the "
-                                          "embedded model)", type=positive_int)
+                                          "embedded model)", low=1)
     confidence: float = option(0.95, "confidence of the certificate's one-sided bounds (default 0.95)",
-                               type=fraction)
-    screen_seed: int = option(100_000, "first seed of the screening images (default 100000)", type=count)
+                               low=0, high=1)
+    screen_seed: int = option(100_000, "first seed of the screening images (default 100000)", low=0)
     tie_seed: int = option(150_000, "first seed of the images that break a tie between the best settings when "
-                                    "none met the goal (default 150000)", type=count)
-    confirm_seed: int = option(200_000, "first seed of the confirmation images (default 200000)", type=count)
+                                    "none met the goal (default 150000)", low=0)
+    confirm_seed: int = option(200_000, "first seed of the confirmation images (default 200000)", low=0)
 
     def __post_init__(self):
         for name in ("goal_target", "goal_keep"):
@@ -95,7 +78,7 @@ class CalibratedConfig(ScoringConfig, ScopeConfig, CalibrationConfig):
         "chosen by the calibrated erase's search; to run CAD at a setting you give, use CADConfig (--method cad)")
 
     seeds: int | Sequence[int] = option(16, "trajectories (noise draws) per concept, or a list of seeds (default 16, "
-                                            "measured on the embedded model)", type=positive_int)
+                                            "measured on the embedded model)", low=1)
     components: str = option("linear", "the weights scored: linear (default, measured on the embedded model), ff, "
                                        "attn, text, all, or a name regex")
 

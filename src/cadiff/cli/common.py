@@ -8,10 +8,52 @@ import sys
 
 import torch
 
-from cadiff.files.config import positive_int  # noqa: F401  (the CLI modules' argparse type)
 
 GOAL_NOT_MET = 3  # exit code of a calibrated erase that missed its goal (its run folder is complete)
 NOT_PROVEN = 4  # exit code of a calibrated erase that met its goal on point estimates, not proven by its bounds
+
+def positive_int(text: str) -> int:
+    """argparse type of the CLI's own flags: an integer >= 1."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def flag_type(f):
+    """The argparse type of a config field's flag, from its annotation (int, float, a tuple of floats written
+    comma-separated; anything else is text) and its bounds (`option(low=, high=, low_open=)`); None for text."""
+    kind = str(f.type)
+    if kind.startswith("tuple[float"):
+        parse, name = (lambda text: tuple(float(part) for part in text.split(","))), "numbers separated by commas"
+    elif kind.startswith("int"):
+        parse, name = int, "an integer"
+    elif kind.startswith("float"):
+        parse, name = float, "a number"
+    else:
+        return None
+    low, high, low_open = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("low_open")
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {name}, got {text!r}") from None
+        for v in value if isinstance(value, tuple) else (value,):
+            below = low is not None and (v <= low if low_open else v < low)
+            if below or (high is not None and v > high) or not math.isfinite(v):
+                raise argparse.ArgumentTypeError(f"must be {_bounds(low, high, low_open)}, got {text}")
+        return value
+
+    convert.__name__ = name  # argparse names the type in its error
+    return convert
+
+
+def _bounds(low, high, low_open) -> str:
+    if high is None:
+        return "a finite number" if low is None else f"{'above' if low_open else 'at least'} {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+
 
 def report_error(exc: BaseException) -> int:
     """A CadiffError (something the user can fix) as one line; exit code 2."""
@@ -47,7 +89,7 @@ def add_config_flags(p: argparse.ArgumentParser, configs: dict[str, type]) -> No
         text = meta.get("help", "")
         if len(configs) > 1:
             text += f" [{', '.join(owners[name])}]"
-        kwargs = {"type": meta.get("type")} if meta.get("type") else {}
+        kwargs = {"type": flag_type(f)} if flag_type(f) else {}
         if meta.get("choices"):
             kwargs["choices"] = list(meta["choices"])
         p.add_argument(flag_name(f), dest=name, default=argparse.SUPPRESS, help=text, **kwargs)

@@ -3,22 +3,13 @@ output row (the paper's rule), per matrix, or over all selected weights."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option, positive_int
+from cadiff.files.config import Config, option
 from cadiff.files.select import SCOPES, check_amount
 
 DEFAULT_RATIO = 0.03  # per row: measured on the embedded model; the paper uses 0.001 on SD 1.4's wide rows
-
-
-def ratio_type(text: str) -> float:
-    """argparse type: a fraction in (0, 1]."""
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -38,8 +29,8 @@ class SelectionConfig(ScopeConfig):
     replaces it (as `with_options(count=...)` on a default config does)."""
 
     ratio: float | None = option(None, f"fraction per row/matrix/all to zero (default {DEFAULT_RATIO})",
-                                 type=ratio_type)
-    count: int | None = option(None, "a number of weights instead of --ratio", type=positive_int)
+                                 low=0, high=1, low_open=True)
+    count: int | None = option(None, "a number of weights instead of --ratio", low=1)
 
     def __post_init__(self):
         ScopeConfig.__post_init__(self)

@@ -1,6 +1,6 @@
 """Settings as frozen dataclasses: what a run records (run.json) and what the CLI's flags are made from.
 
-A field's `option(default, help, ...)` carries its flag's help text and argparse type/choices; `make_config`
+A field's `option(default, help, ...)` carries its flag's help text, choices and bounds; `make_config`
 builds a config from keyword options and refuses a name the config does not have, naming the ones it does.
 
 Example:
@@ -14,26 +14,19 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 from cadiff.errors import BadInput
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def option(default: Any, help: str, *, type: Callable[[str], Any] | None = None,
-           choices: Sequence[str] | None = None, flag: str | None = None) -> Any:
-    """A config field with what its CLI flag needs: help text, an argparse `type`, `choices`, and the flag's name
-    when it is not the field's (`--at-steps` for `at_steps` is derived)."""
-    return field(default=default, metadata={"help": help, "type": type, "choices": choices, "flag": flag})
+def option(default: Any, help: str, *, choices: Sequence[str] | None = None, flag: str | None = None,
+           low: float | None = None, high: float | None = None, low_open: bool = False) -> Any:
+    """A config field with what its CLI flag needs: help text, `choices`, the bounds of a number (`low`, `high`;
+    `low_open`: the low bound excluded), and the flag's name when it is not the field's (`--at-steps` for
+    `at_steps` is derived). The flag's type comes from the field's annotation (the CLI maps it)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "low": low,
+                                            "high": high, "low_open": low_open})
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,9 @@ from cadiff.editing.ablate import ablated
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
-from cadiff.editing.selection import DEFAULT_RATIO, SelectionConfig, ratio_type
+from cadiff.editing.selection import DEFAULT_RATIO, SelectionConfig
 from cadiff.errors import BadInput
-from cadiff.files.config import option, positive_int
-
-
-def ratios_type(text: str) -> tuple[float, ...]:
-    """argparse type: comma-separated fractions in (0, 1], one per round."""
-    return tuple(ratio_type(part) for part in text.split(","))
+from cadiff.files.config import option
 
 
 @dataclass(frozen=True)
@@ -36,10 +31,10 @@ class CADConfig(AttributionConfig, SelectionConfig):
     times."""
 
     rounds: int = option(1, "re-score on the edited model and zero another --ratio, this many times in all "
-                            "(default 1); every round's mask is kept (mask.roundK.safetensors)", type=positive_int)
+                            "(default 1); every round's mask is kept (mask.roundK.safetensors)", low=1)
     round_ratios: tuple[float, ...] | None = option(
         None, "a ratio per round, comma separated (e.g. 0.03,0.03,0.02): as many rounds as ratios, instead of "
-              "--ratio and --rounds", type=ratios_type)
+              "--ratio and --rounds", low=0, high=1, low_open=True)
 
     def __post_init__(self):
         AttributionConfig.__post_init__(self)

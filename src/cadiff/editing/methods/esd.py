@@ -34,7 +34,7 @@ from cadiff.editing.copies import with_denoiser
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option, positive_int
+from cadiff.files.config import Config, option
 from cadiff.models.loading import denoiser
 
 VARIANTS = ("u", "x")
@@ -46,13 +46,13 @@ class ESDConfig(Config):
 
     variant: str = option("u", "ESD variant: u trains all but cross-attention, output conv and time embedding "
                                "(objects, nudity; default), x only cross-attention (styles)", choices=VARIANTS)
-    iterations: int = option(1000, "ESD fine-tuning iterations (default 1000, the paper's)", type=positive_int)
-    lr: float = option(1e-5, "ESD learning rate (default 1e-5, the paper's)", type=float)
+    iterations: int = option(1000, "ESD fine-tuning iterations (default 1000, the paper's)", low=1)
+    lr: float = option(1e-5, "ESD learning rate (default 1e-5, the paper's)")
     negative_guidance: float = option(1.0, "ESD's eta: how far the target is guided away from the concept "
-                                           "(default 1)", type=float)
-    start_guidance: float = option(3.0, "ESD: guidance of the sampling that reaches z_t (default 3)", type=float)
-    steps: int | None = option(None, "sampling steps (default: the model's)", type=positive_int)
-    seed: int = option(0, "ESD: seed of the timesteps and noise it trains on (default 0)", type=int)
+                                           "(default 1)")
+    start_guidance: float = option(3.0, "ESD: guidance of the sampling that reaches z_t (default 3)")
+    steps: int | None = option(None, "sampling steps (default: the model's)", low=1)
+    seed: int = option(0, "ESD: seed of the timesteps and noise it trains on (default 0)")
 
     def __post_init__(self):
         if self.variant not in VARIANTS:

@@ -23,7 +23,7 @@ from cadiff.attribution.concepts import Concepts
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option, positive_int
+from cadiff.files.config import Config, option
 from cadiff.files.mask import Mask
 from cadiff.models.loading import denoiser
 
@@ -32,15 +32,14 @@ from cadiff.models.loading import denoiser
 class PruneConfig(Config):
     """Pruning settings: Wanda sparsity per timestep, timestep agreement, trajectories per prompt, layers."""
 
-    sparsity: float = option(0.01, "prune: Wanda sparsity per row and timestep (default 0.01)", type=float)
-    timestep_fraction: float = option(0.5, "prune: share of timesteps a weight must be skilled at (default 0.5)",
-                                      type=float)
-    seeds: int = option(4, "trajectories (noise draws) per prompt (default 4)", type=positive_int)
-    steps: int | None = option(None, "sampling steps (default: the model's)", type=positive_int)
-    guidance: float | None = option(None, "guidance scale (default: the model's)", type=float)
+    sparsity: float = option(0.01, "prune: Wanda sparsity per row and timestep (default 0.01)")
+    timestep_fraction: float = option(0.5, "prune: share of timesteps a weight must be skilled at (default 0.5)")
+    seeds: int = option(4, "trajectories (noise draws) per prompt (default 4)", low=1)
+    steps: int | None = option(None, "sampling steps (default: the model's)", low=1)
+    guidance: float | None = option(None, "guidance scale (default: the model's)")
     layers: str = option("ff.net.2", "prune: name suffix of the Linear layers scored and pruned (default ff.net.2, "
                                      "the feed-forward output projections)")
-    seed: int = option(0, "prune: first seed of the trajectories it samples (default 0)", type=int)
+    seed: int = option(0, "prune: first seed of the trajectories it samples (default 0)")
 
     def __post_init__(self):
         if not 0 < self.sparsity < 1 or not 0 < self.timestep_fraction <= 1:
