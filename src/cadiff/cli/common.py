@@ -32,27 +32,19 @@ def flag_type(f):
         parse, name = float, "a number"
     else:
         return None
-    low, high, low_open = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("low_open")
+    from cadiff.files.config import bounds_text, within
 
     def convert(text: str):
         try:
             value = parse(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {name}, got {text!r}") from None
-        for v in value if isinstance(value, tuple) else (value,):
-            below = low is not None and (v <= low if low_open else v < low)
-            if below or (high is not None and v > high) or not math.isfinite(v):
-                raise argparse.ArgumentTypeError(f"must be {_bounds(low, high, low_open)}, got {text}")
+        if not all(within(f.metadata, v) for v in (value if isinstance(value, tuple) else (value,))):
+            raise argparse.ArgumentTypeError(f"must be {bounds_text(f.metadata)}, got {text}")
         return value
 
     convert.__name__ = name  # argparse names the type in its error
     return convert
-
-
-def _bounds(low, high, low_open) -> str:
-    if high is None:
-        return "a finite number" if low is None else f"{'above' if low_open else 'at least'} {low:g}"
-    return f"in {'(' if low_open else '['}{low:g}, {high:g}]"
 
 
 def report_error(exc: BaseException) -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, load_from_args,
-                               positive_int)
+from cadiff.cli.common import (add_config_flags, add_model_options, add_output_options, add_sampling_options,
+                               given_options, load_from_args, positive_int)
 from cadiff.errors import BadInput, MissingFile
 
 
@@ -58,15 +58,9 @@ def register(sub, argv=()) -> None:
     t.add_argument("--branch", default="cond", choices=["cond", "uncond"])
     t.add_argument("--at-steps", default=None, help="stored sampling steps to train on: a window or indices "
                                                      "(default: all stored)")
-    t.add_argument("--k", type=positive_int, default=10)
-    t.add_argument("--expansion", type=positive_int, default=4, help="dictionary size / activation width")
-    t.add_argument("--d-sae", type=positive_int, default=None, help="dictionary size (overrides --expansion)")
-    t.add_argument("--lr", type=float, default=4e-4)
-    t.add_argument("--batch-size", type=positive_int, default=4096)
-    t.add_argument("--epochs", type=positive_int, default=1)
-    t.add_argument("--max-tokens", type=positive_int, default=None)
-    t.add_argument("--dead-tokens", type=positive_int, default=1_000_000, help="tokens without firing = dead")
-    t.add_argument("--seed", type=int, default=0)
+    from cadiff.sae import SAETrainConfig
+
+    add_config_flags(t, {"train": SAETrainConfig})
     add_output_options(t)
     t.set_defaults(func=train_cmd)
 
@@ -163,9 +157,7 @@ def train_cmd(args: argparse.Namespace) -> int:
         raise BadInput(f"{args.activations} holds several hookpoints; pick one with --hookpoint "
                        f"({', '.join(store.hookpoints)})")
     steps = store.steps if args.at_steps is None else resolve_steps(args.at_steps, store.meta["num_inference_steps"])
-    cfg = SAETrainConfig(expansion=args.expansion, d_sae=args.d_sae, k=args.k, lr=args.lr,
-                         batch_size=args.batch_size, epochs=args.epochs, max_tokens=args.max_tokens,
-                         dead_tokens=args.dead_tokens, seed=args.seed)
+    cfg = SAETrainConfig(**given_options(args, SAETrainConfig))
     checkpoint = Path(str(args.out).rstrip("/") + ".checkpoint")
     if (checkpoint / "state.json").is_file():
         print(f"resuming from {checkpoint}")
@@ -177,7 +169,7 @@ def train_cmd(args: argparse.Namespace) -> int:
         bar.total = bar.n  # the last batch may pass max_tokens: the bar ends full, at what was trained
         bar.refresh()
     settings = {"activations": args.activations, "hookpoint": hookpoint, "branch": args.branch, "steps": steps,
-                **vars(cfg)}
+                **cfg.to_dict()}
     with run_folder(args.out, "sae train", settings, args.overwrite) as run:
         tmp = sae.save(run.path / "_sae")
         for name in (CFG, WEIGHTS):

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, Sequence
 
@@ -56,6 +57,30 @@ class Config:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    def check_bounds(self) -> None:
+        """BadInput naming the first number (or tuple entry) outside the bounds its option declares."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            for v in value if isinstance(value, tuple) else (value,):
+                if isinstance(v, (int, float)) and not within(f.metadata, v):
+                    raise BadInput(f"{f.name} must be {bounds_text(f.metadata)}, got {value} "
+                                   f"({flag_name(f)})")
+
+
+def within(meta, value: float) -> bool:
+    """Whether `value` is finite and within an option's bounds (`meta`: the field's metadata)."""
+    low, high = meta.get("low"), meta.get("high")
+    below = low is not None and (value <= low if meta.get("low_open") else value < low)
+    return math.isfinite(value) and not below and (high is None or value <= high)
+
+
+def bounds_text(meta) -> str:
+    """An option's bounds in words: 'at least 1', 'in (0, 1]', 'a finite number'."""
+    low, high, low_open = meta.get("low"), meta.get("high"), meta.get("low_open")
+    if high is None:
+        return "a finite number" if low is None else f"{'above' if low_open else 'at least'} {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}]"
 
 
 def _tuple_field(cls: type, name: str) -> bool:

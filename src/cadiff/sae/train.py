@@ -21,30 +21,36 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cadiff.errors import BadInput
+from cadiff.files.config import Config, option
 from cadiff.files.io import write_json
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore, ShardPart
 
 
-@dataclass
-class SAETrainConfig:
+@dataclass(frozen=True)
+class SAETrainConfig(Config):
     """Settings of one SAE training run (defaults: the paper's, with lr for small data sets)."""
 
-    expansion: int = 4              # d_sae = expansion * d_in, unless d_sae is given
-    d_sae: int | None = None
-    k: int = 10
-    lr: float = 4e-4
-    batch_size: int = 4096
-    epochs: int = 1
-    max_tokens: int | None = None   # stop after this many training tokens
-    aux_k: int = 256                # dead latents that reconstruct the residual
-    aux_coef: float = 1 / 32
-    dead_tokens: int = 1_000_000    # a latent not fired for this many tokens is dead
-    median_samples: int = 16384     # tokens for the geometric-median initialisation of b_dec
-    holdout_shards: int = 1         # last shards kept out of training, for the evaluation (one shard: its last
-                                    # 1/8 of images, at least one)
-    checkpoint_every: int = 200     # optimizer steps between checkpoints
-    seed: int = 0
+    expansion: int = option(4, "dictionary size / activation width (default 4)", low=1)
+    d_sae: int | None = option(None, "dictionary size (overrides --expansion)", low=1)
+    k: int = option(10, "latents active per token (default 10)", low=1)
+    lr: float = option(4e-4, "Adam learning rate (default 4e-4)", low=0, low_open=True)
+    batch_size: int = option(4096, "tokens per optimizer step (default 4096)", low=1)
+    epochs: int = option(1, "passes over the training shards (default 1)", low=1)
+    max_tokens: int | None = option(None, "stop after this many training tokens (default: all epochs)", low=1)
+    aux_k: int = option(256, "dead latents that reconstruct the residual (default 256)", low=0)
+    aux_coef: float = option(1 / 32, "weight of the auxiliary loss (default 1/32)", low=0)
+    dead_tokens: int = option(1_000_000, "tokens without firing after which a latent is dead (default 1000000)",
+                              low=1)
+    median_samples: int = option(16384, "tokens for the geometric-median initialisation of b_dec (default 16384)",
+                                 low=1)
+    holdout_shards: int = option(1, "last shards kept out of training, for the evaluation (one shard: its last 1/8 "
+                                    "of images, at least one) (default 1)", low=0)
+    checkpoint_every: int = option(200, "optimizer steps between checkpoints (default 200)", low=1)
+    seed: int = option(0, "seed of the initialisation and the batch order (default 0)")
+
+    def __post_init__(self):
+        self.check_bounds()
 
 
 def geometric_median(x: torch.Tensor, iters: int = 100, eps: float = 1e-6) -> torch.Tensor:
