@@ -43,7 +43,7 @@ def main() -> None:
             hooked.append(time.perf_counter() - t0)
             tmp = Path(tempfile.mkdtemp(prefix="sae-capture-"))
             t0 = time.perf_counter()
-            store = collect_activations(pipe, prompts, seeds, tmp / "acts", hooks, at_steps=steps, shard_size=64)
+            store = collect_activations(pipe, prompts, seeds, tmp / "acts", hookpoints=hooks, at_steps=steps, shard_size=64)
             captured.append(time.perf_counter() - t0)
             size = sum(p.stat().st_size for p in store.shards)
             shutil.rmtree(tmp)

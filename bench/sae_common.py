@@ -76,8 +76,8 @@ def shared_store(args, pipe):
     out = Path(args.cache) / tagged(args, f"{'quick' if args.quick else 'full'}_store")
     prompts = random_prompts(n, seed=0)
     with tqdm(total=n, desc="collect", unit="img", file=sys.stderr) as bar:
-        return collect_activations(pipe, prompts, list(range(n)), out, hooks(pipe), at_steps="all", shard_size=32,
-                                   dtype="float16", model_source=args.model, progress=bar.update)
+        return collect_activations(pipe, prompts, list(range(n)), out, hookpoints=hooks(pipe), at_steps="all", shard_size=32,
+                                   store_dtype="float16", model_source=args.model, progress=bar.update)
 
 
 def window_sae(args, store, hookpoint: str, window: str):

@@ -124,7 +124,7 @@ def test_collect_writes_shards_and_resumes(sd1, tmp_path):
 
 
 def test_truncated_and_empty_shards_give_clear_errors(sd1, tmp_path):
-    store = collect_activations(sd1, ["a red circle"], [0], tmp_path / "acts", ["mid_block.attentions.0"],
+    store = collect_activations(sd1, ["a red circle"], [0], tmp_path / "acts", hookpoints=["mid_block.attentions.0"],
                                 at_steps=[0], steps=2, guidance=4.0)
     data = store.shards[0].read_bytes()
     store.shards[0].write_bytes(data[: len(data) // 2])

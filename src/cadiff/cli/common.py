@@ -21,9 +21,11 @@ def positive_int(text: str) -> int:
 
 
 def flag_type(f):
-    """The argparse type of a config field's flag, from its annotation (int, float, a tuple of floats written
-    comma-separated; anything else is text) and its bounds (`option(low=, high=, low_open=)`); None for text."""
+    """The argparse type of a config field's flag, from its annotation (int, float, a tuple of floats or of
+    words written comma-separated; anything else is text) and its bounds (`option(low=, high=, low_open=)`); None for text."""
     kind = str(f.type)
+    if kind.startswith("tuple[str"):
+        return lambda text: tuple(part.strip() for part in text.split(",") if part.strip())
     if kind.startswith("tuple[float"):
         parse, name = (lambda text: tuple(float(part) for part in text.split(","))), "numbers separated by commas"
     elif kind.startswith("int"):

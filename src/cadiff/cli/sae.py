@@ -38,16 +38,10 @@ def register(sub, argv=()) -> None:
     c.add_argument("--random-prompts", type=positive_int, default=None,
                    help="N shapes-world captions with attributes left open at random (the training mix)")
     c.add_argument("--seed", type=int, default=0, help="first seed; image i uses seed+i")
-    c.add_argument("--hookpoints", type=_csv, default=["mid_block.attentions.0"], help="comma-separated module paths")
-    c.add_argument("--at-steps", default="first,mid,last",
-                   help="sampling steps to capture: all | early | middle | final | first,mid,last | indices 0,12,24")
-    c.add_argument("--readout", choices=["update", "output"], default="update",
-                   help="residual update (output - input, default) or the module output")
-    c.add_argument("--branches", type=_csv, default=["cond", "uncond"])
-    c.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
-    c.add_argument("--store-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    from cadiff.sae.collect import CaptureConfig
+
+    add_config_flags(c, {"capture": CaptureConfig})
     add_model_options(c)
-    add_sampling_options(c)
     c.add_argument("--out", required=True, help="activation folder; an interrupted capture there is resumed")
     c.add_argument("--overwrite", action="store_true", help="discard an existing folder and start afresh")
     c.set_defaults(func=collect_cmd)
@@ -114,7 +108,9 @@ def collect_cmd(args: argparse.Namespace) -> int:
     from cadiff.files.runs import versions
     from cadiff.files.io import check_new
     from cadiff.sae import collect_activations
+    from cadiff.sae.collect import CaptureConfig
 
+    config = CaptureConfig(**given_options(args, CaptureConfig))
     if not Path(args.out).exists():
         check_new(args.out)  # before loading the model or opening the bar
     pipe = load_from_args(args)
@@ -131,13 +127,11 @@ def collect_cmd(args: argparse.Namespace) -> int:
     if resuming:
         print(f"resuming the capture in {args.out}")
     with tqdm(total=len(prompts), desc="collect", unit="img") as bar:
-        store = collect_activations(
-            pipe, prompts, seeds, args.out, args.hookpoints, at_steps=args.at_steps, readout=args.readout,
-            branches=args.branches, steps=args.steps, guidance=args.guidance,
-            shard_size=args.shard_size, dtype=args.store_dtype, overwrite=args.overwrite, model_source=args.model,
-            progress=bar.update)
-    write_json(Path(args.out) / "run.json", {"command": "sae collect", "settings": {
-        k: v for k, v in vars(args).items() if k != "func"}, "versions": versions()})
+        store = collect_activations(pipe, prompts, seeds, args.out, config, overwrite=args.overwrite,
+                                    model_source=args.model, progress=bar.update)
+    inputs = {k: v for k, v in vars(args).items() if k != "func" and k not in CaptureConfig.names()}
+    write_json(Path(args.out) / "run.json", {"command": "sae collect", "settings": {**inputs, **config.to_dict()},
+                                             "versions": versions()})
     print(f"wrote {store.num_images()} images x {len(store.steps)} steps of {', '.join(store.hookpoints)} "
           f"into {args.out}")
     return 0

@@ -4,19 +4,21 @@ activations into shards; an interrupted capture resumes from its last complete s
 Example:
     >>> import cadiff
     >>> pipe = cadiff.load_pipeline()
-    >>> store = cadiff.collect_activations(pipe, ["a red circle"] * 64, seeds=range(64), out="runs/acts",
-    ...                                    hookpoints=["mid_block.attentions.0"], at_steps="first,mid,last")  # doctest: +SKIP
+    >>> config = CaptureConfig(hookpoints=("mid_block.attentions.0",), at_steps="first,mid,last")
+    >>> store = cadiff.collect_activations(pipe, ["a red circle"] * 64, range(64), "runs/acts", config)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from cadiff.errors import BadInput
+from cadiff.files.config import Config, option
 from cadiff.files.io import OutputExistsError, check_new, check_target, resumable_dir, write_json
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, resolve_sampling
@@ -26,6 +28,42 @@ from cadiff.sae.store import FORMAT, META, ActivationStore, act_key, open_shard,
 from cadiff.worlds import World, get_world, world_of
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+READOUTS = ("update", "output")
+BRANCHES = ("cond", "uncond")
+
+
+@dataclass(frozen=True)
+class CaptureConfig(Config):
+    """What a capture stores: the hookpoints, the sampling steps, the readout, the guidance branches, and how."""
+
+    hookpoints: tuple[str, ...] = option(("mid_block.attentions.0",), "comma-separated module paths (default "
+                                                                       "mid_block.attentions.0; cadiff sae hookpoints "
+                                                                       "lists them)")
+    at_steps: str | Sequence[int] = option("first,mid,last", "sampling steps to capture: all | early | middle | final | "
+                                             "first,mid,last (default) | indices 0,12,24")
+    readout: str = option("update", "residual update (output - input, default) or the module output",
+                          choices=READOUTS)
+    branches: tuple[str, ...] = option(BRANCHES, "guidance branches, comma-separated (default cond,uncond)")
+    steps: int | None = option(None, "sampling steps (default: the model's)", low=1)
+    guidance: float | None = option(None, "guidance scale (default: the model's)", low=0)
+    shard_size: int = option(64, "images per shard (default 64)", low=1)
+    store_dtype: str = option("float32", "dtype of the stored activations (default float32)", choices=tuple(DTYPES))
+
+    def __post_init__(self):
+        self.check_bounds()
+        for name in ("hookpoints", "branches"):
+            if isinstance(getattr(self, name), (str, list)):
+                value = getattr(self, name)
+                object.__setattr__(self, name, tuple(value.split(",") if isinstance(value, str) else value))
+        if not self.hookpoints:
+            raise BadInput("no hookpoint given; name one (cadiff sae hookpoints lists them)")
+        unknown = [b for b in self.branches if b not in BRANCHES]
+        if unknown or not self.branches:
+            raise BadInput(f"branches must be some of {', '.join(BRANCHES)}, got {', '.join(self.branches)}")
+        if self.readout not in READOUTS:
+            raise BadInput(f"readout must be one of {', '.join(READOUTS)}, got '{self.readout}'")
+        if self.store_dtype not in DTYPES:
+            raise BadInput(f"unknown store_dtype '{self.store_dtype}'; use one of {', '.join(DTYPES)}")
 
 
 def _world(pipe, shapes_world: bool | None) -> World | None:
@@ -49,40 +87,27 @@ def _plan_matches(old: dict, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys) and old["model"]["fingerprint"] == new["model"]["fingerprint"]
 
 
-def collect_activations(
-    pipe,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    out: str | Path,
-    hookpoints: Sequence[str],
-    at_steps: str | Sequence[int] = "first,mid,last",
-    readout: str = "update",
-    branches: Sequence[str] = ("cond", "uncond"),
-    steps: int | None = None,
-    guidance: float | None = None,
-    shard_size: int = 64,
-    dtype: str = "float32",
-    shapes_world: bool | None = None,
-    overwrite: bool = False,
-    model_source: str | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> ActivationStore:
-    """Generate one image per (prompt, seed) with `steps` sampling steps and store the activations of `hookpoints`
-    at the steps `at_steps` names into `out`.
+def collect_activations(pipe, prompts: Sequence[str], seeds: Sequence[int], out: str | Path,
+                        config: CaptureConfig | None = None, *, shapes_world: bool | None = None,
+                        overwrite: bool = False, model_source: str | None = None,
+                        progress: Callable[[int], None] | None = None, **options) -> ActivationStore:
+    """Generate one image per (prompt, seed) and store the activations `config` names (default CaptureConfig();
+    `options` set its fields) into `out`.
 
     If `out` holds an interrupted capture with the same settings, only its missing shards are made; `overwrite`
     captures afresh beside an existing `out` and replaces it only once the capture is complete."""
+    config = (config or CaptureConfig()).with_options("collect_activations()", **options)
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     if len(prompts) != len(seeds):
         raise BadInput(f"got {len(prompts)} prompts but {len(seeds)} seeds; give one seed per prompt")
     if not prompts:
         raise BadInput("no prompts given; nothing to capture")
-    if dtype not in DTYPES:
-        raise BadInput(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    hookpoints, readout, branches = list(config.hookpoints), config.readout, list(config.branches)
+    shard_size, dtype = config.shard_size, config.store_dtype
     for name in hookpoints:
         resolve_hookpoint(pipe, name)
-    n_steps, guidance = resolve_sampling(pipe, steps, guidance)
-    captured = resolve_steps(at_steps, n_steps)
+    n_steps, guidance = resolve_sampling(pipe, config.steps, config.guidance)
+    captured = resolve_steps(config.at_steps, n_steps)
     if guidance <= 1 and "uncond" in branches:
         branches = [b for b in branches if b != "uncond"]  # no guidance: the pipeline runs the conditional branch only
     world = _world(pipe, shapes_world)
