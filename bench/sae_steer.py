@@ -79,7 +79,7 @@ def main() -> None:
         for beta in sp_betas:
             success, moved, whole, clean = [], [], [], []
             for q in quadrants:
-                with steer(pipe, sae, objects, "spatial", beta, window, quadrant=q, steps=n_steps):
+                with steer(pipe, sae, objects, mode="spatial", beta=beta, at_steps=window, quadrant=q, steps=n_steps):
                     out = cadiff.generate(pipe, sp_prompts, seeds, **kw)
                 success.append(spatial_success(out, q))
                 kept = intact(out, sp_shapes, sp_colours, ev)
@@ -94,7 +94,7 @@ def main() -> None:
             out = np.empty_like(gl_plain)
             for target in sorted(set(gl_target)):
                 idx = [i for i, t in enumerate(gl_target) if t == target]
-                with steer(pipe, sae, colour_latents[target], "global", beta, window, steps=n_steps):
+                with steer(pipe, sae, colour_latents[target], mode="global", beta=beta, at_steps=window, steps=n_steps):
                     out[idx] = cadiff.generate(pipe, [gl_prompts[i] for i in idx], [seeds[i] for i in idx], **kw)
             hit = float(np.mean([style_success(out[i:i + 1], t, ev) for i, t in enumerate(gl_target)]))
             gl_shapes = [SHAPES[(i + 1) % 6] for i in range(len(seeds))]

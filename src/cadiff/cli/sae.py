@@ -73,9 +73,9 @@ def register(sub, argv=()) -> None:
     group.add_argument("--latents", type=_ints, help="latent indices, e.g. 12,40")
     group.add_argument("--concept", help="a concept word (red, star, striped); needs --concepts")
     st.add_argument("--concepts", default=None, help="concepts.json written by `cadiff sae inspect`")
-    st.add_argument("--mode", choices=["spatial", "global"], default="global")
-    st.add_argument("--beta", type=float, default=8.0, help="strength")
-    st.add_argument("--at-steps", default="middle", help="steps to steer at: early | middle | final | indices 0,1,2")
+    from cadiff.sae.steering import SteerConfig
+
+    add_config_flags(st, {"steer": SteerConfig})
     st.add_argument("--quadrant", default="top-left", help="target quadrant for --mode spatial")
     st.add_argument("-n", "--num-images", type=positive_int, default=8)
     st.add_argument("--seed", type=int, default=0)
@@ -235,10 +235,12 @@ def steer_cmd(args: argparse.Namespace) -> int:
     from cadiff.worlds import world_of
     from cadiff.report import image_grid, stack_grids
     from cadiff.files.runs import run_folder
+    from cadiff.sae.steering import SteerConfig
     from cadiff.sae import TopKSAE, steer
     from cadiff.sae.concepts import latents_for
     from cadiff.sae.steering_eval import change, spatial_success, style_success
 
+    config = SteerConfig(**given_options(args, SteerConfig))  # checked before any model work
     check_new(args.out, args.overwrite)
     if args.concept is not None:  # the concepts file is checked before any model work
         if args.concepts is None:
@@ -249,27 +251,26 @@ def steer_cmd(args: argparse.Namespace) -> int:
     pipe = load_from_args(args)
     sae = TopKSAE.load(args.sae)
     world = world_of(pipe)
-    evaluator = world.judge() if world is not None and args.mode == "global" and args.concept is not None else None
+    evaluator = world.judge() if world is not None and config.mode == "global" and args.concept is not None else None
     n_steps, _ = resolve_sampling(pipe, args.steps)
-    window = args.at_steps if not args.at_steps.replace(",", "").isdigit() else [int(s) for s in _csv(args.at_steps)]
     seeds = [args.seed + i for i in range(args.num_images)]
     prompts = [p for p in args.prompts for _ in seeds]
     all_seeds = seeds * len(args.prompts)
     kw = {"steps": n_steps, "guidance": args.guidance, "batch_size": args.batch_size}
     before = generate(pipe, prompts, all_seeds, **kw)
-    with steer(pipe, sae, latents, args.mode, args.beta, window,
-               quadrant=args.quadrant if args.mode == "spatial" else None, steps=n_steps):
+    with steer(pipe, sae, latents, config, quadrant=args.quadrant if config.mode == "spatial" else None,
+               steps=n_steps):
         after = generate(pipe, prompts, all_seeds, **kw)
-    settings = {"prompts": args.prompts, "seeds": seeds, "sae": args.sae, "latents": latents, "mode": args.mode,
-                "beta": args.beta, "at_steps": window, "quadrant": args.quadrant, **kw, "truncate": args.truncate}
+    settings = {"prompts": args.prompts, "seeds": seeds, "sae": args.sae, "latents": latents, **config.to_dict(),
+                "quadrant": args.quadrant, **kw, "truncate": args.truncate}
     with run_folder(args.out, "sae steer", settings, args.overwrite) as run:
         run.record["model"] = describe_model(pipe, args.model)
         grids = [image_grid(before, cols=args.num_images, row_labels=args.prompts),
                  image_grid(after, cols=args.num_images, row_labels=args.prompts)]
-        stack_grids(grids, ["unsteered", f"steered: latents {latents}, {args.mode}, beta {args.beta}, "
-                                         f"steps {window}"]).save(run.path / "grid.png")
+        stack_grids(grids, ["unsteered", f"steered: latents {latents}, {config.mode}, beta {config.beta}, "
+                                         f"steps {config.at_steps}"]).save(run.path / "grid.png")
         run.metrics = {"change": change(before, after)}
-        if world is not None and args.mode == "spatial":
+        if world is not None and config.mode == "spatial":
             run.metrics["spatial_success"] = spatial_success(after, args.quadrant, world)
             run.metrics["spatial_success_unsteered"] = spatial_success(before, args.quadrant, world)
         if evaluator is not None:

@@ -14,12 +14,12 @@ from cadiff.sae.capture import ActivationCapture
 from cadiff.sae.collect import CaptureConfig, collect_activations
 from cadiff.sae.hookpoints import WINDOWS, hookpoints, resolve_hookpoint, resolve_steps, step_time, window_steps
 from cadiff.sae.model import TopKSAE
-from cadiff.sae.steering import quadrant_region, steer, steer_update
+from cadiff.sae.steering import SteerConfig, quadrant_region, steer, steer_update
 from cadiff.sae.store import ActivationStore
 from cadiff.sae.train import SAETrainConfig, evaluate_sae, geometric_median, train_sae
 
 __all__ = [
-    "WINDOWS", "ActivationCapture", "ActivationStore", "CaptureConfig", "SAETrainConfig", "TopKSAE", "collect_activations",
-    "evaluate_sae", "geometric_median", "hookpoints", "quadrant_region", "resolve_hookpoint", "resolve_steps", "steer",
+    "WINDOWS", "ActivationCapture", "ActivationStore", "CaptureConfig", "SAETrainConfig", "SteerConfig", "TopKSAE",
+    "collect_activations", "evaluate_sae", "geometric_median", "hookpoints", "quadrant_region", "resolve_hookpoint", "resolve_steps", "steer",
     "steer_update", "step_time", "train_sae", "window_steps",
 ]

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -23,12 +24,31 @@ import torch
 
 from cadiff.adapters import adapter_for
 from cadiff.errors import BadInput
+from cadiff.files.config import Config, option
 from cadiff.models.loading import denoiser, resolve_sampling
 from cadiff.sae.capture import StepTracker, split_branches
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps
 from cadiff.sae.model import TopKSAE
 
 MODES = ("spatial", "global")
+
+
+@dataclass(frozen=True)
+class SteerConfig(Config):
+    """How to steer: the mode, the strength and the sampling steps (where and which latents are the request's)."""
+
+    mode: str = option("global", "global: add the concept everywhere (default); spatial: move it into a region "
+                                 "(--quadrant)", choices=MODES)
+    beta: float = option(8.0, "strength (default 8)")
+    at_steps: str | Sequence[int] = option("middle", "steps to steer at: early | middle (default) | final | "
+                                                     "indices 0,1,2")
+
+    def __post_init__(self):
+        self.check_bounds()
+        if self.mode not in MODES:
+            raise BadInput(f"unknown steering mode '{self.mode}'; use 'spatial' or 'global'")
+        if isinstance(self.at_steps, str) and self.at_steps.replace(",", "").isdigit():
+            object.__setattr__(self, "at_steps", tuple(int(s) for s in self.at_steps.split(",")))
 
 
 def quadrant_region(grid: tuple[int, int], quadrant: str) -> np.ndarray:
@@ -76,11 +96,14 @@ def steering_change(sae: TopKSAE, delta: torch.Tensor, latents: Sequence[int], m
 
 
 @contextlib.contextmanager
-def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta: float = 8.0,
-          at_steps: str | Sequence[int] = "middle", region: np.ndarray | None = None, quadrant: str | None = None,
-          steps: int | None = None) -> Iterator[None]:
+def steer(pipe, sae: TopKSAE, latents: Sequence[int], config: SteerConfig | None = None, *,
+          region: np.ndarray | None = None, quadrant: str | None = None, steps: int | None = None,
+          **options) -> Iterator[None]:
     """While active, every pipeline call of `steps` sampling steps is steered at the SAE's hookpoint, conditional
-    branch, at the steps `at_steps` names (a window or step indices)."""
+    branch, as `config` says (default SteerConfig(); `options` set its fields): `latents` in its mode with its
+    strength at the steps it names; spatial mode moves them into `region` (H, W) bool or `quadrant`."""
+    config = (config or SteerConfig()).with_options("steer()", **options)
+    mode, beta, at_steps = config.mode, config.beta, config.at_steps
     hookpoint = sae.hookpoint
     if hookpoint is None:
         raise BadInput("this SAE does not record its hookpoint (metadata.hook_name); cannot attach it")
@@ -91,8 +114,6 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], mode: str = "global", beta
                        "channels; use an SAE trained on this model")
     n_steps, _ = resolve_sampling(pipe, steps)
     chosen = set(resolve_steps(at_steps, n_steps))
-    if mode not in MODES:
-        raise BadInput(f"unknown steering mode '{mode}'; use 'spatial' or 'global'")
     grid = tuple(sae.metadata.get("grid") or ())
     if mode == "spatial":
         if quadrant is not None:
