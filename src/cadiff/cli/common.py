@@ -24,7 +24,7 @@ def flag_type(f):
     """The argparse type of a config field's flag, from its annotation (int, float, a tuple of floats or of
     words written comma-separated; anything else is text) and its bounds (`option(low=, high=, low_open=)`); None for text."""
     kind = str(f.type)
-    if kind.startswith("tuple[str"):
+    if kind.startswith("tuple[str") or kind == "tuple":
         return lambda text: tuple(part.strip() for part in text.split(",") if part.strip())
     if kind.startswith("tuple[float"):
         parse, name = (lambda text: tuple(float(part) for part in text.split(","))), "numbers separated by commas"
@@ -83,6 +83,10 @@ def add_config_flags(p: argparse.ArgumentParser, configs: dict[str, type]) -> No
         text = meta.get("help", "")
         if len(configs) > 1:
             text += f" [{', '.join(owners[name])}]"
+        if str(f.type) == "bool":  # a switch: given, the field is True
+            p.add_argument(flag_name(f), dest=name, default=argparse.SUPPRESS, help=text, action="store_const",
+                           const=True)
+            continue
         kwargs = {"type": flag_type(f)} if flag_type(f) else {}
         if meta.get("choices"):
             kwargs["choices"] = list(meta["choices"])

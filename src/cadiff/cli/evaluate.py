@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from cadiff.cli.common import add_model_options, add_sampling_options, load_from_args, positive_int
+from cadiff.cli.common import add_config_flags, add_model_options, given_options, load_from_args, positive_int
+from cadiff.evaluation.runner import EvaluationConfig
 from cadiff.errors import BadInput, MissingFile
 
 
@@ -27,9 +28,6 @@ def register(sub, argv=()) -> None:
     p.add_argument("--per-prompt", type=positive_int, default=1,
                    help="shapes sets: seeds per prompt (shapes) or repeats of the design (shapes-balanced)")
     p.add_argument("--seed", type=int, default=0, help="seed of row 0 when the prompt set has no seeds")
-    p.add_argument("--metrics", default=None,
-                   help="comma list of shapes, nudenet, clip, fid, lpips, object (default: shapes on the embedded "
-                        "model; required otherwise)")
     p.add_argument("--mask", default=None, help="a CAD mask file to apply before evaluating (recorded with its hash)")
     p.add_argument("--evaluator", default=None, help="shapes evaluator folder (default: the shipped one)")
     p.add_argument("--clip-weights", default=None,
@@ -45,13 +43,11 @@ def register(sub, argv=()) -> None:
     p.add_argument("--lpips-heads", default=None,
                    help="LPIPS v0.1 heads file (default: the one torchmetrics ships for --lpips-net)")
     p.add_argument("--nudenet-threshold", type=float, default=0.5)
-    p.add_argument("--row-guidance", action="store_true",
-                   help="rows with an evaluation_guidance column value (I2P files) use it as their guidance")
+    add_config_flags(p, {"evaluate": EvaluationConfig})
     add_model_options(p)
-    add_sampling_options(p)
     p.add_argument("--out", required=True, help="results folder: created, or continued if it holds this same run")
     p.add_argument("--overwrite", action="store_true", help="replace a results folder that holds another run")
-    p.set_defaults(func=run, batch_size=32)
+    p.set_defaults(func=run)
 
 
 def _apply_mask(pipe, path: str) -> tuple[object, dict]:
@@ -69,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from cadiff.models.loading import resolve_sampling, sampling_source
     from cadiff.worlds import world_of
 
+    given = given_options(args, EvaluationConfig)
+    config = EvaluationConfig(**given)
     prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
     check_seeds(prompts.rows, prompts.source)
     check_out(args.out, args.overwrite)  # before loading the model
@@ -79,15 +77,14 @@ def run(args: argparse.Namespace) -> int:
     edit = None
     if args.mask:
         pipe, edit = _apply_mask(pipe, args.mask)
-    if args.metrics is None and world_of(pipe) is None:
+    if "metrics" not in given and world_of(pipe) is None:
         raise BadInput("choose metrics with --metrics (e.g. clip,nudenet): the shapes evaluator only reads the "
                        "embedded shapes model's images")
-    names = [m.strip() for m in (args.metrics or "shapes").split(",") if m.strip()]
     options = {k: getattr(args, k) for k in ("evaluator", "clip_weights", "resnet_weights", "fid_reference",
                                              "fid_weights", "lpips_reference", "lpips_net", "lpips_weights",
                                              "lpips_heads", "nudenet_threshold")}
-    steps, guidance = resolve_sampling(pipe, args.steps, args.guidance)
-    unset = args.steps is None or args.guidance is None
+    steps, guidance = resolve_sampling(pipe, config.steps, config.guidance)
+    unset = config.steps is None or config.guidance is None
     print(f"sampling: {steps} steps, guidance {guidance:g}" + (f" (unset ones: {sampling_source(pipe)})" if unset
                                                                else ""))
     bars = []  # the bar appears once evaluate has checked its inputs (its first progress call)
@@ -98,10 +95,8 @@ def run(args: argparse.Namespace) -> int:
         bars[0].update(n)
 
     try:
-        summary = evaluate(pipe, prompts, args.out, metrics=names, metric_options=options,
-                           steps=args.steps, guidance=args.guidance, batch_size=args.batch_size,
-                           edit=edit, model_source=args.model, overwrite=args.overwrite, progress=progress,
-                           row_guidance=args.row_guidance)
+        summary = evaluate(pipe, prompts, args.out, config, metric_options=options, edit=edit,
+                           model_source=args.model, overwrite=args.overwrite, progress=progress)
     finally:
         for bar in bars:
             bar.close()

@@ -8,7 +8,7 @@ Example:
 """
 
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts, shapes_prompts
-from cadiff.evaluation.runner import ResultsMismatchError, evaluate, file_sha256, read_rows
+from cadiff.evaluation.runner import EvaluationConfig, ResultsMismatchError, evaluate, file_sha256, read_rows
 
-__all__ = ["PromptRow", "PromptSet", "ResultsMismatchError", "evaluate", "file_sha256", "load_prompts", "read_rows",
-           "shapes_prompts"]
+__all__ = ["EvaluationConfig", "PromptRow", "PromptSet", "ResultsMismatchError", "evaluate", "file_sha256",
+           "load_prompts", "read_rows", "shapes_prompts"]

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,6 +35,7 @@ import numpy as np
 from cadiff.errors import BadInput
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
+from cadiff.files.config import Config, option
 from cadiff.files.io import (atomic_file, check_new, check_target, is_empty_dir, made_by_cadiff, resumable_dir,
                              write_json)
 
@@ -234,35 +236,49 @@ def _grids(out: Path, rows: Sequence[PromptRow], images: ImageSource) -> list[st
     return written
 
 
-def evaluate(
-    pipe,
-    prompts: PromptSet | str | Path,
-    out: str | Path,
-    metrics: Sequence[str | Metric] = ("shapes",),
-    metric_options: dict[str, Any] | None = None,
-    steps: int | None = None,
-    guidance: float | None = None,
-    batch_size: int = 32,
-    edit: dict[str, Any] | None = None,
-    model_source: str | None = None,
-    overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
-    row_guidance: bool = False,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EvaluationConfig(Config):
+    """What an evaluation scores and how its images are sampled."""
+
+    metrics: tuple = option(("shapes",), "comma list of shapes, nudenet, clip, fid, lpips, object (default: shapes on "
+                                         "the embedded model; required otherwise)")
+    steps: int | None = option(None, "sampling steps (default: the model's)", low=1)
+    guidance: float | None = option(None, "guidance scale (default: the model's)", low=0)
+    batch_size: int = option(32, "images per pipeline call (default 32)", low=1)
+    row_guidance: bool = option(False, "rows with an evaluation_guidance column value (I2P files) use it as their "
+                                       "guidance")
+
+    def __post_init__(self):
+        self.check_bounds()
+        if isinstance(self.metrics, str):
+            object.__setattr__(self, "metrics", tuple(m.strip() for m in self.metrics.split(",") if m.strip()))
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        if not self.metrics:
+            raise BadInput("no metric chosen; give at least one (--metrics shapes,clip, ...)")
+
+
+def evaluate(pipe, prompts: PromptSet | str | Path, out: str | Path, config: EvaluationConfig | None = None, *,
+             metric_options: dict[str, Any] | None = None, edit: dict[str, Any] | None = None,
+             model_source: str | None = None, overwrite: bool = False,
+             progress: Callable[[int], None] | None = None, **options) -> dict[str, Any]:
     """Generate one image per prompt row (its own seed) into `out`, score it, and return the metrics summary;
     resumes an interrupted run of the same evaluation in `out`, refuses a folder holding another (`overwrite`: runs
-    afresh beside it and replaces it only once complete). `row_guidance`: rows with an `evaluation_guidance` (I2P
-    files) use it instead of `guidance`. `progress(n)` is told, once every input is checked, of the rows resumed
-    (maybe 0), then after every batch of the rows it finished."""
+    afresh beside it and replaces it only once complete). `config` (default EvaluationConfig(); `options` set its
+    fields: metrics, which may also be built Metric objects, steps, guidance, batch_size, row_guidance: rows with
+    an `evaluation_guidance` (I2P files) use it instead of `guidance`). `progress(n)` is told, once every input is
+    checked, of the rows resumed (maybe 0), then after every batch of the rows it finished."""
     from cadiff.models.generate import render
     from cadiff.models.loading import check_weights
     from cadiff.models.loading import resolve_sampling, source_name
     from cadiff.models.vocabulary import check_known_words
     from cadiff.files.runs import versions
 
+    config = (config or EvaluationConfig()).with_options("evaluate()", **options)
+    metrics, steps, guidance, batch_size = config.metrics, config.steps, config.guidance, config.batch_size
+    row_guidance = config.row_guidance
     prompt_set = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts)
     check_seeds(prompt_set.rows, prompt_set.source)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise BadInput(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
     if row_guidance:
         for r in prompt_set.rows:
