@@ -61,9 +61,9 @@ def load(args):
 
 def random_prompts(n: int, seed: int) -> list[str]:
     """Shapes-world captions with attributes left open at random, as the model was trained."""
-    from cadiff.cli.sae import _random_prompts
+    from cadiff.worlds import get_world
 
-    return _random_prompts(n, seed)
+    return get_world("shapes").training_prompts(n, seed)
 
 
 def shared_store(args, pipe):

@@ -19,7 +19,7 @@ import torch
 from sae_common import ROOT, load, options, shared_store, table, write_section
 
 from cadiff.sae import SAETrainConfig, TopKSAE, evaluate_sae, train_sae, window_steps
-from cadiff.sae.train import _split, geometric_median, train_step
+from cadiff.sae.train import geometric_median, split_shards, train_step
 
 HOOK = "up_blocks.1.attentions.0"
 
@@ -52,7 +52,7 @@ def main() -> None:
         for seed in range(args.seeds):
             cfg = SAETrainConfig(d_sae=d_sae, k=args.k, lr=lr, batch_size=args.batch_size, epochs=args.epochs,
                                  dead_tokens=dead_steps * args.batch_size, seed=seed)
-            train_shards, eval_shards = _split(store, cfg)
+            train_shards, eval_shards = split_shards(store, cfg)
             held_out = lambda: store.batches(HOOK, "cond", steps, 8192, shuffle=False, shards=eval_shards)  # noqa: E731
             sae, m = train_sae(store, HOOK, "cond", steps, cfg)
             record("cadiff (streamed from disk)", lr, seed, m, m["train_tokens"], m["tokens_per_second"])

@@ -41,13 +41,13 @@ def main() -> None:
     from sae_lens.training.sae_trainer import SAETrainer
 
     from cadiff.sae.store import ActivationStore
-    from cadiff.sae.train import SAETrainConfig, _split
+    from cadiff.sae.train import SAETrainConfig, split_shards
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     store = ActivationStore(args.store)
     steps = [int(s) for s in args.steps.split(",")]
-    train_shards, _ = _split(store, SAETrainConfig())
+    train_shards, _ = split_shards(store, SAETrainConfig())
     d_in = store.channels(args.hookpoint)
 
     def stream():  # the same batches, in the same order, as cadiff's trainer sees

@@ -93,18 +93,9 @@ def hookpoints_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _random_prompts(n: int, seed: int) -> list[str]:
-    import numpy as np
-
-    from cadiff.worlds.shapes.world import random_labels, training_caption
-
-    rng = np.random.default_rng([seed, 7])
-    return [training_caption(int(s), int(c), int(t), rng) for s, c, t in zip(*random_labels(n, seed))]
-
-
 def collect_cmd(args: argparse.Namespace) -> int:
     from cadiff.files.io import write_json
-    from cadiff.worlds import world_of
+    from cadiff.worlds import get_world, world_of
     from cadiff.files.runs import versions
     from cadiff.files.io import check_new
     from cadiff.sae import collect_activations
@@ -114,12 +105,13 @@ def collect_cmd(args: argparse.Namespace) -> int:
     if not Path(args.out).exists():
         check_new(args.out)  # before loading the model or opening the bar
     pipe = load_from_args(args)
+    world = world_of(pipe) or get_world("shapes")  # --random-prompts: the shapes world's captions by default
     if args.random_prompts:
-        prompts = _random_prompts(args.random_prompts, args.seed)
+        prompts = world.training_prompts(args.random_prompts, args.seed)
     elif args.prompts:
         prompts = [p for p in args.prompts for _ in range(args.num_images)]
     elif world_of(pipe) is not None:
-        prompts = _random_prompts(256, args.seed)
+        prompts = world.training_prompts(256, args.seed)
     else:
         raise BadInput("give prompts (or --random-prompts N with the shapes model)")
     seeds = [args.seed + i for i in range(len(prompts))]

@@ -120,7 +120,7 @@ def train_step(sae: TopKSAE, opt: torch.optim.Optimizer, x: torch.Tensor, since_
     return mse.item(), aux.item(), int(dead.sum())
 
 
-def _split(store: ActivationStore, cfg: SAETrainConfig) -> tuple[list[ShardPart], list[ShardPart]]:
+def split_shards(store: ActivationStore, cfg: SAETrainConfig) -> tuple[list[ShardPart], list[ShardPart]]:
     """(training parts, held-out parts): the last `holdout_shards` shards are held out; a store of one shard holds
     out its last eighth of images (at least one). ValueError, before any training, when nothing can be held out."""
     n = len(store.shards)
@@ -138,7 +138,7 @@ def _split(store: ActivationStore, cfg: SAETrainConfig) -> tuple[list[ShardPart]
 def training_tokens(store: ActivationStore, hookpoint: str, branch: str, steps: Sequence[int],
                     cfg: SAETrainConfig) -> int:
     """How many tokens `train_sae` will train on (the held-out part excluded; at most about `cfg.max_tokens`)."""
-    train_parts, _ = _split(store, cfg)
+    train_parts, _ = split_shards(store, cfg)
     total = store.tokens(hookpoint, branch, steps, shards=train_parts) * cfg.epochs
     return total if cfg.max_tokens is None else min(total, cfg.max_tokens)
 
@@ -186,7 +186,7 @@ def train_sae(
     cfg = cfg or SAETrainConfig()
     steps = list(at_steps) if at_steps is not None else store.steps
     store.check(hookpoint, branch, steps)
-    train_shards, eval_shards = _split(store, cfg)
+    train_shards, eval_shards = split_shards(store, cfg)
     d_in = store.channels(hookpoint)
     d_sae = cfg.d_sae or cfg.expansion * d_in
     meta = {"hook_name": hookpoint, "model_name": store.meta["model"].get("source"),

@@ -54,6 +54,10 @@ class World:
         """n prompts that name `concept`, the rest drawn at random (reproducible from `seed`)."""
         raise NotImplementedError
 
+    def training_prompts(self, n: int, seed: int = 0) -> list[str]:
+        """n captions drawn as the model's training drew them (attributes left open at random), from `seed`."""
+        raise NotImplementedError
+
     def design(self, repeats: int = 1) -> list[tuple[str, dict[str, str]]]:
         """The balanced evaluation design: (prompt, exact labels) pairs that name every concept evenly."""
         raise NotImplementedError

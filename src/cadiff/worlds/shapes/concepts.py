@@ -11,7 +11,8 @@ import torch
 
 from cadiff.worlds import World, register_world
 from cadiff.worlds.shapes.world import ATTRIBUTES, CONCEPTS, SHAPES, attribute_of, caption_labels
-from cadiff.worlds.shapes.world import COLOURS, SIZE, TEXTURES, full_caption, shape_centre, shape_mask
+from cadiff.worlds.shapes.world import (COLOURS, SIZE, TEXTURES, full_caption, random_labels, shape_centre,
+                                        shape_mask, training_caption)
 
 
 @register_world
@@ -57,6 +58,10 @@ class ShapesWorld(World):
         if concept not in self.concepts():
             return concept
         return f"a {concept}" if concept in SHAPES else f"a {concept} shape"
+
+    def training_prompts(self, n: int, seed: int = 0) -> list[str]:
+        rng = np.random.default_rng([seed, 7])
+        return [training_caption(int(s), int(c), int(t), rng) for s, c, t in zip(*random_labels(n, seed))]
 
     def prompts_naming(self, concept: str, n: int, seed: int = 0) -> list[str]:
         """n full captions naming `concept`, the other attributes drawn at random."""
