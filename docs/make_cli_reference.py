@@ -36,7 +36,22 @@ def _method_flags(verb: str) -> list[str]:
     return parts
 
 
-def main() -> None:
+def render() -> str:
+    """The page, at argparse's width of 80 columns whatever the terminal (so the check is the same everywhere)."""
+    import os
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "80"
+    try:
+        return _render()
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+
+
+def _render() -> str:
     parts = ["# CLI reference", "", "Generated from the parser by `docs/make_cli_reference.py`; every command "
              "prints the same with `--help` (`erase` and `amplify` with the flags of the method `--method` "
              "names, listed after them).", ""]
@@ -44,8 +59,24 @@ def main() -> None:
         parts += [f"## `{name}`", "", "```", parser.format_help().rstrip(), "```", ""]
         if name in ("cadiff erase", "cadiff amplify"):
             parts += _method_flags(name.split()[1])
-    Path(__file__).with_name("cli.md").write_text("\n".join(parts))
+    return "\n".join(parts)
+
+
+CLI = Path(__file__).with_name("cli.md")
+
+
+def main() -> int:
+    """Write docs/cli.md; with --check, exit 1 when the committed page is not what the parser gives now."""
+    import sys
+
+    if "--check" in sys.argv[1:]:
+        if not CLI.exists() or CLI.read_text() != render():
+            print("docs/cli.md is stale; run .venv/bin/python docs/make_cli_reference.py")
+            return 1
+        return 0
+    CLI.write_text(render())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

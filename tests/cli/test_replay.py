@@ -37,3 +37,12 @@ def test_settings_of_another_command_or_no_run_are_refused_in_one_line(shapes_li
     assert "a run of 'cadiff erase', not of 'cadiff attribute'" in capsys.readouterr().err
     assert main(["erase", "--settings", str(tmp_path / "nothing.json"), "--out", str(tmp_path / "e")]) == 2
     assert "no such file" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_a_replayed_generate_makes_the_same_images(shapes_like, tmp_path):
+    assert main(["generate", "a red circle", "a blue star", "-n", "2", "--seed", "5", "--model", str(shapes_like),
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["generate", "--settings", str(tmp_path / "a" / "run.json"), "--out", str(tmp_path / "b")]) == 0
+    first, again = sorted((tmp_path / "a" / "images").iterdir()), sorted((tmp_path / "b" / "images").iterdir())
+    assert [p.name for p in first] == [p.name for p in again] and len(first) == 4
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, again))

@@ -45,7 +45,7 @@ def test_geometric_median_ignores_outliers():
 def test_training_keeps_unit_decoder_rows_and_learns(tmp_path, store_from):
     x, _ = planted(4096)
     store = ActivationStore(store_from(tmp_path / "acts", x.reshape(256, 1, 16, 8), shard_size=64))
-    sae, metrics = train_sae(store, "mid_block.attentions.0", "cond", cfg=SAETrainConfig(
+    sae, metrics = train_sae(store, "mid_block.attentions.0", "cond", config=SAETrainConfig(
         d_sae=32, k=2, lr=3e-3, batch_size=128, epochs=3, dead_tokens=2000))
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(32))
     assert metrics["l0"] <= 2 and metrics["explained_variance"] > 0.8
@@ -128,15 +128,15 @@ def test_interrupted_training_resumes_from_checkpoint(tmp_path, store_from):
     x, _ = planted(2048)
     store = ActivationStore(store_from(tmp_path / "acts", x.reshape(128, 1, 16, 8), shard_size=32))
     cfg = SAETrainConfig(d_sae=32, k=2, lr=3e-3, batch_size=64, checkpoint_every=4)
-    full, _ = train_sae(store, "mid_block.attentions.0", cfg=cfg)
+    full, _ = train_sae(store, "mid_block.attentions.0", config=cfg)
 
     def stop(info):
         if info["step"] == 9:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_sae(store, "mid_block.attentions.0", cfg=cfg, checkpoint=tmp_path / "ck", progress=stop)
+        train_sae(store, "mid_block.attentions.0", config=cfg, checkpoint=tmp_path / "ck", progress=stop)
     assert (tmp_path / "ck" / "state.json").is_file()
-    resumed, metrics = train_sae(store, "mid_block.attentions.0", cfg=cfg, checkpoint=tmp_path / "ck")
+    resumed, metrics = train_sae(store, "mid_block.attentions.0", config=cfg, checkpoint=tmp_path / "ck")
     assert metrics["train_steps"] == 24 and not (tmp_path / "ck").exists()
     torch.testing.assert_close(resumed.W_dec, full.W_dec)

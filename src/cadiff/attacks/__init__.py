@@ -84,6 +84,10 @@ class Outcome:
 
 
 class Attack:
+    """An attack on an erase: `check` refuses what it cannot attack before any work, `run` tries to bring the
+    concept back on the edited model and returns an Outcome (success there and on the original). One class per
+    attack, with a config class, registered by name."""
+
     name: ClassVar[str]
     summary: ClassVar[str]
     config_class: ClassVar[type[Config]]
@@ -104,6 +108,8 @@ register_attack = ATTACKS.register
 
 @dataclass
 class AttackResult:
+    """The attacks' outcomes on one edit of one concept, with the judge that read them and what ran."""
+
     concept: str
     outcomes: list[Outcome]
     judge: dict[str, Any]

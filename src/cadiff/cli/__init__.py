@@ -50,13 +50,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     settings = peek_flag(argv, "--settings")
     if settings is None:
         return build_parser(argv).parse_args(argv)
-    verb = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(argv)
-    extra = replay_defaults(parser, verb, settings) if verb else []
+    extra = replay_defaults(parser, argv, settings)
     if extra and peek_flag(argv, "--method") is None:
         argv = [*argv, *extra]
         parser = build_parser(argv)
-        replay_defaults(parser, verb, settings)
+        replay_defaults(parser, argv, settings)
     return parser.parse_args(argv)
 
 

@@ -102,7 +102,7 @@ def register(sub, argv=()) -> None:
                    help="apply a mask file that records no model fingerprint, skipping the check that --model is the "
                         "model the mask was made for")
     add_model_options(p)
-    add_output_options(p)
+    add_output_options(p, replay=False)
     p.set_defaults(func=run_apply)
 
 

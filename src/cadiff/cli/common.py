@@ -224,18 +224,20 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64)
 
 
-def add_output_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_output_options(p: argparse.ArgumentParser, required: bool = True, replay: bool = True) -> None:
+    """--out and --overwrite; with `replay` (a command that writes run.json), --settings RUN/run.json too."""
     p.add_argument("--out", required=required, help="run folder to create (must not exist)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--settings", default=None, metavar="RUN/run.json",
-                   help="replay a run of this command: its recorded settings (concepts, method, every setting) are "
-                        "the defaults, and the flags given here change them")
+    if replay:
+        p.add_argument("--settings", default=None, metavar="RUN/run.json",
+                       help="replay a run of this command: its recorded settings (concepts, method, every setting) "
+                            "are the defaults, and the flags given here change them")
 
 
-def replay_defaults(parser: argparse.ArgumentParser, verb: str, path: str) -> list[str]:
-    """Make the settings recorded in run.json `path` (a run of `verb`) the defaults of `verb`'s parser; returns
-    the flags to add to the command line (the recorded --method, which picks the flags). BadInput for a file that
-    is not a run of `verb`."""
+def replay_defaults(parser: argparse.ArgumentParser, argv: list[str], path: str) -> list[str]:
+    """Make the settings recorded in run.json `path` the defaults of the command `argv` names (its verbs, such as
+    'erase' or 'sae train', must be the run's); returns the flags to add to the command line (the recorded
+    --method, which picks the flags). BadInput for a file that is not a run of that command."""
     from pathlib import Path
 
     from cadiff.errors import BadInput, MissingFile
@@ -246,16 +248,18 @@ def replay_defaults(parser: argparse.ArgumentParser, verb: str, path: str) -> li
     record = read_json(path)
     if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
         raise BadInput(f"--settings {path}: not a cadiff run.json (it has no settings); give a run folder's run.json")
-    if record.get("command") != verb:
-        raise BadInput(f"--settings {path}: a run of 'cadiff {record.get('command')}', not of 'cadiff {verb}'")
-    settings = record["settings"]
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[verb]
+    words = str(record.get("command")).split()
+    given = [a for a in argv if not a.startswith("-")][:len(words)]
+    if given != words:
+        raise BadInput(f"--settings {path}: a run of 'cadiff {' '.join(words)}', not of 'cadiff {' '.join(given)}'")
+    settings, sub = record["settings"], parser
+    for word in words:
+        sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
     for action in sub._actions:
         if action.dest in settings:
             action.default = settings[action.dest]
             if not action.option_strings:  # a positional: the recorded value stands in when none is given
                 action.nargs, action.required = "*", False
-    sub.set_defaults(**{k: v for k, v in settings.items() if k not in {a.dest for a in sub._actions}})
     return ["--method", str(settings["method"])] if "method" in settings else []
 
 

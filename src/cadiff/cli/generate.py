@@ -41,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     kwargs = sampling_kwargs(args)
     steps, guidance = resolve_sampling(pipe, kwargs["steps"], kwargs["guidance"])
     resolved = {"steps": steps, "guidance": guidance}
-    settings = {"prompts": args.prompts, "seeds": seeds, **resolved, "scheduler": type(pipe.scheduler).__name__,
-                "truncate": args.truncate}
+    settings = {"prompts": args.prompts, "seed": args.seed, "num_images": args.num_images, "seeds": seeds, **resolved,
+                "batch_size": args.batch_size, "scheduler": type(pipe.scheduler).__name__,
+                **{k: getattr(args, k) for k in ("model", "config", "dtype", "device", "truncate")}}
     with run_folder(args.out, "generate", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(pipe, args.model)
         with tqdm(total=len(prompts), desc="generate", unit="img") as bar:

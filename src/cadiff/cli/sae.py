@@ -149,7 +149,7 @@ def train_cmd(args: argparse.Namespace) -> int:
         print(f"resuming from {checkpoint}")
     total = training_tokens(store, hookpoint, args.branch, steps, cfg)  # checks the split before any training
     with tqdm(total=total, desc="train", unit="tok") as bar:
-        sae, metrics = train_sae(store, hookpoint, args.branch, at_steps=steps, cfg=cfg, checkpoint=checkpoint,
+        sae, metrics = train_sae(store, hookpoint, args.branch, at_steps=steps, config=cfg, checkpoint=checkpoint,
                                  progress=lambda info: (bar.update(info["tokens"] - bar.n),
                                                         bar.set_postfix(mse=f"{info['mse']:.3g}", dead=info["dead"])))
         bar.total = bar.n  # the last batch may pass max_tokens: the bar ends full, at what was trained

@@ -4,7 +4,7 @@ decoder rows, AuxK loss on dead latents; checkpoints so an interrupted run resum
 Example:
     >>> from cadiff.sae import ActivationStore, SAETrainConfig, train_sae
     >>> store = ActivationStore("runs/acts")                                                    # doctest: +SKIP
-    >>> sae, metrics = train_sae(store, "mid_block.attentions.0", "cond", at_steps=[0], cfg=SAETrainConfig(k=10))  # doctest: +SKIP
+    >>> sae, metrics = train_sae(store, "mid_block.attentions.0", "cond", at_steps=[0], k=10)  # doctest: +SKIP
     >>> metrics["explained_variance"], metrics["l0"], metrics["dead_fraction"]                  # doctest: +SKIP
 """
 
@@ -174,16 +174,18 @@ def train_sae(
     hookpoint: str,
     branch: str = "cond",
     at_steps: Sequence[int] | None = None,
-    cfg: SAETrainConfig | None = None,
+    config: SAETrainConfig | None = None,
+    *,
     checkpoint: str | Path | None = None,
     progress: Callable[[dict], None] | None = None,
+    **options,
 ) -> tuple[TopKSAE, dict]:
-    """Train one SAE on (hookpoint, branch, the stored sampling steps `at_steps`: default all) of `store`; returns
-    it with its metrics.
+    """Train one SAE on (hookpoint, branch, the stored sampling steps `at_steps`: default all) of `store` with
+    `config` (default SAETrainConfig(); `options` set its fields); returns it with its metrics.
 
-    With `checkpoint`, progress is saved there every `cfg.checkpoint_every` steps and a run with the same settings
-    resumes from it; the folder is removed when training ends."""
-    cfg = cfg or SAETrainConfig()
+    With `checkpoint`, progress is saved there every `config.checkpoint_every` steps and a run with the same
+    settings resumes from it; the folder is removed when training ends."""
+    cfg = (config or SAETrainConfig()).with_options("train_sae()", **options)
     steps = list(at_steps) if at_steps is not None else store.steps
     store.check(hookpoint, branch, steps)
     train_shards, eval_shards = split_shards(store, cfg)

@@ -109,6 +109,7 @@ register_world = WORLDS.register
 
 
 def get_world(name: str) -> World:
+    """The world registered as `name` ('shapes'), made; BadInput naming the known ones."""
     return WORLDS.lookup(name)()
 
 

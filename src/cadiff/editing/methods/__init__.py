@@ -144,6 +144,7 @@ def methods_for(objective: str) -> list[str]:
 
 
 def get_method(name: str) -> type[EditMethod]:
+    """The method class registered as `name` ('cad', 'calibrated', 'esd', ...); BadInput naming the known ones."""
     return METHODS.lookup(name)
 
 
