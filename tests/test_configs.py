@@ -63,9 +63,19 @@ def test_the_concepts_are_checked_once_from_erase_down_to_the_scores(monkeypatch
         calls["words"] += 1
         return words(*a, **k)
 
+    from cadiff.attribution.objectives import Objective
+
+    checked = Objective.check
+
+    def counted_check(self, **kwargs):
+        calls["objective"] += 1
+        return checked(self, **kwargs)
+
+    calls["objective"] = 0
     monkeypatch.setattr(concepts, "concept_prompts", counted_prompts)
     monkeypatch.setattr(concepts, "check_known_words", counted_words)
+    monkeypatch.setattr(Objective, "check", counted_check)
     result = cadiff.erase(tiny_sd("sd1"), "a circle", cadiff.CADConfig(ratio=0.1, components="attn", rounds=2,
                                                                       seeds=1, steps=2), preserve=["a square"],
                           progress=False)
-    assert len(result.rounds) == 2 and calls == {"prompts": 1, "words": 1}
+    assert len(result.rounds) == 2 and calls == {"prompts": 1, "words": 1, "objective": 1}

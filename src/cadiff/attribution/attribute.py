@@ -58,17 +58,14 @@ def attribute(pipe, concepts: str | Sequence[str] | Concepts, config: Attributio
     config = (config or AttributionConfig()).with_options("attribute()", **options)
     goal = get_objective(objective)
     single = isinstance(concepts, str)
-    if isinstance(concepts, Concepts):
+    if isinstance(concepts, Concepts):  # checked at an edge above, with the request (check_request)
         if preserve is not None:
             raise BadInput("give the concepts to keep once: in the Concepts object, not also as preserve=")
-    else:
+    else:  # this call is the edge
         concepts = Concepts.on(pipe, concepts, preserve)
+        check_request(objective, config, images, len(concepts.targets), bool(concepts.keep))
     if goal.uses_base_prompt:
         concepts = concepts.against(pipe, config.base_prompt)
-    if config.preserve_rule != "mean" and not concepts.keep:
-        raise BadInput(f"preserve_rule='{config.preserve_rule}' needs concepts to keep; give preserve=[...] "
-                       "(--preserve)")
-    goal.check(estimator=config.estimator, images=images, targets=len(concepts.targets))
     fingerprint = model_fingerprint(pipe)  # once: every concept below is scored on the same weights
     if config.preserve_rule != "mean":  # the guard rules: folded from per-concept attributions (keep_rules)
         def alone(group: Concepts) -> list[Attribution]:
@@ -80,6 +77,16 @@ def attribute(pipe, concepts: str | Sequence[str] | Concepts, config: Attributio
     else:
         results = _attribute(pipe, config, objective, concepts, images, progress, fingerprint)
     return results[0] if single else results
+
+
+def check_request(objective: str, config: AttributionConfig, images, targets: int, keep: bool) -> None:
+    """What an attribution request must hold beyond its concepts, checked once at its edge (`attribute` called with
+    names, or an edit method's inputs): the objective takes the estimator and the images, and a guard rule has
+    concepts to keep. BadInput naming the problem."""
+    get_objective(objective).check(estimator=config.estimator, images=images, targets=targets)
+    if config.preserve_rule != "mean" and not keep:
+        raise BadInput(f"preserve_rule='{config.preserve_rule}' needs concepts to keep; give preserve=[...] "
+                       "(--preserve)")
 
 
 def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concepts, images, progress: bool,

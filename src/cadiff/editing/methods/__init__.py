@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
+from cadiff.attribution.attribute import check_request
 from cadiff.attribution.concepts import Concepts, check_concept_names
+from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import get_objective
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
@@ -103,8 +105,10 @@ class EditMethod:
         if (start is not None) != self.starts_from:
             raise BadInput(f"method '{self.name}' grows a given erase: give start= (the erase's mask)"
                            if self.starts_from else f"method '{self.name}' takes no edit to start from; drop start=")
-        return EditInputs(tuple(targets), tuple(keep), objective, images, judge, second_judge, start,
-                          keep_world or (not keep and self.keeps_world))
+        keep_world = keep_world or (not keep and self.keeps_world)
+        if isinstance(self.config, AttributionConfig):  # a method that scores: its attribution request, once
+            check_request(objective, self.config, images, len(targets), bool(keep) or keep_world)
+        return EditInputs(tuple(targets), tuple(keep), objective, images, judge, second_judge, start, keep_world)
 
     def request(self, pipe, inputs: EditInputs, *, progress: bool = True,
                 on_step: Callable[..., None] | None = None) -> EditRequest:
