@@ -19,10 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, options, save_json, table, write_section
-
-ROOT = Path(__file__).resolve().parents[1]
-OUT = RESULTS / "attacks.json"
+from common import RESULTS, ROOT, Benchmark, save_json, table
 CONCEPTS = ["circle", "triangle", "star", "red", "orange", "striped"]
 ESD = {"method": "esd", "iterations": 100, "lr": 3e-4}
 ESD_25 = {"method": "esd", "iterations": 25, "lr": 3e-4}  # where ESD first matched CAD's erase of circle (docs' sweep)
@@ -45,97 +42,100 @@ def cad_setting(concept: str) -> tuple[dict, bool]:
     return out, cert["passed"]
 
 
-def main() -> None:
-    p = options("attacks on erased models", ROOT / "docs" / "evaluation.md", ROOT / "docs" / "img")
-    p.add_argument("--concepts", nargs="*", default=CONCEPTS)
-    p.add_argument("--edits", nargs="*", default=EDITS, choices=EDITS)
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--never-saw", metavar="DIR", help="the scale instead: a pipeline folder trained without "
-                   "--concepts[0] (`cadiff shapes train --exclude C`), its learned-token success with the attack's budget")
-    args = p.parse_args()
-    if args.report_only:
-        write_section(args.doc, "attacks", report(json.loads(OUT.read_text())), title="# Evaluation")
-        return
+class Attacks(Benchmark):
+    name = "attacks"
+    summary = "does an erased concept stay erased: prompt, token and revival attacks on CAD, hardened CAD, ESD, pruning"
+    doc, title = ROOT / "docs" / "evaluation.md", "# Evaluation"
 
-    import torch
-    from PIL import Image
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--concepts", nargs="*", default=CONCEPTS)
+        p.add_argument("--edits", nargs="*", default=EDITS, choices=EDITS)
+        p.add_argument("--never-saw", metavar="DIR", help="the scale instead: a pipeline folder trained without "
+                       "--concepts[0] (`cadiff shapes train --exclude C`), its learned-token success with the attack's "
+                       "budget")
 
-    import cadiff
-    from cadiff.attacks import HardenConfig, Target, attack, harden
-    from cadiff.evaluation.accuracy import make_probe, measure
-    from cadiff.editing import amplify, edited_copy, erase, method_config
-    from cadiff.evaluation.accuracy import kept_shares
-    from cadiff.evaluation.judges import as_judge
-    from cadiff.worlds import world_of
+    def report(self, results: dict, args) -> str:
+        return report(results)
 
-    torch.set_num_threads(args.threads)
-    if args.never_saw:
-        results = json.loads(OUT.read_text())
-        results.setdefault("never_saw", {})[args.concepts[0]] = never_saw(args.never_saw, args.concepts[0])
-        save_json(OUT, results)
-        write_section(args.doc, "attacks", report(results), title="# Evaluation")
-        return
-    pipe = cadiff.load_pipeline(args.model, device=args.device)
-    world = world_of(pipe)
-    judge = as_judge(None, pipe=pipe)
-    results = json.loads(OUT.read_text()) if OUT.exists() else {"concepts": {}}
-    for concept in args.concepts:
-        keep = world.others([concept])
-        probe = make_probe(pipe, world, [concept], keep, repeats=2, extra=0, seed=KEEP_SEED)
-        before = {c: r.value for c, r in measure(pipe, probe, judge, keep).items()}
-        cache: dict = {}
-        rows = results["concepts"].setdefault(concept, {})
-        setting, passed = cad_setting(concept)
-        cad_kwargs = {**setting, "preserve": keep if "preserve_rule" in setting else None}
-        edits = {"cad": cad_kwargs, "cad-resampled": cad_kwargs, **{name: cad_kwargs for name in HARDENED},
-                 "esd": ESD, "esd-25": ESD_25, "prune": PRUNE}
-        cad_edit = None  # one CAD erase per concept, shared by its three rows
-        for name in args.edits:
-            started = time.perf_counter()
-            kwargs = {k: v for k, v in edits[name].items() if v is not None}
-            method = kwargs.pop("method", "cad")
-            if method == "cad" and cad_edit is not None:
-                edited, edit_seconds = cad_edit
-            else:
-                edited = erase(pipe, concept, method_config(method), progress=False, **kwargs)
-                edit_seconds = time.perf_counter() - started
-                if method == "cad":
-                    cad_edit = (edited, edit_seconds)
-            extra = {}
-            started = time.perf_counter()
-            if name == "cad-resampled":
-                edited = copy.copy(edited)
-                edited.pipeline = edited_copy(pipe, edited.mask, fill="resample")
-            if name in HARDENED:
-                lever = dict(HARDENED[name])
-                edited = harden(pipe, edited.mask, concept, HardenConfig(**lever), keep=keep, judge=judge)
-                extra = {"hardening": edited.info["hardening"], "zeroed_before": edited.info["zeroed_before"],
-                         "zeroed_after": edited.info["zeroed_after"], "lever": HARDENED[name]}
-            edit_seconds += time.perf_counter() - started
-            after = {c: r.value for c, r in measure(edited.pipeline, probe, judge, keep).items()}
-            kept = kept_shares(before, after, keep)
-            attacks = ["prompt", "token", "revival"] if edited.mask is not None else ["prompt", "token"]
-            result = attack(pipe, edited.pipeline, concept, attacks=attacks, keep=keep, judge=judge, cache=cache)
-            rows[name] = {"settings": {k: v for k, v in kwargs.items() if k != "preserve"},
-                          "edit_seconds": round(edit_seconds, 1), **extra,
-                          "kept": {"min": min(kept.values()), "min_concept": min(kept, key=kept.get),
-                                   "images": len(probe), "seeds": [probe.seeds[0], probe.seeds[-1]]},
-                          **result.to_dict()}
-            if name == "cad":
-                rows[name]["calibrated_passed"] = passed
-                with tempfile.TemporaryDirectory() as folder:
-                    images, _ = world.concept_images(concept, 96, seed=1)
-                    for i, im in enumerate(images):
-                        Image.fromarray(im).save(Path(folder) / f"{i:03d}.png")
-                    recalled = amplify(edited.pipeline, concept, components="linear", seeds=16, ratio=0.01,
-                                       images=folder, progress=False)
-                target = Target(pipe, recalled.pipeline, concept, keep, judge, world, 2)
-                rate, _ = target.success(recalled.pipeline, world.phrasings(concept)[:32])
-                rows[name]["amplify_recall"] = rate.to_dict()
-            print(f"{concept} {name}: worst kept {min(kept.values()):.3f} | " + result.table().replace("\n", " | "),
-                  flush=True)
-            save_json(OUT, results)
-    write_section(args.doc, "attacks", report(results), title="# Evaluation")
+    def run(self, args) -> dict:
+        import torch
+        from PIL import Image
+
+        import cadiff
+        from cadiff.attacks import HardenConfig, Target, attack, harden
+        from cadiff.editing import amplify, edited_copy, erase, method_config
+        from cadiff.evaluation.accuracy import kept_shares, make_probe, measure
+        from cadiff.evaluation.judges import as_judge
+        from cadiff.worlds import world_of
+
+        torch.set_num_threads(args.threads)
+        if args.never_saw:
+            results = json.loads(self.path(args).read_text())
+            results.setdefault("never_saw", {})[args.concepts[0]] = never_saw(args.never_saw, args.concepts[0])
+            return results
+        pipe = cadiff.load_pipeline(args.model, device=args.device)
+        world = world_of(pipe)
+        judge = as_judge(None, pipe=pipe)
+        out = self.path(args)
+        results = json.loads(out.read_text()) if out.exists() else {"concepts": {}}
+        for concept in args.concepts:
+            keep = world.others([concept])
+            probe = make_probe(pipe, world, [concept], keep, repeats=2, extra=0, seed=KEEP_SEED)
+            before = {c: r.value for c, r in measure(pipe, probe, judge, keep).items()}
+            cache: dict = {}
+            rows = results["concepts"].setdefault(concept, {})
+            setting, passed = cad_setting(concept)
+            cad_kwargs = {**setting, "preserve": keep if "preserve_rule" in setting else None}
+            edits = {"cad": cad_kwargs, "cad-resampled": cad_kwargs, **{name: cad_kwargs for name in HARDENED},
+                     "esd": ESD, "esd-25": ESD_25, "prune": PRUNE}
+            cad_edit = None  # one CAD erase per concept, shared by its three rows
+            for name in args.edits:
+                started = time.perf_counter()
+                kwargs = {k: v for k, v in edits[name].items() if v is not None}
+                method = kwargs.pop("method", "cad")
+                if method == "cad" and cad_edit is not None:
+                    edited, edit_seconds = cad_edit
+                else:
+                    edited = erase(pipe, concept, method_config(method), progress=False, **kwargs)
+                    edit_seconds = time.perf_counter() - started
+                    if method == "cad":
+                        cad_edit = (edited, edit_seconds)
+                extra = {}
+                started = time.perf_counter()
+                if name == "cad-resampled":
+                    edited = copy.copy(edited)
+                    edited.pipeline = edited_copy(pipe, edited.mask, fill="resample")
+                if name in HARDENED:
+                    lever = dict(HARDENED[name])
+                    edited = harden(pipe, edited.mask, concept, HardenConfig(**lever), keep=keep, judge=judge)
+                    extra = {"hardening": edited.info["hardening"], "zeroed_before": edited.info["zeroed_before"],
+                             "zeroed_after": edited.info["zeroed_after"], "lever": HARDENED[name]}
+                edit_seconds += time.perf_counter() - started
+                after = {c: r.value for c, r in measure(edited.pipeline, probe, judge, keep).items()}
+                kept = kept_shares(before, after, keep)
+                attacks = ["prompt", "token", "revival"] if edited.mask is not None else ["prompt", "token"]
+                result = attack(pipe, edited.pipeline, concept, attacks=attacks, keep=keep, judge=judge, cache=cache)
+                rows[name] = {"settings": {k: v for k, v in kwargs.items() if k != "preserve"},
+                              "edit_seconds": round(edit_seconds, 1), **extra,
+                              "kept": {"min": min(kept.values()), "min_concept": min(kept, key=kept.get),
+                                       "images": len(probe), "seeds": [probe.seeds[0], probe.seeds[-1]]},
+                              **result.to_dict()}
+                if name == "cad":
+                    rows[name]["calibrated_passed"] = passed
+                    with tempfile.TemporaryDirectory() as folder:
+                        images, _ = world.concept_images(concept, 96, seed=1)
+                        for i, im in enumerate(images):
+                            Image.fromarray(im).save(Path(folder) / f"{i:03d}.png")
+                        recalled = amplify(edited.pipeline, concept, components="linear", seeds=16, ratio=0.01,
+                                           images=folder, progress=False)
+                    target = Target(pipe, recalled.pipeline, concept, keep, judge, world, 2)
+                    rate, _ = target.success(recalled.pipeline, world.phrasings(concept)[:32])
+                    rows[name]["amplify_recall"] = rate.to_dict()
+                print(f"{concept} {name}: worst kept {min(kept.values()):.3f} | " + result.table().replace("\n", " | "),
+                      flush=True)
+                save_json(out, results)
+        return results
 
 
 def never_saw(folder: str, concept: str) -> dict:
@@ -212,4 +212,4 @@ def report(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    Attacks().main()

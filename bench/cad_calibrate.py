@@ -16,9 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from common import RESULTS, options, save_json, table, tagged, write_section
-
-ROOT = Path(__file__).resolve().parents[1]
+from common import RESULTS, ROOT, Benchmark, save_json, table, tagged
 
 # The recipes table of docs/cad.md before the calibrated erase (all with components linear, 16 trajectories).
 EARLY_GUARD = {"at_steps": "early", "preserve_rule": "guard", "others": True}
@@ -50,78 +48,83 @@ def flags(recipe: dict) -> str:
     return " ".join(out)
 
 
-def main() -> None:
-    p = options("calibrated erase on all 15 concepts vs the hand recipes", ROOT / "docs" / "cad.md",
-                ROOT / "docs" / "img" / "calibrate")
-    p.add_argument("--concepts", nargs="*", default=None)
-    p.add_argument("--no-recipes", action="store_true")
-    p.add_argument("--section", default=None, help="the doc section to write (default: cad_calibrate[_TAG])")
-    p.add_argument("--report-only", action="store_true", help="rewrite the section from the JSON")
-    args = p.parse_args()
-    out = RESULTS / f"{tagged(args, 'cad_calibrate')}.json"
-    args.section = args.section or tagged(args, "cad_calibrate")
-    if args.report_only:
-        write_section(args.doc, args.section, report(json.loads(out.read_text()), out.stem), title="# CAD")
-        return
+class CadCalibrate(Benchmark):
+    name = "cad_calibrate"
+    summary = "the calibrated erase with no flags on every concept of the embedded model, against the hand recipes"
+    doc, img, title = ROOT / "docs" / "cad.md", ROOT / "docs" / "img" / "calibrate", "# CAD"
 
-    import torch
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--concepts", nargs="*", default=None)
+        p.add_argument("--no-recipes", action="store_true")
+        p.add_argument("--section", default=None, help="the doc section to write (default: cad_calibrate[_TAG])")
 
-    import cadiff
-    from cadiff.evaluation.accuracy import kept_shares
-    from cadiff.evaluation.accuracy import make_probe, measure
-    from cadiff import CADConfig
-    from cadiff.evaluation.judges import as_judge
-    from cadiff.worlds import world_of
+    def path(self, args) -> Path:
+        return RESULTS / f"{tagged(args, self.name)}.json"
 
-    torch.set_num_threads(args.threads)
-    pipe = cadiff.load_pipeline(args.model, device=args.device)
-    world = world_of(pipe)
-    concepts = args.concepts or list(world.concepts())
-    img = Path(args.img)
-    img.mkdir(parents=True, exist_ok=True)
-    results = json.loads(out.read_text()) if out.exists() and args.concepts else {"concepts": {}}
-    results["concepts"] = results.get("concepts", {})
+    def run(self, args) -> dict:
+        import torch
 
-    certificates = {}
-    for concept in concepts:
-        started = time.perf_counter()
-        result = cadiff.erase(pipe, concept)
-        cert = result.certificate
-        cert.plot(img / f"{concept}.png")
-        certificates[concept] = cert
-        results["concepts"][concept] = {"certificate": cert.to_dict(), "seconds": round(time.perf_counter() - started, 1)}
-        print(f"{concept}: {'passed' if cert.passed else 'NOT MET'} {cert.point.label()} "
-              f"target {cert.target_max:.2f} kept {cert.kept_min:.3f} in {results['concepts'][concept]['seconds']} s",
-              flush=True)
-        save_json(out, results)
+        import cadiff
+        from cadiff import CADConfig
+        from cadiff.evaluation.accuracy import kept_shares, make_probe, measure
+        from cadiff.evaluation.judges import as_judge
+        from cadiff.worlds import world_of
 
-    if not args.no_recipes:
-        judge = as_judge(None, pipe=pipe)
-        results["recipes"] = [r for r in results.get("recipes", []) if r["concept"] not in concepts]
-        for concept, recipe in RECIPES:
-            if concept not in concepts:
-                continue
-            cert = certificates[concept]
-            keep = world.others([concept])
-            options_ = {k: v for k, v in recipe.items() if k != "others"}
-            edit = cadiff.erase(pipe, concept, CADConfig(components="linear", seeds=16), progress=False,
-                               preserve=keep if recipe.get("others") else None, **options_)
-            probe = make_probe(pipe, world, [concept], keep, repeats=cert.probes["confirm_repeats"], extra=0,
-                               seed=cert.probes["confirm"]["seeds"][0])
-            after = {c: r.value for c, r in measure(pipe, probe, judge, [concept, *keep], mask=edit.mask).items()}
-            before = {c: r.value for c, r in cert.before.items()}
-            kept = kept_shares(before, after, keep)
-            row = {"concept": concept, "flags": flags(recipe), "target": after[concept], "kept_min": min(kept.values()),
-                   "kept_min_concept": min(kept, key=kept.get), "zeroed": len(edit.mask)}
-            results["recipes"].append(row)
-            print(f"recipe {concept} {row['flags']}: {row['target']:.2f} / {row['kept_min']:.3f}", flush=True)
+        out = self.path(args)
+        torch.set_num_threads(args.threads)
+        pipe = cadiff.load_pipeline(args.model, device=args.device)
+        world = world_of(pipe)
+        concepts = args.concepts or list(world.concepts())
+        img = Path(args.img)
+        img.mkdir(parents=True, exist_ok=True)
+        results = json.loads(out.read_text()) if out.exists() and args.concepts else {"concepts": {}}
+        results["concepts"] = results.get("concepts", {})
+
+        certificates = {}
+        for concept in concepts:
+            started = time.perf_counter()
+            result = cadiff.erase(pipe, concept)
+            cert = result.certificate
+            cert.plot(img / f"{concept}.png")
+            certificates[concept] = cert
+            results["concepts"][concept] = {"certificate": cert.to_dict(),
+                                            "seconds": round(time.perf_counter() - started, 1)}
+            print(f"{concept}: {'passed' if cert.passed else 'NOT MET'} {cert.point.label()} "
+                  f"target {cert.target_max:.2f} kept {cert.kept_min:.3f} in {results['concepts'][concept]['seconds']} s",
+                  flush=True)
             save_json(out, results)
 
-    write_section(args.doc, args.section, report(results, out.stem), title="# CAD")
+        if not args.no_recipes:
+            judge = as_judge(None, pipe=pipe)
+            results["recipes"] = [r for r in results.get("recipes", []) if r["concept"] not in concepts]
+            for concept, recipe in RECIPES:
+                if concept not in concepts:
+                    continue
+                cert = certificates[concept]
+                keep = world.others([concept])
+                options_ = {k: v for k, v in recipe.items() if k != "others"}
+                edit = cadiff.erase(pipe, concept, CADConfig(components="linear", seeds=16), progress=False,
+                                    preserve=keep if recipe.get("others") else None, **options_)
+                probe = make_probe(pipe, world, [concept], keep, repeats=cert.probes["confirm_repeats"], extra=0,
+                                   seed=cert.probes["confirm"]["seeds"][0])
+                after = {c: r.value for c, r in measure(pipe, probe, judge, [concept, *keep], mask=edit.mask).items()}
+                before = {c: r.value for c, r in cert.before.items()}
+                kept = kept_shares(before, after, keep)
+                row = {"concept": concept, "flags": flags(recipe), "target": after[concept],
+                       "kept_min": min(kept.values()), "kept_min_concept": min(kept, key=kept.get),
+                       "zeroed": len(edit.mask)}
+                results["recipes"].append(row)
+                print(f"recipe {concept} {row['flags']}: {row['target']:.2f} / {row['kept_min']:.3f}", flush=True)
+                save_json(out, results)
+        return results
+
+    def report(self, results: dict, args) -> str:
+        return report(results, Path(args.json).stem)
 
 
 def report(results: dict, name: str = "cad_calibrate") -> str:
-    from cadiff.editing.goal import Goal
+    from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL, Goal
 
     rows, passed, times = [], 0, []
     recipes = results.get("recipes", [])
@@ -149,7 +152,8 @@ def report(results: dict, name: str = "cad_calibrate") -> str:
     text = table(["concept", "chosen setting", "screened", "target after (confirmation)", "worst kept", "goal met",
                   "best hand recipe, same images", "seconds: scores / screening / confirmation / total"], rows)
     n = len(results["concepts"])
-    head = (f"`cadiff erase CONCEPT` with no flags met the goal (target <= 5 %, every other concept >= 95 % of its "
+    head = (f"`cadiff erase CONCEPT` with no flags met the goal (target <= {GOAL_TARGET * 100:g} %, every other concept "
+            f">= {KEEP_GOAL * 100:g} % of its "
             f"accuracy) on the confirmation images for **{passed} of {n}** concepts; time per concept "
             f"{min(times):.0f}-{max(times):.0f} s (median {sorted(times)[len(times) // 2]:.0f} s) on 2 CPU threads. "
             "Confirmation: 144 images (the design 4 times, seeds 200000-200143) that no step of the search used; "
@@ -159,4 +163,4 @@ def report(results: dict, name: str = "cad_calibrate") -> str:
 
 
 if __name__ == "__main__":
-    main()
+    CadCalibrate().main()

@@ -16,68 +16,68 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-from common import RESULTS, options, save_json, table, write_section
-
-ROOT = Path(__file__).resolve().parents[1]
+from common import RESULTS, ROOT, Benchmark, save_json, table
 CONCEPTS = ["circle", "square", "triangle", "star", "heart", "purple", "orange"]
 
 
-def main() -> None:
-    p = options("the proving certificate on the concepts the earlier one passed", ROOT / "docs" / "cad.md",
-                ROOT / "docs" / "img" / "calibrate")
-    p.add_argument("--concepts", nargs="*", default=CONCEPTS)
-    p.add_argument("--report-only", action="store_true", help="rewrite the section from the JSON")
-    args = p.parse_args()
-    out = RESULTS / "cad_certificate.json"
-    if args.report_only:
-        write_section(args.doc, "cad_certificate", report(json.loads(out.read_text())), title="# CAD")
-        return
+class CadCertificate(Benchmark):
+    name = "cad_certificate"
+    summary = "the proving certificate (sequential looks, two judges, exact bounds) on the concepts once passed"
+    doc, img, title = ROOT / "docs" / "cad.md", ROOT / "docs" / "img" / "calibrate", "# CAD"
 
-    import torch
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--concepts", nargs="*", default=CONCEPTS)
 
-    import cadiff
-    from cadiff.calibration import CalibrationConfig, Goal
-    from cadiff.calibration.confirm import confirm, look_probes
-    from cadiff.evaluation.accuracy import make_probe
-    from cadiff.calibration.search import second_judges
-    from cadiff.evaluation.judges import as_judge
-    from cadiff.worlds import world_of
+    def run(self, args) -> dict:
+        import torch
 
-    torch.set_num_threads(args.threads)
-    pipe = cadiff.load_pipeline(args.model, device=args.device)
-    world = world_of(pipe)
-    judges = [as_judge(None, pipe=pipe), *second_judges(pipe, world, None)]
-    cal, goal = CalibrationConfig(), Goal()
-    earlier = json.loads((RESULTS / "cad_calibrate.json").read_text())["concepts"]
-    results = json.loads(out.read_text()) if out.exists() else {"concepts": {}}
-    for concept in args.concepts:
-        old = earlier[concept]["certificate"]
-        keep = world.others([concept])
-        s = old["setting"]
-        amount = ({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios")
-                  else {"ratio": s["ratio"], "rounds": s["rounds"]})
-        started = time.perf_counter()
-        edit = cadiff.erase(pipe, concept, cadiff.CADConfig(), components="linear", seeds=16, at_steps=s["at_steps"],
-                            preserve_rule=s["preserve_rule"] or "mean",
-                            preserve=keep if s["preserve_rule"] else None, progress=False, **amount)
-        replay = round(time.perf_counter() - started, 1)
-        looks = look_probes(lambda repeats, seed: make_probe(pipe, world, [concept], keep, repeats=repeats, extra=0,
-                                                             seed=seed),
-                            cal.confirm_repeats, cal.confirm_max_repeats, cal.confirm_seed)
-        conf = confirm(pipe, edit.mask, judges, goal, [concept], keep, looks, alpha=1 - cal.confidence)
-        earlier_now = {"target": old["confirmation"]["concepts"][concept]["after"]["accuracy"],
-                       "kept_min": old["confirmation"]["kept_min"], "zeroed_then": old["chosen"]["zeroed"],
-                       "zeroed_now": len(edit.mask)}
-        results["concepts"][concept] = {"setting": old["chosen"]["label"], "replay_seconds": replay,
-                                        "earlier": earlier_now, "confirmation": conf.to_dict(),
-                                        "outcome": conf.outcome}
-        print(f"{concept}: {conf.outcome} ({conf.images} images in {conf.looks} looks, {sum(conf.seconds):.0f} s; "
-              f"first look {conf.seconds[0]:.0f} s; {len(edit.mask)} weights, earlier {old['chosen']['zeroed']})",
-              flush=True)
-        save_json(out, results)
-    write_section(args.doc, "cad_certificate", report(results), title="# CAD")
+        import cadiff
+        from cadiff.calibration import CalibrationConfig, Goal
+        from cadiff.calibration.confirm import confirm, look_probes
+        from cadiff.calibration.search import second_judges
+        from cadiff.evaluation.accuracy import make_probe
+        from cadiff.evaluation.judges import as_judge
+        from cadiff.worlds import world_of
+
+        out = self.path(args)
+        torch.set_num_threads(args.threads)
+        pipe = cadiff.load_pipeline(args.model, device=args.device)
+        world = world_of(pipe)
+        judges = [as_judge(None, pipe=pipe), *second_judges(pipe, world, None)]
+        cal, goal = CalibrationConfig(), Goal()
+        earlier = json.loads((RESULTS / "cad_calibrate.json").read_text())["concepts"]
+        results = json.loads(out.read_text()) if out.exists() else {"concepts": {}}
+        for concept in args.concepts:
+            old = earlier[concept]["certificate"]
+            keep = world.others([concept])
+            s = old["setting"]
+            amount = ({"round_ratios": tuple(s["round_ratios"])} if s.get("round_ratios")
+                      else {"ratio": s["ratio"], "rounds": s["rounds"]})
+            started = time.perf_counter()
+            edit = cadiff.erase(pipe, concept, cadiff.CADConfig(), components="linear", seeds=16,
+                                at_steps=s["at_steps"], preserve_rule=s["preserve_rule"] or "mean",
+                                preserve=keep if s["preserve_rule"] else None, progress=False, **amount)
+            replay = round(time.perf_counter() - started, 1)
+            looks = look_probes(lambda repeats, seed: make_probe(pipe, world, [concept], keep, repeats=repeats,
+                                                                 extra=0, seed=seed),
+                                cal.confirm_repeats, cal.confirm_max_repeats, cal.confirm_seed)
+            conf = confirm(pipe, edit.mask, judges, goal, [concept], keep, looks, alpha=1 - cal.confidence)
+            earlier_now = {"target": old["confirmation"]["concepts"][concept]["after"]["accuracy"],
+                           "kept_min": old["confirmation"]["kept_min"], "zeroed_then": old["chosen"]["zeroed"],
+                           "zeroed_now": len(edit.mask)}
+            results["concepts"][concept] = {"setting": old["chosen"]["label"], "replay_seconds": replay,
+                                            "earlier": earlier_now, "confirmation": conf.to_dict(),
+                                            "outcome": conf.outcome}
+            print(f"{concept}: {conf.outcome} ({conf.images} images in {conf.looks} looks, {sum(conf.seconds):.0f} s; "
+                  f"first look {conf.seconds[0]:.0f} s; {len(edit.mask)} weights, earlier {old['chosen']['zeroed']})",
+                  flush=True)
+            save_json(out, results)
+        return results
+
+    def report(self, results: dict, args) -> str:
+        return report(results)
 
 
 def report(results: dict) -> str:
@@ -112,4 +112,4 @@ def report(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    CadCertificate().main()

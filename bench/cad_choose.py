@@ -19,16 +19,19 @@ import time
 from functools import partial
 from pathlib import Path
 
-from common import RESULTS, others_of
-from cad_common import load, meets_goal, options, save_json, table, write_section
+from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL
+from common import others_of, settings
+from cad_common import CadBenchmark, goal_text, load, meets_goal, table
 
 SCREEN_IMAGES = 72  # 2 repeats of the balanced 36-prompt design
 SCREEN_SEED = 1000
 
 
 def shortfall(m: dict) -> float:
-    """How far edit metrics are from issue 3's goal (0 when it is met)."""
-    return max(0.0, m["target_after"] - 0.05) + max(0.0, 0.95 - m["kept_min"])
+    """How far edit metrics are from the erase goal (`Goal.distance`: 0 when it is met)."""
+    from cadiff.editing.goal import Goal
+
+    return Goal().distance(m["target_after"], m["kept_min"])
 
 
 def screened_settings(path: Path) -> list[dict]:
@@ -76,76 +79,88 @@ def describe(s: dict) -> str:
     return " ".join(parts)
 
 
-def main() -> None:
-    p = options(__doc__.splitlines()[0])
-    p.add_argument("--screens", nargs="+", required=True, help="screening JSONs (runs on other images are skipped)")
-    p.add_argument("--repeats", type=int, default=8, help="confirmation repeats (36 images each)")
-    p.add_argument("--seed", type=int, default=130_000, help="first confirmation seed: a range no run has used")
-    p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
-    p.add_argument("--section", default="cad_choose")
-    args = p.parse_args()
+class CadChoose(CadBenchmark):
+    name = "cad_choose"
+    summary = "choose one erase setting per concept from the screening runs by a fixed rule, confirm it on new images"
 
-    import cadiff
-    from cadiff.editing import ablated
-    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
-    from cadiff.worlds.shapes.world import CONCEPTS
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--screens", nargs="+", help="screening JSONs (runs on other images are skipped; required)")
+        p.add_argument("--repeats", type=int, default=8, help="confirmation repeats (36 images each)")
+        p.add_argument("--seed", type=int, default=130_000, help="first confirmation seed: a range no run has used")
+        p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
+        p.add_argument("--section", default="cad_choose")
 
-    pool: dict[str, list[dict]] = {}
-    used = []
-    for path in map(Path, args.screens):
-        found = screened_settings(path)
-        used += [path.stem] if found else []
-        for c in found:
-            pool.setdefault(c["concept"], []).append(c)
-    concepts = args.concepts or (["circle"] if args.quick else list(CONCEPTS))
-    picks = {c: choose(pool[c]) for c in concepts}
-    for c, pick in picks.items():  # printed before anything is measured: the choice does not see the new images
-        print(f"{c}: {len(pool[c])} screened settings, chose {describe(pick['setting'])} from "
-              f"{pick['setting']['source']}"
-              f" (screen: target {pick['screen']['target_after']:.2f}, worst kept {pick['screen']['kept_min']:.2f})",
-              flush=True)
+    def run(self, args) -> dict:
+        import cadiff
+        from cadiff.editing import ablated
+        from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
+        from cadiff.worlds.shapes.world import CONCEPTS
 
-    pipe, evaluator = load(args)
-    if args.quick:
-        args.repeats = 1
-    evaluate = partial(concept_accuracies, pipe, evaluator, repeats=args.repeats, seed=args.seed)
-    before = evaluate()
-    results, rows = {}, []
-    for concept, pick in picks.items():
-        s = pick["setting"]
-        t0 = time.perf_counter()
-        mask = cadiff.erase(pipe, concept, cadiff.CADConfig(), preserve=others_of(concept) if s["preserve"] else None,
-                            ratio=s["ratio"], rounds=s["rounds"], seeds=1 if args.quick else 16,
-                            components=s["components"], at_steps=s["at_steps"], base_prompt=s["base_prompt"],
-                            progress=False).mask
-        seconds = time.perf_counter() - t0
-        with ablated(pipe, mask):
-            m = edit_metrics(before, evaluate(), [concept])
-        screen = pick["screen"]
-        if len(mask) != screen["zeroed"]:
-            print(f"warning: {concept} zeroes {len(mask)} weights here, {screen['zeroed']} in {s['source']}",
+        if not args.screens:
+            raise SystemExit("--screens JSON [JSON ...] is required: the screening runs to choose from")
+        pool: dict[str, list[dict]] = {}
+        used = []
+        for path in map(Path, args.screens):
+            found = screened_settings(path)
+            used += [path.stem] if found else []
+            for c in found:
+                pool.setdefault(c["concept"], []).append(c)
+        concepts = args.concepts or (["circle"] if args.quick else list(CONCEPTS))
+        picks = {c: choose(pool[c]) for c in concepts}
+        for c, pick in picks.items():  # printed before anything is measured: the choice does not see the new images
+            print(f"{c}: {len(pool[c])} screened settings, chose {describe(pick['setting'])} from "
+                  f"{pick['setting']['source']}"
+                  f" (screen: target {pick['screen']['target_after']:.2f}, worst kept {pick['screen']['kept_min']:.2f})",
                   flush=True)
-        met = sum(meets_goal(c["screen"]) for c in pool[concept])
-        results[concept] = {**m, "setting": s, "zeroed": len(mask), "seconds": seconds, "goal": meets_goal(m),
-                            "candidates": len(pool[concept]), "candidates_meeting_goal": met,
-                            "screen": {k: screen[k] for k in ("target_after", "kept_min", "kept_min_concept")}}
-        rows.append([concept, f"`{describe(s)}`", f"{len(pool[concept])} ({met})",
-                     f"{screen['target_after']:.2f} / {screen['kept_min']:.2f}", m["target_after"],
-                     f"{m['kept_min']:.3f} ({m['kept_min_concept']})", "yes" if meets_goal(m) else "no"])
-        print(rows[-1], flush=True)
-    save_json(RESULTS / f"{args.section}.json", {"before": before, "results": results, "screens": used,
-                                                     "settings": vars(args)})
-    n = 36 * args.repeats
-    met = sorted(c for c, r in results.items() if r["goal"])
-    md = f"""### Choose, then confirm: one setting per concept, measured on {n} new images
+
+        pipe, evaluator = load(args)
+        if args.quick:
+            args.repeats = 1
+        evaluate = partial(concept_accuracies, pipe, evaluator, repeats=args.repeats, seed=args.seed)
+        before = evaluate()
+        results = {}
+        for concept, pick in picks.items():
+            s = pick["setting"]
+            t0 = time.perf_counter()
+            mask = cadiff.erase(pipe, concept, cadiff.CADConfig(), preserve=others_of(concept) if s["preserve"] else None,
+                                ratio=s["ratio"], rounds=s["rounds"], seeds=1 if args.quick else 16,
+                                components=s["components"], at_steps=s["at_steps"], base_prompt=s["base_prompt"],
+                                progress=False).mask
+            seconds = time.perf_counter() - t0
+            with ablated(pipe, mask):
+                m = edit_metrics(before, evaluate(), [concept])
+            screen = pick["screen"]
+            if len(mask) != screen["zeroed"]:
+                print(f"warning: {concept} zeroes {len(mask)} weights here, {screen['zeroed']} in {s['source']}",
+                      flush=True)
+            met = sum(meets_goal(c["screen"]) for c in pool[concept])
+            results[concept] = {**m, "setting": s, "zeroed": len(mask), "seconds": seconds, "goal": meets_goal(m),
+                                "candidates": len(pool[concept]), "candidates_meeting_goal": met,
+                                "screen": {k: screen[k] for k in ("target_after", "kept_min", "kept_min_concept")}}
+            print(concept, f"{m['target_after']:.2f} / {m['kept_min']:.3f}", flush=True)
+        return {"before": before, "results": results, "screens": used, "settings": vars(args)}
+
+    def report(self, saved: dict, args) -> str:
+        s = settings(saved, args)
+        before, results, used = saved["before"], saved["results"], saved["screens"]
+        rows = []
+        for concept, r in results.items():
+            screen = r["screen"]
+            rows.append([concept, f"`{describe(r['setting'])}`", f"{r['candidates']} ({r['candidates_meeting_goal']})",
+                         f"{screen['target_after']:.2f} / {screen['kept_min']:.2f}", r["target_after"],
+                         f"{r['kept_min']:.3f} ({r['kept_min_concept']})", "yes" if r["goal"] else "no"])
+        n = 36 * s.repeats
+        met = sorted(c for c, r in results.items() if r["goal"])
+        return f"""### Choose, then confirm: one setting per concept, measured on {n} new images
 
 For each concept, every erase setting screened so far on the same {SCREEN_IMAGES} images (seeds {SCREEN_SEED} on, 16
 trajectories; runs {", ".join(f"`{u}`" for u in used)}) is a candidate. One is chosen by a rule fixed before this
-run: the smallest shortfall from the goal, max(0, target - 0.05) + max(0, 0.95 - worst kept), then the larger worst
+run: the smallest shortfall from the goal, max(0, target - {GOAL_TARGET:g}) + max(0, {KEEP_GOAL:g} - worst kept), then the larger worst
 kept, the smaller target, the fewer weights. The chosen setting is rebuilt and measured on {n} images no run had
-used (seeds {args.seed} on; one image is {6 / n:.3f} of a shape or colour). Mean accuracy before any edit on these
+used (seeds {s.seed} on; one image is {6 / n:.3f} of a shape or colour). Mean accuracy before any edit on these
 images: {sum(before.values()) / len(before):.3f}. "candidates (goal)" counts the screened settings and how many of them
-met the goal on the screening images. Goal (issue 3): target <= 0.05 and every other concept >= 95 % of its accuracy.
+met the goal on the screening images. Goal (issue 3): {goal_text()} of its accuracy.
 
 {table(["concept", "chosen setting (`cadiff erase` flags)", "candidates (goal)", "screen: target / worst kept",
         "new images: target", "worst kept", "goal met"], rows)}
@@ -153,9 +168,7 @@ met the goal on the screening images. Goal (issue 3): target <= 0.05 and every o
 Concepts that meet the goal with their chosen setting on new images: {len(met)}/{len(results)}{
         " (" + ", ".join(met) + ")" if met else ""}.
 """
-    write_section(args.doc, args.section, md)
-    print(md)
 
 
 if __name__ == "__main__":
-    main()
+    CadChoose().main()

@@ -1,24 +1,22 @@
-"""Shared plumbing of the CAD benchmarks: options, loading, and writing a result section into bench/results/cad-results.md.
+"""Shared plumbing of the CAD benchmarks: their base class (sections in the lab notebook
+bench/results/cad-results.md), loading, the goal's helpers, and plots.
 
-Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/python bench/cad_erase.py`.
+Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/python bench/run.py run cad_erase`.
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import common
-from common import RESULTS, save_json  # noqa: F401  (re-exported for the scripts)
+from common import RESULTS, Benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = common.RESULTS / "cad-results.md"  # the lab notebook; docs/cad.md is the curated page
-IMG = ROOT / "docs" / "img"
+DOC = RESULTS / "cad-results.md"  # the lab notebook; docs/cad.md is the curated page
 
 
-def options(description: str) -> argparse.ArgumentParser:
-    p = common.options(description, DOC, IMG)
-    return p
+class CadBenchmark(Benchmark):
+    """A CAD benchmark: its section goes to the lab notebook."""
+
+    doc = DOC
+    title = "# CAD results"
 
 
 def load(args):
@@ -32,19 +30,23 @@ def load(args):
     return pipe, WorldJudge(pipe, path=args.evaluator)  # the judge the accuracy engine counts with
 
 
-def write_section(doc, name: str, markdown: str) -> None:
-    """Replace (or append) this benchmark's section of `doc`."""
-    common.write_section(doc, name, markdown, title="# CAD results")
-
-
 def table(header: list[str], rows: list[list]) -> str:
     """A markdown table in this benchmark family's number format."""
     return common.table(header, rows, float_format="{:.2f}")
 
 
 def meets_goal(m: dict) -> bool:
-    """Issue 3's erase goal for edit_metrics output: target <= 0.05, every other concept keeps >= 95 %."""
-    return m["target_after"] <= 0.05 and m["kept_min"] >= 0.95
+    """The erase goal (`cadiff.editing.goal.Goal`) for edit_metrics output."""
+    from cadiff.editing.goal import Goal
+
+    return Goal().meets(m["target_after"], m["kept_min"])
+
+
+def goal_text() -> str:
+    """The erase goal in words, from the library's numbers: 'target <= 0.05 and every other concept >= 95 %'."""
+    from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL
+
+    return f"target <= {GOAL_TARGET:g} and every other concept >= {KEEP_GOAL * 100:g} %"
 
 
 def window_label(at_steps: str) -> str:
@@ -53,10 +55,13 @@ def window_label(at_steps: str) -> str:
 
 
 def goal_axes(ax) -> None:
-    """Axes of a target-after vs worst-kept plot: both in [0, 1], a grid, and issue 3's goal corner shaded."""
+    """Axes of a target-after vs worst-kept plot: both in [0, 1], a grid, and the erase goal's corner shaded."""
     import matplotlib.pyplot as plt
 
-    ax.add_patch(plt.Rectangle((0.95, -0.05), 0.1, 0.1, color="tab:green", alpha=0.2, lw=0))
+    from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL
+
+    ax.add_patch(plt.Rectangle((KEEP_GOAL, -0.05), 1.05 - KEEP_GOAL, GOAL_TARGET + 0.05, color="tab:green", alpha=0.2,
+                               lw=0))
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
@@ -73,7 +78,9 @@ def save_figure(fig, path) -> None:
 
 def contrast(plain: dict, concept: str, others: list[str], reduce: str = "mean", keep: str = "signed"):
     """The Attribution of `concept` minus the mean (or, reduce="max", the per-weight largest) of the plain scores of
-    `others`: a preserve-set score built from plain per-concept attributions (scores are linear in the gradients).
+    `others`: a preserve-set score built from plain per-concept attributions (scores are linear in the gradients;
+    `cadiff.attribute(pipe, c, preserve=others)` computes the mean form in one pass, the library's guard rule is
+    `cadiff.attribution.keep_rules`).
 
     `keep` says what of the others' scores counts: "signed" (as they are), "positive" (negative ones taken as 0, so a
     weight is never favoured for cutting because it works against a concept to keep) or "magnitude" (their absolute

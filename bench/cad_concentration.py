@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
-from cad_common import options, save_json, table, write_section
+from cad_common import CadBenchmark, table
 from common import RESULTS, hardware
 
 BLOCK = re.compile(r"^(down_blocks\.\d+|up_blocks\.\d+|mid_block|transformer_blocks\.\d+|single_transformer_blocks\.\d+"
@@ -77,56 +78,65 @@ def concentration(result) -> dict:
     }
 
 
-def main() -> None:
-    p = options(__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["embedded:unet", "embedded:dit"],
-                   help="pipeline folders or embedded:unet / embedded:dit, measured side by side")
-    p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--components", default="linear")
-    p.add_argument("--concepts", nargs="*", default=None, help="default: all 15 of the shapes world")
-    p.add_argument("--out", default=str(RESULTS / "cad_concentration.json"))
-    args = p.parse_args()
+class CadConcentration(CadBenchmark):
+    name = "cad_concentration"
+    summary = "how concentrated CAD's scores are per weight, head and block, on the U-Net and the MMDiT side by side"
 
-    import numpy as np
-    import torch
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--models", nargs="+", default=["embedded:unet", "embedded:dit"],
+                       help="pipeline folders or embedded:unet / embedded:dit, measured side by side")
+        p.add_argument("--seeds", type=int, default=4)
+        p.add_argument("--components", default="linear")
+        p.add_argument("--concepts", nargs="*", default=None, help="default: all 15 of the shapes world")
+        p.add_argument("--out", default=str(RESULTS / "cad_concentration.json"))
 
-    import cadiff
-    from cadiff.worlds.shapes.world import CONCEPTS
+    def path(self, args) -> Path:
+        return Path(args.out)
 
-    concepts = args.concepts or (list(CONCEPTS)[:2] if args.quick else list(CONCEPTS))
-    seeds = 1 if args.quick else args.seeds
-    torch.set_num_threads(args.threads)
-    record = {"settings": {"seeds": seeds, "components": args.components, "concepts": concepts,
-                           "hardware": hardware(args)}, "models": {}}
-    for model in args.models:
-        pipe = cadiff.load_pipeline(model, device=args.device)
-        t0 = time.time()
-        results = cadiff.attribute(pipe, concepts, seeds=seeds, components=args.components, progress=False)
-        seconds = time.time() - t0
-        per = {c: concentration(r) for c, r in zip(concepts, results)}
-        record["models"][model] = {"pipeline": type(pipe).__name__, "seconds": round(seconds, 1), "concepts": per}
-        print(model, f"{seconds:.0f} s", {k: v for k, v in per[concepts[0]].items()})
-    save_json(args.out, record)
+    def run(self, args) -> dict:
+        import torch
 
-    keys = ["weights_top_0.1%", "weights_top_1%", "head_top1", "head_top10%", "head_top1_x_uniform",
-            "head_density", "attention_share", "top_block_share", "block_density"]
-    rows = []
-    for model, m in record["models"].items():
-        per = m["concepts"].values()
-        rows.append([model, next(iter(per))["n_heads"]] + [float(np.mean([c[k] for c in per])) for k in keys])
-    per_concept = []
-    for c in concepts:
-        per_concept.append([c] + [v for m in record["models"].values()
-                                  for v in (m["concepts"][c]["head_density"], m["concepts"][c]["top_block"])])
-    md = (f"Plain erase attribution, {seeds} seeds, components `{args.components}`, {len(concepts)} concepts; mean over "
-          f"concepts of the positive score mass's shares ({hardware(args)}; `{args.out}`).\n\n"
-          + table(["model", "heads", "top 0.1 % weights", "top 1 % weights", "top head", "top 10 % heads",
-                   "top head x n_heads", "densest head", "attention share", "top block", "densest block"], rows)
-          + "\n\nPer concept: the densest head (mass per weight over the heads' mean), and the top block.\n\n"
-          + table(["concept"] + [f"{m} {k}" for m in record["models"] for k in ("densest head", "top block")],
-                  per_concept))
-    write_section(args.doc, "cad_concentration", md)
+        import cadiff
+        from cadiff.worlds.shapes.world import CONCEPTS
+
+        concepts = args.concepts or (list(CONCEPTS)[:2] if args.quick else list(CONCEPTS))
+        seeds = 1 if args.quick else args.seeds
+        torch.set_num_threads(args.threads)
+        record = {"settings": {"seeds": seeds, "components": args.components, "concepts": concepts,
+                               "hardware": hardware(args)}, "models": {}}
+        for model in args.models:
+            pipe = cadiff.load_pipeline(model, device=args.device)
+            t0 = time.time()
+            results = cadiff.attribute(pipe, concepts, seeds=seeds, components=args.components, progress=False)
+            seconds = time.time() - t0
+            per = {c: concentration(r) for c, r in zip(concepts, results)}
+            record["models"][model] = {"pipeline": type(pipe).__name__, "seconds": round(seconds, 1), "concepts": per}
+            print(model, f"{seconds:.0f} s", {k: v for k, v in per[concepts[0]].items()})
+        return record
+
+    def report(self, record: dict, args) -> str:
+        import numpy as np
+
+        s = record["settings"]
+        keys = ["weights_top_0.1%", "weights_top_1%", "head_top1", "head_top10%", "head_top1_x_uniform",
+                "head_density", "attention_share", "top_block_share", "block_density"]
+        rows = []
+        for model, m in record["models"].items():
+            per = m["concepts"].values()
+            rows.append([model, next(iter(per))["n_heads"]] + [float(np.mean([c[k] for c in per])) for k in keys])
+        per_concept = []
+        for c in s["concepts"]:
+            per_concept.append([c] + [v for m in record["models"].values()
+                                      for v in (m["concepts"][c]["head_density"], m["concepts"][c]["top_block"])])
+        return (f"Plain erase attribution, {s['seeds']} seeds, components `{s['components']}`, {len(s['concepts'])} "
+                f"concepts; mean over concepts of the positive score mass's shares ({s['hardware']}; `{args.json}`).\n\n"
+                + table(["model", "heads", "top 0.1 % weights", "top 1 % weights", "top head", "top 10 % heads",
+                         "top head x n_heads", "densest head", "attention share", "top block", "densest block"], rows)
+                + "\n\nPer concept: the densest head (mass per weight over the heads' mean), and the top block.\n\n"
+                + table(["concept"] + [f"{m} {k}" for m in record["models"] for k in ("densest head", "top block")],
+                        per_concept))
 
 
 if __name__ == "__main__":
-    main()
+    CadConcentration().main()

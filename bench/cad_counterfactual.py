@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cad_common import RESULTS, load, options, save_json, table, write_section
-from common import tagged
+from cad_common import CadBenchmark, load, table
+from common import figure_link, require, settings
 
 
 @torch.no_grad()
@@ -32,123 +32,139 @@ def objective(unet, steps, weight: float) -> float:
     return total
 
 
-def main() -> None:
-    p = options(__doc__.splitlines()[0])
-    p.add_argument("--concept", default="circle")
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--ablations", type=int, default=300)
-    p.add_argument("--fractions", nargs="*", type=float, default=[0.001, 0.003, 0.01])
-    args = p.parse_args()
-    if args.quick:
-        args.ablations, args.seeds = 6, 1
+class CadCounterfactual(CadBenchmark):
+    name = "cad_counterfactual"
+    summary = "the linear counterfactual (predicted vs actual change of J) and negative components, one erase"
 
-    from cadiff.attribution import Attribution, concept_prompt, select_parameters
-    from cadiff.attribution.estimators import Row, erase_trajectory
-    from cadiff.attribution.gradients import accumulate
-    from cadiff.attribution.result import short_name
-    from cadiff.editing import ablated
-    from cadiff.files.mask import Mask
-    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
-    from cadiff.models import model_fingerprint, sampling_defaults
-    from cadiff.models.loading import denoiser
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--concept", default="circle")
+        p.add_argument("--seeds", type=int, default=2)
+        p.add_argument("--ablations", type=int, default=300)
+        p.add_argument("--fractions", nargs="*", type=float, default=[0.001, 0.003, 0.01])
 
-    pipe, evaluator = load(args)
-    img = Path(args.img)
-    img.mkdir(parents=True, exist_ok=True)
-    unet = denoiser(pipe)
-    d = sampling_defaults(pipe)
-    prompt = concept_prompt(pipe, args.concept)
-    rows = [Row(prompt, s, 0) for s in range(args.seeds)]
-    steps = erase_trajectory(pipe, unet, rows, d["num_inference_steps"], d["guidance_scale"])
-    params = select_parameters(unet, "ff")
-    weight = 1.0 / len(rows)
-    grads, values = accumulate(unet, params, steps, {0: weight})
-    scores = {n: p.detach().float() * grads[0][n] for n, p in params.items()}
-    attr = Attribution(scores, {"fingerprint": model_fingerprint(pipe), "concepts": [args.concept],
-                                "objective": "erase"})
-    j0 = objective(unet, steps, weight)
-    print(f"J = {j0:.4f} (accumulate says {values[0]:.4f})")
+    def run(self, args) -> dict:
+        if args.quick:
+            args.ablations, args.seeds = 6, 1
 
-    names = list(scores)
-    sizes = [scores[n].numel() for n in names]
-    offsets = np.cumsum([0] + sizes)
-    flat = torch.cat([scores[n].reshape(-1) for n in names])
-    rng = np.random.default_rng(0)
-    pred, actual, fracs = [], [], []
-    t0 = time.time()
-    for k in range(args.ablations):
-        frac = args.fractions[k % len(args.fractions)]
-        chosen = np.sort(rng.choice(len(flat), size=max(1, int(frac * len(flat))), replace=False))
-        indices = {}
-        for j, n in enumerate(names):
-            inside = chosen[(chosen >= offsets[j]) & (chosen < offsets[j + 1])] - offsets[j]
-            if len(inside):
-                indices[n] = torch.from_numpy(inside).long()
-        mask = Mask(indices, {n: tuple(scores[n].shape) for n in indices}, {"fingerprint": attr.fingerprint})
-        with ablated(pipe, mask, check=False):
-            actual.append(objective(unet, steps, weight) - j0)
-        pred.append(-float(flat[torch.from_numpy(chosen)].sum()))
-        fracs.append(frac)
-    seconds = time.time() - t0
-    pred, actual, fracs = np.array(pred), np.array(actual), np.array(fracs)
-    r_all = float(np.corrcoef(pred, actual)[0, 1])
-    per_frac = [[f"{f:g}", int((fracs == f).sum()), float(np.corrcoef(pred[fracs == f], actual[fracs == f])[0, 1])
-                 if (fracs == f).sum() > 2 else float("nan")] for f in args.fractions]
-    # bootstrap interval of r
-    boot = []
-    for _ in range(1000):
-        i = rng.integers(0, len(pred), len(pred))
-        boot.append(np.corrcoef(pred[i], actual[i])[0, 1])
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    _scatter(pred, actual, fracs, r_all, img / f"{tagged(args, 'cad_counterfactual')}.png")
+        from cadiff.attribution import Attribution, concept_prompt, select_parameters
+        from cadiff.attribution.estimators import Row, erase_trajectory
+        from cadiff.attribution.gradients import accumulate
+        from cadiff.attribution.result import short_name
+        from cadiff.editing import ablated
+        from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
+        from cadiff.files.mask import Mask
+        from cadiff.models import model_fingerprint, sampling_defaults
+        from cadiff.models.loading import denoiser
 
-    # negative components, per layer, and what removing them does
-    summary = attr.summary()
-    layer_rows = [[short_name(n), v["n"], v["n_negative"], f"{v['n_negative'] / v['n']:.0%}", v["mass_negative"],
-                   v["mass_positive"]] for n, v in summary["layers"].items()]
-    effect_rows = []
-    before = concept_accuracies(pipe, evaluator, repeats=1)
-    for label, sign, ratio in (("top positive", "positive", 0.03), ("top negative", "negative", 0.03),
-                               ("all negative", "negative", 1.0)):
-        mask = attr.select(ratio=ratio, sign=sign, scope="row")
-        with ablated(pipe, mask, check=False):
-            dj = objective(unet, steps, weight) - j0
-            after = concept_accuracies(pipe, evaluator, repeats=1)
-        m = edit_metrics(before, after, [args.concept])
-        predicted = -sum(float(scores[n].reshape(-1)[i].sum()) for n, i in mask.indices.items())
-        effect_rows.append([f"{label} (row {ratio:g})", len(mask), predicted, dj, m["target_after"], m["others_after"]])
-    save_json(RESULTS / f"{tagged(args, 'cad_counterfactual')}.json", {
-        "J": j0, "pred": pred.tolist(), "actual": actual.tolist(), "fractions": fracs.tolist(), "r": r_all,
-        "ci95": [lo, hi], "effects": effect_rows, "settings": vars(args)})
-    model = args.model or "embedded:unet"
-    md = f"""### Linear counterfactual ('{args.concept}', erase objective, ff weights, {args.seeds} trajectories, {model})
+        pipe, evaluator = load(args)
+        Path(args.img).mkdir(parents=True, exist_ok=True)
+        unet = denoiser(pipe)
+        d = sampling_defaults(pipe)
+        prompt = concept_prompt(pipe, args.concept)
+        rows = [Row(prompt, s, 0) for s in range(args.seeds)]
+        steps = erase_trajectory(pipe, unet, rows, d["num_inference_steps"], d["guidance_scale"])
+        params = select_parameters(unet, "ff")
+        weight = 1.0 / len(rows)
+        grads, values = accumulate(unet, params, steps, {0: weight})
+        scores = {n: p.detach().float() * grads[0][n] for n, p in params.items()}
+        attr = Attribution(scores, {"fingerprint": model_fingerprint(pipe), "concepts": [args.concept],
+                                    "objective": "erase"})
+        j0 = objective(unet, steps, weight)
+        print(f"J = {j0:.4f} (accumulate says {values[0]:.4f})")
 
-Over {len(pred)} random ablations (random subsets of {', '.join(f'{f:.1%}' for f in args.fractions)} of the
-{len(flat):,} ff weights), Pearson r between the predicted change of J (-sum of the ablated scores) and the actual
-change is **{r_all:.3f}** (95 % bootstrap interval {lo:.3f} to {hi:.3f}); the paper reports 0.506 on SD 1.4.
-J = {j0:.3f} before any ablation. {seconds:.0f} s for all ablations.
+        names = list(scores)
+        sizes = [scores[n].numel() for n in names]
+        offsets = np.cumsum([0] + sizes)
+        flat = torch.cat([scores[n].reshape(-1) for n in names])
+        rng = np.random.default_rng(0)
+        pred, actual, fracs = [], [], []
+        t0 = time.time()
+        for k in range(args.ablations):
+            frac = args.fractions[k % len(args.fractions)]
+            chosen = np.sort(rng.choice(len(flat), size=max(1, int(frac * len(flat))), replace=False))
+            indices = {}
+            for j, n in enumerate(names):
+                inside = chosen[(chosen >= offsets[j]) & (chosen < offsets[j + 1])] - offsets[j]
+                if len(inside):
+                    indices[n] = torch.from_numpy(inside).long()
+            mask = Mask(indices, {n: tuple(scores[n].shape) for n in indices}, {"fingerprint": attr.fingerprint})
+            with ablated(pipe, mask, check=False):
+                actual.append(objective(unet, steps, weight) - j0)
+            pred.append(-float(flat[torch.from_numpy(chosen)].sum()))
+            fracs.append(frac)
+        seconds = time.time() - t0
+        pred, actual, fracs = np.array(pred), np.array(actual), np.array(fracs)
+        r_all = float(np.corrcoef(pred, actual)[0, 1])
+        # bootstrap interval of r
+        boot = []
+        for _ in range(1000):
+            i = rng.integers(0, len(pred), len(pred))
+            boot.append(np.corrcoef(pred[i], actual[i])[0, 1])
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+
+        # negative components, per layer, and what removing them does
+        summary = attr.summary()
+        layer_rows = [[short_name(n), v["n"], v["n_negative"], f"{v['n_negative'] / v['n']:.0%}", v["mass_negative"],
+                       v["mass_positive"]] for n, v in summary["layers"].items()]
+        effect_rows = []
+        before = concept_accuracies(pipe, evaluator, repeats=1)
+        for label, sign, ratio in (("top positive", "positive", 0.03), ("top negative", "negative", 0.03),
+                                   ("all negative", "negative", 1.0)):
+            mask = attr.select(ratio=ratio, sign=sign, scope="row")
+            with ablated(pipe, mask, check=False):
+                dj = objective(unet, steps, weight) - j0
+                after = concept_accuracies(pipe, evaluator, repeats=1)
+            m = edit_metrics(before, after, [args.concept])
+            predicted = -sum(float(scores[n].reshape(-1)[i].sum()) for n, i in mask.indices.items())
+            effect_rows.append([f"{label} (row {ratio:g})", len(mask), predicted, dj, m["target_after"],
+                                m["others_after"]])
+        return {"J": j0, "pred": pred.tolist(), "actual": actual.tolist(), "fractions": fracs.tolist(), "r": r_all,
+                "ci95": [lo, hi], "effects": effect_rows, "settings": vars(args),
+                # what the section shows besides (kept since the runner's base: older JSON lack them)
+                "weights": len(flat), "seconds": seconds, "before": before, "layers": layer_rows,
+                "negative": {k: summary[k] for k in ("n", "n_negative", "mass_negative", "mass_positive",
+                                                     "concentration")}}
+
+    def report(self, saved: dict, args) -> str:
+        require(saved, "weights", "seconds", "before", "layers", "negative")
+        s = settings(saved, args)
+        pred, actual, fracs = np.array(saved["pred"]), np.array(saved["actual"]), np.array(saved["fractions"])
+        per_frac = [[f"{f:g}", int((fracs == f).sum()), float(np.corrcoef(pred[fracs == f], actual[fracs == f])[0, 1])
+                     if (fracs == f).sum() > 2 else float("nan")] for f in s.fractions]
+        lo, hi = saved["ci95"]
+        summary, before, concept = saved["negative"], saved["before"], s.concept
+        model = s.model or "embedded:unet"
+        return f"""### Linear counterfactual ('{concept}', erase objective, ff weights, {s.seeds} trajectories, {model})
+
+Over {len(pred)} random ablations (random subsets of {', '.join(f'{f:.1%}' for f in s.fractions)} of the
+{saved["weights"]:,} ff weights), Pearson r between the predicted change of J (-sum of the ablated scores) and the actual
+change is **{saved["r"]:.3f}** (95 % bootstrap interval {lo:.3f} to {hi:.3f}); the paper reports 0.506 on SD 1.4.
+J = {saved["J"]:.3f} before any ablation. {saved["seconds"]:.0f} s for all ablations.
 
 {table(["fraction ablated", "ablations", "Pearson r"], per_frac)}
 
-![counterfactual scatter](img/{tagged(args, 'cad_counterfactual')}.png)
+![counterfactual scatter]({figure_link(args, f"{args.section}.png")})
 
 ### Negative components
 
 {summary['n_negative']:,} of {summary['n']:,} ff weights ({summary['n_negative'] / summary['n']:.0%}) have a negative
-score for '{args.concept}' (their removal should raise J); negative mass {summary['mass_negative']:.3g} against
+score for '{concept}' (their removal should raise J); negative mass {summary['mass_negative']:.3g} against
 positive mass {summary['mass_positive']:.3g}. Top 0.1 % / 1 % of weights hold
 {summary['concentration']['top_0.1%']:.0%} / {summary['concentration']['top_1%']:.0%} of the positive mass.
 
-{table(["layer", "weights", "negative", "share", "negative mass", "positive mass"], layer_rows)}
+{table(["layer", "weights", "negative", "share", "negative mass", "positive mass"], saved["layers"])}
 
-Removing them (J change predicted vs actual; accuracy of '{args.concept}' and mean of the others, 36 images):
+Removing them (J change predicted vs actual; accuracy of '{concept}' and mean of the others, 36 images):
 
-{table(["zeroed", "count", "predicted dJ", "actual dJ", f"{args.concept} acc after", "others after"], effect_rows)}
+{table(["zeroed", "count", "predicted dJ", "actual dJ", f"{concept} acc after", "others after"], saved["effects"])}
 
-Before any edit: {args.concept} accuracy {before[args.concept]:.2f}, others {np.mean([v for k, v in before.items() if k != args.concept]):.2f}.
+Before any edit: {concept} accuracy {before[concept]:.2f}, others {np.mean([v for k, v in before.items() if k != concept]):.2f}.
 """
-    write_section(args.doc, tagged(args, "cad_counterfactual"), md)
-    print(md)
+
+    def figures(self, saved: dict, args) -> None:
+        _scatter(np.array(saved["pred"]), np.array(saved["actual"]), np.array(saved["fractions"]), saved["r"],
+                 Path(args.img) / f"{args.section}.png")
 
 
 def _scatter(pred, actual, fracs, r, path):
@@ -173,4 +189,4 @@ def _scatter(pred, actual, fracs, r, path):
 
 
 if __name__ == "__main__":
-    main()
+    CadCounterfactual().main()

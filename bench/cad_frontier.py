@@ -13,7 +13,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from cad_common import goal_axes, options, save_figure, table, write_section
+from common import figure_link, settings
+from cad_common import CadBenchmark, goal_axes, save_figure, table
 
 
 def frontier(sweeps: list[dict]) -> dict[str, list[tuple[float, float, float, int]]]:
@@ -31,33 +32,41 @@ def frontier(sweeps: list[dict]) -> dict[str, list[tuple[float, float, float, in
     return dict(out)
 
 
-def main() -> None:
-    p = options(__doc__.splitlines()[0])
-    p.add_argument("--sweeps", nargs="+", required=True, help="JSONs written by bench/cad_preserve.py")
-    p.add_argument("--section", default="cad_frontier")
-    args = p.parse_args()
+class CadFrontier(CadBenchmark):
+    name = "cad_frontier"
+    summary = "the erase frontier over all 15 concepts, from cad_preserve sweeps (reads their JSON, measures nothing)"
 
-    sweeps = [json.loads(Path(f).read_text()) for f in args.sweeps]
-    windows = {s["settings"].get("at_steps", "all") for s in sweeps}
-    if len(windows) != 1:
-        raise SystemExit(f"the sweeps sum over different steps ({sorted(windows)}); give sweeps of one window")
-    lines = frontier(sweeps)
-    rows = [[variant, f"{ratio:g}", target, kept, near]
-            for variant, pts in lines.items() for ratio, target, kept, near in pts]
-    plot = f"{args.section}.png"
-    _plot(lines, Path(args.img) / plot)
-    md = f"""### The erase frontier over all 15 concepts (objective on the {windows.pop()} steps)
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--sweeps", nargs="+", help="JSONs written by bench/cad_preserve.py (required)")
+        p.add_argument("--section", default="cad_frontier")
+
+    def run(self, args) -> dict:
+        if not args.sweeps:
+            raise SystemExit("--sweeps JSON [JSON ...] is required: the cad_preserve sweeps to average")
+        sweeps = [json.loads(Path(f).read_text()) for f in args.sweeps]
+        windows = {s["settings"].get("at_steps", "all") for s in sweeps}
+        if len(windows) != 1:
+            raise SystemExit(f"the sweeps sum over different steps ({sorted(windows)}); give sweeps of one window")
+        return {"window": windows.pop(), "frontier": frontier(sweeps), "settings": vars(args)}
+
+    def report(self, results: dict, args) -> str:
+        s = settings(results, args)
+        rows = [[variant, f"{ratio:g}", target, kept, near]
+                for variant, pts in results["frontier"].items() for ratio, target, kept, near in pts]
+        return f"""### The erase frontier over all 15 concepts (objective on the {results["window"]} steps)
 
 Each row averages the 15 concepts of one variant and ratio per row (sweeps {", ".join(f"`{Path(f).stem}`" for f in
-args.sweeps)}; 72 screening images each). "near" counts concepts within one or two images of the goal (target
+s.sweeps)}; 72 screening images each). "near" counts concepts within one or two images of the goal (target
 <= 0.10, worst kept >= 0.90). Up and to the left is worse; the goal is the bottom right corner.
 
 {table(["variant", "ratio", "mean target after", "mean worst kept", "near"], rows)}
 
-![erase frontier: mean target after against mean worst kept, a line per variant](img/{plot})
+![erase frontier: mean target after against mean worst kept, a line per variant]({figure_link(args, f"{args.section}.png")})
 """
-    write_section(args.doc, args.section, md)
-    print(md)
+
+    def figures(self, results: dict, args) -> None:
+        _plot(results["frontier"], Path(args.img) / f"{args.section}.png")
 
 
 def _plot(lines: dict, path: Path) -> None:
@@ -82,4 +91,4 @@ def _plot(lines: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    CadFrontier().main()

@@ -9,6 +9,7 @@ one forward + backward of the conditional branch with only the ff weights requir
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import statistics
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from cad_common import RESULTS, load, options, save_json, table, write_section
+from cad_common import CadBenchmark, load, table
+from common import require, settings
 
 SHAPES_KEEP = ["square", "triangle", "star", "cross", "heart"]
 
@@ -77,102 +79,112 @@ def one(method: str, model: str | None, seeds: int, threads: int, steps: int | N
     return {"seconds": seconds, "peak_rss_mb": rss1 / 1024, "rss_growth_mb": (rss1 - rss0) / 1024}
 
 
-def main() -> None:
-    p = options(__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; the paper: 50)")
-    p.add_argument("--components", default="ff", help="attributed weights (the paper's: ff; erasing works with linear)")
-    p.add_argument("--one", default=None, help=argparse_hidden())
-    args = p.parse_args()
-    if args.one:
-        print(json.dumps(one(args.one, args.model, args.seeds, args.threads, args.steps, args.components)))
-        return
-    if args.quick:
-        args.reps = 1
+class CadSpeed(CadBenchmark):
+    name = "cad_speed"
+    summary = "attribution speed and memory: trajectory estimator vs the reference (restart) vs the floor; efficacy"
 
-    import cadiff
-    from cadiff.editing import ablated, export_pipeline
-    from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
-    from cadiff.models import sampling_defaults
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--seeds", type=int, default=4)
+        p.add_argument("--reps", type=int, default=3)
+        p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's; the paper: 50)")
+        p.add_argument("--components", default="ff",
+                       help="attributed weights (the paper's: ff; erasing works with linear)")
+        p.add_argument("--one", default=None, help=argparse.SUPPRESS)
 
-    pipe, evaluator = load(args)
-    d = sampling_defaults(pipe)
-    steps = args.steps or d["num_inference_steps"]
-    section = "cad_speed" if steps == d["num_inference_steps"] else f"cad_speed_{steps}"
-    if args.components != "ff":
-        section += f"_{args.components}"
-    timings = {m: [] for m in ("floor", "trajectory", "restart", "restart+all")}
-    memory = {}
-    for rep in range(args.reps):  # interleaved, each in a fresh process so peak memory is its own
-        for method in timings:
-            cmd = [sys.executable, __file__, "--one", method, "--seeds", str(args.seeds), "--threads", str(args.threads),
-                   "--components", args.components]
-            if args.steps:
-                cmd += ["--steps", str(args.steps)]
-            if args.model:
-                cmd += ["--model", args.model]
-            res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-            timings[method].append(res["seconds"])
-            memory[method] = res
-            print(method, res, flush=True)
-    med = {m: statistics.median(v) for m, v in timings.items()}
+    def run(self, args) -> dict:
+        if args.quick:
+            args.reps = 1
 
-    # efficacy of the two estimators' masks: erase circle with the other shapes as preserve set
-    eff = {}
-    t_pres = {}
-    before = concept_accuracies(pipe, evaluator, repeats=2)
-    for schedule in ("trajectory", "restart"):
-        t0 = time.perf_counter()
-        attr = cadiff.attribute(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, estimator=schedule,
-                                steps=steps, components=args.components, progress=False)
-        t_pres[schedule] = time.perf_counter() - t0
-        with ablated(pipe, attr.select(ratio=0.03)):
-            eff[schedule] = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=2), ["circle"])
-        print(schedule, t_pres[schedule], eff[schedule]["target_after"], eff[schedule]["others_after"], flush=True)
+        import cadiff
+        from cadiff.attribution import select_parameters
+        from cadiff.editing import ablated, export_pipeline
+        from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
+        from cadiff.models import sampling_defaults
 
-    # generation cost: exported edited model vs the original
-    prompts = ["a red striped circle", "a blue solid star", "a green outlined heart", "a yellow solid square"] * 8
-    seeds = list(range(len(prompts)))
-    gen = {"original": [], "edited": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        edited = cadiff.erase(pipe, "circle", cadiff.CADConfig(), preserve=SHAPES_KEEP, seeds=args.seeds, components=args.components,
-                              progress=False).pipeline
-        export_pipeline(edited, Path(tmp) / "edited")
-        loaded = cadiff.load_pipeline(Path(tmp) / "edited")
-        cadiff.generate(loaded, prompts[:2], seeds[:2])  # warm-up
-        for _ in range(args.reps):
-            for name, model in (("original", pipe), ("edited", loaded)):
-                t0 = time.perf_counter()
-                cadiff.generate(model, prompts, seeds)
-                gen[name].append(time.perf_counter() - t0)
-    g = {k: statistics.median(v) for k, v in gen.items()}
+        pipe, evaluator = load(args)
+        d = sampling_defaults(pipe)
+        steps = args.steps or d["num_inference_steps"]
+        args.section = "cad_speed" if steps == d["num_inference_steps"] else f"cad_speed_{steps}"
+        if args.components != "ff":
+            args.section += f"_{args.components}"
+        timings = {m: [] for m in ("floor", "trajectory", "restart", "restart+all")}
+        memory = {}
+        for rep in range(args.reps):  # interleaved, each in a fresh process so peak memory is its own
+            for method in timings:
+                cmd = [sys.executable, __file__, "--one", method, "--seeds", str(args.seeds), "--threads",
+                       str(args.threads), "--components", args.components]
+                if args.steps:
+                    cmd += ["--steps", str(args.steps)]
+                if args.model:
+                    cmd += ["--model", args.model]
+                res = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+                timings[method].append(res["seconds"])
+                memory[method] = res
+                print(method, res, flush=True)
 
-    from cadiff.attribution import select_parameters
+        # efficacy of the two estimators' masks: erase circle with the other shapes as preserve set
+        eff = {}
+        t_pres = {}
+        before = concept_accuracies(pipe, evaluator, repeats=2)
+        for schedule in ("trajectory", "restart"):
+            t0 = time.perf_counter()
+            attr = cadiff.attribute(pipe, "circle", preserve=SHAPES_KEEP, seeds=args.seeds, estimator=schedule,
+                                    steps=steps, components=args.components, progress=False)
+            t_pres[schedule] = time.perf_counter() - t0
+            with ablated(pipe, attr.select(ratio=0.03)):
+                eff[schedule] = edit_metrics(before, concept_accuracies(pipe, evaluator, repeats=2), ["circle"])
+            print(schedule, t_pres[schedule], eff[schedule]["target_after"], eff[schedule]["others_after"], flush=True)
 
-    n_selected = sum(p.numel() for p in select_parameters(pipe.unet, args.components).values())
-    n_all = sum(p.numel() for p in pipe.unet.parameters())
-    spread = {m: f"{min(v):.2f}-{max(v):.2f}" for m, v in timings.items()}
-    rows = [[m, med[m], spread[m], med[m] / med["floor"], memory[m]["peak_rss_mb"], memory[m]["rss_growth_mb"]]
-            for m in timings]
-    save_json(RESULTS / f"{section}.json", {"timings": timings, "memory": memory, "efficacy": eff,
-                                                   "preserve_seconds": t_pres, "generation": gen,
-                                                   "settings": vars(args)})
-    md = f"""### Speed and memory ('circle', {args.seeds} trajectories, {steps} steps, {args.components} weights, {args.threads} CPU threads)
+        # generation cost: exported edited model vs the original
+        prompts = ["a red striped circle", "a blue solid star", "a green outlined heart", "a yellow solid square"] * 8
+        seeds = list(range(len(prompts)))
+        gen = {"original": [], "edited": []}
+        with tempfile.TemporaryDirectory() as tmp:
+            edited = cadiff.erase(pipe, "circle", cadiff.CADConfig(), preserve=SHAPES_KEEP, seeds=args.seeds,
+                                  components=args.components, progress=False).pipeline
+            export_pipeline(edited, Path(tmp) / "edited")
+            loaded = cadiff.load_pipeline(Path(tmp) / "edited")
+            cadiff.generate(loaded, prompts[:2], seeds[:2])  # warm-up
+            for _ in range(args.reps):
+                for name, model in (("original", pipe), ("edited", loaded)):
+                    t0 = time.perf_counter()
+                    cadiff.generate(model, prompts, seeds)
+                    gen[name].append(time.perf_counter() - t0)
 
-Median of {args.reps} interleaved runs, each in a fresh process, one benchmark at a time on 2 CPU cores (the spread
+        n_selected = sum(p.numel() for p in select_parameters(pipe.unet, args.components).values())
+        n_all = sum(p.numel() for p in pipe.unet.parameters())
+        return {"timings": timings, "memory": memory, "efficacy": eff, "preserve_seconds": t_pres, "generation": gen,
+                "settings": vars(args),
+                # what the section shows besides (kept since the runner's base: older JSON lack them)
+                "steps": steps, "selected_weights": n_selected, "unet_weights": n_all}
+
+    def report(self, saved: dict, args) -> str:
+        require(saved, "steps", "selected_weights", "unet_weights")
+        s = settings(saved, args)
+        timings, memory, eff, t_pres, gen = (saved[k] for k in ("timings", "memory", "efficacy", "preserve_seconds",
+                                                               "generation"))
+        steps, n_selected, n_all = saved["steps"], saved["selected_weights"], saved["unet_weights"]
+        med = {m: statistics.median(v) for m, v in timings.items()}
+        g = {k: statistics.median(v) for k, v in gen.items()}
+        spread = {m: f"{min(v):.2f}-{max(v):.2f}" for m, v in timings.items()}
+        rows = [[m, med[m], spread[m], med[m] / med["floor"], memory[m]["peak_rss_mb"], memory[m]["rss_growth_mb"]]
+                for m in timings]
+        return f"""### Speed and memory ('circle', {s.seeds} trajectories, {steps} steps, {s.components} weights, {s.threads} CPU threads)
+
+Median of {s.reps} interleaved runs, each in a fresh process, one benchmark at a time on 2 CPU cores (the spread
 column shows the run-to-run noise).
 
 {table(["method", "seconds", "spread", "x floor", "peak RSS MB", "RSS growth MB"], rows)}
 
-- trajectory vs reference (restart, same {args.components} weights): **{med['restart'] / med['trajectory']:.1f}x faster**; vs the
+- trajectory vs reference (restart, same {s.components} weights): **{med['restart'] / med['trajectory']:.1f}x faster**; vs the
   reference as published (restart with gradients of every UNet weight, "restart+all"):
   **{med['restart+all'] / med['trajectory']:.1f}x** (goal >= 10x). With T steps the restart estimator makes
   T(T+1)/2 guided sampling calls instead of T, so with g = one guided call and b = one forward+backward the
   ratio is bounded by (T(T+1)/2 g + T g + T b) / (T g + T b): about {(325 + 25 + 25 * 2.5) / (25 + 25 * 2.5):.1f}x for
   T = 25 if b = 2.5 g, and about {(1275 + 50 + 50 * 2.5) / (50 + 50 * 2.5):.1f}x for the paper's T = 50.
 - trajectory vs floor: **{med['trajectory'] / med['floor']:.2f}x** (goal <= 1.15x; the floor differentiates the same
-  {args.components} weights). The trajectory run includes
+  {s.components} weights). The trajectory run includes
   sampling through the stock pipeline (scheduler, callbacks, recording) and the fingerprint of the model.
 - Gradients exist only for the selected weights: fp32 accumulators hold {n_selected:,} numbers ({n_selected * 4 / 2**20:.1f} MB)
   per concept group, against {n_all:,} ({n_all * 4 / 2**20:.1f} MB) for gradients of the whole UNet.
@@ -180,21 +192,17 @@ column shows the run-to-run noise).
 Erase efficacy of both estimators (circle, preserve = other shapes, ratio 0.03 per row; 72 evaluation images):
 
 {table(["estimator", "attribution seconds (6 concepts)", "circle after", "others after", "worst kept"],
-       [[s, t_pres[s], eff[s]["target_after"], eff[s]["others_after"], eff[s]["kept_min"]] for s in eff])}
+       [[e, t_pres[e], eff[e]["target_after"], eff[e]["others_after"], eff[e]["kept_min"]] for e in eff])}
 
 Generation with the exported edited model (loaded back from disk) vs the original, 32 images, median of
-{args.reps}: {g['original']:.2f} s vs {g['edited']:.2f} s, ratio **{g['edited'] / g['original']:.2f}**
+{s.reps}: {g['original']:.2f} s vs {g['edited']:.2f} s, ratio **{g['edited'] / g['original']:.2f}**
 (runs: original {', '.join(f'{x:.2f}' for x in gen['original'])}; edited {', '.join(f'{x:.2f}' for x in gen['edited'])}).
 """
-    write_section(args.doc, section, md)
-    print(md)
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
-    main()
+    child = CadSpeed().parser().parse_args()
+    if child.one:  # one timed method in this fresh process (run() starts these)
+        print(json.dumps(one(child.one, child.model, child.seeds, child.threads, child.steps, child.components)))
+    else:
+        CadSpeed().main()

@@ -15,13 +15,14 @@ and recall: CAD-Amplify with real rendered images on an ESD-erased model.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
-from eval_common import Timer, load, options, save_json, table, write_section
-from common import RESULTS, hardware, others_of
+from common import Skip, Timer, figure_link, hardware, others_of, save_json
+from eval_common import EvalBenchmark, load, table
 
 METHODS = ("cad", "cad-preserve", "esd", "prune", "magnitude")
 
@@ -122,118 +123,115 @@ def tradeoff_plot(results: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    p = options(__doc__.splitlines()[0])
-    p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
-    p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
-    p.add_argument("--repeats", type=int, default=1, help="repeats of the 36-prompt balanced design")
-    p.add_argument("--cad-ratio", type=float, default=None, help="CAD per-row ratio (default: cadiff.erase's)")
-    p.add_argument("--cad-components", default=None, help="CAD component group (default: cadiff.erase's, 'ff')")
-    p.add_argument("--cad-seeds", type=int, default=4, help="CAD trajectories per concept (cadiff.attribute's default: 4)")
-    p.add_argument("--esd-iterations", type=int, default=100)
-    p.add_argument("--esd-lr", type=float, default=1e-4)
-    p.add_argument("--prune-sparsity", type=float, default=0.01)
-    p.add_argument("--prune-seeds", type=int, default=4)
-    p.add_argument("--sweep", default="circle", help="concept of the ESD iteration sweep ('' to skip)")
-    p.add_argument("--sweep-iterations", nargs="*", type=int, default=[25, 50, 100, 200, 400])
-    p.add_argument("--recall", nargs="*", default=["circle"], help="concepts of the recall experiment")
-    p.add_argument("--grids", type=int, default=3, help="concept grids for the first N concepts")
-    p.add_argument("--section", default="eval_baselines", help="name of the docs section (and JSON file) written")
-    p.add_argument("--render", metavar="JSON", help="only rewrite the docs section from a saved results JSON")
-    args = p.parse_args()
-    if args.render:
-        return render(args.render, args.doc)
-    from cadiff.evaluation import evaluate, load_prompts
-    from cadiff.editing.methods.esd import ESDConfig, esd
-    from cadiff.worlds.shapes.world import CONCEPTS
+class EvalBaselines(EvalBenchmark):
+    name = "eval_baselines"
+    summary = "CAD against ESD-u, pruning and magnitude on one protocol (erase, keep, time); ESD sweep; recall"
 
-    concepts = args.concepts or list(CONCEPTS)
-    if args.quick:
-        concepts, args.esd_iterations, args.sweep_iterations = concepts[:2], 3, [2, 4]
-    methods = [m for m in args.methods if not m.startswith("cad") or cad_available()]
-    pipe = load(args)
-    prompts = load_prompts("shapes-balanced", per_prompt=args.repeats)
-    work = Path(args.work) / "baselines"
-    img = Path(args.img)
-    common = dict(metrics=["shapes"], metric_options={"evaluator": args.evaluator}, batch_size=36)
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--concepts", nargs="*", default=None, help="default: all 15")
+        p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+        p.add_argument("--repeats", type=int, default=1, help="repeats of the 36-prompt balanced design")
+        p.add_argument("--cad-ratio", type=float, default=None, help="CAD per-row ratio (default: cadiff.erase's)")
+        p.add_argument("--cad-components", default=None, help="CAD component group (default: cadiff.erase's, 'ff')")
+        p.add_argument("--cad-seeds", type=int, default=4,
+                       help="CAD trajectories per concept (cadiff.attribute's default: 4)")
+        p.add_argument("--esd-iterations", type=int, default=100)
+        p.add_argument("--esd-lr", type=float, default=1e-4)
+        p.add_argument("--prune-sparsity", type=float, default=0.01)
+        p.add_argument("--prune-seeds", type=int, default=4)
+        p.add_argument("--sweep", default="circle", help="concept of the ESD iteration sweep ('' to skip)")
+        p.add_argument("--sweep-iterations", nargs="*", type=int, default=[25, 50, 100, 200, 400])
+        p.add_argument("--recall", nargs="*", default=["circle"], help="concepts of the recall experiment")
+        p.add_argument("--grids", type=int, default=3, help="concept grids for the first N concepts")
+        p.add_argument("--section", default="eval_baselines", help="name of the docs section (and JSON file) written")
 
-    def score(p, name, record):
-        return evaluate(p, prompts, work / name, edit=record, **common)
+    def run(self, args) -> dict:
+        from cadiff.editing.methods.esd import ESDConfig, esd
+        from cadiff.evaluation import evaluate, load_prompts
+        from cadiff.worlds.shapes.world import CONCEPTS
 
-    started = time.time()
-    base = score(pipe, "unedited", None)
-    results, seconds = {}, {}
-    esd_models = {}
-    for concept in concepts:
-        results[concept] = {"unedited": views(base, concept)}
-        for method in methods:
-            with Timer() as t:
-                edited, settings = edit(method, pipe, concept, args)
-            summary = score(edited, f"{method}-{concept}", {"method": method, "concept": concept, **settings})
-            results[concept][method] = {**views(summary, concept), "seconds": t.seconds}
-            seconds.setdefault(method, []).append(t.seconds)
-            if method == "esd" and concept in args.recall:
-                esd_models[concept] = edited
-            print(concept, method, results[concept][method], flush=True)
-        save_json(RESULTS / f"{args.section}.json", {"results": results, "settings": vars(args), "partial": True})
+        concepts = args.concepts or list(CONCEPTS)
+        if args.quick:
+            concepts, args.esd_iterations, args.sweep_iterations = concepts[:2], 3, [2, 4]
+        methods = [m for m in args.methods if not m.startswith("cad") or cad_available()]
+        pipe = load(args)
+        prompts = load_prompts("shapes-balanced", per_prompt=args.repeats)
+        work = Path(args.work) / "baselines"
+        img = Path(args.img)
+        common = dict(metrics=["shapes"], metric_options={"evaluator": args.evaluator}, batch_size=36)
 
-    for concept in concepts[: args.grids]:
-        names = {"unedited": work / "unedited", **{m: work / f"{m}-{concept}" for m in methods}}
-        concept_grid(names, concept, img / f"{args.section}_{concept}.png")
-    tradeoff_plot(results, img / f"{args.section}_tradeoff.png")
+        def score(p, name, record):
+            return evaluate(p, prompts, work / name, edit=record, **common)
 
-    sweep = []
-    if args.sweep and "cad" in methods:
-        checkpoints = sorted(args.sweep_iterations)
-        clock = {"train": 0.0, "last": time.perf_counter()}
+        started = time.time()
+        base = score(pipe, "unedited", None)
+        results, seconds = {}, {}
+        esd_models = {}
+        for concept in concepts:
+            results[concept] = {"unedited": views(base, concept)}
+            for method in methods:
+                with Timer() as t:
+                    edited, settings = edit(method, pipe, concept, args)
+                summary = score(edited, f"{method}-{concept}", {"method": method, "concept": concept, **settings})
+                results[concept][method] = {**views(summary, concept), "seconds": t.seconds}
+                seconds.setdefault(method, []).append(t.seconds)
+                if method == "esd" and concept in args.recall:
+                    esd_models[concept] = edited
+                print(concept, method, results[concept][method], flush=True)
+            save_json(self.path(args), {"results": results, "settings": vars(args), "partial": True})
 
-        def at(i, edited):
-            clock["train"] += time.perf_counter() - clock["last"]
-            if i in checkpoints:
-                s = views(score(edited, f"esd-sweep-{args.sweep}-{i}", {"method": "esd", "concept": args.sweep,
-                                                                         "iterations": i, "lr": args.esd_lr}),
-                          args.sweep)
-                sweep.append({"iterations": i, "train_seconds": clock["train"], **s})
-                print("sweep", sweep[-1], flush=True)
-            clock["last"] = time.perf_counter()
+        for concept in concepts[: args.grids]:
+            names = {"unedited": work / "unedited", **{m: work / f"{m}-{concept}" for m in methods}}
+            concept_grid(names, concept, img / f"{args.section}_{concept}.png")
 
-        esd(pipe, args.sweep, ESDConfig(iterations=max(checkpoints), lr=args.esd_lr), on_iteration=at)
+        sweep = []
+        if args.sweep and "cad" in methods:
+            checkpoints = sorted(args.sweep_iterations)
+            clock = {"train": 0.0, "last": time.perf_counter()}
 
-    recall = {}
-    if "esd" in methods and cad_available():
-        import cadiff
+            def at(i, edited):
+                clock["train"] += time.perf_counter() - clock["last"]
+                if i in checkpoints:
+                    s = views(score(edited, f"esd-sweep-{args.sweep}-{i}", {"method": "esd", "concept": args.sweep,
+                                                                             "iterations": i, "lr": args.esd_lr}),
+                              args.sweep)
+                    sweep.append({"iterations": i, "train_seconds": clock["train"], **s})
+                    print("sweep", sweep[-1], flush=True)
+                clock["last"] = time.perf_counter()
 
-        for concept in [c for c in args.recall if c in esd_models]:
-            folder = render_concept(concept, 32, work / f"real-{concept}")
-            with Timer() as t:
-                recalled = cadiff.amplify(esd_models[concept], concept, images=str(folder)).pipeline
-            s = views(score(recalled, f"recall-{concept}", {"method": "esd+cad-amplify", "concept": concept,
-                                                            "images": "32 rendered"}), concept)
-            recall[concept] = {"unedited": results[concept]["unedited"], "esd": results[concept]["esd"],
-                               "esd+amplify": {**s, "seconds": t.seconds}}
+            esd(pipe, args.sweep, ESDConfig(iterations=max(checkpoints), lr=args.esd_lr), on_iteration=at)
 
-    save_json(RESULTS / f"{args.section}.json", {"results": results, "sweep": sweep, "recall": recall,
-                                            "settings": vars(args), "hardware": hardware(args),
-                                            "n_images": len(prompts), "total_seconds": time.time() - started})
-    write_section(args.doc, args.section, report(results, methods, sweep, recall, args, len(prompts), hardware(args)))
-    print(open(args.doc).read()[-3000:])
+        recall = {}
+        if "esd" in methods and cad_available():
+            import cadiff
 
+            for concept in [c for c in args.recall if c in esd_models]:
+                folder = render_concept(concept, 32, work / f"real-{concept}")
+                with Timer() as t:
+                    recalled = cadiff.amplify(esd_models[concept], concept, images=str(folder)).pipeline
+                s = views(score(recalled, f"recall-{concept}", {"method": "esd+cad-amplify", "concept": concept,
+                                                                "images": "32 rendered"}), concept)
+                recall[concept] = {"unedited": results[concept]["unedited"], "esd": results[concept]["esd"],
+                                   "esd+amplify": {**s, "seconds": t.seconds}}
 
-def render(path: str, doc: str) -> None:
-    """Rewrite the docs section of a finished run from its saved JSON (no model needed)."""
-    import argparse
-    import json
+        return {"results": results, "sweep": sweep, "recall": recall, "settings": vars(args),
+                "hardware": hardware(args), "n_images": len(prompts), "total_seconds": time.time() - started}
 
-    saved = json.loads(Path(path).read_text())
-    if saved.get("partial"):
-        raise SystemExit(f"{path} holds a partial run; finish the run before rendering it")
-    args = argparse.Namespace(**{"cad_seeds": 4, **saved["settings"]})  # files older than --cad-seeds used 4
-    methods = [m for m in args.methods if all(m in r for r in saved["results"].values())]
-    write_section(doc, args.section, report(saved["results"], methods, saved["sweep"], saved["recall"], args,
-                                            saved.get("n_images", 36 * args.repeats), saved["hardware"]))
+    def report(self, saved: dict, args) -> str:
+        if saved.get("partial"):
+            raise Skip("a partial run; finish the run before rendering it")
+        s = argparse.Namespace(**{**vars(args), "cad_seeds": 4, **saved["settings"]})  # older runs used 4 seeds
+        methods = [m for m in s.methods if all(m in r for r in saved["results"].values())]
+        return report(saved["results"], methods, saved["sweep"], saved["recall"], s,
+                      saved.get("n_images", 36 * s.repeats), saved["hardware"], args)
+
+    def figures(self, saved: dict, args) -> None:
+        tradeoff_plot(saved["results"], Path(args.img) / f"{saved['settings']['section']}_tradeoff.png")
 
 
-def report(results, methods, sweep, recall, args, n_images, where: str) -> str:
+def report(results, methods, sweep, recall, args, n_images, where: str, written) -> str:
+    """The section; `args` the run's settings, `written` the doc and folder of pictures being written."""
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     header = ["concept", "unedited erase / keep same / keep all"] + [f"{m} erase / keep same / keep all / s"
                                                                      for m in methods]
@@ -266,9 +264,9 @@ def report(results, methods, sweep, recall, args, n_images, where: str) -> str:
             + "; ".join(settings[m] for m in methods) + ". "
             "Wall time is the edit only (attribution + selection + ablation for CAD; fine-tuning for ESD; "
             "activation recording + pruning for prune); evaluation excluded.\n\n" + table(header, rows)
-            + f"\n\n![erase vs keep](img/{args.section}_tradeoff.png)\n")
+            + f"\n\n![erase vs keep]({figure_link(written, f'{args.section}_tradeoff.png')})\n")
     for concept in list(results)[: args.grids]:
-        text += f"\n![{concept}: unedited and each method](img/{args.section}_{concept}.png)\n"
+        text += f"\n![{concept}: unedited and each method]({figure_link(written, f'{args.section}_{concept}.png')})\n"
     if sweep:
         cad = results.get(args.sweep, {}).get("cad")
         srows = [[s["iterations"], round(s["train_seconds"], 1), fmt(s["erase"]), fmt(s["keep_same"]),
@@ -304,4 +302,4 @@ def report(results, methods, sweep, recall, args, n_images, where: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    EvalBaselines().main()

@@ -12,80 +12,88 @@ import json
 import shutil
 from pathlib import Path
 
-from eval_common import RESULTS, Timer, load, options, save_json, table, write_section
+from common import Timer
+from eval_common import EvalBenchmark, load, table
 
 
 class Stop(Exception):
     pass
 
 
-def main() -> None:
-    p = options(__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=2, help="repeats of the 36-prompt balanced design")
-    p.add_argument("--batch-size", type=int, default=24)
-    args = p.parse_args()
-    if args.quick:
-        args.repeats, args.batch_size = 1, 12
-    from cadiff.evaluation import evaluate, load_prompts
-    from cadiff.models.loading import sampling_defaults
+class EvalThroughput(EvalBenchmark):
+    name = "eval_throughput"
+    summary = "evaluation throughput (images/s) on the embedded model, and what resuming an interrupted run costs"
 
-    pipe = load(args)
-    prompts = load_prompts("shapes-balanced", per_prompt=args.repeats)
-    work = Path(args.work) / "throughput"
-    shutil.rmtree(work, ignore_errors=True)
-    common = dict(metrics=["shapes"], metric_options={"evaluator": args.evaluator}, batch_size=args.batch_size)
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--repeats", type=int, default=2, help="repeats of the 36-prompt balanced design")
+        p.add_argument("--batch-size", type=int, default=24)
 
-    with Timer() as full:
-        summary = evaluate(pipe, prompts, work / "full", **common)
-    batches = {"n": 0}
+    def run(self, args) -> dict:
+        if args.quick:
+            args.repeats, args.batch_size = 1, 12
+        from cadiff.evaluation import evaluate, load_prompts
+        from cadiff.models.loading import sampling_defaults
 
-    def interrupt(n):
-        batches["n"] += 1
-        if batches["n"] == 1:
-            raise Stop
+        pipe = load(args)
+        prompts = load_prompts("shapes-balanced", per_prompt=args.repeats)
+        work = Path(args.work) / "throughput"
+        shutil.rmtree(work, ignore_errors=True)
+        common = dict(metrics=["shapes"], metric_options={"evaluator": args.evaluator}, batch_size=args.batch_size)
 
-    with Timer() as first:
-        try:
-            evaluate(pipe, prompts, work / "resumed", progress=interrupt, **common)
-        except Stop:
-            pass
-    with Timer() as resumed:
-        evaluate(pipe, prompts, work / "resumed", **common)
-    with Timer() as again:
-        evaluate(pipe, prompts, work / "resumed", **common)
+        with Timer() as full:
+            summary = evaluate(pipe, prompts, work / "full", **common)
+        batches = {"n": 0}
 
-    sessions = json.loads((work / "resumed" / "run.json").read_text())["sessions"]
-    full_session = json.loads((work / "full" / "run.json").read_text())["sessions"][0]
-    n = len(prompts)
-    gen_rate = n / full_session["generate_seconds"]
-    result = {
-        "images": n, "batch_size": args.batch_size, "threads": args.threads, **sampling_defaults(pipe),
-        "full_seconds": full.seconds, "images_per_second": n / full.seconds, "generate_images_per_second": gen_rate,
-        "metric_seconds": full_session["metric_seconds"], "interrupted_seconds": first.seconds,
-        "resumed_seconds": resumed.seconds, "rows_reused": sessions[1]["rows_reused"],
-        "rows_regenerated_on_resume": sessions[1]["rows_generated"], "rerun_complete_seconds": again.seconds,
-        "resume_overhead_seconds": first.seconds + resumed.seconds - full.seconds,
-        "shape_accuracy": summary["metrics"]["shapes"]["accuracy"],
-    }
-    save_json(RESULTS / "eval_throughput.json", result)
-    rows = [
-        ["uninterrupted", n, round(full.seconds, 1), round(n / full.seconds, 2)],
-        ["interrupted after batch 1", args.batch_size, round(first.seconds, 1), "–"],
-        ["resumed (rows reused: %d)" % result["rows_reused"], result["rows_regenerated_on_resume"],
-         round(resumed.seconds, 1), "–"],
-        ["re-run of the finished folder", 0, round(again.seconds, 1), "–"],
-    ]
-    text = (f"{n} images of the balanced shapes design ({args.repeats} repeats), "
-            f"{result['num_inference_steps']} DDIM steps, guidance {result['guidance_scale']}, batch {args.batch_size}, "
-            f"{args.threads} CPU threads; shapes evaluator metric.\n\n"
-            + table(["run", "images generated", "wall s", "images/s"], rows)
-            + f"\n\nGeneration alone: {gen_rate:.2f} images/s; scoring: {result['metric_seconds']:.2f} s for all "
-            f"{n} images. Interrupting and resuming cost {result['resume_overhead_seconds']:+.1f} s in total against "
-            f"the uninterrupted run (model fingerprint, reading rows.csv, and a smaller last batch); finished rows "
-            f"were never regenerated ({result['rows_regenerated_on_resume']} of {n} generated on resume).")
-    write_section(args.doc, "eval_throughput", text)
-    print(text)
+        def interrupt(n):
+            batches["n"] += 1
+            if batches["n"] == 1:
+                raise Stop
+
+        with Timer() as first:
+            try:
+                evaluate(pipe, prompts, work / "resumed", progress=interrupt, **common)
+            except Stop:
+                pass
+        with Timer() as resumed:
+            evaluate(pipe, prompts, work / "resumed", **common)
+        with Timer() as again:
+            evaluate(pipe, prompts, work / "resumed", **common)
+
+        sessions = json.loads((work / "resumed" / "run.json").read_text())["sessions"]
+        full_session = json.loads((work / "full" / "run.json").read_text())["sessions"][0]
+        n = len(prompts)
+        return {
+            "images": n, "batch_size": args.batch_size, "threads": args.threads, **sampling_defaults(pipe),
+            "full_seconds": full.seconds, "images_per_second": n / full.seconds,
+            "generate_images_per_second": n / full_session["generate_seconds"],
+            "metric_seconds": full_session["metric_seconds"], "interrupted_seconds": first.seconds,
+            "resumed_seconds": resumed.seconds, "rows_reused": sessions[1]["rows_reused"],
+            "rows_regenerated_on_resume": sessions[1]["rows_generated"], "rerun_complete_seconds": again.seconds,
+            "resume_overhead_seconds": first.seconds + resumed.seconds - full.seconds,
+            "shape_accuracy": summary["metrics"]["shapes"]["accuracy"],
+        }
+
+    def report(self, result: dict, args) -> str:
+        n, batch_size = result["images"], result["batch_size"]
+        repeats = n // 36  # the balanced shapes design: 36 prompts a repeat
+        rows = [
+            ["uninterrupted", n, round(result["full_seconds"], 1), round(n / result["full_seconds"], 2)],
+            ["interrupted after batch 1", batch_size, round(result["interrupted_seconds"], 1), "–"],
+            ["resumed (rows reused: %d)" % result["rows_reused"], result["rows_regenerated_on_resume"],
+             round(result["resumed_seconds"], 1), "–"],
+            ["re-run of the finished folder", 0, round(result["rerun_complete_seconds"], 1), "–"],
+        ]
+        return (f"{n} images of the balanced shapes design ({repeats} repeats), "
+                f"{result['num_inference_steps']} DDIM steps, guidance {result['guidance_scale']}, batch {batch_size}, "
+                f"{result['threads']} CPU threads; shapes evaluator metric.\n\n"
+                + table(["run", "images generated", "wall s", "images/s"], rows)
+                + f"\n\nGeneration alone: {result['generate_images_per_second']:.2f} images/s; scoring: "
+                f"{result['metric_seconds']:.2f} s for all "
+                f"{n} images. Interrupting and resuming cost {result['resume_overhead_seconds']:+.1f} s in total against "
+                f"the uninterrupted run (model fingerprint, reading rows.csv, and a smaller last batch); finished rows "
+                f"were never regenerated ({result['rows_regenerated_on_resume']} of {n} generated on resume).")
 
 
 if __name__ == "__main__":
-    main()
+    EvalThroughput().main()

@@ -21,14 +21,11 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from common import RESULTS, options, save_json, table, write_section
+from common import ROOT, Benchmark, save_json, table
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny pipelines built from configs
 
-OUT = RESULTS / "family_speed.json"
 # The denoiser of each tiny pipeline rebuilt wider and deeper (the text encoders, VAE and scheduler stay tiny).
 WIDER = {
     "sd1": {"block_out_channels": (64, 128), "attention_head_dim": 8, "norm_num_groups": 32, "sample_size": 16},
@@ -124,70 +121,71 @@ def floor(pipe, prompt: str, images: int, steps: int, guidance: float, component
             "floor": sampling + backward}
 
 
-def main() -> None:
-    p = options("attribution cost against its floor on every denoiser family", ROOT / "docs" / "cad.md",
-                ROOT / "docs" / "img")
-    p.add_argument("--families", nargs="*", default=list(WIDER))
-    p.add_argument("--images", type=int, default=4, help="trajectories (seeds)")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3, help="median of this many timings")
-    p.add_argument("--report-only", action="store_true")
-    args = p.parse_args()
-    if args.report_only:
-        import json
+class FamilySpeed(Benchmark):
+    name = "family_speed"
+    summary = "attribution cost against its floor on every denoiser family (small random pipelines), memory, generation"
+    doc, title = ROOT / "docs" / "cad.md", "# CAD"
 
-        write_section(args.doc, "family_speed", report(json.loads(OUT.read_text())), title="# CAD")
-        return
+    def options(self, p) -> None:
+        super().options(p)
+        p.add_argument("--families", nargs="*", default=list(WIDER))
+        p.add_argument("--images", type=int, default=4, help="trajectories (seeds)")
+        p.add_argument("--steps", type=int, default=10)
+        p.add_argument("--repeats", type=int, default=3, help="median of this many timings")
 
-    import torch
+    def report(self, results: dict, args) -> str:
+        return report(results)
 
-    import cadiff
-    from cadiff.attribution import select_parameters
-    from cadiff.editing import edited_copy
-    from cadiff.models.loading import denoiser
+    def run(self, args) -> dict:
+        import torch
 
-    torch.set_num_threads(args.threads)
-    results = {"settings": {"images": args.images, "steps": args.steps, "repeats": args.repeats,
-                            "threads": args.threads, "components": "linear"}, "families": {}}
-    prompt, guidance = "a red circle", 4.0
-    for kind in args.families:
-        pipe = small_pipeline(kind)
-        net = denoiser(pipe)
-        floors, attrs = [], []
-        attribution = None
-        for _ in range(args.repeats):  # interleaved, so that drift hits both alike
-            floors.append(floor(pipe, prompt, args.images, args.steps, guidance, "linear"))
-            start = time.perf_counter()
-            attribution = cadiff.attribute(pipe, prompt, seeds=args.images, steps=args.steps, guidance=guidance,
-                                           components="linear", progress=False)
-            attrs.append(time.perf_counter() - start)
-        f = {k: statistics.median(x[k] for x in floors) for k in ("sampling", "backward", "base", "floor")}
-        seconds = statistics.median(attrs)
-        mask = attribution.select(ratio=0.03)
-        edited = edited_copy(pipe, mask)
-        gen = {"original": [], "edited": []}
-        for _ in range(args.repeats):
-            for name, model in (("original", pipe), ("edited", edited)):
+        import cadiff
+        from cadiff.attribution import select_parameters
+        from cadiff.editing import edited_copy
+        from cadiff.models.loading import denoiser
+
+        torch.set_num_threads(args.threads)
+        results = {"settings": {"images": args.images, "steps": args.steps, "repeats": args.repeats,
+                                "threads": args.threads, "components": "linear"}, "families": {}}
+        prompt, guidance = "a red circle", 4.0
+        for kind in args.families:
+            pipe = small_pipeline(kind)
+            net = denoiser(pipe)
+            floors, attrs = [], []
+            attribution = None
+            for _ in range(args.repeats):  # interleaved, so that drift hits both alike
+                floors.append(floor(pipe, prompt, args.images, args.steps, guidance, "linear"))
                 start = time.perf_counter()
-                with torch.no_grad():
-                    model(prompt, num_inference_steps=args.steps, guidance_scale=guidance,
-                          num_images_per_prompt=args.images, generator=torch.Generator().manual_seed(1))
-                gen[name].append(time.perf_counter() - start)
-        selected = select_parameters(net, "linear")
-        row = {"denoiser": type(net).__name__, "parameters": sum(p.numel() for p in net.parameters()),
-               "guided_batch": floors[0]["guided"], **{k: round(v, 3) for k, v in f.items()},
-               "attribute": round(seconds, 3), "ratio": round(seconds / f["floor"], 3),
-               "ratio_with_base": round(seconds / (f["floor"] + f["base"]), 3),
-               "accumulator_bytes": sum(s.numel() * s.element_size() for s in attribution.scores.values()),
-               "selected_bytes_fp32": sum(p.numel() * 4 for p in selected.values()),
-               "denoiser_bytes_fp32": sum(p.numel() * 4 for p in net.parameters()),
-               "generate_original": round(statistics.median(gen["original"]), 3),
-               "generate_edited": round(statistics.median(gen["edited"]), 3)}
-        row["generate_ratio"] = round(row["generate_edited"] / row["generate_original"], 3)
-        results["families"][kind] = row
-        print(kind, row, flush=True)
-        save_json(OUT, results)
-    write_section(args.doc, "family_speed", report(results), title="# CAD")
+                attribution = cadiff.attribute(pipe, prompt, seeds=args.images, steps=args.steps, guidance=guidance,
+                                               components="linear", progress=False)
+                attrs.append(time.perf_counter() - start)
+            f = {k: statistics.median(x[k] for x in floors) for k in ("sampling", "backward", "base", "floor")}
+            seconds = statistics.median(attrs)
+            mask = attribution.select(ratio=0.03)
+            edited = edited_copy(pipe, mask)
+            gen = {"original": [], "edited": []}
+            for _ in range(args.repeats):
+                for name, model in (("original", pipe), ("edited", edited)):
+                    start = time.perf_counter()
+                    with torch.no_grad():
+                        model(prompt, num_inference_steps=args.steps, guidance_scale=guidance,
+                              num_images_per_prompt=args.images, generator=torch.Generator().manual_seed(1))
+                    gen[name].append(time.perf_counter() - start)
+            selected = select_parameters(net, "linear")
+            row = {"denoiser": type(net).__name__, "parameters": sum(p.numel() for p in net.parameters()),
+                   "guided_batch": floors[0]["guided"], **{k: round(v, 3) for k, v in f.items()},
+                   "attribute": round(seconds, 3), "ratio": round(seconds / f["floor"], 3),
+                   "ratio_with_base": round(seconds / (f["floor"] + f["base"]), 3),
+                   "accumulator_bytes": sum(s.numel() * s.element_size() for s in attribution.scores.values()),
+                   "selected_bytes_fp32": sum(p.numel() * 4 for p in selected.values()),
+                   "denoiser_bytes_fp32": sum(p.numel() * 4 for p in net.parameters()),
+                   "generate_original": round(statistics.median(gen["original"]), 3),
+                   "generate_edited": round(statistics.median(gen["edited"]), 3)}
+            row["generate_ratio"] = round(row["generate_edited"] / row["generate_original"], 3)
+            results["families"][kind] = row
+            print(kind, row, flush=True)
+            save_json(self.path(args), results)
+        return results
 
 
 def report(results: dict) -> str:
@@ -216,4 +214,4 @@ def report(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    FamilySpeed().main()

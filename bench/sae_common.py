@@ -1,21 +1,18 @@
-"""Shared plumbing of the SAE benchmarks: options, the shared activation folder, and writing a section of
-docs/sae.md between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`.
+"""Shared plumbing of the SAE benchmarks: their base class (sections of docs/sae.md), the shared activation folder,
+the shared SAEs, and their table format.
 
-Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/python bench/sae_capture.py`.
+Run heavy benchmarks one at a time: `flock /tmp/cadiff-heavy.lock .venv/bin/python bench/run.py run sae_capture`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import common
-from common import tagged
+from common import RESULTS, ROOT, Benchmark, tagged
 
-ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "sae.md"
-IMG = ROOT / "docs" / "img"
 CACHE = Path("/tmp/cadiff-sae-bench")
 # The shared data set, every step, both branches. U-Net: the mid block (4x4x128) and a finer up block (8x8x64);
 # the shapes MMDiT (6 joint blocks, 8x8 image tokens of width 128): its middle block and its last (the image stream).
@@ -23,6 +20,36 @@ HOOKS_OF = {"UNet2DConditionModel": ["mid_block.attentions.0", "up_blocks.1.atte
             "SD3Transformer2DModel": ["transformer_blocks.3", "transformer_blocks.5"]}
 SHORT = {"mid_block.attentions.0": "mid", "up_blocks.1.attentions.0": "up1", "transformer_blocks.3": "b3",
          "transformer_blocks.5": "b5"}
+
+
+class SaeBenchmark(Benchmark):
+    """An SAE benchmark: its section (the name less `sae_`: capture, train, ...) goes to docs/sae.md, its JSON is
+    bench/results/sae_<section>.json."""
+
+    doc = DOC
+    title = "# Concepts over time with sparse autoencoders"
+
+    def options(self, p) -> None:
+        p.add_argument("--model", default=None, help="pipeline folder (default: the embedded shapes model)")
+        p.add_argument("--evaluator", default=None, help="evaluator folder (default: the shipped one)")
+        p.add_argument("--quick", action="store_true", help="tiny sizes, for checking the script itself")
+        p.add_argument("--doc", default=None, help="markdown file written (default: the one holding the section, "
+                                                   "else docs/sae.md)")
+        p.add_argument("--img", default=str(self.img))
+        p.add_argument("--cache", default=str(CACHE), help="where the shared activation folders live")
+        p.add_argument("--images", type=int, default=128, help="images in the shared activation set")
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--tag", default="", help="suffix of this run's doc sections, pictures and cache folders (e.g. "
+                                                 "dit), so a second model's run sits beside the first")
+
+    def section(self, args) -> str:
+        return getattr(args, "section", None) or tagged(args, self.name.removeprefix("sae_"))
+
+    def path(self, args) -> Path:
+        return RESULTS / f"sae_{self.section(args)}.json"
+
+    def section_of(self, path: Path) -> str:
+        return path.stem.removeprefix("sae_")
 
 
 def hooks(pipe) -> list[str]:
@@ -33,21 +60,6 @@ def hooks(pipe) -> list[str]:
     if name not in HOOKS_OF:
         raise SystemExit(f"the SAE benches know hookpoints for {', '.join(HOOKS_OF)}, not {name}")
     return HOOKS_OF[name]
-
-
-def options(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--model", default=None, help="pipeline folder (default: the embedded shapes model)")
-    p.add_argument("--evaluator", default=None, help="evaluator folder (default: the shipped one)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for checking the script itself")
-    p.add_argument("--doc", default=str(DOC))
-    p.add_argument("--img", default=str(IMG))
-    p.add_argument("--cache", default=str(CACHE), help="where the shared activation folders live")
-    p.add_argument("--images", type=int, default=128, help="images in the shared activation set")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tag", default="", help="suffix of this run's doc sections, pictures and cache folders (e.g. "
-                                             "dit), so a second model's run sits beside the first")
-    return p
 
 
 def load(args):
@@ -91,11 +103,6 @@ def window_sae(args, store, hookpoint: str, window: str):
     epochs = max(1, int(np.ceil(60_000 / (store.tokens(hookpoint, "cond", steps) * 0.75))))
     return cached_sae(args, store, hookpoint, steps, f"{SHORT[hookpoint]}_{window}", k=10, expansion=4, lr=1e-3,
                       batch_size=256, epochs=epochs, dead_tokens=50_000)
-
-
-def write_section(doc: str | Path, name: str, body: str) -> None:
-    """Replace the section `name` of the markdown file `doc` (appended if missing)."""
-    common.write_section(doc, name, body, title="# Concepts over time with sparse autoencoders")
 
 
 def table(header: list[str], rows: list[list], float_format: str = "{:.3f}") -> str:
