@@ -40,7 +40,7 @@ def densest(mass: dict, size: dict) -> float:
 
 def head_sizes(result) -> dict[str, int]:
     """Scored weights per attention head, named as in `summary()["heads"]`."""
-    from cadiff.files.select import head_slices
+    from cadiff.attribution.selection import head_slices
 
     sizes: dict[str, int] = {}
     for name, (module, axis, n) in (result.metadata.get("heads") or {}).items():

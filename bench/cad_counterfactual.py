@@ -53,7 +53,7 @@ class CadCounterfactual(CadBenchmark):
         from cadiff.attribution.result import short_name
         from cadiff.editing import ablated
         from cadiff.evaluation.accuracy import concept_accuracies, edit_metrics
-        from cadiff.files.mask import Mask
+        from cadiff.attribution.mask import Mask
         from cadiff.models import model_fingerprint, sampling_defaults
         from cadiff.models.loading import denoiser
 

@@ -44,7 +44,7 @@ class ShapesQuality(Benchmark):
         import torch
 
         import cadiff
-        from cadiff.files.runs import versions
+        from cadiff.io.runs import versions
         from cadiff.models import describe_model, sampling_defaults
         from cadiff.report import image_grid
         from cadiff.worlds import get_world

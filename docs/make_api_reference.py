@@ -41,7 +41,7 @@ MODULES = (
     ("cadiff.sae", None),
     ("cadiff.worlds", None),
 )
-CONFIG_BASE = "cadiff.files.config.Config"  # its methods are written once, in the page's introduction
+CONFIG_BASE = "cadiff.config.Config"  # its methods are written once, in the page's introduction
 
 
 class _Annotation:

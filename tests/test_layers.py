@@ -1,5 +1,6 @@
-"""No package imports one above it: errors and files at the bottom, then models and the denoiser adapters, worlds, attribution,
-editing, evaluation, calibration, attacks / sae, cli."""
+"""No package imports one above it: errors, the config and registry bases and the I/O layer at the bottom, then
+the report's pictures, the denoiser adapters and models, worlds, attribution, editing, evaluation, calibration,
+attacks / sae, cli."""
 
 import ast
 from pathlib import Path
@@ -7,9 +8,10 @@ from pathlib import Path
 import cadiff
 
 ROOT = Path(cadiff.__file__).parent
-BELOW = {"_version": set(), "errors": set(), "files": {"_version", "errors"}}
-BELOW["report"] = {"_version", "errors", "files"}
-BELOW["adapters"] = {"_version", "errors", "files", "adapters"}
+BELOW = {"_version": set(), "errors": set(), "config": {"errors"}, "registry": {"errors"}, "io": {"_version", "errors"}}
+BASE = {"_version", "errors", "config", "registry", "io"}
+BELOW["report"] = BASE
+BELOW["adapters"] = BASE | {"adapters"}
 BELOW["models"] = BELOW["adapters"] | {"models"}
 BELOW["worlds"] = BELOW["models"] | {"worlds", "report"}
 BELOW["attribution"] = BELOW["worlds"] | {"attribution"}

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from cadiff.errors import BadInput
-from cadiff.files.registry import Registry
+from cadiff.registry import Registry
 
 GROUPS = ("ff", "attn", "text", "linear", "all")
 

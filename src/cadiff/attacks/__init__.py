@@ -27,8 +27,8 @@ import numpy as np
 from cadiff.evaluation.accuracy import Probe, Rate, judge_rates
 from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
-from cadiff.files.config import Config, make_config
-from cadiff.files.registry import Registry
+from cadiff.config import Config, make_config
+from cadiff.registry import Registry
 from cadiff.models.generate import render
 from cadiff.worlds import world_of
 

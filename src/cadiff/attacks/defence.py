@@ -41,8 +41,8 @@ from cadiff.editing.result import EditResult
 from cadiff.editing.selection import ScopeConfig
 from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
-from cadiff.files.config import option
-from cadiff.files.mask import Mask
+from cadiff.config import option
+from cadiff.attribution.mask import Mask
 from cadiff.models.loading import model_fingerprint
 from cadiff.worlds import world_of
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cadiff.attacks import Attack, Outcome, Target, register_attack
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
+from cadiff.config import Config, option
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from cadiff.attacks import Attack, Outcome, Target, register_attack
 from cadiff.editing.copies import with_denoiser
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
+from cadiff.config import Config, option
 from cadiff.models.loading import denoiser
 
 

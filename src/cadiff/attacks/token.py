@@ -17,7 +17,7 @@ from cadiff.attacks import Attack, Outcome, Target, register_attack
 from cadiff.attribution.estimators import image_latents
 from cadiff.editing.copies import with_components
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
+from cadiff.config import Config, option
 from cadiff.models.loading import denoiser, resolve_sampling
 
 TOKEN = "<concept>"

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from cadiff.attribution.objectives import ESTIMATORS
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
+from cadiff.config import Config, option
 
 PRESERVE_RULES = ("mean", "guard", "relative")
 

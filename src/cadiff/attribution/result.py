@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from cadiff.errors import BadInput
-from cadiff.files.mask import Mask, check_fingerprint, read_header, write_with_header
+from cadiff.attribution.mask import Mask, check_fingerprint, read_header, write_with_header
 from cadiff.models.loading import check_finite, model_fingerprint
-from cadiff.files.select import head_scores, select_indices
+from cadiff.attribution.selection import head_scores, select_indices
 
 
 class EmptySelectionError(BadInput):

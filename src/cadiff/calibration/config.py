@@ -18,7 +18,7 @@ from cadiff.editing.goal import GOAL_TARGET, KEEP_GOAL
 from cadiff.editing.methods.cad import CADConfig
 from cadiff.editing.selection import ScopeConfig
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
+from cadiff.config import Config, option
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from cadiff.editing.methods.cad import CADConfig, add_selection, score_round
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
 from cadiff.evaluation.judges import Judge, as_judge
-from cadiff.files.io import write_json
+from cadiff.io.files import write_json
 from cadiff.worlds import world_of
 
 

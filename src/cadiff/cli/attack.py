@@ -64,7 +64,7 @@ def load_edited(path: str, original, args: argparse.Namespace | None = None):
     (--dtype, --device, --truncate) as the original was, or without `args` on the original's device; either way
     it cuts long prompts when the original does (`allow_truncation`)."""
     from cadiff.editing import edited_copy
-    from cadiff.files.mask import Mask
+    from cadiff.attribution.mask import Mask
     from cadiff.models import load_pipeline
     from cadiff.models.vocabulary import TRUNCATE_ATTRIBUTE, allow_truncation
 
@@ -100,10 +100,10 @@ def mask_path(path: str) -> Path:
 
 def run_harden(args: argparse.Namespace) -> int:
     from cadiff.attacks import HardenConfig, harden
-    from cadiff.files.config import make_config
-    from cadiff.files.io import check_new, write_json
-    from cadiff.files.mask import Mask
-    from cadiff.files.runs import run_folder
+    from cadiff.config import make_config
+    from cadiff.io.files import check_new, write_json
+    from cadiff.attribution.mask import Mask
+    from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
     check_new(args.out, args.overwrite)
@@ -132,8 +132,8 @@ def run_harden(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from cadiff.attacks import ATTACKS, attack
-    from cadiff.files.io import check_new, write_json
-    from cadiff.files.runs import run_folder
+    from cadiff.io.files import check_new, write_json
+    from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
     from cadiff.report.grids import image_grid, stack_grids
 

@@ -32,7 +32,7 @@ from cadiff.editing.ablate import FILLS
 from cadiff.editing.methods import default_method, get_method, methods_for
 from cadiff.editing.result import slugs
 from cadiff.errors import BadInput, MissingFile
-from cadiff.files.io import check_new
+from cadiff.io.files import check_new
 
 
 def _concept_options(p: argparse.ArgumentParser, objective: str | None) -> None:
@@ -150,8 +150,8 @@ def _keep_world(args: argparse.Namespace, pipe) -> list[str]:
 
 def run_attribute(args: argparse.Namespace) -> int:
     from cadiff.attribution import Concepts, attribute, check_concept_names
-    from cadiff.files.io import write_json
-    from cadiff.files.runs import run_folder
+    from cadiff.io.files import write_json
+    from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
     check_new(args.out, args.overwrite)
@@ -194,7 +194,7 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     """`cadiff erase | amplify`: the chosen method on the checked request, into a run folder with the edit, the
     before/after grid and (on a world's concepts) the accuracies before and after; a calibrated erase adds its
     certificate and exits GOAL_NOT_MET / NOT_PROVEN when it missed or did not prove its goal."""
-    from cadiff.files.runs import run_folder
+    from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
     check_new(args.out, args.overwrite)

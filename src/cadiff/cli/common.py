@@ -34,7 +34,7 @@ def flag_type(f):
         parse, name = float, "a number"
     else:
         return None
-    from cadiff.files.config import bounds_text, within
+    from cadiff.config import bounds_text, within
 
     def convert(text: str):
         try:
@@ -70,7 +70,7 @@ def add_config_flags(p: argparse.ArgumentParser, configs: dict[str, type]) -> No
     one flag, its help naming them). A flag not given stays out of the namespace (see `given_options`)."""
     from dataclasses import fields
 
-    from cadiff.files.config import flag_name
+    from cadiff.config import flag_name
 
     owners: dict[str, list[str]] = {}
     first: dict[str, object] = {}
@@ -102,7 +102,7 @@ def add_foreign_flags(p: argparse.ArgumentParser, configs: dict[str, type], chos
     chosen config says why it lacks one, the reason)."""
     from dataclasses import fields
 
-    from cadiff.files.config import flag_name
+    from cadiff.config import flag_name
 
     owners: dict[str, tuple[str, list[str]]] = {}
     for method, cls in configs.items():
@@ -241,7 +241,7 @@ def replay_defaults(parser: argparse.ArgumentParser, argv: list[str], path: str)
     from pathlib import Path
 
     from cadiff.errors import BadInput, MissingFile
-    from cadiff.files.io import read_json
+    from cadiff.io.files import read_json
 
     if not Path(path).is_file():
         raise MissingFile(f"--settings {path}: no such file; give a run folder's run.json")

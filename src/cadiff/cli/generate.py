@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, load_from_args,
                                positive_int, sampling_kwargs)
-from cadiff.files.io import check_new
+from cadiff.io.files import check_new
 
 
 def register(sub, argv=()) -> None:
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from cadiff.models.loading import resolve_sampling
     from cadiff.models.vocabulary import check_known_words
     from cadiff.report import image_grid
-    from cadiff.files.runs import run_folder
+    from cadiff.io.runs import run_folder
 
     seeds = [args.seed + i for i in range(args.num_images)]
     for seed in (seeds[0], seeds[-1]):

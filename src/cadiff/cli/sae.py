@@ -94,10 +94,10 @@ def hookpoints_cmd(args: argparse.Namespace) -> int:
 
 
 def collect_cmd(args: argparse.Namespace) -> int:
-    from cadiff.files.io import write_json
+    from cadiff.io.files import write_json
     from cadiff.worlds import get_world, world_of
-    from cadiff.files.runs import versions
-    from cadiff.files.io import check_new
+    from cadiff.io.runs import versions
+    from cadiff.io.files import check_new
     from cadiff.sae import collect_activations
     from cadiff.sae.collect import CaptureConfig
 
@@ -130,8 +130,8 @@ def collect_cmd(args: argparse.Namespace) -> int:
 
 
 def train_cmd(args: argparse.Namespace) -> int:
-    from cadiff.files.io import check_new
-    from cadiff.files.runs import run_folder
+    from cadiff.io.files import check_new
+    from cadiff.io.runs import run_folder
     from cadiff.sae import ActivationStore, SAETrainConfig, resolve_steps, train_sae
     from cadiff.sae.model import CFG, WEIGHTS
     from cadiff.sae.train import training_tokens
@@ -168,8 +168,8 @@ def train_cmd(args: argparse.Namespace) -> int:
 
 
 def inspect_cmd(args: argparse.Namespace) -> int:
-    from cadiff.files.io import check_new, write_json
-    from cadiff.files.runs import run_folder
+    from cadiff.io.files import check_new, write_json
+    from cadiff.io.runs import run_folder
     from cadiff.sae import ActivationStore, TopKSAE
     from cadiff.sae.composition import object_map_iou, probe_scores
     from cadiff.sae.concepts import (cohesion_separability, concept_cards, concept_dictionary, latent_codes,
@@ -221,12 +221,12 @@ def read_concepts(path: str) -> list[dict]:
 
 
 def steer_cmd(args: argparse.Namespace) -> int:
-    from cadiff.files.io import check_new
+    from cadiff.io.files import check_new
     from cadiff.models import describe_model, generate
     from cadiff.models.loading import resolve_sampling
     from cadiff.worlds import world_of
     from cadiff.report import image_grid, stack_grids
-    from cadiff.files.runs import run_folder
+    from cadiff.io.runs import run_folder
     from cadiff.sae.steering import SteerConfig
     from cadiff.sae import TopKSAE, steer
     from cadiff.sae.concepts import latents_for

@@ -36,7 +36,7 @@ def register(sub, argv=()) -> None:
 def train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from cadiff.files.io import check_new
+    from cadiff.io.files import check_new
     from cadiff.worlds.shapes.dit import DiTTrainConfig, train_shapes_dit
     from cadiff.worlds.shapes.train import TrainConfig, train_shapes_model
 

@@ -8,8 +8,8 @@ from cadiff.editing.methods import (METHODS, EditMethod, EditRequest, get_method
                                     methods_for, register_method)
 from cadiff.editing.methods.cad import CADConfig
 from cadiff.editing.result import EditResult
-from cadiff.files.mask import Mask
-from cadiff.files.select import select_indices
+from cadiff.attribution.mask import Mask
+from cadiff.attribution.selection import select_indices
 
 __all__ = ["CADConfig", "METHODS", "EditMethod", "EditRequest", "EditResult", "Mask", "ablated", "amplify", "apply_mask", "edit", "edited_copy",
            "erase", "export_pipeline", "get_method", "method_config", "method_for", "methods_for", "register_method",

@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 
 from cadiff.errors import BadInput
-from cadiff.files.mask import Mask
+from cadiff.attribution.mask import Mask
 from cadiff.models.loading import denoiser, model_fingerprint
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from cadiff.editing.ablate import apply_mask
-from cadiff.files.io import atomic_dir
-from cadiff.files.mask import Mask
+from cadiff.io.files import atomic_dir
+from cadiff.attribution.mask import Mask
 from cadiff.models.loading import denoiser, model_fingerprint
 
 EDIT_INFO = "cadiff_edit.json"  # beside an exported pipeline: what edit made it

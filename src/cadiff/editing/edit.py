@@ -22,8 +22,8 @@ from cadiff.editing.copies import EDIT_INFO, edited_copy, export_pipeline, with_
 from cadiff.editing.methods import default_method, method_for
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import DEFAULT_RATIO  # noqa: F401  (public here)
-from cadiff.files.config import Config
-from cadiff.files.mask import Mask
+from cadiff.config import Config
+from cadiff.attribution.mask import Mask
 
 
 def edit(pipe, concepts: str | Sequence[str], config: Config, *, objective: str = "erase",

@@ -16,9 +16,9 @@ from typing import Any
 
 from cadiff.attribution.result import Attribution
 from cadiff.editing.copies import export_pipeline
-from cadiff.files.config import Config
-from cadiff.files.io import atomic_dir, write_json
-from cadiff.files.mask import Mask
+from cadiff.config import Config
+from cadiff.io.files import atomic_dir, write_json
+from cadiff.attribution.mask import Mask
 
 
 def slug(concept: str) -> str:

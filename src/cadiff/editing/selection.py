@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
-from cadiff.files.select import SCOPES, check_amount
+from cadiff.config import Config, option
+from cadiff.attribution.selection import SCOPES, check_amount
 
 DEFAULT_RATIO = 0.03  # per row: measured on the embedded model; the paper uses 0.001 on SD 1.4's wide rows
 

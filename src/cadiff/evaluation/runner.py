@@ -35,8 +35,8 @@ import numpy as np
 from cadiff.errors import BadInput
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
-from cadiff.files.config import Config, option
-from cadiff.files.io import (atomic_file, check_new, check_target, is_empty_dir, made_by_cadiff, resumable_dir,
+from cadiff.config import Config, option
+from cadiff.io.files import (atomic_file, check_new, check_target, is_empty_dir, made_by_cadiff, resumable_dir,
                              write_json)
 
 BASE_COLUMNS = ("index", "prompt", "seed", "class")
@@ -271,7 +271,7 @@ def evaluate(pipe, prompts: PromptSet | str | Path, out: str | Path, config: Eva
     from cadiff.models.loading import check_weights
     from cadiff.models.loading import resolve_sampling, source_name
     from cadiff.models.vocabulary import check_known_words
-    from cadiff.files.runs import versions
+    from cadiff.io.runs import versions
 
     config = (config or EvaluationConfig()).with_options("evaluate()", **options)
     metrics, steps, guidance, batch_size = config.metrics, config.steps, config.guidance, config.batch_size

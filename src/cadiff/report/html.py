@@ -41,7 +41,7 @@ img{image-rendering:pixelated;max-width:100%;border:1px solid #eee}.pass{color:#
 
 def write_report(runs: Sequence[str | Path], out: str | Path, overwrite: bool = False) -> Path:
     """Write the page for `runs` to `out` (atomically; an existing file only with `overwrite`)."""
-    from cadiff.files.io import atomic_file, check_new
+    from cadiff.io.files import atomic_file, check_new
 
     folders = [Path(r) for r in runs]
     for folder in folders:

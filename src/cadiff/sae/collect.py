@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 import torch
 
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
-from cadiff.files.io import OutputExistsError, check_new, check_target, resumable_dir, write_json
+from cadiff.config import Config, option
+from cadiff.io.files import OutputExistsError, check_new, check_target, resumable_dir, write_json
 from cadiff.models.generate import generate
 from cadiff.models.loading import describe_model, resolve_sampling
 from cadiff.sae.capture import ActivationCapture

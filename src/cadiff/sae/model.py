@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cadiff.errors import BadInput, MissingFile
-from cadiff.files.io import atomic_dir
+from cadiff.io.files import atomic_dir
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"

@@ -24,7 +24,7 @@ import torch
 
 from cadiff.adapters import adapter_for
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
+from cadiff.config import Config, option
 from cadiff.models.loading import denoiser, resolve_sampling
 from cadiff.sae.capture import StepTracker, split_branches
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cadiff.errors import BadInput, MissingFile
-from cadiff.files.io import atomic_file
+from cadiff.io.files import atomic_file
 
 FORMAT = "cadiff-activations/1"
 META = "meta.json"

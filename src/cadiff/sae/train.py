@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
-from cadiff.files.io import write_json
+from cadiff.config import Config, option
+from cadiff.io.files import write_json
 from cadiff.sae.model import TopKSAE
 from cadiff.sae.store import ActivationStore, ShardPart
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Sequence
 
 from cadiff.errors import BadInput
-from cadiff.files.registry import Registry
+from cadiff.registry import Registry
 from cadiff.models.loading import model_info
 
 

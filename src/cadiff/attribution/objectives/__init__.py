@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar
 
 from cadiff.attribution.estimators import Row, Step
 from cadiff.errors import BadInput
-from cadiff.files.registry import Registry
+from cadiff.registry import Registry
 
 ESTIMATORS = ("trajectory", "restart")
 

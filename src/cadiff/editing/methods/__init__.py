@@ -23,9 +23,9 @@ from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import get_objective
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, make_config
-from cadiff.files.mask import Mask
-from cadiff.files.registry import Registry
+from cadiff.config import Config, make_config
+from cadiff.attribution.mask import Mask
+from cadiff.registry import Registry
 
 
 @dataclass(frozen=True)

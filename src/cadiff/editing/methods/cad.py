@@ -22,7 +22,7 @@ from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import DEFAULT_RATIO, SelectionConfig
 from cadiff.errors import BadInput
-from cadiff.files.config import option
+from cadiff.config import option
 
 
 @dataclass(frozen=True)

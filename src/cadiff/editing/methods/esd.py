@@ -34,7 +34,7 @@ from cadiff.editing.copies import with_denoiser
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
+from cadiff.config import Config, option
 from cadiff.models.loading import denoiser
 
 VARIANTS = ("u", "x")

@@ -17,9 +17,9 @@ from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import SelectionConfig
-from cadiff.files.config import option
-from cadiff.files.mask import Mask
-from cadiff.files.select import select_indices
+from cadiff.config import option
+from cadiff.attribution.mask import Mask
+from cadiff.attribution.selection import select_indices
 from cadiff.models.loading import denoiser, model_fingerprint
 
 

@@ -23,8 +23,8 @@ from cadiff.attribution.concepts import Concepts
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.errors import BadInput
-from cadiff.files.config import Config, option
-from cadiff.files.mask import Mask
+from cadiff.config import Config, option
+from cadiff.attribution.mask import Mask
 from cadiff.models.loading import denoiser
 
 

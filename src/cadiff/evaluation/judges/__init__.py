@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from cadiff.errors import BadInput, MissingFile
-from cadiff.files.registry import Registry
+from cadiff.registry import Registry
 
 
 class Judge:

@@ -17,7 +17,7 @@ import numpy as np
 
 from cadiff.errors import BadInput, MissingDependency, MissingFile
 from cadiff.evaluation.prompts import PromptRow
-from cadiff.files.io import first_non_finite
+from cadiff.io.files import first_non_finite
 
 
 class MissingDependencyError(MissingDependency):

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cadiff.files.io import atomic_dir, write_json
-from cadiff.files.runs import versions
+from cadiff.io.files import atomic_dir, write_json
+from cadiff.io.runs import versions
 from cadiff.models.loading import mark_model
 from cadiff.worlds.shapes.architecture import MAX_TOKENS, VOCAB, build_tokenizer
 from cadiff.worlds.shapes.evaluator import shipped_path

@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from cadiff.errors import MissingFile
-from cadiff.files.io import atomic_dir
+from cadiff.io.files import atomic_dir
 from cadiff.worlds.shapes.architecture import EvaluatorConfig, ShapesClassifier
 from cadiff.worlds.shapes.world import ATTRIBUTES, SIZE
 

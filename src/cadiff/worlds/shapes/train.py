@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cadiff.errors import BadInput
-from cadiff.files.io import atomic_dir, write_json
+from cadiff.io.files import atomic_dir, write_json
 from cadiff.models.loading import mark_model
-from cadiff.files.runs import versions
+from cadiff.io.runs import versions
 from cadiff.worlds.shapes.architecture import (
     EvaluatorConfig,
     ShapesClassifier,

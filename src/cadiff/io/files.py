@@ -1,7 +1,7 @@
 """Safe file writing: every artefact appears whole or not at all, and nothing is overwritten unasked.
 
 Example:
-    >>> from cadiff.files.io import write_json
+    >>> from cadiff.io.files import write_json
     >>> write_json("run.json", {"seed": 0})  # doctest: +SKIP
 """
 

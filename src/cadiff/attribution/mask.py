@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cadiff.errors import BadInput, MissingFile
-from cadiff.files.io import atomic_file, check_new
+from cadiff.io.files import atomic_file, check_new
 
 HEADER_KEY = "cadiff"
 

@@ -2,7 +2,7 @@
 into a temporary folder that takes the final name only when the run succeeds.
 
 Example:
-    >>> from cadiff.files.runs import run_folder
+    >>> from cadiff.io.runs import run_folder
     >>> with run_folder("runs/demo", "generate", {"seed": 0}) as run:   # doctest: +SKIP
     ...     run.path / "grid.png"
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from cadiff.files.io import atomic_dir, write_json
+from cadiff.io.files import atomic_dir, write_json
 
 
 def versions() -> dict[str, str]:
