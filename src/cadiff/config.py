@@ -86,7 +86,7 @@ def bounds_text(meta) -> str:
 def _tuple_field(cls: type, name: str) -> bool:
     """Whether field `name` of `cls` holds a tuple (its default is one, or its annotation names one)."""
     f = next((f for f in fields(cls) if f.name == name), None)
-    return f is not None and (isinstance(f.default, tuple) or str(f.type).startswith("tuple"))
+    return f is not None and (isinstance(f.default, tuple) or f.type is tuple or str(f.type).startswith("tuple"))
 
 
 def flag_name(f) -> str:

@@ -154,8 +154,8 @@ def test_amplify_and_erase_export_a_folder_stock_diffusers_loads(family, tmp_pat
     name, sd3 = family
     amp = attribute(sd3, "a red circle", objective="amplify", seeds=2, steps=STEPS, guidance=GUIDANCE, progress=False)
     assert amp.metadata["J"] < 0 and sum(s.abs().sum() for s in amp.scores.values()) > 0
-    result = cadiff.erase(sd3, "a red circle", components="linear", ratio=0.1, seeds=1, steps=2, guidance=GUIDANCE,
-                          progress=False)
+    result = cadiff.erase(sd3, "a red circle", cadiff.CADConfig(components="linear", ratio=0.1, seeds=1, steps=2,
+                                                                guidance=GUIDANCE), progress=False)
     folder = result.export(tmp_path / "edited")
     none = {"text_encoder_3": None, "tokenizer_3": None} if name == "sd3" else {}  # the tiny SD3 is saved without T5
     loaded = DiffusionPipeline.from_pretrained(str(folder), **none)
@@ -182,7 +182,7 @@ def test_the_cli_erases_and_applies_on_a_transformer_and_says_what_sae_cannot_do
 
     sd3.save_pretrained(tmp_path / "model")
     fast = ["--model", str(tmp_path / "model"), "--steps", "2", "--seeds", "1"]
-    assert main(["erase", "a red circle", "--components", "linear", "--ratio", "0.1", *fast,
+    assert main(["erase", "a red circle", "--method", "cad", "--components", "linear", "--ratio", "0.1", *fast,
                  "--out", str(tmp_path / "run")]) == 0
     assert main(["apply", str(tmp_path / "run" / "mask.safetensors"), "--model", str(tmp_path / "model"),
                  "--out", str(tmp_path / "applied")]) == 0
@@ -197,7 +197,7 @@ def test_sae_capture_and_steering_read_the_image_tokens_of_transformer_blocks(fa
 
     _, pipe = family
     last = hookpoints(pipe)[-1]
-    store = collect_activations(pipe, ["a red circle", "a blue star"], [0, 1], tmp_path / "acts", [last],
+    store = collect_activations(pipe, ["a red circle", "a blue star"], [0, 1], tmp_path / "acts", hookpoints=(last,),
                                 at_steps=[0, 2], steps=3, guidance=GUIDANCE)
     assert store.grid(last) == (4, 4) and store.channels(last) == 16
     assert next(store.activations(last, "cond")).shape == (2, 2, 16, 16)
@@ -238,15 +238,19 @@ def test_the_sae_commands_run_on_a_transformer(sd3, tmp_path, capsys):
 
 
 def test_prune_esd_and_the_magnitude_control_run_on_transformers(family):
+    from cadiff.editing.methods.esd import ESDConfig
+    from cadiff.editing.methods.magnitude import MagnitudeConfig
+    from cadiff.editing.methods.prune import PruneConfig
+
     name, pipe = family
     if name == "sana":  # its feed-forward is convolutional: the pruning baseline reads Linear layers only
         with pytest.raises(ValueError, match="no Linear layer of the denoiser ends with 'ff.net.2'"):
-            cadiff.erase(pipe, "a red circle", method="prune", sparsity=0.1, steps=2, seeds=1)
+            cadiff.erase(pipe, "a red circle", PruneConfig(sparsity=0.1, steps=2, seeds=1))
     else:
-        pruned = cadiff.erase(pipe, "a red circle", method="prune", sparsity=0.1, steps=2, seeds=1)
+        pruned = cadiff.erase(pipe, "a red circle", PruneConfig(sparsity=0.1, steps=2, seeds=1))
         assert pruned.info["pruned_total"] == len(pruned.mask) > 0
         assert all(n.endswith("ff.net.2.weight") for n in pruned.mask.indices)
-    control = cadiff.erase(pipe, "a red circle", method="magnitude", components="ff", ratio=0.25)
+    control = cadiff.erase(pipe, "a red circle", MagnitudeConfig(components="ff", ratio=0.25))
     assert set(control.mask.indices) == set(select_parameters(pipe.transformer, "ff"))
     from cadiff.editing.methods.esd import esd_parameter_names
 
@@ -254,7 +258,7 @@ def test_prune_esd_and_the_magnitude_control_run_on_transformers(family):
     before = {k: v.detach().clone() for k, v in net.state_dict().items()}
     for variant in ("u", "x"):
         allowed = set(esd_parameter_names(net, variant))
-        result = cadiff.erase(pipe, "a red circle", method="esd", variant=variant, iterations=2, lr=1e-2, steps=2)
+        result = cadiff.erase(pipe, "a red circle", ESDConfig(variant=variant, iterations=2, lr=1e-2, steps=2))
         after = result.pipeline.transformer.state_dict()
         moved = {k for k, v in after.items() if not torch.equal(before[k], v)}
         assert allowed and moved and moved <= allowed, (variant, moved - allowed)
@@ -274,7 +278,7 @@ def test_half_precision_transformers_give_fp32_scores(dtype):
 
 @pytest.mark.parametrize("kind", ["sd2", "sd3"])
 def test_whole_attention_heads_are_scored_and_selected(kind):
-    from cadiff.files.select import head_scores, head_slices
+    from cadiff.attribution.selection import head_scores, head_slices
 
     pipe = tiny_sd(kind)
     attr = attribute(pipe, "a red circle", components="attn", seeds=1, steps=2, guidance=GUIDANCE, progress=False)

@@ -27,7 +27,7 @@ def test_soft_impute_recovers_a_low_rank_matrix():
 def test_revival_refills_exactly_the_zeroed_entries_of_a_copy():
     pipe = tiny_sd("sd1")
     name, p = next((n, p) for n, p in denoiser(pipe).named_parameters() if p.ndim == 2 and "to_q" in n)
-    from cadiff.files.mask import Mask
+    from cadiff.attribution.mask import Mask
 
     mask = Mask({name: torch.tensor([0, 1, 2, 5])}, {name: tuple(p.shape)}, {"fingerprint": None})
     edited = edited_copy(pipe, mask, check=False)
@@ -50,8 +50,8 @@ def test_a_learned_token_leaves_the_original_tokenizer_alone():
 
 def test_the_three_attacks_on_an_erased_model_end_to_end(shapes_like, tmp_path, capsys):
     common = ["--model", str(shapes_like), "--seeds", "1"]
-    assert main(["erase", "circle", "--ratio", "0.25", "--scope", "matrix", "--components", "attn", "--no-export",
-                 "--out", str(tmp_path / "erase"), *common]) == 0
+    assert main(["erase", "circle", "--method", "cad", "--ratio", "0.25", "--scope", "matrix", "--components", "attn",
+                 "--no-export", "--out", str(tmp_path / "erase"), *common]) == 0
     argv = ["attack", str(tmp_path / "erase"), "circle", "--prompt-limit", "3", "--token-steps", "2", "--token-images", "4",
             "--token-batch", "2", "--revival-iterations", "3", "--out", str(tmp_path / "attack"), *common]
     assert main(argv) == 0, capsys.readouterr().err
@@ -71,8 +71,8 @@ def test_the_three_attacks_on_an_erased_model_end_to_end(shapes_like, tmp_path, 
     (["--attacks", "token", "--token-init", "blue circle"], "is not one word of the tokenizer"),
 ])
 def test_bad_attack_input_is_one_line(shapes_like, tmp_path, capsys, argv, message):
-    assert main(["erase", "circle", "--ratio", "0.25", "--scope", "matrix", "--components", "attn", "--no-export",
-                 "--model", str(shapes_like), "--seeds", "1", "--out", str(tmp_path / "erase")]) == 0
+    assert main(["erase", "circle", "--method", "cad", "--ratio", "0.25", "--scope", "matrix", "--components", "attn",
+                 "--no-export", "--model", str(shapes_like), "--seeds", "1", "--out", str(tmp_path / "erase")]) == 0
     capsys.readouterr()
     code = main(["attack", str(tmp_path / "erase"), "circle", *argv, "--model", str(shapes_like),
                  "--out", str(tmp_path / "attack")])

@@ -9,18 +9,18 @@ import pytest
 
 import cadiff
 from cadiff.attacks import HardenConfig, harden
-from cadiff.attacks.token import TokenConfig
 from cadiff.cli import main
 
-TOKEN = TokenConfig(token_steps=2, token_images=4, token_batch=2)
-CAD = {"components": "attn", "scope": "matrix", "seeds": 1}
+TOKEN = {"token_steps": 2, "token_images": 4, "token_batch": 2}  # the learned token's settings: HardenConfig's
+CAD = {"components": "attn", "scope": "matrix", "seeds": 1}  # the erase's
+HARD = {**TOKEN, "components": "attn", "scope": "matrix", "success_seeds": 1}  # CAD's 16 trajectories a round
 KEEP = ["square", "red"]
 
 
 @pytest.fixture
 def erased(shapes_like):
     pipe = cadiff.load_pipeline(str(shapes_like))
-    return pipe, cadiff.editing.erase(pipe, "circle", ratio=0.1, progress=False, **CAD).mask
+    return pipe, cadiff.erase(pipe, "circle", cadiff.CADConfig(), ratio=0.1, progress=False, **CAD).mask
 
 
 def always(value):
@@ -29,8 +29,8 @@ def always(value):
 
 def test_rounds_go_on_while_the_token_brings_the_concept_back(erased):
     pipe, mask = erased
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,
-                    config=HardenConfig(harden_rounds=2, harden_ratios=(0.05,)), **CAD)
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True),
+                    config=HardenConfig(harden_rounds=2, harden_ratios=(0.05,)), **HARD)
     log = result.info["hardening"]
     assert [s["outcome"] for s in log] == ["zeroed", "zeroed"] and log[0]["token_success"] == 1.0
     sizes = [len(result.rounds[k]) for k in (1, 2, 3)]
@@ -45,7 +45,7 @@ def test_rounds_go_on_while_the_token_brings_the_concept_back(erased):
 def test_a_token_that_fails_stops_the_hardening_with_the_mask_unchanged(erased):
     pipe, mask = erased
     judge = lambda images, concept: np.full(len(images), concept != "circle")  # noqa: E731
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN, **CAD)
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, **HARD)
     assert len(result.info["hardening"]) == 1 and result.info["hardening"][0]["outcome"].startswith("held")
     assert len(result.mask) == len(mask)
 
@@ -63,7 +63,7 @@ def test_a_round_that_breaks_a_kept_concept_is_undone(erased, monkeypatch):
 
     monkeypatch.setattr(defence, "measure", measure)
     judge = lambda images, concept: np.full(len(images), concept == "circle" or not state["grown"])  # noqa: E731
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN, **CAD)
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, **HARD)
     step = result.info["hardening"][0]
     assert step["outcome"].startswith("undone") and [t["ratio"] for t in step["tries"]] == [0.02, 0.01, 0.005]
     assert all(t["kept_min"] == 0.0 and t["added"] > 0 for t in step["tries"])
@@ -89,8 +89,8 @@ def test_a_round_that_costs_a_kept_concept_is_tried_again_at_the_smaller_ratio(e
 
     base = len(mask)
     monkeypatch.setattr(defence, "measure", measure)
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN,
-                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.1, 0.05)), **CAD)
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, 
+                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.1, 0.05)), **HARD)
     step = result.info["hardening"][0]
     assert [t["ratio"] for t in step["tries"]] == [0.1, 0.05] and step["outcome"] == "zeroed"
     assert step["tries"][0]["kept_min"] == 0.0 and step["tries"][1]["kept_min"] == 1.0
@@ -113,7 +113,7 @@ def test_bad_input_fails_before_any_model_work(erased, monkeypatch, kwargs, mess
     monkeypatch.setattr(defence, "learn_token", lambda *a, **k: pytest.fail("learned before refusing"))
     monkeypatch.setattr(defence, "measure", lambda *a, **k: pytest.fail("generated before refusing"))
     with pytest.raises(ValueError, match=message):
-        harden(pipe, mask, "circle", judge=always(True), token=TOKEN, **{**CAD, **kwargs})
+        harden(pipe, mask, "circle", judge=always(True), **{**HARD, **kwargs})
 
 
 def test_a_mask_of_another_model_is_refused(erased):
@@ -121,13 +121,13 @@ def test_a_mask_of_another_model_is_refused(erased):
 
     _, mask = erased
     with pytest.raises(ValueError, match="this mask was made with model"):
-        harden(tiny_sd("sd2"), mask, "a circle", keep=["a square"], judge=always(True), token=TOKEN, **CAD)
+        harden(tiny_sd("sd2"), mask, "a circle", keep=["a square"], judge=always(True), **HARD)
 
 
 def test_cadiff_harden_writes_the_hardened_edit(shapes_like, tmp_path, capsys):
     common = ["--model", str(shapes_like)]
-    assert main(["erase", "circle", "--ratio", "0.1", "--scope", "matrix", "--components", "attn", "--seeds", "1",
-                 "--no-export", "--out", str(tmp_path / "erase"), *common]) == 0
+    assert main(["erase", "circle", "--method", "cad", "--ratio", "0.1", "--scope", "matrix", "--components", "attn",
+                 "--seeds", "1", "--no-export", "--out", str(tmp_path / "erase"), *common]) == 0
     argv = ["harden", str(tmp_path / "erase"), "circle", "--keep", *KEEP, "--harden-rounds", "1", "--token-steps",
             "2", "--token-images", "4", "--token-batch", "2", "--no-export", "--out", str(tmp_path / "hard"), *common]
     assert main(argv) == 0, capsys.readouterr().err
@@ -165,7 +165,7 @@ def test_a_round_that_brings_the_concept_back_by_its_own_prompts_is_undone(erase
 
     monkeypatch.setattr(defence.Target, "success", watched)
     state["pipe"] = pipe
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, token=TOKEN, **CAD)
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, **HARD)
     step = result.info["hardening"][0]
     assert result.info["concept_before"] == 0.0 and step["token_success"] == 1.0
     assert step["outcome"].startswith("undone") and [t["concept"] for t in step["tries"]] == [1.0, 1.0, 1.0]
@@ -180,12 +180,12 @@ def test_token_and_concept_targets_score_both_prompts_and_cut_their_union(erased
     score_round = defence.score_round
 
     def spy(p, concepts, cfg, **kw):
-        scored.append(list(concepts))
+        scored.append(list(concepts.targets))
         return score_round(p, concepts, cfg, **kw)
 
     monkeypatch.setattr(defence, "score_round", spy)
-    run = lambda how: harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,  # noqa: E731
-                             config=HardenConfig(harden_rounds=1, harden_ratios=(0.05,), harden_with=how), **CAD)
+    run = lambda how: harden(pipe, mask, "circle", keep=KEEP, judge=always(True),  # noqa: E731
+                             config=HardenConfig(harden_rounds=1, harden_ratios=(0.05,), harden_with=how), **HARD)
     alone, both = run("token"), run("token+concept")
     assert scored == [["a <concept>"], ["a <concept>", "a circle"]] and both.info["targets"] == scored[1]
     token_only = {n: set(i.tolist()) for n, i in alone.mask.indices.items()}
@@ -197,8 +197,8 @@ def test_token_and_concept_targets_score_both_prompts_and_cut_their_union(erased
 
 def test_the_text_group_confines_the_rounds_to_the_cross_attention_keys_and_values(erased):
     pipe, mask = erased
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,  # 0.001 selects nothing
-                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.001, 0.5)), **{**CAD, "components": "text",
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True),  # 0.001 selects nothing
+                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.001, 0.5)), **{**HARD, "components": "text",
                                                                                          "scope": "row"})
     assert [t["ratio"] for t in result.info["hardening"][0]["tries"]] == [0.001, 0.5]
     assert result.info["hardening"][0]["tries"][0]["outcome"] == "selects nothing"
@@ -209,7 +209,7 @@ def test_the_text_group_confines_the_rounds_to_the_cross_attention_keys_and_valu
 
 def test_a_round_whose_every_ratio_selects_nothing_is_undone_and_says_so(erased):
     pipe, mask = erased
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True), token=TOKEN,
-                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.001,)), **{**CAD, "scope": "row"})
+    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True),
+                    config=HardenConfig(harden_rounds=1, harden_ratios=(0.001,)), **{**HARD, "scope": "row"})
     assert result.info["hardening"][0]["outcome"].startswith("undone: no ratio selects a weight")
     assert len(result.mask) == len(mask)

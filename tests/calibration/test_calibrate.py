@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import cadiff
-from cadiff.attribution import attribute
+from cadiff.attribution import AttributionConfig, Concepts, attribute
 from cadiff.calibration import RATIOS, SEARCH, CalibratedEdit, calibrated_erase
-from cadiff.calibration.probes import Rate
+from cadiff.evaluation.accuracy import Rate
 from cadiff.calibration.search import keep_maxima, with_keep_rule
 from cadiff.cli import main
 from cadiff.evaluation.judges import Judge
@@ -44,7 +44,8 @@ def test_the_folded_keep_rules_equal_attribute(sd2, rule):
     the same way (keep_rules), so the two are equal bit for bit on any CPU."""
     settings = {"seeds": 1, "steps": 2, "guidance": 4.0, "components": "attn"}
     own = attribute(sd2, "a circle", progress=False, **settings)
-    folded = with_keep_rule(own, keep_maxima(sd2, KEEP, settings), rule)
+    folded = with_keep_rule(own, keep_maxima(sd2, Concepts.on(sd2, "a circle", KEEP), AttributionConfig(**settings)),
+                            rule)
     direct = attribute(sd2, "a circle", preserve=KEEP, preserve_rule=rule, progress=False, **settings)
     assert folded.scores.keys() == direct.scores.keys()
     for name, s in direct.scores.items():
@@ -145,7 +146,7 @@ def test_an_edit_too_large_for_the_model_halves_its_ratio_until_the_concepts_hol
     first = SEARCH[0].at_steps
     assert tried == [(first, RATIOS[0], 0.0), (first, RATIOS[0] / 2, 0.0), (first, RATIOS[0] / 4, 1.0)]
     assert result.certificate.outcome == "met" and result.config.ratio == RATIOS[0] / 4
-    plain = cadiff.erase(sd2, "a circle", calibrate=False, ratio=RATIOS[0] / 4, at_steps=first,
+    plain = cadiff.erase(sd2, "a circle", cadiff.CADConfig(), ratio=RATIOS[0] / 4, at_steps=first,
                          **{k: v for k, v in FAST.items() if "_" not in k})
     assert {n: i.tolist() for n, i in plain.mask.indices.items()} == \
         {n: i.tolist() for n, i in result.mask.indices.items()}
@@ -220,7 +221,7 @@ def test_a_round_that_breaks_keep_is_tried_again_at_the_smaller_ratio(sd2, monke
     assert len(rounds_scored) == 1  # the retry re-selected round 2's scores
     assert result.certificate.outcome == "met" and result.config.round_ratios == (RATIOS[-1], RATIOS[0])
     assert "0.03 + 0.02 per row, 2 rounds" in result.certificate.point.label()
-    plain = cadiff.erase(sd2, "a circle", calibrate=False, preserve=KEEP, preserve_rule="guard",
+    plain = cadiff.erase(sd2, "a circle", cadiff.CADConfig(), preserve=KEEP, preserve_rule="guard",
                          at_steps=result.config.at_steps, round_ratios=result.config.round_ratios,
                          **{k: v for k, v in FAST.items() if "_" not in k})
     assert {n: i.tolist() for n, i in plain.mask.indices.items()} == \
@@ -261,16 +262,24 @@ def test_rows_too_narrow_for_every_ratio_are_a_clear_error(sd2):
 
 
 def test_the_plain_edit_stays_one_argument_away(sd2):
-    plain = cadiff.erase(sd2, "a circle", ratio=0.25, seeds=1, steps=2, guidance=4.0)
+    """The calibrated erase is erase's default; the plain CAD erase is one config away, and a setting of the one
+    given to the other is refused by name."""
+    from cadiff.editing.methods.esd import ESDConfig
+
+    plain = cadiff.erase(sd2, "a circle", cadiff.CADConfig(ratio=0.25), seeds=1, steps=2, guidance=4.0)
     assert not isinstance(plain, CalibratedEdit) and plain.config.ratio == 0.25
-    plain = cadiff.erase(sd2, "a circle", calibrate=False, seeds=1, steps=2, guidance=4.0)
+    plain = cadiff.erase(sd2, "a circle", cadiff.CADConfig(), seeds=1, steps=2, guidance=4.0)
     assert not isinstance(plain, CalibratedEdit)
-    with pytest.raises(ValueError, match="ratio: set by the calibrated erase's search"):
-        cadiff.erase(sd2, "a circle", calibrate=True, ratio=0.25)
-    with pytest.raises(ValueError, match="goal_target: options of the calibrated erase"):
-        cadiff.erase(sd2, "a circle", ratio=0.25, goal_target=0.1)
-    with pytest.raises(ValueError, match="searches CAD's settings"):
-        cadiff.erase(sd2, "a circle", method="esd", calibrate=True)
+    with pytest.raises(ValueError, match="ratio: chosen by the calibrated erase's search"):
+        cadiff.erase(sd2, "a circle", ratio=0.25)
+    with pytest.raises(ValueError, match="ratio: chosen by the calibrated erase's search"):
+        cadiff.erase(sd2, "a circle", cadiff.CalibratedConfig(), ratio=0.25)
+    with pytest.raises(ValueError, match="CADConfig takes no option 'goal_target'"):
+        cadiff.erase(sd2, "a circle", cadiff.CADConfig(), ratio=0.25, goal_target=0.1)
+    with pytest.raises(ValueError, match="CalibratedConfig takes no option 'iterations'"):
+        cadiff.erase(sd2, "a circle", iterations=3)  # ESD's setting: the calibrated erase searches CAD's settings
+    with pytest.raises(ValueError, match="method 'esd' does not judge its edit"):
+        cadiff.erase(sd2, "a circle", ESDConfig(), judge=bright)
 
 
 class OnlyShapes(Judge):
@@ -327,7 +336,7 @@ def test_the_command_runs_end_to_end_with_a_users_judge(kind, tmp_path, capsys):
     assert cert["outcome"] == "met" and cert["keep"] == KEEP and cert["judge"]["judge"] == "function"
     assert "MET, NOT PROVEN" in out and "a star" in out and "(n=12, kept >= " in out and "not proven (exit 4)" in out
     record = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert record["settings"]["calibrated"] and record["edit"]["ratio"] == RATIOS[0]
+    assert record["settings"]["method"] == "calibrated" and record["edit"]["ratio"] == RATIOS[0]
     for name in ("frontier.png", "grid.png", "mask.safetensors"):
         assert (tmp_path / "run" / name).stat().st_size > 0
 
@@ -349,7 +358,7 @@ def test_a_missed_goal_exits_with_its_own_code_and_keeps_the_best_edit(tmp_path,
 
 @pytest.mark.parametrize("argv, message", [
     (["--goal-keep", "2"], "must be in [0, 1]"),
-    (["--budget", "0"], "must be a positive integer"),
+    (["--budget", "0"], "--budget: must be at least 1, got 0"),
 ])
 def test_bad_goal_flags_are_one_line_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
@@ -359,13 +368,21 @@ def test_bad_goal_flags_are_one_line_errors(tmp_path, capsys, argv, message):
 
 
 def test_calibration_flags_with_a_plain_edit_are_refused(tmp_path, capsys):
-    code = main(["erase", "circle", "--ratio", "0.02", "--goal-target", "0.1", "--out", str(tmp_path / "x")])
+    code = main(["erase", "circle", "--method", "cad", "--ratio", "0.02", "--goal-target", "0.1",
+                 "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
-    assert code == 2 and "--goal-target: options of the calibrated erase" in err
+    assert code == 2 and "--goal-target: not an option of --method cad; --method calibrated takes it" in err
+    code = main(["erase", "circle", "--ratio", "0.02", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--ratio: chosen by the calibrated erase's search" in err and "--method cad" in err
+    # the judge's flags are the calibrated erase's (and harden's)
     code = main(["erase", "circle", "--method", "esd", "--judge", "world", "--out", str(tmp_path / "x")])
-    assert code == 2 and "--judge: options of the calibrated erase" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--judge" in err and "--method calibrated" in err
     code = main(["erase", "circle", "--iterations", "3", "--out", str(tmp_path / "x")])
-    assert code == 2 and "not an option of --method cad" in capsys.readouterr().err
+    assert code == 2 and "--iterations: not an option of --method calibrated; --method esd takes it" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_the_embedded_model_defaults_keep_every_other_concept_and_its_judge(shapes_pipe):

@@ -43,8 +43,8 @@ def test_erase_with_a_non_utf8_preserve_file_is_one_line(shapes_like, tmp_path, 
     bad = tmp_path / "keep.txt"
     bad.write_bytes(b"square\n\xff\n")
     out = tmp_path / "run"
-    assert main(["erase", "circle", "--preserve-file", str(bad), "--ratio", "0.25", "--model", str(shapes_like),
-                 "--out", str(out)]) == 2
+    assert main(["erase", "circle", "--method", "cad", "--preserve-file", str(bad), "--ratio", "0.25",
+                 "--model", str(shapes_like), "--out", str(out)]) == 2
     line = _one_error_line(capsys)
     assert f"{bad}, line 2: not UTF-8 text (byte 0xff)" in line and "save the file as UTF-8" in line
     assert not out.exists()

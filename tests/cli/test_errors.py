@@ -5,8 +5,8 @@ import pytest
 
 from cadiff.cli import main
 from cadiff.errors import BadInput, CadiffError, MissingDependency, MissingFile, NotAFolder
-from cadiff.files.io import OutputExistsError, OutputPathError
-from cadiff.files.registry import Registry
+from cadiff.io.files import OutputExistsError, OutputPathError
+from cadiff.registry import Registry
 from cadiff.models.loading import ModelLoadError
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cadiff.cli import main
-from cadiff.files.io import atomic_dir, write_json
+from cadiff.io.files import atomic_dir, write_json
 from tiny_pipelines import tiny_sd
 
 

@@ -6,7 +6,7 @@ import json
 import torch
 
 from cadiff.cli import main
-from cadiff.files.mask import Mask
+from cadiff.attribution.mask import Mask
 
 
 def _erase(shapes_like, out, *extra):

@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-import cadiff.files.io as cadiff_io
+import cadiff.io.files as cadiff_io
 from cadiff.cli import main
 from cadiff.evaluation import PromptSet, evaluate, load_prompts
-from cadiff.files.io import OutputExistsError, atomic_dir, write_json
-from cadiff.files.runs import versions
+from cadiff.io.files import OutputExistsError, atomic_dir, write_json
+from cadiff.io.runs import versions
 
 generation = importlib.import_module("cadiff.models.generate")
 FOREIGN = "is not a cadiff run folder (no run.json written by cadiff)"
@@ -160,7 +160,7 @@ def test_a_second_evaluate_into_the_same_folder_is_refused(tiny_pipe, tiny_evalu
     _evaluate(tiny_pipe, out, tiny_evaluator, prompts)
     before = _tree(out)
     calls = []
-    monkeypatch.setattr(generation, "generate", lambda *a, **kw: calls.append(a))
+    monkeypatch.setattr(generation, "render", lambda *a, **kw: calls.append(a))
     holder = held(out)
     for overwrite in (False, True):
         with pytest.raises(cadiff_io.OutputBusyError, match=f"pid {holder.pid}"):
@@ -235,7 +235,7 @@ def test_a_failed_final_rename_puts_the_old_output_back_and_leaves_nothing_besid
 
 def test_evaluate_refuses_out_of_range_seeds_before_any_work(tiny_pipe, tiny_evaluator, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(generation, "generate", lambda *a, **kw: calls.append(a))
+    monkeypatch.setattr(generation, "render", lambda *a, **kw: calls.append(a))
     for seed in (10**23, 2**63, -1):
         prompts = PromptSet.from_prompts(["a red circle", "a blue star"], seeds=[0, seed])
         with pytest.raises(ValueError, match=rf"row 1: seed {seed} is out of range; seeds are whole numbers from 0 "
@@ -275,7 +275,7 @@ def test_a_failure_before_the_first_image_leaves_no_folder_marked_running(tiny_p
     def failing(*args, **kw):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(generation, "generate", failing)
+    monkeypatch.setattr(generation, "render", failing)
     prompts = PromptSet.from_prompts(["a red circle", "a blue star"], seeds=[0, 1])
     (tmp_path / "empty").mkdir()
     for out in (tmp_path / "r", tmp_path / "empty"):
@@ -286,7 +286,7 @@ def test_a_failure_before_the_first_image_leaves_no_folder_marked_running(tiny_p
 
 def test_a_failure_after_some_rows_keeps_them_and_says_the_run_stopped(tiny_pipe, tiny_evaluator, tmp_path,
                                                                        monkeypatch):
-    real, calls = generation.generate, []
+    real, calls = generation.render, []
 
     def second_batch_fails(*args, **kw):
         calls.append(1)
@@ -294,7 +294,7 @@ def test_a_failure_after_some_rows_keeps_them_and_says_the_run_stopped(tiny_pipe
             raise RuntimeError("CUDA out of memory")
         return real(*args, **kw)
 
-    monkeypatch.setattr(generation, "generate", second_batch_fails)
+    monkeypatch.setattr(generation, "render", second_batch_fails)
     prompts = PromptSet.from_prompts(["a red circle"] * 7, seeds=list(range(7)))
     with pytest.raises(RuntimeError):
         _evaluate(tiny_pipe, tmp_path / "r", tiny_evaluator, prompts)

@@ -36,8 +36,8 @@ def test_attribute_erase_apply_happy_path(models, tmp_path, capsys):
         assert (tmp_path / "attr" / f"{name}.attr.png").is_file()
     assert "a circle" in json.loads((tmp_path / "attr" / "metrics.json").read_text())
 
-    code, out, err = run(["erase", "a circle", "--preserve", "a star", "--preserve-rule", "guard", "--ratio", "0.25",
-                          "--model", models / "a", "--out", tmp_path / "erase", *FAST], capsys)
+    code, out, err = run(["erase", "a circle", "--method", "cad", "--preserve", "a star", "--preserve-rule", "guard",
+                          "--ratio", "0.25", "--model", models / "a", "--out", tmp_path / "erase", *FAST], capsys)
     assert code == 0, err
     run_dir = tmp_path / "erase"
     for f in ("run.json", "mask.safetensors", "grid.png", "pipeline/model_index.json", "a_circle.attr.safetensors"):
@@ -62,8 +62,8 @@ def test_attribute_erase_apply_happy_path(models, tmp_path, capsys):
 
 
 def test_erase_in_rounds_keeps_an_applicable_mask(models, tmp_path, capsys):
-    code, _, err = run(["erase", "a circle", "--ratio", "0.1", "--rounds", "2", "--no-export", "--model", models / "a",
-                        "--at-steps", "0", "--out", tmp_path / "r2", *FAST], capsys)
+    code, _, err = run(["erase", "a circle", "--method", "cad", "--ratio", "0.1", "--rounds", "2", "--no-export",
+                        "--model", models / "a", "--at-steps", "0", "--out", tmp_path / "r2", *FAST], capsys)
     assert code == 0, err
     assert (tmp_path / "r2" / "a_circle.round2.attr.safetensors").is_file()
     assert Attribution.load(tmp_path / "r2" / "a_circle.round2.attr.safetensors").metadata["at_steps"] == [0]
@@ -100,7 +100,7 @@ def test_erase_bad_inputs(models, tmp_path, capsys, extra, message):
         with pytest.raises(SystemExit):
             main(["erase", *extra, "--out", str(tmp_path / "x")])
         return
-    code, _, err = run(["erase", *extra, "--no-calibrate", "--model", models / "a", "--out", tmp_path / "x", *FAST],
+    code, _, err = run(["erase", *extra, "--method", "cad", "--model", models / "a", "--out", tmp_path / "x", *FAST],
                        capsys)
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x*"))  # nothing half-written
@@ -109,14 +109,15 @@ def test_erase_bad_inputs(models, tmp_path, capsys, extra, message):
 def test_ratio_out_of_range_is_refused(models, tmp_path, capsys):
     for bad in ("0", "1.5", "-0.2"):
         with pytest.raises(SystemExit) as exc:
-            main(["erase", "a circle", "--ratio", bad, "--model", str(models / "a"), "--out", str(tmp_path / "x")])
+            main(["erase", "a circle", "--method", "cad", "--ratio", bad, "--model", str(models / "a"),
+                  "--out", str(tmp_path / "x")])
         assert exc.value.code == 2
         assert "must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_other_model_empty_folder_existing_output(models, tmp_path, capsys):
-    code, _, err = run(["erase", "a circle", "--ratio", "0.25", "--no-export", "--model", models / "a",
-                        "--out", tmp_path / "e", *FAST], capsys)
+    code, _, err = run(["erase", "a circle", "--method", "cad", "--ratio", "0.25", "--no-export", "--model",
+                        models / "a", "--out", tmp_path / "e", *FAST], capsys)
     assert code == 0, err
     code, _, err = run(["apply", tmp_path / "e/mask.safetensors", "--model", models / "b", "--out", tmp_path / "o"],
                        capsys)
@@ -140,7 +141,8 @@ def test_other_model_empty_folder_existing_output(models, tmp_path, capsys):
 def test_baseline_method_dispatch(models, tmp_path, capsys):
     code, _, err = run(["erase", "a circle", "--method", "esd", "--model", models / "a", "--out", tmp_path / "b",
                         *FAST], capsys)
-    assert code == 2 and "--seeds, --guidance: not an option of --method esd" in err and "--iterations" in err
+    assert code == 2 and "--seeds: not an option of --method esd; --method cad or prune or calibrated takes it" in err
+    assert "(--method cad --help lists its flags)" in err and err.count("\n") == 1
     for flags, words in ((["--rounds", "2"], "--rounds: not an option"), (["--preserve", "a star"], "no concepts to keep"),
                          (["--ratio", "0.1"], "--ratio: not an option"),
                          (["--preserve-others"], "no concepts to keep; drop --preserve-others")):
@@ -161,8 +163,8 @@ def test_baseline_method_dispatch(models, tmp_path, capsys):
     (["erase", "   "], "is empty"),
     (["erase", "a circle", "--preserve", "a star", "a  star"], "given twice"),
     (["erase", "a circle", "a circle"], "given twice"),
-    (["erase", "a circle", "--preserve", "a  circle"], "both a target and a concept to keep"),
-    (["erase", "a circle", "--base-prompt", "a circle"], "is the base prompt"),
+    (["erase", "a circle", "--method", "cad", "--preserve", "a  circle"], "both a target and a concept to keep"),
+    (["erase", "a circle", "--method", "cad", "--base-prompt", "a circle"], "is the base prompt"),
     (["attribute", "a star", "--preserve", "a circle", "--base-prompt", "a  circle"], "is the base prompt"),
     (["amplify", "a circle", "--preserve", "a circle"], "both a target and a concept to keep"),
 ])
@@ -188,18 +190,19 @@ def test_the_same_concept_in_other_words_is_refused_on_the_embedded_model(capsys
 
 
 def test_the_before_after_grid_uses_the_given_sampling_settings(models, tmp_path, capsys, monkeypatch):
-    import cadiff.editing.measure
+    import cadiff.editing.grids
 
     calls = []
-    real = cadiff.editing.measure.generate
+    real = cadiff.editing.grids.render
 
     def spy(pipe, prompts, seeds, **kwargs):
         calls.append((kwargs.get("steps"), kwargs.get("guidance")))
         return real(pipe, prompts, seeds, **kwargs)
 
-    monkeypatch.setattr(cadiff.editing.measure, "generate", spy)
-    code, _, err = run(["erase", "a circle", "--ratio", "0.1", "--no-export", "--model", models / "a",
-                        "--out", tmp_path / "run", "--steps", "3", "--seeds", "1", "--guidance", "2.5"], capsys)
+    monkeypatch.setattr(cadiff.editing.grids, "render", spy)
+    code, _, err = run(["erase", "a circle", "--method", "cad", "--ratio", "0.1", "--no-export",
+                        "--model", models / "a", "--out", tmp_path / "run", "--steps", "3", "--seeds", "1",
+                        "--guidance", "2.5"], capsys)
     assert code == 0, err
     assert calls == [(3, 2.5), (3, 2.5)]  # before and after rows, at --steps / --guidance, not SD's 50 / 7.5
 

@@ -53,8 +53,8 @@ def _run(model, out, capsys, *argv: str) -> str:
 
 
 def test_erase_reports_accuracies_and_expands_concept_words(shapes_like, tmp_path, capsys):
-    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "--preserve", "square", "star",
-               "--ratio", "0.25")
+    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "--method", "cad", "--preserve", "square",
+               "star", "--ratio", "0.25")
     record = json.loads((tmp_path / "run/run.json").read_text())
     assert record["edit"]["prompts"] == ["a circle"]
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
@@ -80,8 +80,8 @@ def test_preserve_others_keeps_every_concept_the_targets_do_not_name(shapes_like
 def test_erase_in_rounds_measures_and_keeps_every_round(shapes_like, tmp_path, capsys):
     from cadiff.editing import Mask
 
-    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "--rounds", "2", "--ratio", "0.1",
-               "--no-export")
+    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "--method", "cad", "--rounds", "2",
+               "--ratio", "0.1", "--no-export")
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     first, last = metrics["rounds"]
     assert (first["round"], last["round"]) == (1, 2) and last["mask"] == "mask.safetensors"
@@ -104,6 +104,7 @@ def test_best_round_keeps_the_others_first():
 
 
 def test_a_two_target_erase_prints_each_target(shapes_like, tmp_path, capsys):
-    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "red", "--ratio", "0.25", "--no-export")
+    out = _run(shapes_like, tmp_path / "run", capsys, "erase", "circle", "red", "--method", "cad", "--ratio", "0.25",
+               "--no-export")
     line = next(ln for ln in out.splitlines() if ln.startswith("target accuracy"))
     assert "circle " in line and "red " in line and line.count("->") == 3  # each target, then the others

@@ -110,7 +110,8 @@ def test_export_loads_in_stock_diffusers_without_cadiff(sd1, attr, tmp_path):
 def test_attribute_then_erase_end_to_end(kind):
     pipe = tiny_sd(kind)
     before = _state(pipe)
-    result = cadiff.erase(pipe, ["a circle", "a red square"], preserve=["a star"], ratio=0.25, **KW)
+    result = cadiff.erase(pipe, ["a circle", "a red square"], cadiff.CADConfig(), preserve=["a star"], ratio=0.25,
+                          **KW)
     edited = result.pipeline
     assert all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
     zeroed = sum(int(((p.detach() == 0) & (before[n] != 0)).sum()) for n, p in edited.unet.named_parameters())
@@ -133,8 +134,8 @@ def test_edited_copy_keeps_every_dtype_of_a_mixed_precision_pipeline():
 
 def test_rounds_rescore_the_edited_model_and_grow_the_mask(sd1):
     before = _state(sd1)
-    one = cadiff.erase(sd1, "a circle", ratio=0.1, **KW).mask
-    result = cadiff.erase(sd1, "a circle", ratio=0.1, rounds=2, **KW)
+    one = cadiff.erase(sd1, "a circle", cadiff.CADConfig(), ratio=0.1, **KW).mask
+    result = cadiff.erase(sd1, "a circle", cadiff.CADConfig(), ratio=0.1, rounds=2, **KW)
     last, two = result.attributions, result.mask
     assert result.rounds[1].indices.keys() == one.indices.keys() and result.rounds[2] is two
     assert all(torch.equal(before[k], v) for k, v in sd1.unet.state_dict().items())  # original untouched
@@ -145,12 +146,12 @@ def test_rounds_rescore_the_edited_model_and_grow_the_mask(sd1):
     assert len(two) > len(one)  # round 2 adds weights that were not zeroed yet
     assert last[0].metadata["fingerprint"] != cadiff.model_fingerprint(sd1)  # round 2 scored the edited model
     with pytest.raises(ValueError, match="rounds"):
-        cadiff.erase(sd1, "a circle", ratio=0.1, rounds=0, **KW)
-    mixed = cadiff.erase(sd1, "a circle", round_ratios=(0.1, 0.05), **KW)
+        cadiff.erase(sd1, "a circle", cadiff.CADConfig(), ratio=0.1, rounds=0, **KW)
+    mixed = cadiff.erase(sd1, "a circle", cadiff.CADConfig(), round_ratios=(0.1, 0.05), **KW)
     assert mixed.config.rounds == 2 and mixed.config.ratio == 0.1
     assert {n: i.tolist() for n, i in mixed.rounds[1].indices.items()} == {n: i.tolist() for n, i in one.indices.items()}
     added = len(mixed.rounds[2]) - len(one)
     assert 0 < added < len(two) - len(one)  # round 2 zeroes its own, smaller share
     for bad in ({"ratio": 0.2}, {"rounds": 3}, {"count": 4}):
         with pytest.raises(ValueError, match="round_ratios sets the ratio and the number of rounds"):
-            cadiff.erase(sd1, "a circle", round_ratios=(0.1, 0.05), **bad, **KW)
+            cadiff.erase(sd1, "a circle", cadiff.CADConfig(), round_ratios=(0.1, 0.05), **bad, **KW)

@@ -6,7 +6,7 @@ import torch
 from cadiff.attacks.revival import RevivalConfig, revive
 from cadiff.editing import edited_copy
 from cadiff.editing.ablate import resampled
-from cadiff.files.mask import Mask
+from cadiff.attribution.mask import Mask
 from cadiff.models.loading import denoiser
 from tiny_pipelines import tiny_sd
 

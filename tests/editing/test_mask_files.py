@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cadiff.cli import main
-from cadiff.files.mask import Mask, write_with_header
+from cadiff.attribution.mask import Mask, write_with_header
 from cadiff.models.loading import denoiser, model_fingerprint
 from tiny_pipelines import tiny_sd
 

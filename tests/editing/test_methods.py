@@ -1,19 +1,23 @@
-"""The edit methods behind `cadiff.erase(method=...)`: ESD and ConceptPrune-style pruning on a tiny random pipeline
-change the weights they should, and only those; the magnitude control zeroes the largest weights; a new method is
-one registered class."""
+"""The edit methods behind `cadiff.erase(pipe, concept, config)`: ESD and ConceptPrune-style pruning on a tiny
+random pipeline change the weights they should, and only those; the magnitude control zeroes the largest weights; a
+new method is one registered class."""
 
 import pytest
 import torch
 
 import cadiff
+from cadiff.editing.methods import method_config
 from cadiff.editing.methods.esd import esd_parameter_names
+from cadiff.editing.methods.magnitude import MagnitudeConfig
 from tiny_pipelines import tiny_sd
 
 
-def erase_with(method, pipe, concept, **options):
-    """A baseline through the one entry point: (edited pipeline, what the method reported)."""
+def erase_with(method, pipe, concept, preserve=None, **options):
+    """A baseline through the one entry point, its config made by name: (edited pipeline, what the method
+    reported)."""
     variant = {"variant": "x"} if method == "esd-x" else {}
-    result = cadiff.erase(pipe, concept, method=method.removesuffix("-x"), progress=False, **variant, **options)
+    config = method_config(method.removesuffix("-x"), **variant, **options)
+    result = cadiff.erase(pipe, concept, config, preserve=preserve, progress=False)
     return result.pipeline, result.info
 
 
@@ -118,8 +122,8 @@ def test_baselines_leave_the_input_pipelines_components_and_dtypes_alone():
 def test_the_magnitude_control_zeroes_the_largest_weights_whatever_the_concept(pipe):
     from cadiff.attribution import select_parameters
 
-    a = cadiff.erase(pipe, "a red circle", method="magnitude", components="ff", ratio=0.25)
-    b = cadiff.erase(pipe, "a blue star", method="magnitude", components="ff", ratio=0.25)
+    a = cadiff.erase(pipe, "a red circle", MagnitudeConfig(components="ff", ratio=0.25))
+    b = cadiff.erase(pipe, "a blue star", MagnitudeConfig(components="ff", ratio=0.25))
     assert a.mask.counts() == b.mask.counts() and all(torch.equal(a.mask.indices[n], b.mask.indices[n])
                                                        for n in a.mask.indices)
     for name, w in select_parameters(pipe.unet, "ff").items():
@@ -133,7 +137,7 @@ def test_the_magnitude_control_zeroes_the_largest_weights_whatever_the_concept(p
     edited = dict(a.pipeline.unet.named_parameters())
     assert all((edited[n].detach().reshape(-1)[i] == 0).all() for n, i in a.mask.indices.items())
     with pytest.raises(ValueError, match="has no concepts to keep"):
-        cadiff.erase(pipe, "a red circle", method="magnitude", preserve=["a star"])
+        cadiff.erase(pipe, "a red circle", MagnitudeConfig(), preserve=["a star"])
 
 
 def test_a_new_method_is_one_registered_class_and_gets_its_flags(pipe, tmp_path, monkeypatch, capsys):
@@ -143,34 +147,36 @@ def test_a_new_method_is_one_registered_class_and_gets_its_flags(pipe, tmp_path,
     from cadiff.editing.copies import with_denoiser
     from cadiff.editing.methods import METHODS, EditMethod, register_method
     from cadiff.editing.result import EditResult
-    from cadiff.files.config import Config, option
+    from cadiff.config import Config, option
 
     @dataclass(frozen=True)
     class ScaleConfig(Config):
-        factor: float = option(1.0, "scale every denoiser weight by this", type=float)
+        factor: float = option(1.0, "scale every denoiser weight by this")
 
     @register_method
     class Scale(EditMethod):  # a toy: not an erase, a proof that the seam takes a method in one class
         name, summary, config_class, takes_preserve = "scale-test", "scale the weights", ScaleConfig, False
 
-        def run(self, pipe, concepts, *, objective, preserve, **_):
+        def run(self, pipe, request):
             import copy
 
             net = copy.deepcopy(pipe.unet)
             with torch.no_grad():
                 for p in net.parameters():
                     p.mul_(self.config.factor)
-            return EditResult(with_denoiser(pipe, net), self.name, objective, concepts, [], self.config)
+            return EditResult(with_denoiser(pipe, net), self.name, request.objective,
+                              list(request.concepts.targets), [], self.config)
 
     monkeypatch.setitem(METHODS, Scale.name, Scale)  # removed again after the test
-    result = cadiff.erase(pipe, "a red circle", method="scale-test", factor=0.5)
+    result = cadiff.erase(pipe, "a red circle", ScaleConfig(), factor=0.5)
     w = next(pipe.unet.parameters())
     assert torch.equal(next(result.pipeline.unet.parameters()), 0.5 * w) and result.settings()["factor"] == 0.5
     model = tmp_path / "model"
     pipe.save_pretrained(model)
     assert main(["erase", "a red circle", "--method", "scale-test", "--factor", "2", "--steps", "2",
                  "--model", str(model), "--out", str(tmp_path / "run")]) == 2  # --steps is not its option
-    assert "--steps: not an option of --method scale-test (its options: --factor)" in capsys.readouterr().err
+    assert ("--steps: not an option of --method scale-test; --method cad or esd or prune or calibrated takes it "
+            "(--method cad --help lists its flags)") in capsys.readouterr().err
     assert main(["erase", "a red circle", "--method", "scale-test", "--factor", "2", "--model", str(model),
                  "--out", str(tmp_path / "run")]) == 0
     import json
@@ -185,7 +191,8 @@ def test_an_edit_result_saves_everything_it_holds(pipe, tmp_path):
     from cadiff.attribution import Attribution
     from cadiff.editing import Mask
 
-    result = cadiff.erase(pipe, ["a circle", "a red square"], ratio=0.25, rounds=2, seeds=1, steps=2, progress=False)
+    result = cadiff.erase(pipe, ["a circle", "a red square"], cadiff.CADConfig(), ratio=0.25, rounds=2, seeds=1,
+                          steps=2, progress=False)
     out = result.save(tmp_path / "run")
     names = sorted(p.name for p in out.iterdir())
     assert names == ["a_circle.round2.attr.png", "a_circle.round2.attr.safetensors", "a_circle.round2.summary.json",
@@ -204,9 +211,9 @@ def test_an_edit_result_saves_everything_it_holds(pipe, tmp_path):
 def test_the_magnitude_control_takes_whole_heads_too(pipe):
     from cadiff.adapters import adapter_for
     from cadiff.attribution import select_parameters
-    from cadiff.files.select import head_scores
+    from cadiff.attribution.selection import head_scores
 
-    result = cadiff.erase(pipe, "a red circle", method="magnitude", components="attn", count=1, scope="head")
+    result = cadiff.erase(pipe, "a red circle", MagnitudeConfig(components="attn", count=1, scope="head"))
     scores = {n: p.detach().abs().float() for n, p in select_parameters(pipe.unet, "attn").items()}
     heads = {n: v for n, v in adapter_for(pipe.unet).head_layout(pipe.unet).items() if n in scores}
     totals = head_scores(scores, heads)

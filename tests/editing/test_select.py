@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cadiff.files.select import select_indices
+from cadiff.attribution.selection import select_indices
 
 # two rows of 5 inputs; flat index = row * 5 + column
 S = {"w": torch.tensor([[5.0, -1.0, 3.0, 0.0, 4.0],

@@ -220,7 +220,8 @@ def test_sampling_settings_survive_the_stock_save_pretrained(shapes_pipe, tmp_pa
     from cadiff.models.loading import sampling_source
     from cadiff.worlds import world_of
 
-    edited = cadiff.erase(shapes_pipe, "circle", seeds=1, steps=2, ratio=0.01, progress=False).pipeline
+    edited = cadiff.erase(shapes_pipe, "circle", cadiff.CADConfig(), seeds=1, steps=2, ratio=0.01,
+                          progress=False).pipeline
     edited.save_pretrained(tmp_path / "plain")  # the README's line: no cadiff export call
     again = load_pipeline(tmp_path / "plain")
     assert sampling_defaults(again) == {"num_inference_steps": 25, "guidance_scale": 4.0} and world_of(again).name == "shapes"

@@ -12,7 +12,7 @@ from cadiff.attribution import Attribution
 from cadiff.cli import main
 from cadiff.evaluation.metrics import Metric
 from cadiff.evaluation.prompts import PromptRow
-from cadiff.files.mask import write_with_header
+from cadiff.attribution.mask import write_with_header
 from cadiff.models import model_fingerprint
 from cadiff.models.loading import mark_model, resolve_sampling
 from tiny_pipelines import tiny_sd
@@ -61,7 +61,8 @@ def test_fingerprint_counts_every_damaged_weight(pipe):
         model_fingerprint(pipe)
 
 
-@pytest.mark.parametrize("command", [["attribute", "a circle"], ["erase", "a circle", "--ratio", "0.1"],
+@pytest.mark.parametrize("command", [["attribute", "a circle"],
+                                     ["erase", "a circle", "--method", "cad", "--ratio", "0.1"],
                                      ["generate", "a circle", "-n", "1"]])
 def test_cli_refuses_a_damaged_model_before_any_work(damaged_model, tmp_path, capsys, command):
     code = main([*command, "--model", str(damaged_model), "--steps", "2", "--out", str(tmp_path / "run")])
@@ -175,9 +176,11 @@ def test_model_recording_a_bad_guidance_is_refused(pipe):
 
 
 def test_attribute_refuses_nan_guidance_before_any_work(tmp_path, capsys):
-    code = main(["attribute", "a circle", "--guidance", "nan", "--steps", "2", "--out", str(tmp_path / "run")])
-    assert code == 2 and "guidance must be a finite number >= 0, got nan" in _one_line_error(capsys)
-    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as exc:  # the flag's type, from the config field's bounds, refuses it
+        main(["attribute", "a circle", "--guidance", "nan", "--steps", "2", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --guidance: must be at least 0, got nan" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 # devices

@@ -45,7 +45,8 @@ def runs(tmp_path_factory):
                  "--second-judge", f"{root / 'judges.py'}:second", "--goal-target", "0.2", "--goal-keep", "0.8",
                  "--screen-extra", "2", "--confirm-repeats", "2", "--confirm-max-repeats", "2",
                  "--out", str(root / "calibrated"), *common]) == 0  # two judges, 24 images a concept: proven
-    assert main(["erase", "a circle", "--ratio", "0.1", "--rounds", "2", "--out", str(root / "plain"), *common]) == 0
+    assert main(["erase", "a circle", "--method", "cad", "--ratio", "0.1", "--rounds", "2",
+                 "--out", str(root / "plain"), *common]) == 0
     return root
 
 

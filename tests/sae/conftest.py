@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cadiff.files.io import write_json
+from cadiff.io.files import write_json
 from cadiff.sae.store import FORMAT, META, act_key, shard_name, write_shard
 
 

@@ -25,7 +25,8 @@ from typing import Sequence
 from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import OBJECTIVES
 from cadiff.calibration import CalibratedConfig
-from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_foreign_flags, add_judge_options,
+from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_foreign_flags, add_foreign_judge_flags,
+                               add_judge_options,
                                add_model_options, add_output_options, add_second_judge_options, given_options,
                                judge_from_args, load_from_args, peek_flag, positive_int, refuse_foreign_flags)
 from cadiff.editing.ablate import FILLS
@@ -72,6 +73,8 @@ def _edit_parser(sub, objective: str, argv: Sequence[str]) -> None:
         group = p.add_argument_group(f"--method {method.name}: judges")
         add_judge_options(group)
         add_second_judge_options(group)
+    else:
+        add_foreign_judge_flags(p, [n for n in names if get_method(n).judged])
     p.add_argument("--no-export", action="store_true", help="skip writing the edited pipeline folder")
     p.add_argument("--eval-repeats", type=positive_int, default=1,
                    help="embedded model: 36 evaluation images per repeat (each shape/colour 6x, texture 12x; default 1)")
@@ -159,6 +162,7 @@ def run_attribute(args: argparse.Namespace) -> int:
     check_concept_names(args.concepts, args.preserve)
     pipe = load_from_args(args)
     keep = _keep_world(args, pipe) if args.preserve_others else args.preserve
+    args.preserve = list(keep)  # run.json records the concepts kept
     uses_base = OBJECTIVES[args.objective].uses_base_prompt
     concepts = Concepts.on(pipe, args.concepts, keep, base_prompt=config.base_prompt if uses_base else None)
     with run_folder(args.out, "attribute", {**_inputs(args), **config.to_dict()}, args.overwrite) as run:

@@ -20,10 +20,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def annotation(f) -> str:
+    """A config field's annotation as written ('int', 'tuple[float, ...]'), whether the module that declares it
+    postpones annotations (strings) or not (types)."""
+    return f.type.__name__ if f.type in (int, float, str, bool, tuple) else str(f.type)
+
+
 def flag_type(f):
     """The argparse type of a config field's flag, from its annotation (int, float, a tuple of floats or of
     words written comma-separated; anything else is text) and its bounds (`option(low=, high=, low_open=)`); None for text."""
-    kind = str(f.type)
+    kind = annotation(f)
     if kind.startswith("tuple[str") or kind == "tuple":
         return lambda text: tuple(part.strip() for part in text.split(",") if part.strip())
     if kind.startswith("tuple[float"):
@@ -83,7 +89,7 @@ def add_config_flags(p: argparse.ArgumentParser, configs: dict[str, type]) -> No
         text = meta.get("help", "")
         if len(configs) > 1:
             text += f" [{', '.join(owners[name])}]"
-        if str(f.type) == "bool":  # a switch: given, the field is True
+        if annotation(f) == "bool":  # a switch: given, the field is True
             p.add_argument(flag_name(f), dest=name, default=argparse.SUPPRESS, help=text, action="store_const",
                            const=True)
             continue
@@ -112,8 +118,27 @@ def add_foreign_flags(p: argparse.ArgumentParser, configs: dict[str, type], chos
     for name, (flag, methods) in owners.items():
         p.add_argument(flag, dest=f"{FOREIGN}{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS,
                        metavar=",".join(methods))
-    p.set_defaults(**{f"{FOREIGN}owners": {name: (flag, methods) for name, (flag, methods) in owners.items()},
-                      f"{FOREIGN}chosen": chosen})
+    add_foreign_owners(p, owners, chosen)
+
+
+def add_foreign_owners(p: argparse.ArgumentParser, owners: dict[str, tuple[str, list[str]]], chosen=None) -> None:
+    """Record which methods take the hidden flags `owners` names (dest name -> (flag, methods))."""
+    known = dict(p.get_default(f"{FOREIGN}owners") or {})
+    known.update(owners)
+    p.set_defaults(**{f"{FOREIGN}owners": known})
+    if chosen is not None:
+        p.set_defaults(**{f"{FOREIGN}chosen": chosen})
+
+
+def add_foreign_judge_flags(p: argparse.ArgumentParser, methods: list[str]) -> None:
+    """The judges' flags, hidden, for a method that does not judge its edit: given, they are refused naming
+    `methods` (those that do)."""
+    owners = {}
+    for flag in ("--judge", "--clip-weights", "--second-judge", "--second-clip-weights"):
+        name = flag[2:].replace("-", "_")
+        p.add_argument(flag, dest=f"{FOREIGN}{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        owners[name] = (flag, methods)
+    add_foreign_owners(p, owners)
 
 
 def refuse_foreign_flags(args: argparse.Namespace, what: str) -> None:

@@ -96,7 +96,8 @@ class EditMethod:
         if images is not None and not self.takes_images:
             raise BadInput(f"method '{self.name}' takes no concept images; drop images (--images)")
         if (keep or keep_world) and not self.takes_preserve:
-            raise BadInput(f"method '{self.name}' has no concepts to keep; drop preserve (--preserve)")
+            given = "--preserve-others" if keep_world else "preserve (--preserve)"
+            raise BadInput(f"method '{self.name}' has no concepts to keep; drop {given}")
         if self.concepts_at_once is not None and len(targets) > self.concepts_at_once:
             raise BadInput(f"method '{self.name}' edits {self.concepts_at_once} concept per run; give one concept")
         if (judge is not None or second_judge is not None) and not self.judged:
@@ -119,10 +120,12 @@ class EditMethod:
         keep = list(inputs.keep)
         if inputs.keep_world:
             world = world_of(pipe)
-            if world is None:
+            if world is None and self.keeps_world:
                 raise BadInput(f"method '{self.name}' needs concepts to keep on this model: give preserve=[...] "
-                               "(--preserve CONCEPT ... or --preserve-file FILE; the world's others need a model "
-                               "of a world, such as the embedded one)")
+                               "(--preserve CONCEPT ... or --preserve-file FILE)")
+            if world is None:
+                raise BadInput("--preserve-others needs the embedded shapes model (a model of a world, whose "
+                               "concepts are a closed list); name the concepts to keep with --preserve CONCEPT ...")
             keep = world.others(list(inputs.targets))
         uses_base = hasattr(self.config, "base_prompt") and get_objective(inputs.objective).uses_base_prompt
         checked = Concepts.on(pipe, inputs.targets, keep, base_prompt=self.config.base_prompt if uses_base else None)
