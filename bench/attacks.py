@@ -108,14 +108,14 @@ class Attacks(Benchmark):
                     edited.pipeline = edited_copy(pipe, edited.mask, fill="resample")
                 if name in HARDENED:
                     lever = dict(HARDENED[name])
-                    edited = harden(pipe, edited.mask, concept, HardenConfig(**lever), keep=keep, judge=judge)
+                    edited = harden(pipe, edited.mask, concept, HardenConfig(**lever), preserve=keep, judge=judge)
                     extra = {"hardening": edited.info["hardening"], "zeroed_before": edited.info["zeroed_before"],
                              "zeroed_after": edited.info["zeroed_after"], "lever": HARDENED[name]}
                 edit_seconds += time.perf_counter() - started
                 after = {c: r.value for c, r in measure(edited.pipeline, probe, judge, keep).items()}
                 kept = kept_shares(before, after, keep)
                 attacks = ["prompt", "token", "revival"] if edited.mask is not None else ["prompt", "token"]
-                result = attack(pipe, edited.pipeline, concept, attacks=attacks, keep=keep, judge=judge, cache=cache)
+                result = attack(pipe, edited.pipeline, concept, attacks=attacks, preserve=keep, judge=judge, cache=cache)
                 rows[name] = {"settings": {k: v for k, v in kwargs.items() if k != "preserve"},
                               "edit_seconds": round(edit_seconds, 1), **extra,
                               "kept": {"min": min(kept.values()), "min_concept": min(kept, key=kept.get),

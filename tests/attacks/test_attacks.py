@@ -85,11 +85,11 @@ def test_attacks_on_a_model_without_a_world_need_their_inputs():
     with pytest.raises(ValueError, match="need the concepts to keep"):
         attack(pipe, pipe, "a circle")
     with pytest.raises(ValueError, match="needs a prompt file"):
-        attack(pipe, pipe, "a circle", keep=["a star"], judge=lambda images, c: np.ones(len(images), bool),
+        attack(pipe, pipe, "a circle", preserve=["a star"], judge=lambda images, c: np.ones(len(images), bool),
                attacks=["prompt"])
     with pytest.raises(ValueError, match="unknown attack"):
         attack(pipe, pipe, "a circle", attacks=["nope"])
     sdxl = tiny_sd("sdxl")
     with pytest.raises(ValueError, match="one text encoder"):
-        attack(sdxl, sdxl, "a circle", keep=["a star"], judge=lambda images, c: np.ones(len(images), bool),
+        attack(sdxl, sdxl, "a circle", preserve=["a star"], judge=lambda images, c: np.ones(len(images), bool),
                attacks=["token"], options={"token": {"token_folder": "x"}})

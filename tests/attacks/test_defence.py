@@ -29,7 +29,7 @@ def always(value):
 
 def test_rounds_go_on_while_the_token_brings_the_concept_back(erased):
     pipe, mask = erased
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True),
+    result = harden(pipe, mask, "circle", preserve=KEEP, judge=always(True),
                     config=HardenConfig(harden_rounds=2, harden_ratios=(0.05,)), **HARD)
     log = result.info["hardening"]
     assert [s["outcome"] for s in log] == ["zeroed", "zeroed"] and log[0]["token_success"] == 1.0
@@ -45,7 +45,7 @@ def test_rounds_go_on_while_the_token_brings_the_concept_back(erased):
 def test_a_token_that_fails_stops_the_hardening_with_the_mask_unchanged(erased):
     pipe, mask = erased
     judge = lambda images, concept: np.full(len(images), concept != "circle")  # noqa: E731
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, **HARD)
+    result = harden(pipe, mask, "circle", preserve=KEEP, judge=judge, **HARD)
     assert len(result.info["hardening"]) == 1 and result.info["hardening"][0]["outcome"].startswith("held")
     assert len(result.mask) == len(mask)
 
@@ -63,7 +63,7 @@ def test_a_round_that_breaks_a_kept_concept_is_undone(erased, monkeypatch):
 
     monkeypatch.setattr(defence, "measure", measure)
     judge = lambda images, concept: np.full(len(images), concept == "circle" or not state["grown"])  # noqa: E731
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, **HARD)
+    result = harden(pipe, mask, "circle", preserve=KEEP, judge=judge, **HARD)
     step = result.info["hardening"][0]
     assert step["outcome"].startswith("undone") and [t["ratio"] for t in step["tries"]] == [0.02, 0.01, 0.005]
     assert all(t["kept_min"] == 0.0 and t["added"] > 0 for t in step["tries"])
@@ -89,7 +89,7 @@ def test_a_round_that_costs_a_kept_concept_is_tried_again_at_the_smaller_ratio(e
 
     base = len(mask)
     monkeypatch.setattr(defence, "measure", measure)
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, 
+    result = harden(pipe, mask, "circle", preserve=KEEP, judge=judge, 
                     config=HardenConfig(harden_rounds=1, harden_ratios=(0.1, 0.05)), **HARD)
     step = result.info["hardening"][0]
     assert [t["ratio"] for t in step["tries"]] == [0.1, 0.05] and step["outcome"] == "zeroed"
@@ -100,7 +100,7 @@ def test_a_round_that_costs_a_kept_concept_is_tried_again_at_the_smaller_ratio(e
 @pytest.mark.parametrize("kwargs, message", [
     ({"config": HardenConfig(harden_keep=0.9)}, None),
     ({"ratio": 0.1}, "the hardening zeroes --harden-ratios per round"),
-    ({"keep": ["square", "nosuch"]}, "unknown word 'nosuch'"),
+    ({"preserve": ["square", "nosuch"]}, "unknown word 'nosuch'"),
 ])
 def test_bad_input_fails_before_any_model_work(erased, monkeypatch, kwargs, message):
     import cadiff.attacks.defence as defence
@@ -121,14 +121,14 @@ def test_a_mask_of_another_model_is_refused(erased):
 
     _, mask = erased
     with pytest.raises(ValueError, match="this mask was made with model"):
-        harden(tiny_sd("sd2"), mask, "a circle", keep=["a square"], judge=always(True), **HARD)
+        harden(tiny_sd("sd2"), mask, "a circle", preserve=["a square"], judge=always(True), **HARD)
 
 
 def test_cadiff_harden_writes_the_hardened_edit(shapes_like, tmp_path, capsys):
     common = ["--model", str(shapes_like)]
     assert main(["erase", "circle", "--method", "cad", "--ratio", "0.1", "--scope", "matrix", "--components", "attn",
                  "--seeds", "1", "--no-export", "--out", str(tmp_path / "erase"), *common]) == 0
-    argv = ["harden", str(tmp_path / "erase"), "circle", "--keep", *KEEP, "--harden-rounds", "1", "--token-steps",
+    argv = ["harden", str(tmp_path / "erase"), "circle", "--preserve", *KEEP, "--harden-rounds", "1", "--token-steps",
             "2", "--token-images", "4", "--token-batch", "2", "--no-export", "--out", str(tmp_path / "hard"), *common]
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
@@ -165,7 +165,7 @@ def test_a_round_that_brings_the_concept_back_by_its_own_prompts_is_undone(erase
 
     monkeypatch.setattr(defence.Target, "success", watched)
     state["pipe"] = pipe
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=judge, **HARD)
+    result = harden(pipe, mask, "circle", preserve=KEEP, judge=judge, **HARD)
     step = result.info["hardening"][0]
     assert result.info["concept_before"] == 0.0 and step["token_success"] == 1.0
     assert step["outcome"].startswith("undone") and [t["concept"] for t in step["tries"]] == [1.0, 1.0, 1.0]
@@ -184,7 +184,7 @@ def test_token_and_concept_targets_score_both_prompts_and_cut_their_union(erased
         return score_round(p, concepts, cfg, **kw)
 
     monkeypatch.setattr(defence, "score_round", spy)
-    run = lambda how: harden(pipe, mask, "circle", keep=KEEP, judge=always(True),  # noqa: E731
+    run = lambda how: harden(pipe, mask, "circle", preserve=KEEP, judge=always(True),  # noqa: E731
                              config=HardenConfig(harden_rounds=1, harden_ratios=(0.05,), harden_with=how), **HARD)
     alone, both = run("token"), run("token+concept")
     assert scored == [["a <concept>"], ["a <concept>", "a circle"]] and both.info["targets"] == scored[1]
@@ -197,7 +197,7 @@ def test_token_and_concept_targets_score_both_prompts_and_cut_their_union(erased
 
 def test_the_text_group_confines_the_rounds_to_the_cross_attention_keys_and_values(erased):
     pipe, mask = erased
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True),  # 0.001 selects nothing
+    result = harden(pipe, mask, "circle", preserve=KEEP, judge=always(True),  # 0.001 selects nothing
                     config=HardenConfig(harden_rounds=1, harden_ratios=(0.001, 0.5)), **{**HARD, "components": "text",
                                                                                          "scope": "row"})
     assert [t["ratio"] for t in result.info["hardening"][0]["tries"]] == [0.001, 0.5]
@@ -209,7 +209,7 @@ def test_the_text_group_confines_the_rounds_to_the_cross_attention_keys_and_valu
 
 def test_a_round_whose_every_ratio_selects_nothing_is_undone_and_says_so(erased):
     pipe, mask = erased
-    result = harden(pipe, mask, "circle", keep=KEEP, judge=always(True),
+    result = harden(pipe, mask, "circle", preserve=KEEP, judge=always(True),
                     config=HardenConfig(harden_rounds=1, harden_ratios=(0.001,)), **{**HARD, "scope": "row"})
     assert result.info["hardening"][0]["outcome"].startswith("undone: no ratio selects a weight")
     assert len(result.mask) == len(mask)

@@ -129,7 +129,7 @@ class AttackResult:
 
 
 def attack(original, edited, concept: str, *, attacks: Sequence[str] = ("prompt", "token", "revival"),
-           judge: Judge | str | Any = None, keep: Sequence[str] | None = None, seeds: int = 2,
+           judge: Judge | str | Any = None, preserve: Sequence[str] | None = None, seeds: int = 2,
            options: dict[str, dict[str, Any]] | None = None, cache: dict | None = None) -> AttackResult:
     """Run `attacks` against the edited pipeline for `concept`; `options[name]` sets an attack's config; `cache`
     keeps the original model's reference results between calls on the same original model and concept."""
@@ -140,9 +140,10 @@ def attack(original, edited, concept: str, *, attacks: Sequence[str] = ("prompt"
     if int(seeds) != seeds or seeds < 1:
         raise BadInput(f"seeds must be a positive integer, got {seeds}")
     world = world_of(original)
+    keep = preserve
     if keep is None:
         if world is None:
-            raise BadInput("the attacks need the concepts to keep on this model (keep=[...], --keep C ...)")
+            raise BadInput("the attacks need the concepts to keep on this model (preserve=[...], --preserve C ...)")
         keep = world.others([concept])
     judge = as_judge(judge, pipe=original)
     judge.check([concept, *keep])

@@ -210,10 +210,10 @@ class Harden(EditMethod):
 
 
 def harden(original, mask: Mask, concept: str, config: HardenConfig | None = None, *,
-           keep: Sequence[str] | None = None, judge: Judge | str | Any = None, progress: bool = True,
+           preserve: Sequence[str] | None = None, judge: Judge | str | Any = None, progress: bool = True,
            **options: Any) -> EditResult:
     """`mask` (an erase of `concept` on `original`) grown by adversarial rounds (see the module): `edit` with a
     HardenConfig (default HardenConfig(); `options` set its fields) starting from `mask`. Returns the hardened
     edit with its rounds in info['hardening']."""
-    return edit(original, concept, config or HardenConfig(), objective="erase", preserve=keep, judge=judge,
+    return edit(original, concept, config or HardenConfig(), objective="erase", preserve=preserve, judge=judge,
                 start=mask, progress=progress, **options)

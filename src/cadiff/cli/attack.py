@@ -32,7 +32,7 @@ def register(sub, argv=()) -> None:
     p.add_argument("concept", help="the erased concept")
     p.add_argument("--attacks", nargs="+", choices=list(ATTACKS), default=list(ATTACKS),
                    help="the attacks to run (default: all)")
-    _add_keep_and_judge(p)
+    _add_preserve_and_judge(p)
     p.add_argument("--seeds", type=positive_int, default=2, help="seeds per prompt (default 2)")
     add_config_flags(p, {name: ATTACKS.lookup(name).config_class for name in ATTACKS})
     add_model_options(p)
@@ -44,7 +44,7 @@ def register(sub, argv=()) -> None:
     h = sub.add_parser("harden", help="harden a zeroing erase against the learned-token attack")
     h.add_argument("edited", help="the erase: a run folder of cadiff erase (with mask.safetensors) or a mask file")
     h.add_argument("concept", help="the erased concept")
-    _add_keep_and_judge(h)
+    _add_preserve_and_judge(h)
     h.add_argument("--no-export", action="store_true", help="write the mask only, not the edited pipeline folder")
     add_config_flags(h, {"hardening": HardenConfig})
     add_model_options(h)
@@ -52,8 +52,8 @@ def register(sub, argv=()) -> None:
     h.set_defaults(func=run_harden)
 
 
-def _add_keep_and_judge(p) -> None:
-    p.add_argument("--keep", nargs="+", default=None, metavar="CONCEPT",
+def _add_preserve_and_judge(p) -> None:
+    p.add_argument("--preserve", nargs="+", default=None, metavar="CONCEPT",
                    help="concepts to keep (default on the embedded model: every other concept)")
     add_judge_options(p)
 
@@ -112,11 +112,11 @@ def run_harden(args: argparse.Namespace) -> int:
     mask = Mask.load(source)
     original = load_from_args(args)
     judge = judge_from_args(args, original)
-    settings = {"edited": str(source), "concept": args.concept, "keep": args.keep, "model": args.model,
+    settings = {"edited": str(source), "concept": args.concept, "preserve": args.preserve, "model": args.model,
                 "truncate": args.truncate, **config.to_dict()}
     with run_folder(args.out, "harden", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(original, args.model)
-        result = harden(original, mask, args.concept, config, keep=args.keep, judge=judge)
+        result = harden(original, mask, args.concept, config, preserve=args.preserve, judge=judge)
         run_.record["edit"] = result.record()
         result.write(run_.path, export=not args.no_export)
         write_json(run_.path / "hardening.json", result.info)
@@ -147,11 +147,11 @@ def run(args: argparse.Namespace) -> int:
     original = load_from_args(args)
     edited, source = load_edited(args.edited, original, args)
     judge = judge_from_args(args, original)
-    settings = {"edited": source, "concept": args.concept, "attacks": args.attacks, "keep": args.keep,
+    settings = {"edited": source, "concept": args.concept, "attacks": args.attacks, "preserve": args.preserve,
                 "seeds": args.seeds, "options": options, "model": args.model, "truncate": args.truncate}
     with run_folder(args.out, "attack", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(original, args.model)
-        result = attack(original, edited, args.concept, attacks=args.attacks, judge=judge, keep=args.keep,
+        result = attack(original, edited, args.concept, attacks=args.attacks, judge=judge, preserve=args.preserve,
                         seeds=args.seeds, options=options)
         write_json(run_.path / "attack.json", result.to_dict())
         run_.metrics = result.to_dict()
