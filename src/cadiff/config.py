@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Sequence
 
 from cadiff.errors import BadInput
@@ -57,6 +57,12 @@ class Config:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    def part(self, cls: type[Config], **more: Any) -> Config:
+        """The `cls` config made of this one's fields that `cls` has, and `more` (a CADConfig from the calibrated
+        erase's settings and a searched point, a TokenConfig from the hardening's)."""
+        mine = {name: getattr(self, name) for name in cls.names() if name in type(self).names()}
+        return cls(**mine, **more)
 
     def check_bounds(self) -> None:
         """BadInput naming the first number (or tuple entry) outside the bounds its option declares."""
@@ -108,6 +114,3 @@ def make_config(cls: type[Config], options: dict[str, Any], what: str, given: di
                        f"{', '.join(known) or 'none'}")
     return cls(**options)
 
-
-def default_of(f) -> Any:
-    return None if f.default is MISSING else f.default

@@ -97,11 +97,10 @@ class HardenConfig(AttributionConfig, ScopeConfig, TokenConfig):
 
     def cad(self, ratio: float) -> CADConfig:
         """CAD's config of a round at `ratio`."""
-        mine = {f: getattr(self, f) for f in (*AttributionConfig.names(), *ScopeConfig.names())}
-        return CADConfig(**mine, ratio=ratio)
+        return self.part(CADConfig, ratio=ratio)
 
     def token(self) -> TokenConfig:
-        return TokenConfig(**{f: getattr(self, f) for f in TokenConfig.names()})
+        return self.part(TokenConfig)
 
 
 def token_prompt(pipe, concept: str) -> str:

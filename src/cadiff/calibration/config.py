@@ -90,5 +90,4 @@ class CalibratedConfig(ScoringConfig, ScopeConfig, CalibrationConfig):
     def cad(self, **searched) -> CADConfig:
         """CAD's config at one point of the search: these settings with the `searched` ones (at_steps,
         preserve_rule, ratio, rounds or round_ratios)."""
-        mine = {f: getattr(self, f) for f in (*ScoringConfig.names(), *ScopeConfig.names())}
-        return CADConfig(**mine, **searched)
+        return self.part(CADConfig, **searched)

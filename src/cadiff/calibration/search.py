@@ -370,7 +370,7 @@ class CalibratedErase(EditMethod):
                   else {"ratio": s["ratio"], "rounds": s["rounds"]})
         cfg = cal.cad(at_steps=s["at_steps"], preserve_rule=s["preserve_rule"] or "mean", **amount)
         info = {"prompts": list(concepts.prompts),
-                "calibration": {**{k: getattr(cal, k) for k in CalibrationConfig.names()},
+                "calibration": {**cal.part(CalibrationConfig).to_dict(),
                                 "outcome": certificate.outcome, "screened": len(search.points), "seconds": seconds}}
         return CalibratedEdit(edited_copy(pipe, best.mask, check=False), "cad", "erase", targets,
                               keep if s["preserve_rule"] else [], cfg, mask=best.mask, attributions=best.attributions,

@@ -140,19 +140,9 @@ def _preserve(args: argparse.Namespace) -> list[str]:
     return list(args.preserve)
 
 
-def _keep_world(args: argparse.Namespace, pipe) -> list[str]:
-    """--preserve-others: every concept of the model's world but the targets."""
-    from cadiff.worlds import world_of
-
-    world = world_of(pipe)
-    if world is None:
-        raise BadInput("--preserve-others needs the embedded shapes model (a model of a world, whose concepts are a "
-                       "closed list); name the concepts to keep with --preserve CONCEPT ...")
-    return world.others(args.concepts)
-
-
 def run_attribute(args: argparse.Namespace) -> int:
     from cadiff.attribution import Concepts, attribute, check_concept_names
+    from cadiff.worlds import others_in_world
     from cadiff.io.files import write_json
     from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
@@ -161,7 +151,7 @@ def run_attribute(args: argparse.Namespace) -> int:
     config = AttributionConfig(**given_options(args, AttributionConfig))
     check_concept_names(args.concepts, args.preserve)
     pipe = load_from_args(args)
-    keep = _keep_world(args, pipe) if args.preserve_others else args.preserve
+    keep = others_in_world(pipe, args.concepts) if args.preserve_others else args.preserve
     args.preserve = list(keep)  # run.json records the concepts kept
     uses_base = OBJECTIVES[args.objective].uses_base_prompt
     concepts = Concepts.on(pipe, args.concepts, keep, base_prompt=config.base_prompt if uses_base else None)

@@ -108,6 +108,16 @@ WORLDS = Registry("world")
 register_world = WORLDS.register
 
 
+def others_in_world(pipe, targets: Sequence[str]) -> list[str]:
+    """Every concept of the pipeline's world but those `targets` name (--preserve-others); BadInput for a model of
+    no world."""
+    world = world_of(pipe)
+    if world is None:
+        raise BadInput("--preserve-others needs the embedded shapes model (a model of a world, whose concepts are a "
+                       "closed list); name the concepts to keep with --preserve CONCEPT ...")
+    return world.others(list(targets))
+
+
 def get_world(name: str) -> World:
     """The world registered as `name` ('shapes'), made; BadInput naming the known ones."""
     return WORLDS.lookup(name)()

@@ -115,18 +115,14 @@ class EditMethod:
                 on_step: Callable[..., None] | None = None) -> EditRequest:
         """The checked request on `pipe`: the concepts' prompts, the judges, every input normalised into the
         objects `run` trusts, before any heavy work."""
-        from cadiff.worlds import world_of
+        from cadiff.worlds import others_in_world, world_of
 
         keep = list(inputs.keep)
         if inputs.keep_world:
-            world = world_of(pipe)
-            if world is None and self.keeps_world:
+            if self.keeps_world and world_of(pipe) is None:
                 raise BadInput(f"method '{self.name}' needs concepts to keep on this model: give preserve=[...] "
                                "(--preserve CONCEPT ... or --preserve-file FILE)")
-            if world is None:
-                raise BadInput("--preserve-others needs the embedded shapes model (a model of a world, whose "
-                               "concepts are a closed list); name the concepts to keep with --preserve CONCEPT ...")
-            keep = world.others(list(inputs.targets))
+            keep = others_in_world(pipe, inputs.targets)
         uses_base = hasattr(self.config, "base_prompt") and get_objective(inputs.objective).uses_base_prompt
         checked = Concepts.on(pipe, inputs.targets, keep, base_prompt=self.config.base_prompt if uses_base else None)
         return EditRequest(checked, inputs.objective, inputs.images,

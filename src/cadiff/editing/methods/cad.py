@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from cadiff.attribution import attribute
 from cadiff.attribution.concepts import Concepts
@@ -62,7 +62,7 @@ class CADConfig(AttributionConfig, SelectionConfig):
 
     def attribution(self) -> AttributionConfig:
         """The settings `attribute()` takes."""
-        return AttributionConfig(**{f.name: getattr(self, f.name) for f in fields(AttributionConfig)})
+        return self.part(AttributionConfig)
 
 
 @register_method
