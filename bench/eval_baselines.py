@@ -159,7 +159,7 @@ class EvalBaselines(EvalBenchmark):
         prompts = load_prompts("shapes-balanced", per_prompt=args.repeats)
         work = Path(args.work) / "baselines"
         img = Path(args.img)
-        common = dict(metrics=["shapes"], metric_options={"evaluator": args.evaluator}, batch_size=36)
+        common = dict(metrics=["shapes"], metric_options={"judge_weights": args.evaluator}, batch_size=36)
 
         def score(p, name, record):
             return evaluate(p, prompts, work / name, edit=record, **common)

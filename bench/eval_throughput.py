@@ -39,7 +39,7 @@ class EvalThroughput(EvalBenchmark):
         prompts = load_prompts("shapes-balanced", per_prompt=args.repeats)
         work = Path(args.work) / "throughput"
         shutil.rmtree(work, ignore_errors=True)
-        common = dict(metrics=["shapes"], metric_options={"evaluator": args.evaluator}, batch_size=args.batch_size)
+        common = dict(metrics=["shapes"], metric_options={"judge_weights": args.evaluator}, batch_size=args.batch_size)
 
         with Timer() as full:
             summary = evaluate(pipe, prompts, work / "full", **common)

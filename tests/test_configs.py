@@ -13,7 +13,7 @@ from tiny_pipelines import tiny_sd
 NON_DEFAULT = {"cad": {"round_ratios": (0.02, 0.03), "seeds": [3, 5], "at_steps": [0, 1], "scope": "matrix"},
                "esd": {"variant": "x", "seed": 7}, "prune": {"sparsity": 0.05, "seed": 2},
                "magnitude": {"count": 9}, "calibrated": {"goal_target": 0.1, "seeds": 8, "confidence": 0.9},
-               "harden": {"harden_ratios": (0.05,), "token_steps": 7, "success_seeds": 2}}
+               "harden": {"harden_ratios": (0.05,), "token_steps": 7, "success_per_prompt": 2}}
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -49,11 +49,11 @@ def test_a_learned_token_leaves_the_original_tokenizer_alone():
 
 
 def test_the_three_attacks_on_an_erased_model_end_to_end(shapes_like, tmp_path, capsys):
-    common = ["--model", str(shapes_like), "--seeds", "1"]
+    common = ["--model", str(shapes_like)]
     assert main(["erase", "circle", "--method", "cad", "--ratio", "0.25", "--scope", "matrix", "--components", "attn",
-                 "--no-export", "--out", str(tmp_path / "erase"), *common]) == 0
+                 "--seeds", "1", "--no-export", "--out", str(tmp_path / "erase"), *common]) == 0
     argv = ["attack", str(tmp_path / "erase"), "circle", "--prompt-limit", "3", "--token-steps", "2", "--token-images", "4",
-            "--token-batch", "2", "--revival-iterations", "3", "--out", str(tmp_path / "attack"), *common]
+            "--token-batch", "2", "--revival-iterations", "3", "--per-prompt", "1", "--out", str(tmp_path / "attack"), *common]
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     result = json.loads((tmp_path / "attack" / "attack.json").read_text())

@@ -13,7 +13,7 @@ from cadiff.cli import main
 
 TOKEN = {"token_steps": 2, "token_images": 4, "token_batch": 2}  # the learned token's settings: HardenConfig's
 CAD = {"components": "attn", "scope": "matrix", "seeds": 1}  # the erase's
-HARD = {**TOKEN, "components": "attn", "scope": "matrix", "success_seeds": 1}  # CAD's 16 trajectories a round
+HARD = {**TOKEN, "components": "attn", "scope": "matrix", "success_per_prompt": 1}  # CAD's 16 trajectories a round
 KEEP = ["square", "red"]
 
 

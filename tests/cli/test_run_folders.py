@@ -23,7 +23,7 @@ FOREIGN = "is not a cadiff run folder (no run.json written by cadiff)"
 
 
 def _evaluate(pipe, out, evaluator, prompts, **kw):
-    return evaluate(pipe, prompts, out, metrics=["shapes"], metric_options={"evaluator": evaluator}, steps=2,
+    return evaluate(pipe, prompts, out, metrics=["shapes"], metric_options={"judge_weights": evaluator}, steps=2,
                     batch_size=5, **kw)
 
 
@@ -265,7 +265,7 @@ def test_a_bad_row_guidance_is_refused_before_the_folder_is_made(tiny_pipe, tiny
         _evaluate(tiny_pipe, tmp_path / "r", tiny_evaluator, load_prompts(i2p), row_guidance=True)
     prompts = PromptSet.from_prompts(["a red circle", "a blue star"], seeds=[0, 1])
     with pytest.raises(ValueError, match="batch_size"):
-        evaluate(tiny_pipe, prompts, tmp_path / "r", metrics=["shapes"], metric_options={"evaluator": tiny_evaluator},
+        evaluate(tiny_pipe, prompts, tmp_path / "r", metrics=["shapes"], metric_options={"judge_weights": tiny_evaluator},
                  steps=2, batch_size=0)
     assert os.listdir(tmp_path) == ["i2p.csv"]
 

@@ -8,7 +8,7 @@ from cadiff.cli import main
 def test_evaluate_command_writes_and_refuses_to_mix(tiny_pipe, tiny_evaluator, tmp_path, capsys):
     model = tmp_path / "model"
     tiny_pipe.save_pretrained(model)
-    args = ["evaluate", "--model", str(model), "--prompts", "shapes:star,blue", "--evaluator", str(tiny_evaluator),
+    args = ["evaluate", "--model", str(model), "--prompts", "shapes:star,blue", "--judge-weights", str(tiny_evaluator),
             "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "r")]
     assert main(args + ["--metrics", "shapes"]) == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -42,7 +42,7 @@ def test_evaluate_with_a_cad_mask_records_its_hash(tiny_pipe, tiny_evaluator, tm
     shape = tuple(dict(tiny_pipe.unet.named_parameters())[name].shape)
     mask_file = tmp_path / "m.safetensors"
     Mask({name: torch.arange(0, 40, 3)}, {name: shape}, {"fingerprint": model_fingerprint(tiny_pipe)}).save(mask_file)
-    common = ["evaluate", "--model", str(model), "--prompts", "shapes:heart,green", "--evaluator",
+    common = ["evaluate", "--model", str(model), "--prompts", "shapes:heart,green", "--judge-weights",
               str(tiny_evaluator), "--steps", "2", "--device", "cpu", "--metrics", "shapes"]
     assert main(common + ["--out", str(tmp_path / "plain")]) == 0
     assert main(common + ["--mask", str(mask_file), "--out", str(tmp_path / "masked")]) == 0
@@ -56,7 +56,7 @@ def test_evaluate_with_a_cad_mask_records_its_hash(tiny_pipe, tiny_evaluator, tm
 def test_evaluate_says_which_sampling_settings_it_used(tiny_pipe, tiny_evaluator, tmp_path, capsys):
     model = tmp_path / "model"
     tiny_pipe.save_pretrained(model)
-    args = ["evaluate", "--model", str(model), "--prompts", "shapes:star,blue", "--evaluator", str(tiny_evaluator),
+    args = ["evaluate", "--model", str(model), "--prompts", "shapes:star,blue", "--judge-weights", str(tiny_evaluator),
             "--metrics", "shapes", "--device", "cpu"]
     assert main(args + ["--steps", "2", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out

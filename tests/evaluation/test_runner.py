@@ -15,7 +15,7 @@ generation = importlib.import_module("cadiff.models.generate")
 def run(pipe, out, evaluator, prompts="shapes:circle", **kw):
     kw.setdefault("steps", STEPS)
     kw.setdefault("batch_size", 5)
-    return evaluate(pipe, load_prompts(prompts), out, metrics=["shapes"], metric_options={"evaluator": evaluator}, **kw)
+    return evaluate(pipe, load_prompts(prompts), out, metrics=["shapes"], metric_options={"judge_weights": evaluator}, **kw)
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_row_guidance_uses_each_rows_evaluation_guidance(tiny_pipe, tiny_evaluat
 
     monkeypatch.setattr(generation, "render", recording)
     out = evaluate(tiny_pipe, load_prompts(path), tmp_path / "r", metrics=["shapes"],
-                   metric_options={"evaluator": tiny_evaluator}, steps=STEPS, guidance=5.0,
+                   metric_options={"judge_weights": tiny_evaluator}, steps=STEPS, guidance=5.0,
                    row_guidance=True)
     assert sorted(seen) == sorted([("a red circle", 7.0), ("a blue star", 3.0), ("a red star", 5.0),
                                    ("a blue circle", 7.0)])

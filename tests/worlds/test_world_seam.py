@@ -39,7 +39,7 @@ def test_erase_and_evaluate_measure_with_one_engine(tmp_path):
     # the same batching (one batch of the 36 rows) on both sides: batch size changes a matmul's rounding, and an
     # exact comparison of accuracies holds only for the same computation
     summary = evaluate(pipe, load_prompts("shapes-balanced", seed=1000), tmp_path / "eval", metrics=["shapes"],
-                       metric_options={"evaluator": str(tmp_path / "judge")}, batch_size=64)
+                       metric_options={"judge_weights": str(tmp_path / "judge")}, batch_size=64)
     by_evaluate = {c: v["target"] for c, v in summary["metrics"]["shapes"]["per_concept"].items()}
     assert by_evaluate == {c: round(v, 4) for c, v in by_erase.items()}
     assert len(set(by_erase.values())) > 1  # a random judge: the numbers differ, so the match means something

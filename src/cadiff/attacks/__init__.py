@@ -36,7 +36,7 @@ from cadiff.worlds import world_of
 @dataclass
 class Target:
     """What every attack is given: the original and the edited pipeline, the concept, the concepts to keep, the
-    judge, the world (None for a user's model) and the seeds per prompt."""
+    judge, the world (None for a user's model) and the images per prompt."""
 
     original: Any
     edited: Any
@@ -44,7 +44,7 @@ class Target:
     keep: list[str]
     judge: Judge
     world: Any
-    seeds: int
+    per_prompt: int
     cache: dict = field(default_factory=dict)
 
     def reference(self, key: str, compute):
@@ -55,8 +55,8 @@ class Target:
         return self.cache[key]
 
     def success(self, pipe, texts: Sequence[str], seed: int = 0) -> tuple[Rate, np.ndarray]:
-        """The share of images (each prompt of `texts` x `seeds`) the judge reads as the concept, and the images."""
-        rows = [(p, seed + k * 1000 + i) for i, p in enumerate(texts) for k in range(self.seeds)]
+        """The share of images (each prompt of `texts` x `per_prompt` seeds) the judge reads as the concept, and the images."""
+        rows = [(p, seed + k * 1000 + i) for i, p in enumerate(texts) for k in range(self.per_prompt)]
         probe = Probe([p for p, _ in rows], [s for _, s in rows], [frozenset({self.concept})] * len(rows))
         images = render(pipe, probe.prompts, probe.seeds)
         return judge_rates(images, probe, self.judge, [self.concept], others=self.keep)[self.concept], images
@@ -129,7 +129,7 @@ class AttackResult:
 
 
 def attack(original, edited, concept: str, *, attacks: Sequence[str] = ("prompt", "token", "revival"),
-           judge: Judge | str | Any = None, preserve: Sequence[str] | None = None, seeds: int = 2,
+           judge: Judge | str | Any = None, preserve: Sequence[str] | None = None, per_prompt: int = 2,
            options: dict[str, dict[str, Any]] | None = None, cache: dict | None = None) -> AttackResult:
     """Run `attacks` against the edited pipeline for `concept`; `options[name]` sets an attack's config; `cache`
     keeps the original model's reference results between calls on the same original model and concept."""
@@ -137,8 +137,8 @@ def attack(original, edited, concept: str, *, attacks: Sequence[str] = ("prompt"
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise BadInput(f"unknown attack {', '.join(map(repr, unknown))}; choose from {', '.join(ATTACKS)}")
-    if int(seeds) != seeds or seeds < 1:
-        raise BadInput(f"seeds must be a positive integer, got {seeds}")
+    if int(per_prompt) != per_prompt or per_prompt < 1:
+        raise BadInput(f"per_prompt (images per prompt) must be a positive integer, got {per_prompt}")
     world = world_of(original)
     keep = preserve
     if keep is None:
@@ -147,7 +147,7 @@ def attack(original, edited, concept: str, *, attacks: Sequence[str] = ("prompt"
         keep = world.others([concept])
     judge = as_judge(judge, pipe=original)
     judge.check([concept, *keep])
-    target = Target(original, edited, concept, list(keep), judge, world, int(seeds), {} if cache is None else cache)
+    target = Target(original, edited, concept, list(keep), judge, world, int(per_prompt), {} if cache is None else cache)
     built = [ATTACKS.lookup(a)(make_config(ATTACKS.lookup(a).config_class, options.get(a, {}), f"attack {a}"))
              for a in attacks]
     for a in built:

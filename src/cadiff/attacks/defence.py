@@ -79,7 +79,7 @@ class HardenConfig(AttributionConfig, ScopeConfig, TokenConfig):
     harden_with: str = option("token", "hardening: the targets each round scores: the learned token's prompt "
                                        "(token, default), or it and the concept's own prompt (token+concept)",
                               choices=TARGETS)
-    success_seeds: int = option(1, "hardening: images per prompt when measuring the token's success (default 1)",
+    success_per_prompt: int = option(1, "hardening: images per prompt when measuring the token's success (default 1)",
                                 low=1)
 
     def __post_init__(self):
@@ -138,7 +138,7 @@ class Harden(EditMethod):
     def target(self, pipe, request: EditRequest) -> Target:
         concepts = request.concepts
         return Target(pipe, None, concepts.targets[0], list(concepts.keep), request.judges[0], world_of(pipe),
-                      self.config.success_seeds)
+                      self.config.success_per_prompt)
 
     def run(self, original, request: EditRequest) -> EditResult:
         started = time.perf_counter()

@@ -33,7 +33,7 @@ def register(sub, argv=()) -> None:
     p.add_argument("--attacks", nargs="+", choices=list(ATTACKS), default=list(ATTACKS),
                    help="the attacks to run (default: all)")
     _add_preserve_and_judge(p)
-    p.add_argument("--seeds", type=positive_int, default=2, help="seeds per prompt (default 2)")
+    p.add_argument("--per-prompt", type=positive_int, default=2, help="images (seeds) per prompt (default 2)")
     add_config_flags(p, {name: ATTACKS.lookup(name).config_class for name in ATTACKS})
     add_model_options(p)
     add_output_options(p)
@@ -148,11 +148,11 @@ def run(args: argparse.Namespace) -> int:
     edited, source = load_edited(args.edited, original, args)
     judge = judge_from_args(args, original)
     settings = {"edited": source, "concept": args.concept, "attacks": args.attacks, "preserve": args.preserve,
-                "seeds": args.seeds, "options": options, "model": args.model, "truncate": args.truncate}
+                "per_prompt": args.per_prompt, "options": options, "model": args.model, "truncate": args.truncate}
     with run_folder(args.out, "attack", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(original, args.model)
         result = attack(original, edited, args.concept, attacks=args.attacks, judge=judge, preserve=args.preserve,
-                        seeds=args.seeds, options=options)
+                        per_prompt=args.per_prompt, options=options)
         write_json(run_.path / "attack.json", result.to_dict())
         run_.metrics = result.to_dict()
         shown = [o for o in result.outcomes if o.images is not None and len(o.images)]

@@ -29,7 +29,8 @@ def register(sub, argv=()) -> None:
                    help="shapes sets: seeds per prompt (shapes) or repeats of the design (shapes-balanced)")
     p.add_argument("--seed", type=int, default=0, help="seed of row 0 when the prompt set has no seeds")
     p.add_argument("--mask", default=None, help="a CAD mask file to apply before evaluating (recorded with its hash)")
-    p.add_argument("--evaluator", default=None, help="shapes evaluator folder (default: the shipped one)")
+    p.add_argument("--judge-weights", default=None,
+                   help="the shapes metric's judge: a world evaluator folder (default: the shipped one)")
     p.add_argument("--clip-weights", default=None,
                    help="CLIP folder or cached hub id (default openai/clip-vit-base-patch32)")
     p.add_argument("--resnet-weights", default=None,
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if "metrics" not in given and world_of(pipe) is None:
         raise BadInput("choose metrics with --metrics (e.g. clip,nudenet): the shapes evaluator only reads the "
                        "embedded shapes model's images")
-    options = {k: getattr(args, k) for k in ("evaluator", "clip_weights", "resnet_weights", "fid_reference",
+    options = {k: getattr(args, k) for k in ("judge_weights", "clip_weights", "resnet_weights", "fid_reference",
                                              "fid_weights", "lpips_reference", "lpips_net", "lpips_weights",
                                              "lpips_heads", "nudenet_threshold")}
     steps, guidance = resolve_sampling(pipe, config.steps, config.guidance)

@@ -23,13 +23,13 @@ METRICS = ("shapes", "nudenet", "clip", "fid", "lpips", "object")
 
 
 def build_metrics(names: list[str], options: dict[str, Any] | None = None) -> list[Metric]:
-    """Metric adapters by name; `options` holds their settings (evaluator, clip_weights, resnet_weights,
+    """Metric adapters by name; `options` holds their settings (judge_weights, clip_weights, resnet_weights,
     fid_reference, fid_weights, lpips_reference, lpips_net, lpips_weights, lpips_heads, nudenet_threshold)."""
     o = {k: v for k, v in (options or {}).items() if v is not None}
     out: list[Metric] = []
     for name in dict.fromkeys(names):
         if name == "shapes":
-            out.append(ShapesAccuracy(o.get("evaluator")))
+            out.append(ShapesAccuracy(o.get("judge_weights")))
         elif name == "nudenet":
             out.append(NudeNetMetric(threshold=o.get("nudenet_threshold", 0.5)))
         elif name == "clip":
