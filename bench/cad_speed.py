@@ -31,11 +31,11 @@ def floor_time(pipe, seeds: int, steps: int, guidance: float, components: str = 
     """Seconds for `steps` x (guided forward on 2K + forward/backward on K) with only `components` weights, bare."""
     from cadiff.attribution import select_parameters
     from cadiff.attribution.gradients import only_these_require_grad
-    from cadiff.attribution.recording import capture_conditioning, repeat_rows
+    from cadiff.models.trace import conditioning, repeat_rows
 
     unet = pipe.unet
-    cond = repeat_rows(capture_conditioning(pipe, unet, ["a circle"]), seeds)
-    uncond = repeat_rows(capture_conditioning(pipe, unet, [""]), seeds)
+    cond = repeat_rows(conditioning(pipe, ["a circle"]), seeds)
+    uncond = repeat_rows(conditioning(pipe, [""]), seeds)
     both = {k: torch.cat([uncond[k], cond[k]]) for k in cond if isinstance(cond[k], torch.Tensor)}
     size = unet.config.sample_size
     z = torch.randn(seeds, unet.config.in_channels, size, size, generator=torch.Generator().manual_seed(0))

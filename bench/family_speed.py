@@ -97,7 +97,7 @@ def floor(pipe, prompt: str, images: int, steps: int, guidance: float, component
 
     from cadiff.attribution import select_parameters
     from cadiff.attribution.gradients import only_these_require_grad
-    from cadiff.attribution.recording import output_tensor
+    from cadiff.models.trace import output_tensor
     from cadiff.models.loading import denoiser
 
     net = denoiser(pipe)

@@ -79,16 +79,18 @@ def tiny_pixart(seed: int = 0):
     return pipe
 
 
-def tiny_flux(seed: int = 0):
+def tiny_flux(seed: int = 0, guidance_embeds: bool = True):
     """A random Flux-dev-style pipeline: one double and one single block on packed latents, distilled guidance,
-    a CLIP and a tiny T5 encoder, flow matching with the resolution-dependent shift."""
+    a CLIP and a tiny T5 encoder, flow matching with the resolution-dependent shift. Without `guidance_embeds`
+    (Flux-schnell-like), it is guided by true CFG."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
                                          attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
-                                         pooled_projection_dim=16, guidance_embeds=True, axes_dims_rope=(4, 2, 2))
+                                         pooled_projection_dim=16, guidance_embeds=guidance_embeds,
+                                         axes_dims_rope=(4, 2, 2))
     vae = _vae()
     vae.register_to_config(shift_factor=0.0)
     t5 = T5EncoderModel(T5Config(vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
@@ -138,12 +140,184 @@ def tiny_sana(seed: int = 0):
     return pipe
 
 
+def _qwen_vl_text(width: int = 16):
+    """A tiny Qwen2.5-VL (the generation model: the pipelines read its language model's last hidden states; a
+    one-block vision tower has to exist)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(VOCAB), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=width,
+                           fullatt_block_indexes=[0]))
+    return Qwen2_5_VLForConditionalGeneration(cfg).eval()
+
+
+def tiny_qwenimage(seed: int = 0):
+    """A random Qwen-Image-style pipeline: an MMDiT on packed latents guided by true CFG, a tiny Qwen2.5-VL encoder,
+    a 3-D VAE normalised per channel. On the instance: no chat template (the word-level tokenizer has none of its
+    tokens), so the pipeline drops only the BOS token in front of the prompt, and 16 x 16 images."""
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline,
+                           QwenImageTransformer2DModel)
+
+    torch.manual_seed(seed)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                              attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                              guidance_embeds=False, axes_dims_rope=(2, 2, 4))
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, attn_scales=[],
+                                 temperal_downsample=[False], latents_mean=[0.1, -0.2, 0.0, 0.3],
+                                 latents_std=[1.5, 0.5, 1.0, 2.0])
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                                base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02,
+                                                time_shift_type="exponential")
+    pipe = QwenImagePipeline(scheduler=scheduler, vae=vae, text_encoder=_qwen_vl_text(), tokenizer=build_tokenizer(),
+                             transformer=transformer)
+    pipe.prompt_template_encode, pipe.prompt_template_encode_start_idx = "{}", 1
+    pipe.default_sample_size = 8
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_chroma(seed: int = 0):
+    """A random Chroma-style pipeline: a Flux-shaped transformer (one double, one single block) whose blocks'
+    modulations come from one small MLP, packed latents of a VAE with Flux's scaling and shift, a tiny T5, true CFG.
+    ChromaPipeline with one default changed for the tiny size: prompts padded to 8 tokens (stock 512)."""
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+    from transformers import T5Config, T5EncoderModel
+
+    class TinyChromaPipeline(ChromaPipeline):
+        def __call__(self, *args, max_sequence_length=8, **kw):
+            return super().__call__(*args, max_sequence_length=max_sequence_length, **kw)
+
+    TinyChromaPipeline.__name__ = "ChromaPipeline"  # saved folders name the stock class, which loads them
+
+    torch.manual_seed(seed)
+    transformer = ChromaTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                           attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                           axes_dims_rope=(4, 2, 2), approximator_num_channels=16,
+                                           approximator_hidden_dim=32, approximator_layers=1)
+    vae = _vae()
+    vae.register_to_config(scaling_factor=0.3611, shift_factor=0.1159)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2)).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = TinyChromaPipeline(scheduler=scheduler, vae=vae, text_encoder=t5, tokenizer=build_tokenizer(),
+                              transformer=transformer)
+    pipe.default_sample_size = 8
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+FLUX2_TEXT = 16
+# Chat templates for the word-level tokenizer: the user's text only ([dev]: between the start and end tokens, as
+# the pipeline tokenizes a rendered chat without adding them; [klein]: the tokenizer adds them). The stock
+# templates wrap the prompt in tokens (and, for [dev], a system message) this vocabulary does not have.
+FLUX2_DEV_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+                      "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+                      "{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+                      "{% endfor %}{% endif %}{% endif %}{% endfor %}{{ eos_token }}")
+FLUX2_KLEIN_TEMPLATE = ("{% for message in messages %}{% if message['role'] == 'user' %}{{ message['content'] }}"
+                        "{% endif %}{% endfor %}")
+
+
+def _flux2_parts(seed: int, guidance_embeds: bool):
+    """A FLUX.2 transformer (one double, one single block) and its VAE, whose batch-norm statistics (the pipeline
+    normalises the 2 x 2-patchified latents by them) are set to non-trivial values as a trained one's are."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=8, num_attention_heads=2,
+                                          joint_attention_dim=3 * FLUX2_TEXT, timestep_guidance_channels=256,
+                                          mlp_ratio=3.0, axes_dims_rope=(2, 2, 2, 2), guidance_embeds=guidance_embeds)
+    vae = AutoencoderKLFlux2(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                             up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+                             latent_channels=4, norm_num_groups=4, sample_size=16)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        vae.bn.running_mean.copy_(0.1 * torch.randn(vae.bn.num_features, generator=g))
+        vae.bn.running_var.copy_(0.5 + torch.rand(vae.bn.num_features, generator=g))
+    return transformer, vae.eval()
+
+
+def _flux2_scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                           base_image_seq_len=256, max_image_seq_len=4096, shift=3.0)
+
+
+def tiny_flux2(seed: int = 0):
+    """A random FLUX.2 [dev]-style pipeline: guidance as an embedding input, a tiny Mistral 3 encoder (its three
+    read layers are the one layer it has). Flux2Pipeline with the tiny size's defaults: prompts of 8 tokens, 16 x 16
+    images."""
+    from diffusers import Flux2Pipeline
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    class TinyFlux2Pipeline(Flux2Pipeline):
+        def __call__(self, *args, max_sequence_length=8, text_encoder_out_layers=(1, 1, 1), **kw):
+            return super().__call__(*args, max_sequence_length=max_sequence_length,
+                                    text_encoder_out_layers=text_encoder_out_layers, **kw)
+
+    TinyFlux2Pipeline.__name__ = "Flux2Pipeline"  # saved folders name the stock class, which loads them
+    transformer, vae = _flux2_parts(seed, guidance_embeds=True)
+    text = dict(model_type="mistral", vocab_size=len(VOCAB), hidden_size=FLUX2_TEXT, intermediate_size=2 * FLUX2_TEXT,
+                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                max_position_embeddings=512, sliding_window=None, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    vision = dict(model_type="pixtral", hidden_size=FLUX2_TEXT, intermediate_size=2 * FLUX2_TEXT, num_hidden_layers=1,
+                  num_attention_heads=2, head_dim=8, image_size=16, patch_size=8)
+    mistral = Mistral3ForConditionalGeneration(Mistral3Config(text_config=text, vision_config=vision,
+                                                              image_token_index=3, spatial_merge_size=1)).eval()
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = FLUX2_DEV_TEMPLATE
+    pipe = TinyFlux2Pipeline(scheduler=_flux2_scheduler(), vae=vae, text_encoder=mistral, tokenizer=tokenizer,
+                             transformer=transformer)
+    pipe.default_sample_size = 8
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_flux2_klein(seed: int = 0, is_distilled: bool = False):
+    """A random FLUX.2 [klein]-style pipeline, base (classifier-free guidance: a second call per step) or
+    distilled (no guidance), with a tiny Qwen3 encoder. Flux2KleinPipeline with the tiny size's defaults."""
+    from diffusers import Flux2KleinPipeline
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    class TinyFlux2KleinPipeline(Flux2KleinPipeline):
+        def __call__(self, *args, max_sequence_length=8, text_encoder_out_layers=(1, 1, 1), **kw):
+            return super().__call__(*args, max_sequence_length=max_sequence_length,
+                                    text_encoder_out_layers=text_encoder_out_layers, **kw)
+
+    TinyFlux2KleinPipeline.__name__ = "Flux2KleinPipeline"  # saved folders name the stock class, which loads them
+    transformer, vae = _flux2_parts(seed, guidance_embeds=False)
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(VOCAB), hidden_size=FLUX2_TEXT, intermediate_size=2 * FLUX2_TEXT,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                         max_position_embeddings=512, pad_token_id=0, bos_token_id=1,
+                                         eos_token_id=2)).eval()
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = FLUX2_KLEIN_TEMPLATE
+    pipe = TinyFlux2KleinPipeline(scheduler=_flux2_scheduler(), vae=vae, text_encoder=qwen3, tokenizer=tokenizer,
+                                  transformer=transformer, is_distilled=is_distilled)
+    pipe.default_sample_size = 8
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+FAMILIES = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana,
+            "flux-cfg": lambda seed=0: tiny_flux(seed, guidance_embeds=False), "qwenimage": tiny_qwenimage,
+            "chroma": tiny_chroma, "flux2": tiny_flux2, "flux2-klein": tiny_flux2_klein,
+            "flux2-klein-distilled": lambda seed=0: tiny_flux2_klein(seed, is_distilled=True)}
+
+
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):
     """A random pipeline: 'sd1' (SD 1.x layout), 'sd2' (v-prediction, linear projections, per-block heads), 'sdxl',
     'sd3' (an MMDiT with flow matching), 'pixart' (a DiT on a DDPM schedule), 'flux' (packed tokens, distilled
     guidance)."""
-    if kind in ("sd3", "pixart", "flux", "sana"):
-        pipe = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana}[kind](seed)
+    if kind in FAMILIES:
+        pipe = FAMILIES[kind](seed)
         return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 

@@ -29,7 +29,8 @@ def pixart():
     return tiny_sd("pixart")
 
 
-@pytest.fixture(scope="module", params=["sd3", "pixart", "flux", "sana"])
+@pytest.fixture(scope="module", params=["sd3", "pixart", "flux", "sana", "flux-cfg", "qwenimage", "chroma", "flux2",
+                                        "flux2-klein"])
 def family(request):
     return request.param, tiny_sd(request.param)
 
@@ -246,10 +247,10 @@ def test_prune_esd_and_the_magnitude_control_run_on_transformers(family):
     if name == "sana":  # its feed-forward is convolutional: the pruning baseline reads Linear layers only
         with pytest.raises(ValueError, match="no Linear layer of the denoiser ends with 'ff.net.2'"):
             cadiff.erase(pipe, "a red circle", PruneConfig(sparsity=0.1, steps=2, seeds=1))
-    else:
-        pruned = cadiff.erase(pipe, "a red circle", PruneConfig(sparsity=0.1, steps=2, seeds=1))
+    else:  # a fifth of each row: enough for the concept's top inputs to differ from the empty prompt's on each
+        pruned = cadiff.erase(pipe, "a red circle", PruneConfig(sparsity=0.2, steps=2, seeds=1))
         assert pruned.info["pruned_total"] == len(pruned.mask) > 0
-        assert all(n.endswith("ff.net.2.weight") for n in pruned.mask.indices)
+        assert all(n.endswith(adapter_for(pipe.transformer).ff_out + ".weight") for n in pruned.mask.indices)
     control = cadiff.erase(pipe, "a red circle", MagnitudeConfig(components="ff", ratio=0.25))
     assert set(control.mask.indices) == set(select_parameters(pipe.transformer, "ff"))
     from cadiff.editing.methods.esd import esd_parameter_names
@@ -300,7 +301,7 @@ def test_whole_attention_heads_are_scored_and_selected(kind):
 
 def test_flux_keeps_its_guidance_and_token_ids_for_the_erase_base_and_never_cuts_the_ids():
     from cadiff.attribution.estimators import erase_trajectory
-    from cadiff.attribution.recording import capture_conditioning
+    from cadiff.models.trace import conditioning
 
     pipe = tiny_sd("flux")
     net = pipe.transformer
@@ -308,7 +309,7 @@ def test_flux_keeps_its_guidance_and_token_ids_for_the_erase_base_and_never_cuts
     steps = erase_trajectory(pipe, net, [Row("a red circle", 0, 0)], 2, 3.5, base_prompt="a blue star")
     call = steps[0].kwargs
     assert float(call["guidance"].reshape(-1)[0]) == 3.5 and call["img_ids"].ndim == 2  # no batch cut from the ids
-    base = capture_conditioning(pipe, net, ["a blue star"])
+    base = conditioning(pipe, ["a blue star"])
     merged = adapter.base_kwargs(call, base)
     assert merged["guidance"] is call["guidance"] and merged["img_ids"] is call["img_ids"]
     assert torch.equal(merged["encoder_hidden_states"], base["encoder_hidden_states"])

@@ -1,5 +1,6 @@
 """Denoiser adapters: the one place that knows a family of denoisers — U-Nets (SD 1.x/2.x/SDXL, the embedded
-model), the SD3 MMDiT, Flux, PixArt — how to call it and how its pipeline batches guidance, the units its output is
+model), the SD3 MMDiT, Flux, PixArt — how its pipeline is called (the prompt and guidance keywords), how a sampling
+step lays out its denoiser calls (`Layout`), how to call the denoiser, the units its output is
 in and the scheduler math behind them, how the amplify objective noises a clean latent for it, which of its weights
 form the component groups and attention heads, which ESD trains, and which blocks an SAE reads (as image tokens).
 Everything else asks the adapter of the denoiser at hand; a new family is one module here plus its
@@ -13,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import re
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +25,24 @@ from cadiff.errors import BadInput
 from cadiff.registry import Registry
 
 GROUPS = ("ff", "attn", "text", "linear", "all")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one sampling step calls the denoiser: `split` 'batch' (one call on the branches' rows stacked in
+    `order`) or 'calls' (one call per branch, in `order`); `order` is ('cond',) without guidance."""
+
+    split: str
+    order: tuple[str, ...]
+
+    @property
+    def guided(self) -> bool:
+        return len(self.order) > 1
+
+
+UNGUIDED = Layout("calls", ("cond",))
+UNCOND_FIRST_BATCH = Layout("batch", ("uncond", "cond"))     # diffusers' classifier-free guidance (SD, SD3, PixArt)
+COND_FIRST_CALLS = Layout("calls", ("cond", "uncond"))       # true CFG: a second denoiser call per step
 
 
 class DenoiserAdapter:
@@ -36,6 +57,42 @@ class DenoiserAdapter:
     cross_attention: ClassVar[str]         # regex: the weights that read the text (ESD-x trains these)
     text_input: ClassVar[str]              # regex: the weights the text embedding is the input of (keys, values)
     esd_frozen: ClassVar[str]              # regex: output layers and time embedding (ESD-u leaves these)
+    ff_out: ClassVar[str] = "ff.net.2"     # name suffix of the feed-forward output projections (prune scores these)
+
+    # How the pipeline is called and how its steps call the denoiser
+    def call_kwargs(self, pipe, prompts: list[str], guidance: float) -> dict[str, Any]:
+        """The pipeline keywords that sample `prompts` at cadiff's guidance `guidance`, as the family's stock call
+        does (classifier-free guidance: `guidance_scale`)."""
+        return {"prompt": prompts, "guidance_scale": guidance}
+
+    def layout(self, pipe, guidance: float | None) -> Layout:
+        """The denoiser calls of one step at `guidance` (None: a pipeline called directly, read off its own
+        state): a doubled batch, unconditional half first, when guidance is on."""
+        if guidance is None:
+            guided = getattr(pipe, "do_classifier_free_guidance", None)
+            guided = bool(guided) if guided is not None else getattr(pipe, "_guidance_scale", 1.0) > 1.0
+        else:
+            guided = guidance > 1.0
+        return UNCOND_FIRST_BATCH if guided else UNGUIDED
+
+    def unguided(self, pipe, guidance: float | None) -> float:
+        """The guidance at which the pipeline calls only the conditional branch but builds the same conditional
+        inputs as at `guidance` (1.0; a distilled guidance embedding keeps its value)."""
+        return 1.0
+
+    def bind_call(self, denoiser: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Any, dict[str, Any]]:
+        """A denoiser call's (latent, timestep, conditioning keywords), positional arguments bound by name."""
+        call = dict(inspect.signature(denoiser.forward).bind_partial(*args, **kwargs).arguments)
+        call.pop("return_dict", None)
+        return call.pop(self.latent_arg), call.pop("timestep"), call
+
+    def batch_size(self, latent) -> int:
+        """The rows of a denoiser input."""
+        return latent.shape[0]
+
+    def output_of(self, output) -> torch.Tensor:
+        """The prediction tensor of a raw denoiser output (a tuple, or an output dataclass)."""
+        return output[0] if isinstance(output, (tuple, list)) else output.sample
 
     def forward(self, denoiser: torch.nn.Module, latent: torch.Tensor, timestep: torch.Tensor,
                 kwargs: dict[str, Any]) -> torch.Tensor:
@@ -86,11 +143,6 @@ class DenoiserAdapter:
         captured, or (Flux) the call's own with only the prompt's part replaced."""
         return base
 
-    def guided_batch(self, guidance: float) -> bool:
-        """Whether the pipeline batches [unconditional, conditional] halves at this guidance (Flux-dev never does:
-        its guidance is distilled into the model)."""
-        return guidance > 1.0
-
     def unbatched(self) -> tuple[str, ...]:
         """Keyword arguments that hold no batch dimension (Flux's token ids), never cut into rows."""
         return ()
@@ -102,6 +154,22 @@ class DenoiserAdapter:
     def from_vae(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE latents (N, C, H, W), scaled, in the layout the denoiser samples in (Flux: packed 2 x 2 tokens)."""
         return latents
+
+    def sampled_latents(self, pipe, latents: torch.Tensor) -> torch.Tensor:
+        """The pipeline's `output_type='latent'` output in the denoiser's layout (most pipelines: as it is)."""
+        return latents
+
+    def encode_images(self, pipe, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W) in [0, 1] as latents in the denoiser's layout, the inverse of the pipeline's
+        decoding: pixels to [-1, 1], the posterior mean (or a deterministic autoencoder's latent, Sana's DC-AE),
+        (z - shift) * scale, then `from_vae`."""
+        vae = pipe.vae
+        x = (images * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)
+        with torch.no_grad():
+            encoded = vae.encode(x)
+            z = encoded.latent_dist.mean if hasattr(encoded, "latent_dist") else encoded.latent
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return self.from_vae((z - shift) * vae.config.scaling_factor)
 
     def set_schedule(self, pipe, steps: int, x0: torch.Tensor) -> None:
         """Set the scheduler's sampling schedule of `steps` steps as the pipeline would for latents like `x0`."""
@@ -184,4 +252,7 @@ from cadiff.adapters import unet  # noqa: E402,F401,I001
 from cadiff.adapters import pixart  # noqa: E402,F401,I001
 from cadiff.adapters import sd3  # noqa: E402,F401,I001
 from cadiff.adapters import flux  # noqa: E402,F401,I001
-from cadiff.adapters import sana  # noqa: E402,F401
+from cadiff.adapters import sana  # noqa: E402,F401,I001
+from cadiff.adapters import qwenimage  # noqa: E402,F401,I001
+from cadiff.adapters import chroma  # noqa: E402,F401,I001
+from cadiff.adapters import flux2  # noqa: E402,F401

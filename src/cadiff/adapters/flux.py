@@ -1,16 +1,16 @@
 """Flux denoisers (`FluxTransformer2DModel`): rectified flow on packed latent tokens, velocity units like SD3, the
-pipeline passing timestep / 1000 and (Flux-dev) a distilled guidance value instead of a guided batch, so the erase
-objective's base output costs one extra forward per step. Components: the double blocks' attention and
+pipeline passing timestep / 1000. A model with a guidance embedding (Flux-dev) takes the guidance as an input and
+makes one call per step, so the erase objective's base output costs one extra forward per step; one without it
+(Flux-schnell and its undistilled descendants) is guided by true CFG: `true_cfg_scale` and a negative prompt, a
+second, unconditional call after the conditional one each step. Components: the double blocks' attention and
 feed-forward (`transformer_blocks`), and the single blocks' (`single_transformer_blocks`: `attn`, `proj_mlp`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cadiff.adapters import register_adapter
+from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, register_adapter
 from cadiff.adapters.sd3 import SD3Adapter
-
-PROMPT_KEYS = ("encoder_hidden_states", "pooled_projections", "txt_ids")
 
 
 @register_adapter
@@ -21,12 +21,13 @@ class FluxAdapter(SD3Adapter):
     block = r"\.(single_)?transformer_blocks\."
     ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$|\.proj_mlp\.weight$"
     attn = r"\.attn\."
+    prompt_keys = ("encoder_hidden_states", "pooled_projections", "txt_ids")  # the call's inputs a prompt sets
 
     def model_timestep(self, timestep):
         return timestep / 1000
 
     def base_kwargs(self, call_kwargs, base):
-        return {**call_kwargs, **{k: base[k] for k in PROMPT_KEYS if k in base}}
+        return {**call_kwargs, **{k: base[k] for k in self.prompt_keys if k in base}}
 
     def token_grid(self, denoiser, args, kwargs):
         """Flux's latents come packed: the grid is in the image token ids, (0, row, column) per token."""
@@ -35,8 +36,26 @@ class FluxAdapter(SD3Adapter):
             return None
         return int(ids[:, 1].max()) + 1, int(ids[:, 2].max()) + 1
 
-    def guided_batch(self, guidance):
-        return False
+    def distilled(self, pipe) -> bool:
+        """Whether the model takes guidance as an input (a guidance embedding) rather than by true CFG."""
+        return bool(getattr(pipe.transformer.config, "guidance_embeds", False))
+
+    def call_kwargs(self, pipe, prompts, guidance):
+        if self.distilled(pipe):
+            return {"prompt": prompts, "guidance_scale": guidance}
+        if guidance > 1.0:
+            return {"prompt": prompts, "true_cfg_scale": guidance, "negative_prompt": [""] * len(prompts)}
+        return {"prompt": prompts, "true_cfg_scale": 1.0}
+
+    def layout(self, pipe, guidance):
+        if self.distilled(pipe):
+            return UNGUIDED
+        if guidance is None:  # called directly: a second call at a step is the unconditional one
+            return COND_FIRST_CALLS
+        return COND_FIRST_CALLS if guidance > 1.0 else UNGUIDED
+
+    def unguided(self, pipe, guidance):
+        return guidance if self.distilled(pipe) and guidance is not None else 1.0
 
     def unbatched(self):
         return ("txt_ids", "img_ids")

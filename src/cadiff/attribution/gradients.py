@@ -17,7 +17,7 @@ import torch
 
 from cadiff.adapters import adapter_for
 from cadiff.attribution.estimators import Step
-from cadiff.attribution.recording import kwargs_rows, take_rows
+from cadiff.models.trace import kwargs_rows, take_rows
 
 
 @contextlib.contextmanager

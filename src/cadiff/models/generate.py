@@ -13,14 +13,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from cadiff.adapters import adapter_for
 from cadiff.errors import BadInput
-from cadiff.models.loading import check_weights, denoiser, nonfinite_count, resolve_sampling
+from cadiff.models.loading import check_weights, nonfinite_count, resolve_sampling
+from cadiff.models.trace import generators, sample
 from cadiff.models.vocabulary import check_known_words
-
-# Set on a pipeline during `generate` when it does not say itself whether it guides (PixArt-α keeps
-# do_classifier_free_guidance local): readers of its denoiser's batch (SAE capture, steering) need to know.
-GUIDED_ATTRIBUTE = "_cadiff_guided"
 
 
 def generate(
@@ -50,14 +46,10 @@ def render(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int | None
     model whose weights were checked: the layers below an edge call this, so nothing is checked twice. An image
     with NaN or infinite pixels is still refused."""
     steps, guidance = resolve_sampling(pipe, steps, guidance)
-    if not hasattr(type(pipe), "do_classifier_free_guidance"):
-        setattr(pipe, GUIDED_ATTRIBUTE, adapter_for(denoiser(pipe)).guided_batch(guidance))
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk_p, chunk_s = list(prompts[i : i + batch_size]), seeds[i : i + batch_size]
-        generators = [torch.Generator().manual_seed(int(s)) for s in chunk_s]  # CPU: same noise on any device
-        result = pipe(chunk_p, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
-                      output_type="np", **pipe_kwargs)
+        result = sample(pipe, chunk_p, generators(chunk_s), steps, guidance, output_type="np", **pipe_kwargs)
         _check_pixels(pipe, np.asarray(result.images), chunk_p, chunk_s)
         out.append((np.clip(result.images, 0, 1) * 255).round().astype(np.uint8))
         if progress is not None:

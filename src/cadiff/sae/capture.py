@@ -1,10 +1,10 @@
 """Reading hookpoint activations during sampling: per step, conditional and unconditional branch apart.
 
 Forward hooks on the hookpoint modules record the residual update (output - input, the default) or the output,
-as (images, positions, channels). The step index comes from the scheduler: a pre-hook on the denoiser reads the
-timestep the pipeline passes and looks it up in `pipe.scheduler.timesteps`, so guidance batching, extra denoiser
-calls or skipped steps cannot shift it. Under classifier-free guidance the stock pipelines batch [uncond, cond];
-the halves are kept apart as branches 'uncond' and 'cond' (without guidance there is only 'cond').
+as (images, positions, channels). The step and the branch of each row come from the denoiser trace
+(`cadiff.models.trace`): the step from the scheduler's schedule, so extra denoiser calls or skipped steps cannot
+shift it; the branches ('cond', and 'uncond' under guidance) as the family lays them out, halves of one doubled
+batch or calls of their own.
 
 Example:
     >>> from cadiff.sae import ActivationCapture
@@ -23,52 +23,11 @@ import torch
 
 from cadiff.adapters import adapter_for
 from cadiff.errors import BadInput
-from cadiff.models.generate import GUIDED_ATTRIBUTE
 from cadiff.models.loading import denoiser
+from cadiff.models.trace import DenoiserTrace
 from cadiff.sae.hookpoints import resolve_hookpoint
 
 READOUTS = ("update", "output")
-
-
-def split_branches(pipe, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-    """{'uncond': first half, 'cond': second half} under classifier-free guidance, else {'cond': batch}. Pipelines
-    that do not expose whether they guide (PixArt-α) are told by `cadiff.generate` (`GUIDED_ATTRIBUTE`)."""
-    guided = getattr(pipe, "do_classifier_free_guidance", None)
-    if guided is None:
-        guided = getattr(pipe, GUIDED_ATTRIBUTE, False)
-    if guided:
-        if batch.shape[0] % 2:
-            raise RuntimeError(f"guidance is on but the denoiser batch has odd size {batch.shape[0]}; "
-                               "this pipeline does not batch [uncond, cond] like the stock ones")
-        uncond, cond = batch.chunk(2)
-        return {"uncond": uncond, "cond": cond}
-    return {"cond": batch}
-
-
-class StepTracker:
-    """Knows the current sampling step of `pipe` from the timestep passed to its denoiser."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-        self.step: int | None = None
-        self.grid: tuple[int, int] | None = None  # the image-token grid of the current denoiser call (DiTs)
-        self._handle = None
-
-    def _pre_hook(self, module, args, kwargs) -> None:
-        t = args[1] if len(args) > 1 else kwargs["timestep"]
-        timesteps = adapter_for(module).model_timestep(self.pipe.scheduler.timesteps)  # as the denoiser sees them
-        match = (timesteps.to(torch.as_tensor(t).device) == torch.as_tensor(t).reshape(-1)[0]).nonzero()
-        if len(match) == 0:
-            raise RuntimeError(f"timestep {t} is not in the scheduler's schedule; cannot tell the sampling step")
-        self.step = int(match[0, 0])
-        self.grid = adapter_for(module).token_grid(module, args, kwargs)
-
-    def __enter__(self) -> "StepTracker":
-        self._handle = denoiser(self.pipe).register_forward_pre_hook(self._pre_hook, with_kwargs=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.remove()
 
 
 class ActivationCapture:
@@ -84,34 +43,34 @@ class ActivationCapture:
         self.pipe, self.steps, self.readout, self.branches, self.dtype = pipe, list(at_steps), readout, branches, dtype
         self.modules = {name: resolve_hookpoint(pipe, name) for name in hookpoints}
         self.adapter = adapter_for(denoiser(pipe))
-        self.tracker = StepTracker(pipe)
+        self.trace = DenoiserTrace(pipe)
         self._records: dict[tuple[str, str], dict[int, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
         self._handles: list = []
         self.grids: dict[str, tuple[int, int]] = {}  # hookpoint -> (H, W) of its feature map
 
     def _hook(self, name: str):
         def hook(module, args, kwargs, output):
-            step = self.tracker.step
-            if step not in self.steps:
+            call = self.trace.current
+            if call.step not in self.steps:
                 return None
-            inp, out, self.grids[name] = self.adapter.block_tokens(args, kwargs, output, self.tracker.grid)
+            inp, out, self.grids[name] = self.adapter.block_tokens(args, kwargs, output, call.grid)
             act = ((out - inp) if self.readout == "update" else out).detach()
-            for branch, part in split_branches(self.pipe, act).items():
+            for branch, rows in call.parts.items():
                 if branch in self.branches:
-                    self._records[(name, branch)][step].append(part.to("cpu", self.dtype, copy=True))
+                    self._records[(name, branch)][call.step].append(act[rows].to("cpu", self.dtype, copy=True))
             return None
 
         return hook
 
     def __enter__(self) -> "ActivationCapture":
-        self.tracker.__enter__()
+        self.trace.__enter__()
         self._handles = [m.register_forward_hook(self._hook(n), with_kwargs=True) for n, m in self.modules.items()]
         return self
 
     def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
-        self.tracker.__exit__(*exc)
+        self.trace.__exit__(*exc)
 
     def take(self) -> dict[tuple[str, str], torch.Tensor]:
         """{(hookpoint, branch): (images, steps, positions, channels)} recorded since the last call; then cleared."""

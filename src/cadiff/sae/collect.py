@@ -17,11 +17,12 @@ from typing import Callable, Sequence
 
 import torch
 
+from cadiff.adapters import adapter_for
 from cadiff.errors import BadInput
 from cadiff.config import Config, option
 from cadiff.io.files import OutputExistsError, check_new, check_target, resumable_dir, write_json
 from cadiff.models.generate import generate
-from cadiff.models.loading import describe_model, resolve_sampling
+from cadiff.models.loading import denoiser, describe_model, resolve_sampling
 from cadiff.sae.capture import ActivationCapture
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps, step_time
 from cadiff.sae.store import FORMAT, META, ActivationStore, act_key, open_shard, shard_name, write_shard
@@ -108,8 +109,8 @@ def collect_activations(pipe, prompts: Sequence[str], seeds: Sequence[int], out:
         resolve_hookpoint(pipe, name)
     n_steps, guidance = resolve_sampling(pipe, config.steps, config.guidance)
     captured = resolve_steps(config.at_steps, n_steps)
-    if guidance <= 1 and "uncond" in branches:
-        branches = [b for b in branches if b != "uncond"]  # no guidance: the pipeline runs the conditional branch only
+    if "uncond" in branches and not adapter_for(denoiser(pipe)).layout(pipe, guidance).guided:
+        branches = [b for b in branches if b != "uncond"]  # unguided: the pipeline runs the conditional branch only
     world = _world(pipe, shapes_world)
     plan = {"format": FORMAT, "hookpoints_requested": list(hookpoints), "steps": captured,
             "times": [round(step_time(s, n_steps), 4) for s in captured], "branches": list(branches),

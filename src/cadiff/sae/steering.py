@@ -26,7 +26,7 @@ from cadiff.adapters import adapter_for
 from cadiff.errors import BadInput
 from cadiff.config import Config, option
 from cadiff.models.loading import denoiser, resolve_sampling
-from cadiff.sae.capture import StepTracker, split_branches
+from cadiff.models.trace import DenoiserTrace
 from cadiff.sae.hookpoints import resolve_hookpoint, resolve_steps
 from cadiff.sae.model import TopKSAE
 
@@ -122,28 +122,28 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], config: SteerConfig | None
             region = quadrant_region(grid, quadrant)
         if region is None:
             raise BadInput("spatial steering needs region= (H, W) bool or quadrant=")
-    tracker = StepTracker(pipe)
+    trace = DenoiserTrace(pipe)
     adapter = adapter_for(denoiser(pipe))
     sae = sae.to(next(module.parameters()).device)
 
     def hook(mod, args, kwargs, output):
-        if tracker.step not in chosen:
+        call = trace.current
+        if call.step not in chosen or "cond" not in call.parts:  # the unconditional branch is never steered
             return None
-        if len(tracker.pipe.scheduler.timesteps) != n_steps:
+        if len(pipe.scheduler.timesteps) != n_steps:
             raise RuntimeError(f"steering was set up for {n_steps} steps but the pipeline runs "
-                               f"{len(tracker.pipe.scheduler.timesteps)}; pass steps= to steer()")
-        inp, out, (h, w) = adapter.block_tokens(args, kwargs, output, tracker.grid)  # (B, P, C) image tokens
+                               f"{len(pipe.scheduler.timesteps)}; pass steps= to steer()")
+        inp, out, (h, w) = adapter.block_tokens(args, kwargs, output, call.grid)  # (B, P, C) image tokens
         if region is not None and tuple(region.shape) != (h, w):
             raise BadInput(f"region has shape {tuple(region.shape)} but {hookpoint} has a {h}x{w} grid")
         delta = out - inp
-        parts = split_branches(pipe, delta)
+        rows = call.parts["cond"]
         reg = torch.from_numpy(np.asarray(region)).flatten() if region is not None else None
-        change = {"cond": steering_change(sae, parts["cond"], latents, mode, beta, reg)}
-        change["uncond"] = torch.zeros_like(parts.get("uncond", delta[:0]))
-        change = torch.cat([change[k] for k in ("uncond", "cond") if k in parts])
+        change = torch.zeros_like(delta)
+        change[rows] = steering_change(sae, delta[rows], latents, mode, beta, reg)
         return adapter.with_block_tokens(output, out + change, (h, w))
 
-    with tracker:
+    with trace:
         handle = module.register_forward_hook(hook, with_kwargs=True)
         try:
             yield

@@ -83,9 +83,8 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
     step k through the stock pipeline call, takes the denoiser's input there, and regresses the student's output
     for the concept onto the frozen model's output guided away from it (in the model's own units: noise for
     U-Nets and PixArt, velocity for SD3 and Flux). `on_iteration(i, edited)` is called after each iteration."""
-    from cadiff.attribution.estimators import _sample_until
-    from cadiff.attribution.recording import capture_conditioning, record_calls
     from cadiff.models.loading import resolve_sampling
+    from cadiff.models.trace import DenoiserTrace, conditioning, generators, sample
 
     config = config or ESDConfig()
     seed = config.seed
@@ -100,7 +99,7 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
     trained = [p.requires_grad_(name in names) for name, p in student.named_parameters()]
     params = [p for p in trained if p.requires_grad]
     edited = with_denoiser(pipe, student)
-    empty = capture_conditioning(pipe, frozen, [""])  # for pipelines that do not batch an unconditional half
+    empty = conditioning(pipe, [""])  # for pipelines that call no unconditional branch
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(params, lr=config.lr)
     losses = []
@@ -109,11 +108,9 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
         k = int(rng.integers(0, steps))
         student.eval()
         with torch.no_grad():
-            with record_calls(student, 1) as calls:
-                _sample_until(edited, k, prompt=[prompt], num_inference_steps=steps,
-                              guidance_scale=config.start_guidance, output_type="latent",
-                              generator=[torch.Generator().manual_seed(seed * 1_000_003 + it)])
-            call = calls[k]  # the denoiser's input at step k, as the pipeline built it
+            with DenoiserTrace(edited, record=1) as trace:
+                sample(edited, [prompt], generators([seed * 1_000_003 + it]), steps, config.start_guidance, until=k)
+            call = trace.steps[k]  # the denoiser's input at step k, as the pipeline built it
             uncond = call.uncond_kwargs if call.uncond_kwargs is not None else adapter.base_kwargs(call.kwargs, empty)
             e_empty = adapter.forward(frozen, call.sample, call.timestep, uncond)
             e_concept = adapter.forward(frozen, call.sample, call.timestep, call.kwargs)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from cadiff.adapters import adapter_for
 from cadiff.editing.copies import edited_copy
 from cadiff.attribution.concepts import Concepts
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
@@ -26,6 +27,7 @@ from cadiff.errors import BadInput
 from cadiff.config import Config, option
 from cadiff.attribution.mask import Mask
 from cadiff.models.loading import denoiser
+from cadiff.models.trace import DenoiserTrace, generators, sample
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,8 @@ class PruneConfig(Config):
     seeds: int = option(4, "trajectories (noise draws) per prompt (default 4)", low=1)
     steps: int | None = option(None, "sampling steps (default: the model's)", low=1)
     guidance: float | None = option(None, "guidance scale (default: the model's)")
-    layers: str = option("ff.net.2", "prune: name suffix of the Linear layers scored and pruned (default ff.net.2, "
-                                     "the feed-forward output projections)")
+    layers: str | None = option(None, "prune: name suffix of the Linear layers scored and pruned (default: the "
+                                      "feed-forward output projections of the denoiser's family, ff.net.2 for U-Nets)")
     seed: int = option(0, "prune: first seed of the trajectories it samples (default 0)")
 
     def __post_init__(self):
@@ -60,25 +62,21 @@ def input_norms(pipe, prompts: list[str], layers: dict[str, torch.nn.Linear], se
     """Per layer, the L2 norm (steps, in_features) of each input feature over positions, prompts and seeds,
     on the conditional branch, recorded by forward pre-hooks during the stock pipeline call."""
     sums = {n: torch.zeros(steps, m.in_features, dtype=torch.float64) for n, m in layers.items()}
-    step = {"i": -1}
-    n_images = len(prompts) * seeds
-
-    def count_step(module, args, kwargs):
-        step["i"] += 1
+    trace = DenoiserTrace(pipe)
 
     def record(name):
         def hook(module, args):
-            x = args[0]
-            cond = x[-n_images:] if x.shape[0] == 2 * n_images else x  # CFG batches are [uncond, cond]
-            sums[name][step["i"]] += cond.detach().double().pow(2).reshape(-1, x.shape[-1]).sum(0).cpu()
+            rows = trace.current.parts.get("cond")
+            if rows is not None:  # the unconditional branch's rows or call are not counted
+                x = args[0][rows]
+                sums[name][trace.current.step] += x.detach().double().pow(2).reshape(-1, x.shape[-1]).sum(0).cpu()
         return hook
 
-    handles = [denoiser(pipe).register_forward_pre_hook(count_step, with_kwargs=True)]
-    handles += [m.register_forward_pre_hook(record(n)) for n, m in layers.items()]
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in layers.items()]
     try:
         batch = [p for p in prompts for _ in range(seeds)]
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(seeds)] * len(prompts)
-        pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=generators, output_type="latent")
+        with trace:
+            sample(pipe, batch, generators([seed + i for i in range(seeds)] * len(prompts)), steps, guidance)
     finally:
         for h in handles:
             h.remove()
@@ -108,7 +106,8 @@ def prune_mask(pipe, concepts: Concepts, config: PruneConfig | None = None) -> t
     concept, target, reference = concepts.targets[0], concepts.prompts[0], list(concepts.keep_prompts) or [""]
 
     started = time.perf_counter()
-    layers = prunable_layers(denoiser(pipe), config.layers)
+    net = denoiser(pipe)
+    layers = prunable_layers(net, config.layers or adapter_for(net).ff_out)
     concept_norms = input_norms(pipe, [target], layers, config.seeds, steps, guidance, seed)
     reference_norms = input_norms(pipe, reference, layers, config.seeds, steps, guidance, seed)
     indices, shapes, pruned = {}, {}, {}
