@@ -109,3 +109,57 @@ def test_a_pipeline_calling_its_denoiser_otherwise_than_its_adapter_says_is_refu
     with pytest.raises(RuntimeError, match=r"called its denoiser 2 times at step 0, but its adapter \(\w+\) "
                                            r"expects 1 per step"):
         attribute(pipe, "a red circle", seeds=[3], steps=STEPS, guidance=GUIDANCE, progress=False)
+
+
+def _posterior_mode(monkeypatch, module):
+    """Make a pipeline module's `retrieve_latents` take the posterior's mode, as cadiff's encoding does."""
+    monkeypatch.setattr(module, "retrieve_latents", lambda out, generator=None, sample_mode="argmax":
+                        out.latent_dist.mode())
+
+
+@pytest.mark.parametrize("name", ["flux2", "flux2-klein", "qwenimage", "flux", "chroma"])
+def test_images_are_encoded_into_the_denoisers_latents_as_the_familys_own_image_to_image_pipeline_does(name,
+                                                                                                   monkeypatch):
+    """Amplify's concept images: the adapter's encoding equals the family's img2img encoding, packed as its
+    sampler's latents are (the posterior's mode: the deterministic one)."""
+    import diffusers.pipelines.flux.pipeline_flux_img2img as flux_i2i
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_img2img as qwen_i2i
+    from diffusers import FluxImg2ImgPipeline, QwenImageImg2ImgPipeline
+
+    pipe = tiny_sd(name)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ours = adapter_for(pipe.transformer).encode_images(pipe, images)
+    x = images * 2 - 1
+    with torch.no_grad():
+        if name.startswith("flux2"):
+            own = pipe._pack_latents(pipe._encode_vae_image(x, generator=None))
+        elif name == "qwenimage":
+            _posterior_mode(monkeypatch, qwen_i2i)
+            i2i = QwenImageImg2ImgPipeline(**pipe.components)
+            z = i2i._encode_vae_image(x[:, :, None], generator=None)
+            own = i2i._pack_latents(z, 2, z.shape[1], z.shape[-2], z.shape[-1])
+        else:  # Flux.1 and Chroma share Flux's VAE scaling and 2 x 2 packing
+            _posterior_mode(monkeypatch, flux_i2i)
+            i2i = FluxImg2ImgPipeline(scheduler=pipe.scheduler, vae=pipe.vae, text_encoder=None, tokenizer=None,
+                                      text_encoder_2=None, tokenizer_2=None, transformer=pipe.transformer)
+            z = i2i._encode_vae_image(x, generator=None)
+            own = i2i._pack_latents(z, 2, z.shape[1], z.shape[-2], z.shape[-1])
+    torch.testing.assert_close(ours, own)
+
+
+@pytest.mark.parametrize("name", ["flux2", "flux2-klein", "qwenimage"])
+def test_amplify_reads_the_sampled_latents_in_the_denoisers_layout(name):
+    """[klein] returns VAE-space latents for output_type='latent'; amplify puts them in the sampler's layout."""
+    from cadiff.attribution.estimators import Row, generated_latents
+
+    pipe = tiny_sd(name)
+    x0 = generated_latents(pipe, [Row("a red circle", 0, 0)], 2, GUIDANCE)
+    final = {}
+
+    def keep(p, i, t, kwargs):
+        final["latents"] = kwargs["latents"]
+        return {}
+
+    pipe(prompt=["a red circle"], num_inference_steps=2, generator=generators([0]), output_type="latent",
+         callback_on_step_end=keep, **{k: v[:1] if isinstance(v, list) else v for k, v in STOCK[name].items()})
+    torch.testing.assert_close(x0, final["latents"], rtol=1e-4, atol=1e-5)

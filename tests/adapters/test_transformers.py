@@ -268,16 +268,17 @@ def test_prune_esd_and_the_magnitude_control_run_on_transformers(family):
     assert cross.isdisjoint(esd_parameter_names(net, "u")) and all("attn" in n for n in cross)
 
 
+@pytest.mark.parametrize("kind", ["sd3", "flux-cfg", "qwenimage", "chroma", "flux2", "flux2-klein"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_transformers_give_fp32_scores(dtype):
-    pipe = tiny_sd("sd3", dtype=dtype)
+def test_half_precision_transformers_give_fp32_scores(kind, dtype):
+    pipe = tiny_sd(kind, dtype=dtype)
     attr = attribute(pipe, "a red circle", seeds=1, steps=2, guidance=GUIDANCE, progress=False)
     assert pipe.transformer.dtype == dtype and attr.metadata["dtype"] == str(dtype).replace("torch.", "")
     assert all(s.dtype == torch.float32 and torch.isfinite(s).all() for s in attr.scores.values())
     assert sum(float(s.abs().sum()) for s in attr.scores.values()) > 0
 
 
-@pytest.mark.parametrize("kind", ["sd2", "sd3"])
+@pytest.mark.parametrize("kind", ["sd2", "sd3", "qwenimage", "chroma", "flux2"])
 def test_whole_attention_heads_are_scored_and_selected(kind):
     from cadiff.attribution.selection import head_scores, head_slices
 

@@ -195,12 +195,16 @@ class DenoiserTrace:
     def _step_of(self, timestep) -> int:
         """The sampling step of a call, by looking its timestep up in the scheduler's schedule (so extra calls or
         skipped steps cannot shift it)."""
-        t = torch.as_tensor(timestep).reshape(-1)[0]
-        timesteps = self.adapter.model_timestep(self.pipe.scheduler.timesteps).to(t.device)
-        match = (timesteps == t).nonzero()
-        if len(match) == 0:
-            raise RuntimeError(f"timestep {float(t)} is not in the scheduler's schedule; cannot tell the sampling step")
-        return int(match[0, 0])
+        t = float(torch.as_tensor(timestep).reshape(-1)[0])
+        schedule = self.adapter.model_timestep(self.pipe.scheduler.timesteps.double().cpu())
+        distance = (schedule - t).abs()
+        step = int(distance.argmin())
+        # the pipeline may pass it in half precision: the nearest entry, if nearer than any two entries are apart
+        gaps = schedule.diff().abs()
+        tolerance = float(gaps.min()) / 2 if len(gaps) else 1e-3 * max(1.0, abs(t))
+        if float(distance[step]) >= tolerance:
+            raise RuntimeError(f"timestep {t} is not in the scheduler's schedule; cannot tell the sampling step")
+        return step
 
     def _pre_hook(self, module, args, kwargs) -> None:
         latent, timestep, _ = self.adapter.bind_call(module, args, kwargs)
