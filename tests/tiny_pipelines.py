@@ -306,10 +306,44 @@ def tiny_flux2_klein(seed: int = 0, is_distilled: bool = False):
     return pipe
 
 
+def tiny_zimage(seed: int = 0):
+    """A random Z-Image-style pipeline: a single-stream DiT called on lists, a tiny Qwen3 encoder (two layers: the
+    pipeline reads the one before last), 16 x 16 images (the stock call's default is 1024 x 1024), a chat template
+    of the user's text alone (the word-level tokenizer has none of Qwen's chat tokens)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    class TinyZImagePipeline(ZImagePipeline):
+        def __call__(self, *args, height=16, width=16, max_sequence_length=8, **kw):
+            return super().__call__(*args, height=height, width=width, max_sequence_length=max_sequence_length, **kw)
+
+    TinyZImagePipeline.__name__ = "ZImagePipeline"  # saved folders name the stock class, which loads them
+
+    torch.manual_seed(seed)
+    transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16,
+                                           n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, qk_norm=True,
+                                           cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0, axes_dims=[4, 2, 2],
+                                           axes_lens=[1024, 64, 64])
+    with torch.no_grad():  # zeros at init; a trained model's pad tokens are not
+        transformer.x_pad_token.normal_(std=0.02)
+        transformer.cap_pad_token.normal_(std=0.02)
+    vae = _vae()
+    vae.register_to_config(scaling_factor=0.3611, shift_factor=0.1159)
+    qwen3 = Qwen3Model(Qwen3Config(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+                                   pad_token_id=0, bos_token_id=1, eos_token_id=2)).eval()
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    pipe = TinyZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=qwen3,
+                              tokenizer=tokenizer, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 FAMILIES = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana,
             "flux-cfg": lambda seed=0: tiny_flux(seed, guidance_embeds=False), "qwenimage": tiny_qwenimage,
             "chroma": tiny_chroma, "flux2": tiny_flux2, "flux2-klein": tiny_flux2_klein,
-            "flux2-klein-distilled": lambda seed=0: tiny_flux2_klein(seed, is_distilled=True)}
+            "flux2-klein-distilled": lambda seed=0: tiny_flux2_klein(seed, is_distilled=True), "zimage": tiny_zimage}
 
 
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):

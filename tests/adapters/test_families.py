@@ -10,6 +10,7 @@ import torch
 import cadiff
 from cadiff.adapters import UNGUIDED, adapter_for
 from cadiff.attribution import attribute
+from cadiff.models.loading import denoiser
 from cadiff.models.trace import generators
 from tiny_pipelines import tiny_sd
 
@@ -29,6 +30,7 @@ STOCK = {
     "chroma": {"guidance_scale": GUIDANCE},
     "flux2": {"guidance_scale": GUIDANCE},
     "flux2-klein": {"guidance_scale": GUIDANCE},
+    "zimage": {"guidance_scale": GUIDANCE},  # on above 0: pos + 4 (pos - neg)
 }
 TRUE_CFG = ("flux-cfg", "qwenimage", "chroma", "flux2-klein")  # a second denoiser call per step, the conditional one first
 
@@ -49,7 +51,8 @@ def test_generate_samples_each_family_as_its_stock_call_does(any_family):
     stock = pipe(prompt=PROMPTS, num_inference_steps=2, generator=generators([0, 1]), output_type="np",
                  **STOCK[name]).images
     np.testing.assert_array_equal(ours, (np.clip(stock, 0, 1) * 255).round().astype(np.uint8))
-    unguided = cadiff.generate(pipe, PROMPTS, seeds=[0, 1], steps=2, guidance=1.0)
+    off = adapter_for(denoiser(pipe)).unguided(pipe, None)  # 1 for most, 0 for Z-Image
+    unguided = cadiff.generate(pipe, PROMPTS, seeds=[0, 1], steps=2, guidance=off)
     assert (ours != unguided).any()  # the guidance reached the sampler
 
 
@@ -163,3 +166,29 @@ def test_amplify_reads_the_sampled_latents_in_the_denoisers_layout(name):
     pipe(prompt=["a red circle"], num_inference_steps=2, generator=generators([0]), output_type="latent",
          callback_on_step_end=keep, **{k: v[:1] if isinstance(v, list) else v for k, v in STOCK[name].items()})
     torch.testing.assert_close(x0, final["latents"], rtol=1e-4, atol=1e-5)
+
+
+def test_scores_equal_weight_times_gradient_by_hand_on_lists_with_the_conditional_half_first():
+    """Z-Image: one call per step on lists, conditional rows first; the pipeline negates the output."""
+    pipe = tiny_sd("zimage")
+    attr = attribute(pipe, "a red circle", seeds=[3], steps=STEPS, guidance=GUIDANCE, components="linear",
+                     progress=False)
+    calls = []
+    pipe.transformer.register_forward_hook(lambda m, args, kwargs, out: calls.append((args, out)), with_kwargs=True)
+    pipe(prompt=["a red circle"], num_inference_steps=STEPS, generator=generators([3]), output_type="latent",
+         guidance_scale=GUIDANCE)
+    pipe.transformer._forward_hooks.clear()
+    assert len(calls) == STEPS and all(len(args[0]) == 2 for args, _ in calls)
+    net = pipe.transformer
+    params = dict(net.named_parameters())
+    names = sorted(attr.scores)[:2]
+    grads = {n: torch.zeros_like(params[n]) for n in names}
+    for (x, t, caps), out in calls:
+        cond = -net([x[0]], t[:1], [caps[0]], return_dict=False)[0][0]
+        loss = (cond - (-out[0][1].detach())).pow(2).sum()
+        for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names])):
+            grads[n] += g
+    for n in names:
+        hand = params[n].detach() * grads[n]
+        torch.testing.assert_close(attr.scores[n], hand, rtol=1e-4, atol=256 * EPS32 * float(hand.abs().max()))
+        assert attr.scores[n].abs().sum() > 0

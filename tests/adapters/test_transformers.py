@@ -30,7 +30,7 @@ def pixart():
 
 
 @pytest.fixture(scope="module", params=["sd3", "pixart", "flux", "sana", "flux-cfg", "qwenimage", "chroma", "flux2",
-                                        "flux2-klein"])
+                                        "flux2-klein", "zimage"])
 def family(request):
     return request.param, tiny_sd(request.param)
 
@@ -265,7 +265,7 @@ def test_prune_esd_and_the_magnitude_control_run_on_transformers(family):
         assert allowed and moved and moved <= allowed, (variant, moved - allowed)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the input model is kept
     cross = set(esd_parameter_names(net, "x"))
-    assert cross.isdisjoint(esd_parameter_names(net, "u")) and all("attn" in n for n in cross)
+    assert cross.isdisjoint(esd_parameter_names(net, "u")) and all("attn" in n or "attention" in n for n in cross)
 
 
 @pytest.mark.parametrize("kind", ["sd3", "flux-cfg", "qwenimage", "chroma", "flux2", "flux2-klein"])

@@ -40,9 +40,26 @@ class Layout:
         return len(self.order) > 1
 
 
+class Rows(list):
+    """A batch held as a list, one entry per row (Z-Image's latents and captions of different lengths): the trace
+    slices and repeats it by row, never entry by entry."""
+
+
+def call_default(pipe, keyword: str) -> Any:
+    """The default of one of the pipeline call's keywords, as its class (or the nearest that names it) declares."""
+    for cls in type(pipe).__mro__:
+        call = vars(cls).get("__call__")
+        if call is not None:
+            parameter = inspect.signature(call).parameters.get(keyword)
+            if parameter is not None and parameter.default is not inspect.Parameter.empty:
+                return parameter.default
+    raise BadInput(f"{type(pipe).__name__}'s call has no default {keyword}")
+
+
 UNGUIDED = Layout("calls", ("cond",))
 UNCOND_FIRST_BATCH = Layout("batch", ("uncond", "cond"))     # diffusers' classifier-free guidance (SD, SD3, PixArt)
 COND_FIRST_CALLS = Layout("calls", ("cond", "uncond"))       # true CFG: a second denoiser call per step
+COND_FIRST_BATCH = Layout("batch", ("cond", "uncond"))       # Z-Image
 
 
 class DenoiserAdapter:
@@ -51,6 +68,7 @@ class DenoiserAdapter:
     name: ClassVar[str]
     denoisers: ClassVar[tuple[str, ...]]   # class names of the denoisers it serves (diffusers' own classes)
     latent_arg: ClassVar[str]              # the keyword the denoiser takes the noisy latent as
+    timestep_arg: ClassVar[str] = "timestep"  # ... and the timestep as
     block: ClassVar[str]                   # regex: parameter-name part of the blocks (the components' home)
     ff: ClassVar[str]                      # regex: feed-forward weights of those blocks
     attn: ClassVar[str]                    # regex: attention weights of those blocks
@@ -84,7 +102,7 @@ class DenoiserAdapter:
         """A denoiser call's (latent, timestep, conditioning keywords), positional arguments bound by name."""
         call = dict(inspect.signature(denoiser.forward).bind_partial(*args, **kwargs).arguments)
         call.pop("return_dict", None)
-        return call.pop(self.latent_arg), call.pop("timestep"), call
+        return call.pop(self.latent_arg), call.pop(self.timestep_arg), call
 
     def batch_size(self, latent) -> int:
         """The rows of a denoiser input."""
@@ -255,4 +273,5 @@ from cadiff.adapters import flux  # noqa: E402,F401,I001
 from cadiff.adapters import sana  # noqa: E402,F401,I001
 from cadiff.adapters import qwenimage  # noqa: E402,F401,I001
 from cadiff.adapters import chroma  # noqa: E402,F401,I001
-from cadiff.adapters import flux2  # noqa: E402,F401
+from cadiff.adapters import flux2  # noqa: E402,F401,I001
+from cadiff.adapters import zimage  # noqa: E402,F401

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from cadiff.adapters import Layout, adapter_for
+from cadiff.adapters import Layout, Rows, adapter_for
 from cadiff.models.loading import denoiser as denoiser_of
 
 
@@ -58,6 +58,8 @@ def take_rows(obj: Any, rows: slice, n: int) -> Any:
     """Rows `rows` of every tensor in `obj` (nested dicts/lists) whose first dimension is `n`; others unchanged."""
     if isinstance(obj, torch.Tensor):
         return obj[rows] if obj.ndim > 0 and obj.shape[0] == n else obj
+    if isinstance(obj, Rows):
+        return Rows(obj[rows]) if len(obj) == n else obj
     if isinstance(obj, dict):
         return {k: take_rows(v, rows, n) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -74,6 +76,8 @@ def repeat_rows(obj: Any, n: int) -> Any:
     """Repeat batch-1 tensors of `obj` (nested) to batch `n`."""
     if isinstance(obj, torch.Tensor):
         return obj.expand(n, *obj.shape[1:]) if obj.ndim > 0 and obj.shape[0] == 1 else obj
+    if isinstance(obj, Rows):
+        return Rows(list(obj) * n) if len(obj) == 1 else obj
     if isinstance(obj, dict):
         return {k: repeat_rows(v, n) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
