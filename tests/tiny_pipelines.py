@@ -340,10 +340,36 @@ def tiny_zimage(seed: int = 0):
     return pipe
 
 
+def tiny_lumina2(seed: int = 0):
+    """A random Lumina-Image-2.0-style pipeline, the stock class unchanged: a single-stream DiT with grouped-query
+    attention, a tiny Gemma 2 encoder (two layers: the pipeline reads the one before last), a VAE with the 8x
+    downsampling the pipeline assumes, 64 x 64 images (4 x 4 image tokens)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    torch.manual_seed(seed)
+    transformer = Lumina2Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, hidden_size=16, num_layers=2,
+                                            num_refiner_layers=1, num_attention_heads=2, num_kv_heads=1,
+                                            multiple_of=16, axes_dim_rope=(4, 2, 2), axes_lens=(300, 512, 512),
+                                            cap_feat_dim=16)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4,
+                        scaling_factor=0.3611, shift_factor=0.1159)
+    gemma = Gemma2Model(Gemma2Config(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                     max_position_embeddings=512, pad_token_id=0)).eval()
+    pipe = Lumina2Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                           text_encoder=gemma, tokenizer=build_tokenizer())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 FAMILIES = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana,
             "flux-cfg": lambda seed=0: tiny_flux(seed, guidance_embeds=False), "qwenimage": tiny_qwenimage,
             "chroma": tiny_chroma, "flux2": tiny_flux2, "flux2-klein": tiny_flux2_klein,
-            "flux2-klein-distilled": lambda seed=0: tiny_flux2_klein(seed, is_distilled=True), "zimage": tiny_zimage}
+            "flux2-klein-distilled": lambda seed=0: tiny_flux2_klein(seed, is_distilled=True), "zimage": tiny_zimage,
+            "lumina2": tiny_lumina2}
 
 
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):

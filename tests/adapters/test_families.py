@@ -31,8 +31,9 @@ STOCK = {
     "flux2": {"guidance_scale": GUIDANCE},
     "flux2-klein": {"guidance_scale": GUIDANCE},
     "zimage": {"guidance_scale": GUIDANCE},  # on above 0: pos + 4 (pos - neg)
+    "lumina2": {"guidance_scale": GUIDANCE},
 }
-TRUE_CFG = ("flux-cfg", "qwenimage", "chroma", "flux2-klein")  # a second denoiser call per step, the conditional one first
+TRUE_CFG = ("flux-cfg", "qwenimage", "chroma", "flux2-klein", "lumina2")  # a second denoiser call per step, the conditional one first
 
 
 @pytest.fixture(scope="module", params=sorted(STOCK))

@@ -30,7 +30,7 @@ def pixart():
 
 
 @pytest.fixture(scope="module", params=["sd3", "pixart", "flux", "sana", "flux-cfg", "qwenimage", "chroma", "flux2",
-                                        "flux2-klein", "zimage"])
+                                        "flux2-klein", "zimage", "lumina2"])
 def family(request):
     return request.param, tiny_sd(request.param)
 
@@ -337,7 +337,9 @@ def test_sae_capture_reads_the_token_grid_of_a_non_square_image(family, tmp_path
 
     name, pipe = family
     last = hookpoints(pipe)[-1]
-    size = {"height": 32, "width": 64} if name == "sana" else {"height": 16, "width": 32}  # Sana: multiples of 32
+    # 16 x 32 pixels, or the multiples of 32 (Sana) or 64 (Lumina 2's 8x VAE and 2 x 2 patches) its tokens need
+    size = {"sana": {"height": 32, "width": 64}, "lumina2": {"height": 64, "width": 128}}.get(
+        name, {"height": 16, "width": 32})
     with ActivationCapture(pipe, [last], at_steps=[0]) as cap:
         cadiff.generate(pipe, ["a red circle"], [0], steps=2, guidance=GUIDANCE, **size)
     taken = cap.take()

@@ -235,8 +235,8 @@ class DenoiserAdapter:
             grid = _square_grid(out.shape[1])
         return inp, out, grid
 
-    def with_block_tokens(self, output, tokens: torch.Tensor, grid: tuple[int, int]):
-        """The block's output with its image tokens replaced by `tokens` (B, P, C), its return type kept."""
+    def with_block_tokens(self, args: tuple, kwargs: dict, output, tokens: torch.Tensor, grid: tuple[int, int]):
+        """The block call's output with its image tokens replaced by `tokens` (B, P, C), its return type kept."""
         return tokens
 
     def _image_stream(self, output) -> torch.Tensor:
@@ -274,4 +274,5 @@ from cadiff.adapters import sana  # noqa: E402,F401,I001
 from cadiff.adapters import qwenimage  # noqa: E402,F401,I001
 from cadiff.adapters import chroma  # noqa: E402,F401,I001
 from cadiff.adapters import flux2  # noqa: E402,F401,I001
-from cadiff.adapters import zimage  # noqa: E402,F401
+from cadiff.adapters import zimage  # noqa: E402,F401,I001
+from cadiff.adapters import lumina2  # noqa: E402,F401

@@ -34,5 +34,5 @@ class SanaAdapter(SD3Adapter):
     def _image_stream(self, output):
         return output[0] if isinstance(output, tuple) else output
 
-    def with_block_tokens(self, output, tokens, grid):
+    def with_block_tokens(self, args, kwargs, output, tokens, grid):
         return tokens

@@ -27,7 +27,7 @@ class SD3Adapter(DenoiserAdapter):
     def _image_stream(self, output):
         return output[1]  # a joint block returns (text stream, image stream)
 
-    def with_block_tokens(self, output, tokens, grid):
+    def with_block_tokens(self, args, kwargs, output, tokens, grid):
         return (output[0], tokens)
 
     def noised(self, scheduler, x0, noise, index):

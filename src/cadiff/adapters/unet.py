@@ -32,7 +32,7 @@ class UNetAdapter(BasicBlockGroups, DDPMSchedule, DenoiserAdapter):
         grid = (out.shape[-2], out.shape[-1])
         return inp.flatten(2).transpose(1, 2), out.flatten(2).transpose(1, 2), grid  # (B, C, H, W) -> (B, HW, C)
 
-    def with_block_tokens(self, output, tokens, grid):
+    def with_block_tokens(self, args, kwargs, output, tokens, grid):
         b, _, c = tokens.shape
         new = tokens.transpose(1, 2).reshape(b, c, *grid)
         if isinstance(output, tuple):

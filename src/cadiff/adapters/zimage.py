@@ -86,7 +86,7 @@ class ZImageAdapter(SD3Adapter):
         inp = args[0] if args else kwargs["x"]
         return inp[:, :count], output[:, :count], grid
 
-    def with_block_tokens(self, output, tokens, grid):
+    def with_block_tokens(self, args, kwargs, output, tokens, grid):
         return torch.cat([tokens, output[:, tokens.shape[1]:]], dim=1)
 
     def _image_stream(self, output):

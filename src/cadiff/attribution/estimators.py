@@ -79,12 +79,13 @@ def erase_trajectory(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: 
             sample(pipe, [r.prompt for r in chunk], _generators(chunk), steps, guidance,
                    until=None if only is None else max(only))
         calls = [c for c in trace.steps if only is None or c.index in only]
-        reuse = base_prompt == "" and calls[0].uncond_output is not None
-        base = None if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)
-        adapter = adapter_for(denoiser)
+        base, adapter = None, adapter_for(denoiser)
         for call in calls:
-            target = call.uncond_output if reuse else _forward(denoiser, call.sample, call.timestep,
-                                                               adapter.base_kwargs(call.kwargs, base))
+            if base_prompt == "" and call.uncond_output is not None:
+                target = call.uncond_output  # the step's own unconditional branch: no extra forward
+            else:
+                base = base if base is not None else _base_kwargs(pipe, denoiser, base_prompt, n)
+                target = _forward(denoiser, call.sample, call.timestep, adapter.base_kwargs(call.kwargs, base))
             scale = torch.full((n,), adapter.output_scale(pipe.scheduler, call.timestep))
             out.append(Step(call.sample, call.timestep, call.kwargs, target, scale, [r.group for r in chunk]))
     return out

@@ -156,7 +156,7 @@ def sample(pipe, prompts: Sequence[str], generator: list[torch.Generator], steps
         state: dict[str, torch.Tensor] = {}
         if _takes_step_end_callback(pipe):
             def on_step_end(p, index, t, kwargs):
-                if index >= until:
+                if index >= until and "latents" not in state:  # a pipeline that ignores the flag samples on
                     state["latents"] = kwargs["latents"].detach().clone()
                     p._interrupt = True
                 return {}
@@ -215,7 +215,10 @@ class DenoiserTrace:
         step = self._step_of(timestep)
         run, layout = _active_run(self.pipe), active_layout(self.pipe)
         if run is not self._run[0] or (run is None and step < self._run[1]):  # a new pipeline call
-            self._seen, self._pending = {}, {}
+            self._flush()
+            self._seen = {}
+        elif step != self._run[1]:
+            self._flush()  # a step whose unconditional call never came (guidance truncated late in the run)
         self._run = (run, step)
         k = self._seen.get(step, 0)
         self._seen[step] = k + 1
@@ -252,13 +255,23 @@ class DenoiserTrace:
                 raise RuntimeError(f"denoiser called on {rows_n} rows per branch, expected {self.batch}")
             pending[branch] = clone(part)
         if set(pending) == set(active_layout(self.pipe).order):
-            cond_part, uncond = pending["cond"], self._pending.pop(current.step).get("uncond")
-            traced = TracedStep(cond_part["sample"], cond_part["timestep"], cond_part["kwargs"],
-                                None if uncond is None else uncond["kwargs"],
-                                None if uncond is None else uncond["output"], current.step)
-            self.steps.append(traced)
-            if self.on_step is not None:
-                self.on_step(traced)
+            self._complete(current.step)
+
+    def _complete(self, step: int) -> None:
+        parts = self._pending.pop(step)
+        cond, uncond = parts["cond"], parts.get("uncond")
+        traced = TracedStep(cond["sample"], cond["timestep"], cond["kwargs"], None if uncond is None else uncond["kwargs"],
+                            None if uncond is None else uncond["output"], step)
+        self.steps.append(traced)
+        if self.on_step is not None:
+            self.on_step(traced)
+
+    def _flush(self) -> None:
+        """Record the steps whose calls ended with the conditional one (their unconditional branch skipped)."""
+        for step in sorted(self._pending):
+            if "cond" in self._pending[step]:
+                self._complete(step)
+        self._pending = {}
 
     def __enter__(self) -> "DenoiserTrace":
         self._handles = [self.net.register_forward_pre_hook(self._pre_hook, with_kwargs=True)]
@@ -270,6 +283,8 @@ class DenoiserTrace:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if exc[0] is None:
+            self._flush()
 
 
 class _Captured(Exception):

@@ -141,7 +141,7 @@ def steer(pipe, sae: TopKSAE, latents: Sequence[int], config: SteerConfig | None
         reg = torch.from_numpy(np.asarray(region)).flatten() if region is not None else None
         change = torch.zeros_like(delta)
         change[rows] = steering_change(sae, delta[rows], latents, mode, beta, reg)
-        return adapter.with_block_tokens(output, out + change, (h, w))
+        return adapter.with_block_tokens(args, kwargs, output, out + change, (h, w))
 
     with trace:
         handle = module.register_forward_hook(hook, with_kwargs=True)
