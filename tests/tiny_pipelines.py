@@ -365,11 +365,34 @@ def tiny_lumina2(seed: int = 0):
     return pipe
 
 
+def tiny_cogview4(seed: int = 0):
+    """A random CogView4-style pipeline, the stock class unchanged: a DiT whose blocks share their weights between
+    image and text tokens, a tiny GLM encoder (two layers: the pipeline reads the one before last), CogView4's
+    scheduler settings, 16 x 16 images."""
+    from diffusers import CogView4Pipeline, CogView4Transformer2DModel, FlowMatchEulerDiscreteScheduler
+    from transformers import GlmConfig, GlmModel
+
+    torch.manual_seed(seed)
+    transformer = CogView4Transformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                             attention_head_dim=8, num_attention_heads=2, text_embed_dim=16,
+                                             time_embed_dim=16, condition_dim=4, sample_size=8)
+    glm = GlmModel(GlmConfig(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+                             pad_token_id=0, bos_token_id=1, eos_token_id=2)).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(base_shift=0.25, max_shift=0.75, base_image_seq_len=256,
+                                                max_image_seq_len=4096, use_dynamic_shifting=True,
+                                                time_shift_type="linear")
+    pipe = CogView4Pipeline(tokenizer=build_tokenizer(), text_encoder=glm, vae=_vae(), transformer=transformer,
+                            scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 FAMILIES = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana,
             "flux-cfg": lambda seed=0: tiny_flux(seed, guidance_embeds=False), "qwenimage": tiny_qwenimage,
             "chroma": tiny_chroma, "flux2": tiny_flux2, "flux2-klein": tiny_flux2_klein,
             "flux2-klein-distilled": lambda seed=0: tiny_flux2_klein(seed, is_distilled=True), "zimage": tiny_zimage,
-            "lumina2": tiny_lumina2}
+            "lumina2": tiny_lumina2, "cogview4": tiny_cogview4}
 
 
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):

@@ -32,8 +32,9 @@ STOCK = {
     "flux2-klein": {"guidance_scale": GUIDANCE},
     "zimage": {"guidance_scale": GUIDANCE},  # on above 0: pos + 4 (pos - neg)
     "lumina2": {"guidance_scale": GUIDANCE},
+    "cogview4": {"guidance_scale": GUIDANCE},
 }
-TRUE_CFG = ("flux-cfg", "qwenimage", "chroma", "flux2-klein", "lumina2")  # a second denoiser call per step, the conditional one first
+TRUE_CFG = ("flux-cfg", "qwenimage", "chroma", "flux2-klein", "lumina2", "cogview4")  # a second denoiser call per step, the conditional one first
 
 
 @pytest.fixture(scope="module", params=sorted(STOCK))
@@ -193,3 +194,20 @@ def test_scores_equal_weight_times_gradient_by_hand_on_lists_with_the_conditiona
         hand = params[n].detach() * grads[n]
         torch.testing.assert_close(attr.scores[n], hand, rtol=1e-4, atol=256 * EPS32 * float(hand.abs().max()))
         assert attr.scores[n].abs().sum() > 0
+
+
+def test_amplify_noises_on_the_schedule_the_pipeline_samples_on(any_family):
+    """The clean latents amplify noises are put on the schedule (timesteps and sigmas) of the stock call."""
+    from cadiff.attribution.estimators import Row, generated_latents
+
+    name, pipe = any_family
+    x0 = generated_latents(pipe, [Row("a red circle", 0, 0)], STEPS, GUIDANCE)
+    stock_call = {k: v[:1] if isinstance(v, list) else v for k, v in STOCK[name].items()}
+    pipe(prompt=["a red circle"], num_inference_steps=STEPS, generator=generators([0]), output_type="latent",
+         **stock_call)
+    scheduler = pipe.scheduler
+    stock = scheduler.timesteps.clone(), getattr(scheduler, "sigmas", torch.zeros(1)).clone()
+    pipe(prompt=["a red circle"], num_inference_steps=STEPS + 2, output_type="latent", **stock_call)  # another
+    adapter_for(denoiser(pipe)).set_schedule(pipe, STEPS, x0)
+    torch.testing.assert_close(scheduler.timesteps, stock[0])
+    torch.testing.assert_close(getattr(scheduler, "sigmas", torch.zeros(1)), stock[1])

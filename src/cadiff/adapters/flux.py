@@ -69,10 +69,15 @@ class FluxAdapter(SD3Adapter):
         return latents.view(n, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(n, (h // 2) * (w // 2), 4 * c)
 
     def set_schedule(self, pipe, steps, x0):
-        """The Flux pipeline's schedule: sigmas 1 .. 1/steps, shifted by mu for the image's token count."""
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+        shifted_schedule(pipe, steps, x0.shape[1])
 
-        cfg = pipe.scheduler.config
-        mu = calculate_shift(x0.shape[1], cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
-        pipe.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+
+def shifted_schedule(pipe, steps: int, tokens: int, sigmas=None) -> None:
+    """The Flux pipeline's schedule, which most flow-matching pipelines copy: sigmas 1 .. 1/steps (or `sigmas`),
+    shifted by mu for `tokens` image tokens (where the scheduler shifts dynamically)."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    cfg = pipe.scheduler.config
+    mu = calculate_shift(tokens, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                         cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+    pipe.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps) if sigmas is None else sigmas, mu=mu)

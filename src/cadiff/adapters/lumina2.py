@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, register_adapter
+from cadiff.adapters.flux import shifted_schedule
 from cadiff.adapters.sd3 import SD3Adapter
 
 
@@ -39,6 +40,9 @@ class Lumina2Adapter(SD3Adapter):
 
     def prediction(self, denoiser, output):
         return -output  # the scheduler's velocity, noise - x0, as the pipeline turns it
+
+    def set_schedule(self, pipe, steps, x0):
+        shifted_schedule(pipe, steps, x0.shape[1])  # as the pipeline does: the latents' second axis, its channels
 
     def image_size(self, pipe, denoiser):
         return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)

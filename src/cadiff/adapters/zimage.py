@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from cadiff.adapters import COND_FIRST_BATCH, UNGUIDED, Rows, call_default, register_adapter
+from cadiff.adapters.flux import shifted_schedule
 from cadiff.adapters.sd3 import SD3Adapter
 
 
@@ -65,12 +66,8 @@ class ZImageAdapter(SD3Adapter):
         return int(call_default(pipe, "height"))
 
     def set_schedule(self, pipe, steps, x0):
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
-        cfg = pipe.scheduler.config
-        mu = calculate_shift((x0.shape[-2] // 2) * (x0.shape[-1] // 2), cfg.get("base_image_seq_len", 256),
-                             cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
-        pipe.scheduler.set_timesteps(sigmas=torch.linspace(1.0, 1 / steps, steps).tolist(), mu=mu)
+        shifted_schedule(pipe, steps, (x0.shape[-2] // 2) * (x0.shape[-1] // 2),
+                         sigmas=torch.linspace(1.0, 1 / steps, steps).tolist())
 
     def hookpoints(self, denoiser):
         return [f"layers.{i}" for i in range(len(denoiser.layers))]
