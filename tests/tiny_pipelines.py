@@ -140,13 +140,13 @@ def tiny_sana(seed: int = 0):
     return pipe
 
 
-def _qwen_vl_text(width: int = 16):
+def _qwen_vl_text(width: int = 16, layers: int = 1):
     """A tiny Qwen2.5-VL (the generation model: the pipelines read its language model's last hidden states; a
     one-block vision tower has to exist)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     cfg = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(VOCAB), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1,
+        text_config=dict(vocab_size=len(VOCAB), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
                          pad_token_id=0, bos_token_id=1, eos_token_id=2),
@@ -388,11 +388,43 @@ def tiny_cogview4(seed: int = 0):
     return pipe
 
 
+def tiny_hunyuanimage(seed: int = 0):
+    """A random HunyuanImage-2.1-style pipeline: an MMDiT (one double, one single block) with a text refiner, a tiny
+    Qwen2.5-VL (three layers: the pipeline reads the third from last) and T5 for the glyph stream, guided by its
+    adaptive projected guiders, 16 x 16 images. On the instance: no chat template (the word-level tokenizer has
+    none of its tokens, so only the start token is dropped), prompts of 8 tokens (stock 1000 and 128)."""
+    from diffusers import (AdaptiveProjectedMixGuidance, AutoencoderKLHunyuanImage, FlowMatchEulerDiscreteScheduler,
+                           HunyuanImagePipeline, HunyuanImageTransformer2DModel)
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = HunyuanImageTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2,
+                                                 attention_head_dim=8, num_layers=1, num_single_layers=1,
+                                                 num_refiner_layers=1, patch_size=(2, 2), guidance_embeds=False,
+                                                 text_embed_dim=16, text_embed_2_dim=16, rope_axes_dim=(4, 4))
+    vae = AutoencoderKLHunyuanImage(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 32),
+                                    layers_per_block=1, spatial_compression_ratio=2, sample_size=16,
+                                    scaling_factor=0.476986)
+    qwen = _qwen_vl_text(layers=3)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2)).eval()
+    pipe = HunyuanImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), vae=vae, text_encoder=qwen,
+                                tokenizer=build_tokenizer(), text_encoder_2=t5, tokenizer_2=build_tokenizer(),
+                                transformer=transformer, guider=AdaptiveProjectedMixGuidance(),
+                                ocr_guider=AdaptiveProjectedMixGuidance())
+    pipe.prompt_template_encode, pipe.prompt_template_encode_start_idx = "{}", 1
+    pipe.tokenizer_max_length = pipe.tokenizer_2_max_length = 8
+    pipe.default_sample_size = 8
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 FAMILIES = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana,
             "flux-cfg": lambda seed=0: tiny_flux(seed, guidance_embeds=False), "qwenimage": tiny_qwenimage,
             "chroma": tiny_chroma, "flux2": tiny_flux2, "flux2-klein": tiny_flux2_klein,
             "flux2-klein-distilled": lambda seed=0: tiny_flux2_klein(seed, is_distilled=True), "zimage": tiny_zimage,
-            "lumina2": tiny_lumina2, "cogview4": tiny_cogview4}
+            "lumina2": tiny_lumina2, "cogview4": tiny_cogview4,
+            "hunyuanimage": tiny_hunyuanimage}
 
 
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):

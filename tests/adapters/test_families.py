@@ -33,8 +33,23 @@ STOCK = {
     "zimage": {"guidance_scale": GUIDANCE},  # on above 0: pos + 4 (pos - neg)
     "lumina2": {"guidance_scale": GUIDANCE},
     "cogview4": {"guidance_scale": GUIDANCE},
+    "hunyuanimage": {"negative_prompt": ["", ""]},  # and its guider at scale 4: see `stock`
 }
-TRUE_CFG = ("flux-cfg", "qwenimage", "chroma", "flux2-klein", "lumina2", "cogview4")  # a second denoiser call per step, the conditional one first
+TRUE_CFG = ("flux-cfg", "qwenimage", "chroma", "flux2-klein", "lumina2", "cogview4", "hunyuanimage")
+
+
+def stock(pipe, name, prompts, **call):
+    """The stock pipeline call on `prompts` guided at scale 4 as a diffusers user writes it (HunyuanImage: its
+    guider replaced by one at that scale)."""
+    guided = {k: v[: len(prompts)] if isinstance(v, list) else v for k, v in STOCK[name].items()}
+    guider = getattr(pipe, "guider", None)
+    if name == "hunyuanimage":
+        pipe.guider = guider.new(guidance_scale=GUIDANCE)
+    try:
+        return pipe(prompt=prompts, **guided, **call)
+    finally:
+        if guider is not None:
+            pipe.guider = guider  # a second denoiser call per step, the conditional one first
 
 
 @pytest.fixture(scope="module", params=sorted(STOCK))
@@ -50,9 +65,8 @@ def two_calls(request):
 def test_generate_samples_each_family_as_its_stock_call_does(any_family):
     name, pipe = any_family
     ours = cadiff.generate(pipe, PROMPTS, seeds=[0, 1], steps=2, guidance=GUIDANCE)
-    stock = pipe(prompt=PROMPTS, num_inference_steps=2, generator=generators([0, 1]), output_type="np",
-                 **STOCK[name]).images
-    np.testing.assert_array_equal(ours, (np.clip(stock, 0, 1) * 255).round().astype(np.uint8))
+    theirs = stock(pipe, name, PROMPTS, num_inference_steps=2, generator=generators([0, 1]), output_type="np").images
+    np.testing.assert_array_equal(ours, (np.clip(theirs, 0, 1) * 255).round().astype(np.uint8))
     off = adapter_for(denoiser(pipe)).unguided(pipe, None)  # 1 for most, 0 for Z-Image
     unguided = cadiff.generate(pipe, PROMPTS, seeds=[0, 1], steps=2, guidance=off)
     assert (ours != unguided).any()  # the guidance reached the sampler
@@ -69,8 +83,7 @@ def _raw_calls(pipe, name, prompt, seed):
 
     handle = pipe.transformer.register_forward_hook(hook, with_kwargs=True)
     try:
-        pipe(prompt=[prompt], num_inference_steps=STEPS, generator=generators([seed]), output_type="latent",
-             **{k: v[:1] if isinstance(v, list) else v for k, v in STOCK[name].items()})
+        stock(pipe, name, [prompt], num_inference_steps=STEPS, generator=generators([seed]), output_type="latent")
     finally:
         handle.remove()
     return calls
@@ -165,8 +178,8 @@ def test_amplify_reads_the_sampled_latents_in_the_denoisers_layout(name):
         final["latents"] = kwargs["latents"]
         return {}
 
-    pipe(prompt=["a red circle"], num_inference_steps=2, generator=generators([0]), output_type="latent",
-         callback_on_step_end=keep, **{k: v[:1] if isinstance(v, list) else v for k, v in STOCK[name].items()})
+    stock(pipe, name, ["a red circle"], num_inference_steps=2, generator=generators([0]), output_type="latent",
+          callback_on_step_end=keep)
     torch.testing.assert_close(x0, final["latents"], rtol=1e-4, atol=1e-5)
 
 
@@ -202,12 +215,10 @@ def test_amplify_noises_on_the_schedule_the_pipeline_samples_on(any_family):
 
     name, pipe = any_family
     x0 = generated_latents(pipe, [Row("a red circle", 0, 0)], STEPS, GUIDANCE)
-    stock_call = {k: v[:1] if isinstance(v, list) else v for k, v in STOCK[name].items()}
-    pipe(prompt=["a red circle"], num_inference_steps=STEPS, generator=generators([0]), output_type="latent",
-         **stock_call)
+    stock(pipe, name, ["a red circle"], num_inference_steps=STEPS, generator=generators([0]), output_type="latent")
     scheduler = pipe.scheduler
-    stock = scheduler.timesteps.clone(), getattr(scheduler, "sigmas", torch.zeros(1)).clone()
-    pipe(prompt=["a red circle"], num_inference_steps=STEPS + 2, output_type="latent", **stock_call)  # another
+    want = scheduler.timesteps.clone(), getattr(scheduler, "sigmas", torch.zeros(1)).clone()
+    stock(pipe, name, ["a red circle"], num_inference_steps=STEPS + 2, output_type="latent")  # another schedule
     adapter_for(denoiser(pipe)).set_schedule(pipe, STEPS, x0)
-    torch.testing.assert_close(scheduler.timesteps, stock[0])
-    torch.testing.assert_close(getattr(scheduler, "sigmas", torch.zeros(1)), stock[1])
+    torch.testing.assert_close(scheduler.timesteps, want[0])
+    torch.testing.assert_close(getattr(scheduler, "sigmas", torch.zeros(1)), want[1])

@@ -30,7 +30,8 @@ def pixart():
 
 
 @pytest.fixture(scope="module", params=["sd3", "pixart", "flux", "sana", "flux-cfg", "qwenimage", "chroma", "flux2",
-                                        "flux2-klein", "zimage", "lumina2", "cogview4"])
+                                        "flux2-klein", "zimage", "lumina2", "cogview4",
+                                        "hunyuanimage"])
 def family(request):
     return request.param, tiny_sd(request.param)
 

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from dataclasses import dataclass
@@ -82,6 +83,11 @@ class DenoiserAdapter:
         """The pipeline keywords that sample `prompts` at cadiff's guidance `guidance`, as the family's stock call
         does (classifier-free guidance: `guidance_scale`)."""
         return {"prompt": prompts, "guidance_scale": guidance}
+
+    def call_context(self, pipe, guidance: float):
+        """A context the pipeline call runs in, for families whose guidance is set on the pipeline rather than
+        passed to its call (HunyuanImage's guider); none for most."""
+        return contextlib.nullcontext()
 
     def layout(self, pipe, guidance: float | None) -> Layout:
         """The denoiser calls of one step at `guidance` (None: a pipeline called directly, read off its own
@@ -276,4 +282,5 @@ from cadiff.adapters import chroma  # noqa: E402,F401,I001
 from cadiff.adapters import flux2  # noqa: E402,F401,I001
 from cadiff.adapters import zimage  # noqa: E402,F401,I001
 from cadiff.adapters import lumina2  # noqa: E402,F401,I001
-from cadiff.adapters import cogview4  # noqa: E402,F401
+from cadiff.adapters import cogview4  # noqa: E402,F401,I001
+from cadiff.adapters import hunyuanimage  # noqa: E402,F401

@@ -151,33 +151,39 @@ def sample(pipe, prompts: Sequence[str], generator: list[torch.Generator], steps
     previous = _ACTIVE.get(net)
     _ACTIVE[net] = _Run(adapter.layout(pipe, guidance))
     try:
-        if until is None:
-            return pipe(**call)
-        state: dict[str, torch.Tensor] = {}
-        if _takes_step_end_callback(pipe):
-            def on_step_end(p, index, t, kwargs):
-                if index >= until and "latents" not in state:  # a pipeline that ignores the flag samples on
-                    state["latents"] = kwargs["latents"].detach().clone()
-                    p._interrupt = True
-                return {}
-
-            pipe(**call, callback_on_step_end=on_step_end)
-        else:
-            def legacy(index, t, latents):
-                if index >= until:
-                    state["latents"] = latents.detach().clone()
-                    raise _Stopped
-
-            try:
-                pipe(**call, callback=legacy, callback_steps=1)
-            except _Stopped:
-                pass
-        return state.get("latents")
+        with adapter.call_context(pipe, guidance):
+            return _call(pipe, call, until)
     finally:
         if previous is None:
             _ACTIVE.pop(net, None)
         else:
             _ACTIVE[net] = previous
+
+
+def _call(pipe, call: dict[str, Any], until: int | None) -> Any:
+    """The pipeline call, ended after step `until` when given (returning the latents reached then)."""
+    if until is None:
+        return pipe(**call)
+    state: dict[str, torch.Tensor] = {}
+    if _takes_step_end_callback(pipe):
+        def on_step_end(p, index, t, kwargs):
+            if index >= until and "latents" not in state:  # a pipeline that ignores the flag samples on
+                state["latents"] = kwargs["latents"].detach().clone()
+                p._interrupt = True
+            return {}
+
+        pipe(**call, callback_on_step_end=on_step_end)
+    else:
+        def legacy(index, t, latents):
+            if index >= until:
+                state["latents"] = latents.detach().clone()
+                raise _Stopped
+
+        try:
+            pipe(**call, callback=legacy, callback_steps=1)
+        except _Stopped:
+            pass
+    return state.get("latents")
 
 
 class DenoiserTrace:
