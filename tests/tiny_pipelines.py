@@ -419,12 +419,51 @@ def tiny_hunyuanimage(seed: int = 0):
     return pipe
 
 
+def tiny_hidream(seed: int = 0):
+    """A random HiDream-I1-style pipeline: one double- and one single-stream block with mixture-of-experts image
+    feed-forwards, two CLIPs (128 positions: the pipeline pads them so), T5 and a two-layer Llama, 16 x 16 images
+    (the pipeline rescales any size to the area its default sample size gives)."""
+    from diffusers import (FlowMatchEulerDiscreteScheduler, HiDreamImagePipeline,
+                           HiDreamImageTransformer2DModel)
+    from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM, T5Config,
+                              T5EncoderModel)
+
+    torch.manual_seed(seed)
+    transformer = HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                                 num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+                                                 caption_channels=[16, 16], text_emb_dim=32, num_routed_experts=4,
+                                                 num_activated_experts=2, axes_dims_rope=(4, 2, 2),
+                                                 max_resolution=(8, 8), llama_layers=(0, 1)).eval()
+    vae = _vae()
+    vae.register_to_config(scaling_factor=0.3611, shift_factor=0.1159)
+
+    def clip():
+        return CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            max_position_embeddings=128, projection_dim=16, pad_token_id=0, bos_token_id=1, eos_token_id=2)).eval()
+
+    t5 = T5EncoderModel(T5Config(vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2)).eval()
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                         head_dim=8, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                                         eos_token_id=2, attn_implementation="eager")).eval()
+    pipe = HiDreamImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+                                text_encoder=clip(), tokenizer=build_tokenizer(),
+                                text_encoder_2=clip(), tokenizer_2=build_tokenizer(),
+                                text_encoder_3=t5, tokenizer_3=build_tokenizer(),
+                                text_encoder_4=llama, tokenizer_4=build_tokenizer(), transformer=transformer)
+    pipe.default_sample_size = 8
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 FAMILIES = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana,
             "flux-cfg": lambda seed=0: tiny_flux(seed, guidance_embeds=False), "qwenimage": tiny_qwenimage,
             "chroma": tiny_chroma, "flux2": tiny_flux2, "flux2-klein": tiny_flux2_klein,
             "flux2-klein-distilled": lambda seed=0: tiny_flux2_klein(seed, is_distilled=True), "zimage": tiny_zimage,
             "lumina2": tiny_lumina2, "cogview4": tiny_cogview4,
-            "hunyuanimage": tiny_hunyuanimage}
+            "hunyuanimage": tiny_hunyuanimage, "hidream": tiny_hidream}
 
 
 def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32):

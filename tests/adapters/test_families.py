@@ -34,6 +34,7 @@ STOCK = {
     "lumina2": {"guidance_scale": GUIDANCE},
     "cogview4": {"guidance_scale": GUIDANCE},
     "hunyuanimage": {"negative_prompt": ["", ""]},  # and its guider at scale 4: see `stock`
+    "hidream": {"guidance_scale": GUIDANCE},
 }
 TRUE_CFG = ("flux-cfg", "qwenimage", "chroma", "flux2-klein", "lumina2", "cogview4", "hunyuanimage")
 
@@ -222,3 +223,28 @@ def test_amplify_noises_on_the_schedule_the_pipeline_samples_on(any_family):
     adapter_for(denoiser(pipe)).set_schedule(pipe, STEPS, x0)
     torch.testing.assert_close(scheduler.timesteps, want[0])
     torch.testing.assert_close(getattr(scheduler, "sigmas", torch.zeros(1)), want[1])
+
+
+def test_scores_equal_weight_times_gradient_by_hand_on_a_doubled_batch_with_the_batch_second():
+    """HiDream: one call per step on [unconditional, conditional] rows, its Llama states (layers, batch, ...) and
+    its output negated by the pipeline; the routed experts, which get no gradient when sampling, are not scored."""
+    pipe = tiny_sd("hidream")
+    attr = attribute(pipe, "a red circle", seeds=[3], steps=STEPS, guidance=GUIDANCE, components="linear",
+                     progress=False)
+    assert attr.scores and not any(".ff_i.experts." in n or n.endswith("ff_i.gate") for n in attr.scores)
+    calls = _raw_calls(pipe, "hidream", "a red circle", 3)
+    assert len(calls) == STEPS
+    net = pipe.transformer
+    params = dict(net.named_parameters())
+    names = [n for n in sorted(attr.scores) if "shared_experts" in n][:1] + sorted(attr.scores)[:2]
+    grads = {n: torch.zeros_like(params[n]) for n in names}
+    for kwargs, out in calls:
+        cond = {k: (v[:, 1:] if k == "encoder_hidden_states_llama3" else v[1:]) if torch.is_tensor(v) else v
+                for k, v in kwargs.items()}
+        loss = (-net(**cond)[0] - (-out[:1])).pow(2).sum()
+        for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names])):
+            grads[n] += g
+    for n in names:
+        hand = params[n].detach() * grads[n]
+        torch.testing.assert_close(attr.scores[n], hand, rtol=1e-4, atol=256 * EPS32 * float(hand.abs().max()))
+        assert attr.scores[n].abs().sum() > 0

@@ -31,7 +31,7 @@ def pixart():
 
 @pytest.fixture(scope="module", params=["sd3", "pixart", "flux", "sana", "flux-cfg", "qwenimage", "chroma", "flux2",
                                         "flux2-klein", "zimage", "lumina2", "cogview4",
-                                        "hunyuanimage"])
+                                        "hunyuanimage", "hidream"])
 def family(request):
     return request.param, tiny_sd(request.param)
 
@@ -337,6 +337,8 @@ def test_sae_capture_reads_the_token_grid_of_a_non_square_image(family, tmp_path
     from cadiff.sae import ActivationCapture, hookpoints
 
     name, pipe = family
+    if name == "hidream":
+        pytest.skip("HiDream's pipeline renders every request at its default area, square here")
     last = hookpoints(pipe)[-1]
     # 16 x 32 pixels, or the multiples of 32 (Sana) or 64 (Lumina 2's 8x VAE and 2 x 2 patches) its tokens need
     size = {"sana": {"height": 32, "width": 64}, "lumina2": {"height": 64, "width": 128}}.get(

@@ -283,4 +283,5 @@ from cadiff.adapters import flux2  # noqa: E402,F401,I001
 from cadiff.adapters import zimage  # noqa: E402,F401,I001
 from cadiff.adapters import lumina2  # noqa: E402,F401,I001
 from cadiff.adapters import cogview4  # noqa: E402,F401,I001
-from cadiff.adapters import hunyuanimage  # noqa: E402,F401
+from cadiff.adapters import hunyuanimage  # noqa: E402,F401,I001
+from cadiff.adapters import hidream  # noqa: E402,F401

@@ -82,7 +82,8 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
     kept. Each iteration samples the model being trained (prompt `concept`, guidance `start_guidance`) up to a random
     step k through the stock pipeline call, takes the denoiser's input there, and regresses the student's output
     for the concept onto the frozen model's output guided away from it (in the model's own units: noise for
-    U-Nets and PixArt, velocity for SD3 and Flux). `on_iteration(i, edited)` is called after each iteration."""
+    U-Nets and PixArt, velocity for SD3 and Flux). The student stays in inference mode, as it samples (HiDream's
+    training mode changes its output's layout). `on_iteration(i, edited)` is called after each iteration."""
     from cadiff.models.loading import resolve_sampling
     from cadiff.models.trace import DenoiserTrace, conditioning, generators, sample
 
@@ -106,7 +107,6 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
     started = time.perf_counter()
     for it in tqdm(range(config.iterations), desc=f"ESD-{config.variant} '{concept}'", unit="it", leave=False):
         k = int(rng.integers(0, steps))
-        student.eval()
         with torch.no_grad():
             with DenoiserTrace(edited, record=1) as trace:
                 sample(edited, [prompt], generators([seed * 1_000_003 + it]), steps, config.start_guidance, until=k)
@@ -115,7 +115,6 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
             e_empty = adapter.forward(frozen, call.sample, call.timestep, uncond)
             e_concept = adapter.forward(frozen, call.sample, call.timestep, call.kwargs)
             target = e_empty - config.negative_guidance * (e_concept - e_empty)
-        student.train()
         out = adapter.forward(student, call.sample, call.timestep, call.kwargs)
         loss = torch.nn.functional.mse_loss(out.float(), target.float())
         optimizer.zero_grad(set_to_none=True)
@@ -123,7 +122,6 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
         optimizer.step()
         losses.append(loss.detach().item())
         if on_iteration is not None:
-            student.eval()
             on_iteration(len(losses), edited)
     student.eval().requires_grad_(False)
     info = {"method": f"esd-{config.variant}", "concept": concept, "prompt": prompt, "seed": seed, **asdict(config),
