@@ -1,12 +1,12 @@
 """Attribution cost on every denoiser family, side by side in one run: each family's small random pipeline (the
 tests' tiny pipelines with the denoiser widened, `WIDER`), timed for
 
-- the floor: the stock pipeline call that samples the trajectories (one guided forward per step, as the pipeline
-  batches it), plus per step one forward + backward of the denoiser on the conditional inputs with only the
-  selected weights requiring grad, replayed from the recorded calls, bare;
+- the floor: the stock pipeline call that samples the trajectories (its guidance as the family lays it out: a
+  doubled batch, or a second call per step), plus per step one forward + backward of the denoiser on the
+  conditional inputs with only the selected weights requiring grad, replayed from the denoiser trace, bare;
 - `attribute` (trajectory estimator, erase objective, `linear` weights), and its ratio to the floor. Where the
-  pipeline has no unconditional half (Flux-dev, guidance-distilled), the erase objective's base output costs one
-  more no-grad forward per step: the `floor + base` column adds it;
+  pipeline has no unconditional branch (Flux-dev, FLUX.2 [dev]: guidance-distilled), the erase objective's base
+  output costs one more no-grad forward per step: the `floor + base` column adds it;
 - the fp32 accumulators `attribute` keeps (bytes) against the selected weights' and the whole denoiser's;
 - generation with an exported edit (3 % per row zeroed) against the original, the same call.
 
@@ -27,16 +27,30 @@ from common import ROOT, Benchmark, save_json, table
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny pipelines built from configs
 
 # The denoiser of each tiny pipeline rebuilt wider and deeper (the text encoders, VAE and scheduler stay tiny).
+FLUX_LIKE = {"num_layers": 2, "num_single_layers": 4, "attention_head_dim": 32, "num_attention_heads": 4,
+             "axes_dims_rope": (16, 8, 8)}
 WIDER = {
     "sd1": {"block_out_channels": (64, 128), "attention_head_dim": 8, "norm_num_groups": 32, "sample_size": 16},
     "sd3": {"num_layers": 6, "attention_head_dim": 32, "num_attention_heads": 4, "caption_projection_dim": 128,
             "sample_size": 16},
-    "flux": {"num_layers": 2, "num_single_layers": 4, "attention_head_dim": 32, "num_attention_heads": 4,
-             "axes_dims_rope": (16, 8, 8)},
+    "flux": FLUX_LIKE,
+    "flux-cfg": FLUX_LIKE,
     "pixart": {"num_layers": 6, "attention_head_dim": 32, "num_attention_heads": 4, "cross_attention_dim": 128,
                "sample_size": 16},
     "sana": {"num_layers": 6, "attention_head_dim": 32, "num_attention_heads": 4, "cross_attention_dim": 128,
              "num_cross_attention_heads": 4, "cross_attention_head_dim": 32, "patch_size": 2},
+    "qwenimage": {"num_layers": 6, "attention_head_dim": 32, "num_attention_heads": 4, "axes_dims_rope": (8, 12, 12)},
+    "chroma": FLUX_LIKE,
+    "flux2": {**FLUX_LIKE, "axes_dims_rope": (8, 8, 8, 8)},
+    "flux2-klein": {**FLUX_LIKE, "axes_dims_rope": (8, 8, 8, 8)},
+    "zimage": {"dim": 128, "n_layers": 6, "n_heads": 4, "n_kv_heads": 4, "axes_dims": [16, 8, 8]},
+    "lumina2": {"hidden_size": 128, "num_layers": 6, "num_attention_heads": 4, "num_kv_heads": 2,
+                "axes_dim_rope": (16, 8, 8)},
+    "cogview4": {"num_layers": 6, "attention_head_dim": 32, "num_attention_heads": 4},
+    "hunyuanimage": {"num_layers": 2, "num_single_layers": 4, "attention_head_dim": 32, "num_attention_heads": 4,
+                     "rope_axes_dim": (16, 16)},
+    "hidream": {"num_layers": 2, "num_single_layers": 2, "attention_head_dim": 32, "num_attention_heads": 4,
+                "axes_dims_rope": (16, 8, 8)},
 }
 
 
@@ -57,68 +71,40 @@ def small_pipeline(kind: str):
     return pipe
 
 
-def recorded_calls(pipe, prompt: str, images: int, steps: int, guidance: float) -> tuple[list, float]:
-    """The denoiser's calls (args, kwargs, cloned) during one stock pipeline call, and that call's seconds."""
-    import torch
-
-    from cadiff.models.loading import denoiser
-
-    calls = []
-
-    def hook(module, args, kwargs):
-        calls.append(([a.detach().clone() if torch.is_tensor(a) else a for a in args],
-                      {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}))
-
-    handle = denoiser(pipe).register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        start = time.perf_counter()
-        with torch.no_grad():
-            pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=images,
-                 generator=torch.Generator().manual_seed(0), output_type="latent")
-        seconds = time.perf_counter() - start
-    finally:
-        handle.remove()
-    return calls, seconds
-
-
-def conditional_half(args: list, kwargs: dict, images: int) -> tuple[list, dict, bool]:
-    """The call's conditional rows (the second half of a guided batch, diffusers' [uncond, cond] layout)."""
-    import torch
-
-    first = next(v for v in [*args, *kwargs.values()] if torch.is_tensor(v))
-    guided = first.shape[0] == 2 * images
-    pick = (lambda v: v[images:] if torch.is_tensor(v) and v.ndim and v.shape[0] == 2 * images else v) if guided \
-        else (lambda v: v)
-    return [pick(a) for a in args], {k: pick(v) for k, v in kwargs.items()}, guided
-
-
 def floor(pipe, prompt: str, images: int, steps: int, guidance: float, components: str) -> dict:
+    """The stock call's seconds (its steps recorded by the denoiser trace), then per step one forward + backward
+    on the conditional inputs, and (no unconditional branch) one no-grad forward for the base output."""
     import torch
 
+    from cadiff.adapters import adapter_for
     from cadiff.attribution import select_parameters
     from cadiff.attribution.gradients import only_these_require_grad
-    from cadiff.models.trace import output_tensor
     from cadiff.models.loading import denoiser
+    from cadiff.models.trace import DenoiserTrace, generators, sample
 
     net = denoiser(pipe)
-    calls, sampling = recorded_calls(pipe, prompt, images, steps, guidance)
+    adapter = adapter_for(net)
+    with DenoiserTrace(pipe, record=images) as trace, torch.no_grad():
+        start = time.perf_counter()
+        sample(pipe, [prompt] * images, generators(range(images)), steps, guidance)
+        sampling = time.perf_counter() - start
     params = select_parameters(net, components)
-    backward, base, guided = 0.0, 0.0, True
+    backward, base = 0.0, 0.0
     with only_these_require_grad(net, params):
-        for args, kwargs in calls:
-            a, k, guided = conditional_half(args, kwargs, images)
+        for step in trace.steps:
             start = time.perf_counter()
-            output_tensor(net(*a, **{**k, "return_dict": False})).float().pow(2).sum().backward()
+            adapter.forward(net, step.sample, step.timestep, step.kwargs).float().pow(2).sum().backward()
             backward += time.perf_counter() - start
-            if not guided:
+            if step.uncond_output is None:
                 start = time.perf_counter()
                 with torch.no_grad():
-                    net(*a, **{**k, "return_dict": False})
+                    adapter.forward(net, step.sample, step.timestep, step.kwargs)
                 base += time.perf_counter() - start
     for p in params.values():
         p.grad = None
+    guided = any(step.uncond_output is not None for step in trace.steps)
     return {"sampling": sampling, "backward": backward, "base": base, "guided": guided,
-            "floor": sampling + backward}
+            "layout": adapter.layout(pipe, guidance), "floor": sampling + backward}
 
 
 class FamilySpeed(Benchmark):
@@ -143,6 +129,7 @@ class FamilySpeed(Benchmark):
         from cadiff.attribution import select_parameters
         from cadiff.editing import edited_copy
         from cadiff.models.loading import denoiser
+        from cadiff.models.trace import generators, sample
 
         torch.set_num_threads(args.threads)
         results = {"settings": {"images": args.images, "steps": args.steps, "repeats": args.repeats,
@@ -168,12 +155,12 @@ class FamilySpeed(Benchmark):
                 for name, model in (("original", pipe), ("edited", edited)):
                     start = time.perf_counter()
                     with torch.no_grad():
-                        model(prompt, num_inference_steps=args.steps, guidance_scale=guidance,
-                              num_images_per_prompt=args.images, generator=torch.Generator().manual_seed(1))
+                        sample(model, [prompt] * args.images, generators(range(1, args.images + 1)), args.steps,
+                               guidance)
                     gen[name].append(time.perf_counter() - start)
             selected = select_parameters(net, "linear")
             row = {"denoiser": type(net).__name__, "parameters": sum(p.numel() for p in net.parameters()),
-                   "guided_batch": floors[0]["guided"], **{k: round(v, 3) for k, v in f.items()},
+                   "guidance": describe_layout(floors[0]["layout"]), **{k: round(v, 3) for k, v in f.items()},
                    "attribute": round(seconds, 3), "ratio": round(seconds / f["floor"], 3),
                    "ratio_with_base": round(seconds / (f["floor"] + f["base"]), 3),
                    "accumulator_bytes": sum(s.numel() * s.element_size() for s in attribution.scores.values()),
@@ -188,11 +175,18 @@ class FamilySpeed(Benchmark):
         return results
 
 
+def describe_layout(layout) -> str:
+    """'doubled batch, uncond first', 'two calls, cond first' or 'none (one call)'."""
+    if not layout.guided:
+        return "none (one call)"
+    return f"{'doubled batch' if layout.split == 'batch' else 'two calls'}, {layout.order[0]} first"
+
+
 def report(results: dict) -> str:
     s = results["settings"]
     rows = []
     for kind, r in results["families"].items():
-        rows.append([kind, r["denoiser"], f"{r['parameters'] / 1e6:.2f} M", "yes" if r["guided_batch"] else "no",
+        rows.append([kind, r["denoiser"], f"{r['parameters'] / 1e6:.2f} M", r["guidance"],
                      f"{r['floor']:.2f}", f"{r['floor'] + r['base']:.2f}" if r["base"] else "–",
                      f"{r['attribute']:.2f}", f"{r['ratio']:.2f}x",
                      f"{r['ratio_with_base']:.2f}x" if r["base"] else "–",
@@ -203,12 +197,13 @@ def report(results: dict) -> str:
             f"`bench/family_speed.py`), {s['images']} trajectories x {s['steps']} steps, guidance 4, the `linear` "
             f"weights, {s['threads']} CPU threads, median of {s['repeats']} interleaved timings. *floor*: the stock "
             "pipeline call that samples the trajectories plus one forward + backward per step on the conditional "
-            "inputs, bare; *floor + base*: with the extra no-grad forward per step that a pipeline without an "
-            "unconditional half (Flux-dev) needs for the erase objective's base output; *accumulators*: the fp32 "
+            "inputs, bare; *guidance*: how a step calls the denoiser; *floor + base*: with the extra no-grad forward per "
+            "step that a pipeline without an unconditional branch (Flux-dev, FLUX.2 [dev]) needs for the erase "
+            "objective's base output; *accumulators*: the fp32 "
             "scores `attribute` keeps against the selected weights in fp32 and the whole denoiser in fp32; "
             "*edited generation*: an edit zeroing 3 % per row, against the original, the same call. JSON: "
             "`bench/results/family_speed.json`.")
-    return head + "\n\n" + table(["family", "denoiser", "parameters", "guided batch", "floor s", "floor + base s",
+    return head + "\n\n" + table(["family", "denoiser", "parameters", "guidance", "floor s", "floor + base s",
                                   "attribute s", "attribute / floor", "attribute / (floor + base)",
                                   "accumulators / selected / denoiser MiB", "edited generation"], rows)
 

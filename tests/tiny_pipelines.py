@@ -458,6 +458,25 @@ def tiny_hidream(seed: int = 0):
     return pipe
 
 
+def tiny_cogview3(seed: int = 0):
+    """A random CogView3-Plus-style pipeline, a family cadiff has no adapter for (the generic path's test model): a
+    DiT with a doubled guided batch on a v-prediction DDIM schedule, a tiny T5, 16 x 16 images."""
+    from diffusers import CogVideoXDDIMScheduler, CogView3PlusPipeline, CogView3PlusTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = CogView3PlusTransformer2DModel(patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                                                 num_attention_heads=2, out_channels=4, text_embed_dim=16,
+                                                 time_embed_dim=8, condition_dim=2, pos_embed_max_size=8,
+                                                 sample_size=8)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(VOCAB), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2)).eval()
+    pipe = CogView3PlusPipeline(tokenizer=build_tokenizer(), text_encoder=t5, vae=_vae(), transformer=transformer,
+                                scheduler=CogVideoXDDIMScheduler(prediction_type="v_prediction"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 FAMILIES = {"sd3": tiny_sd3, "pixart": tiny_pixart, "flux": tiny_flux, "sana": tiny_sana,
             "flux-cfg": lambda seed=0: tiny_flux(seed, guidance_embeds=False), "qwenimage": tiny_qwenimage,
             "chroma": tiny_chroma, "flux2": tiny_flux2, "flux2-klein": tiny_flux2_klein,

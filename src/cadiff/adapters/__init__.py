@@ -259,16 +259,37 @@ def _square_grid(tokens: int) -> tuple[int, int]:
 
 ADAPTERS = Registry("denoiser family")
 register_adapter = ADAPTERS.register
+PROBED: dict[type, DenoiserAdapter] = {}  # denoiser class -> the generic adapter probed from its pipeline
+
+
+class UnknownDenoiser(BadInput):
+    """No family adapter serves this denoiser, and none was probed for it."""
 
 
 def adapter_for(denoiser: torch.nn.Module) -> DenoiserAdapter:
-    """The adapter of a denoiser's family; ValueError naming its class and the supported ones otherwise."""
+    """The adapter of a denoiser's family (or the generic one probed for its class); UnknownDenoiser naming its
+    class and the supported ones otherwise."""
     names = {cls.__name__ for cls in type(denoiser).__mro__}
     for cls in ADAPTERS.values():
         if names & set(cls.denoisers):
             return cls()
+    if type(denoiser) in PROBED:
+        return PROBED[type(denoiser)]
     supported = ", ".join(f"{n} ({a.name})" for a in ADAPTERS.values() for n in a.denoisers)
-    raise BadInput(f"cadiff does not support the {type(denoiser).__name__} denoiser yet; supported: {supported}")
+    raise UnknownDenoiser(f"cadiff does not support the {type(denoiser).__name__} denoiser yet; supported: "
+                          f"{supported}; attribute and erase --method cad probe any other pipeline's own calls")
+
+
+def adapt(pipe, denoiser: torch.nn.Module, prompt: str, base_prompt: str = "") -> DenoiserAdapter:
+    """The adapter of `pipe`'s denoiser: its family's, else the generic one, probed from the pipeline's own calls
+    on `prompt` and `base_prompt` (once per denoiser class) and checked before it is used."""
+    try:
+        return adapter_for(denoiser)
+    except UnknownDenoiser:
+        from cadiff.adapters.generic import probe
+
+        PROBED[type(denoiser)] = probe(pipe, prompt, base_prompt)
+        return PROBED[type(denoiser)]
 
 
 # the built-in families register themselves, U-Nets first

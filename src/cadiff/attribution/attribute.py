@@ -134,7 +134,7 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
                 "images": None if images is None else str(images), "n_images": made.info.get("n_images"),
                 "J": values[g], "J_preserve": values[keep] if preserve else None,
                 "fingerprint": fingerprint,
-                "denoiser": type(unet).__name__, "dtype": str(unet.dtype).replace("torch.", ""),
+                "denoiser": type(unet).__name__, "adapter": adapter_for(unet).name, "dtype": str(unet.dtype).replace("torch.", ""),
                 "cadiff_version": _version(), "seconds": round(seconds, 3), "sampling_chunks": n_chunks}
         results.append(Attribution(scores, meta))
     return results

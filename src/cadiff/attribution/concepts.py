@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from cadiff.adapters import adapt
 from cadiff.errors import BadInput
+from cadiff.models.loading import denoiser
 from cadiff.models.vocabulary import check_known_words, unknown_words  # noqa: F401  (re-exported)
 from cadiff.worlds import world_of
 
@@ -100,6 +102,7 @@ class Concepts:
         keep = list(keep or [])
         prompts, keep_prompts = concept_prompts(pipe, targets, keep, base_prompt=base_prompt)
         check_known_words(pipe, prompts + keep_prompts + ([base_prompt] if base_prompt else []))
+        adapt(pipe, denoiser(pipe), prompts[0], base_prompt or "")  # a model no family adapter knows: probed
         return cls(tuple(targets), tuple(keep), tuple(prompts), tuple(keep_prompts), base_prompt)
 
     def against(self, pipe, base_prompt: str) -> Concepts:
