@@ -45,12 +45,12 @@ WIDER = {
     "flux2-klein": {**FLUX_LIKE, "axes_dims_rope": (8, 8, 8, 8)},
     "zimage": {"dim": 128, "n_layers": 6, "n_heads": 4, "n_kv_heads": 4, "axes_dims": [16, 8, 8]},
     "lumina2": {"hidden_size": 128, "num_layers": 6, "num_attention_heads": 4, "num_kv_heads": 2,
-                "axes_dim_rope": (16, 8, 8)},
-    "cogview4": {"num_layers": 6, "attention_head_dim": 32, "num_attention_heads": 4},
+                "axes_dim_rope": (16, 8, 8), "sample_size": 16},
+    "cogview4": {"num_layers": 6, "attention_head_dim": 32, "num_attention_heads": 4, "sample_size": 16},
     "hunyuanimage": {"num_layers": 2, "num_single_layers": 4, "attention_head_dim": 32, "num_attention_heads": 4,
                      "rope_axes_dim": (16, 16)},
     "hidream": {"num_layers": 2, "num_single_layers": 2, "attention_head_dim": 32, "num_attention_heads": 4,
-                "axes_dims_rope": (16, 8, 8)},
+                "axes_dims_rope": (16, 8, 8), "llama_layers": (0, 1, 0, 1), "max_resolution": (16, 16)},
 }
 
 
@@ -66,7 +66,7 @@ def small_pipeline(kind: str):
     torch.manual_seed(0)
     wide = type(net).from_config({**net.config, **WIDER[kind]})
     pipe = with_denoiser(pipe, wide.eval())
-    if kind in ("sd3", "flux"):  # these pipelines read the latent size off the denoiser when built
+    if hasattr(pipe, "default_sample_size") and kind != "hidream":  # 32 x 32 images (64 tokens), as SD3's
         pipe.default_sample_size = 16
     return pipe
 
@@ -118,6 +118,8 @@ class FamilySpeed(Benchmark):
         p.add_argument("--images", type=int, default=4, help="trajectories (seeds)")
         p.add_argument("--steps", type=int, default=10)
         p.add_argument("--repeats", type=int, default=3, help="median of this many timings")
+        p.add_argument("--generic", nargs="*", default=["sd3"],
+                       help="families also measured through the generic path (their adapter set aside)")
 
     def report(self, results: dict, args) -> str:
         return report(results)
@@ -125,54 +127,80 @@ class FamilySpeed(Benchmark):
     def run(self, args) -> dict:
         import torch
 
-        import cadiff
-        from cadiff.attribution import select_parameters
-        from cadiff.editing import edited_copy
+        from cadiff.adapters import ADAPTERS, PROBED, adapter_for
+        from cadiff.adapters.generic import probe
         from cadiff.models.loading import denoiser
-        from cadiff.models.trace import generators, sample
 
         torch.set_num_threads(args.threads)
         results = {"settings": {"images": args.images, "steps": args.steps, "repeats": args.repeats,
                                 "threads": args.threads, "components": "linear"}, "families": {}}
-        prompt, guidance = "a red circle", 4.0
         for kind in args.families:
+            results["families"][kind] = measure(small_pipeline(kind), args)
+            print(kind, results["families"][kind], flush=True)
+            save_json(self.path(args), results)
+        for kind in args.generic:  # the same model through the generic path: its family adapter set aside
             pipe = small_pipeline(kind)
             net = denoiser(pipe)
-            floors, attrs = [], []
-            attribution = None
-            for _ in range(args.repeats):  # interleaved, so that drift hits both alike
-                floors.append(floor(pipe, prompt, args.images, args.steps, guidance, "linear"))
+            family = adapter_for(net).name
+            cls = ADAPTERS.pop(family)
+            try:
                 start = time.perf_counter()
-                attribution = cadiff.attribute(pipe, prompt, seeds=args.images, steps=args.steps, guidance=guidance,
-                                               components="linear", progress=False)
-                attrs.append(time.perf_counter() - start)
-            f = {k: statistics.median(x[k] for x in floors) for k in ("sampling", "backward", "base", "floor")}
-            seconds = statistics.median(attrs)
-            mask = attribution.select(ratio=0.03)
-            edited = edited_copy(pipe, mask)
-            gen = {"original": [], "edited": []}
-            for _ in range(args.repeats):
-                for name, model in (("original", pipe), ("edited", edited)):
-                    start = time.perf_counter()
-                    with torch.no_grad():
-                        sample(model, [prompt] * args.images, generators(range(1, args.images + 1)), args.steps,
-                               guidance)
-                    gen[name].append(time.perf_counter() - start)
-            selected = select_parameters(net, "linear")
-            row = {"denoiser": type(net).__name__, "parameters": sum(p.numel() for p in net.parameters()),
-                   "guidance": describe_layout(floors[0]["layout"]), **{k: round(v, 3) for k, v in f.items()},
-                   "attribute": round(seconds, 3), "ratio": round(seconds / f["floor"], 3),
-                   "ratio_with_base": round(seconds / (f["floor"] + f["base"]), 3),
-                   "accumulator_bytes": sum(s.numel() * s.element_size() for s in attribution.scores.values()),
-                   "selected_bytes_fp32": sum(p.numel() * 4 for p in selected.values()),
-                   "denoiser_bytes_fp32": sum(p.numel() * 4 for p in net.parameters()),
-                   "generate_original": round(statistics.median(gen["original"]), 3),
-                   "generate_edited": round(statistics.median(gen["edited"]), 3)}
-            row["generate_ratio"] = round(row["generate_edited"] / row["generate_original"], 3)
-            results["families"][kind] = row
-            print(kind, row, flush=True)
+                PROBED[type(net)] = probe(pipe, PROMPT, "")
+                probing = time.perf_counter() - start
+                row = {**measure(pipe, args), "probe": round(probing, 3), "family_row": kind}
+            finally:
+                ADAPTERS[family] = cls
+                PROBED.pop(type(net), None)
+            results["families"][f"{kind} (generic)"] = row
+            print(kind, "generic", row, flush=True)
             save_json(self.path(args), results)
         return results
+
+
+PROMPT, GUIDANCE = "a red circle", 4.0
+
+
+def measure(pipe, args) -> dict:
+    """One family's row: the floor and attribute (interleaved), memory, and generation with an edit."""
+    import torch
+
+    import cadiff
+    from cadiff.attribution import select_parameters
+    from cadiff.editing import edited_copy
+    from cadiff.models.loading import denoiser
+    from cadiff.models.trace import generators, sample
+
+    net = denoiser(pipe)
+    floors, attrs = [], []
+    attribution = None
+    for _ in range(args.repeats):  # interleaved, so that drift hits both alike
+        floors.append(floor(pipe, PROMPT, args.images, args.steps, GUIDANCE, "linear"))
+        start = time.perf_counter()
+        attribution = cadiff.attribute(pipe, PROMPT, seeds=args.images, steps=args.steps, guidance=GUIDANCE,
+                                       components="linear", progress=False)
+        attrs.append(time.perf_counter() - start)
+    f = {k: statistics.median(x[k] for x in floors) for k in ("sampling", "backward", "base", "floor")}
+    seconds = statistics.median(attrs)
+    edited = edited_copy(pipe, attribution.select(ratio=0.03))
+    gen = {"original": [], "edited": []}
+    for _ in range(args.repeats):
+        for name, model in (("original", pipe), ("edited", edited)):
+            start = time.perf_counter()
+            with torch.no_grad():
+                sample(model, [PROMPT] * args.images, generators(range(1, args.images + 1)), args.steps, GUIDANCE)
+            gen[name].append(time.perf_counter() - start)
+    selected = select_parameters(net, "linear")
+    row = {"denoiser": type(net).__name__, "parameters": sum(p.numel() for p in net.parameters()),
+           "guidance": describe_layout(floors[0]["layout"]), **{k: round(v, 3) for k, v in f.items()},
+           "attribute": round(seconds, 3), "ratio": round(seconds / f["floor"], 3),
+           "ratio_with_base": round(seconds / (f["floor"] + f["base"]), 3),
+           "accumulator_bytes": sum(s.numel() * s.element_size() for s in attribution.scores.values()),
+           "selected_bytes_fp32": sum(p.numel() * 4 for p in selected.values()),
+           "denoiser_bytes_fp32": sum(p.numel() * 4 for p in net.parameters()),
+           "generate_original": round(statistics.median(gen["original"]), 3),
+           "generate_edited": round(statistics.median(gen["edited"]), 3)}
+    row["generate_ratio"] = round(row["generate_edited"] / row["generate_original"], 3)
+    return row
 
 
 def describe_layout(layout) -> str:
@@ -201,8 +229,9 @@ def report(results: dict) -> str:
             "step that a pipeline without an unconditional branch (Flux-dev, FLUX.2 [dev]) needs for the erase "
             "objective's base output; *accumulators*: the fp32 "
             "scores `attribute` keeps against the selected weights in fp32 and the whole denoiser in fp32; "
-            "*edited generation*: an edit zeroing 3 % per row, against the original, the same call. JSON: "
-            "`bench/results/family_speed.json`.")
+            "*edited generation*: an edit zeroing 3 % per row, against the original, the same call; a "
+            "*(generic)* row is the same model attributed through the generic path (its family adapter set aside; "
+            "the probe's own two short runs are not counted). JSON: `bench/results/family_speed.json`.")
     return head + "\n\n" + table(["family", "denoiser", "parameters", "guidance", "floor s", "floor + base s",
                                   "attribute s", "attribute / floor", "attribute / (floor + base)",
                                   "accumulators / selected / denoiser MiB", "edited generation"], rows)

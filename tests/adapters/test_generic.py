@@ -88,7 +88,7 @@ def test_heads_and_sae_hookpoints_need_an_adapter(pipe):
     attr = attribute(pipe, "a red circle", seeds=1, steps=2, components="linear", progress=False)
     with pytest.raises(ValueError, match="head layout"):
         attr.select(count=1, scope="head")
-    with pytest.raises(NeedsAdapter, match="SAE hookpoints need"):
+    with pytest.raises(NeedsAdapter, match="reading SAE hookpoints needs an adapter"):
         hookpoints(pipe)
 
 

@@ -99,7 +99,7 @@ class GenericAdapter(DenoiserAdapter):
         self._needs("reading concept images")
 
     def hookpoints(self, denoiser):
-        self._needs("SAE hookpoints")
+        self._needs("reading SAE hookpoints")
 
     def describe(self) -> dict[str, Any]:
         """What the probe found, for a result's record."""

@@ -187,10 +187,15 @@ def _denoiser_from_file(path: Path, folder: Path, dtype: torch.dtype | None):
                              f"and {folder} has no model_index.json: pass --config <pipeline folder>")
     entries = json.loads(index.read_text())
     name = next((n for n in ("transformer", "unet") if isinstance(entries.get(n), list)), None)
+    from diffusers.loaders.single_file_model import SINGLE_FILE_LOADABLE_CLASSES
+
     cls = getattr(diffusers, str(entries[name][1]), None) if name else None
-    if cls is None or not hasattr(cls, "from_single_file"):
-        raise ModelLoadError(f"{path} holds only a denoiser, and the config folder {folder} names none that loads "
-                             "from a single file; pass --config <pipeline folder>")
+    if cls is None:
+        raise ModelLoadError(f"{path} holds only a denoiser, and the config folder {folder} names none diffusers "
+                             "knows; pass --config <pipeline folder>")
+    if cls.__name__ not in SINGLE_FILE_LOADABLE_CLASSES:
+        raise ModelLoadError(f"diffusers cannot load a {cls.__name__} from a single file ({path}); load the model "
+                             "from its diffusers folder instead")
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     try:
         module = cls.from_single_file(str(path), config=str(folder), subfolder=name, local_files_only=True, **kwargs)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from cadiff.adapters import Layout, Rows, adapter_for
+from cadiff.adapters import Layout, Rows, UnknownDenoiser, adapter_for
 from cadiff.models.loading import denoiser as denoiser_of
 
 
@@ -145,7 +145,12 @@ def sample(pipe, prompts: Sequence[str], generator: list[torch.Generator], steps
     per prompt. With `until`, the call ends after that step (diffusers' documented `_interrupt` flag, or the
     legacy per-step callback) and the latents reached then are returned; otherwise the pipeline's output."""
     net = denoiser_of(pipe)
-    adapter = adapter_for(net)
+    try:
+        adapter = adapter_for(net)
+    except UnknownDenoiser:  # a model no adapter knows, not probed: diffusers' standard keywords, nothing traced
+        call = {"prompt": list(prompts), "guidance_scale": guidance}
+        return _call(pipe, {**call, "num_inference_steps": steps, "generator": generator, "output_type": output_type,
+                            **extra}, until)
     call = {**adapter.call_kwargs(pipe, list(prompts), guidance), "num_inference_steps": steps,
             "generator": generator, "output_type": output_type, **extra}
     previous = _ACTIVE.get(net)
