@@ -298,3 +298,61 @@ def test_the_cli_runs_each_verb_on_a_saved_family_pipeline(name, tmp_path, capsy
         assert main(["sae", "hookpoints", *model]) == 0
         assert capsys.readouterr().out.split()[0] in ("transformer_blocks.0", "layers.0")
     PROBED.clear()
+
+
+@pytest.mark.parametrize("name", ["flux2", "flux", "chroma", "hunyuanimage"])
+def test_fused_weights_are_selected_by_the_slices_their_group_holds(name):
+    """FLUX.2's single blocks fuse q, k, v and the MLP input in one matrix (rows) and the attention and MLP outputs
+    in another (columns); Flux.1's, Chroma's and HunyuanImage's fuse the outputs. 'attn' selects only attention
+    slices of them, 'ff' only MLP slices, 'linear' the whole."""
+    from cadiff.attribution import select_parameters
+    from cadiff.editing.methods.magnitude import MagnitudeConfig, magnitude_mask
+
+    pipe = tiny_sd(name)
+    net = pipe.transformer
+    fused = adapter_for(net).parts(net)
+    assert fused and all(n in select_parameters(net, "attn") and n in select_parameters(net, "ff") for n in fused)
+    shapes = {n: p.shape for n, p in net.named_parameters()}
+
+    def inside(mask, group):
+        """Every index mask puts in a fused weight lies in that weight's slices of `group`."""
+        for param, idx in mask.indices.items():
+            for part in fused.get(param, ()):
+                cols = shapes[param][1]
+                along = idx // cols if part.axis == 0 else idx % cols
+                ok = [(along >= q.start) & (along < q.stop) for q in fused[param] if q.group == group]
+                assert bool(torch.stack(ok).any(0).all()), (param, group)
+        return mask
+
+    for group in ("attn", "ff"):
+        attr = attribute(pipe, "a red circle", seeds=1, steps=2, guidance=GUIDANCE, components=group, progress=False)
+        keys = {k for k in attr.scores if "#" in k}
+        assert keys and all(k.split("#")[0] in fused for k in keys) and not set(fused) & set(attr.scores)
+        assert attr.metadata["n_components"] == sum(s.numel() for s in attr.scores.values())
+        mask = inside(attr.select(ratio=0.5, scope="row"), group)
+        assert set(mask.indices) & set(fused)  # the fused weights' slices are selectable
+        inside(magnitude_mask(pipe, MagnitudeConfig(components=group, ratio=0.5)), group)
+    linear = attribute(pipe, "a red circle", seeds=1, steps=2, guidance=GUIDANCE, components="linear", progress=False)
+    assert set(fused) <= set(linear.scores)  # whole, under 'linear'
+
+
+def test_a_head_of_a_fused_single_block_is_selected_across_its_query_key_value_and_output_slices():
+    from cadiff.attribution.selection import head_scores
+
+    pipe = tiny_sd("flux2")
+    net = pipe.transformer
+    attr = attribute(pipe, "a red circle", seeds=1, steps=2, guidance=GUIDANCE, components="attn", progress=False)
+    block = "single_transformer_blocks.0.attn"
+    totals = {key: v for key, v in head_scores(attr.scores, attr.metadata["heads"]).items() if key[0] == block}
+    assert len(totals) == 2  # its two heads, each summed over its q, k, v rows and its output columns
+    head = max(totals, key=totals.get)
+    module = net.get_submodule(block)
+    inner, width = module.inner_dim, module.inner_dim // module.heads
+    cols_in, cols_out = module.to_qkv_mlp_proj.in_features, module.to_out.in_features
+    mine = attr.select(count=len(totals) * 10, scope="head")  # every head with a positive sum
+    rows = mine.indices[f"{block}.to_qkv_mlp_proj.weight"] // cols_in
+    cols = mine.indices[f"{block}.to_out.weight"] % cols_out
+    assert bool((rows < 3 * inner).all()) and bool((cols < inner).all())  # never the MLP's slices
+    want = {h for (m, h), v in totals.items() if v > 0}
+    assert set((rows % inner // width).tolist()) == want and set((cols // width).tolist()) == want
+    assert head[1] in want

@@ -57,6 +57,23 @@ def call_default(pipe, keyword: str) -> Any:
     raise BadInput(f"{type(pipe).__name__}'s call has no default {keyword}")
 
 
+@dataclass(frozen=True)
+class Part:
+    """A named slice of a fused weight that belongs to one component group: rows (`axis` 0) or columns (`axis` 1)
+    [start, stop); `heads`: (attention module, heads) when the slice splits into that module's heads along `axis`."""
+
+    label: str
+    group: str
+    axis: int
+    start: int
+    stop: int
+    heads: tuple[str, int] | None = None
+
+    def key(self, name: str) -> str:
+        """The name its scores go by: '<parameter>#<label>'."""
+        return f"{name}#{self.label}"
+
+
 UNGUIDED = Layout("calls", ("cond",))
 UNCOND_FIRST_BATCH = Layout("batch", ("uncond", "cond"))     # diffusers' classifier-free guidance (SD, SD3, PixArt)
 COND_FIRST_CALLS = Layout("calls", ("cond", "uncond"))       # true CFG: a second denoiser call per step
@@ -130,6 +147,12 @@ class DenoiserAdapter:
     def prediction(self, denoiser: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
         """The part of a raw denoiser output the sampler uses (all of it, unless the family adds more)."""
         return output
+
+    def parts(self, denoiser: torch.nn.Module) -> dict[str, tuple[Part, ...]]:
+        """Fused weights by parameter name, as the named slices that belong to groups (Flux's single blocks fuse the
+        attention and MLP outputs in one projection); none for most families. A fused weight is in the 'linear'
+        group whole and in 'ff' / 'attn' by its parts."""
+        return {}
 
     def in_group(self, name: str, param: torch.Tensor, group: str) -> bool:
         """Whether a parameter belongs to a component group ('ff', 'attn', 'text', 'linear', 'all')."""

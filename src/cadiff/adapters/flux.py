@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, register_adapter
+import re
+
+import torch
+
+from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, Part, register_adapter
 from cadiff.adapters.sd3 import SD3Adapter
 
 
@@ -25,6 +29,9 @@ class FluxAdapter(SD3Adapter):
 
     def model_timestep(self, timestep):
         return timestep / 1000
+
+    def parts(self, denoiser):
+        return fused_output_parts(denoiser)
 
     def base_kwargs(self, call_kwargs, base):
         return {**call_kwargs, **{k: base[k] for k in self.prompt_keys if k in base}}
@@ -81,3 +88,17 @@ def shifted_schedule(pipe, steps: int, tokens: int, sigmas=None) -> None:
     mu = calculate_shift(tokens, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
                          cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
     pipe.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps) if sigmas is None else sigmas, mu=mu)
+
+
+def fused_output_parts(denoiser: torch.nn.Module) -> dict[str, tuple[Part, ...]]:
+    """The single-stream blocks' `proj_out` (Flux.1, Chroma, HunyuanImage): its input columns are the attention
+    output (one slice per head of the block's attention) and then the MLP's hidden units."""
+    out = {}
+    for name, module in denoiser.named_modules():
+        linear, attn = getattr(module, "proj_out", None), getattr(module, "attn", None)
+        if re.search(r"single_transformer_blocks\.\d+$", name) and isinstance(linear, torch.nn.Linear) and attn:
+            width = linear.out_features
+            heads = (f"{name}.attn", int(attn.heads)) if width % int(attn.heads) == 0 else None
+            out[f"{name}.proj_out.weight"] = (Part("attn", "attn", 1, 0, width, heads),
+                                              Part("mlp", "ff", 1, width, linear.in_features))
+    return out

@@ -8,15 +8,17 @@ empirical mu of the token count and the number of steps.
 
 Components: the double blocks' attention (`attn`: the image stream's `to_q/k/v`, `to_out.0`, the text stream's
 `add_*_proj`, `to_add_out`) and SwiGLU feed-forwards (`ff`, `ff_context`: `linear_in`, `linear_out`). The single
-blocks fuse attention and feed-forward in `attn.to_qkv_mlp_proj` and `attn.to_out`: those count in the 'linear'
-group only. Block modulation is shared by all blocks and sits outside them."""
+blocks fuse attention and feed-forward in `attn.to_qkv_mlp_proj` (rows: query, key, value, then the SwiGLU's gate
+and up projections) and `attn.to_out` (columns: the attention output, then the MLP's): their attention slices are
+in the 'attn' group, split by head, and their MLP slices in 'ff'. Block modulation is shared by all blocks and
+sits outside them."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, register_adapter
+from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, Part, register_adapter
 from cadiff.adapters.flux import FluxAdapter
 
 
@@ -49,6 +51,20 @@ class Flux2Adapter(FluxAdapter):
 
     def unbatched(self):
         return ()
+
+    def parts(self, denoiser):
+        out = {}
+        for name, module in denoiser.named_modules():
+            fused = getattr(module, "to_qkv_mlp_proj", None)
+            if not isinstance(fused, torch.nn.Linear):
+                continue
+            inner, heads = int(module.inner_dim), (name, int(module.heads))
+            out[f"{name}.to_qkv_mlp_proj.weight"] = (
+                Part("q", "attn", 0, 0, inner, heads), Part("k", "attn", 0, inner, 2 * inner, heads),
+                Part("v", "attn", 0, 2 * inner, 3 * inner, heads), Part("mlp_in", "ff", 0, 3 * inner, fused.out_features))
+            out[f"{name}.to_out.weight"] = (Part("attn", "attn", 1, 0, inner, heads),
+                                            Part("mlp_out", "ff", 1, inner, module.to_out.in_features))
+        return out
 
     def token_grid(self, denoiser, args, kwargs):
         """The grid of the image tokens, from their ids (time, row, column, layer) per token."""

@@ -8,7 +8,7 @@ them by adaptive projected guidance. A guidance-distilled model (a guidance embe
 
 Components: the double blocks' attention of both streams (`attn`) and feed-forwards (`ff`, `ff_context`), the
 single blocks' attention projections and `proj_mlp`; a single block's `proj_out` fuses the attention and MLP
-outputs and counts in the 'linear' group only."""
+outputs: its attention columns are in 'attn' (by head), its MLP columns in 'ff'."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import contextlib
 import numpy as np
 
 from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, register_adapter
+from cadiff.adapters.flux import fused_output_parts
 from cadiff.adapters.sd3 import SD3Adapter
 
 
@@ -29,6 +30,9 @@ class HunyuanImageAdapter(SD3Adapter):
     ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$|\.proj_mlp\.weight$"
     attn = r"\.attn\."
     esd_frozen = r"^(proj_out|norm_out|x_embedder|context_embedder|context_embedder_2|time_guidance_embed)\."
+
+    def parts(self, denoiser):
+        return fused_output_parts(denoiser)
 
     def distilled(self, pipe) -> bool:
         return bool(getattr(pipe.transformer.config, "guidance_embeds", False))

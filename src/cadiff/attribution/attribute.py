@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cadiff.adapters import adapter_for
-from cadiff.attribution.components import count_components, select_parameters
+from cadiff.attribution.components import count_components, grouped_scores, select_parameters
 from cadiff.attribution.concepts import Concepts
 from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa: F401  (PRESERVE_RULES: re-exported)
 from cadiff.attribution.estimators import Row
@@ -123,13 +123,13 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
         with torch.no_grad():  # scores live on the CPU whatever the model's device
             scores = {n: _score(p.detach().float(), grads, g, n, keep if preserve else None).cpu()
                       for n, p in params.items()}
+        scores, parts, heads = grouped_scores(unet, config.components, scores)  # fused weights: the group's slices
         meta = {"objective": objective, "concepts": [concept], "prompts": [prompt], "preserve": preserve,
                 "preserve_prompts": preserve_prompts, "preserve_rule": "mean" if preserve else None,
                 "base_prompt": config.base_prompt, "seeds": seed_list,
                 "steps": steps, "at_steps": "all" if only is None else chosen, "guidance": guidance,
                 "components": config.components,
-                "n_components": count_components(params),
-                "heads": {n: v for n, v in adapter_for(unet).head_layout(unet).items() if n in params},
+                "n_components": count_components(scores), "heads": heads, "parts": parts,
                 "estimator": config.estimator if goal.uses_base_prompt else None,
                 "images": None if images is None else str(images), "n_images": made.info.get("n_images"),
                 "J": values[g], "J_preserve": values[keep] if preserve else None,

@@ -23,7 +23,7 @@ import re
 
 import torch
 
-from cadiff.adapters import GROUPS, adapter_for  # noqa: F401  (GROUPS re-exported)
+from cadiff.adapters import GROUPS, Part, adapter_for  # noqa: F401  (GROUPS re-exported)
 from cadiff.errors import BadInput
 
 
@@ -32,7 +32,8 @@ def select_parameters(module: torch.nn.Module, components: str = "ff") -> dict[s
     match."""
     if components in GROUPS:
         adapter = adapter_for(module)
-        chosen = {n: p for n, p in module.named_parameters() if adapter.in_group(n, p, components)}
+        fused = {name for name, parts in adapter.parts(module).items() if any(p.group == components for p in parts)}
+        chosen = {n: p for n, p in module.named_parameters() if adapter.in_group(n, p, components) or n in fused}
     else:
         try:
             pattern = re.compile(components)
@@ -44,6 +45,35 @@ def select_parameters(module: torch.nn.Module, components: str = "ff") -> dict[s
         raise BadInput(f"components '{components}' selects no parameter of this {type(module).__name__}; "
                        f"use a group ({', '.join(GROUPS)}) or a regex matching its parameter names")
     return chosen
+
+
+def group_parts(module: torch.nn.Module, components: str) -> dict[str, tuple[str, Part]]:
+    """The slices of fused weights a group holds (the rest of such a weight belongs to another group), by the name
+    their scores go by: {'<parameter>#<label>': (parameter, Part)}. None for 'linear', 'all' or a regex, which take
+    fused weights whole."""
+    if components not in GROUPS or components in ("linear", "all"):
+        return {}
+    parts = adapter_for(module).parts(module)
+    return {part.key(name): (name, part) for name, fused in parts.items() for part in fused if part.group == components}
+
+
+def grouped_scores(module: torch.nn.Module, components: str, scores: dict[str, torch.Tensor]
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, list], dict[str, list]]:
+    """Scores of whole parameters as the group holds them: a fused weight's by its slices in the group. Returns the
+    scores, the slices' record {'<parameter>#<label>': [parameter, axis, start, stop, shape]} (what `join_parts`
+    maps selections back with) and the head layout of everything in them."""
+    parts = group_parts(module, components)
+    out = {n: s for n, s in scores.items() if n not in {name for name, _ in parts.values()}}
+    record = {}
+    heads = {n: v for n, v in adapter_for(module).head_layout(module).items() if n in out}
+    for key, (name, part) in parts.items():
+        if name not in scores:
+            continue
+        out[key] = scores[name].narrow(part.axis, part.start, part.stop - part.start).contiguous()
+        record[key] = [name, part.axis, part.start, part.stop, list(scores[name].shape)]
+        if part.heads is not None:
+            heads[key] = [part.heads[0], part.axis, part.heads[1]]
+    return out, record, heads
 
 
 def count_components(params: dict[str, torch.Tensor]) -> int:

@@ -19,7 +19,7 @@ import torch
 from cadiff.errors import BadInput
 from cadiff.attribution.mask import Mask, check_fingerprint, read_header, write_with_header
 from cadiff.models.loading import check_finite, model_fingerprint
-from cadiff.attribution.selection import head_scores, select_indices
+from cadiff.attribution.selection import head_scores, join_parts, select_indices
 
 
 class EmptySelectionError(BadInput):
@@ -51,8 +51,9 @@ class Attribution:
                scope: str = "row") -> Mask:
         """Mask of the weights to zero: per-row (paper), per-matrix, global top ratio/count on one side of zero, or
         whole attention heads (scope="head")."""
-        indices = select_indices(self.scores, ratio=ratio, count=count, sign=sign, scope=scope,
-                                 heads=self.metadata.get("heads"))
+        parts = self.metadata.get("parts") or {}
+        indices = join_parts(select_indices(self.scores, ratio=ratio, count=count, sign=sign, scope=scope,
+                                            heads=self.metadata.get("heads")), parts)
         if not indices:
             hint = (" (with scope='row' a ratio below 1/in_features selects nothing; raise it or use count)"
                     if scope == "row" and ratio is not None else "")
@@ -61,7 +62,8 @@ class Attribution:
                 "objective": self.metadata.get("objective"), "preserve": self.metadata.get("preserve"),
                 "components": self.metadata.get("components"),
                 "selection": {"ratio": ratio, "count": count, "sign": sign, "scope": scope}}
-        return Mask(indices, {n: tuple(self.scores[n].shape) for n in indices}, meta)
+        shapes = {**{n: tuple(s.shape) for n, s in self.scores.items()}, **{p[0]: tuple(p[4]) for p in parts.values()}}
+        return Mask(indices, {n: shapes[n] for n in indices}, meta)
 
     def summary(self) -> dict[str, Any]:
         """Per-layer counts and mass of positive / negative scores, how concentrated the positive mass is, and the

@@ -130,3 +130,20 @@ def select_indices(scores: dict[str, torch.Tensor], ratio: float | None = None, 
         if idx.numel():
             out[name] = idx.sort().values
     return out
+
+
+def join_parts(indices: dict[str, torch.Tensor], parts: dict[str, list]) -> dict[str, torch.Tensor]:
+    """Indices selected in slices of fused weights (`parts`: {'<parameter>#<label>': [parameter, axis, start, stop,
+    shape]}, as `grouped_scores` records them) as flat indices of their parameters, merged per parameter."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for key, idx in indices.items():
+        if key not in parts:
+            out.setdefault(key, []).append(idx)
+            continue
+        name, axis, start, stop, shape = parts[key]
+        cols = int(torch.tensor(shape[1:]).prod()) if len(shape) > 1 else 1
+        width = (stop - start) if axis == 1 else cols
+        row, col = idx // width, idx % width
+        row, col = (row + start, col) if axis == 0 else (row, col + start)
+        out.setdefault(name, []).append(row * cols + col)
+    return {name: torch.unique(torch.cat(parts_)) for name, parts_ in out.items()}

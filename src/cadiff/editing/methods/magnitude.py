@@ -11,15 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from cadiff.adapters import adapter_for
-from cadiff.attribution.components import select_parameters
+from cadiff.attribution.components import grouped_scores, select_parameters
 from cadiff.editing.copies import edited_copy
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import SelectionConfig
 from cadiff.config import option
 from cadiff.attribution.mask import Mask
-from cadiff.attribution.selection import select_indices
+from cadiff.attribution.selection import join_parts, select_indices
 from cadiff.models.loading import denoiser, model_fingerprint
 
 
@@ -34,11 +33,11 @@ def magnitude_mask(pipe, config: MagnitudeConfig) -> Mask:
     """The largest-|w| weights of `config.components`, `config.ratio` (or `count`) per `config.scope`."""
     net = denoiser(pipe)
     params = select_parameters(net, config.components)
-    scores = {n: p.detach().abs().float().cpu() for n, p in params.items()}
-    heads = {n: v for n, v in adapter_for(net).head_layout(net).items() if n in scores}  # for scope="head"
-    indices = select_indices(scores, ratio=config.ratio, count=config.count, sign="positive", scope=config.scope,
-                             heads=heads)
-    return Mask(indices, {n: tuple(scores[n].shape) for n in indices},
+    whole = {n: p.detach().abs().float().cpu() for n, p in params.items()}
+    scores, parts, heads = grouped_scores(net, config.components, whole)  # fused weights: the group's slices
+    indices = join_parts(select_indices(scores, ratio=config.ratio, count=config.count, sign="positive",
+                                        scope=config.scope, heads=heads), parts)
+    return Mask(indices, {n: tuple(whole[n].shape) for n in indices},
                 {"fingerprint": model_fingerprint(pipe), "method": "magnitude", "components": config.components,
                  "selection": {"ratio": config.ratio, "count": config.count, "scope": config.scope}})
 
