@@ -290,6 +290,10 @@ def test_the_cli_runs_each_verb_on_a_saved_family_pipeline(name, tmp_path, capsy
     assert main(["apply", str(tmp_path / "e" / "mask.safetensors"), *model, "--out", str(tmp_path / "applied")]) == 0
     a = (tmp_path / "e/pipeline/transformer/diffusion_pytorch_model.safetensors").read_bytes()
     assert a == (tmp_path / "applied/transformer/diffusion_pytorch_model.safetensors").read_bytes()
+    from diffusers import DiffusionPipeline
+
+    exported = DiffusionPipeline.from_pretrained(str(tmp_path / "e" / "pipeline"))  # stock diffusers samples it
+    assert exported(prompt="a red circle", num_inference_steps=2, output_type="np").images.shape[-1] == 3
     capsys.readouterr()
     if name == "generic":
         assert main(["sae", "hookpoints", *model]) == 2
@@ -356,3 +360,26 @@ def test_a_head_of_a_fused_single_block_is_selected_across_its_query_key_value_a
     want = {h for (m, h), v in totals.items() if v > 0}
     assert set((rows % inner // width).tolist()) == want and set((cols // width).tolist()) == want
     assert head[1] in want
+
+
+NEW = ["flux-cfg", "qwenimage", "chroma", "flux2", "flux2-klein", "zimage", "lumina2", "cogview4", "hunyuanimage",
+       "hidream"]
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_the_calibrated_erase_runs_with_a_function_judge_on_each_family(name, tmp_path):
+    """The search, screening and confirmation on each family's images, judged by a function (the target never
+    seen, the rest always): the first setting meets the goal, and the run saves its certificate and mask."""
+    import numpy as np
+
+    from cadiff.calibration import calibrated_erase
+
+    pipe = tiny_sd(name)
+    fast = {"steps": 2, "seeds": 1, "guidance": GUIDANCE, "components": "attn", "scope": "matrix",
+            "screen_repeats": 1, "screen_extra": 2, "confirm_repeats": 1, "confirm_max_repeats": 1}
+    result = calibrated_erase(pipe, "a circle", preserve=["a star", "a square"],
+                              judge=lambda images, c: np.zeros(len(images), bool) if c == "a circle"
+                              else np.ones(len(images), bool), **fast)
+    assert result.certificate.outcome == "met" and len(result.mask) > 0
+    result.save(tmp_path / "run")
+    assert (tmp_path / "run" / "certificate.json").exists() and (tmp_path / "run" / "mask.safetensors").exists()
