@@ -383,3 +383,11 @@ def test_the_calibrated_erase_runs_with_a_function_judge_on_each_family(name, tm
     assert result.certificate.outcome == "met" and len(result.mask) > 0
     result.save(tmp_path / "run")
     assert (tmp_path / "run" / "certificate.json").exists() and (tmp_path / "run" / "mask.safetensors").exists()
+
+
+def test_grouped_query_keys_and_values_belong_to_no_one_head():
+    """Lumina 2's keys and values have fewer heads than its queries, each shared by a group of them."""
+    net = tiny_sd("lumina2").transformer
+    layout = adapter_for(net).head_layout(net)
+    assert any(k.endswith("attn.to_q.weight") for k in layout) and any(k.endswith("to_out.0.weight") for k in layout)
+    assert not any(k.endswith(("attn.to_k.weight", "attn.to_v.weight")) for k in layout)

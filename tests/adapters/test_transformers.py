@@ -279,17 +279,19 @@ def test_half_precision_transformers_give_fp32_scores(kind, dtype):
     assert sum(float(s.abs().sum()) for s in attr.scores.values()) > 0
 
 
-@pytest.mark.parametrize("kind", ["sd2", "sd3", "qwenimage", "chroma", "flux2"])
+@pytest.mark.parametrize("kind", ["sd2", "sd3", "qwenimage", "chroma", "flux2", "zimage", "lumina2", "cogview4",
+                                  "hunyuanimage", "hidream"])
 def test_whole_attention_heads_are_scored_and_selected(kind):
     from cadiff.attribution.selection import head_scores, head_slices
 
     pipe = tiny_sd(kind)
     attr = attribute(pipe, "a red circle", components="attn", seeds=1, steps=2, guidance=GUIDANCE, progress=False)
-    layout = attr.metadata["heads"]
+    layout = {k: v for k, v in attr.metadata["heads"].items() if "#" not in k}  # fused slices: test_families
     assert layout and all(axis in (0, 1) for _, axis, _ in layout.values())
-    totals = head_scores(attr.scores, layout)
+    sign = "positive" if max(head_scores(attr.scores, layout).values()) > 0 else "negative"  # random weights
+    totals = head_scores(attr.scores, attr.metadata["heads"], sign)
     best = max(totals, key=totals.get)
-    mask = attr.select(count=1, scope="head")
+    mask = attr.select(count=1, scope="head", sign=sign)
     for name, (module, axis, n) in layout.items():  # exactly the best head's slices, in every projection of it
         want = head_slices(tuple(attr.scores[name].shape), axis, n)[best[1]] if module == best[0] else None
         got = mask.indices.get(name)

@@ -225,19 +225,21 @@ class DenoiserAdapter:
     def head_layout(self, denoiser: torch.nn.Module) -> dict[str, list]:
         """Attention heads by weight: {parameter: [attention module, axis, heads]}: the query, key and value
         projections (and the text stream's add_q/k/v_proj) split their output rows by head (axis 0), the output
-        projections (`to_out.0`, `to_add_out`) their input columns (axis 1)."""
+        projections (`to_out.0`, `to_add_out`) their input columns (axis 1). Keys and values shared by several
+        query heads (grouped-query attention) belong to no one head and are left out."""
         layout = {}
         for name, module in denoiser.named_modules():
             heads = getattr(module, "heads", None)
             if not isinstance(heads, int) or not hasattr(module, "to_q"):
                 continue
+            width = module.to_q.weight.shape[0]  # heads x head_dim
             for part, axis in (("to_q", 0), ("to_k", 0), ("to_v", 0), ("add_q_proj", 0), ("add_k_proj", 0),
                                ("add_v_proj", 0), ("to_out.0", 1), ("to_add_out", 1)):
                 try:
                     weight = module.get_submodule(part).weight
                 except AttributeError:
                     continue
-                if weight.shape[axis] % heads == 0:
+                if weight.shape[axis] == width and width % heads == 0:
                     layout[f"{name}.{part}.weight"] = [name, axis, heads]
         return layout
 

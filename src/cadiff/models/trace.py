@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from cadiff.adapters import Layout, Rows, UnknownDenoiser, adapter_for
+from cadiff.adapters import DenoiserAdapter, Layout, Rows, UnknownDenoiser, adapter_for
 from cadiff.models.loading import denoiser as denoiser_of
 
 
@@ -148,7 +148,7 @@ def sample(pipe, prompts: Sequence[str], generator: list[torch.Generator], steps
     try:
         adapter = adapter_for(net)
     except UnknownDenoiser:  # a model no adapter knows, not probed: diffusers' standard keywords, nothing traced
-        call = {"prompt": list(prompts), "guidance_scale": guidance}
+        call = DenoiserAdapter().call_kwargs(pipe, list(prompts), guidance)
         return _call(pipe, {**call, "num_inference_steps": steps, "generator": generator, "output_type": output_type,
                             **extra}, until)
     call = {**adapter.call_kwargs(pipe, list(prompts), guidance), "num_inference_steps": steps,
