@@ -211,24 +211,26 @@ def test_sae_capture_and_steering_read_the_image_tokens_of_transformer_blocks(fa
     assert (plain != steered).any()
 
 
-def test_the_sae_commands_run_on_a_transformer(sd3, tmp_path, capsys):
+@pytest.mark.parametrize("kind, blocks", [("sd3", "transformer_blocks"), ("cogview4", "transformer_blocks"),
+                                          ("lumina2", "layers")])
+def test_the_sae_commands_run_on_a_transformer(kind, blocks, tmp_path, capsys):
     from cadiff.cli import main
     from cadiff.models.loading import mark_model
 
-    pipe = sd3
+    pipe = tiny_sd(kind)  # saved and loaded back as the stock pipeline class
     mark_model(pipe, {"world": "shapes", "num_inference_steps": 3, "guidance_scale": 4.0})  # labels and masks
     pipe.save_pretrained(tmp_path / "model")
     model = ["--model", str(tmp_path / "model")]
     capsys.readouterr()
     assert main(["sae", "hookpoints", *model]) == 0
-    assert capsys.readouterr().out.split() == ["transformer_blocks.0", "transformer_blocks.1"]
+    assert capsys.readouterr().out.split() == [f"{blocks}.0", f"{blocks}.1"]
     acts, sae = str(tmp_path / "acts"), str(tmp_path / "sae")
     assert main(["sae", "collect", *model, "--random-prompts", "16", "--shard-size", "8", "--hookpoints",
-                 "transformer_blocks.1", "--at-steps", "first,last", "--out", acts]) == 0
+                 f"{blocks}.1", "--at-steps", "first,last", "--out", acts]) == 0
     from cadiff.sae import ActivationStore
 
     store = ActivationStore(acts)
-    assert store.grid("transformer_blocks.1") == (4, 4) and store.channels("transformer_blocks.1") == 16
+    assert store.grid(f"{blocks}.1") == (4, 4) and store.channels(f"{blocks}.1") == 16
     assert main(["sae", "train", acts, "--k", "2", "--batch-size", "16", "--out", sae]) == 0
     assert main(["sae", "inspect", acts, "--sae", sae, "--out", str(tmp_path / "insp")]) == 0
     assert main(["sae", "steer", "a red circle", *model, "--sae", sae, "--latents", "0", "--mode", "spatial",
