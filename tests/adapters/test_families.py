@@ -250,26 +250,27 @@ def test_scores_equal_weight_times_gradient_by_hand_on_a_doubled_batch_with_the_
         assert attr.scores[n].abs().sum() > 0
 
 
-def test_a_single_file_denoiser_loads_with_its_local_config_or_is_refused_where_diffusers_cannot(tmp_path):
-    """Qwen-Image's single files hold diffusers' own names; HunyuanImage's denoiser has no single-file loader."""
+@pytest.mark.parametrize("name", ["qwenimage", "chroma", "flux2", "flux2-klein", "zimage", "lumina2", "hidream",
+                                  "hunyuanimage", "cogview4"])
+def test_a_single_file_denoiser_loads_with_its_local_config_or_is_refused_where_diffusers_cannot(name, tmp_path):
+    """A file holding the denoiser alone (in diffusers' names: diffusers converts other layouts itself) and the
+    pipeline's folder as its config; HunyuanImage's and CogView4's denoisers have no single-file loader."""
     from safetensors.torch import save_file
 
     from cadiff.models.loading import ModelLoadError, load_pipeline
 
-    pipe = tiny_sd("qwenimage")
-    pipe.save_pretrained(tmp_path / "qwen")
+    pipe = tiny_sd(name)
+    pipe.save_pretrained(tmp_path / "config")
     weights = {k: v.contiguous() for k, v in pipe.transformer.state_dict().items()}
-    save_file(weights, str(tmp_path / "qwen-image.safetensors"))
-    loaded = load_pipeline(tmp_path / "qwen-image.safetensors", config=str(tmp_path / "qwen"))
-    assert type(loaded.transformer).__name__ == "QwenImageTransformer2DModel"
+    save_file(weights, str(tmp_path / "denoiser.safetensors"))
+    kind = type(pipe.transformer).__name__
+    if name in ("hunyuanimage", "cogview4"):
+        with pytest.raises(ModelLoadError, match=f"diffusers cannot load a {kind} from a single file"):
+            load_pipeline(tmp_path / "denoiser.safetensors", config=str(tmp_path / "config"))
+        return
+    loaded = load_pipeline(tmp_path / "denoiser.safetensors", config=str(tmp_path / "config"))
+    assert type(loaded.transformer).__name__ == kind
     assert all(torch.equal(v, weights[k]) for k, v in loaded.transformer.state_dict().items())
-    hunyuan = tiny_sd("hunyuanimage")
-    hunyuan.save_pretrained(tmp_path / "hunyuan")
-    save_file({k: v.contiguous() for k, v in hunyuan.transformer.state_dict().items()},
-              str(tmp_path / "hunyuan.safetensors"))
-    with pytest.raises(ModelLoadError, match="diffusers cannot load a HunyuanImageTransformer2DModel from a single "
-                                             "file"):
-        load_pipeline(tmp_path / "hunyuan.safetensors", config=str(tmp_path / "hunyuan"))
 
 
 @pytest.mark.parametrize("name", ["cogview4", "lumina2", "generic"])
@@ -391,3 +392,28 @@ def test_grouped_query_keys_and_values_belong_to_no_one_head():
     layout = adapter_for(net).head_layout(net)
     assert any(k.endswith("attn.to_q.weight") for k in layout) and any(k.endswith("to_out.0.weight") for k in layout)
     assert not any(k.endswith(("attn.to_k.weight", "attn.to_v.weight")) for k in layout)
+
+
+def test_scores_equal_weight_times_gradient_by_hand_where_guidance_is_an_input():
+    """FLUX.2 [dev]: one call per step with the guidance as an input; the erase objective's base is the same call
+    with the empty prompt's text (its embeddings and token ids), at the call's own guidance."""
+    pipe = tiny_sd("flux2")
+    attr = attribute(pipe, "a red circle", seeds=[3], steps=STEPS, guidance=GUIDANCE, components="linear",
+                     progress=False)
+    calls, empty = _raw_calls(pipe, "flux2", "a red circle", 3), _raw_calls(pipe, "flux2", "", 3)
+    assert len(calls) == STEPS and float(calls[0][0]["guidance"][0]) == GUIDANCE
+    net = pipe.transformer
+    params = dict(net.named_parameters())
+    names = sorted(attr.scores)[:2]
+    grads = {n: torch.zeros_like(params[n]) for n in names}
+    for kwargs, _ in calls:
+        with torch.no_grad():
+            base = net(**{**kwargs, "encoder_hidden_states": empty[0][0]["encoder_hidden_states"],
+                          "txt_ids": empty[0][0]["txt_ids"]})[0]
+        loss = (net(**kwargs)[0] - base).pow(2).sum()
+        for n, g in zip(names, torch.autograd.grad(loss, [params[n] for n in names])):
+            grads[n] += g
+    for n in names:
+        hand = params[n].detach() * grads[n]
+        torch.testing.assert_close(attr.scores[n], hand, rtol=1e-4, atol=256 * EPS32 * float(hand.abs().max()))
+        assert attr.scores[n].abs().sum() > 0
