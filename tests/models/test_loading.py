@@ -367,3 +367,26 @@ def test_embedded_models_are_named_embedded_colon_name(monkeypatch, tmp_path):
     monkeypatch.setitem(loading.EMBEDDED, "dit", str(tmp_path / "absent"))  # an install without the DiT
     with pytest.raises(ModelLoadError, match="embedded:dit is not in this install.*cadiff shapes train --denoiser dit"):
         load_pipeline("embedded:dit")
+
+
+def test_the_fingerprint_is_computed_once_per_version_of_the_weights(monkeypatch):
+    """A calibrated search asks for it dozens of times: unchanged weights are hashed once; any in-place change
+    (an ablation, its bit-exact restore, a permanent edit) makes it be computed again."""
+    from cadiff.attribution.mask import Mask
+    from cadiff.editing import ablated, apply_mask
+    from cadiff.models import loading
+
+    pipe = tiny_sd("sd1")
+    hashed = []
+    real = loading.check_weights
+    monkeypatch.setattr(loading, "check_weights", lambda module, **kw: (hashed.append(1), real(module, **kw))[1])
+    first = model_fingerprint(pipe)
+    assert model_fingerprint(pipe) == first and len(hashed) == 1
+    name = next(n for n, _ in pipe.unet.named_parameters() if n.endswith("ff.net.2.weight"))
+    mask = Mask({name: torch.tensor([0, 1, 2])}, {name: tuple(dict(pipe.unet.named_parameters())[name].shape)},
+                {"fingerprint": first})
+    with ablated(pipe, mask):
+        inside = model_fingerprint(pipe)
+    assert inside != first and model_fingerprint(pipe) == first and len(hashed) == 3  # restored bit-exactly
+    apply_mask(pipe, mask)
+    assert model_fingerprint(pipe) == inside

@@ -43,14 +43,14 @@ def ablated(pipe, mask: Mask, check: bool = True) -> Iterator:
         with torch.no_grad():
             for name, p in params.items():
                 idx = mask.indices[name].to(p.device)
-                flat = p.data.view(-1)
+                flat = p.view(-1)  # in place on the parameter: its version moves, so its fingerprint is recomputed
                 saved[name] = flat[idx].clone()
                 flat[idx] = 0
         yield pipe
     finally:
         with torch.no_grad():
             for name, values in saved.items():
-                params[name].data.view(-1)[mask.indices[name].to(values.device)] = values
+                params[name].view(-1)[mask.indices[name].to(values.device)] = values
 
 
 FILLS = ("zero", "resample")
@@ -70,9 +70,9 @@ def apply_mask(pipe, mask: Mask, check: bool = True, fill: str = "zero", seed: i
         for name, p in _targets(pipe, mask).items():
             idx = mask.indices[name].to(p.device)
             if fill == "zero":
-                p.data.view(-1)[idx] = 0
+                p.view(-1)[idx] = 0
             else:
-                p.data.copy_(resampled(p.data, idx.cpu(), generator).to(p.device))
+                p.copy_(resampled(p.detach(), idx.cpu(), generator).to(p.device))
     return pipe
 
 

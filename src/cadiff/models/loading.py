@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 import re
+import weakref
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -374,17 +375,34 @@ def check_weights(module_or_pipe, whole_pipeline: bool = False) -> None:
         check_finite(module.state_dict(), f"the {what}'s weight", DAMAGED_MODEL)
 
 
+# The last fingerprint of each module, with the version of its weights it was computed on
+_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def _weights_version(state: dict[str, torch.Tensor]) -> tuple:
+    """What changes whenever a weight does: each tensor's storage, shape, dtype and in-place version counter (moved
+    by every in-place operation: cadiff's edits, optimizer steps, load_state_dict; not by writes through `.data`)."""
+    return tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype) for name, t in sorted(state.items()))
+
+
 def model_fingerprint(module_or_pipe) -> str:
     """A short sha256 of the denoiser's parameter names, shapes and values: equal weights, equal fingerprint.
-    ValueError naming them for NaN or infinite weights (`check_weights`), so nothing is computed from a damaged model."""
+    Computed once per version of the weights (a calibrated search asks dozens of times). ValueError naming them for
+    NaN or infinite weights (`check_weights`), so nothing is computed from a damaged model."""
     module = module_or_pipe if isinstance(module_or_pipe, torch.nn.Module) else denoiser(module_or_pipe)
+    state = module.state_dict()
+    version = _weights_version(state)
+    cached = _FINGERPRINTS.get(module)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     check_weights(module)
     h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         h.update(name.encode())
         h.update(str(tuple(tensor.shape)).encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    _FINGERPRINTS[module] = (version, h.hexdigest()[:16])
+    return _FINGERPRINTS[module][1]
 
 
 def describe_model(pipe, model: str | Path | None) -> dict:
