@@ -1,5 +1,5 @@
-"""No package imports one above it: errors, the config and registry bases and the I/O layer at the bottom, then
-the report's pictures, the denoiser adapters and models, worlds, attribution, editing, evaluation, calibration,
+"""No package imports one above it: errors, the config and registry bases, the I/O layer and the process group at
+the bottom, then the report's pictures, the denoiser adapters and models, worlds, attribution, editing, evaluation, calibration,
 attacks / sae, cli."""
 
 import ast
@@ -8,8 +8,9 @@ from pathlib import Path
 import cadiff
 
 ROOT = Path(cadiff.__file__).parent
-BELOW = {"_version": set(), "errors": set(), "config": {"errors"}, "registry": {"errors"}, "io": {"_version", "errors"}}
-BASE = {"_version", "errors", "config", "registry", "io"}
+BELOW = {"_version": set(), "errors": set(), "config": {"errors"}, "registry": {"errors"}, "io": {"_version", "errors"},
+         "distributed": set()}
+BASE = {"_version", "errors", "config", "registry", "io", "distributed"}
 BELOW["report"] = BASE
 BELOW["adapters"] = BASE | {"adapters"}
 BELOW["models"] = BELOW["adapters"] | {"models"}

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from cadiff.adapters import adapter_for
 from cadiff.attribution.components import count_components, grouped_scores, select_parameters
+from cadiff.distributed import all_reduce_sum, is_main, rank_and_world, shard, sum_over_ranks
 from cadiff.attribution.concepts import Concepts
 from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa: F401  (PRESERVE_RULES: re-exported)
 from cadiff.attribution.estimators import Row
@@ -108,14 +109,23 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
     keep = len(targets)  # group id of the preserve set
     rows = [Row(p, s, g) for g, p in enumerate(prompts) for s in seed_list]
     rows += [Row(p, s, keep) for p in preserve_prompts for s in seed_list]
-    made = _sample(pipe, unet, goal, rows, config, steps, guidance, images, only, progress)
-    rows, samples = made.rows, made.steps
-    groups = sorted({r.group for r in rows})
-    weights = {g: 1.0 / sum(r.group == g for r in rows) for g in groups}
-    n_chunks = -(-len(rows) // config.batch_size)
+    # Past one process, each rank takes every world-th trajectory (concept images are read whole by every rank) and
+    # the fp32 sums are added over the ranks: N processes score what one does
+    sharded = images is None and rank_and_world()[1] > 1
+    progress = progress and is_main()
+    made = _sample(pipe, unet, goal, shard(rows) if sharded else rows, config, steps, guidance, images, only, progress)
+    samples = made.steps
+    groups = sorted({r.group for r in (rows if sharded else made.rows)})  # the same on every rank
+    counts = {g: float(sum(r.group == g for r in made.rows)) for g in groups}
+    counts = sum_over_ranks(counts) if sharded else counts
+    weights = {g: 1.0 / n for g, n in counts.items() if n}
+    n_chunks = -(-len(made.rows) // config.batch_size)
     with tqdm(total=len(samples), desc=f"{objective}: backward", unit="step", disable=not progress,
               leave=False) as bar:
         grads, values = accumulate(unet, params, samples, weights, sign=goal.sign, tick=bar.update)
+    if sharded:
+        all_reduce_sum(t for per_group in grads.values() for t in per_group.values())
+        values = sum_over_ranks(values)
     seconds = time.time() - started
 
     results = []
@@ -135,7 +145,8 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
                 "J": values[g], "J_preserve": values[keep] if preserve else None,
                 "fingerprint": fingerprint,
                 "denoiser": type(unet).__name__, "adapter": adapter_for(unet).name, "dtype": str(unet.dtype).replace("torch.", ""),
-                "cadiff_version": _version(), "seconds": round(seconds, 3), "sampling_chunks": n_chunks}
+                "cadiff_version": _version(), "seconds": round(seconds, 3), "sampling_chunks": n_chunks,
+                "processes": rank_and_world()[1]}
         results.append(Attribution(scores, meta))
     return results
 

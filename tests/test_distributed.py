@@ -1,0 +1,52 @@
+"""Past one process: two CPU processes (gloo), each taking every other trajectory, attribute what one process does
+(scores to fp32 tolerance), as `torchrun --nproc-per-node 2` would run them."""
+
+import json
+import socket
+
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from cadiff.attribution import attribute
+from tiny_pipelines import tiny_sd
+
+SETTINGS = dict(seeds=[0, 1, 2], steps=2, guidance=4.0, components="attn", progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        attr = attribute(tiny_sd("sd1"), ["a red circle", "a blue square"], preserve=["a green star"], **SETTINGS)
+        save_file({f"{i}/{name}": s for i, a in enumerate(attr) for name, s in a.scores.items()},
+                  f"{out}/rank{rank}.safetensors", metadata={"J": json.dumps([a.metadata["J"] for a in attr]),
+                                                             "processes": str(attr[0].metadata["processes"])})
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_attribute_what_one_does(tmp_path):
+    port = _free_port()
+    mp.start_processes(_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    one = attribute(tiny_sd("sd1"), ["a red circle", "a blue square"], preserve=["a green star"], **SETTINGS)
+    from safetensors import safe_open
+
+    for rank in (0, 1):
+        path = str(tmp_path / f"rank{rank}.safetensors")
+        with safe_open(path, "pt") as f:
+            meta = f.metadata()
+        scores = load_file(path)
+        assert meta["processes"] == "2" and one[0].metadata["processes"] == 1
+        for i, (theirs, j) in enumerate(zip(one, json.loads(meta["J"]))):
+            assert abs(j - theirs.metadata["J"]) <= 1e-5 * abs(theirs.metadata["J"])
+            for name, score in theirs.scores.items():
+                torch.testing.assert_close(scores[f"{i}/{name}"], score, rtol=1e-4, atol=1e-7)
