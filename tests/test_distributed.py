@@ -50,3 +50,35 @@ def test_two_processes_attribute_what_one_does(tmp_path):
             assert abs(j - theirs.metadata["J"]) <= 1e-5 * abs(theirs.metadata["J"])
             for name, score in theirs.scores.items():
                 torch.testing.assert_close(scores[f"{i}/{name}"], score, rtol=1e-4, atol=1e-7)
+
+
+def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(tmp_path):
+    """`torchrun --nproc-per-node 2 -m cadiff attribute ...`: the same scores as one process, one run folder; a
+    command that runs in one process only is refused in one line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cadiff.attribution import Attribution
+    from cadiff.cli import main
+
+    tiny_sd("sd1").save_pretrained(tmp_path / "model")
+    args = ["attribute", "a red circle", "--model", str(tmp_path / "model"), "--steps", "2", "--seeds", "3",
+            "--components", "attn", "--guidance", "4"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one_attr = Attribution.load(tmp_path / "one" / "a_red_circle.attr.safetensors")
+    two_attr = Attribution.load(tmp_path / "two" / "a_red_circle.attr.safetensors")
+    assert two_attr.metadata["processes"] == 2 and one_attr.metadata["processes"] == 1
+    for name, score in one_attr.scores.items():
+        torch.testing.assert_close(two_attr.scores[name], score, rtol=1e-4, atol=1e-7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "one", "two"]  # no second folder, no leftovers
+    refused = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
+                              "generate", "a red circle", "--model", str(tmp_path / "model"), "--out",
+                              str(tmp_path / "g")], capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode != 0 and "cadiff generate runs in one process" in refused.stderr

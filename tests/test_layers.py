@@ -8,7 +8,7 @@ from pathlib import Path
 import cadiff
 
 ROOT = Path(cadiff.__file__).parent
-BELOW = {"_version": set(), "errors": set(), "config": {"errors"}, "registry": {"errors"}, "io": {"_version", "errors"},
+BELOW = {"_version": set(), "errors": set(), "config": {"errors"}, "registry": {"errors"}, "io": {"_version", "errors", "distributed"},
          "distributed": set()}
 BASE = {"_version", "errors", "config", "registry", "io", "distributed"}
 BELOW["report"] = BASE

@@ -10,7 +10,9 @@ Example (every rank runs the same code):
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence, TypeVar
+import contextlib
+import os
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -24,6 +26,30 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def launched_world() -> int:
+    """The number of processes the launcher (torchrun, accelerate launch) started, from its environment."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[None]:
+    """Inside: the process group the launcher describes in the environment (gloo on the CPU, NCCL on GPUs, each
+    rank on its local GPU), torn down after; nothing in one process or where one is set up already."""
+    import torch.distributed as dist
+
+    if launched_world() <= 1 or dist.is_initialized():
+        yield
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def is_main() -> bool:

@@ -13,10 +13,13 @@ import sys
 
 from cadiff._version import __version__
 from cadiff.cli.common import GOAL_NOT_MET, NOT_PROVEN, peek_flag, replay_defaults, report_error, report_os_error
-from cadiff.errors import CadiffError
+from cadiff.distributed import is_main, launched_world, process_group
+from cadiff.errors import BadInput, CadiffError
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
 COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "attack", "report"]
+# Commands that run on several processes (each rank takes its share of the trajectories; rank 0 writes the files)
+MULTI_PROCESS = ("attribute", "erase", "amplify")
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        code = int(args.func(args) or 0)
-        if code in (0, GOAL_NOT_MET, NOT_PROVEN):
+        if launched_world() > 1 and args.command not in MULTI_PROCESS:
+            raise BadInput(f"cadiff {args.command} runs in one process; of the commands, "
+                           f"{' and '.join(MULTI_PROCESS)} run on several (torchrun, accelerate launch)")
+        with process_group():
+            code = int(args.func(args) or 0)
+        if code in (0, GOAL_NOT_MET, NOT_PROVEN) and is_main():
             from cadiff.cli.report import write_run_report
 
             write_run_report(args)

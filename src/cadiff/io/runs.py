@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from cadiff.distributed import is_main
 from cadiff.io.files import atomic_dir, write_json
 
 
@@ -48,6 +50,10 @@ class Run:
 def run_folder(out: str | Path, command: str, settings: dict[str, Any], overwrite: bool = False) -> Iterator[Run]:
     """Create the run folder `out` atomically; run.json gets the command, settings, versions and timing."""
     started = time.time()
+    if not is_main():  # another rank of a multi-process run: it computes what rank 0 does, and rank 0 writes
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Run(Path(tmp), {"command": command, "settings": settings})
+        return
     with atomic_dir(out, overwrite=overwrite) as tmp:
         run = Run(tmp, {"command": command, "argv": sys.argv, "settings": settings, "versions": versions(),
                         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))})
