@@ -417,3 +417,23 @@ def test_scores_equal_weight_times_gradient_by_hand_where_guidance_is_an_input()
         hand = params[n].detach() * grads[n]
         torch.testing.assert_close(attr.scores[n], hand, rtol=1e-4, atol=256 * EPS32 * float(hand.abs().max()))
         assert attr.scores[n].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["sd1", "sd3", "flux", "qwenimage", "flux2", "zimage", "lumina2", "cogview4",
+                                  "hidream"])
+def test_gradient_checkpointing_gives_the_same_scores(name):
+    """Recomputing the blocks' activations in the backward pass changes the memory, not the scores."""
+    pipe = tiny_sd(name)
+    settings = dict(seeds=1, steps=2, guidance=GUIDANCE, components="linear", progress=False)
+    plain = attribute(pipe, "a red circle", **settings)
+    again = attribute(pipe, "a red circle", checkpointing=True, **settings)
+    assert not getattr(denoiser(pipe), "gradient_checkpointing", False)  # switched off again
+    for n, s in plain.scores.items():
+        torch.testing.assert_close(again.scores[n], s, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name, why", [("chroma", "diffusers' checkpointed single blocks drop the attention mask"),
+                                       ("hunyuanimage", "diffusers' checkpointed text refiner fails")])
+def test_gradient_checkpointing_is_refused_where_it_would_change_the_scores(name, why):
+    with pytest.raises(ValueError, match=f"gradient checkpointing would change .*'s scores \\({why}"):
+        attribute(tiny_sd(name), "a red circle", seeds=1, steps=2, checkpointing=True, progress=False)

@@ -94,6 +94,7 @@ class DenoiserAdapter:
     text_input: ClassVar[str]              # regex: the weights the text embedding is the input of (keys, values)
     esd_frozen: ClassVar[str]              # regex: output layers and time embedding (ESD-u leaves these)
     ff_out: ClassVar[str] = "ff.net.2"     # name suffix of the feed-forward output projections (prune scores these)
+    checkpointing_differs: ClassVar[str] = ""  # why diffusers' checkpointed forward is another computation, if it is
 
     # How the pipeline is called and how its steps call the denoiser
     def call_kwargs(self, pipe, prompts: list[str], guidance: float) -> dict[str, Any]:

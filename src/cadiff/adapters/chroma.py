@@ -15,6 +15,7 @@ class ChromaAdapter(FluxAdapter):
     denoisers = ("ChromaTransformer2DModel",)
     esd_frozen = r"^(proj_out|norm_out|x_embedder|context_embedder|distilled_guidance_layer)\."
     prompt_keys = ("encoder_hidden_states", "txt_ids", "attention_mask")
+    checkpointing_differs = "diffusers' checkpointed single blocks drop the attention mask"
 
     def distilled(self, pipe):
         return False

@@ -30,6 +30,7 @@ class HunyuanImageAdapter(SD3Adapter):
     ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$|\.proj_mlp\.weight$"
     attn = r"\.attn\."
     esd_frozen = r"^(proj_out|norm_out|x_embedder|context_embedder|context_embedder_2|time_guidance_embed)\."
+    checkpointing_differs = "diffusers' checkpointed text refiner fails on its own attention mask"
 
     def parts(self, denoiser):
         return fused_output_parts(denoiser)

@@ -38,7 +38,7 @@ from cadiff.attribution.concepts import Concepts
 from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa: F401  (PRESERVE_RULES: re-exported)
 from cadiff.attribution.estimators import Row
 from cadiff.attribution.objectives import Samples, get_objective
-from cadiff.attribution.gradients import accumulate
+from cadiff.attribution.gradients import accumulate, check_checkpointing, checkpointed
 from cadiff.attribution.keep_rules import fold_maxima, with_keep_rule
 from cadiff.attribution.result import Attribution
 from cadiff.errors import BadInput
@@ -104,6 +104,8 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
 
     unet = denoiser(pipe)
     params = select_parameters(unet, config.components)
+    if config.checkpointing:
+        check_checkpointing(unet)  # before any sampling
     started = time.time()
 
     keep = len(targets)  # group id of the preserve set
@@ -122,7 +124,8 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
     n_chunks = -(-len(made.rows) // config.batch_size)
     with tqdm(total=len(samples), desc=f"{objective}: backward", unit="step", disable=not progress,
               leave=False) as bar:
-        grads, values = accumulate(unet, params, samples, weights, sign=goal.sign, tick=bar.update)
+        with checkpointed(unet, config.checkpointing):
+            grads, values = accumulate(unet, params, samples, weights, sign=goal.sign, tick=bar.update)
     if sharded:
         all_reduce_sum(t for per_group in grads.values() for t in per_group.values())
         values = sum_over_ranks(values)

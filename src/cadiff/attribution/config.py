@@ -33,6 +33,8 @@ class ScoringConfig(Config):
                                           "reference re-sampling (slow)", choices=ESTIMATORS)
     base_prompt: str = option("", "erase objective's reference prompt (default: empty)")
     batch_size: int = option(16, "rows per pipeline call (default 16)", low=1)
+    checkpointing: bool = option(False, "recompute the denoiser's block activations in the backward pass: less "
+                                        "memory for large models, some more time")
 
     def __post_init__(self):
         if isinstance(self.seeds, list):

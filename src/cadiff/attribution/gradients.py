@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import torch
 
 from cadiff.adapters import adapter_for
+from cadiff.errors import BadInput
 from cadiff.attribution.estimators import Step
 from cadiff.models.trace import kwargs_rows, take_rows
 
@@ -32,6 +33,34 @@ def only_these_require_grad(module: torch.nn.Module, params: dict[str, torch.nn.
     finally:
         for p in module.parameters():
             p.requires_grad_(flags[id(p)])
+
+
+def check_checkpointing(module: torch.nn.Module) -> None:
+    """BadInput unless diffusers' gradient checkpointing of this denoiser computes what its plain forward does."""
+    if not getattr(module, "_supports_gradient_checkpointing", False):
+        raise BadInput(f"{type(module).__name__} does not support gradient checkpointing; attribute without it")
+    why = adapter_for(module).checkpointing_differs
+    if why:
+        raise BadInput(f"gradient checkpointing would change {type(module).__name__}'s scores ({why}); attribute "
+                       "without it")
+
+
+@contextlib.contextmanager
+def checkpointed(module: torch.nn.Module, on: bool) -> Iterator[None]:
+    """Inside, with `on`: the denoiser recomputes its blocks' activations in the backward pass (diffusers' gradient
+    checkpointing, switched off again after). BadInput where the model cannot, or where its family's checkpointed
+    forward is not the same computation."""
+    if not on:
+        yield
+        return
+    check_checkpointing(module)
+    was = bool(getattr(module, "gradient_checkpointing", False))
+    module.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        if not was:
+            module.disable_gradient_checkpointing()
 
 
 def _runs(groups: list[int]) -> list[tuple[int, slice]]:
