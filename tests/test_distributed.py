@@ -3,6 +3,7 @@
 
 import json
 import socket
+from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
@@ -32,6 +33,48 @@ def _rank(rank: int, world: int, port: int, out: str) -> None:
                                                              "processes": str(attr[0].metadata["processes"])})
     finally:
         dist.destroy_process_group()
+
+
+def _render_rank(rank: int, world: int, port: int, out: str, fail_on: int) -> None:
+    """Each rank renders its share of 5 images; with `fail_on`, that rank's model is broken (NaN weights)."""
+    import numpy as np
+    import torch.distributed as dist
+
+    from cadiff.models.generate import render
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    pipe = tiny_sd("sd1")
+    if rank == fail_on:
+        with torch.no_grad():
+            pipe.unet.conv_out.weight.fill_(float("nan"))
+    try:
+        images = render(pipe, ["a red circle", "a blue square"] * 2 + ["a green star"], [0, 1, 2, 3, 4], steps=2,
+                        guidance=4.0)
+        np.save(f"{out}/rank{rank}.npy", images)
+    except Exception as exc:  # noqa: BLE001  (what each rank stopped with)
+        (Path(out) / f"rank{rank}.error").write_text(f"{type(exc).__name__}: {exc}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_render_each_half_of_the_images_and_stop_together_on_a_failure(tmp_path):
+    import numpy as np
+
+    from cadiff.models import generate
+
+    mp.start_processes(_render_rank, args=(2, _free_port(), str(tmp_path), -1), nprocs=2, join=True,
+                       start_method="spawn")
+    one = generate(tiny_sd("sd1"), ["a red circle", "a blue square"] * 2 + ["a green star"], [0, 1, 2, 3, 4], steps=2,
+                   guidance=4.0)
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(tmp_path / f"rank{rank}.npy"), one)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    mp.start_processes(_render_rank, args=(2, _free_port(), str(broken), 1), nprocs=2, join=True,
+                       start_method="spawn")  # returns: no rank waits for the failed one forever
+    assert "NaN" in (broken / "rank1.error").read_text() or "nan" in (broken / "rank1.error").read_text()
+    assert (broken / "rank0.error").read_text().startswith("OtherRankFailed: another process of this run failed")
 
 
 def test_two_processes_attribute_what_one_does(tmp_path):

@@ -9,7 +9,7 @@ import cadiff
 
 ROOT = Path(cadiff.__file__).parent
 BELOW = {"_version": set(), "errors": set(), "config": {"errors"}, "registry": {"errors"}, "io": {"_version", "errors", "distributed"},
-         "distributed": set()}
+         "distributed": {"errors"}}
 BASE = {"_version", "errors", "config", "registry", "io", "distributed"}
 BELOW["report"] = BASE
 BELOW["adapters"] = BASE | {"adapters"}

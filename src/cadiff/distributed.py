@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
+
+from cadiff.errors import CadiffError
 
 T = TypeVar("T")
 
@@ -77,10 +79,58 @@ def sum_over_ranks(values: dict[int, float]) -> dict[int, float]:
     """A dict of numbers summed key by key over the ranks (every rank gives the same keys)."""
     if rank_and_world()[1] == 1:
         return dict(values)
-    import torch.distributed as dist
-
     keys = sorted(values)
-    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"  # NCCL: GPU tensors
-    total = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    total = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_device())
     all_reduce_sum([total])
     return {k: float(v) for k, v in zip(keys, total.tolist())}
+
+
+class OtherRankFailed(CadiffError):
+    """Another process of this multi-process run failed (its own error is in its output); this one stops too."""
+
+
+def _device() -> str:
+    import torch.distributed as dist
+
+    return f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"  # NCCL: GPU tensors
+
+
+def stop_together(error: BaseException | None) -> None:
+    """Every rank calls this at the same point: if any failed, all stop (the failing one with its own error)."""
+    flag = torch.tensor([0.0 if error is None else 1.0], device=_device())
+    all_reduce_sum([flag])
+    if error is not None:
+        raise error
+    if float(flag) > 0:
+        raise OtherRankFailed("another process of this run failed (its error is in its output); stopping this one")
+
+
+def together(work: Callable[[], T]) -> T:
+    """`work()` on this rank; if it fails on any rank, every rank stops (the failing one with its own error)
+    instead of waiting for the others forever. In one process, just `work()`."""
+    if rank_and_world()[1] == 1:
+        return work()
+    try:
+        result = work()
+    except Exception as exc:  # noqa: BLE001  (re-raised by stop_together)
+        stop_together(exc)
+    stop_together(None)
+    return result
+
+
+def gather_rows(mine: torch.Tensor, total: int) -> torch.Tensor:
+    """The rows of all ranks back in their order, from each rank's `shard` of `total` rows (this rank's `mine`,
+    every rank's rows shaped alike)."""
+    import torch.distributed as dist
+
+    rank, world = rank_and_world()
+    size = -(-total // world)
+    padded = torch.zeros((size, *mine.shape[1:]), dtype=mine.dtype, device=_device())
+    padded[: len(mine)] = mine.to(padded.device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    out = torch.empty((total, *mine.shape[1:]), dtype=mine.dtype)
+    for r, part in enumerate(parts):
+        count = len(range(r, total, world))
+        out[r::world] = part[:count].cpu()
+    return out

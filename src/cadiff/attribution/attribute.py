@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from cadiff.adapters import adapter_for
 from cadiff.attribution.components import count_components, grouped_scores, select_parameters
-from cadiff.distributed import all_reduce_sum, is_main, rank_and_world, shard, sum_over_ranks
+from cadiff.distributed import all_reduce_sum, is_main, rank_and_world, shard, sum_over_ranks, together
 from cadiff.attribution.concepts import Concepts
 from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig  # noqa: F401  (PRESERVE_RULES: re-exported)
 from cadiff.attribution.estimators import Row
@@ -115,7 +115,8 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
     # the fp32 sums are added over the ranks: N processes score what one does
     sharded = images is None and rank_and_world()[1] > 1
     progress = progress and is_main()
-    made = _sample(pipe, unet, goal, shard(rows) if sharded else rows, config, steps, guidance, images, only, progress)
+    made = together(lambda: _sample(pipe, unet, goal, shard(rows) if sharded else rows, config, steps, guidance,
+                                    images, only, progress))
     samples = made.steps
     groups = sorted({r.group for r in (rows if sharded else made.rows)})  # the same on every rank
     counts = {g: float(sum(r.group == g for r in made.rows)) for g in groups}

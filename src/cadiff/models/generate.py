@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from cadiff.distributed import gather_rows, rank_and_world, shard, together
 from cadiff.errors import BadInput
 from cadiff.models.loading import check_weights, nonfinite_count, resolve_sampling
 from cadiff.models.trace import generators, sample
@@ -46,6 +47,16 @@ def render(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int | None
     model whose weights were checked: the layers below an edge call this, so nothing is checked twice. An image
     with NaN or infinite pixels is still refused."""
     steps, guidance = resolve_sampling(pipe, steps, guidance)
+    world = rank_and_world()[1]
+    if world > 1 and len(prompts) >= world:  # several processes: each renders every world-th image
+        mine = together(lambda: _render(pipe, shard(list(prompts)), shard(list(seeds)), steps, guidance, batch_size,
+                                        progress, **pipe_kwargs))
+        return gather_rows(torch.from_numpy(mine), len(prompts)).numpy()
+    return _render(pipe, prompts, seeds, steps, guidance, batch_size, progress, **pipe_kwargs)
+
+
+def _render(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float, batch_size: int,
+            progress: Callable[[int], None] | None, **pipe_kwargs) -> np.ndarray:
     out = []
     for i in range(0, len(prompts), batch_size):
         chunk_p, chunk_s = list(prompts[i : i + batch_size]), seeds[i : i + batch_size]
