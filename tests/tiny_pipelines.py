@@ -31,6 +31,64 @@ def _ddim(prediction_type: str = "epsilon"):
                          prediction_type=prediction_type, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
+# What a tiny build sets that a saved folder does not keep: the pipeline call's defaults its class changes for the
+# tiny size (`tiny_class`), and attributes set on the instance (`tiny_attributes`). `reloaded` puts both back on a
+# pipeline loaded from a saved folder.
+TINY_CALL = {
+    "pixart": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
+    "sana": {"height": 32, "width": 32, "use_resolution_binning": False, "complex_human_instruction": None,
+             "max_sequence_length": 8},
+    "chroma": {"max_sequence_length": 8},
+    "flux2": {"max_sequence_length": 8, "text_encoder_out_layers": (1, 1, 1)},
+    "flux2-klein": {"max_sequence_length": 8, "text_encoder_out_layers": (1, 1, 1)},
+    "zimage": {"height": 16, "width": 16, "max_sequence_length": 8},
+}
+TINY_ATTRIBUTES = {
+    "flux": {"default_sample_size": 8},
+    "qwenimage": {"prompt_template_encode": "{}", "prompt_template_encode_start_idx": 1, "default_sample_size": 8},
+    "chroma": {"default_sample_size": 8},
+    "flux2": {"default_sample_size": 8},
+    "flux2-klein": {"default_sample_size": 8},
+    "hunyuanimage": {"prompt_template_encode": "{}", "prompt_template_encode_start_idx": 1, "tokenizer_max_length": 8,
+                     "tokenizer_2_max_length": 8, "default_sample_size": 8},
+    "hidream": {"default_sample_size": 8},
+}
+
+
+def tiny_class(cls, name: str):
+    """`cls` with the call defaults of the tiny `name` (TINY_CALL); it keeps the stock class's name, so a saved folder
+    names the stock class, which loads it."""
+    import inspect
+
+    defaults = TINY_CALL[name]
+
+    def __call__(self, *args, **kw):
+        return cls.__call__(self, *args, **{**defaults, **kw})
+
+    stock = inspect.signature(cls.__call__)  # its signature says the tiny defaults, as readers of defaults expect
+    __call__.__signature__ = stock.replace(parameters=[
+        p.replace(default=defaults[p.name]) if p.name in defaults else p for p in stock.parameters.values()])
+    return type(cls.__name__, (cls,), {"__call__": __call__})
+
+
+def tiny_attributes(pipe, name: str):
+    """`pipe` with the instance attributes of the tiny `name` (TINY_ATTRIBUTES) and no progress bar."""
+    for key, value in TINY_ATTRIBUTES.get(name, {}).items():
+        setattr(pipe, key, value)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def reloaded(folder, name: str, **components):
+    """A tiny pipeline saved to `folder`, loaded back by stock diffusers with what the folder does not keep."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(folder), **components)
+    if name in TINY_CALL:
+        pipe.__class__ = tiny_class(type(pipe), name)
+    return tiny_attributes(pipe, name)
+
+
 def tiny_sd3(seed: int = 0):
     """A random SD3-style pipeline: an MMDiT with two joint blocks, flow matching, two CLIP encoders, no T5."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
@@ -60,12 +118,7 @@ def tiny_pixart(seed: int = 0):
     from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    class TinyPixArtPipeline(PixArtAlphaPipeline):
-        def __call__(self, *args, use_resolution_binning=False, clean_caption=False, max_sequence_length=8, **kw):
-            return super().__call__(*args, use_resolution_binning=use_resolution_binning,
-                                    clean_caption=clean_caption, max_sequence_length=max_sequence_length, **kw)
-
-    TinyPixArtPipeline.__name__ = "PixArtAlphaPipeline"  # saved folders name the stock class, which loads them
+    TinyPixArtPipeline = tiny_class(PixArtAlphaPipeline, "pixart")
 
     torch.manual_seed(seed)
     transformer = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
@@ -99,9 +152,7 @@ def tiny_flux(seed: int = 0, guidance_embeds: bool = True):
                                                 base_image_seq_len=256, max_image_seq_len=4096)
     pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=_text(16), tokenizer=build_tokenizer(),
                         text_encoder_2=t5, tokenizer_2=build_tokenizer(), transformer=transformer)
-    pipe.default_sample_size = 8  # 16 x 16 images (Flux's own default is 128 latents a side)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_attributes(pipe, "flux")  # 16 x 16 images (Flux's own default is 128 latents a side)
 
 
 def tiny_sana(seed: int = 0):
@@ -111,14 +162,7 @@ def tiny_sana(seed: int = 0):
     from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model
 
-    class TinySanaPipeline(SanaPipeline):
-        def __call__(self, *args, height=32, width=32, use_resolution_binning=False, complex_human_instruction=None,
-                     max_sequence_length=8, **kw):
-            return super().__call__(*args, height=height, width=width, use_resolution_binning=use_resolution_binning,
-                                    complex_human_instruction=complex_human_instruction,
-                                    max_sequence_length=max_sequence_length, **kw)
-
-    TinySanaPipeline.__name__ = "SanaPipeline"  # saved folders name the stock class, which loads them
+    TinySanaPipeline = tiny_class(SanaPipeline, "sana")
 
     torch.manual_seed(seed)
     transformer = SanaTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8,
@@ -174,10 +218,7 @@ def tiny_qwenimage(seed: int = 0):
                                                 time_shift_type="exponential")
     pipe = QwenImagePipeline(scheduler=scheduler, vae=vae, text_encoder=_qwen_vl_text(), tokenizer=build_tokenizer(),
                              transformer=transformer)
-    pipe.prompt_template_encode, pipe.prompt_template_encode_start_idx = "{}", 1
-    pipe.default_sample_size = 8
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_attributes(pipe, "qwenimage")
 
 
 def tiny_chroma(seed: int = 0):
@@ -187,11 +228,7 @@ def tiny_chroma(seed: int = 0):
     from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
     from transformers import T5Config, T5EncoderModel
 
-    class TinyChromaPipeline(ChromaPipeline):
-        def __call__(self, *args, max_sequence_length=8, **kw):
-            return super().__call__(*args, max_sequence_length=max_sequence_length, **kw)
-
-    TinyChromaPipeline.__name__ = "ChromaPipeline"  # saved folders name the stock class, which loads them
+    TinyChromaPipeline = tiny_class(ChromaPipeline, "chroma")
 
     torch.manual_seed(seed)
     transformer = ChromaTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
@@ -206,9 +243,7 @@ def tiny_chroma(seed: int = 0):
                                                 base_image_seq_len=256, max_image_seq_len=4096)
     pipe = TinyChromaPipeline(scheduler=scheduler, vae=vae, text_encoder=t5, tokenizer=build_tokenizer(),
                               transformer=transformer)
-    pipe.default_sample_size = 8
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_attributes(pipe, "chroma")
 
 
 FLUX2_TEXT = 16
@@ -257,12 +292,7 @@ def tiny_flux2(seed: int = 0):
     from diffusers import Flux2Pipeline
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
-    class TinyFlux2Pipeline(Flux2Pipeline):
-        def __call__(self, *args, max_sequence_length=8, text_encoder_out_layers=(1, 1, 1), **kw):
-            return super().__call__(*args, max_sequence_length=max_sequence_length,
-                                    text_encoder_out_layers=text_encoder_out_layers, **kw)
-
-    TinyFlux2Pipeline.__name__ = "Flux2Pipeline"  # saved folders name the stock class, which loads them
+    TinyFlux2Pipeline = tiny_class(Flux2Pipeline, "flux2")
     transformer, vae = _flux2_parts(seed, guidance_embeds=True)
     text = dict(model_type="mistral", vocab_size=len(VOCAB), hidden_size=FLUX2_TEXT, intermediate_size=2 * FLUX2_TEXT,
                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
@@ -275,9 +305,7 @@ def tiny_flux2(seed: int = 0):
     tokenizer.chat_template = FLUX2_DEV_TEMPLATE
     pipe = TinyFlux2Pipeline(scheduler=_flux2_scheduler(), vae=vae, text_encoder=mistral, tokenizer=tokenizer,
                              transformer=transformer)
-    pipe.default_sample_size = 8
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_attributes(pipe, "flux2")
 
 
 def tiny_flux2_klein(seed: int = 0, is_distilled: bool = False):
@@ -286,12 +314,7 @@ def tiny_flux2_klein(seed: int = 0, is_distilled: bool = False):
     from diffusers import Flux2KleinPipeline
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    class TinyFlux2KleinPipeline(Flux2KleinPipeline):
-        def __call__(self, *args, max_sequence_length=8, text_encoder_out_layers=(1, 1, 1), **kw):
-            return super().__call__(*args, max_sequence_length=max_sequence_length,
-                                    text_encoder_out_layers=text_encoder_out_layers, **kw)
-
-    TinyFlux2KleinPipeline.__name__ = "Flux2KleinPipeline"  # saved folders name the stock class, which loads them
+    TinyFlux2KleinPipeline = tiny_class(Flux2KleinPipeline, "flux2-klein")
     transformer, vae = _flux2_parts(seed, guidance_embeds=False)
     qwen3 = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(VOCAB), hidden_size=FLUX2_TEXT, intermediate_size=2 * FLUX2_TEXT,
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
@@ -301,9 +324,7 @@ def tiny_flux2_klein(seed: int = 0, is_distilled: bool = False):
     tokenizer.chat_template = FLUX2_KLEIN_TEMPLATE
     pipe = TinyFlux2KleinPipeline(scheduler=_flux2_scheduler(), vae=vae, text_encoder=qwen3, tokenizer=tokenizer,
                                   transformer=transformer, is_distilled=is_distilled)
-    pipe.default_sample_size = 8
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_attributes(pipe, "flux2-klein")
 
 
 def tiny_zimage(seed: int = 0):
@@ -313,11 +334,7 @@ def tiny_zimage(seed: int = 0):
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
     from transformers import Qwen3Config, Qwen3Model
 
-    class TinyZImagePipeline(ZImagePipeline):
-        def __call__(self, *args, height=16, width=16, max_sequence_length=8, **kw):
-            return super().__call__(*args, height=height, width=width, max_sequence_length=max_sequence_length, **kw)
-
-    TinyZImagePipeline.__name__ = "ZImagePipeline"  # saved folders name the stock class, which loads them
+    TinyZImagePipeline = tiny_class(ZImagePipeline, "zimage")
 
     torch.manual_seed(seed)
     transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16,
@@ -412,11 +429,7 @@ def tiny_hunyuanimage(seed: int = 0):
                                 tokenizer=build_tokenizer(), text_encoder_2=t5, tokenizer_2=build_tokenizer(),
                                 transformer=transformer, guider=AdaptiveProjectedMixGuidance(),
                                 ocr_guider=AdaptiveProjectedMixGuidance())
-    pipe.prompt_template_encode, pipe.prompt_template_encode_start_idx = "{}", 1
-    pipe.tokenizer_max_length = pipe.tokenizer_2_max_length = 8
-    pipe.default_sample_size = 8
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_attributes(pipe, "hunyuanimage")
 
 
 def tiny_hidream(seed: int = 0):
@@ -453,9 +466,7 @@ def tiny_hidream(seed: int = 0):
                                 text_encoder_2=clip(), tokenizer_2=build_tokenizer(),
                                 text_encoder_3=t5, tokenizer_3=build_tokenizer(),
                                 text_encoder_4=llama, tokenizer_4=build_tokenizer(), transformer=transformer)
-    pipe.default_sample_size = 8
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_attributes(pipe, "hidream")
 
 
 def tiny_cogview3(seed: int = 0):

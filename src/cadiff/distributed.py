@@ -35,18 +35,25 @@ def launched_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_device(device: str) -> str:
+    """The device this rank works on: with several processes, 'cuda' means this rank's own GPU (LOCAL_RANK)."""
+    if launched_world() > 1 and device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
 @contextlib.contextmanager
-def process_group() -> Iterator[None]:
-    """Inside: the process group the launcher describes in the environment (gloo on the CPU, NCCL on GPUs, each
-    rank on its local GPU), torn down after; nothing in one process or where one is set up already."""
+def process_group(device: str = "cpu") -> Iterator[None]:
+    """Inside: the process group the launcher describes in the environment (NCCL when the model is on a GPU, each
+    rank on its local one; gloo on the CPU), torn down after; nothing in one process or where one is set up."""
     import torch.distributed as dist
 
     if launched_world() <= 1 or dist.is_initialized():
         yield
         return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if str(device).startswith("cuda") else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(torch.device(local_device(str(device))))
     dist.init_process_group(backend)
     try:
         yield

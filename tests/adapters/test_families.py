@@ -30,6 +30,7 @@ STOCK = {
     "chroma": {"guidance_scale": GUIDANCE},
     "flux2": {"guidance_scale": GUIDANCE},
     "flux2-klein": {"guidance_scale": GUIDANCE},
+    "flux2-klein-distilled": {"guidance_scale": GUIDANCE},  # ignored: a step-distilled model is never guided
     "zimage": {"guidance_scale": GUIDANCE},  # on above 0: pos + 4 (pos - neg)
     "lumina2": {"guidance_scale": GUIDANCE},
     "cogview4": {"guidance_scale": GUIDANCE},
@@ -70,7 +71,7 @@ def test_generate_samples_each_family_as_its_stock_call_does(any_family):
     np.testing.assert_array_equal(ours, (np.clip(theirs, 0, 1) * 255).round().astype(np.uint8))
     off = adapter_for(denoiser(pipe)).unguided(pipe, None)  # 1 for most, 0 for Z-Image
     unguided = cadiff.generate(pipe, PROMPTS, seeds=[0, 1], steps=2, guidance=off)
-    assert (ours != unguided).any()  # the guidance reached the sampler
+    assert (ours != unguided).any() or name == "flux2-klein-distilled"  # the guidance reached the sampler
 
 
 def _raw_calls(pipe, name, prompt, seed):
@@ -437,3 +438,106 @@ def test_gradient_checkpointing_gives_the_same_scores(name):
 def test_gradient_checkpointing_is_refused_where_it_would_change_the_scores(name, why):
     with pytest.raises(ValueError, match=f"gradient checkpointing would change .*'s scores \\({why}"):
         attribute(tiny_sd(name), "a red circle", seeds=1, steps=2, checkpointing=True, progress=False)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_the_cli_applies_a_mask_to_each_saved_family(name, tmp_path):
+    """`cadiff apply` reads no image: every family's saved folder takes a mask, and the exported weights are the
+    edited pipeline's."""
+    from cadiff.cli import main
+
+    pipe = tiny_sd(name)
+    result = cadiff.erase(pipe, "a red circle", cadiff.CADConfig(components="linear", ratio=0.1, seeds=1, steps=2,
+                                                                 guidance=GUIDANCE), progress=False)
+    pipe.save_pretrained(tmp_path / "model")
+    result.mask.save(tmp_path / "mask.safetensors")
+    assert main(["apply", str(tmp_path / "mask.safetensors"), "--model", str(tmp_path / "model"),
+                 "--out", str(tmp_path / "applied")]) == 0
+    from safetensors.torch import load_file
+
+    applied = load_file(str(tmp_path / "applied" / "transformer" / "diffusion_pytorch_model.safetensors"))
+    edited = result.pipeline.transformer.state_dict()
+    assert applied.keys() == edited.keys() and all(torch.equal(applied[k], edited[k]) for k in applied)
+
+
+def test_the_trace_tells_steps_apart_on_schedules_that_repeat_a_timestep_and_in_bf16():
+    """DPM-Solver++ with Karras sigmas repeats its last timesteps at 50 steps; FLUX.2 in bf16 passes timesteps 2^-8
+    off. Each step is recorded once, in order."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from cadiff.models.trace import DenoiserTrace, sample
+
+    pipe = tiny_sd("sd1")
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+    pipe.scheduler.set_timesteps(50)
+    assert len(set(pipe.scheduler.timesteps.tolist())) < 50  # the schedule repeats a timestep
+    for model in (pipe, tiny_sd("flux2", dtype=torch.bfloat16)):
+        with DenoiserTrace(model, record=1) as trace:
+            sample(model, ["a red circle"], generators([0]), 50, GUIDANCE)
+        assert [s.index for s in trace.steps] == list(range(50))
+
+
+def test_a_unet_with_a_guidance_embedding_is_not_split_into_branches():
+    """LCM-style U-Nets (`time_cond_proj_dim`) take the guidance as an input: one call on the prompts' rows."""
+    from diffusers import UNet2DConditionModel
+
+    from cadiff.models.trace import DenoiserTrace, sample
+
+    pipe = tiny_sd("sd1")
+    pipe.register_modules(unet=UNet2DConditionModel.from_config(pipe.unet.config, time_cond_proj_dim=8))
+    assert pipe.unet.config.time_cond_proj_dim == 8
+    with DenoiserTrace(pipe, record=2) as trace:
+        sample(pipe, PROMPTS, generators([0, 1]), 2, 7.5)
+    assert len(trace.steps) == 2 and all(s.uncond_output is None and len(s.sample) == 2 for s in trace.steps)
+    ours = cadiff.generate(pipe, PROMPTS, seeds=[0, 1], steps=2, guidance=7.5)
+    theirs = pipe(prompt=PROMPTS, num_inference_steps=2, guidance_scale=7.5, generator=generators([0, 1]),
+                  output_type="np").images
+    np.testing.assert_array_equal(ours, (np.clip(theirs, 0, 1) * 255).round().astype(np.uint8))
+
+
+def test_hunyuanimage_guides_prompts_with_quoted_text_at_the_asked_scale_too():
+    """Quoted text switches the pipeline to its OCR guider: cadiff sets that one's scale as well."""
+    from cadiff.models.generate import render
+
+    pipe = tiny_sd("hunyuanimage")
+    prompt = ['a "red" circle']  # quotes the shapes vocabulary does not know: rendered without the word check
+    ours = render(pipe, prompt, [0], steps=2, guidance=2.0)
+    guider, ocr = pipe.guider, pipe.ocr_guider
+    pipe.guider, pipe.ocr_guider = guider.new(guidance_scale=2.0), ocr.new(guidance_scale=2.0)
+    try:
+        theirs = pipe(prompt=prompt, negative_prompt=[""], num_inference_steps=2, generator=generators([0]),
+                      output_type="np").images
+    finally:
+        pipe.guider, pipe.ocr_guider = guider, ocr
+    np.testing.assert_array_equal(ours, (np.clip(theirs, 0, 1) * 255).round().astype(np.uint8))
+
+
+def test_a_distilled_hunyuanimage_keeps_its_guidance_and_step_inputs_in_the_erase_base(monkeypatch):
+    """HunyuanImage-2.1-Distilled (a guidance embedding and per-step `timestep_r`, no guider): the erase
+    objective's base replaces only what the prompt sets."""
+    from diffusers import HunyuanImageTransformer2DModel
+
+    from cadiff.attribution.estimators import Row, erase_trajectory
+
+    init = HunyuanImageTransformer2DModel.__init__
+    monkeypatch.setattr(HunyuanImageTransformer2DModel, "__init__",
+                        lambda self, *a, **k: init(self, *a, **{**k, "guidance_embeds": True, "use_meanflow": True}))
+    pipe = tiny_sd("hunyuanimage")
+    pipe.guider = pipe.ocr_guider = None
+    adapter = adapter_for(pipe.transformer)
+    steps = erase_trajectory(pipe, pipe.transformer, [Row("a red circle", 0, 0)], 3, 3.25)
+    for step in steps:
+        base = adapter.base_kwargs(step.kwargs, {"encoder_hidden_states": 0, "guidance": 1, "timestep_r": 2})
+        assert base["encoder_hidden_states"] == 0 and base["guidance"] is step.kwargs["guidance"]
+        assert base["timestep_r"] is step.kwargs["timestep_r"]
+        with torch.no_grad():
+            assert not torch.equal(step.target, adapter.forward(pipe.transformer, step.sample, step.timestep,
+                                                                step.kwargs))  # the base is another prompt's
+
+
+def test_the_restart_estimator_runs_on_a_half_precision_model_whose_pipeline_keeps_fp32_latents():
+    from cadiff.attribution.estimators import Row, erase_restart
+
+    pipe = tiny_sd("zimage", dtype=torch.bfloat16)
+    steps = erase_restart(pipe, pipe.transformer, [Row("a red circle", 0, 0)], 2, GUIDANCE)
+    assert len(steps) == 2 and all(s.sample.dtype == torch.bfloat16 for s in steps)

@@ -5,6 +5,7 @@ loads."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from cadiff.adapters import adapter_for
 from cadiff.attribution import attribute, select_parameters
 from cadiff.attribution.estimators import Row, erase_restart, erase_trajectory
 from cadiff.attribution.gradients import accumulate
-from tiny_pipelines import tiny_sd
+from tiny_pipelines import reloaded, tiny_sd
 
 STEPS, GUIDANCE = 3, 4.0
 EPS32 = torch.finfo(torch.float32).eps
@@ -161,6 +162,9 @@ def test_amplify_and_erase_export_a_folder_stock_diffusers_loads(family, tmp_pat
     folder = result.export(tmp_path / "edited")
     none = {"text_encoder_3": None, "tokenizer_3": None} if name == "sd3" else {}  # the tiny SD3 is saved without T5
     loaded = DiffusionPipeline.from_pretrained(str(folder), **none)
+    family = name if name != "flux-cfg" else "flux"
+    images = reloaded(folder, family, **none)(prompt=["a red circle"], num_inference_steps=2, output_type="np").images
+    assert images.shape[0] == 1 and np.isfinite(images).all()  # stock diffusers samples the edited model
     first = next(iter(dict(loaded.transformer.named_parameters())))
     assert torch.equal(dict(cadiff.load_pipeline(folder).transformer.named_parameters())[first],
                        dict(loaded.transformer.named_parameters())[first])
@@ -271,7 +275,8 @@ def test_prune_esd_and_the_magnitude_control_run_on_transformers(family):
     assert cross.isdisjoint(esd_parameter_names(net, "u")) and all("attn" in n or "attention" in n for n in cross)
 
 
-@pytest.mark.parametrize("kind", ["sd3", "flux-cfg", "qwenimage", "chroma", "flux2", "flux2-klein"])
+@pytest.mark.parametrize("kind", ["sd3", "flux-cfg", "qwenimage", "chroma", "flux2", "flux2-klein", "zimage", "lumina2",
+                                  "cogview4", "hunyuanimage", "hidream"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_transformers_give_fp32_scores(kind, dtype):
     pipe = tiny_sd(kind, dtype=dtype)
@@ -281,8 +286,8 @@ def test_half_precision_transformers_give_fp32_scores(kind, dtype):
     assert sum(float(s.abs().sum()) for s in attr.scores.values()) > 0
 
 
-@pytest.mark.parametrize("kind", ["sd2", "sd3", "qwenimage", "chroma", "flux2", "zimage", "lumina2", "cogview4",
-                                  "hunyuanimage", "hidream"])
+@pytest.mark.parametrize("kind", ["sd2", "sd3", "flux-cfg", "qwenimage", "chroma", "flux2", "flux2-klein", "zimage",
+                                  "lumina2", "cogview4", "hunyuanimage", "hidream"])
 def test_whole_attention_heads_are_scored_and_selected(kind):
     from cadiff.attribution.selection import head_scores, head_slices
 

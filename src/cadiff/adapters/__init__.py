@@ -186,10 +186,15 @@ class DenoiserAdapter:
         """The timestep the pipeline passes its denoiser for the scheduler's `timestep` (Flux: divided by 1000)."""
         return timestep
 
+    prompt_keys: ClassVar[tuple[str, ...]] = ()  # the call's inputs a prompt sets; () for all of them
+
     def base_kwargs(self, call_kwargs: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         """The conditioning of the erase objective's base prompt for a call made with `call_kwargs`: `base` as
-        captured, or (Flux) the call's own with only the prompt's part replaced."""
-        return base
+        captured, or, where the family says which inputs a prompt sets (`prompt_keys`), the call's own with only
+        those replaced (its guidance input, per-step inputs and token ids stay the call's)."""
+        if not self.prompt_keys:
+            return base
+        return {**call_kwargs, **{k: base[k] for k in self.prompt_keys if k in base}}
 
     def unbatched(self) -> tuple[str, ...]:
         """Keyword arguments that hold no batch dimension (Flux's token ids), never cut into rows."""

@@ -33,9 +33,6 @@ class FluxAdapter(SD3Adapter):
     def parts(self, denoiser):
         return fused_output_parts(denoiser)
 
-    def base_kwargs(self, call_kwargs, base):
-        return {**call_kwargs, **{k: base[k] for k in self.prompt_keys if k in base}}
-
     def token_grid(self, denoiser, args, kwargs):
         """Flux's latents come packed: the grid is in the image token ids, (0, row, column) per token."""
         ids = kwargs.get("img_ids")

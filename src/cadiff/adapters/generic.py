@@ -54,9 +54,6 @@ class GenericAdapter(DenoiserAdapter):
     def model_timestep(self, timestep):
         return TIME_MAPS[self.time_map](timestep)
 
-    def base_kwargs(self, call_kwargs, base):
-        return {**call_kwargs, **{k: base[k] for k in self.prompt_keys if k in base}}
-
     def forward(self, denoiser, latent, timestep, kwargs):
         if timestep.ndim == 0:
             timestep = timestep.expand(latent.shape[0])

@@ -31,6 +31,8 @@ class HunyuanImageAdapter(SD3Adapter):
     attn = r"\.attn\."
     esd_frozen = r"^(proj_out|norm_out|x_embedder|context_embedder|context_embedder_2|time_guidance_embed)\."
     checkpointing_differs = "diffusers' checkpointed text refiner fails on its own attention mask"
+    prompt_keys = ("encoder_hidden_states", "encoder_attention_mask", "encoder_hidden_states_2",
+                   "encoder_attention_mask_2")  # the call's inputs a prompt sets (not the guidance or timestep_r)
 
     def parts(self, denoiser):
         return fused_output_parts(denoiser)
@@ -45,15 +47,18 @@ class HunyuanImageAdapter(SD3Adapter):
 
     @contextlib.contextmanager
     def call_context(self, pipe, guidance):
-        guider = getattr(pipe, "guider", None)
-        if guider is None or self.distilled(pipe):
+        guiders = {name: getattr(pipe, name, None) for name in ("guider", "ocr_guider")}  # ocr: quoted text
+        if self.distilled(pipe):
             yield
             return
-        pipe.guider = guider.new(guidance_scale=guidance)
+        for name, guider in guiders.items():
+            if guider is not None:
+                setattr(pipe, name, guider.new(guidance_scale=guidance))
         try:
             yield
         finally:
-            pipe.guider = guider
+            for name, guider in guiders.items():
+                setattr(pipe, name, guider)
 
     def layout(self, pipe, guidance):
         if self.distilled(pipe) or getattr(pipe, "guider", None) is None:

@@ -23,12 +23,10 @@ class QwenImageAdapter(FluxAdapter):
     attn = r"\.attn\."
     ff_out = "img_mlp.net.2"
     esd_frozen = r"^(proj_out|norm_out|time_text_embed|img_in|txt_in|txt_norm)\."
+    prompt_keys = ("encoder_hidden_states", "encoder_hidden_states_mask")
 
     def distilled(self, pipe):
         return False  # diffusers' guidance-embedding path of this model does not run: guidance is true CFG
-
-    def base_kwargs(self, call_kwargs, base):
-        return base
 
     def unbatched(self):
         return ("img_shapes",)

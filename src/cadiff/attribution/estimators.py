@@ -112,7 +112,7 @@ def erase_restart(pipe, denoiser, rows: Sequence[Row], steps: int, guidance: flo
                 latent, timestep = first.sample, first.timestep
             else:
                 scheduled = timesteps[i - 1] if pair_previous else timesteps[i]
-                latent = adapter.model_input(pipe.scheduler, latents, scheduled)
+                latent = adapter.model_input(pipe.scheduler, latents, scheduled).to(first.sample.dtype)
                 timestep = adapter.model_timestep(scheduled)
             reuse = base_prompt == "" and first.uncond_kwargs is not None
             base = first.uncond_kwargs if reuse else _base_kwargs(pipe, denoiser, base_prompt, n)

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if launched_world() > 1 and args.command not in MULTI_PROCESS:
             raise BadInput(f"cadiff {args.command} runs in one process; of the commands, "
                            f"{' and '.join(MULTI_PROCESS)} run on several (torchrun, accelerate launch)")
-        with process_group():
+        with process_group(getattr(args, "device", "cpu")):
             code = int(args.func(args) or 0)
         if code in (0, GOAL_NOT_MET, NOT_PROVEN) and is_main():
             from cadiff.cli.report import write_run_report

@@ -32,6 +32,7 @@ from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_f
 from cadiff.editing.ablate import FILLS
 from cadiff.editing.methods import default_method, get_method, methods_for
 from cadiff.editing.result import slugs
+from cadiff.distributed import is_main
 from cadiff.errors import BadInput, MissingFile
 from cadiff.io.files import check_new
 
@@ -210,7 +211,8 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
                   f"kept >= {cal.goal_keep:.0%}; at most {cal.budget} settings):", flush=True)
         result = method.run(pipe, request)
         run.record["edit"] = result.record()
-        result.write(run.path, export=not args.no_export)
+        if is_main():  # several processes: the others computed the same edit (images are rendered by all)
+            result.write(run.path, export=not args.no_export)
         if calibrated:
             run.metrics = result.certificate.to_dict()
             _grid(run, pipe, result, args, _world_of_concepts(pipe, args.concepts))

@@ -292,7 +292,9 @@ def load_from_args(args: argparse.Namespace):
     from cadiff.models import load_pipeline
     from cadiff.models.vocabulary import allow_truncation
 
-    pipe = load_pipeline(args.model, dtype=args.dtype, device=args.device, config=args.config)
+    from cadiff.distributed import local_device
+
+    pipe = load_pipeline(args.model, dtype=args.dtype, device=local_device(args.device), config=args.config)
     return allow_truncation(pipe) if getattr(args, "truncate", False) else pipe
 
 

@@ -108,10 +108,11 @@ def generators(seeds: Sequence[int]) -> list[torch.Generator]:
 
 @dataclass(eq=False)
 class _Run:
-    """One `sample` call in progress: the layout of its denoiser calls (compared by identity, so a trace can tell
-    one run from the next)."""
+    """One `sample` call in progress: the layout of its denoiser calls and the prompts it samples (compared by
+    identity, so a trace can tell one run from the next)."""
 
     layout: Layout
+    rows: int
 
 
 # The sampling call in progress, per denoiser (set by `sample`, read by every trace on it)
@@ -154,7 +155,7 @@ def sample(pipe, prompts: Sequence[str], generator: list[torch.Generator], steps
     call = {**adapter.call_kwargs(pipe, list(prompts), guidance), "num_inference_steps": steps,
             "generator": generator, "output_type": output_type, **extra}
     previous = _ACTIVE.get(net)
-    _ACTIVE[net] = _Run(adapter.layout(pipe, guidance))
+    _ACTIVE[net] = _Run(adapter.layout(pipe, guidance), len(prompts))
     try:
         with adapter.call_context(pipe, guidance):
             return _call(pipe, call, until)
@@ -207,30 +208,48 @@ class DenoiserTrace:
         self._run: tuple[_Run | None, int] = (None, -1)  # the run the calls seen belong to, and its last step
         self._handles: list = []
 
-    def _step_of(self, timestep) -> int:
-        """The sampling step of a call, by looking its timestep up in the scheduler's schedule (so extra calls or
-        skipped steps cannot shift it)."""
-        t = float(torch.as_tensor(timestep).reshape(-1)[0])
+    def _candidates(self, timestep) -> list[int]:
+        """The steps of the scheduler's schedule whose timestep, as the denoiser sees it, is the one passed, within
+        the precision it was passed in (a bf16 timestep is 2^-8 off)."""
+        value = torch.as_tensor(timestep).reshape(-1)[0]
+        t = float(value)
         schedule = self.adapter.model_timestep(self.pipe.scheduler.timesteps.double().cpu())
-        distance = (schedule - t).abs()
-        step = int(distance.argmin())
-        # the pipeline may pass it in half precision: the nearest entry, if nearer than any two entries are apart
-        gaps = schedule.diff().abs()
-        tolerance = float(gaps.min()) / 2 if len(gaps) else 1e-3 * max(1.0, abs(t))
-        if float(distance[step]) >= tolerance:
-            raise RuntimeError(f"timestep {t} is not in the scheduler's schedule; cannot tell the sampling step")
-        return step
+        eps = torch.finfo(value.dtype).eps if value.is_floating_point() else 0.0
+        tolerance = max(4 * eps, 1e-6) * max(1.0, abs(t))
+        return [int(i) for i in ((schedule - t).abs() <= tolerance).nonzero().flatten()]
 
     def _pre_hook(self, module, args, kwargs) -> None:
         latent, timestep, _ = self.adapter.bind_call(module, args, kwargs)
-        step = self._step_of(timestep)
         run, layout = _active_run(self.pipe), active_layout(self.pipe)
-        if run is not self._run[0] or (run is None and step < self._run[1]):  # a new pipeline call
+        candidates = self._candidates(timestep)
+        if not candidates:
+            raise RuntimeError(f"timestep {float(torch.as_tensor(timestep).reshape(-1)[0])} is not in the "
+                               "scheduler's schedule; cannot tell the sampling step")
+        # The step is the first candidate after the last step seen in this run (schedules can repeat a timestep),
+        # or the last one again while its calls are not all made
+        new_run = run is not self._run[0]
+        last = -1 if new_run else self._run[1]
+        per_step = 1 if layout.split == "batch" else len(layout.order)
+        later = [c for c in candidates if c > last]
+        if last in candidates and self._seen.get(last, 0) < per_step:
+            step = last
+        elif later:
+            step = later[0]
+        elif run is not None and not new_run:
+            step = last  # one call more at the step just made, which the layout check below refuses
+        else:  # back at the start: a new pipeline call made directly
+            step, new_run = candidates[0], True
+        if new_run:
             self._flush()
             self._seen = {}
-        elif step != self._run[1]:
+        elif step != last:
             self._flush()  # a step whose unconditional call never came (guidance truncated late in the run)
         self._run = (run, step)
+        n = self.adapter.batch_size(latent)
+        if run is not None and n != run.rows * (len(layout.order) if layout.split == "batch" else 1):
+            raise RuntimeError(f"{type(self.pipe).__name__} called its denoiser on {n} rows for {run.rows} prompts, "
+                               f"which its adapter's layout ({self.adapter.name}: {layout.split} "
+                               f"{'/'.join(layout.order)}) does not explain")
         k = self._seen.get(step, 0)
         self._seen[step] = k + 1
         if layout.split == "calls":
@@ -239,7 +258,6 @@ class DenoiserTrace:
                                    f"but its adapter ({self.adapter.name}) expects {len(layout.order)} per step")
             parts = {layout.order[k]: slice(None)}
         else:
-            n = self.adapter.batch_size(latent)
             share = n // len(layout.order)
             if share * len(layout.order) != n:
                 raise RuntimeError(f"the denoiser batch of {n} does not split into the {len(layout.order)} guidance "
