@@ -295,7 +295,7 @@ def test_whole_attention_heads_are_scored_and_selected(kind):
     attr = attribute(pipe, "a red circle", components="attn", seeds=1, steps=2, guidance=GUIDANCE, progress=False)
     layout = {k: v for k, v in attr.metadata["heads"].items() if "#" not in k}  # fused slices: test_families
     assert layout and all(axis in (0, 1) for _, axis, _ in layout.values())
-    sign = "positive" if max(head_scores(attr.scores, layout).values()) > 0 else "negative"  # random weights
+    sign = "positive" if max(head_scores(attr.scores, attr.metadata["heads"]).values()) > 0 else "negative"
     totals = head_scores(attr.scores, attr.metadata["heads"], sign)
     best = max(totals, key=totals.get)
     mask = attr.select(count=1, scope="head", sign=sign)
