@@ -125,3 +125,28 @@ def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(
                               "generate", "a red circle", "--model", str(tmp_path / "model"), "--out",
                               str(tmp_path / "g")], capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode != 0 and "cadiff generate runs in one process" in refused.stderr
+
+
+def test_torchrun_runs_an_evaluation_on_two_processes_with_the_same_rows(tiny_pipe, tiny_evaluator, tmp_path):
+    """`torchrun --nproc-per-node 2 -m cadiff evaluate ...`: each rank renders half of every batch, rank 0 scores and
+    writes; the rows and metrics are the one-process run's."""
+    import os
+    import subprocess
+    import sys
+
+    from cadiff.cli import main
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    args = ["evaluate", "--model", str(tmp_path / "model"), "--prompts", "shapes:star,blue", "--judge-weights",
+            str(tiny_evaluator), "--metrics", "shapes", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert (tmp_path / "two" / "rows.csv").read_text() == (tmp_path / "one" / "rows.csv").read_text()
+    one_metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["metrics"] == one_metrics
+    assert sorted(p.name for p in (tmp_path / "two" / "images").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "one" / "images").iterdir())

@@ -141,3 +141,23 @@ def gather_rows(mine: torch.Tensor, total: int) -> torch.Tensor:
         count = len(range(r, total, world))
         out[r::world] = part[:count].cpu()
     return out
+
+
+def from_rank0(values: list[int] | None) -> list[int]:
+    """Rank 0's list of whole numbers, on every rank (rank 0 passes it, the others None). Rank 0 passing None says it
+    failed: it gets [] back (and raises its own error), every other rank stops with OtherRankFailed."""
+    import torch.distributed as dist
+
+    device = _device()
+    main = is_main()
+    data = torch.tensor([-1] if values is None else [len(values), *values], dtype=torch.int64, device=device)
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    dist.broadcast(size, 0)
+    if not main:
+        data = torch.empty(int(size), dtype=torch.int64, device=device)
+    dist.broadcast(data, 0)
+    if int(data[0]) < 0:
+        if main:
+            return []
+        raise OtherRankFailed("another process of this run failed (its error is in its output); stopping this one")
+    return [int(v) for v in data[1:].tolist()]

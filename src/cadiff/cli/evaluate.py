@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from cadiff.cli.common import add_config_flags, add_model_options, given_options, load_from_args, positive_int
 from cadiff.evaluation.runner import EvaluationConfig
+from cadiff.distributed import is_main
 from cadiff.errors import BadInput, MissingFile
 
 
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
+    if not is_main():  # several processes: rank 0 wrote the results and says what they are
+        return 0
     for line in headline(summary):
         print(line)
     print(f"wrote {args.out}/metrics.json ({summary['rows']} rows), rows.csv, images/ and grids/")

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cadiff.distributed import from_rank0, is_main, rank_and_world, stop_together, together
 from cadiff.errors import BadInput
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
@@ -166,6 +167,21 @@ def _generate(generate: Callable, pipe, batch: Sequence[PromptRow], steps: int, 
     return out
 
 
+def _keep(out: Path, images: ImageSource, rows_csv: Path, header: list[str] | None, batch: Sequence[PromptRow],
+          pictures: np.ndarray, built: Sequence[Metric]) -> list[str]:
+    """Score a batch's pictures, save them and append their rows; returns the rows' header."""
+    columns: dict[str, list] = {}
+    for metric in built:
+        columns.update(metric.score(pictures, batch))
+    for r, picture in zip(batch, pictures):
+        _save_image(images.path(r.index), picture)
+    records = [{"index": r.index, "prompt": r.prompt, "seed": r.seed, "class": r.cls,
+                **{k: v[i] for k, v in columns.items()}} for i, r in enumerate(batch)]
+    header = header or list(records[0])
+    _append_rows(rows_csv, header, records)
+    return header
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "all"
 
@@ -295,15 +311,44 @@ def evaluate(pipe, prompts: PromptSet | str | Path, out: str | Path, config: Eva
     record = {"command": "evaluate", "identity": identity, "prompt_source": prompt_set.source,
               "seeds": [r.seed for r in prompt_set.rows], "model_source": source_name(model_source),
               "versions": versions(), "sessions": []}
-    work = (render, pipe, prompt_set, built, steps, guidance, batch_size, row_guidance, progress)
-    with resumable_dir(out, overwrite) as (folder, fresh):
-        previous = None if fresh else _open_folder(folder, identity)
-        return _run(folder, previous or record, *work)
+    several = rank_and_world()[1] > 1
+    if several and not is_main():  # rank 0 keeps the folder; this rank renders its share of every batch
+        return _follow(pipe, prompt_set, steps, guidance, batch_size, row_guidance)
+    shared: list[bool] = []  # several processes: whether the rows to do were told to the other ranks
+
+    def share(done: list[int]) -> None:
+        if several:
+            from_rank0(done)
+            shared.append(True)
+
+    work = (render, pipe, prompt_set, built, steps, guidance, batch_size, row_guidance, progress, share)
+    try:
+        with resumable_dir(out, overwrite) as (folder, fresh):
+            previous = None if fresh else _open_folder(folder, identity)
+            return _run(folder, previous or record, *work)
+    except BaseException:
+        if several and not shared:
+            from_rank0(None)  # the others are waiting for the rows to do: they stop too
+        raise
+
+
+def _follow(pipe, prompt_set: PromptSet, steps: int, guidance: float, batch_size: int, row_guidance: bool) -> dict:
+    """A rank other than 0 of a multi-process evaluation: the rows rank 0 has left to do, in its batches, rendered
+    together (each rank its share of the images); rank 0 scores and writes them. Returns {} (rank 0 has the
+    summary)."""
+    from cadiff.models.generate import render
+
+    done = set(from_rank0(None))
+    todo = [r for r in prompt_set.rows if r.index not in done]
+    for start in range(0, len(todo), batch_size):
+        _generate(render, pipe, todo[start : start + batch_size], steps, guidance, row_guidance)
+        stop_together(None)  # rank 0 has scored and written the batch (or failed: then this rank stops too)
+    return {}
 
 
 def _run(out: Path, record: dict, generate: Callable, pipe, prompt_set: PromptSet, built: Sequence[Metric],
          steps: int, guidance: float, batch_size: int, row_guidance: bool,
-         progress: Callable[[int], None] | None) -> dict[str, Any]:
+         progress: Callable[[int], None] | None, share: Callable[[list[int]], None]) -> dict[str, Any]:
     """Generate and score the rows of `prompt_set` not yet in `out` (locked, checked): `record` is its run.json. A
     failure before the first row is finished removes what this call made in a fresh folder; after it, run.json says
     "stopped" and the rows stay for the next run to continue."""
@@ -313,7 +358,7 @@ def _run(out: Path, record: dict, generate: Callable, pipe, prompt_set: PromptSe
                "generate_seconds": 0.0, "metric_seconds": 0.0}
     try:
         return _fill(out, record, session, generate, pipe, prompt_set, built, steps, guidance, batch_size,
-                     row_guidance, progress)
+                     row_guidance, progress, share)
     except BaseException:
         if fresh and not session["rows_generated"]:
             if existed:  # an empty folder the user gave: empty again
@@ -333,7 +378,7 @@ def _run(out: Path, record: dict, generate: Callable, pipe, prompt_set: PromptSe
 
 def _fill(out: Path, record: dict, session: dict, generate: Callable, pipe, prompt_set: PromptSet,
           built: Sequence[Metric], steps: int, guidance: float, batch_size: int, row_guidance: bool,
-          progress: Callable[[int], None] | None) -> dict[str, Any]:
+          progress: Callable[[int], None] | None, share: Callable[[list[int]], None]) -> dict[str, Any]:
     identity = record["identity"]
     (out / "images").mkdir(parents=True, exist_ok=True)
     record["status"] = "running"
@@ -349,6 +394,7 @@ def _fill(out: Path, record: dict, session: dict, generate: Callable, pipe, prom
     elif rows_csv.exists():
         rows_csv.unlink()
     todo = [r for r in prompt_set.rows if r.index not in done]
+    share(sorted(done))  # several processes: the other ranks render the same batches
     if progress is not None:  # the checks passed, the work starts: the rows already done (maybe 0)
         progress(len(done))
 
@@ -359,15 +405,7 @@ def _fill(out: Path, record: dict, session: dict, generate: Callable, pipe, prom
         t0 = time.perf_counter()
         pictures = _generate(generate, pipe, batch, steps, guidance, row_guidance)
         t1 = time.perf_counter()
-        columns: dict[str, list] = {}
-        for metric in built:
-            columns.update(metric.score(pictures, batch))
-        for r, picture in zip(batch, pictures):
-            _save_image(images.path(r.index), picture)
-        records = [{"index": r.index, "prompt": r.prompt, "seed": r.seed, "class": r.cls,
-                    **{k: v[i] for k, v in columns.items()}} for i, r in enumerate(batch)]
-        header = header or list(records[0])
-        _append_rows(rows_csv, header, records)
+        header = together(lambda: _keep(out, images, rows_csv, header, batch, pictures, built))
         session["rows_generated"] += len(batch)
         session["generate_seconds"] = round(session["generate_seconds"] + t1 - t0, 3)
         session["metric_seconds"] = round(session["metric_seconds"] + time.perf_counter() - t1, 3)
