@@ -150,3 +150,29 @@ def test_torchrun_runs_an_evaluation_on_two_processes_with_the_same_rows(tiny_pi
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["metrics"] == one_metrics
     assert sorted(p.name for p in (tmp_path / "two" / "images").iterdir()) == \
         sorted(p.name for p in (tmp_path / "one" / "images").iterdir())
+
+
+def test_torchrun_collects_sae_activations_on_two_processes_into_the_same_store(tmp_path):
+    """`torchrun --nproc-per-node 2 -m cadiff sae collect ...`: each rank renders and reads half of every shard,
+    rank 0 gathers and writes them; the shards hold the one-process activations, in order."""
+    import os
+    import subprocess
+    import sys
+
+    from cadiff.cli import main
+    from cadiff.sae import ActivationStore
+
+    tiny_sd("sd1").save_pretrained(tmp_path / "model")
+    args = ["sae", "collect", "a red circle", "a blue square", "--model", str(tmp_path / "model"), "-n", "3", "--shard-size", "4", "--hookpoints", "mid_block.attentions.0", "--steps", "2",
+            "--at-steps", "first,last"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one, both = ActivationStore(tmp_path / "one"), ActivationStore(tmp_path / "two")
+    assert both.num_images() == one.num_images() == 6
+    for mine, theirs in zip(both.activations("mid_block.attentions.0", "cond"),
+                            one.activations("mid_block.attentions.0", "cond")):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)

@@ -19,7 +19,7 @@ from cadiff.errors import BadInput, CadiffError
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
 COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "attack", "report"]
 # Commands that run on several processes (each rank takes its share of the trajectories and images; rank 0 writes)
-MULTI_PROCESS = ("attribute", "erase", "amplify", "evaluate")
+MULTI_PROCESS = ("attribute", "erase", "amplify", "evaluate", "sae collect")
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        if launched_world() > 1 and args.command not in MULTI_PROCESS:
-            raise BadInput(f"cadiff {args.command} runs in one process; of the commands, "
-                           f"{' and '.join(MULTI_PROCESS)} run on several (torchrun, accelerate launch)")
+        command = " ".join(filter(None, (args.command, getattr(args, "sae_command", None))))
+        if launched_world() > 1 and command not in MULTI_PROCESS:
+            raise BadInput(f"cadiff {command} runs in one process; {', '.join(MULTI_PROCESS)} run on several "
+                           "(torchrun, accelerate launch)")
         with process_group(getattr(args, "device", "cpu")):
             code = int(args.func(args) or 0)
         if code in (0, GOAL_NOT_MET, NOT_PROVEN) and is_main():

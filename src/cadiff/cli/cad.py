@@ -148,7 +148,8 @@ def run_attribute(args: argparse.Namespace) -> int:
     from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
-    check_new(args.out, args.overwrite)
+    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
+        check_new(args.out, args.overwrite)
     config = AttributionConfig(**given_options(args, AttributionConfig))
     check_concept_names(args.concepts, args.preserve)
     pipe = load_from_args(args)
@@ -192,7 +193,8 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
-    check_new(args.out, args.overwrite)
+    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
+        check_new(args.out, args.overwrite)
     method = _method(args)
     inputs = method.inputs(args.concepts, objective, preserve=_preserve(args), images=args.images,
                            keep_world=args.preserve_others)
@@ -330,7 +332,8 @@ def _pictures_and_metrics(run, pipe, result, args, world) -> None:
 def run_apply(args: argparse.Namespace) -> int:
     from cadiff.editing import Mask, apply_mask, export_pipeline
 
-    check_new(args.out, args.overwrite)
+    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
+        check_new(args.out, args.overwrite)
     mask = Mask.load(args.mask)
     if mask.fingerprint is None and not args.force:
         raise BadInput(f"{args.mask} records no model fingerprint, so nothing can check that --model is the model it "

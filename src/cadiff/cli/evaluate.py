@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     config = EvaluationConfig(**given)
     prompts = load_prompts(args.prompts, per_prompt=args.per_prompt, seed=args.seed)
     check_seeds(prompts.rows, prompts.source)
-    check_out(args.out, args.overwrite)  # before loading the model
+    if is_main():  # before loading the model (several processes: rank 0's folder)
+        check_out(args.out, args.overwrite)
     if args.mask and not Path(args.mask).is_file():
         raise MissingFile(f"mask file {args.mask} not found; make one with `cadiff attribute` or "
                           "`cadiff erase`")

@@ -98,12 +98,13 @@ def collect_cmd(args: argparse.Namespace) -> int:
     from cadiff.worlds import get_world, world_of
     from cadiff.io.runs import versions
     from cadiff.io.files import check_new
+    from cadiff.distributed import is_main
     from cadiff.sae import collect_activations
     from cadiff.sae.collect import CaptureConfig
 
     config = CaptureConfig(**given_options(args, CaptureConfig))
-    if not Path(args.out).exists():
-        check_new(args.out)  # before loading the model or opening the bar
+    if is_main() and not Path(args.out).exists():
+        check_new(args.out)  # before loading the model or opening the bar (several processes: rank 0's folder)
     pipe = load_from_args(args)
     world = world_of(pipe) or get_world("shapes")  # --random-prompts: the shapes world's captions by default
     if args.random_prompts:
@@ -118,9 +119,11 @@ def collect_cmd(args: argparse.Namespace) -> int:
     resuming = Path(args.out, "meta.json").is_file() and not args.overwrite
     if resuming:
         print(f"resuming the capture in {args.out}")
-    with tqdm(total=len(prompts), desc="collect", unit="img") as bar:
+    with tqdm(total=len(prompts), desc="collect", unit="img", disable=not is_main()) as bar:
         store = collect_activations(pipe, prompts, seeds, args.out, config, overwrite=args.overwrite,
                                     model_source=args.model, progress=bar.update)
+    if not is_main():  # several processes: rank 0 wrote the store and says what it holds
+        return 0
     inputs = {k: v for k, v in vars(args).items() if k != "func" and k not in CaptureConfig.names()}
     write_json(Path(args.out) / "run.json", {"command": "sae collect", "settings": {**inputs, **config.to_dict()},
                                              "versions": versions()})

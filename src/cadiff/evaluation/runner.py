@@ -299,7 +299,8 @@ def evaluate(pipe, prompts: PromptSet | str | Path, out: str | Path, config: Eva
     if row_guidance:
         for r in prompt_set.rows:
             row_guidance_of(r, 0.0)
-    out = check_out(out, overwrite)
+    if is_main():  # (several processes: rank 0's folder, which it locks, and no other rank touches)
+        out = check_out(out, overwrite)
     check_known_words(pipe, list(dict.fromkeys(r.prompt for r in prompt_set.rows)))
     check_weights(pipe)
     built = [m for m in metrics if isinstance(m, Metric)]

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from cadiff.adapters import adapter_for
+from cadiff.distributed import from_rank0, gather_rows, is_main, rank_and_world, stop_together, together
 from cadiff.errors import BadInput
 from cadiff.config import Config, option
 from cadiff.io.files import OutputExistsError, check_new, check_target, resumable_dir, write_json
@@ -119,18 +121,52 @@ def collect_activations(pipe, prompts: Sequence[str], seeds: Sequence[int], out:
             "world": None if world is None else world.name, "model": describe_model(pipe, model_source),
             "prompts": prompts, "seeds": seeds}
     out = Path(out)
-    if out.exists():
-        check_target(out)  # not the current folder, not being written by another process
-    else:
-        check_new(out)  # and a place that can be written
-    with resumable_dir(out, overwrite) as (folder, fresh):
-        _collect(pipe, prompts, seeds, folder, fresh, plan, hookpoints, captured, readout, branches, dtype,
-                 shard_size, world, progress)
+    several = rank_and_world()[1] > 1
+    if is_main():  # (several processes: rank 0's folder, which it locks, and no other rank touches)
+        if out.exists():
+            check_target(out)  # not the current folder, not being written by another process
+        else:
+            check_new(out)  # and a place that can be written
+    capture = ActivationCapture(pipe, hookpoints, captured, readout, branches, DTYPES[dtype])
+    if several and not is_main():  # rank 0 keeps the store; this rank renders and reads its share of each shard
+        shards = from_rank0(None)
+        with capture:
+            for i in shards:
+                _capture_shard(pipe, capture, prompts, seeds, i, shard_size, n_steps, guidance)
+                stop_together(None)  # rank 0 has written the shard (or failed: then this rank stops too)
+        return None
+    shared: list[bool] = []
+
+    def share(todo: list[int]) -> None:
+        if several:
+            from_rank0(todo)
+            shared.append(True)
+
+    try:
+        with resumable_dir(out, overwrite) as (folder, fresh):
+            _collect(pipe, prompts, seeds, folder, fresh, plan, capture, hookpoints, branches, shard_size, world,
+                     progress, share)
+    except BaseException:
+        if several and not shared:
+            from_rank0(None)  # the others are waiting for the shards to make: they stop too
+        raise
     return ActivationStore(out)
 
 
-def _collect(pipe, prompts, seeds, out: Path, fresh: bool, plan: dict, hookpoints, captured, readout, branches,
-             dtype, shard_size, world, progress) -> None:
+def _capture_shard(pipe, capture: ActivationCapture, prompts, seeds, i: int, shard_size: int, n_steps: int,
+                   guidance: float) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
+    """Shard i's images and activations {key: (images, steps, positions, channels)}. With several processes each
+    rank renders and reads every N-th image, and both are gathered in order."""
+    chunk_p, chunk_s = prompts[i * shard_size:(i + 1) * shard_size], seeds[i * shard_size:(i + 1) * shard_size]
+    images = generate(pipe, chunk_p, chunk_s, steps=n_steps, guidance=guidance, batch_size=shard_size)
+    taken = {act_key(h, b): t for (h, b), t in sorted(capture.take().items())}
+    if rank_and_world()[1] > 1 and len(chunk_p) >= rank_and_world()[1]:  # as render shards its images
+        taken = {key: gather_rows(t, len(chunk_p)) for key, t in taken.items()}
+    return images, taken
+
+
+def _collect(pipe, prompts, seeds, out: Path, fresh: bool, plan: dict, capture: ActivationCapture, hookpoints,
+             branches, shard_size, world, progress, share) -> None:
     """Capture the shards of `out` not yet written (locked, or a fresh temporary folder), as `plan` says."""
     n_steps, guidance = plan["num_inference_steps"], plan["guidance_scale"]
     if not fresh and (out / META).is_file():
@@ -147,32 +183,40 @@ def _collect(pipe, prompts, seeds, out: Path, fresh: bool, plan: dict, hookpoint
         write_json(out / META, plan)
 
     judge = _judge(world) if world is not None else None
-    capture = ActivationCapture(pipe, hookpoints, captured, readout, branches, DTYPES[dtype])
+    todo = []
+    for i, start in enumerate(range(0, len(prompts), shard_size)):
+        path = out / shard_name(i)
+        if path.is_file():
+            try:
+                open_shard(path)
+                if progress:
+                    progress(len(prompts[start:start + shard_size]))
+                continue
+            except ValueError:
+                path.unlink()  # a damaged shard: capture it again
+        todo.append(i)
+    share(todo)  # several processes: the other ranks render and read the same shards
     with capture:
-        for i, start in enumerate(range(0, len(prompts), shard_size)):
-            path = out / shard_name(i)
+        for i in todo:
+            start = i * shard_size
             chunk_p, chunk_s = prompts[start:start + shard_size], seeds[start:start + shard_size]
-            if path.is_file():
-                try:
-                    open_shard(path)
-                    if progress:
-                        progress(len(chunk_p))
-                    continue
-                except ValueError:
-                    path.unlink()  # a damaged shard: capture it again
-            images = generate(pipe, chunk_p, chunk_s, steps=n_steps, guidance=guidance,
-                              batch_size=shard_size)
-            tensors = {act_key(h, b): t for (h, b), t in capture.take().items()}
-            tensors.update(seed=torch.tensor(chunk_s), index=torch.arange(start, start + len(chunk_p)),
-                           image=torch.from_numpy(images))
-            if world is not None:
-                tensors.update(world.image_metadata(images, chunk_p, judge))
-            if not plan["hookpoints"]:
-                plan["hookpoints"] = {h: {"grid": list(capture.grids[h]),
-                                          "channels": int(tensors[act_key(h, branches[0])].shape[-1])}
-                                      for h in hookpoints}
-                write_json(out / META, plan)
-            write_shard(path, tensors, chunk_p)
+            images, tensors = _capture_shard(pipe, capture, prompts, seeds, i, shard_size, n_steps, guidance)
+            together(lambda: _write(out, plan, capture, hookpoints, branches, world, judge, i, start, chunk_p, chunk_s,
+                                    images, tensors))
             if progress:
                 progress(len(chunk_p))
+
+
+def _write(out: Path, plan: dict, capture: ActivationCapture, hookpoints, branches, world, judge, i: int, start: int,
+           chunk_p, chunk_s, images: np.ndarray, tensors: dict[str, torch.Tensor]) -> None:
+    """Shard i with its seeds, indices, images and (on a world's model) labels; the plan's hookpoint grids once."""
+    tensors = {**tensors, "seed": torch.tensor(chunk_s), "index": torch.arange(start, start + len(chunk_p)),
+               "image": torch.from_numpy(images)}
+    if world is not None:
+        tensors.update(world.image_metadata(images, chunk_p, judge))
+    if not plan["hookpoints"]:
+        plan["hookpoints"] = {h: {"grid": list(capture.grids[h]),
+                                  "channels": int(tensors[act_key(h, branches[0])].shape[-1])} for h in hookpoints}
+        write_json(out / META, plan)
+    write_shard(out / shard_name(i), tensors, chunk_p)
 
