@@ -121,10 +121,20 @@ def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(
     for name, score in one_attr.scores.items():
         torch.testing.assert_close(two_attr.scores[name], score, rtol=1e-4, atol=1e-7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "one", "two"]  # no second folder, no leftovers
+
     refused = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
-                              "generate", "a red circle", "--model", str(tmp_path / "model"), "--out",
-                              str(tmp_path / "g")], capture_output=True, text=True, env=env, timeout=300)
-    assert refused.returncode != 0 and "cadiff generate runs in one process" in refused.stderr
+                              "sae", "train", str(tmp_path / "acts"), "--out", str(tmp_path / "s")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode != 0 and "cadiff sae train runs in one process" in refused.stderr
+    args = ["generate", "a red circle", "a blue square", "-n", "3", "--model", str(tmp_path / "model"), "--steps",
+            "2"]  # each rank renders every other image, rank 0 writes them all
+    assert main([*args, "--out", str(tmp_path / "g1")]) == 0
+    gen = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff", *args,
+                          "--out", str(tmp_path / "g2")], capture_output=True, text=True, env=env, timeout=300)
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    one, two = sorted((tmp_path / "g1" / "images").iterdir()), sorted((tmp_path / "g2" / "images").iterdir())
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 6
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
 
 
 def test_torchrun_runs_an_evaluation_on_two_processes_with_the_same_rows(tiny_pipe, tiny_evaluator, tmp_path):

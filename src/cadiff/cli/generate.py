@@ -23,6 +23,7 @@ def register(sub, argv=()) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cadiff.distributed import is_main
     from cadiff.evaluation.runner import check_seed
     from cadiff.models import describe_model, generate
     from cadiff.models.loading import resolve_sampling
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     seeds = [args.seed + i for i in range(args.num_images)]
     for seed in (seeds[0], seeds[-1]):
         check_seed(seed, f"--seed {args.seed} with -n {args.num_images}")
-    check_new(args.out, args.overwrite)
+    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
+        check_new(args.out, args.overwrite)
     pipe = load_from_args(args)
     check_known_words(pipe, args.prompts)  # before the bar and the run folder: a bad prompt is one error line
     prompts = [p for p in args.prompts for _ in seeds]
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 **{k: getattr(args, k) for k in ("model", "config", "dtype", "device", "truncate")}}
     with run_folder(args.out, "generate", settings, args.overwrite) as run_:
         run_.record["model"] = describe_model(pipe, args.model)
-        with tqdm(total=len(prompts), desc="generate", unit="img") as bar:
+        with tqdm(total=len(prompts), desc="generate", unit="img", disable=not is_main()) as bar:
             images = generate(pipe, prompts, all_seeds, progress=bar.update, **kwargs)
         image_grid(images, cols=args.num_images, row_labels=args.prompts).save(run_.path / "grid.png")
         (run_.path / "images").mkdir()
@@ -54,5 +56,6 @@ def run(args: argparse.Namespace) -> int:
             from PIL import Image
 
             Image.fromarray(images[i]).save(run_.path / "images" / f"{i:04d}_seed{seed}.png")
-    print(f"wrote {args.out}/grid.png and {args.out}/run.json")
+    if is_main():  # several processes: each rendered every N-th image, rank 0 wrote them all
+        print(f"wrote {args.out}/grid.png and {args.out}/run.json")
     return 0
