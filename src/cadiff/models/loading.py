@@ -3,7 +3,7 @@
 Example:
     >>> import cadiff
     >>> pipe = cadiff.load_pipeline()          # the embedded shapes model
-    >>> image = pipe("a red striped circle", num_inference_steps=25, guidance_scale=4.0).images[0]
+    >>> images = cadiff.generate(pipe, ["a red striped circle"], seeds=[0])   # (1, 32, 32, 3) uint8
 """
 
 from __future__ import annotations
