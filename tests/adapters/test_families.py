@@ -102,7 +102,7 @@ def test_scores_equal_weight_times_gradient_by_hand_under_true_cfg(two_calls):
     names = sorted(attr.scores)[:2] + sorted(attr.scores)[-2:]
     pairs = list(zip(calls[0::2], calls[1::2]))  # (conditional call, unconditional call) of each step
     losses = [(net(**cond)[0] - uncond_out).pow(2).sum() for (cond, _), (_, uncond_out) in pairs]
-    assert attr.metadata["J"] == pytest.approx(sum(float(loss) for loss in losses), rel=1e-4)
+    assert attr.metadata["J"] == pytest.approx(sum(float(loss.detach()) for loss in losses), rel=1e-4)
     assert_scores_equal(attr.scores, hand_scores(net, names, losses))
     assert all(attr.scores[n].abs().sum() > 0 for n in names[:2])  # the last block's text stream reaches no output
 
