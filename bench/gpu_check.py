@@ -1,4 +1,5 @@
-"""The one-shot device check: run it once where a GPU is lent (about 10 minutes of device time) and keep its output.
+"""The one-shot device check: run it once where a GPU is lent (10-15 minutes of device time; `--esd-iterations`
+trims the longest part) and keep its output.
 SD 1.5-size and Flux.1-size pipelines with random weights at their native resolution (512 and 1024 pixels), built
 from configs (nothing is downloaded), one process:
 
