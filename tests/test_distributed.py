@@ -186,3 +186,44 @@ def test_torchrun_collects_sae_activations_on_two_processes_into_the_same_store(
     for mine, theirs in zip(both.activations("mid_block.attentions.0", "cond"),
                             one.activations("mid_block.attentions.0", "cond")):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_torchrun_attacks_an_erased_model_on_two_processes_as_one_does(tmp_path):
+    """`torchrun --nproc-per-node 2 -m cadiff attack ...` (the learned token, judged by a function):
+    each rank renders its share of the images, every rank learns the same token (a seeded draw), rank 0 writes; the
+    attack's numbers are one process's."""
+    import os
+    import subprocess
+    import sys
+
+    from cadiff.cli import main
+
+    import cadiff
+    from PIL import Image
+
+    pipe = tiny_sd("sd1")
+    pipe.save_pretrained(tmp_path / "model")
+    (tmp_path / "circles").mkdir()  # the learned token's concept images (the model has no world to render them)
+    for i, image in enumerate(cadiff.generate(pipe, ["a red circle"] * 4, [0, 1, 2, 3], steps=2)):
+        Image.fromarray(image).save(tmp_path / "circles" / f"{i}.png")
+    judge = tmp_path / "judge.py"
+    judge.write_text("import numpy as np\n\ndef bright(images, concept):\n"
+                     "    return np.asarray(images).reshape(len(images), -1).mean(1) > 127\n")
+    model = ["--model", str(tmp_path / "model")]
+    assert main(["erase", "a red circle", "--method", "cad", "--ratio", "0.25", "--scope", "matrix", "--components",
+                 "attn", "--seeds", "1", "--steps", "2", "--no-export", *model, "--out", str(tmp_path / "erase")]) == 0
+    args = ["attack", str(tmp_path / "erase"), "a red circle", "--attacks", "token", "--preserve",
+            "a blue square", "--judge", f"{judge}:bright", "--token-steps", "2", "--token-images", "4",
+            "--token-batch", "2", "--token-folder", str(tmp_path / "circles"), "--per-prompt", "2", *model]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff", *args,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+
+    def numbers(run):
+        result = json.loads((tmp_path / run / "attack.json").read_text())
+        return [{k: v for k, v in a.items() if k != "seconds"} for a in result["attacks"]]
+
+    assert numbers("two") == numbers("one")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cadiff.cli.common import add_config_flags, add_judge_options, add_model_options, add_output_options, \
     given_options, judge_from_args, load_from_args, positive_int
+from cadiff.distributed import is_main
 from cadiff.errors import BadInput, MissingFile
 
 
@@ -137,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     from cadiff.models import describe_model
     from cadiff.report.grids import image_grid, stack_grids
 
-    check_new(args.out, args.overwrite)
+    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
+        check_new(args.out, args.overwrite)
     options = {name: given_options(args, ATTACKS.lookup(name).config_class) for name in args.attacks}
     foreign = sorted(set(given_options(args, *(ATTACKS.lookup(n).config_class for n in ATTACKS)))
                      - {k for o in options.values() for k in o})
@@ -159,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         if shown:
             stack_grids([image_grid(o.images[:16], cols=16) for o in shown],
                         titles=[f"{o.name} attack on the edited model" for o in shown]).save(run_.path / "grid.png")
-    print(result.table())
-    print(f"wrote {args.out}/attack.json and grid.png")
+    if is_main():  # several processes: each rendered its share of the images, rank 0 wrote the results
+        print(result.table())
+        print(f"wrote {args.out}/attack.json and grid.png")
     return 0
