@@ -188,10 +188,10 @@ def test_torchrun_collects_sae_activations_on_two_processes_into_the_same_store(
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5)
 
 
-def test_torchrun_attacks_an_erased_model_on_two_processes_as_one_does(tmp_path):
-    """`torchrun --nproc-per-node 2 -m cadiff attack ...` (the learned token, judged by a function):
-    each rank renders its share of the images, every rank learns the same token (a seeded draw), rank 0 writes; the
-    attack's numbers are one process's."""
+def test_torchrun_attacks_and_hardens_an_erased_model_on_two_processes_as_one_does(tmp_path):
+    """`torchrun --nproc-per-node 2 -m cadiff attack|harden ...` (the learned token, judged by a function): each rank
+    renders its share of the images, every rank learns the same token (a seeded draw), rank 0 writes; the attack's
+    numbers and the hardened mask are one process's."""
     import os
     import subprocess
     import sys
@@ -227,3 +227,14 @@ def test_torchrun_attacks_an_erased_model_on_two_processes_as_one_does(tmp_path)
         return [{k: v for k, v in a.items() if k != "seconds"} for a in result["attacks"]]
 
     assert numbers("two") == numbers("one")
+    hard = ["harden", str(tmp_path / "erase"), "a red circle", "--preserve", "a blue square", "--judge",
+            f"{judge}:bright", "--harden-rounds", "1", "--token-steps", "2", "--token-images", "4", "--token-batch", "2",
+            "--token-folder", str(tmp_path / "circles"), "--seeds", "1", "--steps", "2", "--no-export", *model]
+    assert main([*hard, "--out", str(tmp_path / "hard1")]) == 0
+    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff", *hard,
+                          "--out", str(tmp_path / "hard2")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    mine, theirs = (json.loads((tmp_path / r / "hardening.json").read_text()) for r in ("hard2", "hard1"))
+    assert mine["hardening"] == theirs["hardening"] and mine["zeroed_after"] == theirs["zeroed_after"]
+    assert (tmp_path / "hard2" / "mask.safetensors").read_bytes() == (tmp_path / "hard1" / "mask.safetensors").read_bytes()

@@ -19,7 +19,7 @@ from cadiff.errors import BadInput, CadiffError
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
 COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "attack", "report"]
 # Commands that run on several processes (each rank takes its share of the trajectories and images; rank 0 writes)
-MULTI_PROCESS = ("generate", "attribute", "erase", "amplify", "attack", "evaluate", "sae collect")
+MULTI_PROCESS = ("generate", "attribute", "erase", "amplify", "attack", "harden", "evaluate", "sae collect")
 
 
 class Parser(argparse.ArgumentParser):

@@ -107,7 +107,8 @@ def run_harden(args: argparse.Namespace) -> int:
     from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
-    check_new(args.out, args.overwrite)
+    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
+        check_new(args.out, args.overwrite)
     config = make_config(HardenConfig, given_options(args, HardenConfig), "the hardening")
     source = mask_path(args.edited)
     mask = Mask.load(source)
@@ -119,10 +120,13 @@ def run_harden(args: argparse.Namespace) -> int:
         run_.record["model"] = describe_model(original, args.model)
         result = harden(original, mask, args.concept, config, preserve=args.preserve, judge=judge)
         run_.record["edit"] = result.record()
-        result.write(run_.path, export=not args.no_export)
+        if is_main():  # several processes: the others computed the same edit (images are rendered by all)
+            result.write(run_.path, export=not args.no_export)
         write_json(run_.path / "hardening.json", result.info)
         run_.metrics = {"hardening": result.info["hardening"], "zeroed_before": result.info["zeroed_before"],
                         "zeroed_after": result.info["zeroed_after"]}
+    if not is_main():  # several processes: rank 0 wrote the hardened edit and says what it did
+        return 0
     for step in result.info["hardening"]:
         print(f"  round {step['round']}: the learned token brings '{args.concept}' back in "
               f"{step['token_success']:.0%} of images; {step['outcome']}")
