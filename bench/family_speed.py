@@ -145,7 +145,7 @@ class FamilySpeed(Benchmark):
             cls = ADAPTERS.pop(family)
             try:
                 start = time.perf_counter()
-                PROBED[type(net)] = probe(pipe, PROMPT, "")
+                PROBED[type(net)] = probe(pipe, net, PROMPT, "")
                 probing = time.perf_counter() - start
                 row = {**measure(pipe, args), "probe": round(probing, 3), "family_row": kind}
             finally:

@@ -25,7 +25,7 @@ def pipe():
 def test_the_probe_reads_the_latent_timestep_conditioning_and_guidance_layout(pipe):
     with pytest.raises(UnknownDenoiser, match="does not support the CogView3PlusTransformer2DModel denoiser yet"):
         adapter_for(pipe.transformer)
-    found = probe(pipe, "a red circle", "").describe()
+    found = probe(pipe, pipe.transformer, "a red circle", "").describe()
     assert found == {"adapter": "generic", "latent": "hidden_states", "timestep": "timestep (t)",
                      "guidance": "batch uncond/cond", "conditioning": ["encoder_hidden_states"]}
 
@@ -91,7 +91,7 @@ def test_the_probe_refuses_what_it_cannot_tell(pipe, monkeypatch):
     from cadiff.adapters.generic import GenericAdapter
 
     with pytest.raises(ValueError, match="compares the concept's prompt with the base prompt: they must differ"):
-        probe(pipe, "a red circle", "a red circle")
+        probe(pipe, pipe.transformer, "a red circle", "a red circle")
     real = GenericAdapter.forward
     monkeypatch.setattr(GenericAdapter, "forward", lambda self, *a: real(self, *a) + 1e-2)  # a misread input
     with pytest.raises(NeedsAdapter, match="replaying a recorded call did not reproduce its output"):

@@ -107,20 +107,31 @@ class DenoiserAdapter:
         passed to its call (HunyuanImage's guider); none for most."""
         return contextlib.nullcontext()
 
+    guided_layout: ClassVar[Layout] = UNCOND_FIRST_BATCH  # a step's calls when the family guides by branches
+
+    def guidance_input(self, pipe) -> bool:
+        """Whether this model takes the guidance as an input (a guidance embedding: Flux-dev, LCM-style U-Nets)
+        rather than by an unconditional branch."""
+        return False
+
     def layout(self, pipe, guidance: float | None) -> Layout:
-        """The denoiser calls of one step at `guidance` (None: a pipeline called directly, read off its own
-        state): a doubled batch, unconditional half first, when guidance is on."""
+        """The denoiser calls of one step at `guidance` (None: a pipeline called directly): `guided_layout` when
+        guidance is on (above 1), one call when it is off or an input of the model."""
+        if self.guidance_input(pipe):
+            return UNGUIDED
         if guidance is None:
-            guided = getattr(pipe, "do_classifier_free_guidance", None)
+            if self.guided_layout.split == "calls":
+                return self.guided_layout  # a second call at a step is the unconditional one
+            guided = getattr(pipe, "do_classifier_free_guidance", None)  # the pipeline's own state
             guided = bool(guided) if guided is not None else getattr(pipe, "_guidance_scale", 1.0) > 1.0
         else:
             guided = guidance > 1.0
-        return UNCOND_FIRST_BATCH if guided else UNGUIDED
+        return self.guided_layout if guided else UNGUIDED
 
     def unguided(self, pipe, guidance: float | None) -> float:
         """The guidance at which the pipeline calls only the conditional branch but builds the same conditional
-        inputs as at `guidance` (1.0; a distilled guidance embedding keeps its value)."""
-        return 1.0
+        inputs as at `guidance`: 1.0, or `guidance` itself where it is an input of the model."""
+        return guidance if self.guidance_input(pipe) and guidance is not None else 1.0
 
     def bind_call(self, denoiser: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Any, dict[str, Any]]:
         """A denoiser call's (latent, timestep, conditioning keywords), positional arguments bound by name."""
@@ -201,8 +212,10 @@ class DenoiserAdapter:
         return ()
 
     def image_size(self, pipe, denoiser: torch.nn.Module) -> int:
-        """The side in pixels of the pipeline's default image."""
-        return int(denoiser.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+        """The side in pixels of the pipeline's default image: its default sample size (the denoiser's, where the
+        pipeline keeps none) times its VAE's scale."""
+        size = getattr(pipe, "default_sample_size", None) or denoiser.config.sample_size
+        return int(size) * int(getattr(pipe, "vae_scale_factor", 8))
 
     def from_vae(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE latents (N, C, H, W), scaled, in the layout the denoiser samples in (Flux: packed 2 x 2 tokens)."""
@@ -319,7 +332,7 @@ def adapt(pipe, denoiser: torch.nn.Module, prompt: str, base_prompt: str = "") -
     except UnknownDenoiser:
         from cadiff.adapters.generic import probe
 
-        PROBED[type(denoiser)] = probe(pipe, prompt, base_prompt)
+        PROBED[type(denoiser)] = probe(pipe, denoiser, prompt, base_prompt)
         return PROBED[type(denoiser)]
 
 

@@ -5,7 +5,7 @@ encoder whose mask spans text and image tokens. Guided by true CFG through `guid
 
 from __future__ import annotations
 
-from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, register_adapter
+from cadiff.adapters import register_adapter
 from cadiff.adapters.flux import FluxAdapter
 
 
@@ -17,11 +17,5 @@ class ChromaAdapter(FluxAdapter):
     prompt_keys = ("encoder_hidden_states", "txt_ids", "attention_mask")
     checkpointing_differs = "diffusers' checkpointed single blocks drop the attention mask"
 
-    def distilled(self, pipe):
-        return False
-
     def call_kwargs(self, pipe, prompts, guidance):
         return {"prompt": prompts, "guidance_scale": guidance}
-
-    def layout(self, pipe, guidance):
-        return COND_FIRST_CALLS if guidance is None or guidance > 1.0 else UNGUIDED

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, register_adapter
+from cadiff.adapters import COND_FIRST_CALLS, register_adapter
 from cadiff.adapters.sd3 import SD3Adapter
 
 
@@ -25,9 +25,7 @@ class CogView4Adapter(SD3Adapter):
     cross_attention = r"\.attn1\."
     text_input = r"\.attn1\.to_[kv]\.weight$"
     esd_frozen = r"^(proj_out|norm_out|patch_embed|time_condition_embed)\."
-
-    def layout(self, pipe, guidance):
-        return COND_FIRST_CALLS if guidance is None or guidance > 1.0 else UNGUIDED
+    guided_layout = COND_FIRST_CALLS  # a second, unconditional call after the conditional one
 
     def noised(self, scheduler, x0, noise, index):
         sigma = scheduler.sigmas[index].to(x0.dtype)

@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, Part, register_adapter
+from cadiff.adapters import COND_FIRST_CALLS, Part, register_adapter
 from cadiff.adapters.sd3 import SD3Adapter
 
 
@@ -26,6 +26,7 @@ class FluxAdapter(SD3Adapter):
     ff = r"\.ff(_context)?\.net\.(0\.proj|2)\.weight$|\.proj_mlp\.weight$"
     attn = r"\.attn\."
     prompt_keys = ("encoder_hidden_states", "pooled_projections", "txt_ids")  # the call's inputs a prompt sets
+    guided_layout = COND_FIRST_CALLS  # true CFG, where the model has no guidance embedding
 
     def model_timestep(self, timestep):
         return timestep / 1000
@@ -40,32 +41,19 @@ class FluxAdapter(SD3Adapter):
             return None
         return int(ids[:, 1].max()) + 1, int(ids[:, 2].max()) + 1
 
-    def distilled(self, pipe) -> bool:
-        """Whether the model takes guidance as an input (a guidance embedding) rather than by true CFG."""
+    def guidance_input(self, pipe):
         return bool(getattr(pipe.transformer.config, "guidance_embeds", False))
 
     def call_kwargs(self, pipe, prompts, guidance):
-        if self.distilled(pipe):
+        if self.guidance_input(pipe):
             return {"prompt": prompts, "guidance_scale": guidance}
         if guidance > 1.0:
             return {"prompt": prompts, "true_cfg_scale": guidance, "negative_prompt": [""] * len(prompts)}
         return {"prompt": prompts, "true_cfg_scale": 1.0}
 
-    def layout(self, pipe, guidance):
-        if self.distilled(pipe):
-            return UNGUIDED
-        if guidance is None:  # called directly: a second call at a step is the unconditional one
-            return COND_FIRST_CALLS
-        return COND_FIRST_CALLS if guidance > 1.0 else UNGUIDED
-
-    def unguided(self, pipe, guidance):
-        return guidance if self.distilled(pipe) and guidance is not None else 1.0
 
     def unbatched(self):
         return ("txt_ids", "img_ids")
-
-    def image_size(self, pipe, denoiser):
-        return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
 
     def from_vae(self, latents):
         """(N, C, H, W) -> (N, H/2 * W/2, 4C): every 2 x 2 patch one token, as the Flux pipeline packs."""

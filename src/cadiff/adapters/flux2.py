@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, Part, register_adapter
+from cadiff.adapters import UNGUIDED, Part, register_adapter
 from cadiff.adapters.flux import FluxAdapter
 
 
@@ -37,17 +37,12 @@ class Flux2Adapter(FluxAdapter):
                   r"|double_stream_modulation_txt|single_stream_modulation)\.")
     prompt_keys = ("encoder_hidden_states", "txt_ids")
 
-    def distilled(self, pipe):
-        """[dev]: guidance is an embedding input of the model."""
-        return bool(getattr(pipe.transformer.config, "guidance_embeds", False))
-
     def call_kwargs(self, pipe, prompts, guidance):
         return {"prompt": prompts, "guidance_scale": guidance}
 
     def layout(self, pipe, guidance):
-        if self.distilled(pipe) or getattr(pipe.config, "is_distilled", False):
-            return UNGUIDED
-        return COND_FIRST_CALLS if guidance is None or guidance > 1.0 else UNGUIDED
+        """[dev] ([klein] distilled) is never guided by branches: a guidance embedding (a step-distilled model)."""
+        return UNGUIDED if getattr(pipe.config, "is_distilled", False) else super().layout(pipe, guidance)
 
     def unbatched(self):
         return ()

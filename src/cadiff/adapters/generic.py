@@ -1,6 +1,6 @@
 """A denoiser no family adapter knows: what the erase objective needs of it, found by watching its pipeline.
 
-`probe(pipe, prompt, base_prompt)` runs the stock pipeline twice for two sampling steps from the same seed, once
+`probe(pipe, denoiser, prompt, base_prompt)` runs the stock pipeline twice for two sampling steps from the same seed, once
 with the concept's prompt and once with the base prompt, recording every denoiser call. From the two runs it
 finds the noisy latent (the tensor the two runs share at the first call, shaped like the output), the timestep
 (shared, and on the scheduler's schedule as t, t / 1000 or 1 - t / 1000), the conditioning (what differs between
@@ -11,7 +11,7 @@ tell. Erase attribution, the plain erase, apply and export then work; what needs
 (component groups other than 'linear', heads, amplify, ESD, SAE hookpoints) says it needs an adapter.
 
 Example:
-    >>> adapter = probe(pipe, "a red circle", "")          # doctest: +SKIP
+    >>> adapter = probe(pipe, pipe.transformer, "a red circle", "")   # doctest: +SKIP
     >>> adapter.name, adapter.layout(pipe, 4.0)             # doctest: +SKIP
     ('generic', Layout(split='batch', order=('uncond', 'cond')))
 """
@@ -62,9 +62,7 @@ class GenericAdapter(DenoiserAdapter):
         return self.output_of(out)
 
     def output_of(self, output):
-        if isinstance(output, torch.Tensor):
-            return output
-        return output[0] if isinstance(output, (tuple, list)) else output.sample
+        return _prediction(output)
 
     def output_scale(self, scheduler, timestep):
         return 1.0  # the model's own units: nothing is known of them
@@ -104,12 +102,11 @@ class GenericAdapter(DenoiserAdapter):
                 "guidance": f"{self.guided.split} {'/'.join(self.guided.order)}", "conditioning": list(self.prompt_keys)}
 
 
-def _denoiser(pipe) -> torch.nn.Module:
-    for name in ("transformer", "unet", "denoiser", "prior"):
-        net = getattr(pipe, name, None)
-        if isinstance(net, torch.nn.Module):
-            return net
-    raise BadInput(f"{type(pipe).__name__} has no denoiser (transformer or unet) cadiff can find")
+def _prediction(output):
+    """The prediction of an unknown denoiser's output: itself, the first of a tuple, or its `.sample` (None)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    return output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", None)
 
 
 def _record(pipe, net, prompt: str) -> list[tuple[dict[str, Any], torch.Tensor]]:
@@ -120,8 +117,7 @@ def _record(pipe, net, prompt: str) -> list[tuple[dict[str, Any], torch.Tensor]]
     def hook(module, args, kwargs, output):
         named = dict(signature.bind_partial(*args, **kwargs).arguments)
         named.pop("return_dict", None)
-        out = output if isinstance(output, torch.Tensor) else (
-            output[0] if isinstance(output, (tuple, list)) else getattr(output, "sample", None))
+        out = _prediction(output)
         calls.append(({k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in named.items()},
                       out.detach().clone() if isinstance(out, torch.Tensor) else out))
 
@@ -145,10 +141,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def probe(pipe, prompt: str, base_prompt: str = "") -> GenericAdapter:
-    """The generic adapter of `pipe`'s denoiser, found from two recorded runs (see the module); NeedsAdapter
+def probe(pipe, net: torch.nn.Module, prompt: str, base_prompt: str = "") -> GenericAdapter:
+    """The generic adapter of `pipe`'s denoiser `net`, found from two recorded runs (see the module); NeedsAdapter
     naming what it could not tell."""
-    net = _denoiser(pipe)
     kind = type(net).__name__
     refuse = lambda why: NeedsAdapter(f"cadiff has no adapter for {kind} and the generic path cannot use it: {why}")  # noqa: E731
     if prompt == base_prompt:

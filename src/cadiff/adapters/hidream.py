@@ -14,7 +14,7 @@ import re
 
 import torch
 
-from cadiff.adapters import UNCOND_FIRST_BATCH, UNGUIDED, register_adapter
+from cadiff.adapters import register_adapter
 from cadiff.adapters.sd3 import SD3Adapter
 
 LLAMA = "encoder_hidden_states_llama3"
@@ -40,11 +40,6 @@ class HiDreamAdapter(SD3Adapter):
             return group == "all"  # routed experts and their gate get no gradient when the pipeline samples
         return super().in_group(name, param, group)
 
-    def layout(self, pipe, guidance):
-        if guidance is None:
-            return UNCOND_FIRST_BATCH if getattr(pipe, "do_classifier_free_guidance", False) else UNGUIDED
-        return UNCOND_FIRST_BATCH if guidance > 1.0 else UNGUIDED
-
     def bind_call(self, denoiser, args, kwargs):
         latent, timestep, call = super().bind_call(denoiser, args, kwargs)
         if isinstance(call.get(LLAMA), torch.Tensor):
@@ -65,9 +60,6 @@ class HiDreamAdapter(SD3Adapter):
         from diffusers.pipelines.hidream_image.pipeline_hidream_image import calculate_shift
 
         pipe.scheduler.set_timesteps(steps, mu=calculate_shift(pipe.transformer.max_seq))
-
-    def image_size(self, pipe, denoiser):
-        return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
 
     def head_layout(self, denoiser):
         """Heads of both streams' projections: queries, keys and values by output rows, outputs by input columns."""

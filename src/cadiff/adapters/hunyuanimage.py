@@ -37,18 +37,18 @@ class HunyuanImageAdapter(SD3Adapter):
     def parts(self, denoiser):
         return fused_output_parts(denoiser)
 
-    def distilled(self, pipe) -> bool:
+    def guidance_input(self, pipe):
         return bool(getattr(pipe.transformer.config, "guidance_embeds", False))
 
     def call_kwargs(self, pipe, prompts, guidance):
-        if self.distilled(pipe):
+        if self.guidance_input(pipe):
             return {"prompt": prompts, "distilled_guidance_scale": guidance}
         return {"prompt": prompts, "negative_prompt": [""] * len(prompts)}
 
     @contextlib.contextmanager
     def call_context(self, pipe, guidance):
         guiders = {name: getattr(pipe, name, None) for name in ("guider", "ocr_guider")}  # ocr: quoted text
-        if self.distilled(pipe):
+        if self.guidance_input(pipe):
             yield
             return
         for name, guider in guiders.items():
@@ -61,12 +61,10 @@ class HunyuanImageAdapter(SD3Adapter):
                 setattr(pipe, name, guider)
 
     def layout(self, pipe, guidance):
-        if self.distilled(pipe) or getattr(pipe, "guider", None) is None:
+        """Its guider guides at any scale but 1 (below 1 too), and a pipeline without one never does."""
+        if self.guidance_input(pipe) or getattr(pipe, "guider", None) is None:
             return UNGUIDED
         return COND_FIRST_CALLS if guidance is None or guidance != 1.0 else UNGUIDED
-
-    def unguided(self, pipe, guidance):
-        return guidance if self.distilled(pipe) and guidance is not None else 1.0
 
     def token_grid(self, denoiser, args, kwargs):
         latent = kwargs.get("hidden_states", args[0] if args else None)
@@ -75,9 +73,6 @@ class HunyuanImageAdapter(SD3Adapter):
 
     def set_schedule(self, pipe, steps, x0):
         pipe.scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])
-
-    def image_size(self, pipe, denoiser):
-        return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
 
     def _image_stream(self, output):
         return output[0]  # a block returns (image stream, text stream)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from cadiff.adapters import COND_FIRST_CALLS, UNGUIDED, register_adapter
+from cadiff.adapters import COND_FIRST_CALLS, register_adapter
 from cadiff.adapters.flux import shifted_schedule
 from cadiff.adapters.sd3 import SD3Adapter
 
@@ -31,9 +31,7 @@ class Lumina2Adapter(SD3Adapter):
     text_input = r"^context_refiner\.\d+\.attn\.to_[kv]\.weight$"
     ff_out = "feed_forward.linear_2"
     esd_frozen = r"^(norm_out|x_embedder|time_caption_embed)\."
-
-    def layout(self, pipe, guidance):
-        return COND_FIRST_CALLS if guidance is None or guidance > 1.0 else UNGUIDED
+    guided_layout = COND_FIRST_CALLS  # a second, unconditional call after the conditional one
 
     def model_timestep(self, timestep):
         return 1 - timestep / 1000
@@ -43,9 +41,6 @@ class Lumina2Adapter(SD3Adapter):
 
     def set_schedule(self, pipe, steps, x0):
         shifted_schedule(pipe, steps, x0.shape[1])  # as the pipeline does: the latents' second axis, its channels
-
-    def image_size(self, pipe, denoiser):
-        return int(pipe.default_sample_size) * int(pipe.vae_scale_factor)
 
     def hookpoints(self, denoiser):
         return [f"layers.{i}" for i in range(len(denoiser.layers))]

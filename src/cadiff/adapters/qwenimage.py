@@ -25,7 +25,7 @@ class QwenImageAdapter(FluxAdapter):
     esd_frozen = r"^(proj_out|norm_out|time_text_embed|img_in|txt_in|txt_norm)\."
     prompt_keys = ("encoder_hidden_states", "encoder_hidden_states_mask")
 
-    def distilled(self, pipe):
+    def guidance_input(self, pipe):
         return False  # diffusers' guidance-embedding path of this model does not run: guidance is true CFG
 
     def unbatched(self):

@@ -4,7 +4,7 @@ cross-attention, ff)."""
 
 from __future__ import annotations
 
-from cadiff.adapters import UNGUIDED, DenoiserAdapter, register_adapter
+from cadiff.adapters import DenoiserAdapter, register_adapter
 from cadiff.adapters.ddpm import BasicBlockGroups, DDPMSchedule
 
 
@@ -15,16 +15,9 @@ class UNetAdapter(BasicBlockGroups, DDPMSchedule, DenoiserAdapter):
     latent_arg = "sample"
     esd_frozen = r"^(conv_out|conv_norm_out|time_embedding)\."
 
-    @staticmethod
-    def _embeds_guidance(pipe) -> bool:
+    def guidance_input(self, pipe):
         """A U-Net with a guidance embedding (LCM-style, `time_cond_proj_dim`): its pipeline never doubles the batch."""
         return getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None
-
-    def layout(self, pipe, guidance):
-        return UNGUIDED if self._embeds_guidance(pipe) else super().layout(pipe, guidance)
-
-    def unguided(self, pipe, guidance):
-        return guidance if self._embeds_guidance(pipe) and guidance is not None else 1.0
 
     def hookpoints(self, denoiser):
         """The U-Net's cross-attention transformer modules (`Transformer2DModel`), down, mid, then up blocks."""
