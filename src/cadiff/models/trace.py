@@ -149,11 +149,11 @@ def sample(pipe, prompts: Sequence[str], generator: list[torch.Generator], steps
     try:
         adapter = adapter_for(net)
     except UnknownDenoiser:  # a model no adapter knows, not probed: diffusers' standard keywords, nothing traced
-        call = DenoiserAdapter().call_kwargs(pipe, list(prompts), guidance)
-        return _call(pipe, {**call, "num_inference_steps": steps, "generator": generator, "output_type": output_type,
-                            **extra}, until)
-    call = {**adapter.call_kwargs(pipe, list(prompts), guidance), "num_inference_steps": steps,
+        adapter = None
+    call = {**(adapter or DenoiserAdapter()).call_kwargs(pipe, list(prompts), guidance), "num_inference_steps": steps,
             "generator": generator, "output_type": output_type, **extra}
+    if adapter is None:
+        return _call(pipe, call, until)
     previous = _ACTIVE.get(net)
     _ACTIVE[net] = _Run(adapter.layout(pipe, guidance), len(prompts))
     try:
