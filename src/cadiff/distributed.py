@@ -161,3 +161,24 @@ def from_rank0(values: list[int] | None) -> list[int]:
             return []
         raise OtherRankFailed("another process of this run failed (its error is in its output); stopping this one")
     return [int(v) for v in data[1:].tolist()]
+
+
+@contextlib.contextmanager
+def leading() -> Iterator[Callable[[list[int]], None]]:
+    """Rank 0's side of work it leads while the other ranks follow (`from_rank0(None)`): yields `tell(items)`,
+    which gives them the items to do (nothing in one process). A block that fails before telling them tells them to
+    stop instead, so no rank waits for ever."""
+    several = rank_and_world()[1] > 1
+    told: list[bool] = []
+
+    def tell(items: list[int]) -> None:
+        if several:
+            from_rank0(items)
+            told.append(True)
+
+    try:
+        yield tell
+    except BaseException:
+        if several and not told:
+            from_rank0(None)
+        raise

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cadiff.distributed import from_rank0, is_main, rank_and_world, stop_together, together
+from cadiff.distributed import from_rank0, is_main, leading, stop_together, together
 from cadiff.errors import BadInput
 from cadiff.evaluation.metrics import ImageSource, Metric, build_metrics
 from cadiff.evaluation.prompts import PromptRow, PromptSet, load_prompts
@@ -312,25 +312,12 @@ def evaluate(pipe, prompts: PromptSet | str | Path, out: str | Path, config: Eva
     record = {"command": "evaluate", "identity": identity, "prompt_source": prompt_set.source,
               "seeds": [r.seed for r in prompt_set.rows], "model_source": source_name(model_source),
               "versions": versions(), "sessions": []}
-    several = rank_and_world()[1] > 1
-    if several and not is_main():  # rank 0 keeps the folder; this rank renders its share of every batch
+    if not is_main():  # several processes: rank 0 keeps the folder; this rank renders its share of every batch
         return _follow(pipe, prompt_set, steps, guidance, batch_size, row_guidance)
-    shared: list[bool] = []  # several processes: whether the rows to do were told to the other ranks
-
-    def share(done: list[int]) -> None:
-        if several:
-            from_rank0(done)
-            shared.append(True)
-
-    work = (render, pipe, prompt_set, built, steps, guidance, batch_size, row_guidance, progress, share)
-    try:
-        with resumable_dir(out, overwrite) as (folder, fresh):
-            previous = None if fresh else _open_folder(folder, identity)
-            return _run(folder, previous or record, *work)
-    except BaseException:
-        if several and not shared:
-            from_rank0(None)  # the others are waiting for the rows to do: they stop too
-        raise
+    with leading() as tell, resumable_dir(out, overwrite) as (folder, fresh):
+        previous = None if fresh else _open_folder(folder, identity)
+        return _run(folder, previous or record, render, pipe, prompt_set, built, steps, guidance, batch_size,
+                    row_guidance, progress, tell)
 
 
 def _follow(pipe, prompt_set: PromptSet, steps: int, guidance: float, batch_size: int, row_guidance: bool) -> dict:
@@ -349,7 +336,7 @@ def _follow(pipe, prompt_set: PromptSet, steps: int, guidance: float, batch_size
 
 def _run(out: Path, record: dict, generate: Callable, pipe, prompt_set: PromptSet, built: Sequence[Metric],
          steps: int, guidance: float, batch_size: int, row_guidance: bool,
-         progress: Callable[[int], None] | None, share: Callable[[list[int]], None]) -> dict[str, Any]:
+         progress: Callable[[int], None] | None, tell: Callable[[list[int]], None]) -> dict[str, Any]:
     """Generate and score the rows of `prompt_set` not yet in `out` (locked, checked): `record` is its run.json. A
     failure before the first row is finished removes what this call made in a fresh folder; after it, run.json says
     "stopped" and the rows stay for the next run to continue."""
@@ -359,7 +346,7 @@ def _run(out: Path, record: dict, generate: Callable, pipe, prompt_set: PromptSe
                "generate_seconds": 0.0, "metric_seconds": 0.0}
     try:
         return _fill(out, record, session, generate, pipe, prompt_set, built, steps, guidance, batch_size,
-                     row_guidance, progress, share)
+                     row_guidance, progress, tell)
     except BaseException:
         if fresh and not session["rows_generated"]:
             if existed:  # an empty folder the user gave: empty again
@@ -379,7 +366,7 @@ def _run(out: Path, record: dict, generate: Callable, pipe, prompt_set: PromptSe
 
 def _fill(out: Path, record: dict, session: dict, generate: Callable, pipe, prompt_set: PromptSet,
           built: Sequence[Metric], steps: int, guidance: float, batch_size: int, row_guidance: bool,
-          progress: Callable[[int], None] | None, share: Callable[[list[int]], None]) -> dict[str, Any]:
+          progress: Callable[[int], None] | None, tell: Callable[[list[int]], None]) -> dict[str, Any]:
     identity = record["identity"]
     (out / "images").mkdir(parents=True, exist_ok=True)
     record["status"] = "running"
@@ -395,7 +382,7 @@ def _fill(out: Path, record: dict, session: dict, generate: Callable, pipe, prom
     elif rows_csv.exists():
         rows_csv.unlink()
     todo = [r for r in prompt_set.rows if r.index not in done]
-    share(sorted(done))  # several processes: the other ranks render the same batches
+    tell(sorted(done))  # several processes: the other ranks render the same batches
     if progress is not None:  # the checks passed, the work starts: the rows already done (maybe 0)
         progress(len(done))
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from cadiff.adapters import adapter_for
-from cadiff.distributed import from_rank0, gather_rows, is_main, rank_and_world, stop_together, together
+from cadiff.distributed import from_rank0, gather_rows, is_main, leading, rank_and_world, stop_together, together
 from cadiff.errors import BadInput
 from cadiff.config import Config, option
 from cadiff.io.files import OutputExistsError, check_new, check_target, resumable_dir, write_json
@@ -121,35 +121,21 @@ def collect_activations(pipe, prompts: Sequence[str], seeds: Sequence[int], out:
             "world": None if world is None else world.name, "model": describe_model(pipe, model_source),
             "prompts": prompts, "seeds": seeds}
     out = Path(out)
-    several = rank_and_world()[1] > 1
     if is_main():  # (several processes: rank 0's folder, which it locks, and no other rank touches)
         if out.exists():
             check_target(out)  # not the current folder, not being written by another process
         else:
             check_new(out)  # and a place that can be written
     capture = ActivationCapture(pipe, hookpoints, captured, readout, branches, DTYPES[dtype])
-    if several and not is_main():  # rank 0 keeps the store; this rank renders and reads its share of each shard
-        shards = from_rank0(None)
+    if not is_main():  # several processes: rank 0 keeps the store; this rank renders and reads its share
         with capture:
-            for i in shards:
+            for i in from_rank0(None):  # the shards rank 0 has left to make
                 _capture_shard(pipe, capture, prompts, seeds, i, shard_size, n_steps, guidance)
                 stop_together(None)  # rank 0 has written the shard (or failed: then this rank stops too)
         return None
-    shared: list[bool] = []
-
-    def share(todo: list[int]) -> None:
-        if several:
-            from_rank0(todo)
-            shared.append(True)
-
-    try:
-        with resumable_dir(out, overwrite) as (folder, fresh):
-            _collect(pipe, prompts, seeds, folder, fresh, plan, capture, hookpoints, branches, shard_size, world,
-                     progress, share)
-    except BaseException:
-        if several and not shared:
-            from_rank0(None)  # the others are waiting for the shards to make: they stop too
-        raise
+    with leading() as tell, resumable_dir(out, overwrite) as (folder, fresh):
+        _collect(pipe, prompts, seeds, folder, fresh, plan, capture, hookpoints, branches, shard_size, world,
+                 progress, tell)
     return ActivationStore(out)
 
 
@@ -166,7 +152,7 @@ def _capture_shard(pipe, capture: ActivationCapture, prompts, seeds, i: int, sha
 
 
 def _collect(pipe, prompts, seeds, out: Path, fresh: bool, plan: dict, capture: ActivationCapture, hookpoints,
-             branches, shard_size, world, progress, share) -> None:
+             branches, shard_size, world, progress, tell) -> None:
     """Capture the shards of `out` not yet written (locked, or a fresh temporary folder), as `plan` says."""
     n_steps, guidance = plan["num_inference_steps"], plan["guidance_scale"]
     if not fresh and (out / META).is_file():
@@ -195,7 +181,7 @@ def _collect(pipe, prompts, seeds, out: Path, fresh: bool, plan: dict, capture: 
             except ValueError:
                 path.unlink()  # a damaged shard: capture it again
         todo.append(i)
-    share(todo)  # several processes: the other ranks render and read the same shards
+    tell(todo)  # several processes: the other ranks render and read the same shards
     with capture:
         for i in todo:
             start = i * shard_size
