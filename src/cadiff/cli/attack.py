@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 
 from cadiff.cli.common import add_config_flags, add_judge_options, add_model_options, add_output_options, \
-    given_options, judge_from_args, load_from_args, positive_int
+    check_out_folder, given_options, judge_from_args, load_from_args, positive_int
 from cadiff.distributed import is_main
 from cadiff.errors import BadInput, MissingFile
 
@@ -102,13 +102,12 @@ def mask_path(path: str) -> Path:
 def run_harden(args: argparse.Namespace) -> int:
     from cadiff.attacks import HardenConfig, harden
     from cadiff.config import make_config
-    from cadiff.io.files import check_new, write_json
+    from cadiff.io.files import write_json
     from cadiff.attribution.mask import Mask
     from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
-    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
-        check_new(args.out, args.overwrite)
+    check_out_folder(args)
     config = make_config(HardenConfig, given_options(args, HardenConfig), "the hardening")
     source = mask_path(args.edited)
     mask = Mask.load(source)
@@ -137,13 +136,12 @@ def run_harden(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from cadiff.attacks import ATTACKS, attack
-    from cadiff.io.files import check_new, write_json
+    from cadiff.io.files import write_json
     from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
     from cadiff.report.grids import image_grid, stack_grids
 
-    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
-        check_new(args.out, args.overwrite)
+    check_out_folder(args)
     options = {name: given_options(args, ATTACKS.lookup(name).config_class) for name in args.attacks}
     foreign = sorted(set(given_options(args, *(ATTACKS.lookup(n).config_class for n in ATTACKS)))
                      - {k for o in options.values() for k in o})

@@ -26,7 +26,7 @@ from cadiff.attribution.config import AttributionConfig
 from cadiff.attribution.objectives import OBJECTIVES
 from cadiff.calibration import CalibratedConfig
 from cadiff.cli.common import (GOAL_NOT_MET, NOT_PROVEN, add_config_flags, add_foreign_flags, add_foreign_judge_flags,
-                               add_judge_options,
+                               add_judge_options, check_out_folder,
                                add_model_options, add_output_options, add_second_judge_options, given_options,
                                judge_from_args, load_from_args, peek_flag, positive_int, refuse_foreign_flags)
 from cadiff.editing.ablate import FILLS
@@ -34,7 +34,6 @@ from cadiff.editing.methods import default_method, get_method, methods_for
 from cadiff.editing.result import slugs
 from cadiff.distributed import is_main
 from cadiff.errors import BadInput, MissingFile
-from cadiff.io.files import check_new
 
 
 def _concept_options(p: argparse.ArgumentParser, objective: str | None) -> None:
@@ -148,8 +147,7 @@ def run_attribute(args: argparse.Namespace) -> int:
     from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
-    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
-        check_new(args.out, args.overwrite)
+    check_out_folder(args)
     config = AttributionConfig(**given_options(args, AttributionConfig))
     check_concept_names(args.concepts, args.preserve)
     pipe = load_from_args(args)
@@ -193,8 +191,7 @@ def run_edit(args: argparse.Namespace, objective: str) -> int:
     from cadiff.io.runs import run_folder
     from cadiff.models import describe_model
 
-    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
-        check_new(args.out, args.overwrite)
+    check_out_folder(args)
     method = _method(args)
     inputs = method.inputs(args.concepts, objective, preserve=_preserve(args), images=args.images,
                            keep_world=args.preserve_others)
@@ -332,8 +329,7 @@ def _pictures_and_metrics(run, pipe, result, args, world) -> None:
 def run_apply(args: argparse.Namespace) -> int:
     from cadiff.editing import Mask, apply_mask, export_pipeline
 
-    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
-        check_new(args.out, args.overwrite)
+    check_out_folder(args)
     mask = Mask.load(args.mask)
     if mask.fingerprint is None and not args.force:
         raise BadInput(f"{args.mask} records no model fingerprint, so nothing can check that --model is the model it "

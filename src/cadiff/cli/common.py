@@ -288,6 +288,16 @@ def replay_defaults(parser: argparse.ArgumentParser, argv: list[str], path: str)
     return ["--method", str(settings["method"])] if "method" in settings else []
 
 
+def check_out_folder(args: argparse.Namespace) -> None:
+    """That the run folder --out can be made (or, with --overwrite, replaced), before any work. With several
+    processes rank 0 alone checks it: the folder is its own, it locks it, and no other rank touches it."""
+    from cadiff.distributed import is_main
+    from cadiff.io.files import check_new
+
+    if is_main():
+        check_new(args.out, args.overwrite)
+
+
 def load_from_args(args: argparse.Namespace):
     from cadiff.models import load_pipeline
     from cadiff.models.vocabulary import allow_truncation

@@ -6,9 +6,9 @@ import argparse
 
 from tqdm.auto import tqdm
 
-from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, load_from_args,
+from cadiff.cli.common import (add_model_options, add_output_options, add_sampling_options, check_out_folder,
+                               load_from_args,
                                positive_int, sampling_kwargs)
-from cadiff.io.files import check_new
 
 
 def register(sub, argv=()) -> None:
@@ -34,8 +34,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = [args.seed + i for i in range(args.num_images)]
     for seed in (seeds[0], seeds[-1]):
         check_seed(seed, f"--seed {args.seed} with -n {args.num_images}")
-    if is_main():  # several processes: rank 0's folder, which it locks and no other rank touches
-        check_new(args.out, args.overwrite)
+    check_out_folder(args)
     pipe = load_from_args(args)
     check_known_words(pipe, args.prompts)  # before the bar and the run folder: a bad prompt is one error line
     prompts = [p for p in args.prompts for _ in seeds]
