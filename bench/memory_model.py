@@ -56,7 +56,7 @@ class MemoryModel(Benchmark):
         import torch
 
         from cadiff.attribution import select_parameters
-        from cadiff.attribution.components import group_parts
+        from cadiff.attribution.components import grouped_scores
 
         out = {}
         for name, (family, model) in DENOISERS.items():
@@ -64,13 +64,8 @@ class MemoryModel(Benchmark):
                 net = getattr(diffusers, name)(**WRITTEN.get(name, {}))
             params = sum(p.numel() for p in net.parameters())
             row = {"family": family, "model": model, "parameters": params, "weights_bf16": 2 * params}
-            for group in GROUPS:
-                chosen = select_parameters(net, group)
-                sliced = group_parts(net, group)
-                whole = {n for n, _ in sliced.values()}
-                scored = sum(p.numel() for n, p in chosen.items() if n not in whole)
-                for n, part in sliced.values():  # a fused weight's slices in the group
-                    scored += (part.stop - part.start) * chosen[n].shape[1 - part.axis]
+            for group in GROUPS:  # the weights `attribute` scores: a fused weight's slices in the group (meta tensors)
+                scored = sum(w.numel() for w in grouped_scores(net, group, select_parameters(net, group))[0].values())
                 row[f"accumulators_{group}"] = 4 * scored
                 row[f"one_gpu_{group}"] = 2 * params + 4 * scored <= GPU
                 row[f"gpus_{group}"] = gpus(2 * params, 4 * scored)

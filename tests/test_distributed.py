@@ -2,7 +2,10 @@
 (scores to fp32 tolerance), as `torchrun --nproc-per-node 2` would run them."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -19,6 +22,14 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node 2 -m cadiff ARGS`, one thread a process, its output captured."""
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    return subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
+                           *args], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
 
 
 def _rank(rank: int, world: int, port: int, out: str) -> None:
@@ -98,10 +109,6 @@ def test_two_processes_attribute_what_one_does(tmp_path):
 def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(tmp_path):
     """`torchrun --nproc-per-node 2 -m cadiff attribute ...`: the same scores as one process, one run folder; a
     command that runs in one process only is refused in one line."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from cadiff.attribution import Attribution
     from cadiff.cli import main
@@ -110,10 +117,7 @@ def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(
     args = ["attribute", "a red circle", "--model", str(tmp_path / "model"), "--steps", "2", "--seeds", "3",
             "--components", "attn", "--guidance", "4"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
-                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    two = _torchrun(*args, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-2000:]
     one_attr = Attribution.load(tmp_path / "one" / "a_red_circle.attr.safetensors")
     two_attr = Attribution.load(tmp_path / "two" / "a_red_circle.attr.safetensors")
@@ -122,15 +126,12 @@ def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(
         torch.testing.assert_close(two_attr.scores[name], score, rtol=1e-4, atol=1e-7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "one", "two"]  # no second folder, no leftovers
 
-    refused = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
-                              "sae", "train", str(tmp_path / "acts"), "--out", str(tmp_path / "s")],
-                             capture_output=True, text=True, env=env, timeout=300)
+    refused = _torchrun("sae", "train", str(tmp_path / "acts"), "--out", str(tmp_path / "s"))
     assert refused.returncode != 0 and "cadiff sae train runs in one process" in refused.stderr
     args = ["generate", "a red circle", "a blue square", "-n", "3", "--model", str(tmp_path / "model"), "--steps",
             "2"]  # each rank renders every other image, rank 0 writes them all
     assert main([*args, "--out", str(tmp_path / "g1")]) == 0
-    gen = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff", *args,
-                          "--out", str(tmp_path / "g2")], capture_output=True, text=True, env=env, timeout=300)
+    gen = _torchrun(*args, "--out", str(tmp_path / "g2"))
     assert gen.returncode == 0, gen.stderr[-2000:]
     one, two = sorted((tmp_path / "g1" / "images").iterdir()), sorted((tmp_path / "g2" / "images").iterdir())
     assert [p.name for p in one] == [p.name for p in two] and len(one) == 6
@@ -140,9 +141,6 @@ def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(
 def test_torchrun_runs_an_evaluation_on_two_processes_with_the_same_rows(tiny_pipe, tiny_evaluator, tmp_path):
     """`torchrun --nproc-per-node 2 -m cadiff evaluate ...`: each rank renders half of every batch, rank 0 scores and
     writes; the rows and metrics are the one-process run's."""
-    import os
-    import subprocess
-    import sys
 
     from cadiff.cli import main
 
@@ -150,10 +148,7 @@ def test_torchrun_runs_an_evaluation_on_two_processes_with_the_same_rows(tiny_pi
     args = ["evaluate", "--model", str(tmp_path / "model"), "--prompts", "shapes:star,blue", "--judge-weights",
             str(tiny_evaluator), "--metrics", "shapes", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
-                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    two = _torchrun(*args, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-2000:]
     assert (tmp_path / "two" / "rows.csv").read_text() == (tmp_path / "one" / "rows.csv").read_text()
     one_metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
@@ -165,9 +160,6 @@ def test_torchrun_runs_an_evaluation_on_two_processes_with_the_same_rows(tiny_pi
 def test_torchrun_collects_sae_activations_on_two_processes_into_the_same_store(tmp_path):
     """`torchrun --nproc-per-node 2 -m cadiff sae collect ...`: each rank renders and reads half of every shard,
     rank 0 gathers and writes them; the shards hold the one-process activations, in order."""
-    import os
-    import subprocess
-    import sys
 
     from cadiff.cli import main
     from cadiff.sae import ActivationStore
@@ -176,10 +168,7 @@ def test_torchrun_collects_sae_activations_on_two_processes_into_the_same_store(
     args = ["sae", "collect", "a red circle", "a blue square", "--model", str(tmp_path / "model"), "-n", "3", "--shard-size", "4", "--hookpoints", "mid_block.attentions.0", "--steps", "2",
             "--at-steps", "first,last"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff",
-                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    two = _torchrun(*args, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-2000:]
     one, both = ActivationStore(tmp_path / "one"), ActivationStore(tmp_path / "two")
     assert both.num_images() == one.num_images() == 6
@@ -192,9 +181,6 @@ def test_torchrun_attacks_and_hardens_an_erased_model_on_two_processes_as_one_do
     """`torchrun --nproc-per-node 2 -m cadiff attack|harden ...` (the learned token, judged by a function): each rank
     renders its share of the images, every rank learns the same token (a seeded draw), rank 0 writes; the attack's
     numbers and the hardened mask are one process's."""
-    import os
-    import subprocess
-    import sys
 
     from cadiff.cli import main
 
@@ -216,10 +202,7 @@ def test_torchrun_attacks_and_hardens_an_erased_model_on_two_processes_as_one_do
             "a blue square", "--judge", f"{judge}:bright", "--token-steps", "2", "--token-images", "4",
             "--token-batch", "2", "--token-folder", str(tmp_path / "circles"), "--per-prompt", "2", *model]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    torchrun = str(Path(sys.executable).with_name("torchrun"))
-    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff", *args,
-                          "--out", str(tmp_path / "two")], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    two = _torchrun(*args, "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-2000:]
 
     def numbers(run):
@@ -231,9 +214,7 @@ def test_torchrun_attacks_and_hardens_an_erased_model_on_two_processes_as_one_do
             f"{judge}:bright", "--harden-rounds", "1", "--token-steps", "2", "--token-images", "4", "--token-batch", "2",
             "--token-folder", str(tmp_path / "circles"), "--seeds", "1", "--steps", "2", "--no-export", *model]
     assert main([*hard, "--out", str(tmp_path / "hard1")]) == 0
-    two = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "cadiff", *hard,
-                          "--out", str(tmp_path / "hard2")], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    two = _torchrun(*hard, "--out", str(tmp_path / "hard2"))
     assert two.returncode == 0, two.stderr[-2000:]
     mine, theirs = (json.loads((tmp_path / r / "hardening.json").read_text()) for r in ("hard2", "hard1"))
     assert mine["hardening"] == theirs["hardening"] and mine["zeroed_after"] == theirs["zeroed_after"]
