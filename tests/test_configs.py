@@ -36,6 +36,16 @@ def test_an_unknown_key_or_a_searched_setting_is_refused_by_name():
         cadiff.CalibratedConfig().with_options(ratio=0.02)
 
 
+def test_sharded_accumulators_are_refused_in_one_process_and_where_the_model_is_edited_after():
+    with pytest.raises(ValueError, match="splits the model across processes; launch several .*torchrun"):
+        cadiff.AttributionConfig(accumulators="sharded")
+    for cls in (cadiff.CADConfig, cadiff.CalibratedConfig, cadiff.HardenConfig):
+        with pytest.raises(ValueError, match="offered by `cadiff attribute` only; use accumulators='cpu'"):
+            cls(accumulators="sharded")
+    with pytest.raises(ValueError, match="accumulators must be one of device, cpu, sharded, got 'gpu'"):
+        cadiff.AttributionConfig(accumulators="gpu")
+
+
 def test_a_setting_of_the_search_given_to_erase_is_refused_before_any_model_work(monkeypatch):
     attribute_module = importlib.import_module("cadiff.attribution.attribute")  # the module, not the function
     monkeypatch.setattr(attribute_module, "_attribute", lambda *a, **k: pytest.fail("scored before refusing"))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
@@ -32,16 +33,24 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def _rank(rank: int, world: int, port: int, out: str) -> None:
+def _rank(rank: int, world: int, port: int, out: str, extra: dict | None = None) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        attr = attribute(tiny_sd("sd1"), ["a red circle", "a blue square"], preserve=["a green star"], **SETTINGS)
+        pipe = tiny_sd("sd1")
+        attr = attribute(pipe, ["a red circle", "a blue square"], preserve=["a green star"], **SETTINGS,
+                         **(extra or {}))
+        if extra:  # the denoiser stays sharded: each rank holds its part of every weight
+            from torch.distributed.tensor import DTensor
+
+            weight = pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2.to_k.weight
+            assert isinstance(weight, DTensor) and weight.to_local().shape[0] == weight.shape[0] // world
         save_file({f"{i}/{name}": s for i, a in enumerate(attr) for name, s in a.scores.items()},
                   f"{out}/rank{rank}.safetensors", metadata={"J": json.dumps([a.metadata["J"] for a in attr]),
                                                              "processes": str(attr[0].metadata["processes"])})
+        dist.barrier()  # both ranks done before either closes its connections
     finally:
         dist.destroy_process_group()
 
@@ -66,6 +75,7 @@ def _render_rank(rank: int, world: int, port: int, out: str, fail_on: int) -> No
     except Exception as exc:  # noqa: BLE001  (what each rank stopped with)
         (Path(out) / f"rank{rank}.error").write_text(f"{type(exc).__name__}: {exc}")
     finally:
+        dist.barrier()  # both ranks done before either closes its connections
         dist.destroy_process_group()
 
 
@@ -88,9 +98,15 @@ def test_two_processes_render_each_half_of_the_images_and_stop_together_on_a_fai
     assert (broken / "rank0.error").read_text().startswith("OtherRankFailed: another process of this run failed")
 
 
-def test_two_processes_attribute_what_one_does(tmp_path):
+SHARDED = dict(accumulators="sharded", batch_size=2)  # 9 rows: rank 1's last call holds only a padding row
+
+
+@pytest.mark.parametrize("extra", [None, SHARDED], ids=["rows", "sharded-denoiser"])
+def test_two_processes_attribute_what_one_does(tmp_path, extra):
+    """Each rank takes every other trajectory; with a sharded denoiser (FSDP2) each also holds half of every weight
+    and of every fp32 sum, and both make the same calls (padding rows that count nothing)."""
     port = _free_port()
-    mp.start_processes(_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_rank, args=(2, port, str(tmp_path), extra), nprocs=2, join=True, start_method="spawn")
     one = attribute(tiny_sd("sd1"), ["a red circle", "a blue square"], preserve=["a green star"], **SETTINGS)
     from safetensors import safe_open
 
@@ -107,8 +123,8 @@ def test_two_processes_attribute_what_one_does(tmp_path):
 
 
 def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(tmp_path):
-    """`torchrun --nproc-per-node 2 -m cadiff attribute ...`: the same scores as one process, one run folder; a
-    command that runs in one process only is refused in one line."""
+    """`torchrun --nproc-per-node 2 -m cadiff attribute ... --accumulators sharded`: the same scores as one process,
+    one run folder; a command that runs in one process only is refused in one line."""
 
     from cadiff.attribution import Attribution
     from cadiff.cli import main
@@ -117,8 +133,9 @@ def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(
     args = ["attribute", "a red circle", "--model", str(tmp_path / "model"), "--steps", "2", "--seeds", "3",
             "--components", "attn", "--guidance", "4"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    two = _torchrun(*args, "--out", str(tmp_path / "two"))
+    two = _torchrun(*args, "--accumulators", "sharded", "--out", str(tmp_path / "two"))  # the denoiser split too
     assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote ") == 1  # rank 0 alone says what it did
     one_attr = Attribution.load(tmp_path / "one" / "a_red_circle.attr.safetensors")
     two_attr = Attribution.load(tmp_path / "two" / "a_red_circle.attr.safetensors")
     assert two_attr.metadata["processes"] == 2 and one_attr.metadata["processes"] == 1
@@ -130,12 +147,18 @@ def test_torchrun_runs_the_attribute_command_on_two_processes_and_rank_0_writes(
     assert refused.returncode != 0 and "cadiff sae train runs in one process" in refused.stderr
     args = ["generate", "a red circle", "a blue square", "-n", "3", "--model", str(tmp_path / "model"), "--steps",
             "2"]  # each rank renders every other image, rank 0 writes them all
-    assert main([*args, "--out", str(tmp_path / "g1")]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank: the same float sums, so the same pixels to the bit
+    try:
+        assert main([*args, "--out", str(tmp_path / "g1")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     gen = _torchrun(*args, "--out", str(tmp_path / "g2"))
     assert gen.returncode == 0, gen.stderr[-2000:]
     one, two = sorted((tmp_path / "g1" / "images").iterdir()), sorted((tmp_path / "g2" / "images").iterdir())
     assert [p.name for p in one] == [p.name for p in two] and len(one) == 6
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
+    assert gen.stdout.count("report: ") == 1  # one report, written by rank 0
 
 
 def test_torchrun_runs_an_evaluation_on_two_processes_with_the_same_rows(tiny_pipe, tiny_evaluator, tmp_path):

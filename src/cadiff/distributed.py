@@ -57,6 +57,7 @@ def process_group(device: str = "cpu") -> Iterator[None]:
     dist.init_process_group(backend)
     try:
         yield
+        dist.barrier()  # every rank done before any closes its connections
     finally:
         dist.destroy_process_group()
 

@@ -317,8 +317,9 @@ def adapter_for(denoiser: torch.nn.Module) -> DenoiserAdapter:
     for cls in ADAPTERS.values():
         if names & set(cls.denoisers):
             return cls()
-    if type(denoiser) in PROBED:
-        return PROBED[type(denoiser)]
+    probed = next((PROBED[cls] for cls in type(denoiser).__mro__ if cls in PROBED), None)
+    if probed is not None:  # a probed class, or a subclass of one (FSDP2's sharded wrapper)
+        return probed
     supported = ", ".join(f"{n} ({a.name})" for a in ADAPTERS.values() for n in a.denoisers)
     raise UnknownDenoiser(f"cadiff does not support the {type(denoiser).__name__} denoiser yet; supported: "
                           f"{supported}; attribute and erase --method cad probe any other pipeline's own calls")

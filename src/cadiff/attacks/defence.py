@@ -59,6 +59,7 @@ class HardenConfig(AttributionConfig, ScopeConfig, TokenConfig):
 
     not_options: ClassVar[dict[str, str]] = dict.fromkeys(
         ("ratio", "count", "rounds", "round_ratios"), "the hardening zeroes --harden-ratios per round")
+    shards: ClassVar[bool] = False  # the scored model is edited
 
     seeds: int | Sequence[int] = option(16, "trajectories per prompt a round scores (default 16)", low=1)
     components: str = option("linear", "the weights a round scores: linear (default), ff, attn, text, all, or a "

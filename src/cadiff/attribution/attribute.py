@@ -44,6 +44,7 @@ from cadiff.attribution.result import Attribution
 from cadiff.errors import BadInput
 from cadiff.models.loading import denoiser, model_fingerprint, resolve_sampling
 from cadiff.models.memory import check_fits, tensor_bytes
+from cadiff.models.sharding import local, shard_denoiser, whole
 from cadiff.models.steps import resolve_steps
 
 def attribute(pipe, concepts: str | Sequence[str] | Concepts, config: AttributionConfig | None = None, *,
@@ -102,6 +103,9 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
     chosen = resolve_steps(config.at_steps, steps)
     only = None if len(chosen) == steps else set(chosen)
 
+    lockstep = config.accumulators == "sharded"
+    if lockstep:  # each rank holds 1/N of the weights and of the sums from now on; every rank calls the model together
+        shard_denoiser(pipe)
     unet = denoiser(pipe)
     params = select_parameters(unet, config.components)
     if config.checkpointing:
@@ -113,30 +117,36 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
     rows += [Row(p, s, keep) for p in preserve_prompts for s in seed_list]
     # Past one process, each rank takes every world-th trajectory (concept images are read whole by every rank) and
     # the fp32 sums are added over the ranks: N processes score what one does
-    sharded = images is None and rank_and_world()[1] > 1
+    world = rank_and_world()[1]
+    sharded = images is None and world > 1
+    mine = shard(rows) if sharded else rows
+    if lockstep:  # as many rows on every rank, so every rank makes the same calls; the extra ones count nothing
+        mine += [Row(rows[0].prompt, rows[0].seed, -1)] * (-(-len(rows) // world) - len(mine))
     progress = progress and is_main()
-    made = together(lambda: _sample(pipe, unet, goal, shard(rows) if sharded else rows, config, steps, guidance,
-                                    images, only, progress))
+    made = together(lambda: _sample(pipe, unet, goal, mine, config, steps, guidance, images, only, progress))
     samples = made.steps
     groups = sorted({r.group for r in (rows if sharded else made.rows)})  # the same on every rank
     counts = {g: float(sum(r.group == g for r in made.rows)) for g in groups}
     counts = sum_over_ranks(counts) if sharded else counts
-    weights = {g: 1.0 / n for g, n in counts.items() if n}
+    # a sharded model sums gradients over the ranks: images every rank reads whole count 1/N on each
+    share = world if lockstep and not sharded else 1
+    weights = {g: 1.0 / (n * share) for g, n in counts.items() if n}
     n_chunks = -(-len(made.rows) // config.batch_size)
     with tqdm(total=len(samples), desc=f"{objective}: backward", unit="step", disable=not progress,
               leave=False) as bar:
         with checkpointed(unet, config.checkpointing):
-            grads, values = accumulate(unet, params, samples, weights, sign=goal.sign, tick=bar.update)
-    if sharded:
+            grads, values = accumulate(unet, params, samples, weights, sign=goal.sign, tick=bar.update,
+                                       on="cpu" if config.accumulators == "cpu" else None, lockstep=lockstep)
+    if sharded and not lockstep:  # (a sharded model's gradients arrive summed)
         all_reduce_sum(t for per_group in grads.values() for t in per_group.values())
+    if sharded or lockstep:
         values = sum_over_ranks(values)
     seconds = time.time() - started
 
     results = []
     for g, (concept, prompt) in enumerate(zip(targets, prompts)):
         with torch.no_grad():  # scores live on the CPU whatever the model's device
-            scores = {n: _score(p.detach().float(), grads, g, n, keep if preserve else None).cpu()
-                      for n, p in params.items()}
+            scores = {n: _score(p, grads, g, n, keep if preserve else None) for n, p in params.items()}
         scores, parts, heads = grouped_scores(unet, config.components, scores)  # fused weights: the group's slices
         meta = {"objective": objective, "concepts": [concept], "prompts": [prompt], "preserve": preserve,
                 "preserve_prompts": preserve_prompts, "preserve_rule": "mean" if preserve else None,
@@ -181,10 +191,14 @@ def _sample(pipe, unet, goal, rows: list[Row], config: AttributionConfig, steps:
     return made
 
 
-def _score(w: torch.Tensor, grads: dict, g: int, name: str, keep: int | None) -> torch.Tensor:
-    """The score of one parameter for target group `g`: w * grad, less the mean rule's preserve group `keep`."""
-    own = w * grads[g][name]
-    return own - w * grads[keep][name] if keep is not None else own
+def _score(p: torch.nn.Parameter, grads: dict, g: int, name: str, keep: int | None) -> torch.Tensor:
+    """The score of one parameter for target group `g`, on the CPU: w * grad, less the mean rule's preserve group
+    `keep` (of a sharded parameter, computed in parts and gathered whole)."""
+    grad = grads[g][name]
+    w = local(p.detach()).to(grad.device, torch.float32)
+    own = w * grad
+    score = own - w * grads[keep][name] if keep is not None else own
+    return whole(p, score).cpu()
 
 
 def _version() -> str:

@@ -9,13 +9,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from cadiff.attribution.objectives import ESTIMATORS
-from cadiff.errors import BadInput
 from cadiff.config import Config, option
+from cadiff.distributed import launched_world, rank_and_world
+from cadiff.errors import BadInput
 
 PRESERVE_RULES = ("mean", "guard", "relative")
+ACCUMULATORS = ("device", "cpu", "sharded")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,13 @@ class ScoringConfig(Config):
     batch_size: int = option(16, "rows per pipeline call (default 16)", low=1)
     checkpointing: bool = option(False, "recompute the denoiser's block activations in the backward pass: less "
                                         "memory for large models, some more time")
+    accumulators: str = option("device", "where the fp32 gradient sums live: device (default, beside the weights), "
+                                         "cpu (host memory), or sharded (the denoiser's weights and the sums split "
+                                         "across the processes of a multi-process run, FSDP2)", choices=ACCUMULATORS)
+
+    # whether accumulators="sharded" is offered: only where the model is not edited after scoring (a sharded
+    # denoiser stays sharded)
+    shards: ClassVar[bool] = False
 
     def __post_init__(self):
         if isinstance(self.seeds, list):
@@ -46,6 +55,15 @@ class ScoringConfig(Config):
             raise BadInput("seeds is empty; give a count (e.g. 4) or a list of seeds")
         if self.estimator not in ESTIMATORS:
             raise BadInput(f"estimator must be one of {', '.join(ESTIMATORS)}, got '{self.estimator}'")
+        if self.accumulators not in ACCUMULATORS:
+            raise BadInput(f"accumulators must be one of {', '.join(ACCUMULATORS)}, got '{self.accumulators}'")
+        if self.accumulators == "sharded":
+            if not self.shards:
+                raise BadInput("accumulators='sharded' leaves the denoiser sharded, so it is offered by `cadiff "
+                               "attribute` only; use accumulators='cpu' here")
+            if max(launched_world(), rank_and_world()[1]) < 2:
+                raise BadInput("accumulators='sharded' splits the model across processes; launch several "
+                               "(torchrun --nproc-per-node N -m cadiff ...) or use accumulators='cpu'")
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
@@ -62,6 +80,8 @@ class AttributionConfig(ScoringConfig):
 
     at_steps: str | Sequence[int] = option("all", "steps the objective sums over: all (default), early, middle, "
                                                   "final, or indices like 0,1,2")
+    shards: ClassVar[bool] = True
+
     preserve_rule: str = option("mean", "how --preserve counts: mean (default), guard (per weight, the largest "
                                         "positive score of any concept to keep) or relative (the guard on scores in "
                                         "shares of each concept's J)", choices=PRESERVE_RULES)

@@ -7,9 +7,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import signal
 import sys
+from typing import Iterator
 
 from cadiff._version import __version__
 from cadiff.cli.common import GOAL_NOT_MET, NOT_PROVEN, peek_flag, replay_defaults, report_error, report_os_error
@@ -73,6 +76,16 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+@contextlib.contextmanager
+def _main_speaks() -> Iterator[None]:
+    """Past one process, only rank 0 prints what a command did (every rank's errors still reach stderr)."""
+    if is_main():
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -87,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         if launched_world() > 1 and command not in MULTI_PROCESS:
             raise BadInput(f"cadiff {command} runs in one process; {', '.join(MULTI_PROCESS)} run on several "
                            "(torchrun, accelerate launch)")
-        with process_group(getattr(args, "device", "cpu")):
+        with process_group(getattr(args, "device", "cpu")), _main_speaks():
+            main = is_main()  # (known while the process group is up)
             code = int(args.func(args) or 0)
-        if code in (0, GOAL_NOT_MET, NOT_PROVEN) and is_main():
+        if code in (0, GOAL_NOT_MET, NOT_PROVEN) and main:
             from cadiff.cli.report import write_run_report
 
             write_run_report(args)

@@ -405,6 +405,12 @@ def model_fingerprint(module_or_pipe) -> str:
     return _FINGERPRINTS[module][1]
 
 
+def keep_fingerprint(module: torch.nn.Module, fingerprint: str) -> None:
+    """Record `fingerprint` as that of `module`'s current weights: for a change of storage that keeps every value
+    (sharding the weights across processes), after which they could not be hashed whole."""
+    _FINGERPRINTS[module] = (_weights_version(module.state_dict()), fingerprint)
+
+
 def describe_model(pipe, model: str | Path | None) -> dict:
     """What a result file records about the model it was made with."""
     return {

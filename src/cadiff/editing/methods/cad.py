@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cadiff.attribution import attribute
 from cadiff.attribution.concepts import Concepts
@@ -29,6 +30,8 @@ from cadiff.config import option
 class CADConfig(AttributionConfig, SelectionConfig):
     """CAD attribution settings plus the selection: the top `ratio` (or `count`) per row / matrix / all, `rounds`
     times."""
+
+    shards: ClassVar[bool] = False  # the scored model is edited
 
     rounds: int = option(1, "re-score on the edited model and zero another --ratio, this many times in all "
                             "(default 1); every round's mask is kept (mask.roundK.safetensors)", low=1)
