@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test,nudity,metrics]"
+	$(BIN)/python -m pip install -q -e ".[test,nudity,metrics,export]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -82,3 +82,23 @@ def shapes_like(tmp_path, monkeypatch):
     tiny_eval = ShapesEvaluator(ShapesClassifier(EvaluatorConfig(channels=(4, 4, 4))))
     monkeypatch.setattr(cadiff.worlds.shapes, "load_evaluator", lambda path=None: tiny_eval)
     return folder
+
+
+@pytest.fixture
+def flux_at_tiny_width(monkeypatch):
+    """diffusers' Flux converter splits each single block's fused linear1 at Flux's real width (q, k, v of 3072 rows
+    and an MLP of 4 x 3072): here at the file's own width (linear1 holds 7 x the width), the same split otherwise."""
+    from diffusers.loaders import single_file_utils
+
+    class TorchAtFileWidth:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def split(tensor, sizes, dim=0):
+            if list(sizes) == [3072, 3072, 3072, 4 * 3072] and tensor.shape[dim] != 7 * 3072:
+                width = tensor.shape[dim] // 7
+                sizes = [width, width, width, 4 * width]
+            return torch.split(tensor, sizes, dim)
+
+    monkeypatch.setattr(single_file_utils, "torch", TorchAtFileWidth())

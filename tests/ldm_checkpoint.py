@@ -1,180 +1,19 @@
-"""Test-only: write a diffusers Stable Diffusion 1.x or SDXL pipeline back into the original single-file (LDM / CompVis)
-layout, the inverse of diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`,
-`convert_ldm_clip_checkpoint` and (SDXL's second text encoder) `convert_open_clip_checkpoint`; SD3 and Flux below.
-
-Every key is renamed by its longest matching module prefix, built from the models' own block structure; a key no
-prefix covers raises, so nothing is dropped silently.
+"""Test-only: whole single files of tiny pipelines in the original layouts, from cadiff's own layouts
+(`cadiff.exports.layouts`: the denoiser, SD 1.x / SDXL whole checkpoints) plus what only the loading tests need: an SD3
+file with its VAE and two CLIP text encoders (no T5: the tiny pipelines have no third text encoder), in the names
+`is_clip_sd3_model` and `is_open_clip_sd3_model` look for.
 """
 
 from __future__ import annotations
 
 import torch
 
-UNET_RESNET = {"norm1.": "in_layers.0.", "conv1.": "in_layers.2.", "norm2.": "out_layers.0.", "conv2.": "out_layers.3.",
-               "time_emb_proj.": "emb_layers.1.", "conv_shortcut.": "skip_connection."}
-VAE_RESNET = {"conv_shortcut.": "nin_shortcut."}
-VAE_ATTENTION = {"group_norm.": "norm.", "to_q.": "q.", "to_k.": "k.", "to_v.": "v.", "to_out.0.": "proj_out."}
-OPEN_CLIP_LAYER = {"layer_norm1.": "ln_1.", "layer_norm2.": "ln_2.", "mlp.fc1.": "mlp.c_fc.", "mlp.fc2.": "mlp.c_proj.",
-                   "self_attn.out_proj.": "attn.out_proj.", "self_attn.in_proj_": "attn.in_proj_"}
-
-
-def _unet_prefixes(unet) -> dict[str, tuple[str, dict]]:
-    """diffusers module prefix -> (LDM prefix, renames inside that module)."""
-    p = {"conv_in.": ("input_blocks.0.0.", {}), "time_embedding.linear_1.": ("time_embed.0.", {}),
-         "time_embedding.linear_2.": ("time_embed.2.", {}), "conv_norm_out.": ("out.0.", {}),
-         "conv_out.": ("out.2.", {}), "mid_block.resnets.0.": ("middle_block.0.", UNET_RESNET),
-         "mid_block.attentions.0.": ("middle_block.1.", {}), "mid_block.resnets.1.": ("middle_block.2.", UNET_RESNET),
-         "add_embedding.linear_1.": ("label_emb.0.0.", {}), "add_embedding.linear_2.": ("label_emb.0.2.", {})}  # SDXL
-    i = 1  # input_blocks.0 is conv_in; each resnet (+ its attention) and each downsampler is one input block
-    for b, block in enumerate(unet.down_blocks):
-        for j in range(len(block.resnets)):
-            p[f"down_blocks.{b}.resnets.{j}."] = (f"input_blocks.{i}.0.", UNET_RESNET)
-            p[f"down_blocks.{b}.attentions.{j}."] = (f"input_blocks.{i}.1.", {})
-            i += 1
-        if block.downsamplers is not None:
-            p[f"down_blocks.{b}.downsamplers.0.conv."] = (f"input_blocks.{i}.0.op.", {})
-            i += 1
-    i = 0  # the upsampler shares the output block of the up block's last resnet, after its attention if any
-    for b, block in enumerate(unet.up_blocks):
-        for j in range(len(block.resnets)):
-            p[f"up_blocks.{b}.resnets.{j}."] = (f"output_blocks.{i}.0.", UNET_RESNET)
-            p[f"up_blocks.{b}.attentions.{j}."] = (f"output_blocks.{i}.1.", {})
-            i += 1
-        if block.upsamplers is not None:
-            p[f"up_blocks.{b}.upsamplers.0."] = (f"output_blocks.{i - 1}.{2 if hasattr(block, 'attentions') else 1}.", {})
-    return p
-
-
-def _vae_prefixes(vae) -> dict[str, tuple[str, dict]]:
-    p = {"quant_conv.": ("quant_conv.", {}), "post_quant_conv.": ("post_quant_conv.", {})}
-    for part in ("encoder", "decoder"):
-        p.update({f"{part}.conv_in.": (f"{part}.conv_in.", {}), f"{part}.conv_out.": (f"{part}.conv_out.", {}),
-                  f"{part}.conv_norm_out.": (f"{part}.norm_out.", {}),
-                  f"{part}.mid_block.resnets.0.": (f"{part}.mid.block_1.", VAE_RESNET),
-                  f"{part}.mid_block.resnets.1.": (f"{part}.mid.block_2.", VAE_RESNET),
-                  f"{part}.mid_block.attentions.0.": (f"{part}.mid.attn_1.", VAE_ATTENTION)})
-    for b, block in enumerate(vae.encoder.down_blocks):
-        for j in range(len(block.resnets)):
-            p[f"encoder.down_blocks.{b}.resnets.{j}."] = (f"encoder.down.{b}.block.{j}.", VAE_RESNET)
-        p[f"encoder.down_blocks.{b}.downsamplers.0."] = (f"encoder.down.{b}.downsample.", {})
-    n = len(vae.decoder.up_blocks)  # LDM numbers decoder levels from the lowest resolution up: reversed
-    for b, block in enumerate(vae.decoder.up_blocks):
-        for j in range(len(block.resnets)):
-            p[f"decoder.up_blocks.{b}.resnets.{j}."] = (f"decoder.up.{n - 1 - b}.block.{j}.", VAE_RESNET)
-        p[f"decoder.up_blocks.{b}.upsamplers.0."] = (f"decoder.up.{n - 1 - b}.upsample.", {})
-    return p
-
-
-def _open_clip_prefixes(te) -> dict[str, tuple[str, dict]]:
-    """CLIPTextModelWithProjection -> OpenCLIP, as SDXL's second text encoder is stored."""
-    p = {"text_model.embeddings.token_embedding.": ("token_embedding.", {}),
-         "text_model.embeddings.position_embedding.weight": ("positional_embedding", {}),
-         "text_model.final_layer_norm.": ("ln_final.", {}), "text_projection.weight": ("text_projection", {})}
-    for n in range(te.config.num_hidden_layers):
-        p[f"text_model.encoder.layers.{n}."] = (f"transformer.resblocks.{n}.", OPEN_CLIP_LAYER)
-    return p
-
-
-def _open_clip_state(te) -> dict[str, torch.Tensor]:
-    """OpenCLIP keeps q, k, v concatenated as one `in_proj`, and the projection as a (width, dim) matrix: x @ it."""
-    state = dict(te.state_dict())
-    for key in [k for k in state if ".self_attn.q_proj." in k]:
-        qkv = [state.pop(key.replace("q_proj", f"{x}_proj")) for x in "qkv"]
-        state[key.replace("q_proj.", "in_proj_")] = torch.cat(qkv)
-    state["text_projection.weight"] = state["text_projection.weight"].T
-    return state
-
-
-def _rename(state: dict[str, torch.Tensor], prefixes: dict, out_prefix: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        old = max((p for p in prefixes if key.startswith(p)), key=len, default=None)
-        if old is None:
-            raise KeyError(f"no LDM name for '{key}'")
-        new, inner = prefixes[old]
-        rest = key[len(old):]
-        for a, b in inner.items():
-            if rest.startswith(a):
-                rest = b + rest[len(a):]
-        out[out_prefix + new + rest] = value
-    return out
+from cadiff.exports.layouts import _ldm_vae_state, original_checkpoint
 
 
 def to_ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
     """The UNet, VAE and text encoder(s) of an SD 1.x or SDXL pipeline, keyed as an original single-file checkpoint."""
-    state = _rename(pipe.unet.state_dict(), _unet_prefixes(pipe.unet), "model.diffusion_model.")
-    vae = _rename(pipe.vae.state_dict(), _vae_prefixes(pipe.vae), "first_stage_model.")
-    for key, value in vae.items():  # LDM's VAE mid attention is 1x1 convs: q, k, v, proj_out weights are 4-D
-        if ".mid.attn_1." in key and key.endswith("weight") and value.ndim == 2:
-            vae[key] = value[:, :, None, None]
-    state.update(vae)
-    te = pipe.text_encoder  # transformers >= 5.6 flattened CLIPTextModel (no `text_model.` level); LDM keeps it
-    sdxl = getattr(pipe, "text_encoder_2", None) is not None
-    prefix = ("conditioner.embedders.0." if sdxl else "cond_stage_model.") + "transformer."
-    prefix += "" if hasattr(te, "text_model") else "text_model."
-    state.update({prefix + k: v for k, v in te.state_dict().items()})
-    if sdxl:
-        te2 = pipe.text_encoder_2
-        state.update(_rename(_open_clip_state(te2), _open_clip_prefixes(te2), "conditioner.embedders.1.model."))
-    return {k: v.detach().contiguous().clone() for k, v in state.items()}
-
-
-# --- SD3 -------------------------------------------------------------------------------------------------------------
-# The inverse of diffusers' `convert_sd3_transformer_checkpoint_to_diffusers`: the MMDiT under `model.diffusion_model.`,
-# the VAE under `first_stage_model.` (as for SD 1.x / SDXL), the two CLIPs under `text_encoders.clip_l.transformer.` and
-# `text_encoders.clip_g.transformer.` in transformers' own key names (what `is_clip_sd3_model` and
-# `is_open_clip_sd3_model` look for). No T5 keys are written: the tiny pipelines have no third text encoder.
-
-SD3_BLOCK = {  # diffusers module inside transformer_blocks.N. -> original module inside joint_blocks.N.
-    "attn.qkv.": "x_block.attn.qkv.", "attn.add_qkv.": "context_block.attn.qkv.",
-    "attn.norm_q.": "x_block.attn.ln_q.", "attn.norm_k.": "x_block.attn.ln_k.",
-    "attn.norm_added_q.": "context_block.attn.ln_q.", "attn.norm_added_k.": "context_block.attn.ln_k.",
-    "attn.to_out.0.": "x_block.attn.proj.", "attn.to_add_out.": "context_block.attn.proj.",
-    "attn2.qkv.": "x_block.attn2.qkv.", "attn2.norm_q.": "x_block.attn2.ln_q.", "attn2.norm_k.": "x_block.attn2.ln_k.",
-    "attn2.to_out.0.": "x_block.attn2.proj.",
-    "norm1.linear.": "x_block.adaLN_modulation.1.", "norm1_context.linear.": "context_block.adaLN_modulation.1.",
-    "ff.net.0.proj.": "x_block.mlp.fc1.", "ff.net.2.": "x_block.mlp.fc2.",
-    "ff_context.net.0.proj.": "context_block.mlp.fc1.", "ff_context.net.2.": "context_block.mlp.fc2.",
-}
-SD3_QKV = {"attn.": ("to_q", "to_k", "to_v", "qkv"), "attn.add_": ("q_proj", "k_proj", "v_proj", "qkv"),
-           "attn2.": ("to_q", "to_k", "to_v", "qkv")}  # fused as cat([q, k, v]) along the output dimension
-
-
-def _sd3_prefixes(transformer) -> dict[str, tuple[str, dict]]:
-    p = {"pos_embed.pos_embed": ("pos_embed", {}), "pos_embed.proj.": ("x_embedder.proj.", {}),
-         "time_text_embed.timestep_embedder.linear_1.": ("t_embedder.mlp.0.", {}),
-         "time_text_embed.timestep_embedder.linear_2.": ("t_embedder.mlp.2.", {}),
-         "time_text_embed.text_embedder.linear_1.": ("y_embedder.mlp.0.", {}),
-         "time_text_embed.text_embedder.linear_2.": ("y_embedder.mlp.2.", {}),
-         "context_embedder.": ("context_embedder.", {}), "proj_out.": ("final_layer.linear.", {}),
-         "norm_out.linear.": ("final_layer.adaLN_modulation.1.", {})}
-    for n in range(len(transformer.transformer_blocks)):
-        for old, new in SD3_BLOCK.items():
-            p[f"transformer_blocks.{n}.{old}"] = (f"joint_blocks.{n}.{new}", {})
-    return p
-
-
-def _swap_halves(t: torch.Tensor) -> torch.Tensor:
-    """diffusers' `swap_scale_shift` (its own inverse): the original stores (shift, scale), diffusers (scale, shift)."""
-    a, b = t.chunk(2, dim=0)
-    return torch.cat([b, a], dim=0)
-
-
-def _sd3_state(transformer) -> dict[str, torch.Tensor]:
-    state = dict(transformer.state_dict())
-    last = len(transformer.transformer_blocks) - 1
-    for n in range(last + 1):
-        for module, (q, k, v, fused) in SD3_QKV.items():
-            base = f"transformer_blocks.{n}.{module}"
-            for part in ("weight", "bias"):
-                if f"{base}{q}.{part}" in state:
-                    qkv = [state.pop(f"{base}{x}.{part}") for x in (q, k, v)]
-                    state[f"{base}{fused}.{part}"] = torch.cat(qkv)
-    # diffusers swaps scale/shift in the final norm and in the last block's (pre-only) context norm
-    for key in (f"transformer_blocks.{last}.norm1_context.linear.", "norm_out.linear."):
-        for part in ("weight", "bias"):
-            state[key + part] = _swap_halves(state[key + part])
-    return state
+    return original_checkpoint(pipe, "unet")
 
 
 def _sd3_clip_state(te, prefix: str) -> dict[str, torch.Tensor]:
@@ -184,82 +23,17 @@ def _sd3_clip_state(te, prefix: str) -> dict[str, torch.Tensor]:
     return {prefix + (k if k.startswith("text_projection.") else inner + k): v for k, v in te.state_dict().items()}
 
 
-def _ldm_vae_state(vae) -> dict[str, torch.Tensor]:
-    state = _rename(vae.state_dict(), _vae_prefixes(vae), "first_stage_model.")
-    for key, value in state.items():  # LDM's VAE mid attention is 1x1 convs: q, k, v, proj_out weights are 4-D
-        if ".mid.attn_1." in key and key.endswith("weight") and value.ndim == 2:
-            state[key] = value[:, :, None, None]
-    return state
-
-
 def to_sd3_single_file(pipe) -> dict[str, torch.Tensor]:
     """The MMDiT, VAE and two CLIP text encoders of an SD3 pipeline, keyed as an original single-file checkpoint."""
     if getattr(pipe, "text_encoder_3", None) is not None:
         raise NotImplementedError("T5 (text_encoder_3) is not written")
-    state = _rename(_sd3_state(pipe.transformer), _sd3_prefixes(pipe.transformer), "model.diffusion_model.")
+    state = original_checkpoint(pipe, "sd3")
     state.update(_ldm_vae_state(pipe.vae))
     state.update(_sd3_clip_state(pipe.text_encoder, "text_encoders.clip_l.transformer."))
     state.update(_sd3_clip_state(pipe.text_encoder_2, "text_encoders.clip_g.transformer."))
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
 
 
-# --- Flux ------------------------------------------------------------------------------------------------------------
-# The inverse of diffusers' `convert_flux_transformer_checkpoint_to_diffusers`: the transformer alone, in Black Forest
-# Labs' key names at the top level (as flux1-dev.safetensors is published; the VAE and text encoders come from the
-# config folder). Dev files carry `guidance_in.*`, schnell files do not.
-
-FLUX_TOP = {"time_text_embed.timestep_embedder.linear_1.": "time_in.in_layer.",
-            "time_text_embed.timestep_embedder.linear_2.": "time_in.out_layer.",
-            "time_text_embed.text_embedder.linear_1.": "vector_in.in_layer.",
-            "time_text_embed.text_embedder.linear_2.": "vector_in.out_layer.",
-            "time_text_embed.guidance_embedder.linear_1.": "guidance_in.in_layer.",
-            "time_text_embed.guidance_embedder.linear_2.": "guidance_in.out_layer.",
-            "context_embedder.": "txt_in.", "x_embedder.": "img_in.", "proj_out.": "final_layer.linear.",
-            "norm_out.linear.": "final_layer.adaLN_modulation.1."}
-FLUX_DOUBLE = {  # diffusers module inside transformer_blocks.N. -> original module inside double_blocks.N.
-    "norm1.linear.": "img_mod.lin.", "norm1_context.linear.": "txt_mod.lin.",
-    "attn.qkv.": "img_attn.qkv.", "attn.add_qkv.": "txt_attn.qkv.",
-    "attn.norm_q.weight": "img_attn.norm.query_norm.scale", "attn.norm_k.weight": "img_attn.norm.key_norm.scale",
-    "attn.norm_added_q.weight": "txt_attn.norm.query_norm.scale",
-    "attn.norm_added_k.weight": "txt_attn.norm.key_norm.scale",
-    "ff.net.0.proj.": "img_mlp.0.", "ff.net.2.": "img_mlp.2.",
-    "ff_context.net.0.proj.": "txt_mlp.0.", "ff_context.net.2.": "txt_mlp.2.",
-    "attn.to_out.0.": "img_attn.proj.", "attn.to_add_out.": "txt_attn.proj.",
-}
-FLUX_SINGLE = {  # diffusers module inside single_transformer_blocks.N. -> original module inside single_blocks.N.
-    "norm.linear.": "modulation.lin.", "linear1.": "linear1.", "proj_out.": "linear2.",
-    "attn.norm_q.weight": "norm.query_norm.scale", "attn.norm_k.weight": "norm.key_norm.scale",
-}
-FLUX_FUSED = {  # fused as cat(parts) along the output dimension, in this order
-    "transformer_blocks": {"attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-                           "attn.add_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")},
-    "single_transformer_blocks": {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")},
-}
-
-
-def _flux_prefixes(transformer) -> dict[str, tuple[str, dict]]:
-    p = {old: (new, {}) for old, new in FLUX_TOP.items()}
-    for blocks, table, original in (("transformer_blocks", FLUX_DOUBLE, "double_blocks"),
-                                    ("single_transformer_blocks", FLUX_SINGLE, "single_blocks")):
-        for n in range(len(getattr(transformer, blocks))):
-            p.update({f"{blocks}.{n}.{old}": (f"{original}.{n}.{new}", {}) for old, new in table.items()})
-    return p
-
-
-def _flux_state(transformer) -> dict[str, torch.Tensor]:
-    state = dict(transformer.state_dict())
-    for blocks, fused in FLUX_FUSED.items():
-        for n in range(len(getattr(transformer, blocks))):
-            for name, parts in fused.items():
-                for part in ("weight", "bias"):
-                    tensors = [state.pop(f"{blocks}.{n}.{x}.{part}") for x in parts]
-                    state[f"{blocks}.{n}.{name}.{part}"] = torch.cat(tensors)
-    for part in ("weight", "bias"):  # the final norm stores (shift, scale); diffusers (scale, shift)
-        state[f"norm_out.linear.{part}"] = _swap_halves(state[f"norm_out.linear.{part}"])
-    return state
-
-
 def to_flux_single_file(pipe) -> dict[str, torch.Tensor]:
     """The transformer of a Flux pipeline, keyed as Black Forest Labs' original single file."""
-    state = _rename(_flux_state(pipe.transformer), _flux_prefixes(pipe.transformer), "")
-    return {k: v.detach().contiguous().clone() for k, v in state.items()}
+    return {k: v.clone() for k, v in original_checkpoint(pipe, "flux").items()}

@@ -1,6 +1,6 @@
 """No package imports one above it: errors, the config and registry bases, the I/O layer and the process group at
-the bottom, then the report's pictures, the denoiser adapters and models, worlds, attribution, editing, evaluation, calibration,
-attacks / sae, cli."""
+the bottom, then the report's pictures, the denoiser adapters and models, exports, worlds, attribution, editing, evaluation,
+calibration, attacks / sae, cli."""
 
 import ast
 from pathlib import Path
@@ -14,9 +14,10 @@ BASE = {"_version", "errors", "config", "registry", "io", "distributed"}
 BELOW["report"] = BASE
 BELOW["adapters"] = BASE | {"adapters"}
 BELOW["models"] = BELOW["adapters"] | {"models"}
+BELOW["exports"] = BELOW["models"] | {"exports"}
 BELOW["worlds"] = BELOW["models"] | {"worlds", "report"}
 BELOW["attribution"] = BELOW["worlds"] | {"attribution"}
-BELOW["editing"] = BELOW["attribution"] | {"editing", "report"}
+BELOW["editing"] = BELOW["attribution"] | {"editing", "report", "exports"}
 BELOW["evaluation"] = BELOW["editing"] | {"evaluation"}
 BELOW["calibration"] = BELOW["evaluation"] | {"calibration"}
 BELOW["attacks"] = BELOW["calibration"] | {"attacks"}

@@ -272,26 +272,6 @@ def test_sd3_single_file_loads_with_its_local_config(tmp_path):
     _same_weights(pipe, loaded, ("transformer", "vae", "text_encoder", "text_encoder_2"))
 
 
-@pytest.fixture
-def flux_at_tiny_width(monkeypatch):
-    """diffusers' Flux converter splits each single block's fused linear1 at Flux's real width (q, k, v of 3072 rows
-    and an MLP of 4 x 3072): here at the file's own width (linear1 holds 7 x the width), the same split otherwise."""
-    from diffusers.loaders import single_file_utils
-
-    class TorchAtFileWidth:
-        def __getattr__(self, name):
-            return getattr(torch, name)
-
-        @staticmethod
-        def split(tensor, sizes, dim=0):
-            if list(sizes) == [3072, 3072, 3072, 4 * 3072] and tensor.shape[dim] != 7 * 3072:
-                width = tensor.shape[dim] // 7
-                sizes = [width, width, width, 4 * width]
-            return torch.split(tensor, sizes, dim)
-
-    monkeypatch.setattr(single_file_utils, "torch", TorchAtFileWidth())
-
-
 def test_flux_single_file_of_the_transformer_loads_with_its_local_config(tmp_path, flux_at_tiny_width):
     from safetensors.torch import save_file
 

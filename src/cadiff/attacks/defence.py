@@ -206,7 +206,7 @@ class Harden(EditMethod):
                 "zeroed_after": len(mask)}
         return EditResult(edited_copy(original, mask, check=False), "cad", "erase", [concept], keep,
                           config.cad(config.harden_ratios[0]), mask=mask, attributions=attributions, rounds=rounds,
-                          info=info, seconds=time.perf_counter() - started)
+                          info=info, seconds=time.perf_counter() - started, base=original)
 
 
 def harden(original, mask: Mask, concept: str, config: HardenConfig | None = None, *,

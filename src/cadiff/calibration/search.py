@@ -374,7 +374,8 @@ class CalibratedErase(EditMethod):
                                 "outcome": certificate.outcome, "screened": len(search.points), "seconds": seconds}}
         return CalibratedEdit(edited_copy(pipe, best.mask, check=False), "cad", "erase", targets,
                               keep if s["preserve_rule"] else [], cfg, mask=best.mask, attributions=best.attributions,
-                              rounds=best.rounds, info=info, seconds=seconds["total"], certificate=certificate)
+                              rounds=best.rounds, info=info, seconds=seconds["total"], certificate=certificate,
+                              base=pipe)
 
 
 def calibrated_erase(pipe, concepts: str | Sequence[str], config: CalibratedConfig | None = None, *,

@@ -20,7 +20,7 @@ from cadiff.distributed import is_main, launched_world, process_group
 from cadiff.errors import BadInput, CadiffError
 
 # Each module defines `register(subparsers)`; its commands set `func(args) -> int`.
-COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "evaluate", "sae", "attack", "report"]
+COMMAND_MODULES = ["generate", "shapes", "demo", "cad", "export", "evaluate", "sae", "attack", "report"]
 # Commands that run on several processes (each rank takes its share of the trajectories and images; rank 0 writes)
 MULTI_PROCESS = ("generate", "attribute", "erase", "amplify", "attack", "harden", "evaluate", "sae collect")
 

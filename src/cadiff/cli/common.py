@@ -201,10 +201,10 @@ def guidance_scale(text: str) -> float:
     return value
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, default: str = "the embedded shapes U-Net") -> None:
     p.add_argument("--model", default=None,
                    help="diffusers folder, .safetensors file, cached hub id, or embedded:dit (the embedded model's MMDiT "
-                        "sibling; default: the embedded shapes U-Net)")
+                        f"sibling; default: {default})")
     p.add_argument("--config", default=None, help="with a single .safetensors file: its diffusers config folder/id")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="weights dtype (default: as saved)")
     p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu",

@@ -2,7 +2,8 @@
 magnitude control) behind `erase` / `amplify`, each returning an EditResult, and export."""
 
 from cadiff.editing.ablate import ablated, apply_mask
-from cadiff.editing.copies import edited_copy, export_pipeline, with_denoiser
+from cadiff.editing.copies import edited_copy, with_denoiser
+from cadiff.exports.diffusers import export_pipeline
 from cadiff.editing.edit import amplify, edit, erase
 from cadiff.editing.methods import (METHODS, EditMethod, EditRequest, get_method, method_config, method_for,
                                     methods_for, register_method)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from cadiff.editing.copies import EDIT_INFO, edited_copy, export_pipeline, with_denoiser  # noqa: F401  (public here)
+from cadiff.editing.copies import edited_copy, with_denoiser  # noqa: F401  (public here)
+from cadiff.exports.diffusers import EDIT_INFO, export_pipeline  # noqa: F401  (public here)
 from cadiff.editing.methods import default_method, method_for
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import DEFAULT_RATIO  # noqa: F401  (public here)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cadiff.attribution.result import Attribution
-from cadiff.editing.copies import export_pipeline
 from cadiff.config import Config
+from cadiff.exports import Edit, export as export_edit
 from cadiff.io.files import atomic_dir, write_json
 from cadiff.attribution.mask import Mask
 
@@ -41,7 +41,8 @@ def slugs(concepts: list[str]) -> list[str]:
 class EditResult:
     """One edit: `pipeline` (a new pipeline; the input one is unchanged), `mask` (None for methods that train),
     `attributions` (CAD: the scores of the last round, one per concept), `rounds` (CAD: the mask after each round,
-    1-based), `config` (the method's settings), `info` (what the method reports), `seconds` (edit time)."""
+    1-based), `config` (the method's settings), `info` (what the method reports), `seconds` (edit time), `base`
+    (the pipeline the edit was made from, unchanged: exports write the difference from it)."""
 
     pipeline: Any
     method: str
@@ -54,6 +55,7 @@ class EditResult:
     rounds: dict[int, Mask] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    base: Any = None
 
     def settings(self) -> dict[str, Any]:
         """Method, objective, concepts and every setting of the method's config (what run.json records)."""
@@ -85,9 +87,11 @@ class EditResult:
         if export:
             self.export(folder / "pipeline")
 
-    def export(self, out: str | Path, overwrite: bool = False) -> Path:
-        """Save the edited pipeline folder atomically, with this edit's record as cadiff_edit.json."""
-        return export_pipeline(self.pipeline, out, info=self.record(), overwrite=overwrite)
+    def export(self, out: str | Path, format: str = "diffusers", overwrite: bool = False) -> Path:
+        """Write the edit in `format` (`cadiff.exports.FORMATS`): the edited pipeline folder with this edit's record as
+        cadiff_edit.json (diffusers, the default), a ComfyUI or A1111 patch file, a peft adapter or a single-file
+        checkpoint; atomically, with the record in the file's metadata."""
+        return export_edit(Edit(self.pipeline, self.base, self.record()), out, format, overwrite)
 
     def save(self, folder: str | Path, overwrite: bool = False, export: bool = True) -> Path:
         """A new folder with the artefacts of `write` and edit.json (the record); nothing half-written on failure."""

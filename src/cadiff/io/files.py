@@ -266,6 +266,7 @@ def atomic_file(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     give_default_mode(tmp)
     try:
         yield tmp
+        give_default_mode(tmp)  # again: a writer may have replaced the file (safetensors writes a new one)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -88,7 +88,7 @@ class CAD(EditMethod):
             request.step(k, mask)
         seconds = time.perf_counter() - started
         return EditResult(edited_copy(pipe, mask, check=False), self.name, request.objective, list(concepts.targets),
-                          list(concepts.keep), cfg, mask=mask, attributions=attrs, rounds=rounds, seconds=seconds,
+                          list(concepts.keep), cfg, mask=mask, attributions=attrs, rounds=rounds, seconds=seconds, base=pipe,
                           info={"prompts": list(concepts.prompts),
                                 "attribution_seconds": [a.metadata["seconds"] for a in attrs]})
 

@@ -145,4 +145,4 @@ class ESD(EditMethod):
         concepts = request.concepts
         edited, info = esd(pipe, concepts, self.config)
         return EditResult(edited, self.name, request.objective, list(concepts.targets), [], self.config, info=info,
-                          seconds=info["seconds"])
+                          seconds=info["seconds"], base=pipe)

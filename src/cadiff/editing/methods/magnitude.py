@@ -54,4 +54,4 @@ class Magnitude(EditMethod):
         mask = magnitude_mask(pipe, self.config)
         return EditResult(edited_copy(pipe, mask, check=False), self.name, request.objective,
                           list(request.concepts.targets), [], self.config, mask=mask,
-                          seconds=time.perf_counter() - started)
+                          seconds=time.perf_counter() - started, base=pipe)

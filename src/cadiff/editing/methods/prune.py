@@ -141,5 +141,5 @@ class Prune(EditMethod):
         mask, info = prune_mask(pipe, concepts, config=self.config)
         return EditResult(edited_copy(pipe, mask, check=False), self.name, request.objective,
                           list(concepts.targets), list(concepts.keep), self.config, mask=mask, info=info,
-                          seconds=info["seconds"])
+                          seconds=info["seconds"], base=pipe)
 
