@@ -33,6 +33,8 @@ MODULES = (
     ("cadiff.editing.methods.esd", ("ESDConfig",)),
     ("cadiff.editing.methods.prune", ("PruneConfig",)),
     ("cadiff.editing.methods.magnitude", ("MagnitudeConfig",)),
+    ("cadiff.exports", None),
+    ("cadiff.exports.peft", ("attach",)),
     ("cadiff.calibration", None),
     ("cadiff.attacks", None),
     ("cadiff.attacks.defence", ("HardenConfig", "harden")),

@@ -15,12 +15,13 @@ def _vae():
                          block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4)
 
 
-def _text(width: int, with_projection: bool = False, layers: int = 1):
+def _text(width: int, with_projection: bool = False, layers: int = 1, act: str = "quick_gelu"):
+    """A tiny CLIP text encoder; `act` "gelu" is OpenCLIP's (SD 2.x's encoder), "quick_gelu" OpenAI CLIP's."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cfg = CLIPTextConfig(vocab_size=len(VOCAB), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                          num_attention_heads=2, max_position_embeddings=8, projection_dim=width, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2)
+                         bos_token_id=1, eos_token_id=2, hidden_act=act)
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg)
 
 
@@ -519,8 +520,8 @@ def tiny_sd(kind: str = "sd1", seed: int = 0, dtype: torch.dtype = torch.float32
         unet = UNet2DConditionModel(**common, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
                                     attention_head_dim=(2, 4), use_linear_projection=True)
-        pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=_text(16), tokenizer=build_tokenizer(), unet=unet,
-                                       scheduler=_ddim("v_prediction"), safety_checker=None, feature_extractor=None,
+        pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=_text(16, act="gelu"), tokenizer=build_tokenizer(),
+                                       unet=unet, scheduler=_ddim("v_prediction"), safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
     elif kind == "sdxl":  # the second text encoder wider and 10 layers deep, as SDXL's (diffusers tells them apart so)
         unet = UNet2DConditionModel(**common, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),

@@ -46,7 +46,7 @@ def test_the_difference_of_a_zeroing_edit_is_minus_the_zeroed_weights_in_their_o
     assert weight_difference(base, base) == {}
 
 
-@pytest.mark.parametrize("name", ["sd1", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("name", ["sd1", "sd2", "sdxl", "sd3", "flux"])
 def test_a_single_file_export_reads_back_to_the_edited_weights(name, tmp_path, flux_at_tiny_width):
     pipe = tiny_sd(name)
     pipe.save_pretrained(tmp_path / "folder")
@@ -60,7 +60,9 @@ def test_a_single_file_export_reads_back_to_the_edited_weights(name, tmp_path, f
     assert not any(k.startswith(("unet.", "transformer.", "down_blocks.", "transformer_blocks.")) for k in keys)
     loaded = load_pipeline(out, config=str(tmp_path / "folder"))
     _same(denoiser(edit.edited), denoiser(loaded))
-    if name in ("sd1", "sdxl"):  # the whole checkpoint
+    if name == "sd2":  # its OpenCLIP text encoder in OpenCLIP's names, as SD 2.x checkpoints keep it
+        assert "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight" in keys
+    if name in ("sd1", "sd2", "sdxl"):  # the whole checkpoint
         _same(edit.edited.vae, loaded.vae)
         _same(edit.edited.text_encoder, loaded.text_encoder)
 

@@ -31,6 +31,8 @@ from cadiff.registry import Registry
 FORMATS = Registry("export format")
 register_format = FORMATS.register
 
+__all__ = ["Edit", "ExportFormat", "export", "get_format", "register_format", "weight_difference"]
+
 
 @dataclass
 class Edit:

@@ -2,10 +2,11 @@
 (A1111, ComfyUI, Forge): the inverse of diffusers' own converters, so diffusers' `from_single_file` reads a file
 written here back to the same weights.
 
-- U-Nets (SD 1.x, SDXL): the LDM / CompVis layout, the inverse of `convert_ldm_unet_checkpoint` (the denoiser under
-  `model.diffusion_model.`), `convert_ldm_vae_checkpoint` (`first_stage_model.`), `convert_ldm_clip_checkpoint`
-  (`cond_stage_model.transformer.`) and, for SDXL, `conditioner.embedders.0/1.` with the second text encoder in
-  OpenCLIP's names (`convert_open_clip_checkpoint`): a whole checkpoint.
+- U-Nets (SD 1.x, SD 2.x, SDXL): the LDM / CompVis layout, the inverse of `convert_ldm_unet_checkpoint` (the
+  denoiser under `model.diffusion_model.`), `convert_ldm_vae_checkpoint` (`first_stage_model.`),
+  `convert_ldm_clip_checkpoint` (SD 1.x: `cond_stage_model.transformer.`), `convert_open_clip_checkpoint` (SD 2.x:
+  `cond_stage_model.model.`, OpenCLIP's names, told by its GELU) and, for SDXL, `conditioner.embedders.0/1.` with the
+  second text encoder in OpenCLIP's names: a whole checkpoint.
 - SD3: Stability AI's MMDiT names under `model.diffusion_model.` (`convert_sd3_transformer_checkpoint_to_diffusers`).
 - Flux.1: Black Forest Labs' names at the top level, as flux1-dev.safetensors is published
   (`convert_flux_transformer_checkpoint_to_diffusers`); dev files carry `guidance_in.*`, schnell files do not.
@@ -83,7 +84,7 @@ def _vae_prefixes(vae) -> dict[str, tuple[str, dict]]:
 
 
 def _open_clip_prefixes(te) -> dict[str, tuple[str, dict]]:
-    """CLIPTextModelWithProjection -> OpenCLIP, as SDXL's second text encoder is stored."""
+    """transformers' CLIP -> OpenCLIP, as SDXL's second text encoder and SD 2.x's encoder are stored."""
     p = {"text_model.embeddings.token_embedding.": ("token_embedding.", {}),
          "text_model.embeddings.position_embedding.weight": ("positional_embedding", {}),
          "text_model.final_layer_norm.": ("ln_final.", {}), "text_projection.weight": ("text_projection", {})}
@@ -93,12 +94,15 @@ def _open_clip_prefixes(te) -> dict[str, tuple[str, dict]]:
 
 
 def _open_clip_state(te) -> dict[str, torch.Tensor]:
-    """OpenCLIP keeps q, k, v concatenated as one `in_proj`, and the projection as a (width, dim) matrix: x @ it."""
-    state = dict(te.state_dict())
+    """OpenCLIP keeps q, k, v concatenated as one `in_proj`, and the projection as a (width, dim) matrix: x @ it.
+    (Keys as CLIPTextModelWithProjection's, under `text_model.`, which transformers >= 5.6 drops from CLIPTextModel.)"""
+    inner = "" if hasattr(te, "text_model") else "text_model."
+    state = {(k if k.startswith("text_projection.") else inner + k): v for k, v in te.state_dict().items()}
     for key in [k for k in state if ".self_attn.q_proj." in k]:
         qkv = [state.pop(key.replace("q_proj", f"{x}_proj")) for x in "qkv"]
         state[key.replace("q_proj.", "in_proj_")] = torch.cat(qkv)
-    state["text_projection.weight"] = state["text_projection.weight"].T
+    if "text_projection.weight" in state:  # (SD 2.x's encoder has none)
+        state["text_projection.weight"] = state["text_projection.weight"].T
     return state
 
 
@@ -278,11 +282,14 @@ def original_checkpoint(pipe, family: str) -> dict[str, torch.Tensor]:
     state = {layout.prefix + k: v for k, v in layout.rename(net, dict(net.state_dict())).items()}
     if layout.whole:
         state.update(_ldm_vae_state(pipe.vae))
-        te = pipe.text_encoder  # transformers >= 5.6 flattened CLIPTextModel (no `text_model.` level); LDM keeps it
+        te = pipe.text_encoder
         sdxl = getattr(pipe, "text_encoder_2", None) is not None
-        prefix = ("conditioner.embedders.0." if sdxl else "cond_stage_model.") + "transformer."
-        prefix += "" if hasattr(te, "text_model") else "text_model."
-        state.update({prefix + k: v for k, v in te.state_dict().items()})
+        if not sdxl and te.config.hidden_act == "gelu":  # SD 2.x: OpenCLIP ViT-H, kept in OpenCLIP's names
+            state.update(_rename(_open_clip_state(te), _open_clip_prefixes(te), "cond_stage_model.model."))
+        else:  # OpenAI CLIP in transformers' names (>= 5.6 flattened CLIPTextModel's `text_model.` level; LDM keeps it)
+            prefix = ("conditioner.embedders.0." if sdxl else "cond_stage_model.") + "transformer."
+            prefix += "" if hasattr(te, "text_model") else "text_model."
+            state.update({prefix + k: v for k, v in te.state_dict().items()})
         if sdxl:
             te2 = pipe.text_encoder_2
             state.update(_rename(_open_clip_state(te2), _open_clip_prefixes(te2), "conditioner.embedders.1.model."))
