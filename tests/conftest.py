@@ -85,10 +85,16 @@ def shapes_like(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def flux_at_tiny_width(monkeypatch):
-    """diffusers' Flux converter splits each single block's fused linear1 at Flux's real width (q, k, v of 3072 rows
-    and an MLP of 4 x 3072): here at the file's own width (linear1 holds 7 x the width), the same split otherwise."""
+def at_tiny_width(monkeypatch):
+    """diffusers' single-file converters split some fused weights at the real models' widths: Flux.1's and Chroma's
+    single blocks' linear1 into q, k, v of 3072 rows and an MLP of 4 x 3072, Lumina 2's qkv into 2304 + 768 + 768.
+    Here at the tiny models' own widths, the same split otherwise."""
     from diffusers.loaders import single_file_utils
+
+    from tiny_pipelines import tiny_sd
+
+    lumina = tiny_sd("lumina2").transformer.config
+    kv = lumina.num_kv_heads * (lumina.hidden_size // lumina.num_attention_heads)
 
     class TorchAtFileWidth:
         def __getattr__(self, name):
@@ -96,9 +102,12 @@ def flux_at_tiny_width(monkeypatch):
 
         @staticmethod
         def split(tensor, sizes, dim=0):
-            if list(sizes) == [3072, 3072, 3072, 4 * 3072] and tensor.shape[dim] != 7 * 3072:
+            if not isinstance(sizes, int) and list(sizes) == [3072, 3072, 3072, 4 * 3072] \
+                    and tensor.shape[dim] != 7 * 3072:
                 width = tensor.shape[dim] // 7
                 sizes = [width, width, width, 4 * width]
+            elif not isinstance(sizes, int) and list(sizes) == [2304, 768, 768] and tensor.shape[dim] != 3840:
+                sizes = [lumina.hidden_size, kv, kv]
             return torch.split(tensor, sizes, dim)
 
     monkeypatch.setattr(single_file_utils, "torch", TorchAtFileWidth())

@@ -272,7 +272,7 @@ def test_sd3_single_file_loads_with_its_local_config(tmp_path):
     _same_weights(pipe, loaded, ("transformer", "vae", "text_encoder", "text_encoder_2"))
 
 
-def test_flux_single_file_of_the_transformer_loads_with_its_local_config(tmp_path, flux_at_tiny_width):
+def test_flux_single_file_of_the_transformer_loads_with_its_local_config(tmp_path, at_tiny_width):
     from safetensors.torch import save_file
 
     from ldm_checkpoint import to_flux_single_file
@@ -300,7 +300,7 @@ def test_flux_single_file_of_the_transformer_loads_with_its_local_config(tmp_pat
     assert (a == b).all()
 
 
-def test_flux_schnell_file_loads_with_a_schnell_config_and_a_dev_config_is_refused(tmp_path, flux_at_tiny_width):
+def test_flux_schnell_file_loads_with_a_schnell_config_and_a_dev_config_is_refused(tmp_path, at_tiny_width):
     from diffusers import FluxTransformer2DModel
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
     from safetensors.torch import save_file

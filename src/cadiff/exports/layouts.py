@@ -10,7 +10,11 @@ written here back to the same weights.
 - SD3: Stability AI's MMDiT names under `model.diffusion_model.` (`convert_sd3_transformer_checkpoint_to_diffusers`).
 - Flux.1: Black Forest Labs' names at the top level, as flux1-dev.safetensors is published
   (`convert_flux_transformer_checkpoint_to_diffusers`); dev files carry `guidance_in.*`, schnell files do not.
-SD3 and Flux files hold the denoiser alone (the other components come from the model's folder).
+- Flux.2 (`convert_flux2_transformer_checkpoint_to_diffusers`, Black Forest Labs' names), Chroma (Flux.1's block
+  names), Z-Image and Lumina 2 (NextDiT names, q, k, v fused): at the top level. The unused `norm_final.weight` of
+  Z-Image's and Lumina 2's original files, which diffusers drops, is not written.
+- Qwen-Image (no prefix) and HiDream (under `model.diffusion_model.`): diffusers' own names, as published.
+Files of the transformer families hold the denoiser alone (the other components come from the model's folder).
 
 Every key is renamed by its longest matching module prefix, built from the model's own block structure; a key no
 prefix covers raises, so nothing is dropped silently. A renaming takes any state dict keyed like the denoiser's (its
@@ -243,6 +247,167 @@ def _flux_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.
     return state
 
 
+def _fuse(state: dict[str, torch.Tensor], base: str, parts: tuple[str, ...], fused: str) -> None:
+    """Replaces `base + part + .weight/.bias` of each part by `base + fused + .weight/.bias`: cat(parts) along the
+    output dimension, in this order (what the original stores and diffusers' converters split)."""
+    for param in ("weight", "bias"):
+        if f"{base}{parts[0]}.{param}" in state:
+            state[f"{base}{fused}.{param}"] = torch.cat([state.pop(f"{base}{x}.{param}") for x in parts])
+
+
+# --- Flux.2 ----------------------------------------------------------------------------------------------------------
+# Black Forest Labs' names at the top level, as flux2-dev.safetensors is published: diffusers' converter does not strip
+# `model.diffusion_model.` (it reads the block number as the key's second field). Klein files carry no `guidance_in.*`.
+# The single blocks are fused in diffusers too (`to_qkv_mlp_proj`); the double blocks' q, k, v are split by chunk(3).
+
+FLUX2_TOP = {"time_guidance_embed.timestep_embedder.linear_1.": "time_in.in_layer.",
+             "time_guidance_embed.timestep_embedder.linear_2.": "time_in.out_layer.",
+             "time_guidance_embed.guidance_embedder.linear_1.": "guidance_in.in_layer.",
+             "time_guidance_embed.guidance_embedder.linear_2.": "guidance_in.out_layer.",
+             "double_stream_modulation_img.linear.": "double_stream_modulation_img.lin.",
+             "double_stream_modulation_txt.linear.": "double_stream_modulation_txt.lin.",
+             "single_stream_modulation.linear.": "single_stream_modulation.lin.",
+             "x_embedder.": "img_in.", "context_embedder.": "txt_in.", "proj_out.": "final_layer.linear.",
+             "norm_out.linear.": "final_layer.adaLN_modulation.1."}
+FLUX2_DOUBLE = {  # diffusers module inside transformer_blocks.N. -> original module inside double_blocks.N.
+    "attn.qkv.": "img_attn.qkv.", "attn.add_qkv.": "txt_attn.qkv.",
+    "attn.norm_q.weight": "img_attn.norm.query_norm.scale", "attn.norm_k.weight": "img_attn.norm.key_norm.scale",
+    "attn.norm_added_q.weight": "txt_attn.norm.query_norm.scale",
+    "attn.norm_added_k.weight": "txt_attn.norm.key_norm.scale",
+    "attn.to_out.0.": "img_attn.proj.", "attn.to_add_out.": "txt_attn.proj.",
+    "ff.linear_in.": "img_mlp.0.", "ff.linear_out.": "img_mlp.2.",
+    "ff_context.linear_in.": "txt_mlp.0.", "ff_context.linear_out.": "txt_mlp.2.",
+}
+FLUX2_SINGLE = {  # diffusers module inside single_transformer_blocks.N. -> original module inside single_blocks.N.
+    "attn.to_qkv_mlp_proj.": "linear1.", "attn.to_out.": "linear2.",
+    "attn.norm_q.weight": "norm.query_norm.scale", "attn.norm_k.weight": "norm.key_norm.scale",
+}
+
+
+def _flux2_prefixes(transformer) -> dict[str, tuple[str, dict]]:
+    p = {old: (new, {}) for old, new in FLUX2_TOP.items()}
+    for blocks, table, original in (("transformer_blocks", FLUX2_DOUBLE, "double_blocks"),
+                                    ("single_transformer_blocks", FLUX2_SINGLE, "single_blocks")):
+        for n in range(len(getattr(transformer, blocks))):
+            p.update({f"{blocks}.{n}.{old}": (f"{original}.{n}.{new}", {}) for old, new in table.items()})
+    return p
+
+
+def _flux2_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = dict(state)
+    for n in range(len(transformer.transformer_blocks)):  # the double blocks' q, k, v (single blocks: already fused)
+        for name, parts in FLUX_FUSED["transformer_blocks"].items():
+            _fuse(state, f"transformer_blocks.{n}.", parts, name)
+    for param in ("weight", "bias"):  # the final norm stores (shift, scale); diffusers (scale, shift)
+        if f"norm_out.linear.{param}" in state:
+            state[f"norm_out.linear.{param}"] = _swap_halves(state[f"norm_out.linear.{param}"])
+    return state
+
+
+# --- Chroma ----------------------------------------------------------------------------------------------------------
+# Flux.1's block names (lodestones' files, top level; diffusers also strips `model.diffusion_model.`), no modulation
+# in the blocks or the final layer (all of it comes from the `distilled_guidance_layer` approximator), so no swap.
+
+CHROMA_TOP = {"distilled_guidance_layer.in_proj.": "distilled_guidance_layer.in_proj.",
+              "distilled_guidance_layer.out_proj.": "distilled_guidance_layer.out_proj.",
+              "context_embedder.": "txt_in.", "x_embedder.": "img_in.", "proj_out.": "final_layer.linear."}
+CHROMA_APPROXIMATOR = {"linear_1.": "in_layer.", "linear_2.": "out_layer."}  # inside distilled_guidance_layer.layers.N.
+
+
+def _chroma_prefixes(transformer) -> dict[str, tuple[str, dict]]:
+    p = {old: (new, {}) for old, new in CHROMA_TOP.items()}
+    for n in range(len(transformer.distilled_guidance_layer.layers)):
+        for old, new in CHROMA_APPROXIMATOR.items():
+            p[f"distilled_guidance_layer.layers.{n}.{old}"] = (f"distilled_guidance_layer.layers.{n}.{new}", {})
+        p[f"distilled_guidance_layer.norms.{n}.weight"] = (f"distilled_guidance_layer.norms.{n}.scale", {})
+    for blocks, table, original in (("transformer_blocks", FLUX_DOUBLE, "double_blocks"),
+                                    ("single_transformer_blocks", FLUX_SINGLE, "single_blocks")):
+        for n in range(len(getattr(transformer, blocks))):  # (Flux.1's tables: their modulation entries go unused)
+            p.update({f"{blocks}.{n}.{old}": (f"{original}.{n}.{new}", {}) for old, new in table.items()})
+    return p
+
+
+def _chroma_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = dict(state)
+    for blocks, fused in FLUX_FUSED.items():  # q, k, v (+ the single blocks' MLP input) as Flux.1 fuses them
+        for n in range(len(getattr(transformer, blocks))):
+            for name, parts in fused.items():
+                _fuse(state, f"{blocks}.{n}.", parts, name)
+    return state
+
+
+# --- Z-Image ---------------------------------------------------------------------------------------------------------
+# ComfyUI's NextDiT names (top level; diffusers also strips `model.diffusion_model.`): q, k, v fused, `x_embedder`
+# and `final_layer` for diffusers' only patch pair "2-1" (the converter knows no other). The original's unused
+# `norm_final.weight`, which the converter drops, is not written.
+
+ZIMAGE_TOP = {"x_pad_token": "x_pad_token", "cap_pad_token": "cap_pad_token", "t_embedder.": "t_embedder.",
+              "cap_embedder.": "cap_embedder.", "all_x_embedder.2-1.": "x_embedder.",
+              "all_final_layer.2-1.": "final_layer."}
+ZIMAGE_BLOCK = {  # the same inside layers.N., noise_refiner.N., context_refiner.N.
+    "attention.qkv.": "attention.qkv.", "attention.to_out.0.": "attention.out.",
+    "attention.norm_q.": "attention.q_norm.", "attention.norm_k.": "attention.k_norm.",
+    "feed_forward.w1.": "feed_forward.w1.", "feed_forward.w2.": "feed_forward.w2.",
+    "feed_forward.w3.": "feed_forward.w3.", "attention_norm1.": "attention_norm1.", "ffn_norm1.": "ffn_norm1.",
+    "attention_norm2.": "attention_norm2.", "ffn_norm2.": "ffn_norm2.", "adaLN_modulation.0.": "adaLN_modulation.0.",
+}
+ZIMAGE_BLOCKS = ("layers", "noise_refiner", "context_refiner")
+
+
+def _zimage_prefixes(transformer) -> dict[str, tuple[str, dict]]:
+    p = {old: (new, {}) for old, new in ZIMAGE_TOP.items()}
+    for blocks in ZIMAGE_BLOCKS:
+        for n in range(len(getattr(transformer, blocks))):
+            p.update({f"{blocks}.{n}.{old}": (f"{blocks}.{n}.{new}", {}) for old, new in ZIMAGE_BLOCK.items()})
+    return p
+
+
+def _zimage_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = dict(state)
+    for blocks in ZIMAGE_BLOCKS:
+        for n in range(len(getattr(transformer, blocks))):
+            _fuse(state, f"{blocks}.{n}.attention.", ("to_q", "to_k", "to_v"), "qkv")
+    return state
+
+
+# --- Lumina 2 --------------------------------------------------------------------------------------------------------
+# Alpha-VLLM's NextDiT names (top level, as consolidated.00-of-01.pth; diffusers also strips `model.diffusion_model.`,
+# as ComfyUI's files have it): q, k, v fused (grouped-query: q is wider than k and v). The unused `norm_final.weight`,
+# which the converter drops, is not written. The context refiner's blocks have no modulation: their `norm1` is a plain
+# norm (diffusers' converter knows that only for context_refiner.0 and .1, as the real model has).
+
+LUMINA2_TOP = {"x_embedder.": "x_embedder.", "time_caption_embed.caption_embedder.": "cap_embedder.",
+               "time_caption_embed.timestep_embedder.linear_1.": "t_embedder.mlp.0.",
+               "time_caption_embed.timestep_embedder.linear_2.": "t_embedder.mlp.2.",
+               "norm_out.linear_1.": "final_layer.adaLN_modulation.1.", "norm_out.linear_2.": "final_layer.linear."}
+LUMINA2_BLOCK = {  # inside layers.N., noise_refiner.N. and context_refiner.N.
+    "attn.qkv.": "attention.qkv.", "attn.to_out.0.": "attention.out.",
+    "attn.norm_q.": "attention.q_norm.", "attn.norm_k.": "attention.k_norm.",
+    "feed_forward.linear_1.": "feed_forward.w1.", "feed_forward.linear_2.": "feed_forward.w2.",
+    "feed_forward.linear_3.": "feed_forward.w3.", "norm2.": "attention_norm2.",
+    "ffn_norm1.": "ffn_norm1.", "ffn_norm2.": "ffn_norm2.",
+}
+LUMINA2_MODULATED = {**LUMINA2_BLOCK, "norm1.linear.": "adaLN_modulation.1.", "norm1.norm.": "attention_norm1."}
+LUMINA2_CONTEXT = {**LUMINA2_BLOCK, "norm1.": "attention_norm1."}
+LUMINA2_BLOCKS = {"layers": LUMINA2_MODULATED, "noise_refiner": LUMINA2_MODULATED, "context_refiner": LUMINA2_CONTEXT}
+
+
+def _lumina2_prefixes(transformer) -> dict[str, tuple[str, dict]]:
+    p = {old: (new, {}) for old, new in LUMINA2_TOP.items()}
+    for blocks, table in LUMINA2_BLOCKS.items():
+        for n in range(len(getattr(transformer, blocks))):
+            p.update({f"{blocks}.{n}.{old}": (f"{blocks}.{n}.{new}", {}) for old, new in table.items()})
+    return p
+
+
+def _lumina2_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = dict(state)
+    for blocks in LUMINA2_BLOCKS:
+        for n in range(len(getattr(transformer, blocks))):
+            _fuse(state, f"{blocks}.{n}.attn.", ("to_q", "to_k", "to_v"), "qkv")
+    return state
+
+
 # --- the layouts ---------------------------------------------------------------------------------------------------
 
 
@@ -258,6 +423,27 @@ def _flux_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, tor
     return _rename(_flux_state(transformer, state), _flux_prefixes(transformer), "")
 
 
+def _flux2_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return _rename(_flux2_state(transformer, state), _flux2_prefixes(transformer), "")
+
+
+def _chroma_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return _rename(_chroma_state(transformer, state), _chroma_prefixes(transformer), "")
+
+
+def _zimage_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return _rename(_zimage_state(transformer, state), _zimage_prefixes(transformer), "")
+
+
+def _lumina2_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return _rename(_lumina2_state(transformer, state), _lumina2_prefixes(transformer), "")
+
+
+def _same_names(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Qwen-Image and HiDream were published in diffusers' own names (their converters only strip a prefix)."""
+    return dict(state)
+
+
 @dataclass(frozen=True)
 class Layout:
     """A family's original layout: `rename(denoiser, state)` gives a state dict keyed like the denoiser's in the
@@ -271,7 +457,13 @@ class Layout:
 
 LAYOUTS = {"unet": Layout("unet", "model.diffusion_model.", _unet_original, True),
            "sd3": Layout("sd3", "model.diffusion_model.", _sd3_original, False),
-           "flux": Layout("flux", "", _flux_original, False)}
+           "flux": Layout("flux", "", _flux_original, False),
+           "flux2": Layout("flux2", "", _flux2_original, False),
+           "chroma": Layout("chroma", "", _chroma_original, False),
+           "zimage": Layout("zimage", "", _zimage_original, False),
+           "lumina2": Layout("lumina2", "", _lumina2_original, False),
+           "qwenimage": Layout("qwenimage", "", _same_names, False),
+           "hidream": Layout("hidream", "model.diffusion_model.", _same_names, False)}
 
 
 def original_checkpoint(pipe, family: str) -> dict[str, torch.Tensor]:

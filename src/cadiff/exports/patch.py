@@ -5,8 +5,9 @@ the modules it left alone. A tool adds `strength * diff` to the weight, so a pat
 none. The formats differ in their keys:
 
 - `comfyui`: the family's original module names (`layouts`): `lora_unet_<LDM name, dots as _>` for U-Nets (the
-  names ComfyUI, A1111 and Forge all read), `diffusion_model.<original name>` for SD3 (Stability AI's names) and
-  Flux.1 (Black Forest Labs'), a fused weight's difference whole (zeros where the edit left it alone);
+  names ComfyUI, A1111 and Forge all read), `diffusion_model.<original name>` for the transformer families that
+  have a layout (SD3, Flux.1, Flux.2, Chroma, Z-Image, Lumina 2, Qwen-Image, HiDream), a fused weight's difference
+  whole (zeros where the edit left it alone);
 - `a1111`: U-Nets only, the same file (A1111 has no `.diff` path for SD3 and no Flux; Forge reads `comfyui` files);
 - `lycoris`: `lycoris_<diffusers module name, dots as _>` for every family: what LyCORIS's loader applies to the
   diffusers model, and ComfyUI reads for SD 1.x / SDXL, SD3, Flux.1, Qwen-Image, Z-Image and HiDream.
@@ -106,7 +107,7 @@ class OriginalNames(PatchFile):
 class ComfyUI(OriginalNames):
     name = "comfyui"
     summary = ("a weight-difference patch in the original module names (ComfyUI's LoRA loaders, Forge; A1111 too "
-               "for U-Nets): U-Nets, SD3, Flux.1")
+               "for U-Nets): the families with an original layout")
 
 
 @register_format
