@@ -303,3 +303,30 @@ def test_a_new_objective_is_one_registered_class(sd2, monkeypatch):
 def test_amplify_refuses_an_estimator_it_does_not_have(sd2):
     with pytest.raises(ValueError, match="has the estimator"):
         attribute(sd2, "a circle", objective="amplify", estimator="restart", progress=False)
+
+
+def test_during_the_backward_the_other_components_wait_in_host_memory(monkeypatch):
+    """On a GPU, the text encoders and the VAE leave it for the backward passes (they are done once the trajectories
+    are sampled) and come back after. (Here the GPU is pretended: the components say they are on one.)"""
+    import importlib
+
+    loading = importlib.import_module("cadiff.models.loading")
+    attribute_module = importlib.import_module("cadiff.attribution.attribute")
+    pipe = tiny_sd("sd1")
+    gpu = torch.device("cuda", 0)
+    others = {id(pipe.text_encoder): "text_encoder", id(pipe.vae): "vae"}
+    monkeypatch.setattr(loading, "_accelerator_of", lambda module: gpu if id(module) in others else None)
+    moves = []
+    for name in others.values():
+        monkeypatch.setattr(getattr(pipe, name), "to", lambda device, name=name: moves.append((name, str(device))))
+    during = []
+    accumulate_now = attribute_module.accumulate
+
+    def accumulate_watched(*args, **kwargs):
+        during.append(list(moves))
+        return accumulate_now(*args, **kwargs)
+
+    monkeypatch.setattr(attribute_module, "accumulate", accumulate_watched)
+    attribute(pipe, "a red circle", seeds=1, steps=2, progress=False)
+    assert [sorted(m) for m in during] == [[("text_encoder", "cpu"), ("vae", "cpu")]]
+    assert sorted(moves[2:]) == [("text_encoder", "cuda:0"), ("vae", "cuda:0")]

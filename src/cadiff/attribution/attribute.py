@@ -42,7 +42,7 @@ from cadiff.attribution.gradients import accumulate, check_checkpointing, checkp
 from cadiff.attribution.keep_rules import fold_maxima, with_keep_rule
 from cadiff.attribution.result import Attribution
 from cadiff.errors import BadInput
-from cadiff.models.loading import denoiser, model_fingerprint, resolve_sampling
+from cadiff.models.loading import denoiser, denoiser_alone, model_fingerprint, resolve_sampling
 from cadiff.models.memory import check_fits, tensor_bytes
 from cadiff.models.sharding import local, shard_denoiser, whole
 from cadiff.models.steps import resolve_steps
@@ -134,7 +134,7 @@ def _attribute(pipe, config: AttributionConfig, objective: str, concepts: Concep
     n_chunks = -(-len(made.rows) // config.batch_size)
     with tqdm(total=len(samples), desc=f"{objective}: backward", unit="step", disable=not progress,
               leave=False) as bar:
-        with checkpointed(unet, config.checkpointing):
+        with checkpointed(unet, config.checkpointing), denoiser_alone(pipe):  # (the text encoders are done)
             grads, values = accumulate(unet, params, samples, weights, sign=goal.sign, tick=bar.update,
                                        on="cpu" if config.accumulators == "cpu" else None, lockstep=lockstep)
     if sharded and not lockstep:  # (a sharded model's gradients arrive summed)

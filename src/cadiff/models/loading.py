@@ -8,13 +8,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import numbers
 import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -336,6 +337,30 @@ def denoiser(pipe) -> torch.nn.Module:
         if module is not None:
             return module
     raise ModelLoadError(f"{type(pipe).__name__} has no unet or transformer denoiser")
+
+
+def _accelerator_of(module: torch.nn.Module) -> torch.device | None:
+    """The accelerator (GPU) `module`'s weights are on, or None (host memory, or no weights)."""
+    first = next(module.parameters(), None)
+    return first.device if first is not None and first.device.type not in ("cpu", "meta") else None
+
+
+@contextlib.contextmanager
+def denoiser_alone(pipe) -> Iterator[None]:
+    """Inside: every other component of `pipe` that sits on an accelerator (text encoders, VAE) waits in host
+    memory, so a backward pass through the denoiser has the device to itself (a 24 B text encoder beside a 32 B
+    denoiser); they come back after. Nothing moves on the CPU."""
+    net = denoiser(pipe)
+    moved = {}
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module) and module is not net and (device := _accelerator_of(module)):
+            moved[name] = device
+            module.to("cpu")
+    try:
+        yield
+    finally:
+        for name, device in moved.items():
+            getattr(pipe, name).to(device)
 
 
 def nonfinite_count(tensor: torch.Tensor) -> str | None:
