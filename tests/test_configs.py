@@ -13,7 +13,8 @@ from tiny_pipelines import tiny_sd
 NON_DEFAULT = {"cad": {"round_ratios": (0.02, 0.03), "seeds": [3, 5], "at_steps": [0, 1], "scope": "matrix"},
                "esd": {"variant": "x", "seed": 7}, "prune": {"sparsity": 0.05, "seed": 2},
                "magnitude": {"count": 9}, "calibrated": {"goal_target": 0.1, "seeds": 8, "confidence": 0.9},
-               "harden": {"harden_ratios": (0.05,), "token_steps": 7, "success_per_prompt": 2}}
+               "harden": {"harden_ratios": (0.05,), "token_steps": 7, "success_per_prompt": 2},
+               "cadtrain": {"ratio": 0.02, "iterations": 7, "keep_weight": 0.5, "at_steps": [0, 1]}}
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -39,7 +40,9 @@ def test_an_unknown_key_or_a_searched_setting_is_refused_by_name():
 def test_sharded_accumulators_are_refused_in_one_process_and_where_the_model_is_edited_after():
     with pytest.raises(ValueError, match="splits the model across processes; launch several .*torchrun"):
         cadiff.AttributionConfig(accumulators="sharded")
-    for cls in (cadiff.CADConfig, cadiff.CalibratedConfig, cadiff.HardenConfig):
+    from cadiff.editing.methods.cadtrain import CADTrainConfig
+
+    for cls in (cadiff.CADConfig, cadiff.CalibratedConfig, cadiff.HardenConfig, CADTrainConfig):
         with pytest.raises(ValueError, match="offered by `cadiff attribute` only; use accumulators='cpu'"):
             cls(accumulators="sharded")
     with pytest.raises(ValueError, match="accumulators must be one of device, cpu, sharded, got 'gpu'"):

@@ -175,7 +175,7 @@ def test_a_new_method_is_one_registered_class_and_gets_its_flags(pipe, tmp_path,
     pipe.save_pretrained(model)
     assert main(["erase", "a red circle", "--method", "scale-test", "--factor", "2", "--steps", "2",
                  "--model", str(model), "--out", str(tmp_path / "run")]) == 2  # --steps is not its option
-    assert ("--steps: not an option of --method scale-test; --method cad or esd or prune or calibrated takes it "
+    assert ("--steps: not an option of --method scale-test; --method cad or esd or prune or cadtrain or calibrated takes it "
             "(--method cad --help lists its flags)") in capsys.readouterr().err
     assert main(["erase", "a red circle", "--method", "scale-test", "--factor", "2", "--model", str(model),
                  "--out", str(tmp_path / "run")]) == 0

@@ -175,4 +175,4 @@ def method_config(name: str, **options: Any) -> Config:
 
 # the built-in methods register themselves, cad first (the default)
 from cadiff.editing.methods import cad  # noqa: E402,F401,I001
-from cadiff.editing.methods import esd, prune, magnitude  # noqa: E402,F401
+from cadiff.editing.methods import esd, prune, magnitude, cadtrain  # noqa: E402,F401

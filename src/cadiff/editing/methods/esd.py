@@ -22,7 +22,7 @@ import copy
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -41,11 +41,10 @@ VARIANTS = ("u", "x")
 
 
 @dataclass(frozen=True)
-class ESDConfig(Config):
-    """ESD settings; the defaults are the paper's (1,000 iterations, lr 1e-5, eta 1, start guidance 3)."""
+class FineTuneConfig(Config):
+    """How ESD's objective fine-tunes a denoiser (the defaults are the paper's: 1,000 iterations, lr 1e-5, eta 1,
+    start guidance 3); shared by ESD and by the methods that train only where CAD points."""
 
-    variant: str = option("u", "ESD variant: u trains all but cross-attention, output conv and time embedding "
-                               "(objects, nudity; default), x only cross-attention (styles)", choices=VARIANTS)
     iterations: int = option(1000, "ESD fine-tuning iterations (default 1000, the paper's)", low=1)
     lr: float = option(1e-5, "ESD learning rate (default 1e-5, the paper's)")
     negative_guidance: float = option(1.0, "ESD's eta: how far the target is guided away from the concept "
@@ -55,10 +54,21 @@ class ESDConfig(Config):
     seed: int = option(0, "ESD: seed of the timesteps and noise it trains on (default 0)")
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise BadInput(f"unknown ESD variant '{self.variant}'; use 'u' (objects, nudity) or 'x' (styles)")
         if self.iterations < 1 or self.lr <= 0:
             raise BadInput("ESD needs iterations >= 1 and lr > 0")
+
+
+@dataclass(frozen=True)
+class ESDConfig(FineTuneConfig):
+    """ESD settings; the defaults are the paper's (ESD-u, 1,000 iterations, lr 1e-5, eta 1, start guidance 3)."""
+
+    variant: str = option("u", "ESD variant: u trains all but cross-attention, output conv and time embedding "
+                               "(objects, nudity; default), x only cross-attention (styles)", choices=VARIANTS)
+
+    def __post_init__(self):
+        FineTuneConfig.__post_init__(self)
+        if self.variant not in VARIANTS:
+            raise BadInput(f"unknown ESD variant '{self.variant}'; use 'u' (objects, nudity) or 'x' (styles)")
 
 
 def esd_parameter_names(net: torch.nn.Module, variant: str) -> list[str]:
@@ -79,15 +89,30 @@ def esd_parameter_names(net: torch.nn.Module, variant: str) -> list[str]:
 def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
         on_iteration: Callable[[int, Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of `pipe`'s denoiser with ESD to erase `concept`; return (new pipeline, info); `pipe` is
-    kept. Each iteration samples the model being trained (prompt `concept`, guidance `start_guidance`) up to a random
-    step k through the stock pipeline call, takes the denoiser's input there, and regresses the student's output
-    for the concept onto the frozen model's output guided away from it (in the model's own units: noise for
-    U-Nets and PixArt, velocity for SD3 and Flux). The student stays in inference mode, as it samples (HiDream's
-    training mode changes its output's layout). `on_iteration(i, edited)` is called after each iteration."""
+    kept. See `fine_tune`; ESD-u / ESD-x choose the parameters trained (`esd_parameter_names`)."""
+    config = config or ESDConfig()
+    names = esd_parameter_names(denoiser(pipe), config.variant)
+    edited, info = fine_tune(pipe, concept, config, {n: None for n in names}, on_iteration=on_iteration)
+    return edited, {"method": f"esd-{config.variant}", **info}
+
+
+def fine_tune(pipe, concept: str | Concepts, config: FineTuneConfig, trained: dict[str, torch.Tensor | None],
+              keep_prompts: Sequence[str] = (), keep_weight: float = 0.0,
+              on_iteration: Callable[[int, Any], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """ESD's fine-tuning of a copy of `pipe`'s denoiser; return (new pipeline, info); `pipe` is kept.
+
+    `trained`: the parameters trained, by name, each whole (None) or only where its boolean mask is True (the other
+    entries get no gradient, so Adam leaves them exactly as they were). Each iteration samples the model being
+    trained (prompt `concept`, guidance `start_guidance`) up to a random step k through the stock pipeline call,
+    takes the denoiser's input there, and regresses the student's output for the concept onto the frozen model's
+    output guided away from it (in the model's own units: noise for U-Nets and PixArt, velocity for SD3 and Flux).
+    With `keep_prompts`, each iteration also samples the next of them to step k and adds `keep_weight` times the
+    distance of the student's output there from the frozen model's: what to keep stays as it was. The student stays
+    in inference mode, as it samples (HiDream's training mode changes its output's layout). `on_iteration(i,
+    edited)` is called after each iteration."""
     from cadiff.models.loading import resolve_sampling
     from cadiff.models.trace import DenoiserTrace, conditioning, generators, sample
 
-    config = config or ESDConfig()
     seed = config.seed
     if not isinstance(concept, Concepts):  # ESD guides away from the empty prompt
         concept = Concepts.on(pipe, [concept], base_prompt="")
@@ -96,27 +121,43 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
     frozen = denoiser(pipe).eval().requires_grad_(False)
     adapter = adapter_for(frozen)
     student = copy.deepcopy(frozen)
-    names = set(esd_parameter_names(student, config.variant))
-    trained = [p.requires_grad_(name in names) for name, p in student.named_parameters()]
-    params = [p for p in trained if p.requires_grad]
+    params = []
+    for name, p in student.named_parameters():
+        p.requires_grad_(name in trained)
+        if name in trained:
+            params.append(p)
+            if trained[name] is not None:
+                where = trained[name].to(p.device, p.dtype)
+                p.register_hook(lambda grad, where=where: grad * where)
     edited = with_denoiser(pipe, student)
     empty = conditioning(pipe, [""])  # for pipelines that call no unconditional branch
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(params, lr=config.lr)
+
+    def reached(prompt_: str, k: int, it: int):
+        """The denoiser's call at step k of the student's sampling of `prompt_`, as the pipeline built it."""
+        with DenoiserTrace(edited, record=1) as trace:
+            sample(edited, [prompt_], generators([seed * 1_000_003 + it]), steps, config.start_guidance, until=k)
+        return trace.steps[k]
+
     losses = []
     started = time.perf_counter()
-    for it in tqdm(range(config.iterations), desc=f"ESD-{config.variant} '{concept}'", unit="it", leave=False):
+    for it in tqdm(range(config.iterations), desc=f"fine-tune '{concept}'", unit="it", leave=False):
         k = int(rng.integers(0, steps))
         with torch.no_grad():
-            with DenoiserTrace(edited, record=1) as trace:
-                sample(edited, [prompt], generators([seed * 1_000_003 + it]), steps, config.start_guidance, until=k)
-            call = trace.steps[k]  # the denoiser's input at step k, as the pipeline built it
+            call = reached(prompt, k, it)
             uncond = call.uncond_kwargs if call.uncond_kwargs is not None else adapter.base_kwargs(call.kwargs, empty)
             e_empty = adapter.forward(frozen, call.sample, call.timestep, uncond)
             e_concept = adapter.forward(frozen, call.sample, call.timestep, call.kwargs)
             target = e_empty - config.negative_guidance * (e_concept - e_empty)
+            if keep_prompts:
+                kept = reached(keep_prompts[it % len(keep_prompts)], k, it)
+                kept_target = adapter.forward(frozen, kept.sample, kept.timestep, kept.kwargs)
         out = adapter.forward(student, call.sample, call.timestep, call.kwargs)
         loss = torch.nn.functional.mse_loss(out.float(), target.float())
+        if keep_prompts:
+            kept_out = adapter.forward(student, kept.sample, kept.timestep, kept.kwargs)
+            loss = loss + keep_weight * torch.nn.functional.mse_loss(kept_out.float(), kept_target.float())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,9 +165,10 @@ def esd(pipe, concept: str | Concepts, config: ESDConfig | None = None,
         if on_iteration is not None:
             on_iteration(len(losses), edited)
     student.eval().requires_grad_(False)
-    info = {"method": f"esd-{config.variant}", "concept": concept, "prompt": prompt, "seed": seed, **asdict(config),
-            "steps": steps, "trained_parameters": sorted(names),
-            "trained_elements": int(sum(p.numel() for p in params)),
+    info = {"concept": concept, "prompt": prompt, "seed": seed, **asdict(config), "steps": steps,
+            "trained_parameters": sorted(trained),
+            "trained_elements": int(sum(p.numel() if trained[n] is None else int(trained[n].sum())
+                                        for n, p in student.named_parameters() if n in trained)),
             "loss_first": round(float(np.mean(losses[:10])), 6) if losses else None,
             "loss_last": round(float(np.mean(losses[-10:])), 6) if losses else None,
             "seconds": round(time.perf_counter() - started, 3)}
