@@ -33,6 +33,7 @@ MODULES = (
     ("cadiff.editing.methods.esd", ("ESDConfig",)),
     ("cadiff.editing.methods.prune", ("PruneConfig",)),
     ("cadiff.editing.methods.magnitude", ("MagnitudeConfig",)),
+    ("cadiff.editing.methods.cadtrain", ("CADTrainConfig",)),
     ("cadiff.exports", None),
     ("cadiff.exports.peft", ("attach",)),
     ("cadiff.calibration", None),

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Sequence
 from cadiff.attacks import Target
 from cadiff.attacks.token import TOKEN, TokenAttack, TokenConfig, learn_token, with_token
 from cadiff.attribution import Concepts, concept_prompt
-from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig
+from cadiff.attribution.config import AttributionConfig, GuardedAttributionConfig
 from cadiff.attribution.result import EmptySelectionError
 from cadiff.evaluation.accuracy import make_probe, measure
 from cadiff.editing.ablate import ablated
@@ -52,7 +52,7 @@ TARGETS = ("token", "token+concept")  # what a round scores: the token's prompt,
 
 
 @dataclass(frozen=True)
-class HardenConfig(AttributionConfig, ScopeConfig, TokenConfig):
+class HardenConfig(GuardedAttributionConfig, ScopeConfig, TokenConfig):
     """The hardening: its rounds, the learned token each round trains (TokenConfig's settings) and CAD's scoring
     of the token's prompt (the defaults are the calibrated search's guarded line: linear weights, 16 trajectories,
     early steps, the guard rule)."""
@@ -62,11 +62,6 @@ class HardenConfig(AttributionConfig, ScopeConfig, TokenConfig):
     shards: ClassVar[bool] = False  # the scored model is edited
 
     seeds: int | Sequence[int] = option(16, "trajectories per prompt a round scores (default 16)", low=1)
-    components: str = option("linear", "the weights a round scores: linear (default), ff, attn, text, all, or a "
-                                       "name regex")
-    at_steps: str | Sequence[int] = option("early", "steps a round's scores sum over (default early)")
-    preserve_rule: str = option("guard", "how the concepts to keep count in a round's scores (default guard)",
-                                choices=PRESERVE_RULES)
     harden_rounds: int = option(3, "hardening: adversarial rounds at most (default 3)", low=1)
     harden_ratios: tuple[float, ...] = option(
         (0.02, 0.01, 0.005), "hardening: the share per row zeroed for the token each round, and the smaller ones "

@@ -90,3 +90,14 @@ class AttributionConfig(ScoringConfig):
         ScoringConfig.__post_init__(self)
         if self.preserve_rule not in PRESERVE_RULES:
             raise BadInput(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{self.preserve_rule}'")
+
+
+@dataclass(frozen=True)
+class GuardedAttributionConfig(AttributionConfig):
+    """The calibrated erase's guarded line of scores, the default of the methods that score again on their own (the
+    hardening, CAD-Train): linear weights, early steps, the guard rule."""
+
+    components: str = option("linear", "the weights scored: linear (default), ff, attn, text, all, or a name regex")
+    at_steps: str | Sequence[int] = option("early", "steps the scores sum over (default early)")
+    preserve_rule: str = option("guard", "how the concepts to keep count in the scores (default guard)",
+                                choices=PRESERVE_RULES)

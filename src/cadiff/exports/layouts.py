@@ -110,6 +110,17 @@ def _open_clip_state(te) -> dict[str, torch.Tensor]:
     return state
 
 
+def _block_prefixes(transformer, top: dict[str, str], blocks: dict[str, tuple[str, dict[str, str]]]
+                    ) -> dict[str, tuple[str, dict]]:
+    """Prefixes of the top-level modules `top` ({diffusers: original}) and of every block of each diffusers block
+    list: {diffusers list: (original list, {module in a block: original module})}."""
+    p = {old: (new, {}) for old, new in top.items()}
+    for listed, (original, table) in blocks.items():
+        for n in range(len(getattr(transformer, listed))):
+            p.update({f"{listed}.{n}.{old}": (f"{original}.{n}.{new}", {}) for old, new in table.items()})
+    return p
+
+
 def _rename(state: dict[str, torch.Tensor], prefixes: dict, out_prefix: str) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state.items():
@@ -225,26 +236,8 @@ FLUX_FUSED = {  # fused as cat(parts) along the output dimension, in this order
 }
 
 
-def _flux_prefixes(transformer) -> dict[str, tuple[str, dict]]:
-    p = {old: (new, {}) for old, new in FLUX_TOP.items()}
-    for blocks, table, original in (("transformer_blocks", FLUX_DOUBLE, "double_blocks"),
-                                    ("single_transformer_blocks", FLUX_SINGLE, "single_blocks")):
-        for n in range(len(getattr(transformer, blocks))):
-            p.update({f"{blocks}.{n}.{old}": (f"{original}.{n}.{new}", {}) for old, new in table.items()})
-    return p
-
-
-def _flux_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    state = dict(state)
-    for blocks, fused in FLUX_FUSED.items():
-        for n in range(len(getattr(transformer, blocks))):
-            for name, parts in fused.items():
-                for part in ("weight", "bias"):
-                    tensors = [state.pop(f"{blocks}.{n}.{x}.{part}") for x in parts]
-                    state[f"{blocks}.{n}.{name}.{part}"] = torch.cat(tensors)
-    for part in ("weight", "bias"):  # the final norm stores (shift, scale); diffusers (scale, shift)
-        state[f"norm_out.linear.{part}"] = _swap_halves(state[f"norm_out.linear.{part}"])
-    return state
+FLUX_BLOCKS = {"transformer_blocks": ("double_blocks", FLUX_DOUBLE),
+               "single_transformer_blocks": ("single_blocks", FLUX_SINGLE)}
 
 
 def _fuse(state: dict[str, torch.Tensor], base: str, parts: tuple[str, ...], fused: str) -> None:
@@ -253,6 +246,25 @@ def _fuse(state: dict[str, torch.Tensor], base: str, parts: tuple[str, ...], fus
     for param in ("weight", "bias"):
         if f"{base}{parts[0]}.{param}" in state:
             state[f"{base}{fused}.{param}"] = torch.cat([state.pop(f"{base}{x}.{param}") for x in parts])
+
+
+def _flux_fused(transformer, state: dict[str, torch.Tensor], blocks: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """`state` with q, k, v (and a single block's MLP input) fused as Flux.1 fuses them, in the block lists
+    `blocks`."""
+    state = dict(state)
+    for listed in blocks:
+        for n in range(len(getattr(transformer, listed))):
+            for name, parts in FLUX_FUSED[listed].items():
+                _fuse(state, f"{listed}.{n}.", parts, name)
+    return state
+
+
+def _final_norm_swapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The final norm stores (shift, scale); diffusers (scale, shift)."""
+    for param in ("weight", "bias"):
+        if f"norm_out.linear.{param}" in state:
+            state[f"norm_out.linear.{param}"] = _swap_halves(state[f"norm_out.linear.{param}"])
+    return state
 
 
 # --- Flux.2 ----------------------------------------------------------------------------------------------------------
@@ -284,24 +296,8 @@ FLUX2_SINGLE = {  # diffusers module inside single_transformer_blocks.N. -> orig
 }
 
 
-def _flux2_prefixes(transformer) -> dict[str, tuple[str, dict]]:
-    p = {old: (new, {}) for old, new in FLUX2_TOP.items()}
-    for blocks, table, original in (("transformer_blocks", FLUX2_DOUBLE, "double_blocks"),
-                                    ("single_transformer_blocks", FLUX2_SINGLE, "single_blocks")):
-        for n in range(len(getattr(transformer, blocks))):
-            p.update({f"{blocks}.{n}.{old}": (f"{original}.{n}.{new}", {}) for old, new in table.items()})
-    return p
-
-
-def _flux2_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    state = dict(state)
-    for n in range(len(transformer.transformer_blocks)):  # the double blocks' q, k, v (single blocks: already fused)
-        for name, parts in FLUX_FUSED["transformer_blocks"].items():
-            _fuse(state, f"transformer_blocks.{n}.", parts, name)
-    for param in ("weight", "bias"):  # the final norm stores (shift, scale); diffusers (scale, shift)
-        if f"norm_out.linear.{param}" in state:
-            state[f"norm_out.linear.{param}"] = _swap_halves(state[f"norm_out.linear.{param}"])
-    return state
+FLUX2_BLOCKS = {"transformer_blocks": ("double_blocks", FLUX2_DOUBLE),
+                "single_transformer_blocks": ("single_blocks", FLUX2_SINGLE)}
 
 
 # --- Chroma ----------------------------------------------------------------------------------------------------------
@@ -320,20 +316,7 @@ def _chroma_prefixes(transformer) -> dict[str, tuple[str, dict]]:
         for old, new in CHROMA_APPROXIMATOR.items():
             p[f"distilled_guidance_layer.layers.{n}.{old}"] = (f"distilled_guidance_layer.layers.{n}.{new}", {})
         p[f"distilled_guidance_layer.norms.{n}.weight"] = (f"distilled_guidance_layer.norms.{n}.scale", {})
-    for blocks, table, original in (("transformer_blocks", FLUX_DOUBLE, "double_blocks"),
-                                    ("single_transformer_blocks", FLUX_SINGLE, "single_blocks")):
-        for n in range(len(getattr(transformer, blocks))):  # (Flux.1's tables: their modulation entries go unused)
-            p.update({f"{blocks}.{n}.{old}": (f"{original}.{n}.{new}", {}) for old, new in table.items()})
-    return p
-
-
-def _chroma_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    state = dict(state)
-    for blocks, fused in FLUX_FUSED.items():  # q, k, v (+ the single blocks' MLP input) as Flux.1 fuses them
-        for n in range(len(getattr(transformer, blocks))):
-            for name, parts in fused.items():
-                _fuse(state, f"{blocks}.{n}.", parts, name)
-    return state
+    return {**p, **_block_prefixes(transformer, {}, FLUX_BLOCKS)}  # (Flux.1's modulation entries go unused)
 
 
 # --- Z-Image ---------------------------------------------------------------------------------------------------------
@@ -355,11 +338,7 @@ ZIMAGE_BLOCKS = ("layers", "noise_refiner", "context_refiner")
 
 
 def _zimage_prefixes(transformer) -> dict[str, tuple[str, dict]]:
-    p = {old: (new, {}) for old, new in ZIMAGE_TOP.items()}
-    for blocks in ZIMAGE_BLOCKS:
-        for n in range(len(getattr(transformer, blocks))):
-            p.update({f"{blocks}.{n}.{old}": (f"{blocks}.{n}.{new}", {}) for old, new in ZIMAGE_BLOCK.items()})
-    return p
+    return _block_prefixes(transformer, ZIMAGE_TOP, {blocks: (blocks, ZIMAGE_BLOCK) for blocks in ZIMAGE_BLOCKS})
 
 
 def _zimage_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -393,11 +372,7 @@ LUMINA2_BLOCKS = {"layers": LUMINA2_MODULATED, "noise_refiner": LUMINA2_MODULATE
 
 
 def _lumina2_prefixes(transformer) -> dict[str, tuple[str, dict]]:
-    p = {old: (new, {}) for old, new in LUMINA2_TOP.items()}
-    for blocks, table in LUMINA2_BLOCKS.items():
-        for n in range(len(getattr(transformer, blocks))):
-            p.update({f"{blocks}.{n}.{old}": (f"{blocks}.{n}.{new}", {}) for old, new in table.items()})
-    return p
+    return _block_prefixes(transformer, LUMINA2_TOP, {blocks: (blocks, table) for blocks, table in LUMINA2_BLOCKS.items()})
 
 
 def _lumina2_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -420,15 +395,18 @@ def _sd3_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def _flux_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return _rename(_flux_state(transformer, state), _flux_prefixes(transformer), "")
+    state = _final_norm_swapped(_flux_fused(transformer, state, tuple(FLUX_FUSED)))
+    return _rename(state, _block_prefixes(transformer, FLUX_TOP, FLUX_BLOCKS), "")
 
 
 def _flux2_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return _rename(_flux2_state(transformer, state), _flux2_prefixes(transformer), "")
+    # the double blocks' q, k, v fused (the single blocks' are fused in diffusers too)
+    state = _final_norm_swapped(_flux_fused(transformer, state, ("transformer_blocks",)))
+    return _rename(state, _block_prefixes(transformer, FLUX2_TOP, FLUX2_BLOCKS), "")
 
 
 def _chroma_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return _rename(_chroma_state(transformer, state), _chroma_prefixes(transformer), "")
+    return _rename(_flux_fused(transformer, state, tuple(FLUX_FUSED)), _chroma_prefixes(transformer), "")
 
 
 def _zimage_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from cadiff.attribution import attribute
-from cadiff.attribution.config import PRESERVE_RULES, AttributionConfig
+from cadiff.attribution.config import AttributionConfig, GuardedAttributionConfig
 from cadiff.config import option
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.methods.esd import FineTuneConfig, fine_tune
@@ -35,7 +35,7 @@ from cadiff.errors import BadInput
 
 
 @dataclass(frozen=True)
-class CADTrainConfig(AttributionConfig, SelectionConfig, FineTuneConfig):
+class CADTrainConfig(GuardedAttributionConfig, SelectionConfig, FineTuneConfig):
     """Where to train (CAD's scores and selection: by default 8 trajectories, linear weights, early steps, the guard
     rule, 5 % per row) and how (ESD's fine-tuning: 100 iterations at lr 3e-4, with the concepts to keep held at
     `keep_weight`)."""
@@ -43,11 +43,6 @@ class CADTrainConfig(AttributionConfig, SelectionConfig, FineTuneConfig):
     shards: ClassVar[bool] = False  # the scored model is edited
 
     seeds: int | Sequence[int] = option(8, "trajectories per concept CAD scores (default 8)", low=1)
-    components: str = option("linear", "the weights CAD scores, of which the top ones train: linear (default), ff, "
-                                       "attn, text, all, or a name regex")
-    at_steps: str | Sequence[int] = option("early", "steps CAD's scores sum over (default early)")
-    preserve_rule: str = option("guard", "how the concepts to keep count in CAD's scores (default guard)",
-                                choices=PRESERVE_RULES)
     ratio: float | None = option(0.05, "fraction per row/matrix/all that trains (default 0.05)", low=0, high=1,
                                  low_open=True)
     iterations: int = option(100, "fine-tuning iterations (default 100)", low=1)
@@ -56,7 +51,7 @@ class CADTrainConfig(AttributionConfig, SelectionConfig, FineTuneConfig):
                                 low=0)
 
     def __post_init__(self):
-        AttributionConfig.__post_init__(self)
+        GuardedAttributionConfig.__post_init__(self)
         SelectionConfig.__post_init__(self)
         FineTuneConfig.__post_init__(self)
         if self.keep_weight < 0:
