@@ -158,6 +158,20 @@ def test_a_comfyui_patch_names_the_single_file_weights_and_adds_up_to_the_edited
     assert len(patch) < len(after)  # only what changed
 
 
+def test_a_comfyui_patch_of_pixart_names_its_diffusers_modules(tmp_path):
+    """PixArt has no original layout here: its patch keys are diffusers' module names under `transformer.`, which
+    ComfyUI maps onto its own (fused) weights; each names a weight of the denoiser at its shape."""
+    pipe = tiny_sd("pixart")
+    edit = zeroing_edit(pipe)
+    patch = load_file(export(edit, tmp_path / "patch.safetensors", "comfyui"))
+    net = denoiser(pipe)
+    assert patch and all(k.startswith("transformer.") and k.endswith(".diff") for k in patch)
+    for key, diff in patch.items():
+        name = key.removeprefix("transformer.").removesuffix(".diff") + ".weight"
+        assert net.get_parameter(name).shape == diff.shape
+        assert torch.equal(net.get_parameter(name) + diff, denoiser(edit.edited).get_parameter(name))
+
+
 def _patched(checkpoint: dict, patch: dict, prefix: str) -> dict:
     """`checkpoint` with a patch in original names added, as the tools add it (in fp32, rounded to the weight's
     dtype); every key must name one weight of the checkpoint at its shape."""

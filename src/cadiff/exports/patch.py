@@ -7,7 +7,8 @@ none. The formats differ in their keys:
 - `comfyui`: the family's original module names (`layouts`): `lora_unet_<LDM name, dots as _>` for U-Nets (the
   names ComfyUI, A1111 and Forge all read), `diffusion_model.<original name>` for the transformer families that
   have a layout (SD3, Flux.1, Flux.2, Chroma, Z-Image, Lumina 2, Qwen-Image, HiDream), a fused weight's difference
-  whole (zeros where the edit left it alone);
+  whole (zeros where the edit left it alone); PixArt, which has none, in diffusers' names under `transformer.`,
+  which ComfyUI maps onto its fused weights itself (a bias of a fused weight it drops);
 - `a1111`: U-Nets only, the same file (A1111 has no `.diff` path for SD3 and no Flux; Forge reads `comfyui` files);
 - `lycoris`: `lycoris_<diffusers module name, dots as _>` for every family: what LyCORIS's loader applies to the
   diffusers model, and ComfyUI reads for SD 1.x / SDXL, SD3, Flux.1, Qwen-Image, Z-Image and HiDream.
@@ -103,11 +104,25 @@ class OriginalNames(PatchFile):
         return "lora_unet_" + module.replace(".", "_") if edit.family == "unet" else f"diffusion_model.{module}"
 
 
+# Families without an original layout whose diffusers names ComfyUI maps onto its own weights itself (a fused
+# weight's slice by its offset): `transformer.<diffusers module>`
+COMFYUI_DIFFUSERS_NAMES = ("pixart",)
+
+
 @register_format
 class ComfyUI(OriginalNames):
     name = "comfyui"
     summary = ("a weight-difference patch in the original module names (ComfyUI's LoRA loaders, Forge; A1111 too "
-               "for U-Nets): the families with an original layout")
+               "for U-Nets): the families with an original layout, and PixArt in diffusers' names")
+
+    def families(self) -> tuple[str, ...]:
+        return (*LAYOUTS, *COMFYUI_DIFFUSERS_NAMES)
+
+    def rename(self, edit: Edit):
+        return super().rename(edit) if edit.family in LAYOUTS else (lambda net, state: state)
+
+    def key(self, edit: Edit, module: str) -> str:
+        return super().key(edit, module) if edit.family in LAYOUTS else f"transformer.{module}"
 
 
 @register_format
