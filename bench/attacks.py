@@ -2,7 +2,7 @@
 erase chose, from bench/results/cad_calibrate.json), the same mask filled from its rows instead of zeroed
 (`fill="resample"`), CAD hardened by adversarial rounds (`cadiff.attacks.harden`: its defaults, cutting only the
 text's weights, or scoring the concept's own prompt too), ESD-u (lr 3e-4, 100 and 25 iterations) and the pruning
-baseline, and CAD-Train (ESD's fine-tuning on CAD's top 5 % per row only, the other concepts held: its defaults),
+baseline, and CAD-Train (ESD's fine-tuning on CAD's top 10 % per row only, the other concepts held: its defaults),
 for six concepts of the embedded model; every edit's kept concepts on
 72 images of their own seeds; CAD-Amplify on the CAD-erased model (1 % per row, scores from 96 rendered images of
 the concept) as the white-box upper bound. Judge: the shipped shapes evaluator. Writes bench/results/attacks.json
@@ -25,7 +25,7 @@ CONCEPTS = ["circle", "triangle", "star", "red", "orange", "striped"]
 ESD = {"method": "esd", "iterations": 100, "lr": 3e-4}
 ESD_25 = {"method": "esd", "iterations": 25, "lr": 3e-4}  # where ESD first matched CAD's erase of circle (docs' sweep)
 PRUNE = {"method": "prune"}
-CADTRAIN = {"method": "cadtrain"}  # its defaults: 5 % per row of the guarded line's linear weights, 100 iterations
+CADTRAIN = {"method": "cadtrain"}  # its defaults: 10 % per row of the guarded line's linear weights, 100 iterations
 HARDENED = {"cad-hardened": {}, "cad-hardened-text": {"components": "text"},  # harden()'s levers
             "cad-hardened-concept": {"harden_with": "token+concept"}}
 EDITS = ["cad", "cad-resampled", *HARDENED, "esd", "esd-25", "prune", "cadtrain"]
@@ -202,8 +202,8 @@ def report(results: dict) -> str:
             "values); *cad-hardened-concept*: each round scores the concept's own prompt beside the token's "
             "(`--harden-with token+concept`); *cad-resampled*: the same CAD "
             "mask with each weight filled from its own row's other weights (`cadiff apply --fill resample`) instead "
-            "of zero; *cadtrain*: CAD-Train with its defaults (ESD's objective trained for 100 iterations, lr 3e-4, "
-            "on the top 5 % per row of CAD's guarded scores of the linear weights, early steps, 8 trajectories, "
+            "of zero; *cadtrain*: CAD-Train with its defaults (ESD's objective trained for 100 iterations, lr 1e-2, "
+            "on the top 10 % per row of CAD's guarded scores of the linear weights, early steps, 8 trajectories, "
             "the other 14 concepts held by the keep term at weight 1). JSON: `bench/results/attacks.json`.")
     scale = "".join(
         f"\n\n**The scale: a model that never saw {c}** (the recipe at batch {r['train']['unet_batch']}, "
