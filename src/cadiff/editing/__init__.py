@@ -1,5 +1,5 @@
-"""Editing a model where a concept lives: reversible ablation, registered edit methods (CAD, ESD, prune, the
-magnitude control) behind `erase` / `amplify`, each returning an EditResult, and export."""
+"""Editing a model where a concept lives: reversible ablation, registered edit methods (CAD, CAD-Train, ESD, prune,
+the magnitude control) behind `erase` / `amplify`, each returning an EditResult (which exports itself)."""
 
 from cadiff.editing.ablate import ablated, apply_mask
 from cadiff.editing.copies import edited_copy, with_denoiser
