@@ -54,12 +54,7 @@ class CADTrainSweep(Benchmark):
         (attr,) = attribute(pipe, concepts, GuardedAttributionConfig(seeds=8), progress=False)
         rows = []
         for ratio, lr, keep_weight, iterations, eta in GRID[:2] if args.quick else GRID:
-            region = attr.select(ratio=ratio, scope="row")
-            trained = {}
-            for name, flat in region.indices.items():
-                where = torch.zeros(region.shapes[name], dtype=torch.bool)
-                where.view(-1)[flat] = True
-                trained[name] = where
+            trained = attr.select(ratio=ratio, scope="row").booleans()
             started_tune = time.perf_counter()
             edited, _ = fine_tune(pipe, concepts, FineTuneConfig(iterations=2 if args.quick else iterations, lr=lr,
                                                                  negative_guidance=eta),

@@ -90,6 +90,15 @@ class Mask:
         parts = self.metadata.get("parts", [self.metadata]) + other.metadata.get("parts", [other.metadata])
         return Mask(indices, {**self.shapes, **other.shapes}, {"fingerprint": self.fingerprint, "parts": parts})
 
+    def booleans(self) -> dict[str, torch.Tensor]:
+        """The mask as boolean tensors shaped like its parameters (True where a weight is selected)."""
+        out = {}
+        for name, flat in self.indices.items():
+            where = torch.zeros(self.shapes[name], dtype=torch.bool)
+            where.view(-1)[flat] = True
+            out[name] = where
+        return out
+
     def check_fingerprint(self, fingerprint: str) -> None:
         """ValueError if the model of `fingerprint` is not the one this mask was selected on."""
         check_fingerprint(self.fingerprint, fingerprint, "this mask")

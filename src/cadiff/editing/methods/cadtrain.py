@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
-import torch
-
 from cadiff.attribution import attribute
 from cadiff.attribution.config import AttributionConfig, GuardedAttributionConfig
 from cadiff.config import option
@@ -75,13 +73,8 @@ class CADTrain(EditMethod):
         started = time.perf_counter()
         (attr,) = attribute(pipe, concepts, cfg.attribution(), objective=request.objective, progress=request.progress)
         region = attr.select(ratio=cfg.ratio, count=cfg.count, scope=cfg.scope)
-        trained = {}
-        for name, flat in region.indices.items():
-            where = torch.zeros(region.shapes[name], dtype=torch.bool)
-            where.view(-1)[flat] = True
-            trained[name] = where
-        edited, info = fine_tune(pipe, concepts, cfg.part(FineTuneConfig), trained, keep_prompts=concepts.keep_prompts,
-                                 keep_weight=cfg.keep_weight)
+        edited, info = fine_tune(pipe, concepts, cfg.part(FineTuneConfig), region.booleans(),
+                                 keep_prompts=concepts.keep_prompts, keep_weight=cfg.keep_weight)
         info = {"method": self.name, "prompts": list(concepts.prompts), "region": len(region),
                 "attribution_seconds": attr.metadata["seconds"], **info}
         return EditResult(edited, self.name, request.objective, list(concepts.targets), list(concepts.keep), cfg,
