@@ -380,7 +380,7 @@ def test_calibration_flags_with_a_plain_edit_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--judge" in err and "--method calibrated" in err
     code = main(["erase", "circle", "--iterations", "3", "--out", str(tmp_path / "x")])
-    assert code == 2 and "--iterations: not an option of --method calibrated; --method esd takes it" in \
+    assert code == 2 and "--iterations: not an option of --method calibrated; --method esd or cadtrain takes it" in \
         capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 

@@ -141,7 +141,7 @@ def test_other_model_empty_folder_existing_output(models, tmp_path, capsys):
 def test_baseline_method_dispatch(models, tmp_path, capsys):
     code, _, err = run(["erase", "a circle", "--method", "esd", "--model", models / "a", "--out", tmp_path / "b",
                         *FAST], capsys)
-    assert code == 2 and "--seeds: not an option of --method esd; --method cad or prune or calibrated takes it" in err
+    assert code == 2 and "--seeds: not an option of --method esd; --method cad or prune or cadtrain or calibrated takes it" in err
     assert "(--method cad --help lists its flags)" in err and err.count("\n") == 1
     for flags, words in ((["--rounds", "2"], "--rounds: not an option"), (["--preserve", "a star"], "no concepts to keep"),
                          (["--ratio", "0.1"], "--ratio: not an option"),
