@@ -171,10 +171,28 @@ def _sd3_prefixes(transformer) -> dict[str, tuple[str, dict]]:
     return p
 
 
+def free_zeros(like: torch.Tensor) -> torch.Tensor:
+    """Zeros shaped as `like` that take no memory (an expanded scalar): how a difference gives a weight the edit left
+    alone, so that renaming it costs nothing."""
+    return torch.zeros((), dtype=like.dtype).expand(like.shape)
+
+
+def is_free_zeros(t: torch.Tensor) -> bool:
+    return t.numel() > 0 and all(s == 0 for s in t.stride())
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat along the first dimension; parts that are all `free_zeros` stay free zeros (a fused weight none of
+    whose parts an edit changed takes no memory either)."""
+    if all(is_free_zeros(p) for p in parts):
+        return torch.zeros((), dtype=parts[0].dtype).expand(sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+    return torch.cat(parts)
+
+
 def _swap_halves(t: torch.Tensor) -> torch.Tensor:
     """diffusers' `swap_scale_shift` (its own inverse): the original stores (shift, scale), diffusers (scale, shift)."""
     a, b = t.chunk(2, dim=0)
-    return torch.cat([b, a], dim=0)
+    return _cat([b, a])
 
 
 def _sd3_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -183,10 +201,7 @@ def _sd3_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.T
     for n in range(last + 1):
         for module, (q, k, v, fused) in SD3_QKV.items():
             base = f"transformer_blocks.{n}.{module}"
-            for part in ("weight", "bias"):
-                if f"{base}{q}.{part}" in state:
-                    qkv = [state.pop(f"{base}{x}.{part}") for x in (q, k, v)]
-                    state[f"{base}{fused}.{part}"] = torch.cat(qkv)
+            _fuse(state, base, (q, k, v), fused)
     # diffusers swaps scale/shift in the final norm and in the last block's (pre-only) context norm
     for key in (f"transformer_blocks.{last}.norm1_context.linear.", "norm_out.linear."):
         for part in ("weight", "bias"):
@@ -245,7 +260,7 @@ def _fuse(state: dict[str, torch.Tensor], base: str, parts: tuple[str, ...], fus
     output dimension, in this order (what the original stores and diffusers' converters split)."""
     for param in ("weight", "bias"):
         if f"{base}{parts[0]}.{param}" in state:
-            state[f"{base}{fused}.{param}"] = torch.cat([state.pop(f"{base}{x}.{param}") for x in parts])
+            state[f"{base}{fused}.{param}"] = _cat([state.pop(f"{base}{x}.{param}") for x in parts])
 
 
 def _flux_fused(transformer, state: dict[str, torch.Tensor], blocks: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -29,20 +29,11 @@ from safetensors.torch import save_file
 
 from cadiff.errors import BadInput
 from cadiff.exports import Edit, ExportFormat, register_format
-from cadiff.exports.layouts import LAYOUTS
+from cadiff.exports.layouts import LAYOUTS, free_zeros, is_free_zeros
 from cadiff.models.loading import denoiser
 
 
 PATCHABLE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)  # what LyCORIS's full module wraps
-
-
-def _virtual_zeros(like: torch.Tensor) -> torch.Tensor:
-    """Zeros shaped as `like` that take no memory (an expanded scalar)."""
-    return torch.zeros((), dtype=like.dtype).expand(like.shape)
-
-
-def _is_virtual(t: torch.Tensor) -> bool:
-    return t.numel() > 0 and all(s == 0 for s in t.stride())
 
 
 def differences_by_name(edit: Edit, rename) -> dict[str, torch.Tensor]:
@@ -50,9 +41,9 @@ def differences_by_name(edit: Edit, rename) -> dict[str, torch.Tensor]:
     naming out): every weight is renamed, the unchanged ones as zeros that take no memory, and a renamed tensor that
     holds no change is left out (a fused weight with one changed part is kept whole)."""
     net = denoiser(edit.base)
-    state = {n: edit.difference[n] if n in edit.difference else _virtual_zeros(t)
+    state = {n: edit.difference[n] if n in edit.difference else free_zeros(t)
              for n, t in net.state_dict().items()}
-    return {k: v.contiguous() for k, v in rename(net, state).items() if not _is_virtual(v) and bool(v.any())}
+    return {k: v.contiguous() for k, v in rename(net, state).items() if not is_free_zeros(v) and bool(v.any())}
 
 
 def patch_tensors(differences: dict[str, torch.Tensor], key) -> dict[str, torch.Tensor]:
@@ -85,7 +76,7 @@ class PatchFile(ExportFormat):
         lone = [k.removesuffix("_b") for k in tensors if k.endswith(".diff_b") and k.removesuffix("_b") not in tensors]
         if lone:  # A1111 reads a module's .diff_b only beside its .diff
             net = denoiser(edit.base)
-            weights = self.rename(edit)(net, {n: _virtual_zeros(t) for n, t in net.state_dict().items()})
+            weights = self.rename(edit)(net, {n: free_zeros(t) for n, t in net.state_dict().items()})
             by_key = {self.key(edit, n.removesuffix(".weight")): w for n, w in weights.items() if n.endswith(".weight")}
             tensors.update({k: torch.zeros(by_key[k.removesuffix(".diff")].shape) for k in lone})
         save_file(tensors, str(path), metadata=edit.metadata(self.name))
