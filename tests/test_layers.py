@@ -45,3 +45,26 @@ def test_no_package_imports_one_above_it():
         for target in sorted(_imports(path) - BELOW.get(package, set()) - {package}):  # moved-module notices: none
             wrong.append(f"{path.relative_to(ROOT)} imports cadiff.{target}")
     assert wrong == []
+
+
+GUIDANCE_KEYWORDS = {"guidance_scale", "true_cfg_scale", "negative_prompt"}
+
+
+def test_only_the_adapters_say_how_a_pipeline_is_guided_and_name_a_family():
+    """How a pipeline is guided (its guidance keywords) and which classes make a family are the adapters'
+    knowledge: no other module passes the guidance keywords or names a family's pipeline or denoiser class. (Exports'
+    original layouts are keyed by the adapter's name, not by a class.)"""
+    from cadiff.adapters import ADAPTERS
+
+    classes = {c for a in ADAPTERS.values() for c in getattr(a, "denoisers", ())}
+    classes |= {c.replace("Transformer2DModel", "Pipeline") for c in classes}
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path.relative_to(ROOT).parts[0] == "adapters":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg in GUIDANCE_KEYWORDS:
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} passes {node.arg}=")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in classes:
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} names {node.value}")
+    assert classes and wrong == []

@@ -74,6 +74,10 @@ def test_generate_samples_each_family_as_its_stock_call_does(any_family):
     assert (ours != unguided).any() or name == "flux2-klein-distilled"  # the guidance reached the sampler
 
 
+NEW = ["flux-cfg", "qwenimage", "chroma", "flux2", "flux2-klein", "flux2-klein-distilled", "zimage", "lumina2",
+       "cogview4", "hunyuanimage", "hidream"]
+
+
 def _raw_calls(pipe, name, prompt, seed):
     """Every denoiser call of the stock call at GUIDANCE, its keywords and output, recorded by a plain hook."""
     calls = []
@@ -128,7 +132,7 @@ def _posterior_mode(monkeypatch, module):
                         out.latent_dist.mode())
 
 
-@pytest.mark.parametrize("name", ["flux2", "flux2-klein", "qwenimage", "flux", "chroma"])
+@pytest.mark.parametrize("name", ["flux2", "flux2-klein", "qwenimage", "flux", "chroma", "zimage"])
 def test_images_are_encoded_into_the_denoisers_latents_as_the_familys_own_image_to_image_pipeline_does(name,
                                                                                                    monkeypatch):
     """Amplify's concept images: the adapter's encoding equals the family's img2img encoding, packed as its
@@ -149,6 +153,13 @@ def test_images_are_encoded_into_the_denoisers_latents_as_the_familys_own_image_
             i2i = QwenImageImg2ImgPipeline(**pipe.components)
             z = i2i._encode_vae_image(x[:, :, None], generator=None)
             own = i2i._pack_latents(z, 2, z.shape[1], z.shape[-2], z.shape[-1])
+        elif name == "zimage":  # its img2img latents before the noise is mixed in
+            import diffusers.pipelines.z_image.pipeline_z_image_img2img as zimage_i2i
+
+            _posterior_mode(monkeypatch, zimage_i2i)
+            i2i = zimage_i2i.ZImageImg2ImgPipeline(**pipe.components)
+            monkeypatch.setattr(i2i.scheduler, "scale_noise", lambda sample, timestep, noise: sample)
+            own = i2i.prepare_latents(x, None, 2, pipe.transformer.in_channels, 16, 16, x.dtype, x.device, None)
         else:  # Flux.1 and Chroma share Flux's VAE scaling and 2 x 2 packing
             _posterior_mode(monkeypatch, flux_i2i)
             i2i = FluxImg2ImgPipeline(scheduler=pipe.scheduler, vae=pipe.vae, text_encoder=None, tokenizer=None,
@@ -158,7 +169,7 @@ def test_images_are_encoded_into_the_denoisers_latents_as_the_familys_own_image_
     torch.testing.assert_close(ours, own)
 
 
-@pytest.mark.parametrize("name", ["flux2", "flux2-klein", "qwenimage"])
+@pytest.mark.parametrize("name", ["flux", *NEW])
 def test_amplify_reads_the_sampled_latents_in_the_denoisers_layout(name):
     """[klein] returns VAE-space latents for output_type='latent'; amplify puts them in the sampler's layout."""
     from cadiff.attribution.estimators import Row, generated_latents
@@ -254,7 +265,8 @@ def test_a_single_file_denoiser_loads_with_its_local_config_or_is_refused_where_
 @pytest.mark.parametrize("name", ["cogview4", "lumina2", "generic"])
 def test_the_cli_runs_each_verb_on_a_saved_family_pipeline(name, tmp_path, capsys):
     """The stock pipeline classes saved and loaded back (CogView4 and Lumina 2, two calls a step; CogView3-Plus
-    through the generic path): generate, attribute, erase, apply, and SAE hookpoints where an adapter has them."""
+    through the generic path): generate, attribute, erase, apply, and SAE hookpoints and the baselines (--method
+    esd|prune|magnitude) where an adapter has them."""
     from cadiff.adapters import PROBED
     from cadiff.cli import main
     from tiny_pipelines import tiny_cogview3
@@ -273,6 +285,11 @@ def test_the_cli_runs_each_verb_on_a_saved_family_pipeline(name, tmp_path, capsy
 
     exported = DiffusionPipeline.from_pretrained(str(tmp_path / "e" / "pipeline"))  # stock diffusers samples it
     assert exported(prompt="a red circle", num_inference_steps=2, output_type="np").images.shape[-1] == 3
+    if name != "generic":  # the baselines need a family's units (ESD's parameter sets, prune's ff layers)
+        for method in (["esd", "--iterations", "1", "--steps", "2"], ["prune", "--seeds", "1", "--steps", "2"],
+                       ["magnitude", "--ratio", "0.1"]):
+            assert main(["erase", "a red circle", "--method", *method, *model, "--out", str(tmp_path / method[0])]) == 0
+            assert (tmp_path / method[0] / "pipeline" / "transformer").is_dir()
     capsys.readouterr()
     if name == "generic":
         assert main(["sae", "hookpoints", *model]) == 2
@@ -341,9 +358,6 @@ def test_a_head_of_a_fused_single_block_is_selected_across_its_query_key_value_a
     assert head[1] in want
 
 
-NEW = ["flux-cfg", "qwenimage", "chroma", "flux2", "flux2-klein", "zimage", "lumina2", "cogview4", "hunyuanimage",
-       "hidream"]
-
 
 @pytest.mark.parametrize("name", NEW)
 def test_the_calibrated_erase_runs_with_a_function_judge_on_each_family(name, tmp_path):
@@ -360,6 +374,11 @@ def test_the_calibrated_erase_runs_with_a_function_judge_on_each_family(name, tm
                               judge=lambda images, c: np.zeros(len(images), bool) if c == "a circle"
                               else np.ones(len(images), bool), **fast)
     assert result.certificate.outcome == "met" and len(result.mask) > 0
+    claims = result.certificate.confirmation.claims  # the judge's answers are what the certificate counts
+    assert all(c.after.n > 0 and c.after.hits == (0 if c.kind == "target" else c.after.n) for c in claims)
+    edited, original = (dict(denoiser(p).named_parameters()) for p in (result.pipeline, pipe))
+    assert all((edited[n].detach().reshape(-1)[i] == 0).all() for n, i in result.mask.indices.items())
+    assert any((original[n].detach().reshape(-1)[i] != 0).any() for n, i in result.mask.indices.items())
     result.save(tmp_path / "run")
     assert (tmp_path / "run" / "certificate.json").exists() and (tmp_path / "run" / "mask.safetensors").exists()
 
@@ -372,14 +391,18 @@ def test_grouped_query_keys_and_values_belong_to_no_one_head():
     assert not any(k.endswith(("attn.to_k.weight", "attn.to_v.weight")) for k in layout)
 
 
-def test_scores_equal_weight_times_gradient_by_hand_where_guidance_is_an_input():
-    """FLUX.2 [dev]: one call per step with the guidance as an input; the erase objective's base is the same call
-    with the empty prompt's text (its embeddings and token ids), at the call's own guidance."""
-    pipe = tiny_sd("flux2")
+@pytest.mark.parametrize("name", ["flux2", "flux2-klein-distilled"])
+def test_scores_equal_weight_times_gradient_by_hand_with_one_call_a_step(name):
+    """FLUX.2 [dev] (guidance an input of the model) and [klein] distilled (no guidance at all): one call per step;
+    the erase objective's base is the same call with the empty prompt's text (its embeddings and token ids), at the
+    call's own guidance."""
+    pipe = tiny_sd(name)
     attr = attribute(pipe, "a red circle", seeds=[3], steps=STEPS, guidance=GUIDANCE, components="linear",
                      progress=False)
-    calls, empty = _raw_calls(pipe, "flux2", "a red circle", 3), _raw_calls(pipe, "flux2", "", 3)
-    assert len(calls) == STEPS and float(calls[0][0]["guidance"][0]) == GUIDANCE
+    calls, empty = _raw_calls(pipe, name, "a red circle", 3), _raw_calls(pipe, name, "", 3)
+    assert len(calls) == STEPS
+    guidance = calls[0][0].get("guidance")
+    assert float(guidance[0]) == GUIDANCE if name == "flux2" else guidance is None
     net = pipe.transformer
     names = sorted(attr.scores)[:2]
     empty_text = {"encoder_hidden_states": empty[0][0]["encoder_hidden_states"], "txt_ids": empty[0][0]["txt_ids"]}
