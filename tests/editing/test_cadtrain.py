@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import cadiff
-from cadiff.editing.methods.cadtrain import CADTrainConfig
+from cadiff.editing.methods.cadtrain import CADTrain, CADTrainConfig
 from cadiff.models.loading import denoiser
 from tiny_pipelines import tiny_sd
 
@@ -23,16 +23,28 @@ def _changed(pipe, edited) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", EVERY_FAMILY)
-def test_only_the_weights_cad_points_at_train(name):
+def test_only_the_weights_cad_points_at_train_and_not_those_that_read_the_text(name):
     pipe = tiny_sd(name)
     result = cadiff.erase(pipe, "a red circle", CADTrainConfig(**QUICK), preserve=["a blue square"], progress=False)
     (attr,) = result.attributions
-    region = attr.select(ratio=0.1, scope="row")
+    text = CADTrain.text_weights(pipe)
+    scored = attr.select(ratio=0.1, scope="row")
+    assert text and text & set(scored.indices)  # CAD points at some of them, and they are left out
+    region = scored.without(text)
     changed = _changed(pipe, result.pipeline)
     assert changed and result.method == "cadtrain" and result.info["region"] == len(region)
     for param, where in changed.items():  # inside the region, and nowhere else
         assert param in region.indices and set(where.tolist()) <= set(region.indices[param].tolist()), param
     assert result.info["trained_elements"] == len(region)
+
+
+def test_the_weights_that_read_the_text_train_when_asked():
+    pipe = tiny_sd("sd1")
+    result = cadiff.erase(pipe, "a red circle", CADTrainConfig(**QUICK, train_text=True), preserve=["a blue square"],
+                          progress=False)
+    (attr,) = result.attributions
+    assert result.info["region"] == len(attr.select(ratio=0.1, scope="row"))
+    assert set(_changed(pipe, result.pipeline)) & CADTrain.text_weights(pipe)
 
 
 def test_the_keep_term_holds_the_concepts_to_keep():

@@ -90,6 +90,12 @@ class Mask:
         parts = self.metadata.get("parts", [self.metadata]) + other.metadata.get("parts", [other.metadata])
         return Mask(indices, {**self.shapes, **other.shapes}, {"fingerprint": self.fingerprint, "parts": parts})
 
+    def without(self, names) -> "Mask":
+        """This mask less the parameters `names`."""
+        names = set(names)
+        return Mask({n: i for n, i in self.indices.items() if n not in names},
+                    {n: s for n, s in self.shapes.items() if n not in names}, dict(self.metadata))
+
     def booleans(self) -> dict[str, torch.Tensor]:
         """The mask as boolean tensors shaped like its parameters (True where a weight is selected)."""
         out = {}

@@ -5,7 +5,9 @@ concepts to keep:
 
 1. CAD scores the concept against the concepts to keep (any objective setting `attribute` takes; by default the
    calibrated erase's guarded line: linear weights, early steps, the guard rule), and the top `ratio` per row
-   (or `count`, per `scope`) is the region that may change;
+   (or `count`, per `scope`) is the region that may change, less the weights that read the text (cross-attention
+   keys and values; `train_text` keeps them): trained there, the edit would only reroute the concept's word, and a
+   learned token would find the concept by another input, as it does after zeroing;
 2. ESD's fine-tuning (`fine_tune`: the student's output for the concept regressed onto the frozen model's output
    guided away from it) moves those weights alone, plus `keep_weight` times the distance of the student's output
    for the concepts to keep from the frozen model's, at the same step of their own trajectories.
@@ -22,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
+from cadiff.adapters import adapter_for
 from cadiff.attribution import attribute
 from cadiff.attribution.config import AttributionConfig, GuardedAttributionConfig
 from cadiff.config import option
@@ -30,6 +33,7 @@ from cadiff.editing.methods.esd import FineTuneConfig, fine_tune
 from cadiff.editing.result import EditResult
 from cadiff.editing.selection import SelectionConfig
 from cadiff.errors import BadInput
+from cadiff.models.loading import denoiser
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class CADTrainConfig(GuardedAttributionConfig, SelectionConfig, FineTuneConfig):
     lr: float = option(1e-2, "fine-tuning learning rate (default 1e-2: only a tenth of the weights move)")
     keep_weight: float = option(1.0, "weight of the term that holds the concepts to keep (default 1; 0: none)",
                                 low=0)
+    train_text: bool = option(False, "train the weights that read the text too (cross-attention keys and values; "
+                                     "default: not, so the edit cannot just reroute the concept's word)")
 
     def __post_init__(self):
         GuardedAttributionConfig.__post_init__(self)
@@ -73,9 +79,18 @@ class CADTrain(EditMethod):
         started = time.perf_counter()
         (attr,) = attribute(pipe, concepts, cfg.attribution(), objective=request.objective, progress=request.progress)
         region = attr.select(ratio=cfg.ratio, count=cfg.count, scope=cfg.scope)
+        if not cfg.train_text:
+            region = region.without(self.text_weights(pipe))
         edited, info = fine_tune(pipe, concepts, cfg.part(FineTuneConfig), region.booleans(),
                                  keep_prompts=concepts.keep_prompts, keep_weight=cfg.keep_weight)
         info = {"method": self.name, "prompts": list(concepts.prompts), "region": len(region),
                 "attribution_seconds": attr.metadata["seconds"], **info}
         return EditResult(edited, self.name, request.objective, list(concepts.targets), list(concepts.keep), cfg,
                           attributions=[attr], info=info, seconds=time.perf_counter() - started, base=pipe)
+
+    @staticmethod
+    def text_weights(pipe) -> set[str]:
+        """The denoiser's weights that read the text, as its family names them (the 'text' group)."""
+        net = denoiser(pipe)
+        adapter = adapter_for(net)
+        return {n for n, p in net.named_parameters() if adapter.in_group(n, p, "text")}
