@@ -25,7 +25,8 @@ CONCEPTS = ["circle", "triangle", "star", "red", "orange", "striped"]
 ESD = {"method": "esd", "iterations": 100, "lr": 3e-4}
 ESD_25 = {"method": "esd", "iterations": 25, "lr": 3e-4}  # where ESD first matched CAD's erase of circle (docs' sweep)
 PRUNE = {"method": "prune"}
-CADTRAIN = {"method": "cadtrain"}  # its defaults: 10 % per row of the guarded line's linear weights, 100 iterations
+CADTRAIN = {"method": "cadtrain"}  # its defaults: 10 % per row of the guarded line's linear weights less the text's,
+# 100 iterations
 HARDENED = {"cad-hardened": {}, "cad-hardened-text": {"components": "text"},  # harden()'s levers
             "cad-hardened-concept": {"harden_with": "token+concept"}}
 EDITS = ["cad", "cad-resampled", *HARDENED, "esd", "esd-25", "prune", "cadtrain"]
@@ -203,8 +204,8 @@ def report(results: dict) -> str:
             "(`--harden-with token+concept`); *cad-resampled*: the same CAD "
             "mask with each weight filled from its own row's other weights (`cadiff apply --fill resample`) instead "
             "of zero; *cadtrain*: CAD-Train with its defaults (ESD's objective trained for 100 iterations, lr 1e-2, "
-            "on the top 10 % per row of CAD's guarded scores of the linear weights, early steps, 8 trajectories, "
-            "the other 14 concepts held by the keep term at weight 1). JSON: `bench/results/attacks.json`.")
+            "on the top 10 % per row of CAD's guarded scores of the linear weights less those that read the text, "
+            "early steps, 8 trajectories, the other 14 concepts held by the keep term at weight 1). JSON: `bench/results/attacks.json`.")
     scale = "".join(
         f"\n\n**The scale: a model that never saw {c}** (the recipe at batch {r['train']['unet_batch']}, "
         f"{r['train']['unet_steps']} steps, `cadiff shapes train --exclude {c}`): by its word {r['prompt']['accuracy']:.2f}, "

@@ -39,8 +39,9 @@ from cadiff.models.loading import denoiser
 @dataclass(frozen=True)
 class CADTrainConfig(GuardedAttributionConfig, SelectionConfig, FineTuneConfig):
     """Where to train (CAD's scores and selection: by default 8 trajectories, linear weights, early steps, the guard
-    rule, 10 % per row) and how (ESD's fine-tuning: 100 iterations at lr 1e-2, with the concepts to keep held at
-    `keep_weight`). The defaults are the sweep's best on circle that keeps every other concept (docs/evaluation.md)."""
+    rule, 10 % per row, less the weights that read the text) and how (ESD's fine-tuning: 100 iterations at lr 1e-2,
+    with the concepts to keep held at `keep_weight`). The defaults are the levers' best on circle that keeps every
+    other concept (docs/evaluation.md)."""
 
     shards: ClassVar[bool] = False  # the scored model is edited
 
