@@ -24,8 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
-from cadiff.adapters import adapter_for
-from cadiff.attribution import attribute
+from cadiff.attribution import attribute, select_parameters
 from cadiff.attribution.config import AttributionConfig, GuardedAttributionConfig
 from cadiff.config import option
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
@@ -92,6 +91,4 @@ class CADTrain(EditMethod):
     @staticmethod
     def text_weights(pipe) -> set[str]:
         """The denoiser's weights that read the text, as its family names them (the 'text' group)."""
-        net = denoiser(pipe)
-        adapter = adapter_for(net)
-        return {n for n, p in net.named_parameters() if adapter.in_group(n, p, "text")}
+        return set(select_parameters(denoiser(pipe), "text"))
