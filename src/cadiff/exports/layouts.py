@@ -203,10 +203,7 @@ def _sd3_state(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.T
             base = f"transformer_blocks.{n}.{module}"
             _fuse(state, base, (q, k, v), fused)
     # diffusers swaps scale/shift in the final norm and in the last block's (pre-only) context norm
-    for key in (f"transformer_blocks.{last}.norm1_context.linear.", "norm_out.linear."):
-        for part in ("weight", "bias"):
-            state[key + part] = _swap_halves(state[key + part])
-    return state
+    return _scale_shift_swapped(state, (f"transformer_blocks.{last}.norm1_context.linear", "norm_out.linear"))
 
 
 def _ldm_vae_state(vae) -> dict[str, torch.Tensor]:
@@ -274,11 +271,13 @@ def _flux_fused(transformer, state: dict[str, torch.Tensor], blocks: tuple[str, 
     return state
 
 
-def _final_norm_swapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The final norm stores (shift, scale); diffusers (scale, shift)."""
-    for param in ("weight", "bias"):
-        if f"norm_out.linear.{param}" in state:
-            state[f"norm_out.linear.{param}"] = _swap_halves(state[f"norm_out.linear.{param}"])
+def _scale_shift_swapped(state: dict[str, torch.Tensor], modules: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """`state` with the weight and bias of each of `modules` in the original's (shift, scale) order; diffusers keeps
+    (scale, shift)."""
+    for module in modules:
+        for param in ("weight", "bias"):
+            if f"{module}.{param}" in state:
+                state[f"{module}.{param}"] = _swap_halves(state[f"{module}.{param}"])
     return state
 
 
@@ -410,13 +409,13 @@ def _sd3_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def _flux_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    state = _final_norm_swapped(_flux_fused(transformer, state, tuple(FLUX_FUSED)))
+    state = _scale_shift_swapped(_flux_fused(transformer, state, tuple(FLUX_FUSED)), ("norm_out.linear",))
     return _rename(state, _block_prefixes(transformer, FLUX_TOP, FLUX_BLOCKS), "")
 
 
 def _flux2_original(transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # the double blocks' q, k, v fused (the single blocks' are fused in diffusers too)
-    state = _final_norm_swapped(_flux_fused(transformer, state, ("transformer_blocks",)))
+    state = _scale_shift_swapped(_flux_fused(transformer, state, ("transformer_blocks",)), ("norm_out.linear",))
     return _rename(state, _block_prefixes(transformer, FLUX2_TOP, FLUX2_BLOCKS), "")
 
 
