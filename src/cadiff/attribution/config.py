@@ -91,6 +91,10 @@ class AttributionConfig(ScoringConfig):
         if self.preserve_rule not in PRESERVE_RULES:
             raise BadInput(f"preserve_rule must be one of {', '.join(PRESERVE_RULES)}, got '{self.preserve_rule}'")
 
+    def attribution(self) -> "AttributionConfig":
+        """The settings `attribute()` takes, out of a config that extends them (an edit method's)."""
+        return self.part(AttributionConfig)
+
 
 @dataclass(frozen=True)
 class GuardedAttributionConfig(AttributionConfig):

@@ -63,10 +63,6 @@ class CADConfig(AttributionConfig, SelectionConfig):
         """The ratio round `k` (from 1) zeroes: its entry of round_ratios, else `ratio`."""
         return self.round_ratios[k - 1] if self.round_ratios else self.ratio
 
-    def attribution(self) -> AttributionConfig:
-        """The settings `attribute()` takes."""
-        return self.part(AttributionConfig)
-
 
 @register_method
 class CAD(EditMethod):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
 from cadiff.attribution import attribute, select_parameters
-from cadiff.attribution.config import AttributionConfig, GuardedAttributionConfig
+from cadiff.attribution.config import GuardedAttributionConfig
 from cadiff.config import option
 from cadiff.editing.methods import EditMethod, EditRequest, register_method
 from cadiff.editing.methods.esd import FineTuneConfig, fine_tune
@@ -60,10 +60,6 @@ class CADTrainConfig(GuardedAttributionConfig, SelectionConfig, FineTuneConfig):
         FineTuneConfig.__post_init__(self)
         if self.keep_weight < 0:
             raise BadInput(f"keep_weight must be >= 0, got {self.keep_weight}")
-
-    def attribution(self) -> AttributionConfig:
-        """The settings `attribute()` takes."""
-        return self.part(AttributionConfig)
 
 
 @register_method
